@@ -1,0 +1,49 @@
+# igor-node — see README.md. Targets are listed by `make help`.
+GO        ?= go
+BIN       := bin
+AGENTS    := $(BIN)/agents
+PKGS      := ./...
+# Packages whose tests are cheap enough for the race detector on 2 cores.
+RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/...
+FUZZTIME  ?= 10s
+
+.PHONY: help build agents test test-race test-e2e fuzz fuzz-short bench check demo-local clean
+
+help:
+	@echo "build       bin/igor-node"
+	@echo "agents      every example agent -> bin/agents/<name>.wasm (+ .manifest.json)"
+	@echo "test        everything make test runs in CI (unit, race, e2e, short fuzz)"
+	@echo "bench       benchmarks; results go in BENCHMARKS.md"
+	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
+	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
+
+build:
+	$(GO) build -o $(BIN)/igor-node ./cmd/igor-node
+
+agents:
+	bash scripts/build-agents.sh $(AGENTS)
+
+# The test suite builds what it needs (the binary for e2e tests, example agents on demand).
+test: build agents
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	$(MAKE) fuzz-short
+
+# Each fuzz target for a short run (go test -fuzz takes one target per run).
+fuzz-short:
+	@bash scripts/fuzz.sh $(FUZZTIME)
+
+fuzz:
+	@bash scripts/fuzz.sh 2m
+
+bench: build agents
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... | tee $(BIN)/bench.txt
+
+check:
+	@bash scripts/check.sh
+
+demo-local: build agents
+	bash scripts/demo-local.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,488 @@
+package hosting
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/wasmexec"
+)
+
+// Sentinel errors of the runner.
+var (
+	// ErrBudgetExhausted: the agent has no budget left; its final checkpoint
+	// records budget 0 and it will not tick again.
+	ErrBudgetExhausted = errors.New("hosting: budget exhausted")
+	// ErrKeyMismatch: the agent key given does not belong to the agent's DID.
+	ErrKeyMismatch = errors.New("hosting: agent key does not match the agent's DID")
+	// ErrTooManyFailures: the instance failed repeatedly even when re-created
+	// from the last checkpoint; the runner gave up.
+	ErrTooManyFailures = errors.New("hosting: agent failed repeatedly")
+	// ErrModuleTooLarge: the module object exceeds MaxModuleBytes.
+	ErrModuleTooLarge = errors.New("hosting: module too large")
+)
+
+// MaxModuleBytes caps the size of an agent's WASM module.
+const MaxModuleBytes = 64 << 20
+
+// Blocks is what the runner needs from a content store. contentstore.Store
+// implements it; the runner declares it so hosting does not depend on how
+// blocks are kept.
+type Blocks interface {
+	Put(codec uint64, data []byte) (cid.Cid, error)
+	Get(c cid.Cid) ([]byte, error)
+	PutObjectBytes(b []byte) (cid.Cid, error)
+	ReadObject(c cid.Cid, max int64) ([]byte, error)
+	Pin(c cid.Cid) error
+	Unpin(c cid.Cid) error
+}
+
+// Heads persists each agent's head pointer. SetHead is the commit point of a
+// checkpoint: the blocks are durable before it is called, and a checkpoint
+// not recorded by SetHead is never resumed.
+type Heads interface {
+	SetHead(did string, c cid.Cid) error
+}
+
+// Env is what a runner works with. All fields are required except Logger
+// and AgentLog.
+type Env struct {
+	Runtime  *wasmexec.Runtime
+	Blocks   Blocks
+	Heads    Heads
+	NodeKey  ed25519.PrivateKey // signs every checkpoint as its holder
+	Logger   *slog.Logger
+	AgentLog func(shortDID, msg string) // agent log lines; default: Logger
+	Now      func() time.Time           // wall clock for checkpoint times; default time.Now
+}
+
+func (e *Env) validate() error {
+	switch {
+	case e.Runtime == nil:
+		return errors.New("hosting: Env.Runtime is required")
+	case e.Blocks == nil:
+		return errors.New("hosting: Env.Blocks is required")
+	case e.Heads == nil:
+		return errors.New("hosting: Env.Heads is required")
+	case len(e.NodeKey) != ed25519.PrivateKeySize:
+		return errors.New("hosting: Env.NodeKey is required")
+	}
+	if e.Logger == nil {
+		e.Logger = slog.Default()
+	}
+	if e.Now == nil {
+		e.Now = time.Now
+	}
+	if e.AgentLog == nil {
+		lg := e.Logger
+		e.AgentLog = func(short, msg string) { lg.Info(msg, "agent", short) }
+	}
+	return nil
+}
+
+// CreateParams describe a new agent.
+type CreateParams struct {
+	Wasm     []byte
+	Manifest *agents.Manifest
+	Budget   int64 // microcents
+	Price    int64 // microcents per second of tick wall time
+	AgentKey ed25519.PrivateKey
+}
+
+// Head is an agent's committed position.
+type Head struct {
+	CID        cid.Cid
+	Checkpoint *agents.Checkpoint
+}
+
+// Create stores the agent's module, manifest and signed genesis, runs
+// agent_init in a fresh instance and commits checkpoint 0 (seq 0, tick 0).
+// It returns the new head; the agent is then resumed with Open.
+func Create(ctx context.Context, env Env, p CreateParams) (Head, error) {
+	if err := env.validate(); err != nil {
+		return Head{}, err
+	}
+	if p.Manifest == nil {
+		return Head{}, errors.New("hosting: CreateParams.Manifest is required")
+	}
+	if p.Budget <= 0 {
+		return Head{}, fmt.Errorf("hosting: budget must be positive, got %d µc", p.Budget)
+	}
+	if p.Price < 0 {
+		return Head{}, fmt.Errorf("hosting: price must not be negative, got %d µc/s", p.Price)
+	}
+	if len(p.Wasm) > MaxModuleBytes {
+		return Head{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrModuleTooLarge, len(p.Wasm), MaxModuleBytes)
+	}
+	did := agents.DID(p.AgentKey.Public().(ed25519.PublicKey))
+	modCID, err := env.Blocks.PutObjectBytes(p.Wasm)
+	if err != nil {
+		return Head{}, fmt.Errorf("store module: %w", err)
+	}
+	// Compile before writing anything else, so a bad module leaves only an
+	// unpinned block that GC reclaims.
+	mod, err := env.Runtime.Compile(ctx, modCID.String(), p.Wasm)
+	if err != nil {
+		return Head{}, err
+	}
+	manCID, err := env.Blocks.Put(cid.Raw, p.Manifest.Canonical())
+	if err != nil {
+		return Head{}, fmt.Errorf("store manifest: %w", err)
+	}
+	g := &agents.Genesis{Agent: did, Module: modCID, Manifest: manCID, Budget: p.Budget, Created: env.Now().UnixNano()}
+	if err := g.Sign(p.AgentKey); err != nil {
+		return Head{}, err
+	}
+	gdata, gCID, err := g.Encode()
+	if err != nil {
+		return Head{}, err
+	}
+	if _, err := env.Blocks.Put(cid.DagCBOR, gdata); err != nil {
+		return Head{}, fmt.Errorf("store genesis: %w", err)
+	}
+	inst, err := env.Runtime.Instantiate(ctx, mod, instanceConfig(&env, p.Manifest, did))
+	if err != nil {
+		return Head{}, err
+	}
+	defer inst.Close(ctx)
+	state, err := inst.Checkpoint(ctx)
+	if err != nil {
+		return Head{}, err
+	}
+	cp := &agents.Checkpoint{
+		Agent: did, Genesis: gCID, Seq: 0, Tick: 0, Epoch: 0,
+		Module: modCID, Manifest: manCID, Budget: p.Budget, Price: p.Price,
+	}
+	return commit(&env, p.AgentKey, cp, state, cid.Undef)
+}
+
+// commit stores state and the signed checkpoint, then moves the head: the
+// order makes a crash at any point leave the previous head intact.
+func commit(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, state []byte, oldHead cid.Cid) (Head, error) {
+	stateCID, err := env.Blocks.PutObjectBytes(state)
+	if err != nil {
+		return Head{}, fmt.Errorf("store state: %w", err)
+	}
+	cp.State = stateCID
+	cp.StateSize = uint64(len(state))
+	cp.Holder = agents.PeerID(env.NodeKey.Public().(ed25519.PublicKey))
+	cp.Time = env.Now().UnixNano()
+	if err := cp.Sign(agentKey, env.NodeKey); err != nil {
+		return Head{}, err
+	}
+	data, c, err := cp.Encode()
+	if err != nil {
+		return Head{}, err
+	}
+	if _, err := env.Blocks.Put(cid.DagCBOR, data); err != nil {
+		return Head{}, fmt.Errorf("store checkpoint: %w", err)
+	}
+	// Pin before publishing the head so GC can never see a head it may collect.
+	if err := env.Blocks.Pin(c); err != nil {
+		return Head{}, fmt.Errorf("pin checkpoint: %w", err)
+	}
+	if err := env.Heads.SetHead(cp.Agent, c); err != nil {
+		return Head{}, fmt.Errorf("commit head: %w", err)
+	}
+	if oldHead.Defined() && !oldHead.Equals(c) {
+		// The old head stays reachable through Prev; only the newest needs a pin.
+		if err := env.Blocks.Unpin(oldHead); err != nil {
+			env.Logger.Warn("unpin previous head", "cid", oldHead, "err", err)
+		}
+	}
+	return Head{CID: c, Checkpoint: cp}, nil
+}
+
+func instanceConfig(env *Env, m *agents.Manifest, did string) wasmexec.InstanceConfig {
+	short := agents.ShortDID(did)
+	logf := env.AgentLog
+	return wasmexec.InstanceConfig{
+		Manifest: m,
+		AgentDID: did,
+		Log:      func(msg string) { logf(short, msg) },
+	}
+}
+
+// RunOptions control one run of an agent.
+type RunOptions struct {
+	TickInterval    time.Duration // between ticks when the agent has no more work; default 1s
+	FastInterval    time.Duration // when the tick reported more work; default 10ms
+	CheckpointEvery uint64        // commit a checkpoint every N ticks; default 5
+	MaxTicks        uint64        // stop after this many ticks in this run; 0 = until ctx ends
+	MaxFailures     int           // consecutive instance failures before giving up; default 3
+	Price           int64         // µc per second; <0 = keep the head's price
+}
+
+func (o *RunOptions) fill() {
+	if o.TickInterval <= 0 {
+		o.TickInterval = time.Second
+	}
+	if o.FastInterval <= 0 {
+		o.FastInterval = 10 * time.Millisecond
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = 5
+	}
+	if o.MaxFailures <= 0 {
+		o.MaxFailures = 3
+	}
+}
+
+// StopReason says why Run returned.
+type StopReason string
+
+const (
+	StopContext  StopReason = "stopped"          // ctx was cancelled (SIGINT/SIGTERM)
+	StopMaxTicks StopReason = "max-ticks"        // RunOptions.MaxTicks reached
+	StopBudget   StopReason = "budget-exhausted" // budget reached zero
+)
+
+// Result is the outcome of Run.
+type Result struct {
+	Reason   StopReason
+	Head     Head
+	Ticks    uint64 // ticks executed in this run (including any rolled back)
+	Failures int    // instances replaced after a failure
+}
+
+// Loaded is an agent ready to run: its lineage verified, module compiled.
+type Loaded struct {
+	DID      string
+	Head     Head
+	Manifest *agents.Manifest
+	Module   *wasmexec.Module
+	Key      ed25519.PrivateKey
+}
+
+// Load verifies the agent's whole lineage from head back to genesis, checks
+// that key belongs to the agent, and compiles its module (bound to the
+// lineage by CID) so it can run. It reads only committed blocks.
+func Load(ctx context.Context, env Env, head cid.Cid, key ed25519.PrivateKey) (*Loaded, error) {
+	if err := env.validate(); err != nil {
+		return nil, err
+	}
+	lin, err := agents.VerifyLineage(head, env.Blocks, agents.VerifyOptions{})
+	if err != nil {
+		return nil, err
+	}
+	pub, err := agents.ParseDID(lin.DID)
+	if err != nil {
+		return nil, err
+	}
+	if len(key) != ed25519.PrivateKeySize || !bytes.Equal(key.Public().(ed25519.PublicKey), pub) {
+		return nil, fmt.Errorf("%w: %s", ErrKeyMismatch, lin.DID)
+	}
+	last := lin.Entries[len(lin.Entries)-1]
+	mdata, err := env.Blocks.Get(last.Checkpoint.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", last.Checkpoint.Manifest, err)
+	}
+	man, err := agents.ParseManifest(mdata)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", last.Checkpoint.Manifest, err)
+	}
+	if !bytes.Equal(man.Canonical(), mdata) {
+		return nil, fmt.Errorf("manifest %s is not in canonical form: %w", last.Checkpoint.Manifest, agents.ErrMalformed)
+	}
+	wasm, err := env.Blocks.ReadObject(last.Checkpoint.Module, MaxModuleBytes)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", last.Checkpoint.Module, err)
+	}
+	mod, err := env.Runtime.Compile(ctx, last.Checkpoint.Module.String(), wasm)
+	if err != nil {
+		return nil, err
+	}
+	return &Loaded{DID: lin.DID, Head: Head{CID: last.CID, Checkpoint: last.Checkpoint}, Manifest: man, Module: mod, Key: key}, nil
+}
+
+// Run resumes the loaded agent from its head and ticks it until ctx ends,
+// MaxTicks is reached or the budget runs out, committing a checkpoint every
+// CheckpointEvery ticks and once more before returning (when it ticked
+// since the last one). A failed instance is discarded and re-created from
+// the last committed checkpoint; ticks since then are redone, but the budget
+// they used stays spent (the budget never increases).
+//
+// Run returns ErrBudgetExhausted (with a valid Result) when the budget hits
+// zero, and ErrTooManyFailures after MaxFailures consecutive failures.
+func Run(ctx context.Context, env Env, a *Loaded, opts RunOptions) (Result, error) {
+	if err := env.validate(); err != nil {
+		return Result{}, err
+	}
+	opts.fill()
+	r := &run{env: &env, a: a, opts: opts, head: a.Head}
+	r.budget = a.Head.Checkpoint.Budget
+	r.price = a.Head.Checkpoint.Price
+	if opts.Price >= 0 {
+		r.price = opts.Price
+	}
+	return r.loop(ctx)
+}
+
+// run is the state of one Run call; owned by the calling goroutine.
+type run struct {
+	env    *Env
+	a      *Loaded
+	opts   RunOptions
+	head   Head
+	inst   *wasmexec.Instance
+	tick   uint64 // tick number of the agent's current in-memory state
+	budget int64
+	price  int64
+	dirty  bool // ticks since the head was committed
+	res    Result
+}
+
+func (r *run) loop(ctx context.Context) (Result, error) {
+	defer func() {
+		if r.inst != nil {
+			r.inst.Close(context.Background())
+		}
+	}()
+	failures := 0
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		if r.budget <= 0 {
+			return r.finish(StopBudget, ErrBudgetExhausted)
+		}
+		if r.opts.MaxTicks > 0 && r.res.Ticks >= r.opts.MaxTicks {
+			return r.finish(StopMaxTicks, nil)
+		}
+		select {
+		case <-ctx.Done():
+			return r.finish(StopContext, nil)
+		case <-timer.C:
+		}
+		if r.inst == nil {
+			if err := r.start(ctx); err != nil {
+				if ctx.Err() != nil {
+					return r.finish(StopContext, nil)
+				}
+				failures++
+				r.res.Failures++
+				r.env.Logger.Error("agent instance failed to start", "agent", r.a.DID, "err", err)
+				if failures >= r.opts.MaxFailures {
+					return r.finish(StopContext, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
+				}
+				timer.Reset(r.opts.TickInterval)
+				continue
+			}
+		}
+		res, err := r.inst.Tick(ctx)
+		r.res.Ticks++
+		left, _ := Charge(r.budget, TickCost(res.Elapsed, r.price))
+		r.budget = left
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				// Shutdown interrupted the tick: its effects are discarded.
+				r.discard()
+				return r.finish(StopContext, nil)
+			}
+			failures++
+			r.res.Failures++
+			r.env.Logger.Error("agent tick failed; replacing the instance from the last checkpoint",
+				"agent", r.a.DID, "tick", r.tick+1, "head", r.head.CID, "err", err)
+			r.discard()
+			if failures >= r.opts.MaxFailures {
+				return r.finish(StopContext, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
+			}
+			timer.Reset(r.opts.TickInterval)
+			continue
+		}
+		failures = 0
+		r.tick++
+		r.dirty = true
+		if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
+			if err := r.checkpoint(ctx); err != nil {
+				return r.res, err
+			}
+		}
+		if res.More {
+			timer.Reset(r.opts.FastInterval)
+		} else {
+			timer.Reset(r.opts.TickInterval)
+		}
+	}
+}
+
+// start instantiates the agent and resumes it from the committed head.
+func (r *run) start(ctx context.Context) error {
+	state, err := r.env.Blocks.ReadObject(r.head.Checkpoint.State, int64(r.a.Manifest.ResourceLimits.MaxStateBytes))
+	if err != nil {
+		return fmt.Errorf("state %s: %w", r.head.Checkpoint.State, err)
+	}
+	inst, err := r.env.Runtime.Instantiate(ctx, r.a.Module, instanceConfig(r.env, r.a.Manifest, r.a.DID))
+	if err != nil {
+		return err
+	}
+	if err := inst.Resume(ctx, state); err != nil {
+		inst.Close(ctx)
+		return err
+	}
+	r.inst = inst
+	r.tick = r.head.Checkpoint.Tick
+	r.dirty = false
+	return nil
+}
+
+// discard drops the instance and every uncommitted tick.
+func (r *run) discard() {
+	if r.inst != nil {
+		r.inst.Close(context.Background())
+		r.inst = nil
+	}
+	r.tick = r.head.Checkpoint.Tick
+	r.dirty = false
+}
+
+func (r *run) checkpoint(ctx context.Context) error {
+	state, err := r.inst.Checkpoint(ctx)
+	if err != nil {
+		// The instance is dead; its ticks since the head cannot be saved.
+		r.env.Logger.Error("agent checkpoint failed; rolling back to the last checkpoint",
+			"agent", r.a.DID, "head", r.head.CID, "err", err)
+		r.discard()
+		return nil
+	}
+	prev := r.head
+	cp := &agents.Checkpoint{
+		Agent: r.a.DID, Genesis: prev.Checkpoint.Genesis, Prev: prev.CID,
+		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: prev.Checkpoint.Epoch,
+		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
+		Budget: r.budget, Price: r.price,
+	}
+	h, err := commit(r.env, r.a.Key, cp, state, prev.CID)
+	if err != nil {
+		return fmt.Errorf("commit checkpoint of %s at tick %d: %w", r.a.DID, r.tick, err)
+	}
+	r.head = h
+	r.dirty = false
+	return nil
+}
+
+// finish commits the final checkpoint when the agent ticked since the last
+// one, and records the head in the result. When the budget ran out on a
+// successful tick the final checkpoint records budget 0. (If it ran out on a
+// failed tick there is no new state to record: tick numbers strictly
+// increase along a lineage, so the committed head keeps its budget.)
+func (r *run) finish(reason StopReason, err error) (Result, error) {
+	if r.dirty && r.inst != nil {
+		if cerr := r.checkpoint(context.Background()); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}
+	if reason == StopBudget && r.head.Checkpoint.Budget != 0 {
+		r.env.Logger.Warn("budget ran out on a failed tick; the last checkpoint keeps its budget",
+			"agent", r.a.DID, "head", r.head.CID, "budget", r.head.Checkpoint.Budget)
+	}
+	r.res.Reason = reason
+	r.res.Head = r.head
+	return r.res, err
+}

@@ -1,0 +1,79 @@
+// Package atomicfile writes files so that a crash at any instant leaves
+// either the old content or the new content, never a mix: write a temporary
+// file in the same directory, fsync it, rename it over the target, then fsync
+// the directory so the rename itself is durable (the step wazero's file cache
+// skips and hashicorp/raft's snapshot store does not).
+package atomicfile
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// TempSuffix marks files that are not yet complete. Readers that list
+// directories must skip names ending in it; Open-time cleanup may delete them.
+const TempSuffix = ".tmp"
+
+// Write replaces path with data, created with perm. It is durable when it
+// returns nil. sync=false skips both fsyncs (benchmarks only).
+func Write(path string, data []byte, perm os.FileMode, sync bool) error {
+	return WriteFrom(path, perm, sync, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFrom is Write for content produced by a function that streams into w.
+// If fill fails, path is left untouched.
+func WriteFrom(path string, perm os.FileMode, sync bool, fill func(w io.Writer) error) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+TempSuffix)
+	if err != nil {
+		return fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if err := fill(f); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", tmp, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+	}
+	ok = true
+	if sync {
+		return SyncDir(dir)
+	}
+	return nil
+}
+
+// SyncDir fsyncs a directory so that entries created or renamed in it survive a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
