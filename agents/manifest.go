@@ -29,6 +29,7 @@ const (
 	MaxManifestBytes     = 64 << 10
 	MaxArgsBytes         = 16 << 10
 	DefaultLeaseTermSec  = 60
+	MaxLeaseTermSec      = 86400
 	DefaultReplicas      = 2
 )
 
@@ -123,7 +124,15 @@ func jsonErrorText(err error) string {
 // normalize validates m and fills defaults, so that two hosts reading the
 // same manifest enforce the same limits.
 func (m *Manifest) normalize() error {
-	for name, spec := range m.Capabilities {
+	// Sorted, so that a manifest with several bad entries always gets the
+	// same error (map order is random).
+	names := make([]string, 0, len(m.Capabilities))
+	for name := range m.Capabilities {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		spec := m.Capabilities[name]
 		maxV, ok := knownCapabilities[name]
 		if !ok {
 			return fmt.Errorf("%w: unknown capability %q (known: %s)", ErrBadManifest, name, strings.Join(KnownCapabilities(), ", "))
@@ -171,6 +180,9 @@ func (m *Manifest) normalize() error {
 	}
 	if m.Lease.TermSeconds == 0 {
 		m.Lease.TermSeconds = DefaultLeaseTermSec
+	}
+	if m.Lease.TermSeconds > MaxLeaseTermSec {
+		return fmt.Errorf("%w: lease.term_seconds %d exceeds %d (one day)", ErrBadManifest, m.Lease.TermSeconds, MaxLeaseTermSec)
 	}
 	if m.Lease.Replicas == 0 {
 		m.Lease.Replicas = DefaultReplicas

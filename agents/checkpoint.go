@@ -1,0 +1,222 @@
+package agents
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"math"
+
+	"github.com/ipfs/go-cid"
+)
+
+// Checkpoint is one step of an agent's life: its state after Tick, linked to
+// its predecessor and its genesis, signed by the agent key and by the node
+// (Holder) that ran it, so every step is attributable to a host.
+type Checkpoint struct {
+	Agent     string  // did:key of the agent; equals the genesis's
+	Genesis   cid.Cid // the agent's genesis block
+	Prev      cid.Cid // predecessor checkpoint; cid.Undef exactly when Seq is 0
+	Seq       uint64  // position in the lineage: 0, 1, 2, ...
+	Tick      uint64  // ticks executed so far; strictly increases along the lineage
+	Epoch     uint64  // lease epoch under which it was made; never decreases
+	Holder    string  // libp2p peer ID of the node that made it
+	State     cid.Cid // the agent's serialised state
+	StateSize uint64  // bytes of state
+	Module    cid.Cid // equals the genesis's
+	Manifest  cid.Cid // equals the genesis's
+	Budget    int64   // µc remaining, ≥ 0; never increases
+	Price     int64   // µc per second charged by the holder, ≥ 0
+	Time      int64   // unix ns by the holder's clock; informational, not checked
+	AgentSig  []byte  // Ed25519 signature by the agent key
+	HolderSig []byte  // Ed25519 signature by the holder's node key
+}
+
+type checkpointWire struct {
+	Type      string `cbor:"type"`
+	Agent     string `cbor:"agent"`
+	Genesis   link   `cbor:"genesis"`
+	Prev      *link  `cbor:"prev,omitempty"`
+	Seq       uint64 `cbor:"seq"`
+	Tick      uint64 `cbor:"tick"`
+	Epoch     uint64 `cbor:"epoch"`
+	Holder    string `cbor:"holder"`
+	State     link   `cbor:"state"`
+	StateSize uint64 `cbor:"stateSize"`
+	Module    link   `cbor:"module"`
+	Manifest  link   `cbor:"manifest"`
+	Budget    int64  `cbor:"budget"`
+	Price     int64  `cbor:"price"`
+	Time      int64  `cbor:"time"`
+	AgentSig  []byte `cbor:"agentSig,omitempty"`
+	HolderSig []byte `cbor:"holderSig,omitempty"`
+}
+
+func (c *Checkpoint) wire(withSigs bool) *checkpointWire {
+	w := &checkpointWire{
+		Type: TypeCheckpoint, Agent: c.Agent, Genesis: link{c.Genesis},
+		Seq: c.Seq, Tick: c.Tick, Epoch: c.Epoch, Holder: c.Holder,
+		State: link{c.State}, StateSize: c.StateSize, Module: link{c.Module}, Manifest: link{c.Manifest},
+		Budget: c.Budget, Price: c.Price, Time: c.Time,
+	}
+	if c.Prev.Defined() {
+		w.Prev = &link{c.Prev}
+	}
+	if withSigs {
+		w.AgentSig, w.HolderSig = c.AgentSig, c.HolderSig
+	}
+	return w
+}
+
+// validate checks every field except the signatures' validity and returns
+// the agent and holder public keys; signed says whether the signatures must
+// be present.
+func (c *Checkpoint) validate(signed bool) (agent, holder ed25519.PublicKey, err error) {
+	agent, err = ParseDID(c.Agent)
+	if err != nil {
+		return nil, nil, errf(ErrMalformed, "agent: %v", err)
+	}
+	holder, err = PeerIDPublicKey(c.Holder)
+	if err != nil {
+		return nil, nil, errf(ErrMalformed, "holder: %v", err)
+	}
+	if err := checkLink("genesis", c.Genesis, true); err != nil {
+		return nil, nil, err
+	}
+	if c.Seq == 0 && c.Prev.Defined() {
+		return nil, nil, errf(ErrMalformed, "seq 0 must not have a prev link (it follows the genesis directly)")
+	}
+	if c.Seq > 0 {
+		if !c.Prev.Defined() {
+			return nil, nil, errf(ErrMalformed, "seq %d has no prev link (only seq 0 may lack one)", c.Seq)
+		}
+		if err := checkLink("prev", c.Prev, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, f := range []struct {
+		name string
+		c    cid.Cid
+	}{{"state", c.State}, {"module", c.Module}, {"manifest", c.Manifest}} {
+		if err := checkLink(f.name, f.c, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	// IPLD data model integers are int64: keep every counter readable by
+	// standard tools.
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{{"seq", c.Seq}, {"tick", c.Tick}, {"epoch", c.Epoch}, {"stateSize", c.StateSize}} {
+		if f.v > math.MaxInt64 {
+			return nil, nil, errf(ErrMalformed, "%s %d exceeds 2^63-1", f.name, f.v)
+		}
+	}
+	if c.StateSize > MaxStateBytesCap {
+		return nil, nil, errf(ErrMalformed, "stateSize %d exceeds the %d-byte cap", c.StateSize, MaxStateBytesCap)
+	}
+	if c.Budget < 0 {
+		return nil, nil, errf(ErrMalformed, "budget %d µc is negative", c.Budget)
+	}
+	if c.Price < 0 {
+		return nil, nil, errf(ErrMalformed, "price %d µc/s is negative", c.Price)
+	}
+	if signed {
+		if len(c.AgentSig) != ed25519.SignatureSize {
+			return nil, nil, errf(ErrMalformed, "agentSig is %d bytes, want %d", len(c.AgentSig), ed25519.SignatureSize)
+		}
+		if len(c.HolderSig) != ed25519.SignatureSize {
+			return nil, nil, errf(ErrMalformed, "holderSig is %d bytes, want %d", len(c.HolderSig), ed25519.SignatureSize)
+		}
+	}
+	return agent, holder, nil
+}
+
+func (c *Checkpoint) signingBytes() ([]byte, error) {
+	unsigned, err := encodeCanonical(c.wire(false))
+	if err != nil {
+		return nil, err
+	}
+	return signingBytes(TypeCheckpoint, unsigned), nil
+}
+
+// Sign validates c and signs it with the agent key (which must be the key
+// of c.Agent) and the holder's node key (whose peer ID must be c.Holder).
+// Both sign the same bytes. Errors wrap ErrMalformed or ErrWrongKey.
+func (c *Checkpoint) Sign(agentKey, holderKey ed25519.PrivateKey) error {
+	agent, holder, err := c.validate(false)
+	if err != nil {
+		return err
+	}
+	if len(agentKey) != ed25519.PrivateKeySize || !bytes.Equal(agentKey.Public().(ed25519.PublicKey), agent) {
+		return errf(ErrWrongKey, "the agent signing key is not the key of %s", c.Agent)
+	}
+	if len(holderKey) != ed25519.PrivateKeySize || !bytes.Equal(holderKey.Public().(ed25519.PublicKey), holder) {
+		return errf(ErrWrongKey, "the holder signing key is not the key of peer %s", c.Holder)
+	}
+	msg, err := c.signingBytes()
+	if err != nil {
+		return err
+	}
+	c.AgentSig = ed25519.Sign(agentKey, msg)
+	c.HolderSig = ed25519.Sign(holderKey, msg)
+	return nil
+}
+
+// Verify checks the fields (budget ≥ 0, seq 0 ⇔ no prev, CID kinds, ...)
+// and both signatures. It does not look at other blocks; VerifyLineage
+// does. Errors wrap ErrMalformed or ErrBadSignature.
+func (c *Checkpoint) Verify() error {
+	agent, holder, err := c.validate(true)
+	if err != nil {
+		return err
+	}
+	msg, err := c.signingBytes()
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(agent, msg, c.AgentSig) {
+		return errf(ErrBadSignature, "agent signature does not verify against %s", c.Agent)
+	}
+	if !ed25519.Verify(holder, msg, c.HolderSig) {
+		return errf(ErrBadSignature, "holder signature does not verify against peer %s", c.Holder)
+	}
+	return nil
+}
+
+// Encode returns the canonical DAG-CBOR bytes of a signed checkpoint and
+// their CID. It checks the fields, not the signatures. Errors wrap
+// ErrMalformed.
+func (c *Checkpoint) Encode() ([]byte, cid.Cid, error) {
+	if _, _, err := c.validate(true); err != nil {
+		return nil, cid.Undef, err
+	}
+	data, err := encodeCanonical(c.wire(true))
+	if err != nil {
+		return nil, cid.Undef, err
+	}
+	return data, blockCID(data), nil
+}
+
+// DecodeCheckpoint strictly decodes a checkpoint block and checks its
+// fields (not its signatures: call Verify). Errors wrap ErrMalformed.
+func DecodeCheckpoint(data []byte) (*Checkpoint, error) {
+	var w checkpointWire
+	if err := decodeCanonical("checkpoint", data, MaxObjectBytes, &w); err != nil {
+		return nil, err
+	}
+	if w.Type != TypeCheckpoint {
+		return nil, errf(ErrMalformed, "type is %q, want %q", w.Type, TypeCheckpoint)
+	}
+	c := &Checkpoint{
+		Agent: w.Agent, Genesis: w.Genesis.c, Seq: w.Seq, Tick: w.Tick, Epoch: w.Epoch,
+		Holder: w.Holder, State: w.State.c, StateSize: w.StateSize, Module: w.Module.c,
+		Manifest: w.Manifest.c, Budget: w.Budget, Price: w.Price, Time: w.Time,
+		AgentSig: w.AgentSig, HolderSig: w.HolderSig,
+	}
+	if w.Prev != nil {
+		c.Prev = w.Prev.c
+	}
+	if _, _, err := c.validate(true); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,295 @@
+package agents
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/ipfs/go-cid"
+)
+
+// BlockGetter returns the bytes of a block. VerifyLineage re-hashes every
+// block against its CID, so the getter need not be trusted. A getter backed
+// by the network should capture its own context; its errors are kept in the
+// VerifyError chain (errors.Is sees context.Canceled, for example).
+type BlockGetter interface {
+	Get(c cid.Cid) ([]byte, error)
+}
+
+// VerifyOptions tune VerifyLineage.
+type VerifyOptions struct {
+	// ExpectDID, when set, is the agent the caller asked about; a lineage of
+	// any other agent fails with ErrIdentityChanged.
+	ExpectDID string
+	// CheckBlock, when set, is called once for the module and manifest CIDs
+	// and once per checkpoint for its state CID, after every other rule has
+	// passed, to check that the content is present and intact. Its error is
+	// reported as ErrMissingBlock (and kept in the chain).
+	CheckBlock func(c cid.Cid) error
+}
+
+// Entry is one checkpoint of a lineage.
+type Entry struct {
+	CID        cid.Cid
+	Checkpoint *Checkpoint
+}
+
+// Lineage is an agent's verified history.
+type Lineage struct {
+	DID        string
+	GenesisCID cid.Cid
+	Genesis    *Genesis
+	Entries    []Entry // seq 0 .. head, Entries[i].Checkpoint.Seq == i
+}
+
+// Head returns the last entry.
+func (l *Lineage) Head() Entry { return l.Entries[len(l.Entries)-1] }
+
+// VerifyLineage walks from head back to seq 0 and its genesis and checks
+// the whole history. Per block: it is fetched, re-hashed against its CID,
+// decoded canonically, and both signatures verify. Along the chain, from
+// seq 0 upward:
+//   - every checkpoint names the genesis's agent DID (and ExpectDID if set)
+//     and the same genesis CID;
+//   - seq 0 has no prev and links the genesis; seq rises by exactly 1
+//     (checked during the walk, which bounds it);
+//   - tick strictly increases (seq 0 may have tick 0);
+//   - epoch never decreases;
+//   - budget never increases (seq 0 ≤ the genesis budget);
+//   - module and manifest CIDs equal the genesis's.
+//
+// Time fields are not checked: hosts' clocks differ.
+//
+// The walk is iterative and linear in the number of checkpoints. Failures
+// are *VerifyError values naming the culprit's CID and seq and wrapping a
+// sentinel: ErrMissingBlock (getter error or CheckBlock failure), ErrMalformed
+// (undecodable, non-canonical, or hash mismatch), ErrBadSignature,
+// ErrBrokenLink, ErrNotGenesis, ErrOrder, ErrBudgetIncreased,
+// ErrModuleMismatch, ErrManifestMismatch, ErrIdentityChanged. Block-level
+// failures and seq breaks are reported as the walk meets them (head first);
+// other rule failures name the earliest checkpoint in history that breaks a
+// rule. Bad arguments
+// return a plain error wrapping ErrMalformed or ErrBadDID.
+//
+// A single chain cannot show a fork; see DetectForks.
+func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage, error) {
+	if get == nil {
+		return nil, errors.New("agents: VerifyLineage: nil BlockGetter")
+	}
+	if err := checkLink("head", head, true); err != nil {
+		return nil, fmt.Errorf("agents: VerifyLineage: %w", err)
+	}
+	if opts.ExpectDID != "" {
+		if _, err := ParseDID(opts.ExpectDID); err != nil {
+			return nil, fmt.Errorf("agents: VerifyLineage: expected DID: %w", err)
+		}
+	}
+
+	// Walk head → seq 0, block by block.
+	var rev []Entry
+	cur, seq, seqKnown := head, uint64(0), false
+	for {
+		data, err := get.Get(cur)
+		if err != nil {
+			ve := &VerifyError{CID: cur, Seq: seq, SeqKnown: seqKnown, Err: ErrMissingBlock, cause: err,
+				Reason: fmt.Sprintf("block not available: %v", err)}
+			return nil, ve
+		}
+		if err := checkBlockCID(cur, data); err != nil {
+			return nil, verifyErr(cur, seq, seqKnown, ErrMalformed, err)
+		}
+		cp, err := DecodeCheckpoint(data)
+		if err != nil {
+			if k, kerr := Kind(data); kerr == nil && k != "checkpoint" {
+				if seqKnown {
+					return nil, &VerifyError{CID: rev[len(rev)-1].CID, Seq: seq + 1, SeqKnown: true, Err: ErrBrokenLink,
+						Reason: fmt.Sprintf("prev links %s, which is a %s, not a checkpoint", cur, k)}
+				}
+				return nil, &VerifyError{CID: cur, Err: ErrMalformed, Reason: fmt.Sprintf("is a %s, not a checkpoint", k)}
+			}
+			return nil, verifyErr(cur, seq, seqKnown, ErrMalformed, err)
+		}
+		if !seqKnown && opts.ExpectDID != "" && cp.Agent != opts.ExpectDID {
+			return nil, &VerifyError{CID: cur, Seq: cp.Seq, SeqKnown: true, Err: ErrIdentityChanged,
+				Reason: fmt.Sprintf("is a checkpoint of %s, not of the expected %s", cp.Agent, opts.ExpectDID)}
+		}
+		if seqKnown && cp.Seq != seq {
+			// Checked during the walk, so a chain is never longer than the
+			// head's seq + 1, whatever the getter serves.
+			child := rev[len(rev)-1]
+			return nil, &VerifyError{CID: child.CID, Seq: child.Checkpoint.Seq, SeqKnown: true, Err: ErrOrder,
+				Reason: fmt.Sprintf("seq %d follows %s with seq %d (a gap or a repeat; want %d)", child.Checkpoint.Seq, cur, cp.Seq, seq)}
+		}
+		if err := cp.Verify(); err != nil {
+			return nil, verifyErr(cur, cp.Seq, true, ErrBadSignature, err)
+		}
+		rev = append(rev, Entry{CID: cur, Checkpoint: cp})
+		if !cp.Prev.Defined() {
+			break // seq 0 (Verify guarantees it)
+		}
+		cur, seq, seqKnown = cp.Prev, cp.Seq-1, true
+	}
+	entries := make([]Entry, len(rev))
+	for i, e := range rev {
+		entries[len(rev)-1-i] = e
+	}
+
+	// The genesis, as seq 0 names it.
+	first := entries[0]
+	gc := first.Checkpoint.Genesis
+	gdata, err := get.Get(gc)
+	if err != nil {
+		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMissingBlock, cause: err,
+			Reason: fmt.Sprintf("block not available (linked from checkpoint %s): %v", first.CID, err)}
+	}
+	if err := checkBlockCID(gc, gdata); err != nil {
+		ve := verifyErr(gc, 0, false, ErrMalformed, err)
+		ve.Genesis = true
+		return nil, ve
+	}
+	if k, kerr := Kind(gdata); kerr != nil || k != "genesis" {
+		what := "not a genesis"
+		if kerr == nil {
+			what = "a " + k + ", not a genesis"
+		}
+		return nil, &VerifyError{CID: first.CID, Seq: 0, SeqKnown: true, Err: ErrNotGenesis,
+			Reason: fmt.Sprintf("genesis link %s points to %s", gc, what)}
+	}
+	g, err := DecodeGenesis(gdata)
+	if err == nil {
+		err = g.Verify()
+	}
+	if err != nil {
+		ve := verifyErr(gc, 0, false, ErrMalformed, err)
+		ve.Genesis = true
+		return nil, ve
+	}
+
+	// The rules, in history order, so the first culprit is reported.
+	for i, e := range entries {
+		cp := e.Checkpoint
+		fail := func(sentinel error, format string, args ...any) error {
+			return &VerifyError{CID: e.CID, Seq: cp.Seq, SeqKnown: true, Err: sentinel, Reason: fmt.Sprintf(format, args...)}
+		}
+		if cp.Agent != g.Agent {
+			return nil, fail(ErrIdentityChanged, "agent is %s, but the genesis is %s's", cp.Agent, g.Agent)
+		}
+		if !cp.Genesis.Equals(gc) {
+			return nil, fail(ErrBrokenLink, "links genesis %s, but its history starts at genesis %s", cp.Genesis, gc)
+		}
+		budgetBefore, before := g.Budget, "the genesis's"
+		if i > 0 {
+			p := entries[i-1].Checkpoint
+			if cp.Tick <= p.Tick {
+				return nil, fail(ErrOrder, "tick %d does not advance past its predecessor's tick %d", cp.Tick, p.Tick)
+			}
+			if cp.Epoch < p.Epoch {
+				return nil, fail(ErrOrder, "epoch %d is lower than its predecessor's epoch %d", cp.Epoch, p.Epoch)
+			}
+			budgetBefore, before = p.Budget, "its predecessor's"
+		}
+		if cp.Budget > budgetBefore {
+			return nil, fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
+		}
+		if !cp.Module.Equals(g.Module) {
+			return nil, fail(ErrModuleMismatch, "module %s differs from the genesis module %s", cp.Module, g.Module)
+		}
+		if !cp.Manifest.Equals(g.Manifest) {
+			return nil, fail(ErrManifestMismatch, "manifest %s differs from the genesis manifest %s", cp.Manifest, g.Manifest)
+		}
+	}
+
+	if opts.CheckBlock != nil {
+		for _, f := range []struct {
+			name string
+			c    cid.Cid
+		}{{"module", g.Module}, {"manifest", g.Manifest}} {
+			if err := opts.CheckBlock(f.c); err != nil {
+				return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMissingBlock, cause: err,
+					Reason: fmt.Sprintf("%s %s: %v", f.name, f.c, err)}
+			}
+		}
+		for _, e := range entries {
+			if err := opts.CheckBlock(e.Checkpoint.State); err != nil {
+				return nil, &VerifyError{CID: e.CID, Seq: e.Checkpoint.Seq, SeqKnown: true, Err: ErrMissingBlock, cause: err,
+					Reason: fmt.Sprintf("state %s: %v", e.Checkpoint.State, err)}
+			}
+		}
+	}
+	return &Lineage{DID: g.Agent, GenesisCID: gc, Genesis: g, Entries: entries}, nil
+}
+
+// Fork is proof that an agent's history split: two distinct checkpoints,
+// A and B (A's CID bytes sort first), with the same predecessor. Prev is
+// cid.Undef when both are seq-0 checkpoints of the same Genesis.
+type Fork struct {
+	Genesis cid.Cid
+	Prev    cid.Cid
+	A, B    cid.Cid
+}
+
+// Error names both checkpoints and what they share.
+func (f Fork) Error() string {
+	if !f.Prev.Defined() {
+		return fmt.Sprintf("fork: checkpoints %s and %s are both seq 0 of genesis %s", f.A, f.B, f.Genesis)
+	}
+	return fmt.Sprintf("fork: checkpoints %s and %s both follow %s", f.A, f.B, f.Prev)
+}
+
+func (f Fork) String() string { return f.Error() }
+
+// Unwrap makes errors.Is(f, ErrFork) true.
+func (f Fork) Unwrap() error { return ErrFork }
+
+// DetectForks finds every fork among entries (any set, e.g. all checkpoints
+// a node or a CAR file holds, in any order; duplicates and entries with a
+// nil Checkpoint are ignored). It does not check signatures: pass verified
+// checkpoints if the result is to be proof. A predecessor with k distinct
+// successors yields k-1 forks, each pairing the smallest successor CID with
+// one other. The result is sorted by (genesis, prev, A, B) bytes, so it is
+// deterministic.
+func DetectForks(entries []Entry) []Fork {
+	type group struct {
+		genesis, prev cid.Cid
+		kids          map[string]cid.Cid
+	}
+	groups := map[string]*group{}
+	for _, e := range entries {
+		if e.Checkpoint == nil || !e.CID.Defined() {
+			continue
+		}
+		cp := e.Checkpoint
+		key := cp.Genesis.KeyString() + "\x00" + cp.Prev.KeyString()
+		gr := groups[key]
+		if gr == nil {
+			gr = &group{genesis: cp.Genesis, prev: cp.Prev, kids: map[string]cid.Cid{}}
+			groups[key] = gr
+		}
+		gr.kids[e.CID.KeyString()] = e.CID
+	}
+	var forks []Fork
+	for _, gr := range groups {
+		if len(gr.kids) < 2 {
+			continue
+		}
+		kids := make([]cid.Cid, 0, len(gr.kids))
+		for _, c := range gr.kids {
+			kids = append(kids, c)
+		}
+		sort.Slice(kids, func(i, j int) bool { return bytes.Compare(kids[i].Bytes(), kids[j].Bytes()) < 0 })
+		for _, b := range kids[1:] {
+			forks = append(forks, Fork{Genesis: gr.genesis, Prev: gr.prev, A: kids[0], B: b})
+		}
+	}
+	sort.Slice(forks, func(i, j int) bool {
+		a, b := forks[i], forks[j]
+		for _, pair := range [][2]cid.Cid{{a.Genesis, b.Genesis}, {a.Prev, b.Prev}, {a.A, b.A}, {a.B, b.B}} {
+			if c := bytes.Compare(pair[0].Bytes(), pair[1].Bytes()); c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
+	return forks
+}
