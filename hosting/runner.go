@@ -375,16 +375,13 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				continue
 			}
 		}
-		res, err := r.inst.Tick(ctx)
+		// A tick in progress is not interrupted by shutdown (its own deadline
+		// bounds it): stopping between ticks keeps every completed tick.
+		res, err := r.inst.Tick(context.WithoutCancel(ctx))
 		r.res.Ticks++
 		left, _ := Charge(r.budget, TickCost(res.Elapsed, r.price))
 		r.budget = left
 		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-				// Shutdown interrupted the tick: its effects are discarded.
-				r.discard()
-				return r.finish(StopContext, nil)
-			}
 			failures++
 			r.res.Failures++
 			r.env.Logger.Error("agent tick failed; replacing the instance from the last checkpoint",

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/igor-mesh/igor-node/node"
+)
+
+type globalFlags struct {
+	home     string
+	logLevel string
+}
+
+func (g *globalFlags) homeDir() (string, error) {
+	if g.home != "" {
+		return g.home, nil
+	}
+	if h := os.Getenv("IGOR_HOME"); h != "" {
+		return h, nil
+	}
+	u, err := os.UserHomeDir()
+	if err != nil {
+		return "", usagef("cannot find a home directory (%v): pass --home DIR or set IGOR_HOME", err)
+	}
+	return filepath.Join(u, ".igor"), nil
+}
+
+func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+func (g *globalFlags) openLocal(cmd *cobra.Command) (*node.Local, error) {
+	dir, err := g.homeDir()
+	if err != nil {
+		return nil, err
+	}
+	lg, err := g.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return nil, err
+	}
+	return node.OpenLocal(dir, lg)
+}
+
+// parseAmount turns a decimal currency amount ("1.5") into microcents
+// exactly, without going through a float.
+func parseAmount(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	whole, frac, hasFrac := strings.Cut(s, ".")
+	if whole == "" && !hasFrac || strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
+		return 0, fmt.Errorf("%q is not a positive decimal amount", s)
+	}
+	if len(frac) > 6 {
+		return 0, fmt.Errorf("%q has more than 6 decimals (1 microcent = 0.000001)", s)
+	}
+	w := int64(0)
+	if whole != "" {
+		v, err := strconv.ParseUint(whole, 10, 63)
+		if err != nil || v > math.MaxInt64/1_000_000 {
+			return 0, fmt.Errorf("%q is not a decimal amount in range", s)
+		}
+		w = int64(v)
+	}
+	f := int64(0)
+	if frac != "" {
+		v, err := strconv.ParseUint(frac+strings.Repeat("0", 6-len(frac)), 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a decimal amount", s)
+		}
+		f = int64(v)
+	}
+	return w*1_000_000 + f, nil
+}
+
+// formatAmount prints microcents as a decimal amount.
+func formatAmount(uc int64) string {
+	sign := ""
+	if uc < 0 {
+		sign, uc = "-", -uc
+	}
+	return fmt.Sprintf("%s%d.%06d", sign, uc/1_000_000, uc%1_000_000)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// sanitize makes an agent's log line safe for a terminal: control
+// characters (escape sequences from a hostile agent) are shown quoted.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '\t' || (r >= 0x20 && r != 0x7f && !(r >= 0x80 && r < 0xa0)) {
+			if r == 0xfffd {
+				b.WriteString(`\ufffd`)
+				continue
+			}
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRune(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
+}

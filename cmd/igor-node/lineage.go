@@ -1,0 +1,271 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/spf13/cobra"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+func newInspectCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect DID|CID",
+		Short: "Show an agent's head checkpoint (or any checkpoint/genesis by CID)",
+		Args:  exactArgs(1, "a DID or a CID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := g.openLocal(cmd)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			info, err := l.Inspect(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), info)
+			}
+			printInfo(cmd.OutOrStdout(), info)
+			if !info.SignatureOK {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printInfo(w io.Writer, i *node.CheckpointInfo) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("kind", i.Kind)
+	row("did", i.DID)
+	row("cid", i.CID)
+	if i.Kind == "checkpoint" {
+		row("seq", fmt.Sprint(i.Seq))
+		row("tick", fmt.Sprint(i.Tick))
+		row("epoch", fmt.Sprint(i.Epoch))
+		row("budget", formatAmount(i.Budget))
+		row("price", fmt.Sprintf("%d µc/s", i.Price))
+		row("holder", i.Holder)
+		row("time", time.Unix(0, i.Time).UTC().Format(time.RFC3339Nano))
+		row("prev", orDash(i.Prev))
+		row("state", fmt.Sprintf("%s (%d bytes)", i.State, i.StateSize))
+	} else {
+		row("budget", formatAmount(i.Budget))
+		row("created", time.Unix(0, i.Time).UTC().Format(time.RFC3339Nano))
+	}
+	row("genesis", i.Genesis)
+	row("module", i.Module)
+	row("manifest", i.Manifest)
+	if i.SignatureOK {
+		row("signatures", "valid")
+	} else {
+		row("signatures", "INVALID: "+i.SigError)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newVerifyCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify DID|FILE.car",
+		Short: "Verify an agent's whole lineage, from its head back to genesis",
+		Long: `Checks every checkpoint from the head back to genesis: signatures (agent and
+holder), links, sequence and tick order, epochs, budget never increasing, module
+and manifest binding, and that every state/module block is present and intact.
+It also reports forks (two checkpoints with the same predecessor) with both CIDs.
+Exit status 0 only if everything is valid.`,
+		Args: exactArgs(1, "a DID or a CAR file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rep *node.VerifyReport
+			var err error
+			if _, derr := agents.ParseDID(args[0]); derr == nil {
+				l, oerr := g.openLocal(cmd)
+				if oerr != nil {
+					return oerr
+				}
+				defer l.Close()
+				rep, err = l.Verify(cmd.Context(), args[0])
+			} else if st, serr := os.Stat(args[0]); serr == nil && !st.IsDir() {
+				rep, err = node.VerifyCAR(cmd.Context(), args[0])
+			} else {
+				return usagef("%q is neither a DID nor a CAR file", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				printReport(cmd.OutOrStdout(), rep)
+			}
+			if !rep.Valid {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printReport(w io.Writer, r *node.VerifyReport) {
+	if r.DID != "" {
+		fmt.Fprintf(w, "agent      %s\n", r.DID)
+	}
+	fmt.Fprintf(w, "head       %s\n", r.Head)
+	if r.Genesis != "" {
+		fmt.Fprintf(w, "genesis    %s\n", r.Genesis)
+		fmt.Fprintf(w, "lineage    %d checkpoints, seq 0..%d, ticks %d..%d, epoch ≤ %d\n", r.Checkpoints, r.LastSeq, r.FirstTick, r.LastTick, r.MaxEpoch)
+		fmt.Fprintf(w, "budget     %s -> %s\n", formatAmount(r.BudgetStart), formatAmount(r.BudgetLeft))
+		fmt.Fprintf(w, "holders    %s\n", strings.Join(r.Holders, ", "))
+	}
+	for _, f := range r.Forks {
+		fmt.Fprintf(w, "FORK       %s and %s both follow %s\n", f.A, f.B, f.Prev)
+	}
+	if r.Valid {
+		fmt.Fprintf(w, "VALID      every signature, link and block verified\n")
+		return
+	}
+	fmt.Fprintf(w, "INVALID    %s\n", r.Error)
+}
+
+func newExportCmd(g *globalFlags) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export DID -o FILE.car",
+		Short: "Write an agent's whole DAG (module, genesis, every checkpoint) as a CAR file",
+		Long: `The CAR file is the portable agent: everything except its private key, which
+moves separately with 'igor-node keys export'. Use -o - for standard output.`,
+		Args: exactArgs(1, "DID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("export needs -o FILE.car (or -o - for standard output)")
+			}
+			if _, err := agents.ParseDID(args[0]); err != nil {
+				return usagef("%v", err)
+			}
+			l, err := g.openLocal(cmd)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			if out == "-" {
+				_, _, err := l.Export(cmd.Context(), args[0], cmd.OutOrStdout())
+				return err
+			}
+			var head cid.Cid
+			var n int
+			err = atomicfile.WriteFrom(out, 0o644, true, func(w io.Writer) error {
+				var err error
+				head, n, err = l.Export(cmd.Context(), args[0], w)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "exported %s: %d blocks, head %s, to %s\n", args[0], n, head, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "output file (- for standard output)")
+	return cmd
+}
+
+func newImportCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "import FILE.car",
+		Short: "Import an agent exported with 'export'; verifies it before adopting its head",
+		Args:  exactArgs(1, "FILE.car"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			l, err := g.openLocal(cmd)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			rep, err := l.Import(cmd.Context(), f)
+			if err != nil {
+				return fmt.Errorf("import %s: %w", args[0], err)
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\nimported %d blocks: %s, head %s (seq %d, tick %d)\n", rep.DID, rep.Blocks, rep.Outcome, rep.Head, rep.Seq, rep.Tick)
+			if !rep.HasKey {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: this home has no key for %s; to resume it here run 'igor-node keys import KEYFILE'\n", rep.DID)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newListCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the agents with a checkpoint in this home",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := g.openLocal(cmd)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			dids, err := l.Home.Agents()
+			if err != nil {
+				return err
+			}
+			var infos []*node.CheckpointInfo
+			for _, d := range dids {
+				info, err := l.Inspect(d)
+				if err != nil {
+					return fmt.Errorf("%s: %w", d, err)
+				}
+				infos = append(infos, info)
+			}
+			if asJSON {
+				if infos == nil {
+					infos = []*node.CheckpointInfo{}
+				}
+				return printJSON(cmd.OutOrStdout(), infos)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DID\tSEQ\tTICK\tBUDGET\tHEAD")
+			for _, i := range infos {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", i.DID, i.Seq, i.Tick, formatAmount(i.Budget), i.CID)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

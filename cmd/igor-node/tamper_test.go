@@ -1,0 +1,247 @@
+package main
+
+// Tampering with a home on disk: every kind of damage makes the real
+// binary's verify fail (exit 1) with a message naming the culprit.
+
+import (
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/agents/keystore"
+	"github.com/igor-mesh/igor-node/contentstore"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+// lineageOf reads an agent's committed lineage straight from a home.
+func lineageOf(t *testing.T, home, did string) *agents.Lineage {
+	t.Helper()
+	h, err := node.OpenHome(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := h.Head(did)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := contentstore.Open(h.StoreDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lin, err := agents.VerifyLineage(head, st, agents.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lin
+}
+
+func blockFile(t *testing.T, home string, c cid.Cid) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(home, "store", "blocks", "*", c.String()))
+	if len(m) != 1 {
+		t.Fatalf("block file of %s: %v", c, m)
+	}
+	return m[0]
+}
+
+func flipByte(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x01
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantInvalid(t *testing.T, home, did string, mention ...string) {
+	t.Helper()
+	r := igor(t, home, "verify", did)
+	if r.code != 1 || !strings.Contains(r.stdout, "INVALID") {
+		t.Fatalf("verify after tampering: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, m := range mention {
+		if !strings.Contains(r.stdout, m) {
+			t.Fatalf("verify output must name %q:\n%s", m, r.stdout)
+		}
+	}
+}
+
+// appendForged commits one more checkpoint built by mutate and signed with
+// the given keys, and makes it the head, as a malicious host could.
+func appendForged(t *testing.T, home, did string, mutate func(cp *agents.Checkpoint, st *contentstore.Store), agentKeyOverride []byte) cid.Cid {
+	t.Helper()
+	lin := lineageOf(t, home, did)
+	h, _ := node.OpenHome(home)
+	ks, err := keystore.Open(h.KeysDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentKey, err := ks.Get(did)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agentKeyOverride != nil {
+		agentKey = agentKeyOverride
+	}
+	nodeKey, err := keystore.LoadNodeKey(h.NodeKeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := contentstore.Open(h.StoreDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	last := lin.Head()
+	cp := *last.Checkpoint
+	cp.Prev, cp.Seq, cp.Tick = last.CID, cp.Seq+1, cp.Tick+1
+	cp.AgentSig, cp.HolderSig = nil, nil
+	mutate(&cp, st)
+	if err := cp.Sign(agentKey, nodeKey); err != nil {
+		t.Fatal(err)
+	}
+	data, c, err := cp.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(cid.DagCBOR, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetHead(did, c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestVerifyCatchesTampering(t *testing.T) {
+	base := t.TempDir()
+	did := newAgent(t, base, 9) // checkpoints at ticks 0, 3, 6, 9
+	fresh := func(t *testing.T) string {
+		dir := filepath.Join(t.TempDir(), "home")
+		// cp -a keeps the 0600/0700 modes the keystore insists on.
+		if out, err := exec.Command("cp", "-a", base, dir).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return dir
+	}
+
+	t.Run("flipped byte in a checkpoint", func(t *testing.T) {
+		home := fresh(t)
+		mid := lineageOf(t, home, did).Entries[1].CID
+		flipByte(t, blockFile(t, home, mid))
+		wantInvalid(t, home, did, mid.String())
+	})
+	t.Run("flipped byte in a state block", func(t *testing.T) {
+		home := fresh(t)
+		state := lineageOf(t, home, did).Entries[2].Checkpoint.State
+		flipByte(t, blockFile(t, home, state))
+		wantInvalid(t, home, did, state.String())
+	})
+	t.Run("flipped byte in the genesis", func(t *testing.T) {
+		home := fresh(t)
+		g := lineageOf(t, home, did).GenesisCID
+		flipByte(t, blockFile(t, home, g))
+		wantInvalid(t, home, did, g.String())
+	})
+	t.Run("flipped byte in the module", func(t *testing.T) {
+		home := fresh(t)
+		mod := lineageOf(t, home, did).Genesis.Module
+		st, _ := contentstore.Open(filepath.Join(home, "store"))
+		blocks, err := st.ObjectCIDs(mod)
+		st.Close()
+		if err != nil || len(blocks) < 2 {
+			t.Fatalf("module %s should be chunked: %v %v", mod, blocks, err)
+		}
+		victim := blocks[len(blocks)-1]
+		flipByte(t, blockFile(t, home, victim))
+		wantInvalid(t, home, did, victim.String())
+		if r := igor(t, home, "resume", "--max-ticks", "1", did); r.code == 0 || !strings.Contains(r.stderr, victim.String()) {
+			t.Fatalf("resume with a damaged module: exit %d %s", r.code, r.stderr)
+		}
+	})
+	t.Run("truncated history", func(t *testing.T) {
+		home := fresh(t)
+		mid := lineageOf(t, home, did).Entries[1].CID
+		os.Remove(blockFile(t, home, mid))
+		wantInvalid(t, home, did, mid.String())
+	})
+	t.Run("swapped module", func(t *testing.T) {
+		home := fresh(t)
+		other, _ := testagents.Bytes(t, "counter")
+		forged := appendForged(t, home, did, func(cp *agents.Checkpoint, st *contentstore.Store) {
+			c, err := st.PutObjectBytes(other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp.Module = c
+		}, nil)
+		wantInvalid(t, home, did, forged.String(), "module")
+		if r := igor(t, home, "resume", "--max-ticks", "1", did); r.code == 0 || !strings.Contains(r.stderr, "module") {
+			t.Fatalf("resume with a swapped module must fail: exit %d %s", r.code, r.stderr)
+		}
+	})
+	t.Run("forged signature", func(t *testing.T) {
+		home := fresh(t)
+		_, impostor, _ := agents.GenerateKey(rand.Reader)
+		// Sign() refuses a key that is not the agent's, so forge by signing
+		// correctly and then replacing the agent signature with the
+		// impostor's signature over the same bytes.
+		forged := appendForged(t, home, did, func(cp *agents.Checkpoint, st *contentstore.Store) {}, nil)
+		h, _ := node.OpenHome(home)
+		st, _ := contentstore.Open(h.StoreDir())
+		data, _ := st.Get(forged)
+		cp, err := agents.DecodeCheckpoint(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig := make([]byte, len(cp.AgentSig))
+		copy(sig, impostor[:len(sig)]) // arbitrary bytes of the right length
+		cp.AgentSig = sig
+		data, c, err := cp.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Put(cid.DagCBOR, data)
+		st.Close()
+		h.SetHead(did, c)
+		wantInvalid(t, home, did, c.String(), "signature")
+	})
+	t.Run("fork", func(t *testing.T) {
+		home, other, work := fresh(t), t.TempDir(), t.TempDir()
+		car, key := filepath.Join(work, "a.car"), filepath.Join(work, "a.key")
+		mustOK(t, igor(t, home, "export", did, "-o", car), "export")
+		mustOK(t, igor(t, home, "keys", "export", did, "-o", key), "keys export")
+		mustOK(t, igor(t, other, "import", car), "import")
+		mustOK(t, igor(t, other, "keys", "import", key), "keys import")
+		// Both homes run the agent on from the same head: a fork.
+		mustOK(t, igor(t, home, "resume", "--tick-interval", "5ms", "--max-ticks", "2", did), "resume A")
+		mustOK(t, igor(t, other, "resume", "--tick-interval", "5ms", "--max-ticks", "3", did), "resume B")
+		headA, headB := lineageOf(t, home, did).Head().CID, lineageOf(t, other, did).Head().CID
+		carB := filepath.Join(work, "b.car")
+		mustOK(t, igor(t, other, "export", did, "-o", carB), "export B")
+		r := igor(t, home, "import", carB)
+		if r.code == 0 || !strings.Contains(r.stderr, "diverged") || !strings.Contains(r.stderr, headA.String()) || !strings.Contains(r.stderr, headB.String()) {
+			t.Fatalf("importing a fork must be refused naming both heads: exit %d %s", r.code, r.stderr)
+		}
+		// The local head is kept, and verify now reports the fork with both CIDs.
+		if got := lineageOf(t, home, did).Head().CID; !got.Equals(headA) {
+			t.Fatalf("local head changed to %s", got)
+		}
+		wantInvalid(t, home, did, "FORK")
+		r = igor(t, home, "verify", did, "--json")
+		if !strings.Contains(r.stdout, `"forks"`) {
+			t.Fatalf("verify --json must list the fork: %s", r.stdout)
+		}
+	})
+}

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
+)
+
+// Sentinel errors of the node's home directory.
+var (
+	// ErrUnknownAgent: no agent with that DID has a head in this home.
+	ErrUnknownAgent = errors.New("node: unknown agent")
+	// ErrHomeUnusable: the home directory cannot be created or written.
+	ErrHomeUnusable = errors.New("node: home directory unusable")
+	// ErrCorruptHead: a head pointer file is damaged.
+	ErrCorruptHead = errors.New("node: corrupt head pointer")
+)
+
+// Home is the on-disk layout of one node (see docs/DECISIONS.md):
+//
+//	DIR/node.key          node identity (Ed25519, 0600)
+//	DIR/store/            content store (blocks, pins)
+//	DIR/keys/             agent keystore (0700, files 0600)
+//	DIR/heads/<agent id>  CID of each local agent's committed head
+//	DIR/cache/wasm/       wazero compilation cache
+type Home struct {
+	Dir string
+}
+
+// OpenHome creates the layout under dir if needed and checks that it is
+// writable, so a bad --home fails before any work is done.
+func OpenHome(dir string) (*Home, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: empty path", ErrHomeUnusable)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHomeUnusable, err)
+	}
+	h := &Home{Dir: abs}
+	for _, d := range []string{abs, h.path("heads"), h.path("cache", "wasm")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v (choose another with --home or IGOR_HOME)", ErrHomeUnusable, d, err)
+		}
+	}
+	probe := h.path(".write-probe")
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("%w: %s is not writable: %v (choose another with --home or IGOR_HOME)", ErrHomeUnusable, abs, err)
+	}
+	os.Remove(probe)
+	return h, nil
+}
+
+func (h *Home) path(parts ...string) string {
+	return filepath.Join(append([]string{h.Dir}, parts...)...)
+}
+
+// StoreDir, KeysDir, CacheDir and NodeKeyPath name the parts of the home.
+func (h *Home) StoreDir() string    { return h.path("store") }
+func (h *Home) KeysDir() string     { return h.path("keys") }
+func (h *Home) CacheDir() string    { return h.path("cache", "wasm") }
+func (h *Home) NodeKeyPath() string { return h.path("node.key") }
+
+func (h *Home) headPath(did string) (string, error) {
+	if _, err := agents.ParseDID(did); err != nil {
+		return "", err
+	}
+	return h.path("heads", agents.AgentID(did)), nil
+}
+
+// Head returns the committed head of a local agent, or ErrUnknownAgent.
+func (h *Home) Head(did string) (cid.Cid, error) {
+	p, err := h.headPath(did)
+	if err != nil {
+		return cid.Undef, err
+	}
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cid.Undef, fmt.Errorf("%w: %s has no checkpoint in %s (run 'igor-node import FILE.car' to bring it here)", ErrUnknownAgent, did, h.Dir)
+	}
+	if err != nil {
+		return cid.Undef, err
+	}
+	c, err := cid.Decode(strings.TrimSpace(string(data)))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%w: %s: %v", ErrCorruptHead, p, err)
+	}
+	return c, nil
+}
+
+// SetHead durably records c as the agent's head: the commit point of a checkpoint.
+func (h *Home) SetHead(did string, c cid.Cid) error {
+	p, err := h.headPath(did)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(p, []byte(c.String()+"\n"), 0o600, true)
+}
+
+// Agents lists the DIDs with a head in this home, sorted.
+func (h *Home) Agents() ([]string, error) {
+	ents, err := os.ReadDir(h.path("heads"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, atomicfile.TempSuffix) || strings.HasPrefix(name, ".") {
+			continue
+		}
+		did := "did:key:" + name
+		if _, err := agents.ParseDID(did); err != nil {
+			continue
+		}
+		out = append(out, did)
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,348 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/contentstore"
+)
+
+// CheckpointInfo is what inspect shows of one checkpoint.
+type CheckpointInfo struct {
+	CID         string `json:"cid"`
+	Kind        string `json:"kind"`
+	DID         string `json:"did"`
+	Seq         uint64 `json:"seq"`
+	Tick        uint64 `json:"tick"`
+	Epoch       uint64 `json:"epoch"`
+	Budget      int64  `json:"budget_microcents"`
+	Price       int64  `json:"price_microcents_per_second"`
+	Holder      string `json:"holder,omitempty"`
+	Time        int64  `json:"time_unix_ns"`
+	Prev        string `json:"prev,omitempty"`
+	Genesis     string `json:"genesis"`
+	Module      string `json:"module"`
+	Manifest    string `json:"manifest"`
+	State       string `json:"state,omitempty"`
+	StateSize   uint64 `json:"state_size"`
+	SignatureOK bool   `json:"signatures_valid"`
+	SigError    string `json:"signature_error,omitempty"`
+}
+
+// Inspect describes a checkpoint or genesis named by a DID (its local head)
+// or a CID.
+func (l *Local) Inspect(ref string) (*CheckpointInfo, error) {
+	var c cid.Cid
+	if _, err := agents.ParseDID(ref); err == nil {
+		if c, err = l.Home.Head(ref); err != nil {
+			return nil, err
+		}
+	} else {
+		var derr error
+		c, derr = cid.Decode(ref)
+		if derr != nil {
+			return nil, fmt.Errorf("%q is neither a DID (%v) nor a CID (%v)", ref, err, derr)
+		}
+	}
+	data, err := l.Store.Get(c)
+	if err != nil {
+		return nil, err
+	}
+	return describe(c, data)
+}
+
+func describe(c cid.Cid, data []byte) (*CheckpointInfo, error) {
+	kind, err := agents.Kind(data)
+	if err != nil {
+		return nil, fmt.Errorf("block %s: %w", c, err)
+	}
+	info := &CheckpointInfo{CID: c.String(), Kind: kind}
+	switch kind {
+	case "checkpoint":
+		cp, err := agents.DecodeCheckpoint(data)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint %s: %w", c, err)
+		}
+		info.DID, info.Seq, info.Tick, info.Epoch = cp.Agent, cp.Seq, cp.Tick, cp.Epoch
+		info.Budget, info.Price, info.Holder, info.Time = cp.Budget, cp.Price, cp.Holder, cp.Time
+		if cp.Prev.Defined() {
+			info.Prev = cp.Prev.String()
+		}
+		info.Genesis, info.Module, info.Manifest = cp.Genesis.String(), cp.Module.String(), cp.Manifest.String()
+		info.State, info.StateSize = cp.State.String(), cp.StateSize
+		err = cp.Verify()
+		info.SignatureOK = err == nil
+		if err != nil {
+			info.SigError = err.Error()
+		}
+	case "genesis":
+		g, err := agents.DecodeGenesis(data)
+		if err != nil {
+			return nil, fmt.Errorf("genesis %s: %w", c, err)
+		}
+		info.DID, info.Budget, info.Time = g.Agent, g.Budget, g.Created
+		info.Genesis, info.Module, info.Manifest = c.String(), g.Module.String(), g.Manifest.String()
+		err = g.Verify()
+		info.SignatureOK = err == nil
+		if err != nil {
+			info.SigError = err.Error()
+		}
+	default:
+		return nil, fmt.Errorf("block %s is a %s, not a checkpoint or genesis", c, kind)
+	}
+	return info, nil
+}
+
+// VerifyReport is the outcome of a lineage check.
+type VerifyReport struct {
+	Valid       bool       `json:"valid"`
+	DID         string     `json:"did,omitempty"`
+	Head        string     `json:"head,omitempty"`
+	Genesis     string     `json:"genesis,omitempty"`
+	Checkpoints int        `json:"checkpoints"`
+	FirstTick   uint64     `json:"first_tick"`
+	LastTick    uint64     `json:"last_tick"`
+	LastSeq     uint64     `json:"last_seq"`
+	MaxEpoch    uint64     `json:"max_epoch"`
+	BudgetStart int64      `json:"budget_start_microcents"`
+	BudgetLeft  int64      `json:"budget_left_microcents"`
+	Holders     []string   `json:"holders,omitempty"`
+	Forks       []ForkInfo `json:"forks,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	FailedCID   string     `json:"failed_cid,omitempty"`
+	FailedSeq   *uint64    `json:"failed_seq,omitempty"`
+}
+
+// ForkInfo is the proof of a fork: two checkpoints with the same predecessor.
+type ForkInfo struct {
+	Prev string `json:"prev"`
+	A    string `json:"a"`
+	B    string `json:"b"`
+}
+
+// ErrInvalid is returned (wrapped) by Verify when the lineage does not verify.
+var ErrInvalid = errors.New("lineage invalid")
+
+// Verify checks the whole lineage of a local agent, every block it names,
+// and every checkpoint of the agent in the store for forks.
+func (l *Local) Verify(ctx context.Context, did string) (*VerifyReport, error) {
+	head, err := l.Home.Head(did)
+	if err != nil {
+		return nil, err
+	}
+	return verifyIn(ctx, l.Store, head, did), nil
+}
+
+// VerifyCAR checks the agent carried by a CAR file, without touching the
+// home: blocks go to a temporary store that is removed afterwards.
+func VerifyCAR(ctx context.Context, path string) (*VerifyReport, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tmp, err := os.MkdirTemp("", "igor-verify-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	st, err := contentstore.Open(tmp, contentstore.WithoutFsync())
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	roots, _, err := st.ImportCAR(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(roots) != 1 {
+		return nil, fmt.Errorf("%w: %s has %d roots, want 1 (the head checkpoint)", ErrNotAgentCAR, path, len(roots))
+	}
+	return verifyIn(ctx, st, roots[0], ""), nil
+}
+
+// verifyIn runs the lineage check from head, then fork detection over every
+// checkpoint of the same agent in st.
+func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectDID string) *VerifyReport {
+	rep := &VerifyReport{Head: head.String(), DID: expectDID}
+	lin, err := agents.VerifyLineage(head, st, agents.VerifyOptions{ExpectDID: expectDID, CheckBlock: objectChecker(st)})
+	if err != nil {
+		rep.Error = err.Error()
+		var ve *agents.VerifyError
+		if errors.As(err, &ve) {
+			rep.FailedCID = ve.CID.String()
+			seq := ve.Seq
+			rep.FailedSeq = &seq
+		}
+		return rep
+	}
+	rep.DID = lin.DID
+	rep.Genesis = lin.GenesisCID.String()
+	rep.Checkpoints = len(lin.Entries)
+	first, last := lin.Entries[0].Checkpoint, lin.Entries[len(lin.Entries)-1].Checkpoint
+	rep.FirstTick, rep.LastTick, rep.LastSeq, rep.MaxEpoch = first.Tick, last.Tick, last.Seq, last.Epoch
+	rep.BudgetStart, rep.BudgetLeft = lin.Genesis.Budget, last.Budget
+	seen := map[string]bool{}
+	for _, e := range lin.Entries {
+		if !seen[e.Checkpoint.Holder] {
+			seen[e.Checkpoint.Holder] = true
+			rep.Holders = append(rep.Holders, e.Checkpoint.Holder)
+		}
+	}
+	entries, err := agentCheckpoints(ctx, st, lin.DID)
+	if err != nil {
+		rep.Error = fmt.Sprintf("scan for forks: %v", err)
+		return rep
+	}
+	for _, f := range agents.DetectForks(entries) {
+		rep.Forks = append(rep.Forks, ForkInfo{Prev: cidString(f.Prev), A: f.A.String(), B: f.B.String()})
+	}
+	if len(rep.Forks) > 0 {
+		f := rep.Forks[0]
+		rep.Error = fmt.Sprintf("fork: checkpoints %s and %s both follow %s", f.A, f.B, f.Prev)
+		return rep
+	}
+	rep.Valid = true
+	return rep
+}
+
+func cidString(c cid.Cid) string {
+	if !c.Defined() {
+		return "(genesis)"
+	}
+	return c.String()
+}
+
+// objectChecker verifies that every block of a module, state or manifest
+// object is present and intact (Get re-hashes each one).
+func objectChecker(st *contentstore.Store) func(cid.Cid) error {
+	return func(c cid.Cid) error {
+		cids, err := st.ObjectCIDs(c)
+		if err != nil {
+			return err
+		}
+		for _, b := range cids {
+			if _, err := st.Get(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// agentCheckpoints collects every checkpoint of did in the store. Blocks
+// that are not checkpoints, or do not decode, are skipped: verify reports
+// the lineage's own damage separately.
+func agentCheckpoints(ctx context.Context, st *contentstore.Store, did string) ([]agents.Entry, error) {
+	var out []agents.Entry
+	err := st.ForEach(func(c cid.Cid) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if c.Type() != cid.DagCBOR {
+			return nil
+		}
+		data, err := st.Get(c)
+		if err != nil {
+			return nil
+		}
+		if k, err := agents.Kind(data); err != nil || k != "checkpoint" {
+			return nil
+		}
+		cp, err := agents.DecodeCheckpoint(data)
+		if err != nil || cp.Agent != did {
+			return nil
+		}
+		out = append(out, agents.Entry{CID: c, Checkpoint: cp})
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Checkpoint.Seq < out[j].Checkpoint.Seq })
+	return out, err
+}
+
+// ImportReport says what an import did.
+type ImportReport struct {
+	DID     string `json:"did"`
+	Head    string `json:"head"`
+	Seq     uint64 `json:"seq"`
+	Tick    uint64 `json:"tick"`
+	Blocks  int    `json:"blocks"`
+	Outcome string `json:"outcome"` // "new", "advanced", "up-to-date", "kept-newer-local"
+	HasKey  bool   `json:"has_key"`
+}
+
+// ErrFork is returned by Import when the imported head and the local head
+// have diverged.
+var ErrFork = agents.ErrFork
+
+// Import reads an agent CAR into the store, verifies its lineage, and moves
+// the local head forward if the import extends it. A diverging history is
+// refused with both heads named; nothing local is overwritten.
+func (l *Local) Import(ctx context.Context, r io.Reader) (*ImportReport, error) {
+	roots, n, err := l.Store.ImportCAR(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if len(roots) != 1 {
+		return nil, fmt.Errorf("%w: %d roots, want 1 (the head checkpoint)", ErrNotAgentCAR, len(roots))
+	}
+	root := roots[0]
+	lin, err := agents.VerifyLineage(root, l.Store, agents.VerifyOptions{CheckBlock: objectChecker(l.Store)})
+	if err != nil {
+		return nil, fmt.Errorf("imported agent does not verify: %w", err)
+	}
+	last := lin.Entries[len(lin.Entries)-1].Checkpoint
+	rep := &ImportReport{DID: lin.DID, Head: root.String(), Seq: last.Seq, Tick: last.Tick, Blocks: n}
+	if _, err := l.Keys.Get(lin.DID); err == nil {
+		rep.HasKey = true
+	}
+	local, err := l.Home.Head(lin.DID)
+	switch {
+	case errors.Is(err, ErrUnknownAgent):
+		rep.Outcome = "new"
+	case err != nil:
+		return nil, err
+	case local.Equals(root):
+		rep.Outcome = "up-to-date"
+		return rep, nil
+	case containsCID(lin.Entries, local):
+		rep.Outcome = "advanced"
+	default:
+		localLin, lerr := agents.VerifyLineage(local, l.Store, agents.VerifyOptions{ExpectDID: lin.DID})
+		if lerr == nil && containsCID(localLin.Entries, root) {
+			rep.Outcome = "kept-newer-local"
+			rep.Head = local.String()
+			lastLocal := localLin.Entries[len(localLin.Entries)-1].Checkpoint
+			rep.Seq, rep.Tick = lastLocal.Seq, lastLocal.Tick
+			return rep, nil
+		}
+		return nil, fmt.Errorf("%w: imported head %s (seq %d) and local head %s have diverged; keeping the local head",
+			agents.ErrFork, root, last.Seq, local)
+	}
+	if err := l.Store.Pin(root); err != nil {
+		return nil, err
+	}
+	if err := l.Home.SetHead(lin.DID, root); err != nil {
+		return nil, err
+	}
+	if rep.Outcome == "advanced" {
+		_ = l.Store.Unpin(local)
+	}
+	return rep, nil
+}
+
+func containsCID(entries []agents.Entry, c cid.Cid) bool {
+	for _, e := range entries {
+		if e.CID.Equals(c) {
+			return true
+		}
+	}
+	return false
+}

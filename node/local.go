@@ -1,0 +1,178 @@
+// Package node is the composition root: it opens a node's home (content
+// store, keystore, node key, WASM runtime) and offers the operations the CLI
+// and API expose. It holds no protocol logic of its own.
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/agents/keystore"
+	"github.com/igor-mesh/igor-node/contentstore"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/wasmexec"
+)
+
+// ErrNotAgentCAR: a CAR file whose roots are not agent checkpoints.
+var ErrNotAgentCAR = errors.New("node: CAR file does not hold an agent")
+
+// Local is a node's home opened for single-machine use: run, resume,
+// inspect, verify, export, import. It is safe for one process at a time.
+type Local struct {
+	Home    *Home
+	Store   *contentstore.Store
+	Keys    *keystore.Keystore
+	NodeKey ed25519.PrivateKey
+	Logger  *slog.Logger
+
+	rtOnce sync.Once
+	rt     *wasmexec.Runtime
+	rtErr  error
+}
+
+// OpenLocal opens (creating if needed) the home at dir. A node key is
+// created on first use; an existing but unreadable or corrupt one is an
+// error, never replaced.
+func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	h, err := OpenHome(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Local{Home: h, Logger: logger}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, l.Close())
+		}
+	}()
+	if l.Store, err = contentstore.Open(h.StoreDir()); err != nil {
+		return nil, err
+	}
+	if l.Keys, err = keystore.Open(h.KeysDir()); err != nil {
+		return nil, err
+	}
+	if l.NodeKey, err = loadOrCreateNodeKey(h.NodeKeyPath(), logger); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func loadOrCreateNodeKey(path string, logger *slog.Logger) (ed25519.PrivateKey, error) {
+	k, err := keystore.LoadNodeKey(path)
+	if err == nil {
+		return k, nil
+	}
+	if _, serr := os.Stat(path); !errors.Is(serr, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node key %s: %w (it is never regenerated: restore it, or move it away to start as a new node)", path, err)
+	}
+	k, err = keystore.CreateNodeKey(path)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("created node key", "path", path, "peer", agents.PeerID(k.Public().(ed25519.PublicKey)))
+	return k, nil
+}
+
+// Runtime returns the node's WASM runtime, created on first use (inspect and
+// verify never need one).
+func (l *Local) Runtime(ctx context.Context) (*wasmexec.Runtime, error) {
+	l.rtOnce.Do(func() {
+		l.rt, l.rtErr = wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: l.Home.CacheDir(), Logger: l.Logger})
+	})
+	return l.rt, l.rtErr
+}
+
+// Close releases the runtime and store. It is idempotent.
+func (l *Local) Close() error {
+	var errs []error
+	if l.rt != nil {
+		errs = append(errs, l.rt.Close(context.Background()))
+		l.rt = nil
+	}
+	if l.Store != nil {
+		errs = append(errs, l.Store.Close())
+		l.Store = nil
+	}
+	return errors.Join(errs...)
+}
+
+// PeerID is this node's identity as a libp2p peer ID.
+func (l *Local) PeerID() string { return agents.PeerID(l.NodeKey.Public().(ed25519.PublicKey)) }
+
+// Env is the hosting environment of this node.
+func (l *Local) Env(ctx context.Context, agentLog func(shortDID, msg string)) (hosting.Env, error) {
+	rt, err := l.Runtime(ctx)
+	if err != nil {
+		return hosting.Env{}, err
+	}
+	return hosting.Env{Runtime: rt, Blocks: l.Store, Heads: l.Home, NodeKey: l.NodeKey, Logger: l.Logger, AgentLog: agentLog}, nil
+}
+
+// CreateAgent makes a new agent: a fresh key in the keystore, its module,
+// manifest, genesis and checkpoint 0 in the store, and its head here.
+func (l *Local) CreateAgent(ctx context.Context, wasm, manifestJSON []byte, budget, price int64, agentLog func(string, string)) (string, hosting.Head, error) {
+	man, err := agents.ParseManifest(manifestJSON)
+	if err != nil {
+		return "", hosting.Head{}, err
+	}
+	env, err := l.Env(ctx, agentLog)
+	if err != nil {
+		return "", hosting.Head{}, err
+	}
+	_, priv, err := agents.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", hosting.Head{}, err
+	}
+	did := agents.DID(priv.Public().(ed25519.PublicKey))
+	// Create first: a module that fails to load leaves no key behind.
+	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: budget, Price: price, AgentKey: priv})
+	if err != nil {
+		return "", hosting.Head{}, err
+	}
+	if _, err := l.Keys.Put(priv); err != nil {
+		return "", hosting.Head{}, fmt.Errorf("save key of %s: %w", did, err)
+	}
+	return did, head, nil
+}
+
+// LoadAgent verifies a local agent's lineage and prepares it to run.
+func (l *Local) LoadAgent(ctx context.Context, did string, agentLog func(string, string)) (*hosting.Loaded, hosting.Env, error) {
+	head, err := l.Home.Head(did)
+	if err != nil {
+		return nil, hosting.Env{}, err
+	}
+	key, err := l.Keys.Get(did)
+	if err != nil {
+		return nil, hosting.Env{}, err
+	}
+	env, err := l.Env(ctx, agentLog)
+	if err != nil {
+		return nil, hosting.Env{}, err
+	}
+	a, err := hosting.Load(ctx, env, head, key)
+	return a, env, err
+}
+
+// Export writes the agent's whole DAG (every checkpoint, state, genesis,
+// manifest and module) as a CARv1 with the head as its root.
+func (l *Local) Export(ctx context.Context, did string, w io.Writer) (cid.Cid, int, error) {
+	head, err := l.Home.Head(did)
+	if err != nil {
+		return cid.Undef, 0, err
+	}
+	n, err := l.Store.WriteCAR(ctx, w, []cid.Cid{head})
+	return head, n, err
+}
