@@ -242,6 +242,7 @@ const (
 	StopContext  StopReason = "stopped"          // ctx was cancelled (SIGINT/SIGTERM)
 	StopMaxTicks StopReason = "max-ticks"        // RunOptions.MaxTicks reached
 	StopBudget   StopReason = "budget-exhausted" // budget reached zero
+	StopFailed   StopReason = "failed"           // MaxFailures consecutive instance failures
 )
 
 // Result is the outcome of Run.
@@ -369,7 +370,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				r.res.Failures++
 				r.env.Logger.Error("agent instance failed to start", "agent", r.a.DID, "err", err)
 				if failures >= r.opts.MaxFailures {
-					return r.finish(StopContext, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
+					return r.finish(StopFailed, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
 				}
 				timer.Reset(r.opts.TickInterval)
 				continue
@@ -388,7 +389,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				"agent", r.a.DID, "tick", r.tick+1, "head", r.head.CID, "err", err)
 			r.discard()
 			if failures >= r.opts.MaxFailures {
-				return r.finish(StopContext, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
+				return r.finish(StopFailed, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
 			}
 			timer.Reset(r.opts.TickInterval)
 			continue

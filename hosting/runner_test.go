@@ -172,7 +172,7 @@ func TestTrapReplacesInstanceFromCheckpoint(t *testing.T) {
 	if !errors.Is(err, hosting.ErrTooManyFailures) || !errors.Is(err, wasmexec.ErrTrap) {
 		t.Fatalf("want ErrTooManyFailures wrapping ErrTrap, got %v", err)
 	}
-	if res.Failures != 3 || res.Head.Checkpoint.Tick != 2 {
+	if res.Reason != hosting.StopFailed || res.Failures != 3 || res.Head.Checkpoint.Tick != 2 {
 		t.Fatalf("failures %d, head tick %d; want 3 failures and head at tick 2", res.Failures, res.Head.Checkpoint.Tick)
 	}
 	if _, err := agents.VerifyLineage(res.Head.CID, f.st, agents.VerifyOptions{}); err != nil {
