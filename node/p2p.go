@@ -1,0 +1,63 @@
+package node
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// ErrListen: the host could not listen on an address (bad multiaddr, port in use).
+var ErrListen = errors.New("node: cannot listen")
+
+// DefaultListen are the addresses a node listens on when none are given:
+// TCP and QUIC on loopback with OS-chosen ports (the API is loopback-only by
+// default too; pass --listen to join a real network).
+var DefaultListen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+
+// LibP2PKey converts the node's Ed25519 key to libp2p's key type; the peer
+// ID derived from it equals agents.PeerID of the public key.
+func LibP2PKey(priv ed25519.PrivateKey) (crypto.PrivKey, error) {
+	return crypto.UnmarshalEd25519PrivateKey(priv)
+}
+
+// NewHost starts a libp2p host with the node's identity, listening on TCP
+// and QUIC. TCP port reuse is disabled: on loopback, SO_REUSEPORT with
+// simultaneous dials flakes (see docs/DECISIONS.md); relay is off (the mesh
+// is dialled directly).
+func NewHost(priv ed25519.PrivateKey, listen []string) (host.Host, error) {
+	if len(listen) == 0 {
+		listen = DefaultListen
+	}
+	for _, a := range listen {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			return nil, fmt.Errorf("%w: %q is not a multiaddr (%v); example: /ip4/127.0.0.1/tcp/4001", ErrListen, a, err)
+		}
+	}
+	k, err := LibP2PKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(k),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Transport(libp2pquic.NewTransport),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		msg := err.Error()
+		if strings.Contains(msg, "address already in use") {
+			return nil, fmt.Errorf("%w: %v (another process holds the port: pick another with --listen)", ErrListen, err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrListen, err)
+	}
+	return h, nil
+}
