@@ -61,6 +61,10 @@ type Env struct {
 	Logger   *slog.Logger
 	AgentLog func(shortDID, msg string) // agent log lines; default: Logger
 	Now      func() time.Time           // wall clock for checkpoint times; default time.Now
+	// OnCommit, if set, is called after every committed checkpoint (the head
+	// is durable); the mesh uses it to provide blocks and publish the head
+	// record. It runs on the runner's goroutine: keep it short or hand off.
+	OnCommit func(Head)
 }
 
 func (e *Env) validate() error {
@@ -191,6 +195,9 @@ func commit(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, state 
 	if err := env.Heads.SetHead(cp.Agent, c); err != nil {
 		return Head{}, fmt.Errorf("commit head: %w", err)
 	}
+	if env.OnCommit != nil {
+		defer env.OnCommit(Head{CID: c, Checkpoint: cp})
+	}
 	if oldHead.Defined() && !oldHead.Equals(c) {
 		// The old head stays reachable through Prev; only the newest needs a pin.
 		if err := env.Blocks.Unpin(oldHead); err != nil {
@@ -218,6 +225,9 @@ type RunOptions struct {
 	MaxTicks        uint64        // stop after this many ticks in this run; 0 = until ctx ends
 	MaxFailures     int           // consecutive instance failures before giving up; default 3
 	Price           int64         // µc per second; <0 = keep the head's price
+	// Epoch is the lease epoch new checkpoints carry; 0 keeps the head's.
+	// It must not be lower than the head's (Run rejects that).
+	Epoch uint64
 }
 
 func (o *RunOptions) fill() {
@@ -320,6 +330,13 @@ func Run(ctx context.Context, env Env, a *Loaded, opts RunOptions) (Result, erro
 	r := &run{env: &env, a: a, opts: opts, head: a.Head}
 	r.budget = a.Head.Checkpoint.Budget
 	r.price = a.Head.Checkpoint.Price
+	r.epoch = a.Head.Checkpoint.Epoch
+	if opts.Epoch != 0 {
+		if opts.Epoch < r.epoch {
+			return Result{}, fmt.Errorf("%w: run at epoch %d, head %s is at epoch %d", ErrStaleEpoch, opts.Epoch, a.Head.CID, r.epoch)
+		}
+		r.epoch = opts.Epoch
+	}
 	if opts.Price >= 0 {
 		r.price = opts.Price
 	}
@@ -336,6 +353,7 @@ type run struct {
 	tick   uint64 // tick number of the agent's current in-memory state
 	budget int64
 	price  int64
+	epoch  uint64
 	dirty  bool // ticks since the head was committed
 	res    Result
 }
@@ -452,7 +470,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 	prev := r.head
 	cp := &agents.Checkpoint{
 		Agent: r.a.DID, Genesis: prev.Checkpoint.Genesis, Prev: prev.CID,
-		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: prev.Checkpoint.Epoch,
+		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: r.epoch,
 		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
 		Budget: r.budget, Price: r.price,
 	}

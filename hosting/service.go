@@ -1,0 +1,256 @@
+package hosting
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+)
+
+// Errors of the hosting service.
+var (
+	// ErrNoCapacity: every slot of this node is taken.
+	ErrNoCapacity = errors.New("hosting: no free slot")
+	// ErrAlreadyHosted: the agent already runs here.
+	ErrAlreadyHosted = errors.New("hosting: agent already hosted here")
+	// ErrStaleEpoch: a lease offer whose epoch does not exceed the head's.
+	ErrStaleEpoch = errors.New("hosting: lease epoch is not newer than the agent's")
+	// ErrServiceClosed: the service has shut down.
+	ErrServiceClosed = errors.New("hosting: service closed")
+)
+
+// Lease is an offer to run an agent from a committed head at a new epoch.
+// (Single-holder leases; the custody group of the brief §5 builds on this.)
+type Lease struct {
+	Head  cid.Cid
+	Key   ed25519.PrivateKey // the agent key, escrowed to the holder
+	Epoch uint64             // must be greater than the head checkpoint's epoch
+	Term  time.Duration      // lease term; the head record advertises its end
+}
+
+// Status is what the node reports about an agent it hosts.
+type Status struct {
+	DID         string     `json:"did"`
+	Head        string     `json:"head"`
+	Seq         uint64     `json:"seq"`
+	Tick        uint64     `json:"tick"`
+	Epoch       uint64     `json:"epoch"`
+	Budget      int64      `json:"budget_microcents"`
+	Running     bool       `json:"running"`
+	Started     time.Time  `json:"started"`
+	LeaseExpiry time.Time  `json:"lease_expiry"`
+	StopReason  StopReason `json:"stop_reason,omitempty"`
+	Error       string     `json:"error,omitempty"`
+}
+
+// ServiceConfig configures a hosting service.
+type ServiceConfig struct {
+	Slots int        // agents this node runs at once; default 16
+	Run   RunOptions // tick loop options for every hosted agent
+	// OnCommit is called after each committed checkpoint of a hosted agent
+	// with its key and lease (the node publishes the head record and
+	// provides the blocks). It must not block for long.
+	OnCommit func(h Head, key ed25519.PrivateKey, leaseExpiry time.Time)
+}
+
+// Service runs leased agents, one goroutine each. It owns the table of
+// hosted agents; every method is safe for concurrent use.
+type Service struct {
+	env Env
+	cfg ServiceConfig
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex // guards agents and closed
+	agents map[string]*hosted
+	closed bool
+}
+
+type hosted struct {
+	mu     sync.Mutex // guards status
+	status Status
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewService starts an empty hosting service.
+func NewService(env Env, cfg ServiceConfig) (*Service, error) {
+	if err := env.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 16
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{env: env, cfg: cfg, ctx: ctx, cancel: cancel, agents: map[string]*hosted{}}, nil
+}
+
+// FreeSlots is how many more agents this node accepts.
+func (s *Service) FreeSlots() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Slots - s.runningLocked()
+}
+
+// Slots is the configured capacity.
+func (s *Service) Slots() int { return s.cfg.Slots }
+
+func (s *Service) runningLocked() int {
+	n := 0
+	for _, h := range s.agents {
+		select {
+		case <-h.done:
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// Accept takes a lease: it verifies the agent's whole lineage from
+// lease.Head (the blocks must already be in the store), checks the key and
+// the epoch, and starts ticking the agent at the new epoch. It returns
+// ErrNoCapacity, ErrAlreadyHosted, ErrStaleEpoch, ErrServiceClosed, or the
+// verification error.
+func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
+	s.mu.Lock()
+	closed, free := s.closed, s.cfg.Slots-s.runningLocked()
+	s.mu.Unlock()
+	if closed {
+		return Status{}, ErrServiceClosed
+	}
+	if free <= 0 {
+		return Status{}, fmt.Errorf("%w (%d of %d in use)", ErrNoCapacity, s.cfg.Slots, s.cfg.Slots)
+	}
+	a, err := Load(ctx, s.env, lease.Head, lease.Key)
+	if err != nil {
+		return Status{}, err
+	}
+	if lease.Epoch <= a.Head.Checkpoint.Epoch {
+		return Status{}, fmt.Errorf("%w: offer at epoch %d, head %s is at epoch %d", ErrStaleEpoch, lease.Epoch, a.Head.CID, a.Head.Checkpoint.Epoch)
+	}
+	if a.Head.Checkpoint.Budget == 0 {
+		return Status{}, fmt.Errorf("%w: %s", ErrBudgetExhausted, a.DID)
+	}
+	term := lease.Term
+	if term <= 0 {
+		term = time.Duration(a.Manifest.Lease.TermSeconds) * time.Second
+	}
+	h := &hosted{done: make(chan struct{})}
+	h.status = Status{DID: a.DID, Head: a.Head.CID.String(), Seq: a.Head.Checkpoint.Seq, Tick: a.Head.Checkpoint.Tick,
+		Epoch: lease.Epoch, Budget: a.Head.Checkpoint.Budget, Running: true, Started: s.env.Now(), LeaseExpiry: s.env.Now().Add(term)}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Status{}, ErrServiceClosed
+	}
+	if old, ok := s.agents[a.DID]; ok {
+		select {
+		case <-old.done:
+		default:
+			s.mu.Unlock()
+			return Status{}, fmt.Errorf("%w: %s", ErrAlreadyHosted, a.DID)
+		}
+	}
+	if s.cfg.Slots-s.runningLocked() <= 0 {
+		s.mu.Unlock()
+		return Status{}, fmt.Errorf("%w (%d of %d in use)", ErrNoCapacity, s.cfg.Slots, s.cfg.Slots)
+	}
+	runCtx, cancel := context.WithCancel(s.ctx)
+	h.cancel = cancel
+	s.agents[a.DID] = h
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	env := s.env
+	key := lease.Key
+	env.OnCommit = func(head Head) {
+		h.mu.Lock()
+		h.status.Head, h.status.Seq, h.status.Tick = head.CID.String(), head.Checkpoint.Seq, head.Checkpoint.Tick
+		h.status.Budget, h.status.Epoch = head.Checkpoint.Budget, head.Checkpoint.Epoch
+		expiry := h.status.LeaseExpiry
+		h.mu.Unlock()
+		if s.cfg.OnCommit != nil {
+			s.cfg.OnCommit(head, key, expiry)
+		}
+	}
+	opts := s.cfg.Run
+	opts.Epoch = lease.Epoch
+	go func() {
+		defer s.wg.Done()
+		defer close(h.done)
+		defer cancel()
+		res, err := Run(runCtx, env, a, opts)
+		h.mu.Lock()
+		h.status.Running = false
+		h.status.StopReason = res.Reason
+		if err != nil {
+			h.status.Error = err.Error()
+		}
+		h.mu.Unlock()
+		if err != nil && !errors.Is(err, ErrBudgetExhausted) {
+			s.env.Logger.Error("hosted agent stopped", "agent", a.DID, "reason", res.Reason, "err", err)
+		} else {
+			s.env.Logger.Info("hosted agent stopped", "agent", a.DID, "reason", res.Reason)
+		}
+	}()
+	return h.snapshot(), nil
+}
+
+func (h *hosted) snapshot() Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status
+}
+
+// Status reports one hosted agent.
+func (s *Service) Status(did string) (Status, bool) {
+	s.mu.Lock()
+	h, ok := s.agents[did]
+	s.mu.Unlock()
+	if !ok {
+		return Status{}, false
+	}
+	return h.snapshot(), true
+}
+
+// Hosted lists every agent this node hosts or hosted since it started, by DID.
+func (s *Service) Hosted() []Status {
+	s.mu.Lock()
+	hs := make([]*hosted, 0, len(s.agents))
+	for _, h := range s.agents {
+		hs = append(hs, h)
+	}
+	s.mu.Unlock()
+	out := make([]Status, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, h.snapshot())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DID < out[j].DID })
+	return out
+}
+
+// Close stops every hosted agent between ticks; each commits its final
+// checkpoint before Close returns. It honours ctx only for the wait.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hosting: agents still stopping: %w", ctx.Err())
+	}
+}
