@@ -71,7 +71,7 @@ const (
 	TypeHead       = "igor/head/v1"
 )
 
-// Kind returns "genesis", "checkpoint" or "head" for an encoded object,
+// Kind returns "genesis", "checkpoint", "head" or "host" for an encoded object,
 // reading only its "type" field. It does not validate the rest; use the
 // Decode functions for that. Errors wrap ErrMalformed.
 func Kind(data []byte) (string, error) {
@@ -88,10 +88,12 @@ func Kind(data []byte) (string, error) {
 		return "checkpoint", nil
 	case TypeHead:
 		return "head", nil
+	case TypeHost:
+		return "host", nil
 	case "":
 		return "", fmt.Errorf("%w: object has no \"type\" field", ErrMalformed)
 	default:
-		return "", fmt.Errorf("%w: unknown object type %q (known: %s, %s, %s)", ErrMalformed, w.Type, TypeGenesis, TypeCheckpoint, TypeHead)
+		return "", fmt.Errorf("%w: unknown object type %q (known: %s, %s, %s, %s)", ErrMalformed, w.Type, TypeGenesis, TypeCheckpoint, TypeHead, TypeHost)
 	}
 }
 

@@ -25,6 +25,13 @@ var (
 	ErrIdentityChanged  = errors.New("agents: agent identity changed")
 	ErrFork             = errors.New("agents: fork")
 	ErrExpired          = errors.New("agents: record expired")
+
+	// DHT records (host.go, validator.go).
+	ErrBadKey          = errors.New("agents: bad DHT key")
+	ErrKeyMismatch     = errors.New("agents: record does not match its DHT key")
+	ErrRecordTooLarge  = errors.New("agents: record too large")
+	ErrValidityTooLong = errors.New("agents: record validity too long")
+	ErrNotAdmitted     = errors.New("agents: host does not admit agent")
 )
 
 // objErr is an error about one object: the sentinel it belongs to and a

@@ -13,9 +13,20 @@ import (
 // small; IPNS uses the same 10 KiB cap).
 const MaxHeadRecordBytes = 10 << 10
 
+// KeyRoot is the first component of every DHT key this package defines:
+// keys are "/igor/<namespace>/<id>". kad-dht hands a key to the validator
+// registered for its first component, so the dht package registers one
+// validator under "igor" and dispatches on the namespace itself; the
+// validators here receive (and check) the full key.
+const KeyRoot = "igor"
+
+// HeadNamespace is the DHT namespace of head records: their keys are
+// "/igor/agent/<agent id>" (HeadRecordKey), validated by HeadValidator.
+const HeadNamespace = "agent"
+
 // HeadRecordKeyPrefix starts the DHT key of every head record; the full key
 // is HeadRecordKey(did).
-const HeadRecordKeyPrefix = "/igor/agent/"
+const HeadRecordKeyPrefix = "/" + KeyRoot + "/" + HeadNamespace + "/"
 
 // HeadRecord advertises an agent's latest committed checkpoint in the DHT.
 // It is signed by the agent key. It is advisory, for queries: authority

@@ -106,6 +106,18 @@ func (h *Home) SetHead(did string, c cid.Cid) error {
 	return atomicfile.Write(p, []byte(c.String()+"\n"), 0o600, true)
 }
 
+// RemoveHead forgets a local agent's head (its blocks stay until GC).
+func (h *Home) RemoveHead(did string) error {
+	p, err := h.headPath(did)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(p))
+}
+
 // Agents lists the DIDs with a head in this home, sorted.
 func (h *Home) Agents() ([]string, error) {
 	ents, err := os.ReadDir(h.path("heads"))

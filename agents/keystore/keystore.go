@@ -154,6 +154,19 @@ func (k *Keystore) List() ([]string, error) {
 	return dids, nil
 }
 
+// Delete removes the key of did (used only to undo the creation of an agent
+// that was never placed). A missing key is not an error.
+func (k *Keystore) Delete(did string) error {
+	p := k.Path(did)
+	if p == "" {
+		return fmt.Errorf("%w: %q", agents.ErrBadDID, did)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("keystore: %w", err)
+	}
+	return syncDir(k.dir)
+}
+
 // LoadNodeKey reads the node's identity key from path. A missing file is
 // ErrNotFound; an existing file that is unreadable, corrupt (ErrCorrupt) or
 // too open (ErrPermissions) is an error and is NEVER replaced: the node's

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/internal/atomicfile"
 	"github.com/igor-mesh/igor-node/node"
 )
@@ -85,7 +87,10 @@ func orDash(s string) string {
 }
 
 func newVerifyCmd(g *globalFlags) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		api    string
+	)
 	cmd := &cobra.Command{
 		Use:   "verify DID|FILE.car",
 		Short: "Verify an agent's whole lineage, from its head back to genesis",
@@ -93,18 +98,31 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 holder), links, sequence and tick order, epochs, budget never increasing, module
 and manifest binding, and that every state/module block is present and intact.
 It also reports forks (two checkpoints with the same predecessor) with both CIDs.
-Exit status 0 only if everything is valid.`,
+An agent that is not in this home is fetched from the mesh through the local
+daemon. Exit status 0 only if everything is valid.`,
 		Args: exactArgs(1, "a DID or a CAR file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var rep *node.VerifyReport
 			var err error
 			if _, derr := agents.ParseDID(args[0]); derr == nil {
 				l, oerr := g.openLocal(cmd)
-				if oerr != nil {
+				switch {
+				case errors.Is(oerr, contentstore.ErrInUse):
+					// A daemon owns this home: it answers for it.
+					err = node.ErrUnknownAgent
+				case oerr != nil:
 					return oerr
+				default:
+					rep, err = l.Verify(cmd.Context(), args[0])
+					l.Close()
 				}
-				defer l.Close()
-				rep, err = l.Verify(cmd.Context(), args[0])
+				if errors.Is(err, node.ErrUnknownAgent) {
+					// Not here: ask the mesh through the daemon, if one runs.
+					if c, cerr := g.client(api); cerr == nil {
+						rep = &node.VerifyReport{}
+						err = c.do("GET", "/v1/agents/"+args[0]+"/verify", nil, rep)
+					}
+				}
 			} else if st, serr := os.Stat(args[0]); serr == nil && !st.IsDir() {
 				rep, err = node.VerifyCAR(cmd.Context(), args[0])
 			} else {
@@ -127,6 +145,7 @@ Exit status 0 only if everything is valid.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address for agents not in this home")
 	return cmd
 }
 

@@ -55,6 +55,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newRunCmd(g), newResumeCmd(g), newInspectCmd(g), newVerifyCmd(g),
 		newExportCmd(g), newImportCmd(g), newKeysCmd(g), newListCmd(g),
+		newDaemonCmd(g), newPublishCmd(g), newAgentCmd(g), newPeersCmd(g), newHostsCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+// apiClient talks to a daemon's local API.
+type apiClient struct {
+	base string
+	http *http.Client
+}
+
+// errNoDaemon: no API address could be found.
+var errNoDaemon = errors.New("no running daemon found")
+
+// client finds the daemon: --api, then $IGOR_API, then HOME/api.addr.
+func (g *globalFlags) client(api string) (*apiClient, error) {
+	addr := api
+	if addr == "" {
+		addr = os.Getenv("IGOR_API")
+	}
+	if addr == "" {
+		dir, err := g.homeDir()
+		if err != nil {
+			return nil, err
+		}
+		data, err := os.ReadFile(filepath.Join(dir, apiAddrFile))
+		if err != nil {
+			return nil, fmt.Errorf("%w: pass --api ADDR, set IGOR_API, or start 'igor-node daemon' with this --home", errNoDaemon)
+		}
+		addr = strings.TrimSpace(string(data))
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &apiClient{base: strings.TrimSuffix(addr, "/"), http: &http.Client{Timeout: 5 * time.Minute}}, nil
+}
+
+func (c *apiClient) do(method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("daemon API: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	return json.Unmarshal(data, out)
+}
+
+func newPublishCmd(g *globalFlags) *cobra.Command {
+	var (
+		budget, manifest, api string
+		asJSON                bool
+	)
+	cmd := &cobra.Command{
+		Use:   "publish AGENT.wasm",
+		Short: "Create an agent and place it on a host in the mesh",
+		Long: `Sends the module and manifest to the local daemon, which creates the agent (its
+key stays in the daemon's keystore), picks a host by rendezvous hashing over the
+eligible capacity records, and offers it the first lease. Prints the DID and the host.`,
+		Args: exactArgs(1, "AGENT.wasm"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uc, err := parseAmount(budget)
+			if err != nil || uc == 0 {
+				return usagef("--budget: %v", orZero(err, "must be more than 0"))
+			}
+			wasm, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("read module: %w", err)
+			}
+			manPath := manifest
+			if manPath == "" {
+				manPath = strings.TrimSuffix(args[0], ".wasm") + ".manifest.json"
+			}
+			manJSON, err := os.ReadFile(manPath)
+			if err != nil {
+				return fmt.Errorf("read manifest: %w (pass --manifest FILE)", err)
+			}
+			if _, err := agents.ParseManifest(manJSON); err != nil {
+				return fmt.Errorf("%s: %w", manPath, err)
+			}
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintf(cmd.ErrOrStderr(), "publishing %s (%d bytes) through %s ...\n", filepath.Base(args[0]), len(wasm), c.base)
+			}
+			var res node.PublishResult
+			if err := c.do("POST", "/v1/agents", node.PublishRequest{Wasm: wasm, Manifest: manJSON, Budget: uc}, &res); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\nplaced on %s at epoch %d (head %s)\n", res.DID, res.Holder, res.Epoch, res.Head)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&budget, "budget", "1.0", "initial budget in currency units")
+	cmd.Flags().StringVar(&manifest, "manifest", "", "manifest file (default: AGENT.manifest.json beside the module)")
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newAgentCmd(g *globalFlags) *cobra.Command {
+	var (
+		api    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent DID",
+		Short: "Query an agent by DID from anywhere in the mesh",
+		Args:  exactArgs(1, "DID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := agents.ParseDID(args[0]); err != nil {
+				return usagef("%v", err)
+			}
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			var st node.AgentStatus
+			if err := c.do("GET", "/v1/agents/"+args[0], nil, &st); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "did\t%s\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\nlease ends\t%s\n",
+				st.DID, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
+				st.LastUpdate.Format(time.RFC3339), st.LeaseExpiry.Format(time.RFC3339))
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newPeersCmd(g *globalFlags) *cobra.Command {
+	var (
+		api    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "List the peers the local daemon is connected to",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			var ps []struct {
+				Peer  string   `json:"peer"`
+				Addrs []string `json:"addrs"`
+			}
+			if err := c.do("GET", "/v1/peers", nil, &ps); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), ps)
+			}
+			for _, p := range ps {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", p.Peer, strings.Join(p.Addrs, " "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newHostsCmd(g *globalFlags) *cobra.Command {
+	var (
+		api    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "hosts",
+		Short: "List the mesh's hosting nodes and their capacity",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			var hs []agents.HostRecord
+			if err := c.do("GET", "/v1/hosts", nil, &hs); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), hs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PEER\tFREE/SLOTS\tPRICE µc/s\tVERSION")
+			for _, h := range hs {
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d\t%s\n", h.Peer, h.FreeSlots, h.Slots, h.Price, h.Version)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+// apiAddrFile is where a running daemon records its API address in its
+// home, so other commands on the same home find it without --api.
+const apiAddrFile = "api.addr"
+
+func newDaemonCmd(g *globalFlags) *cobra.Command {
+	var (
+		listen, bootstrap []string
+		api               string
+		apiRemote         bool
+		slots             int
+		price             int64
+		lf                loopFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Join the mesh, host agents, and serve the local API",
+		Long: `Starts a mesh node: a libp2p host (TCP + QUIC), the /igor Kademlia DHT in server
+mode, block exchange, and the hosting service. With no --bootstrap peers it runs
+as a one-node mesh. The HTTP/JSON API (and Prometheus metrics at /metrics) listens
+on loopback; its address is written to HOME/api.addr for the other commands.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := lf.validate(); err != nil {
+				return err
+			}
+			if slots < 0 {
+				return usagef("--slots must not be negative")
+			}
+			if price < 0 {
+				return usagef("--price must not be negative")
+			}
+			dir, err := g.homeDir()
+			if err != nil {
+				return err
+			}
+			lg, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			m, err := node.StartMesh(ctx, node.MeshConfig{
+				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg,
+				Run: hosting.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
+			})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			srv, err := m.ServeAPI(api, apiRemote)
+			if err != nil {
+				return err
+			}
+			apiPath := filepath.Join(m.Home.Dir, apiAddrFile)
+			if err := atomicfile.Write(apiPath, []byte(srv.Addr()+"\n"), 0o600, true); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "peer %s\napi  %s\n", m.PeerID(), srv.Addr())
+			for _, a := range m.PeerAddrs() {
+				fmt.Fprintf(out, "addr %s\n", a)
+			}
+			lg.Info("daemon ready", "peer", m.PeerID(), "api", srv.Addr(), "slots", slots)
+			<-ctx.Done()
+			lg.Info("shutting down: checkpointing hosted agents")
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return srv.Close(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on 127.0.0.1, OS-chosen ports)")
+	f.StringArrayVar(&bootstrap, "bootstrap", nil, "bootstrap peer multiaddr ending in /p2p/<peer id> (repeatable)")
+	f.StringVar(&api, "api", "127.0.0.1:5001", "address of the local HTTP API (port 0: any free port)")
+	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address")
+	f.IntVar(&slots, "slots", 8, "agents this node hosts at once (0: do not host)")
+	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
+	lf.add(cmd)
+	cmd.Flags().Lookup("max-ticks").Hidden = true
+	return cmd
+}

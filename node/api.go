@@ -1,0 +1,219 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+)
+
+// MaxPublishBody caps a publish request: a 64 MiB module, base64-encoded, plus the manifest.
+const MaxPublishBody = 96 << 20
+
+// PublishRequest is the body of POST /v1/agents.
+type PublishRequest struct {
+	Wasm     []byte          `json:"wasm"`     // the module (base64 in JSON)
+	Manifest json.RawMessage `json:"manifest"` // the manifest object
+	Budget   int64           `json:"budget_microcents"`
+}
+
+// NodeInfo is GET /v1/node.
+type NodeInfo struct {
+	Peer         string   `json:"peer"`
+	Addrs        []string `json:"addrs"`
+	Version      string   `json:"version"`
+	Home         string   `json:"home"`
+	Slots        int      `json:"slots"`
+	FreeSlots    int      `json:"free_slots"`
+	Price        int64    `json:"price_microcents_per_second"`
+	RoutingTable int      `json:"routing_table"`
+	Peers        int      `json:"connected_peers"`
+}
+
+// Info describes this node.
+func (m *Mesh) Info() NodeInfo {
+	free := m.Svc.FreeSlots()
+	if m.cfg.Slots == 0 {
+		free = 0
+	}
+	return NodeInfo{Peer: m.PeerID(), Addrs: m.PeerAddrs(), Version: Version, Home: m.Home.Dir, Slots: m.cfg.Slots,
+		FreeSlots: free, Price: m.cfg.Price, RoutingTable: m.DHT.RoutingTableSize(), Peers: len(m.Host.Network().Peers())}
+}
+
+// APIServer is the node's local HTTP/JSON API and Prometheus endpoint.
+type APIServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan error
+}
+
+// Addr is the address the API listens on.
+func (a *APIServer) Addr() string { return a.ln.Addr().String() }
+
+// Close shuts the API down, waiting up to ctx for requests in flight.
+func (a *APIServer) Close(ctx context.Context) error {
+	err := a.srv.Shutdown(ctx)
+	<-a.done
+	return err
+}
+
+// ServeAPI starts the API on addr (loopback by default: it can publish
+// agents and reveals what this node hosts). A non-loopback address must be
+// asked for explicitly with allowRemote.
+func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("API address %q: %v (example: 127.0.0.1:5001)", addr, err)
+	}
+	if ip := net.ParseIP(host); !allowRemote && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
+		return nil, fmt.Errorf("API address %q is not loopback; the API can publish agents — pass --api-remote to expose it deliberately", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("API listen on %s: %w", addr, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_hosted_agents", Help: "Agents running on this node."},
+			func() float64 { return float64(m.Svc.Slots() - m.Svc.FreeSlots()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_free_slots", Help: "Agent slots free on this node."},
+			func() float64 { return float64(m.Info().FreeSlots) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_dht_routing_table_peers", Help: "Peers in the DHT routing table."},
+			func() float64 { return float64(m.DHT.RoutingTableSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_connected_peers", Help: "Connected libp2p peers."},
+			func() float64 { return float64(len(m.Host.Network().Peers())) }),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "peer": m.PeerID()})
+	})
+	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, m.Info()) })
+	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) {
+		type p struct {
+			Peer  string   `json:"peer"`
+			Addrs []string `json:"addrs"`
+		}
+		out := []p{}
+		for _, id := range m.Host.Network().Peers() {
+			var addrs []string
+			for _, a := range m.Host.Peerstore().Addrs(id) {
+				addrs = append(addrs, a.String())
+			}
+			out = append(out, p{id.String(), addrs})
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/hosts", func(w http.ResponseWriter, r *http.Request) {
+		hs, err := m.Hosts(r.Context())
+		if err != nil {
+			writeErr(w, http.StatusBadGateway, err)
+			return
+		}
+		if hs == nil {
+			hs = []*agents.HostRecord{}
+		}
+		writeJSON(w, http.StatusOK, hs)
+	})
+	mux.HandleFunc("GET /v1/agents", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, m.Svc.Hosted())
+	})
+	mux.HandleFunc("POST /v1/agents", m.apiPublish)
+	mux.HandleFunc("GET /v1/agents/{did}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := m.QueryAgent(r.Context(), r.PathValue("did"))
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("GET /v1/agents/{did}/verify", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := m.VerifyRemote(r.Context(), r.PathValue("did"))
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint %s %s (see docs/API.md)", r.Method, r.URL.Path))
+	})
+	a := &APIServer{ln: ln, done: make(chan error, 1),
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}}
+	go func() { a.done <- a.srv.Serve(ln) }()
+	return a, nil
+}
+
+func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, MaxPublishBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	var req PublishRequest
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", MaxPublishBody))
+			return
+		}
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("request body is not a publish request: %v (want {\"wasm\": base64, \"manifest\": {...}, \"budget_microcents\": N})", err))
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeErr(w, http.StatusBadRequest, errors.New("trailing data after the JSON object"))
+		return
+	}
+	if len(req.Wasm) == 0 {
+		writeErr(w, http.StatusBadRequest, errors.New("wasm is empty"))
+		return
+	}
+	if req.Budget <= 0 {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("budget_microcents must be positive, got %d", req.Budget))
+		return
+	}
+	res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, nil)
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, res)
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrUnknownAgent):
+		return http.StatusNotFound
+	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNoHost), errors.Is(err, hosting.ErrNoCapacity):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	if strings.Contains(err.Error(), "wasmexec:") {
+		return http.StatusBadRequest
+	}
+	return http.StatusBadGateway
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}

@@ -1,0 +1,310 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/dht"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/node/exchange"
+)
+
+// Version is the software version advertised in host records.
+const Version = "igor-node/0.2.0"
+
+// HostingCID is the well-known CID every hosting node provides, so hosts
+// can be enumerated with FindProviders.
+var HostingCID = func() cid.Cid {
+	c, err := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: mh.SHA2_256, MhLength: -1}.Sum([]byte("igor/hosting/v1"))
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
+
+// MeshConfig configures a mesh node (igor-node daemon).
+type MeshConfig struct {
+	Home      string
+	Listen    []string // multiaddrs; default DefaultListen
+	Bootstrap []string // multiaddrs with /p2p/<peer id>
+	Slots     int      // agents this node hosts at once; 0 = does not host
+	Price     int64    // µc per second of tick time
+	Memory    uint64   // bytes offered to agents; default Slots × 64 MiB
+	Logger    *slog.Logger
+	// Run is the tick loop configuration of hosted agents (tests shorten it).
+	Run hosting.RunOptions
+	// AdvertiseEvery is how often the host record is refreshed; default 30s.
+	AdvertiseEvery time.Duration
+}
+
+// Mesh is a running mesh node: libp2p host, DHT, block exchange, hosting
+// service and the agents it hosts. Create with StartMesh, stop with Close.
+type Mesh struct {
+	*Local
+	cfg  MeshConfig
+	Host host.Host
+	DHT  *dht.DHT
+	Ex   *exchange.Exchange
+	Svc  *hosting.Service
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex // guards hostSeq
+	hostSeq   uint64
+	advertise chan struct{}
+}
+
+// ErrBadBootstrap: a bootstrap address that is not a multiaddr with /p2p/.
+var ErrBadBootstrap = errors.New("node: bad bootstrap address")
+
+// StartMesh opens the home and joins the mesh. Unreachable bootstrap peers
+// are warnings, not errors: a node with none still runs as a one-node mesh.
+func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Slots < 0 {
+		return nil, fmt.Errorf("node: slots must not be negative, got %d", cfg.Slots)
+	}
+	if cfg.Price < 0 {
+		return nil, fmt.Errorf("node: price must not be negative, got %d", cfg.Price)
+	}
+	if cfg.Memory == 0 {
+		cfg.Memory = uint64(cfg.Slots) * agents.MaxMemoryBytes
+	}
+	if cfg.AdvertiseEvery <= 0 {
+		cfg.AdvertiseEvery = 30 * time.Second
+	}
+	var boot []peer.AddrInfo
+	for _, a := range cfg.Bootstrap {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", ErrBadBootstrap, a, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(ma)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q must end in /p2p/<peer id>: %v", ErrBadBootstrap, a, err)
+		}
+		boot = append(boot, *ai)
+	}
+	l, err := OpenLocal(cfg.Home, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1)}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, m.Close())
+		}
+	}()
+	if m.Host, err = NewHost(l.NodeKey, cfg.Listen); err != nil {
+		return nil, err
+	}
+	now := func() time.Time { return time.Now() }
+	if m.DHT, err = dht.New(m.Host,
+		dht.WithValidator(agents.HeadNamespace, agents.HeadValidator{Now: now}),
+		dht.WithValidator(agents.HostNamespace, agents.HostValidator{Now: now}),
+		dht.WithBootstrapPeers(boot...),
+		dht.WithLogger(cfg.Logger),
+	); err != nil {
+		return nil, err
+	}
+	if m.Ex, err = exchange.New(m.Host, l.Store, exchange.WithProviders(m.DHT), exchange.WithLogger(cfg.Logger)); err != nil {
+		return nil, err
+	}
+	env, err := l.Env(ctx, func(short, msg string) { cfg.Logger.Info(msg, "agent", short) })
+	if err != nil {
+		return nil, err
+	}
+	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCommit: m.onCommit}); err != nil {
+		return nil, err
+	}
+	m.Host.SetStreamHandler(LeaseProtocol, m.handleLease)
+	if n, err := m.DHT.Bootstrap(ctx); err != nil {
+		return nil, err
+	} else if len(boot) > 0 && n == 0 {
+		cfg.Logger.Warn("no bootstrap peer reachable; running alone until a peer connects", "tried", len(boot))
+	}
+	if cfg.Slots > 0 {
+		m.wg.Add(1)
+		go m.advertiseLoop()
+	}
+	return m, nil
+}
+
+// PeerAddrs are this node's dialable addresses, each with /p2p/<id>.
+func (m *Mesh) PeerAddrs() []string {
+	info := peer.AddrInfo{ID: m.Host.ID(), Addrs: m.Host.Addrs()}
+	mas, _ := peer.AddrInfoToP2pAddrs(&info)
+	out := make([]string, 0, len(mas))
+	for _, a := range mas {
+		out = append(out, a.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close checkpoints every hosted agent, then closes the exchange, DHT, host
+// and home. Records are left to expire. It is idempotent.
+func (m *Mesh) Close() error {
+	var errs []error
+	if m.cancel != nil {
+		m.cancel()
+	}
+	if m.Svc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		errs = append(errs, m.Svc.Close(ctx))
+		cancel()
+	}
+	m.wg.Wait()
+	if m.Ex != nil {
+		errs = append(errs, m.Ex.Close())
+		m.Ex = nil
+	}
+	if m.DHT != nil {
+		errs = append(errs, m.DHT.Close())
+		m.DHT = nil
+	}
+	if m.Host != nil {
+		errs = append(errs, m.Host.Close())
+		m.Host = nil
+	}
+	if m.Local != nil {
+		errs = append(errs, m.Local.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// advertiseLoop publishes this node's host record and provides HostingCID:
+// at start, every AdvertiseEvery, whenever its free slots change, and —
+// checked every second — whenever the routing table changes size or the
+// last attempt failed (a node that starts before its peers must advertise
+// as soon as it has any).
+func (m *Mesh) advertiseLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last time.Time
+	lastTable, failed, kicked := -1, true, true
+	for {
+		table := m.DHT.RoutingTableSize()
+		if kicked || failed || table != lastTable || time.Since(last) >= m.cfg.AdvertiseEvery {
+			lastTable, kicked, last = table, false, time.Now()
+			failed = false
+			if err := m.publishHostRecord(m.ctx); err != nil && m.ctx.Err() == nil {
+				m.Logger.Debug("publish host record", "err", err)
+				failed = table > 0 // alone, retry only when the table changes
+			}
+			if err := m.DHT.Provide(m.ctx, HostingCID); err != nil && m.ctx.Err() == nil {
+				m.Logger.Debug("provide hosting CID", "err", err)
+				failed = failed || table > 0
+			}
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		case <-m.advertise:
+			kicked = true
+		}
+	}
+}
+
+func (m *Mesh) kickAdvertise() {
+	select {
+	case m.advertise <- struct{}{}:
+	default:
+	}
+}
+
+// HostRecord builds and signs this node's current host record.
+func (m *Mesh) HostRecord() (*agents.HostRecord, error) {
+	m.mu.Lock()
+	m.hostSeq++
+	seq := m.hostSeq
+	m.mu.Unlock()
+	now := time.Now()
+	free := m.Svc.FreeSlots()
+	if m.cfg.Slots == 0 {
+		free = 0
+	}
+	perSlot := m.cfg.Memory / uint64(max(m.cfg.Slots, 1))
+	addrs := m.PeerAddrs()
+	if len(addrs) > agents.MaxHostAddrs {
+		addrs = addrs[:agents.MaxHostAddrs]
+	}
+	r := &agents.HostRecord{
+		Peer: m.PeerID(), Addrs: addrs, Slots: uint32(m.cfg.Slots), FreeSlots: uint32(max(free, 0)),
+		MemoryBytes: m.cfg.Memory, FreeMemoryBytes: perSlot * uint64(max(free, 0)),
+		Price: m.cfg.Price, Capabilities: agents.KnownCapabilities(), Version: Version,
+		Seq: uint64(now.UnixNano()) + seq, Issued: now.UnixNano(), Expires: now.Add(5 * time.Minute).UnixNano(),
+	}
+	if err := r.Sign(m.NodeKey); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (m *Mesh) publishHostRecord(ctx context.Context) error {
+	r, err := m.HostRecord()
+	if err != nil {
+		return err
+	}
+	data, err := r.Encode()
+	if err != nil {
+		return err
+	}
+	return m.DHT.PutValue(ctx, agents.HostRecordKey(r.Peer), data)
+}
+
+// onCommit runs after every committed checkpoint of a hosted agent: it
+// publishes the agent's head record and provides the new blocks, in the
+// background so the tick loop never waits on the network.
+func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time.Time) {
+	cp := h.Checkpoint
+	now := time.Now()
+	rec := &agents.HeadRecord{
+		Agent: cp.Agent, Head: h.CID, Seq: cp.Seq, Epoch: cp.Epoch, Holder: m.PeerID(),
+		LeaseExpiry: leaseExpiry.UnixNano(), Issued: now.UnixNano(), Expires: now.Add(10 * time.Minute).UnixNano(),
+	}
+	if err := rec.Sign(key); err != nil {
+		m.Logger.Error("sign head record", "agent", cp.Agent, "err", err)
+		return
+	}
+	data, err := rec.Encode()
+	if err != nil {
+		m.Logger.Error("encode head record", "agent", cp.Agent, "err", err)
+		return
+	}
+	m.kickAdvertise()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+		defer cancel()
+		if err := m.DHT.PutValue(ctx, agents.HeadRecordKey(cp.Agent), data); err != nil && ctx.Err() == nil {
+			m.Logger.Debug("publish head record", "agent", cp.Agent, "err", err)
+		}
+		for _, c := range []cid.Cid{h.CID, cp.State} {
+			if err := m.DHT.Provide(ctx, c); err != nil && ctx.Err() == nil {
+				m.Logger.Debug("provide", "cid", c, "err", err)
+			}
+		}
+	}()
+}

@@ -1,0 +1,266 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+)
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// startMeshes starts n real mesh nodes on loopback, all bootstrapped from node 0.
+func startMeshes(t *testing.T, n, slots int) []*Mesh {
+	t.Helper()
+	ctx := context.Background()
+	run := hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}
+	var ms []*Mesh
+	for i := 0; i < n; i++ {
+		cfg := MeshConfig{Home: t.TempDir(), Slots: slots, Price: 1000, Logger: quietLogger(), Run: run}
+		if i > 0 {
+			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
+		}
+		m, err := StartMesh(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+func eventually(t *testing.T, what string, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitHosts(t *testing.T, ms []*Mesh, want int) {
+	t.Helper()
+	for i, m := range ms {
+		eventually(t, fmt.Sprintf("node %d to see %d hosts", i, want), 60*time.Second, func() error {
+			hs, err := m.Hosts(context.Background())
+			if err != nil {
+				return err
+			}
+			if len(hs) < want {
+				return fmt.Errorf("sees %d hosts", len(hs))
+			}
+			return nil
+		})
+	}
+}
+
+func TestPublishRunQueryAcrossMesh(t *testing.T) {
+	ms := startMeshes(t, 5, 2)
+	waitHosts(t, ms, 5)
+	wasm, man := testagents.Bytes(t, "heartbeat")
+	ctx := context.Background()
+	res, err := ms[0].Publish(ctx, wasm, man, 1_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.DID, "did:key:z6Mk") || res.Holder == "" || res.Epoch != 1 {
+		t.Fatalf("publish result %+v", res)
+	}
+	var holder *Mesh
+	for _, m := range ms {
+		if m.PeerID() == res.Holder {
+			holder = m
+		}
+	}
+	if holder == nil {
+		t.Fatalf("holder %s is not a mesh node", res.Holder)
+	}
+	if st, ok := holder.Svc.Status(res.DID); !ok || !st.Running || st.Epoch != 1 {
+		t.Fatalf("holder status %+v %v", st, ok)
+	}
+	// Query from a node that neither published nor hosts the agent.
+	var observer *Mesh
+	for _, m := range ms[1:] {
+		if m != holder {
+			observer = m
+			break
+		}
+	}
+	var st *AgentStatus
+	eventually(t, "the agent's head record to show tick ≥ 6 from another node", 60*time.Second, func() error {
+		s, err := observer.QueryAgent(ctx, res.DID)
+		if err != nil {
+			return err
+		}
+		if s.Tick < 6 {
+			return fmt.Errorf("tick %d", s.Tick)
+		}
+		st = s
+		return nil
+	})
+	if st.Holder != res.Holder || st.Epoch != 1 || st.DID != res.DID || st.Budget >= 1_000_000 {
+		t.Fatalf("query: %+v", st)
+	}
+	rep, err := observer.VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || rep.Checkpoints < 3 || rep.MaxEpoch != 1 {
+		t.Fatalf("remote verify: %+v", rep)
+	}
+	// The lineage names both the publisher (checkpoint 0) and the holder.
+	if len(rep.Holders) != 2 || rep.Holders[0] != ms[0].PeerID() || rep.Holders[1] != res.Holder {
+		if !(holder == ms[0] && len(rep.Holders) == 1) {
+			t.Fatalf("holders %v, publisher %s, holder %s", rep.Holders, ms[0].PeerID(), res.Holder)
+		}
+	}
+	// Unknown DID: a clear not-found.
+	other, _, _ := agents.GenerateKey(rand.Reader)
+	if _, err := observer.QueryAgent(ctx, agents.DID(other)); !errors.Is(err, ErrUnknownAgent) {
+		t.Fatalf("unknown DID: %v", err)
+	}
+}
+
+func TestPublishWithoutCapacityCreatesNothing(t *testing.T) {
+	ms := startMeshes(t, 3, 0)
+	wasm, man := testagents.Bytes(t, "heartbeat")
+	_, err := ms[1].Publish(context.Background(), wasm, man, 1_000_000, nil)
+	if !errors.Is(err, ErrNoHost) {
+		t.Fatalf("want ErrNoHost, got %v", err)
+	}
+	if ds, _ := ms[1].Home.Agents(); len(ds) != 0 {
+		t.Fatalf("agents left behind: %v", ds)
+	}
+	if ks, _ := ms[1].Keys.List(); len(ks) != 0 {
+		t.Fatalf("keys left behind: %v", ks)
+	}
+}
+
+// A lease offer whose genesis signature does not verify is refused, and the
+// host runs nothing.
+func TestLeaseOfferWithForgedGenesisRefused(t *testing.T) {
+	ms := startMeshes(t, 2, 2)
+	waitHosts(t, ms, 2)
+	ctx := context.Background()
+	wasm, man := testagents.Bytes(t, "counter")
+	did, head, err := ms[0].CreateAgent(ctx, wasm, man, 1_000_000, 1000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ms[0].Keys.Get(did)
+	// Re-sign checkpoint 0 over a genesis whose signature is garbage.
+	gdata, _ := ms[0].Store.Get(head.Checkpoint.Genesis)
+	g, err := agents.DecodeGenesis(gdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Sig = bytes.Repeat([]byte{7}, len(g.Sig))
+	gbad, gcid, err := g.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms[0].Store.Put(cid.DagCBOR, gbad)
+	cp := *head.Checkpoint
+	cp.Genesis, cp.AgentSig, cp.HolderSig = gcid, nil, nil
+	if err := cp.Sign(key, ms[0].NodeKey); err != nil {
+		t.Fatal(err)
+	}
+	cpData, cpCID, _ := cp.Encode()
+	ms[0].Store.Put(cid.DagCBOR, cpData)
+	hr, _ := ms[1].HostRecord()
+	err = ms[0].offer(ctx, hr, leaseOffer{Version: 1, Head: cpCID.String(), Seed: key.Seed(), Epoch: 1, From: ms[0].PeerAddrs()})
+	if !errors.Is(err, ErrLeaseRefused) || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("want a refusal naming the signature, got %v", err)
+	}
+	if len(ms[1].Svc.Hosted()) != 0 || ms[1].Svc.FreeSlots() != 2 {
+		t.Fatalf("host runs something after a refused offer: %+v", ms[1].Svc.Hosted())
+	}
+	// Garbage on the lease protocol: the stream is reset, the host keeps serving.
+	s, err := ms[0].Host.NewStream(ctx, ms[1].Host.ID(), LeaseProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte{0xff, 0xff, 0xff, 0xff, 1, 2, 3})
+	s.CloseWrite()
+	io.ReadAll(s)
+	s.Close()
+	// ... and still takes a valid offer.
+	if err := ms[0].offer(ctx, hr, leaseOffer{Version: 1, Head: head.CID.String(), Seed: key.Seed(), Epoch: 1, From: ms[0].PeerAddrs()}); err != nil {
+		t.Fatalf("valid offer after garbage: %v", err)
+	}
+	if st, ok := ms[1].Svc.Status(did); !ok || !st.Running {
+		t.Fatalf("host does not run the agent: %+v", st)
+	}
+}
+
+func TestAPIBadInput(t *testing.T) {
+	ms := startMeshes(t, 1, 1)
+	srv, err := ms[0].ServeAPI("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	if _, err := ms[0].ServeAPI("0.0.0.0:0", false); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("non-loopback API without opt-in: %v", err)
+	}
+	base := "http://" + srv.Addr()
+	cases := []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"POST", "/v1/agents", "{not json", 400, "not a publish request"},
+		{"POST", "/v1/agents", `{"wasm":"AAEC","budget_microcents":0}`, 400, "budget"},
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{"capabilities":{"x":{"version":1}}},"budget_microcents":5}`, 400, "unknown capability"},
+		{"POST", "/v1/agents", `{"wasm":"AAEC","bogus":1}`, 400, "bogus"},
+		{"GET", "/v1/agents/did:key:nope", "", 400, "did"},
+		{"GET", "/v1/agents/did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "", 404, "no head record"},
+		{"GET", "/v1/nothing", "", 404, "no such endpoint"},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(strings.ToLower(e.Error), strings.ToLower(c.want)) {
+			t.Errorf("%s %s %q: HTTP %d %q, want %d mentioning %q", c.method, c.path, c.body, resp.StatusCode, e.Error, c.code, c.want)
+		}
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "igor_free_slots 1") {
+		t.Fatalf("metrics: %s", body)
+	}
+}

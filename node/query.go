@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/dht"
+	"github.com/igor-mesh/igor-node/node/exchange"
+)
+
+// AgentStatus is the answer to a query by DID from anywhere in the mesh.
+type AgentStatus struct {
+	DID         string    `json:"did"`
+	Holder      string    `json:"holder"`
+	Epoch       uint64    `json:"epoch"`
+	Seq         uint64    `json:"seq"`
+	Tick        uint64    `json:"tick"`
+	Budget      int64     `json:"budget_microcents"`
+	Head        string    `json:"head"`
+	LastUpdate  time.Time `json:"last_update"`
+	LeaseExpiry time.Time `json:"lease_expiry"`
+	RecordAge   string    `json:"record_age"`
+}
+
+// QueryAgent resolves the agent's head record through the DHT (validated:
+// signed by the agent key, not expired), fetches the head checkpoint it
+// names from the holder (re-hashed against its CID), checks that it matches
+// the record and that its signatures verify. Errors wrap ErrUnknownAgent
+// when no record exists.
+func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error) {
+	if _, err := agents.ParseDID(did); err != nil {
+		return nil, err
+	}
+	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
+	if errors.Is(err, dht.ErrNotFound) {
+		return nil, fmt.Errorf("%w: no head record for %s in the mesh", ErrUnknownAgent, did)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("head record of %s: %w", did, err)
+	}
+	var from []peer.AddrInfo
+	if id, err := peer.Decode(rec.Holder); err == nil && id != m.Host.ID() {
+		from = append(from, peer.AddrInfo{ID: id})
+	}
+	var cpData []byte
+	if have, _ := m.Store.Has(rec.Head); have {
+		cpData, err = m.Store.Get(rec.Head)
+	} else {
+		cpData, err = m.Ex.Fetch(ctx, rec.Head, from...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch head checkpoint %s of %s: %w", rec.Head, did, err)
+	}
+	cp, err := agents.DecodeCheckpoint(cpData)
+	if err != nil {
+		return nil, fmt.Errorf("head checkpoint %s: %w", rec.Head, err)
+	}
+	if err := cp.Verify(); err != nil {
+		return nil, fmt.Errorf("head checkpoint %s: %w", rec.Head, err)
+	}
+	if cp.Agent != did || cp.Seq != rec.Seq || cp.Epoch != rec.Epoch {
+		return nil, fmt.Errorf("head checkpoint %s does not match its head record (agent %s seq %d epoch %d vs record seq %d epoch %d)",
+			rec.Head, cp.Agent, cp.Seq, cp.Epoch, rec.Seq, rec.Epoch)
+	}
+	return &AgentStatus{
+		DID: did, Holder: rec.Holder, Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget,
+		Head: rec.Head.String(), LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Unix(0, rec.LeaseExpiry).UTC(),
+		RecordAge: time.Since(time.Unix(0, rec.Issued)).Round(time.Millisecond).String(),
+	}, nil
+}
+
+// VerifyRemote fetches the agent's whole DAG from the mesh into this node's
+// store and verifies its lineage, as `verify DID` does for a local agent.
+func (m *Mesh) VerifyRemote(ctx context.Context, did string) (*VerifyReport, error) {
+	st, err := m.QueryAgent(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	var from []peer.AddrInfo
+	if id, err := peer.Decode(st.Holder); err == nil && id != m.Host.ID() {
+		from = append(from, peer.AddrInfo{ID: id})
+	}
+	head, _ := cidDecode(st.Head)
+	if _, err := m.Ex.FetchDAG(ctx, head, exchange.FetchOptions{From: from}); err != nil {
+		return nil, fmt.Errorf("fetch lineage of %s: %w", did, err)
+	}
+	return verifyIn(ctx, m.Store, head, did), nil
+}
+
+func cidDecode(s string) (cid.Cid, error) { return cid.Decode(s) }
