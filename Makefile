@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/...
 FUZZTIME  ?= 10s
 
-.PHONY: help build agents test test-race test-e2e fuzz fuzz-short bench check demo-local clean
+.PHONY: help build agents test fuzz fuzz-short bench check demo demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
@@ -15,7 +15,9 @@ help:
 	@echo "test        everything make test runs in CI (unit, race, e2e, short fuzz)"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
+	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
 	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
+	@echo "testnet-up  N=5 daemons under testnet/run (testnet-down stops them)"
 
 build:
 	$(GO) build -o $(BIN)/igor-node ./cmd/igor-node
@@ -37,10 +39,20 @@ fuzz:
 	@bash scripts/fuzz.sh 2m
 
 bench: build agents
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... ./dht/... ./node/... | tee $(BIN)/bench.txt
 
 check:
 	@bash scripts/check.sh
+
+demo: build agents
+	bash testnet/demo.sh 5
+
+N ?= 5
+testnet-up: build agents
+	bash testnet/up.sh $(N)
+
+testnet-down:
+	bash testnet/down.sh
 
 demo-local: build agents
 	bash scripts/demo-local.sh

@@ -178,7 +178,10 @@ func (d *DHT) Bootstrap(ctx context.Context) (connected int, err error) {
 }
 
 // WaitReady returns once the routing table holds at least minPeers peers.
-// PutValue and Provide need at least one to reach anybody.
+// PutValue and Provide need at least one to reach anybody. While short, it
+// asks for a routing-table refresh every second, so a node that bootstrapped
+// before the rest of the mesh was up still finds it (kad-dht by itself would
+// wait for its periodic refresh, minutes away).
 //
 // Errors: ErrBadArgument (minPeers < 0), ErrClosed, or the context's error
 // (with the table size reached).
@@ -186,15 +189,23 @@ func (d *DHT) WaitReady(ctx context.Context, minPeers int) error {
 	if minPeers < 0 {
 		return fmt.Errorf("%w: WaitReady: minPeers %d is negative", ErrBadArgument, minPeers)
 	}
-	const poll = 10 * time.Millisecond // table changes are not observable as events
+	const (
+		poll    = 10 * time.Millisecond // table changes are not observable as events
+		refresh = time.Second
+	)
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	lastRefresh := time.Now()
 	for {
 		if err := d.live(ctx); err != nil {
 			return fmt.Errorf("dht: wait for %d peers (have %d): %w", minPeers, d.RoutingTableSize(), err)
 		}
 		if d.RoutingTableSize() >= minPeers {
 			return nil
+		}
+		if time.Since(lastRefresh) >= refresh {
+			lastRefresh = time.Now()
+			_ = d.kad.Bootstrap(d.ctx) // only queues a refresh; never fails
 		}
 		select {
 		case <-tick.C:

@@ -95,22 +95,16 @@ func newStar(tb testing.TB, n, minPeers int, opts ...dht.Option) []node {
 	return nodes
 }
 
-// waitReady bootstraps every node, concurrently (again, for nodes that did
-// already, so early nodes learn of later ones), and waits until each routing
-// table holds at least minPeers peers.
+// waitReady bootstraps every node (again, for nodes that did already, so
+// early nodes learn of later ones) and waits until each routing table holds at
+// least minPeers peers. One node at a time: when 25 nodes bootstrap at once
+// their first refreshes find few peers and the tables fill 3× slower.
 func waitReady(tb testing.TB, nodes []node, minPeers int) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	errs := make(chan error, len(nodes))
 	for _, n := range nodes {
-		go func() {
-			_, err := n.d.Bootstrap(ctx)
-			errs <- err
-		}()
-	}
-	for range nodes {
-		if err := <-errs; err != nil {
+		if _, err := n.d.Bootstrap(ctx); err != nil {
 			tb.Fatal(err)
 		}
 	}

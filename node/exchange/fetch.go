@@ -22,6 +22,7 @@ const (
 	// it is asked again after busyBackoff, doubling, up to busyRetries times.
 	busyBackoff = 50 * time.Millisecond
 	busyRetries = 5
+	storers     = 4
 )
 
 // FetchOptions configures FetchDAG.
@@ -179,6 +180,7 @@ type session struct {
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when run returns; senders give up
 	events    chan event
+	jobs      chan storeJob // verified blocks for the storers
 	wg        sync.WaitGroup
 	root      cid.Cid
 	walk      bool
@@ -214,6 +216,7 @@ func (e *Exchange) newSession(ctx context.Context, root cid.Cid, walk bool, o Fe
 		e: e, ctx: sctx, cancel: cancel,
 		done:   make(chan struct{}),
 		events: make(chan event, e.cfg.maxInFlight),
+		jobs:   make(chan storeJob, e.cfg.maxInFlight),
 		root:   root, walk: walk,
 		maxBlocks: o.MaxBlocks, maxBytes: o.MaxBytes, progress: o.Progress,
 		start: time.Now(),
@@ -267,6 +270,9 @@ func (s *session) run() (err error) {
 		s.cancel()
 		s.wg.Wait()
 	}()
+	for range min(storers, s.e.cfg.maxInFlight) {
+		s.wg.Go(s.storer)
+	}
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	if err := s.discover(s.root); err != nil {
@@ -577,3 +583,44 @@ func (j joinedErrs) Error() string {
 }
 
 func (j joinedErrs) Unwrap() []error { return j }
+
+// storeJob is a received block that hashed to its CID.
+type storeJob struct {
+	peer peer.ID
+	c    cid.Cid
+	data []byte
+}
+
+// storer stores verified blocks and learns their links until the fetch ends.
+func (s *session) storer() {
+	for {
+		select {
+		case j := <-s.jobs:
+			ev, err := s.store(j)
+			if err != nil {
+				ev = event{kind: evFatal, err: err}
+			}
+			s.send(ev)
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *session) store(j storeJob) (event, error) {
+	ev := event{kind: evBlock, peer: j.peer, c: j.c, data: j.data}
+	if s.maxBytes > 0 && s.received.Add(int64(len(j.data))) > s.maxBytes {
+		return ev, fmt.Errorf("%w: fetching %s: more than %d bytes (FetchOptions.MaxBytes); block %s not stored", ErrTooLarge, s.root, s.maxBytes, j.c)
+	}
+	if s.walk {
+		links, err := s.e.cfg.links(j.c, j.data)
+		if err != nil {
+			return ev, fmt.Errorf("exchange: links of block %s: %w", j.c, err)
+		}
+		ev.links = links
+	}
+	if err := s.e.bs.PutBlock(j.c, j.data); err != nil {
+		return ev, fmt.Errorf("exchange: storing block %s: %w", j.c, err)
+	}
+	return ev, nil
+}

@@ -304,13 +304,13 @@ func (w *peerWorker) read(c *conn) {
 				w.fail(fmt.Errorf("%w: peer %s sent %d bytes for block %s that %w", ErrBadPeer, w.info.ID, len(data), k, err), failBad)
 				return
 			}
-			ev, err := w.store(k, data)
-			if err != nil {
-				c.failed.Store(true)
-				s.send(event{kind: evFatal, err: err})
+			// Hand the verified block to the storers and read on: storing
+			// costs more than receiving, and overlaps with it this way.
+			select {
+			case s.jobs <- storeJob{peer: w.info.ID, c: k, data: data}:
+			case <-s.done:
 				return
 			}
-			s.send(ev)
 		}
 	}
 }
@@ -325,26 +325,6 @@ func verify(c cid.Cid, data []byte) error {
 		return fmt.Errorf("hash to %s", got)
 	}
 	return nil
-}
-
-// store stores a verified block and learns its links.
-func (w *peerWorker) store(c cid.Cid, data []byte) (event, error) {
-	s := w.s
-	ev := event{kind: evBlock, peer: w.info.ID, c: c, data: data}
-	if s.maxBytes > 0 && s.received.Add(int64(len(data))) > s.maxBytes {
-		return ev, fmt.Errorf("%w: fetching %s: more than %d bytes (FetchOptions.MaxBytes); block %s not stored", ErrTooLarge, s.root, s.maxBytes, c)
-	}
-	if s.walk {
-		links, err := s.e.cfg.links(c, data)
-		if err != nil {
-			return ev, fmt.Errorf("exchange: links of block %s: %w", c, err)
-		}
-		ev.links = links
-	}
-	if err := s.e.bs.PutBlock(c, data); err != nil {
-		return ev, fmt.Errorf("exchange: storing block %s: %w", c, err)
-	}
-	return ev, nil
 }
 
 // describeIO names a timeout as such: the raw yamux/QUIC errors do not say
