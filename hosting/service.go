@@ -176,6 +176,8 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		h.mu.Lock()
 		h.status.Head, h.status.Seq, h.status.Tick = head.CID.String(), head.Checkpoint.Seq, head.Checkpoint.Tick
 		h.status.Budget, h.status.Epoch = head.Checkpoint.Budget, head.Checkpoint.Epoch
+		// Single holder: a commit renews the lease for another term.
+		h.status.LeaseExpiry = s.env.Now().Add(term)
 		expiry := h.status.LeaseExpiry
 		h.mu.Unlock()
 		if s.cfg.OnCommit != nil {

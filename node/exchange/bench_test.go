@@ -72,7 +72,7 @@ func benchFetch(b *testing.B, transport string) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ex, err := New(client, st, WithLogger(quiet))
+		ex, err := New(client, st, WithLogger(quiet), WithMaxInFlight(benchInFlight))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -118,3 +118,4 @@ func benchFetch(b *testing.B, transport string) {
 	b.ReportMetric(mb/rawTime.Seconds(), "raw_MB/s")
 	b.ReportMetric(rawTime.Seconds()/fetchTime.Seconds(), "ratio_to_raw")
 }
+var benchInFlight = 64
