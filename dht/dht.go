@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -68,9 +69,10 @@ type DHT struct {
 // New starts a DHT node on h: server mode (so loopback and LAN peers enter
 // each other's routing tables), ProtocolPrefix, the validators given with
 // WithValidator and nothing else (no /pk or /ipns records), and no public
-// bootstrap peers. It dials nobody until Bootstrap, except that kad-dht
-// redials the WithBootstrapPeers peers on its own whenever its routing table
-// is empty. If New fails it leaves nothing running.
+// bootstrap peers. kad-dht dials the WithBootstrapPeers peers by itself
+// whenever its routing table is empty (so already in the background after
+// New, and again after losing every peer); Bootstrap is the call that bounds
+// and reports those dials. If New fails it leaves nothing running.
 //
 // Errors wrap ErrBadOption or ErrBadArgument (nil host), or come from kad-dht.
 func New(h host.Host, opts ...Option) (*DHT, error) {
@@ -97,6 +99,8 @@ func New(h host.Host, opts ...Option) (*DHT, error) {
 			keyNamespace: namespaces{byName: cfg.validators, logger: cfg.logger},
 		}),
 	}
+	// A node configured with the whole mesh's list must not dial itself.
+	cfg.bootstrap = slices.DeleteFunc(cfg.bootstrap, func(ai peer.AddrInfo) bool { return ai.ID == h.ID() })
 	if len(cfg.bootstrap) > 0 {
 		kadOpts = append(kadOpts, kaddht.BootstrapPeers(cfg.bootstrap...))
 	}
@@ -133,6 +137,7 @@ func (d *DHT) Close() error {
 // addresses and the reason, and is not an error: connected says how many
 // answered. With no bootstrap peers this node is a mesh of one, and others
 // join by bootstrapping from it. A peer with this node's own ID is skipped.
+// Calling it again (e.g. after a network outage) is fine.
 //
 // Errors: ErrClosed, or the context's error (with the count so far).
 func (d *DHT) Bootstrap(ctx context.Context) (connected int, err error) {
@@ -147,23 +152,21 @@ func (d *DHT) Bootstrap(ctx context.Context) (connected int, err error) {
 		err error
 	}
 	results := make(chan result)
-	n := 0
 	for _, ai := range d.cfg.bootstrap {
-		if ai.ID == d.host.ID() {
-			continue
-		}
-		n++
 		go func() {
 			dctx, dcancel := context.WithTimeout(ctx, d.cfg.queryTimeout)
 			defer dcancel()
 			results <- result{ai, d.host.Connect(dctx, ai)}
 		}()
 	}
-	for range n {
+	for range d.cfg.bootstrap {
 		r := <-results
 		if r.err == nil {
 			connected++
 			continue
+		}
+		if ctx.Err() != nil {
+			continue // cancelled or closed: reported below, not the peer's fault
 		}
 		d.cfg.logger.Warn("dht: bootstrap peer unreachable",
 			"peer", r.ai.ID.String(), "addrs", fmt.Sprint(r.ai.Addrs), "reason", r.err.Error())
@@ -354,7 +357,7 @@ func (d *DHT) checkKey(key string) error {
 }
 
 // kad-dht reports a local record that beats the put one with this bare string
-// (routing.go); TestPutStale pins it so an upgrade that changes it fails loudly.
+// (routing.go); TestOneNodeMesh pins it, so an upgrade that changes it fails.
 const kadOlderValue = "can't replace a newer value with an older value"
 
 // wrap maps kad-dht's errors to this package's sentinels.

@@ -98,6 +98,20 @@ func TestOneNodeMesh(t *testing.T) {
 	}
 }
 
+// A node given the whole mesh's list, itself included, does not dial itself.
+func TestBootstrapSkipsSelf(t *testing.T) {
+	h := newHost(t)
+	var logs syncBuffer
+	d, err := dht.New(h, withTest, dht.WithLogger(slogTo(&logs)), dht.WithBootstrapPeers(info(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if n, err := d.Bootstrap(ctxT(t)); n != 0 || err != nil || logs.String() != "" {
+		t.Fatalf("Bootstrap = %d, %v; log %q; want 0, nil, nothing logged", n, err, logs.String())
+	}
+}
+
 func TestNewRejectsBadOptions(t *testing.T) {
 	h := newHost(t)
 	noAddrs := peer.AddrInfo{ID: h.ID()}
