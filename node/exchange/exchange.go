@@ -346,18 +346,9 @@ func (e *Exchange) serve(s network.Stream) {
 			}
 			return
 		}
-		for _, c := range req {
-			data, ok := e.local(c, p)
-			s.SetWriteDeadline(time.Now().Add(idle))
-			if ok {
-				err = writeBlock(bw, data)
-			} else {
-				err = writeDontHave(bw)
-			}
-			if err != nil {
-				s.Reset()
-				return
-			}
+		if !e.answer(s, bw, req, p) {
+			s.Reset()
+			return
 		}
 		s.SetWriteDeadline(time.Now().Add(idle))
 		if err := bw.Flush(); err != nil {
@@ -365,6 +356,45 @@ func (e *Exchange) serve(s network.Stream) {
 			return
 		}
 	}
+}
+
+// answer writes the responses to one request. A loader goroutine reads the
+// blocks from the store one ahead of the writes, so disk reads and hashing
+// overlap with sending.
+func (e *Exchange) answer(s network.Stream, bw *bufio.Writer, req []cid.Cid, p peer.ID) bool {
+	type loaded struct {
+		data []byte
+		ok   bool
+	}
+	next := make(chan loaded, 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	wg.Go(func() {
+		for _, c := range req {
+			data, ok := e.local(c, p)
+			select {
+			case next <- loaded{data, ok}:
+			case <-stop:
+				return
+			}
+		}
+	})
+	idle := e.cfg.timeouts.Idle
+	for range req {
+		l := <-next
+		s.SetWriteDeadline(time.Now().Add(idle))
+		var err error
+		if l.ok {
+			err = writeBlock(bw, l.data)
+		} else {
+			err = writeDontHave(bw)
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // local returns a block this node can serve. A block that is present but

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,7 +242,8 @@ func (s *session) addPeer(ai peer.AddrInfo) bool {
 	}
 	if ps := s.peers[ai.ID]; ps != nil {
 		if ps.w == nil {
-			ps.info.Addrs = append(ps.info.Addrs, ai.Addrs...)
+			// Clip: a worker that is still shutting down may hold the old slice.
+			ps.info.Addrs = append(slices.Clip(ps.info.Addrs), ai.Addrs...)
 		}
 		return false
 	}

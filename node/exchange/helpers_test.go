@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"io"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -277,5 +276,3 @@ func mustRequest(tb testing.TB, cs ...cid.Cid) []byte {
 	}
 	return b
 }
-
-var _ = io.EOF
