@@ -262,6 +262,19 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 		return nil, err
 	}
 	progress("agent created: " + did)
+	// Announce the agent's roots so any node can fetch them (best effort;
+	// the chosen host fetches from us directly either way).
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		pctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+		defer cancel()
+		for _, c := range []cid.Cid{head.CID, head.Checkpoint.Genesis, head.Checkpoint.Module} {
+			if err := m.DHT.Provide(pctx, c); err != nil && pctx.Err() == nil {
+				m.Logger.Debug("provide", "cid", c, "err", err)
+			}
+		}
+	}()
 	key, err := m.Keys.Get(did)
 	if err != nil {
 		return nil, err

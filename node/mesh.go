@@ -200,9 +200,15 @@ func (m *Mesh) advertiseLoop() {
 	defer m.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var last time.Time
+	var last, lastReprovide time.Time
 	lastTable, failed, kicked := -1, true, true
 	for {
+		// Provider records expire after 48 h at their receivers: re-announce
+		// every pinned root (agent heads) well before that.
+		if table := m.DHT.RoutingTableSize(); table > 0 && time.Since(lastReprovide) > ReprovideEvery {
+			lastReprovide = time.Now()
+			m.reprovide()
+		}
 		table := m.DHT.RoutingTableSize()
 		if kicked || failed || table != lastTable || time.Since(last) >= m.cfg.AdvertiseEvery {
 			lastTable, kicked, last = table, false, time.Now()
@@ -222,6 +228,25 @@ func (m *Mesh) advertiseLoop() {
 		case <-t.C:
 		case <-m.advertise:
 			kicked = true
+		}
+	}
+}
+
+// ReprovideEvery is how often pinned roots are re-announced in the DHT.
+const ReprovideEvery = 12 * time.Hour
+
+func (m *Mesh) reprovide() {
+	pins, err := m.Store.Pins()
+	if err != nil {
+		m.Logger.Warn("reprovide: list pins", "err", err)
+		return
+	}
+	for _, c := range pins {
+		if m.ctx.Err() != nil {
+			return
+		}
+		if err := m.DHT.Provide(m.ctx, c); err != nil {
+			m.Logger.Debug("reprovide", "cid", c, "err", err)
 		}
 	}
 }
