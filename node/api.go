@@ -181,12 +181,35 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("budget_microcents must be positive, got %d", req.Budget))
 		return
 	}
-	res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, nil)
-	if err != nil {
-		writeErr(w, statusOf(err), err)
+	if r.Header.Get("Accept") != "application/x-ndjson" {
+		res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, nil)
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, res)
 		return
 	}
-	writeJSON(w, http.StatusCreated, res)
+	// Streaming: one JSON line per progress step, then {"result": …} or
+	// {"error": …}. The status is 200 because it is sent before the outcome.
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, func(msg string) {
+		_ = enc.Encode(map[string]string{"progress": msg})
+		flush()
+	})
+	if err != nil {
+		_ = enc.Encode(map[string]any{"error": err.Error(), "status": statusOf(err)})
+	} else {
+		_ = enc.Encode(map[string]any{"result": res})
+	}
+	flush()
 }
 
 func statusOf(err error) int {

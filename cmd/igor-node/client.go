@@ -86,6 +86,55 @@ func (c *apiClient) do(method, path string, body any, out any) error {
 	return json.Unmarshal(data, out)
 }
 
+// publish posts the request and relays the daemon's progress lines.
+func (c *apiClient) publish(req node.PublishRequest, progress func(string)) (*node.PublishResult, error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequest("POST", c.base+"/v1/agents", bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/x-ndjson")
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("daemon API: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line struct {
+			Progress string              `json:"progress"`
+			Result   *node.PublishResult `json:"result"`
+			Error    string              `json:"error"`
+			Status   int                 `json:"status"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			return nil, fmt.Errorf("daemon API: publish stream ended early: %w", err)
+		}
+		switch {
+		case line.Error != "":
+			return nil, fmt.Errorf("%s (HTTP %d)", line.Error, line.Status)
+		case line.Result != nil:
+			return line.Result, nil
+		case line.Progress != "":
+			progress(line.Progress)
+		}
+	}
+}
+
 func newPublishCmd(g *globalFlags) *cobra.Command {
 	var (
 		budget, manifest, api string
@@ -118,6 +167,9 @@ eligible capacity records, and offers it the first lease. Prints the DID and the
 			if _, err := agents.ParseManifest(manJSON); err != nil {
 				return fmt.Errorf("%s: %w", manPath, err)
 			}
+			if len(bytes.TrimSpace(manJSON)) == 0 {
+				manJSON = []byte("{}") // an empty file is the empty manifest
+			}
 			c, err := g.client(api)
 			if err != nil {
 				return err
@@ -125,8 +177,12 @@ eligible capacity records, and offers it the first lease. Prints the DID and the
 			if !asJSON {
 				fmt.Fprintf(cmd.ErrOrStderr(), "publishing %s (%d bytes) through %s ...\n", filepath.Base(args[0]), len(wasm), c.base)
 			}
-			var res node.PublishResult
-			if err := c.do("POST", "/v1/agents", node.PublishRequest{Wasm: wasm, Manifest: manJSON, Budget: uc}, &res); err != nil {
+			res, err := c.publish(node.PublishRequest{Wasm: wasm, Manifest: manJSON, Budget: uc}, func(msg string) {
+				if !asJSON {
+					fmt.Fprintln(cmd.ErrOrStderr(), "  "+msg)
+				}
+			})
+			if err != nil {
 				return err
 			}
 			if asJSON {
