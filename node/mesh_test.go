@@ -26,55 +26,22 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
-// startMeshes starts n real mesh nodes on loopback, all bootstrapped from node 0.
-func startMeshes(t *testing.T, n, slots int) []*Mesh {
-	t.Helper()
-	ctx := context.Background()
-	run := hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}
-	var ms []*Mesh
-	for i := 0; i < n; i++ {
-		cfg := MeshConfig{Home: t.TempDir(), Slots: slots, Price: 1000, Logger: quietLogger(), Run: run}
-		if i > 0 {
-			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
-		}
-		m, err := StartMesh(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		ms = append(ms, m)
-	}
-	return ms
+// startMeshes starts n real mesh nodes on loopback, all bootstrapped from
+// node 0, hosting with a fast tick loop.
+func startMeshes(tb testing.TB, n, slots int) []*Mesh {
+	tb.Helper()
+	return benchMeshes(tb, n, slots, hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1})
 }
 
-func eventually(t *testing.T, what string, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+func eventually(tb testing.TB, what string, d time.Duration, cond func() error) {
+	tb.Helper()
+	pollUntil(tb, what, d, 20*time.Millisecond, cond)
 }
 
-func waitHosts(t *testing.T, ms []*Mesh, want int) {
-	t.Helper()
-	for i, m := range ms {
-		eventually(t, fmt.Sprintf("node %d to see %d hosts", i, want), 60*time.Second, func() error {
-			hs, err := m.Hosts(context.Background())
-			if err != nil {
-				return err
-			}
-			if len(hs) < want {
-				return fmt.Errorf("sees %d hosts", len(hs))
-			}
-			return nil
-		})
+func waitHosts(tb testing.TB, ms []*Mesh, want int) {
+	tb.Helper()
+	for _, m := range ms {
+		waitSeesHosts(tb, m, want, 60*time.Second)
 	}
 }
 
