@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/...
 FUZZTIME  ?= 10s
 
-.PHONY: help build agents test fuzz fuzz-short bench check demo demo-local testnet-up testnet-down clean
+.PHONY: help build agents test fuzz fuzz-short bench bench-idle check demo demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
@@ -40,6 +40,10 @@ fuzz:
 
 bench: build agents
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... ./dht/... ./node/... | tee $(BIN)/bench.txt
+
+# The idle cost of a 10-node local mesh (CPU % and RSS per daemon over 30 s).
+bench-idle: build
+	bash testnet/idle-cost.sh 10 30
 
 check:
 	@bash scripts/check.sh
