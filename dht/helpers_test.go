@@ -3,7 +3,6 @@ package dht_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -16,31 +15,18 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/igor-mesh/igor-node/dht"
+	"github.com/igor-mesh/igor-node/internal/p2phost"
 )
 
 // newHost starts a real libp2p host on loopback (TCP without SO_REUSEPORT and
 // QUIC, no relay: the options doc.go recommends) and closes it at cleanup.
 func newHost(tb testing.TB) host.Host {
 	tb.Helper()
-	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h, err := libp2p.New(
-		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"),
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Transport(quic.NewTransport),
-		libp2p.DisableRelay(),
-	)
+	h, err := p2phost.New(nil, p2phost.Loopback)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
+
+	"github.com/igor-mesh/igor-node/internal/p2phost"
 )
 
 // ErrListen: the host could not listen on an address (bad multiaddr, port in use).
@@ -45,13 +44,7 @@ func NewHost(priv ed25519.PrivateKey, listen []string) (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := libp2p.New(
-		libp2p.Identity(k),
-		libp2p.ListenAddrStrings(listen...),
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Transport(libp2pquic.NewTransport),
-		libp2p.DisableRelay(),
-	)
+	h, err := p2phost.New(k, listen)
 	if err != nil {
 		msg := err.Error()
 		if strings.Contains(msg, "address already in use") {

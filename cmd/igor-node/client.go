@@ -152,23 +152,9 @@ eligible capacity records, and offers it the first lease. Prints the DID and the
 			if err != nil || uc == 0 {
 				return usagef("--budget: %v", orZero(err, "must be more than 0"))
 			}
-			wasm, err := os.ReadFile(args[0])
+			wasm, manJSON, err := readAgentFiles(args[0], manifest)
 			if err != nil {
-				return fmt.Errorf("read module: %w", err)
-			}
-			manPath := manifest
-			if manPath == "" {
-				manPath = strings.TrimSuffix(args[0], ".wasm") + ".manifest.json"
-			}
-			manJSON, err := os.ReadFile(manPath)
-			if err != nil {
-				return fmt.Errorf("read manifest: %w (pass --manifest FILE)", err)
-			}
-			if _, err := agents.ParseManifest(manJSON); err != nil {
-				return fmt.Errorf("%s: %w", manPath, err)
-			}
-			if len(bytes.TrimSpace(manJSON)) == 0 {
-				manJSON = []byte("{}") // an empty file is the empty manifest
+				return err
 			}
 			c, err := g.client(api)
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -66,23 +67,9 @@ The agent's DID is printed first.`,
 			if price < 0 {
 				return usagef("--price must not be negative")
 			}
-			wasm, err := os.ReadFile(args[0])
+			wasm, manJSON, err := readAgentFiles(args[0], manifest)
 			if err != nil {
-				return fmt.Errorf("read module: %w", err)
-			}
-			manPath := manifest
-			if manPath == "" {
-				manPath = strings.TrimSuffix(args[0], ".wasm") + ".manifest.json"
-			}
-			manJSON, err := os.ReadFile(manPath)
-			if err != nil {
-				if manifest == "" && errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("no manifest: %s does not exist (pass --manifest FILE; an agent with no capabilities needs a file containing {})", manPath)
-				}
-				return fmt.Errorf("read manifest: %w", err)
-			}
-			if _, err := agents.ParseManifest(manJSON); err != nil {
-				return fmt.Errorf("%s: %w", manPath, err)
+				return err
 			}
 			l, err := g.openLocal(cmd)
 			if err != nil {
@@ -180,6 +167,32 @@ func (o *agentOut) log(short, msg string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	fmt.Fprintf(o.w, "[%s] %s\n", short, sanitize(msg))
+}
+
+// readAgentFiles reads a module and its manifest (the sidecar
+// AGENT.manifest.json unless one is named) and validates the manifest. An
+// empty manifest file is the empty manifest, {}.
+func readAgentFiles(wasmPath, manifest string) (wasm, manJSON []byte, err error) {
+	if wasm, err = os.ReadFile(wasmPath); err != nil {
+		return nil, nil, fmt.Errorf("read module: %w", err)
+	}
+	manPath := manifest
+	if manPath == "" {
+		manPath = strings.TrimSuffix(wasmPath, ".wasm") + ".manifest.json"
+	}
+	if manJSON, err = os.ReadFile(manPath); err != nil {
+		if manifest == "" && errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("no manifest: %s does not exist (pass --manifest FILE; an agent with no capabilities needs a file containing {})", manPath)
+		}
+		return nil, nil, fmt.Errorf("read manifest: %w", err)
+	}
+	if _, err := agents.ParseManifest(manJSON); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", manPath, err)
+	}
+	if len(bytes.TrimSpace(manJSON)) == 0 {
+		manJSON = []byte("{}")
+	}
+	return wasm, manJSON, nil
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
