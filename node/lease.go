@@ -173,6 +173,11 @@ func (m *Mesh) acceptOffer(ctx context.Context, offer leaseOffer, from peer.ID) 
 	if err := m.Home.SetHead(st.DID, head); err != nil {
 		m.Logger.Warn("record head", "agent", st.DID, "err", err)
 	}
+	// Keep the escrowed key (0600) so this node can resume the agent after a
+	// restart once the custody protocol grants it authority again.
+	if _, err := m.Keys.Put(key); err != nil {
+		m.Logger.Warn("keep escrowed agent key", "agent", st.DID, "err", err)
+	}
 	m.kickAdvertise()
 	m.Logger.Info("hosting agent", "agent", st.DID, "epoch", offer.Epoch, "head", head, "from", from)
 	return nil

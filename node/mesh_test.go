@@ -69,6 +69,9 @@ func TestPublishRunQueryAcrossMesh(t *testing.T) {
 	if st, ok := holder.Svc.Status(res.DID); !ok || !st.Running || st.Epoch != 1 {
 		t.Fatalf("holder status %+v %v", st, ok)
 	}
+	if _, err := holder.Keys.Get(res.DID); err != nil {
+		t.Fatalf("the holder must keep the escrowed key: %v", err)
+	}
 	// Query from a node that neither published nor hosts the agent.
 	var observer *Mesh
 	for _, m := range ms[1:] {
