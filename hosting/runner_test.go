@@ -224,15 +224,22 @@ func TestBudgetRunsOutWithFinalCheckpoint(t *testing.T) {
 
 func TestCancelCommitsFinalCheckpoint(t *testing.T) {
 	f := newFixture(t)
-	a, _ := f.create(t, "counter", 1_000_000)
+	a, _ := f.create(t, "heartbeat", 1_000_000)
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(200*time.Millisecond, cancel)
-	res, err := hosting.Run(ctx, f.env, a, fast(0, 1000))
+	defer cancel()
+	ticks := 0
+	env := f.env
+	env.AgentLog = func(short, msg string) { // heartbeat logs once per tick
+		if ticks++; ticks == 3 {
+			cancel()
+		}
+	}
+	res, err := hosting.Run(ctx, env, a, fast(0, 1000))
 	if err != nil || res.Reason != hosting.StopContext {
 		t.Fatalf("%v %v", res.Reason, err)
 	}
 	// Every tick that completed before the cancel is in the final checkpoint.
-	if res.Ticks == 0 || res.Head.Checkpoint.Tick != res.Ticks {
+	if res.Ticks < 3 || res.Head.Checkpoint.Tick != res.Ticks {
 		t.Fatalf("ran %d ticks, final checkpoint at tick %d", res.Ticks, res.Head.Checkpoint.Tick)
 	}
 }
