@@ -510,7 +510,7 @@ func TestContextHonoured(t *testing.T) {
 		cancel()
 		start := time.Now()
 		_, err := n.d.GetValue(ctx, key)
-		if !errors.Is(err, context.Canceled) || time.Since(start) > 100*time.Millisecond {
+		if !errors.Is(err, context.Canceled) || time.Since(start) > time.Second {
 			t.Fatalf("GetValue = %v after %v; want context.Canceled at once", err, time.Since(start))
 		}
 	})
