@@ -1,0 +1,95 @@
+package lease
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func validConfig() Config {
+	return Config{Self: "b", Group: []string{"a", "b", "c"}, Rank: 1, HeartbeatTicks: 2, LeaseTicks: 10,
+		WaitTicks: 12, DriftTicks: 2, Rand: func() uint64 { return 4 }}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"no self", func(c *Config) { c.Self = "" }, "Self is empty"},
+		{"empty group", func(c *Config) { c.Group = nil }, "Group is empty"},
+		{"unsorted", func(c *Config) { c.Group = []string{"b", "a", "c"} }, "not sorted"},
+		{"duplicate", func(c *Config) { c.Group = []string{"a", "b", "b"} }, "twice"},
+		{"self missing", func(c *Config) { c.Self = "z" }, "does not contain Self"},
+		{"rank", func(c *Config) { c.Rank = 3 }, "Rank 3"},
+		{"lease too short", func(c *Config) { c.LeaseTicks = 2 }, "must exceed HeartbeatTicks"},
+		{"no drift", func(c *Config) { c.DriftTicks = 0 }, "DriftTicks 0"},
+		{"wait too short", func(c *Config) { c.WaitTicks = 11 }, "LeaseTicks+DriftTicks = 12"},
+		{"no rand", func(c *Config) { c.Rand = nil }, "Rand is nil"},
+		{"corrupt state", func(c *Config) { c.HardState = HardState{Epoch: 1, AcceptedAt: 2} }, "corrupt"},
+	}
+	for _, tc := range cases {
+		cfg := validConfig()
+		tc.edit(&cfg)
+		_, err := New(cfg)
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New = %v, want ErrInvalidConfig mentioning %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := New(validConfig()); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+}
+
+func TestStepRejectsForeignMessages(t *testing.T) {
+	m, err := New(validConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []Message{
+		{Type: MsgAppend, From: "a", To: "c", Epoch: 1},   // not for us
+		{Type: MsgAppend, From: "x", To: "b", Epoch: 1},   // not a member
+		{Type: MsgAppend, From: "b", To: "b", Epoch: 1},   // from ourselves
+		{Type: MsgAppend, From: "a", To: "b", Epoch: 0},   // epoch 0 is never held
+		{Type: MsgType(99), From: "a", To: "b", Epoch: 1}, // unknown type
+	} {
+		if err := m.Step(msg); !errors.Is(err, ErrInvalidMessage) {
+			t.Errorf("Step(%s) = %v, want ErrInvalidMessage", DescribeMessage(msg), err)
+		}
+	}
+	if rd := m.Ready(); !rd.Empty() {
+		t.Errorf("rejected messages produced output: %s", DescribeReady("", rd))
+	}
+	if err := m.Propose(Checkpoint{Seq: 1, ID: "x"}); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("Propose on a follower = %v, want ErrNotHolder", err)
+	}
+	if err := m.Transfer("a"); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("Transfer on a follower = %v, want ErrNotHolder", err)
+	}
+}
+
+// A single-node group holds the lease alone: useful for a node that hosts
+// an agent with no standby (R = 0), and the degenerate case of the quorum.
+func TestSingleNodeGroup(t *testing.T) {
+	cfg := validConfig()
+	cfg.Self, cfg.Group, cfg.Rank = "a", []string{"a"}, 0
+	cfg.HardState = HardState{Accepted: Checkpoint{ID: "g"}}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Tick()
+	rd := m.Ready()
+	if rd.Start == nil || rd.Start.ID != "g" || rd.Persist == nil || rd.Persist.Epoch != 1 || len(rd.Messages) != 0 {
+		t.Fatalf("first tick: %s", DescribeReady("", rd))
+	}
+	m.Advance()
+	for i := range 100 {
+		m.Tick()
+		if !m.Running() {
+			t.Fatalf("alone, the holder stopped at tick %d: %s", i, m.Describe())
+		}
+		m.Advance()
+	}
+}

@@ -1,0 +1,597 @@
+package lease
+
+import (
+	"container/heap"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var long = flag.Bool("long", false, "run many more random schedules (also LEASE_SIM_SCHEDULES=n)")
+
+// The random simulation drives N machines through a seeded schedule of
+// message delay, loss, duplication and reordering, crashes (losing only what
+// was not persisted, sometimes in the middle of handling a Ready), restarts,
+// partitions and per-node clocks whose rate drifts within [1-ρ, 1+ρ]. Real
+// time is explicit (a float64); the model is the set of nodes whose agent
+// is running at each real instant. After every event it checks:
+//
+//   - one runner: no node starts the agent while another still runs it;
+//   - one holder per epoch, and Starts come in increasing epoch order;
+//   - no committed checkpoint is lost or forked: every commit and every
+//     Start descends from the latest committed checkpoint;
+//   - each node's persisted epoch only grows, across restarts.
+//
+// At the end the network heals and every node restarts; within a bounded
+// time some node must run the agent and commit a new checkpoint (liveness,
+// so that a machine that never does anything cannot pass).
+const (
+	simH, simL, simD = 2, 10, 2
+	simW             = simL + simD
+	// simRho is the largest drift the margin covers: D ≥ 2ρL/(1-ρ).
+	simRho = 0.09
+)
+
+type simParams struct {
+	n                  int
+	loss, dup, longDel float64
+	maxDelay           float64
+	midCrash           float64
+	chaosEvery         float64
+	duration           float64
+	propose            float64
+}
+
+type simEvent struct {
+	at   float64
+	seq  uint64
+	kind int // evTick, evDeliver, evChaos
+	node int
+	gen  int
+	msg  Message
+}
+
+const (
+	evTick = iota
+	evDeliver
+	evChaos
+	evRestart
+)
+
+type eventQueue []*simEvent
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*simEvent)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+type simNode struct {
+	name    string
+	rank    int
+	m       *Machine
+	up      bool
+	gen     int
+	hs      HardState
+	rate    float64
+	running bool
+	rnd     *rand.Rand
+}
+
+type sim struct {
+	p     simParams
+	rng   *rand.Rand
+	now   float64
+	seq   uint64
+	q     eventQueue
+	nodes []*simNode
+	index map[string]int
+	side  []int           // partition side per node; nil = connected
+	cut   map[[2]int]bool // directed links that drop everything (non-transitive, asymmetric)
+	calm  bool            // final phase: no loss, no chaos
+
+	parent    map[string]string // checkpoint ID → parent ID
+	seqOf     map[string]uint64
+	committed map[uint64]string // seq → ID
+	maxCommit Checkpoint
+	epochHold map[uint64]string
+	lastStart uint64
+	nextID    int
+
+	violation  string
+	calmCommit int
+	trace      []string
+	tracing    bool
+	stats      simStats
+}
+
+type simStats struct {
+	starts, commits, fences, crashes, schedules, takeovers, transfers int
+}
+
+func (s *sim) logf(format string, a ...any) {
+	if s.tracing {
+		s.trace = append(s.trace, fmt.Sprintf("%9.3f ", s.now)+fmt.Sprintf(format, a...))
+	}
+}
+
+func (s *sim) fail(format string, a ...any) {
+	if s.violation == "" {
+		s.violation = fmt.Sprintf("t=%.3f: ", s.now) + fmt.Sprintf(format, a...)
+	}
+}
+
+func (s *sim) push(e *simEvent) {
+	s.seq++
+	e.seq = s.seq
+	heap.Push(&s.q, e)
+}
+
+func newSim(seed uint64, tracing bool) *sim {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	p := simParams{n: 3}
+	if rng.IntN(2) == 1 {
+		p.n = 5
+	}
+	p.loss = rng.Float64() * 0.3
+	p.dup = rng.Float64() * 0.1
+	p.longDel = rng.Float64() * 0.05
+	p.maxDelay = 0.05 + rng.Float64()*1.5
+	p.midCrash = rng.Float64() * 0.01
+	p.chaosEvery = 3 + rng.Float64()*30
+	p.duration = 150 + rng.Float64()*250
+	p.propose = 0.1 + rng.Float64()*0.5
+	s := &sim{p: p, rng: rng, index: map[string]int{}, parent: map[string]string{}, seqOf: map[string]uint64{"g": 0},
+		committed: map[uint64]string{0: "g"}, maxCommit: Checkpoint{ID: "g"}, epochHold: map[uint64]string{}, tracing: tracing}
+	group := make([]string, p.n)
+	for i := range p.n {
+		group[i] = string(rune('a' + i))
+	}
+	ranks := rng.Perm(p.n)
+	for i, name := range group {
+		nd := &simNode{name: name, rank: ranks[i], hs: HardState{Accepted: Checkpoint{ID: "g"}},
+			rnd: rand.New(rand.NewPCG(seed+uint64(i)+1, 7))}
+		s.nodes = append(s.nodes, nd)
+		s.index[name] = i
+	}
+	for i := range s.nodes {
+		s.start(i, group)
+	}
+	s.push(&simEvent{at: p.chaosEvery * rng.Float64(), kind: evChaos})
+	return s
+}
+
+func (s *sim) group() []string {
+	g := make([]string, len(s.nodes))
+	for i, nd := range s.nodes {
+		g[i] = nd.name
+	}
+	return g
+}
+
+func (s *sim) start(i int, group []string) {
+	nd := s.nodes[i]
+	m, err := New(Config{Self: nd.name, Group: group, Rank: nd.rank, HeartbeatTicks: simH, LeaseTicks: simL,
+		WaitTicks: simW, DriftTicks: simD, Rand: nd.rnd.Uint64, HardState: nd.hs})
+	if err != nil {
+		s.fail("New(%s): %v", nd.name, err)
+		return
+	}
+	nd.m, nd.up = m, true
+	nd.gen++
+	s.newRate(nd)
+	// A new process: its monotonic clock starts at an arbitrary phase.
+	s.push(&simEvent{at: s.now + s.rng.Float64()/nd.rate, kind: evTick, node: i, gen: nd.gen})
+	s.logf("%s starts, persisted %s, rank %d", nd.name, nd.hs, nd.rank)
+}
+
+func (s *sim) newRate(nd *simNode) {
+	switch s.rng.IntN(3) {
+	case 0:
+		nd.rate = 1 - simRho
+	case 1:
+		nd.rate = 1 + simRho
+	default:
+		nd.rate = 1 - simRho + 2*simRho*s.rng.Float64()
+	}
+}
+
+func (s *sim) crash(i int) {
+	nd := s.nodes[i]
+	if !nd.up {
+		return
+	}
+	s.logf("%s crashes (running=%t)", nd.name, nd.running)
+	s.stats.crashes++
+	nd.up, nd.m, nd.running = false, nil, false
+}
+
+func (s *sim) connected(a, b int) bool {
+	return (s.side == nil || s.side[a] == s.side[b]) && !s.cut[[2]int{a, b}]
+}
+
+func (s *sim) run() {
+	for s.violation == "" && len(s.q) > 0 {
+		e := heap.Pop(&s.q).(*simEvent)
+		s.now = e.at
+		if !s.calm && s.now > s.p.duration {
+			s.beginCalm()
+		}
+		if s.calm && s.now > s.p.duration+calmTicks {
+			break
+		}
+		switch e.kind {
+		case evTick:
+			nd := s.nodes[e.node]
+			if !nd.up || nd.gen != e.gen {
+				continue
+			}
+			nd.m.Tick()
+			s.handle(e.node)
+			if nd.up && nd.m.Running() && s.rng.Float64() < s.p.propose {
+				s.nextID++
+				id := fmt.Sprintf("%s%d", nd.name, s.nextID)
+				parent := nd.hs.Accepted
+				if err := nd.m.Propose(Checkpoint{Seq: parent.Seq + 1, ID: id}); err != nil {
+					s.fail("%s Propose while running: %v", nd.name, err)
+				}
+				s.parent[id], s.seqOf[id] = parent.ID, parent.Seq+1
+				s.handle(e.node)
+			}
+			if nd.up && nd.gen == e.gen {
+				if s.rng.Float64() < 0.1 && !s.calm {
+					s.newRate(nd)
+				}
+				s.push(&simEvent{at: s.now + 1/nd.rate, kind: evTick, node: e.node, gen: e.gen})
+			}
+		case evDeliver:
+			to, from := s.index[e.msg.To], s.index[e.msg.From]
+			nd := s.nodes[to]
+			if !nd.up || !s.connected(from, to) {
+				continue
+			}
+			s.logf("deliver %s", DescribeMessage(e.msg))
+			if err := nd.m.Step(e.msg); err != nil {
+				s.fail("Step: %v", err)
+			}
+			s.handle(to)
+		case evRestart:
+			if !s.nodes[e.node].up && !s.calm {
+				s.start(e.node, s.group())
+			}
+		case evChaos:
+			if s.calm {
+				continue
+			}
+			s.chaos()
+			s.push(&simEvent{at: s.now + s.p.chaosEvery*(0.2+s.rng.Float64()), kind: evChaos})
+		}
+	}
+}
+
+const calmTicks = 200
+
+func (s *sim) beginCalm() {
+	s.calm = true
+	s.side, s.cut = nil, nil
+	s.logf("calm: heal, restart all, no loss")
+	for i, nd := range s.nodes {
+		if !nd.up {
+			s.start(i, s.group())
+		}
+	}
+	s.calmCommit = s.stats.commits
+}
+
+func (s *sim) chaos() {
+	i := s.rng.IntN(len(s.nodes))
+	nd := s.nodes[i]
+	switch s.rng.IntN(10) {
+	case 0: // crash
+		s.crash(i)
+	case 1: // restart a crashed node
+		for k := range s.nodes {
+			j := (i + k) % len(s.nodes)
+			if !s.nodes[j].up {
+				s.start(j, s.group())
+				break
+			}
+		}
+	case 2: // isolate the runner (or a random node) from everyone
+		for j, o := range s.nodes {
+			if o.running {
+				i = j
+			}
+		}
+		s.side = make([]int, len(s.nodes))
+		s.side[i] = 1
+		s.logf("isolate %s", s.nodes[i].name)
+	case 3: // random split
+		s.side = make([]int, len(s.nodes))
+		for j := range s.side {
+			s.side[j] = s.rng.IntN(2)
+		}
+		s.logf("partition %v", s.side)
+	case 4:
+		s.side, s.cut = nil, nil
+		s.logf("heal")
+	case 5:
+		if nd.up {
+			s.newRate(nd)
+		}
+	case 6: // bounce: a process restart a moment later
+		s.bounce(i)
+	case 7: // isolate the runner and bounce another node
+		r := -1
+		for j, o := range s.nodes {
+			if o.running {
+				r = j
+			}
+		}
+		if r >= 0 && r != i {
+			s.side = make([]int, len(s.nodes))
+			s.side[r] = 1
+			s.logf("isolate %s", s.nodes[r].name)
+		}
+		s.bounce(i)
+	case 9: // cut random directed links
+		s.cut = map[[2]int]bool{}
+		for a := range s.nodes {
+			for b := range s.nodes {
+				if a != b && s.rng.IntN(3) == 0 {
+					s.cut[[2]int{a, b}] = true
+				}
+			}
+		}
+		s.logf("cut %v", s.cut)
+	case 8: // hand the agent to another member
+		for j, o := range s.nodes {
+			if o.running && j != i {
+				err := o.m.Transfer(nd.name)
+				switch {
+				case err == nil:
+					s.stats.transfers++
+					s.logf("%s transfers to %s", o.name, nd.name)
+					s.handle(j)
+				case !errors.Is(err, ErrNotCommitted):
+					s.fail("%s Transfer(%s): %v", o.name, nd.name, err)
+				}
+			}
+		}
+	}
+}
+
+func (s *sim) bounce(i int) {
+	s.crash(i)
+	s.push(&simEvent{at: s.now + 2*s.rng.Float64(), kind: evRestart, node: i})
+}
+
+// handle processes one Ready as a driver must, checking the model.
+func (s *sim) handle(i int) {
+	nd := s.nodes[i]
+	rd := nd.m.Ready()
+	if rd.Empty() {
+		nd.m.Advance()
+		return
+	}
+	if rd.Persist != nil {
+		hs := *rd.Persist
+		if hs.Epoch < nd.hs.Epoch {
+			s.fail("%s persisted epoch %d after %d", nd.name, hs.Epoch, nd.hs.Epoch)
+		}
+		if hs.AcceptedAt > hs.Epoch {
+			s.fail("%s persisted %s: accepted above its epoch", nd.name, hs)
+		}
+		nd.hs = hs
+		s.logf("%s persist %s", nd.name, hs)
+	}
+	if !s.calm && s.rng.Float64() < s.p.midCrash {
+		// Crash after the fsync, before anything else of the Ready happened.
+		nd.m.Advance()
+		s.crash(i)
+		return
+	}
+	if rd.Stop {
+		if !nd.running {
+			s.fail("%s stops an agent it does not run", nd.name)
+		}
+		nd.running = false
+		s.stats.fences++
+		s.logf("%s STOP", nd.name)
+	}
+	for _, c := range rd.Committed {
+		s.commit(nd, c)
+	}
+	if rd.Start != nil {
+		s.startAgent(nd, *rd.Start)
+	}
+	for _, m := range rd.Messages {
+		s.send(m)
+	}
+	nd.m.Advance()
+}
+
+func (s *sim) commit(nd *simNode, c Checkpoint) {
+	s.stats.commits++
+	s.logf("%s committed %s", nd.name, c)
+	if id, ok := s.committed[c.Seq]; ok {
+		if id != c.ID {
+			s.fail("fork: %s committed %s, but %d:%s was committed before", nd.name, c, c.Seq, id)
+		}
+		return
+	}
+	if c.Seq < s.maxCommit.Seq {
+		s.fail("%s committed %s below the committed %s without it being committed before", nd.name, c, s.maxCommit)
+		return
+	}
+	if !s.descends(c.ID, s.maxCommit) {
+		s.fail("%s committed %s, which does not descend from the committed %s", nd.name, c, s.maxCommit)
+	}
+	s.committed[c.Seq] = c.ID
+	s.maxCommit = c
+}
+
+func (s *sim) descends(id string, anc Checkpoint) bool {
+	for {
+		if id == anc.ID {
+			return true
+		}
+		sq, ok := s.seqOf[id]
+		if !ok || sq <= anc.Seq {
+			return false
+		}
+		id = s.parent[id]
+	}
+}
+
+func (s *sim) startAgent(nd *simNode, c Checkpoint) {
+	for _, o := range s.nodes {
+		if o != nd && o.running {
+			s.fail("two runners: %s starts the agent at epoch %d while %s runs it", nd.name, nd.m.Epoch(), o.name)
+		}
+	}
+	if nd.running {
+		s.fail("%s starts twice", nd.name)
+	}
+	ep := nd.m.Epoch()
+	if h, ok := s.epochHold[ep]; ok {
+		s.fail("epoch %d held twice: by %s and %s", ep, h, nd.name)
+	}
+	if ep <= s.lastStart {
+		s.fail("%s starts at epoch %d after a start at epoch %d", nd.name, ep, s.lastStart)
+	}
+	if s.committed[c.Seq] != c.ID || c.Seq < s.maxCommit.Seq {
+		s.fail("%s starts from %s, not the latest committed %s", nd.name, c, s.maxCommit)
+	}
+	s.epochHold[ep], s.lastStart = nd.name, ep
+	nd.running = true
+	s.stats.starts++
+	if ep > 1 {
+		s.stats.takeovers++
+	}
+	s.logf("%s START at epoch %d from %s", nd.name, ep, c)
+}
+
+func (s *sim) send(m Message) {
+	from, to := s.index[m.From], s.index[m.To]
+	if !s.connected(from, to) {
+		return
+	}
+	copies := 1
+	if !s.calm {
+		if s.rng.Float64() < s.p.loss {
+			copies = 0
+		} else if s.rng.Float64() < s.p.dup {
+			copies = 2
+		}
+	}
+	for range copies {
+		d := 0.01 + s.rng.Float64()*s.p.maxDelay
+		if !s.calm && s.rng.Float64() < s.p.longDel {
+			d += s.rng.Float64() * 40 // arrives long after, reordered
+		}
+		s.push(&simEvent{at: s.now + d, kind: evDeliver, msg: m})
+	}
+}
+
+func simSchedules(t *testing.T) int {
+	if v := os.Getenv("LEASE_SIM_SCHEDULES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("LEASE_SIM_SCHEDULES=%q: want a positive number", v)
+		}
+		return n
+	}
+	if *long {
+		return 200000
+	}
+	if testing.Short() {
+		return 300
+	}
+	return 4000
+}
+
+func TestRandomSchedules(t *testing.T) {
+	n := simSchedules(t)
+	base := uint64(1)
+	if v := os.Getenv("LEASE_SIM_SEED"); v != "" {
+		b, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("LEASE_SIM_SEED=%q: %v", v, err)
+		}
+		base = b
+	}
+	begin := time.Now()
+	var total simStats
+	for k := range n {
+		seed := base + uint64(k)
+		s := newSim(seed, false)
+		s.run()
+		if s.violation == "" {
+			s.checkLiveness()
+		}
+		if s.violation != "" {
+			tr := newSim(seed, true)
+			tr.run()
+			if tr.violation == "" {
+				tr.checkLiveness()
+			}
+			tail := tr.trace
+			if len(tail) > 80 {
+				tail = tail[len(tail)-80:]
+			}
+			if tr.violation != s.violation {
+				t.Errorf("seed %d: traced rerun differs (%q): the simulation is not deterministic", seed, tr.violation)
+			}
+			t.Fatalf("seed %d (rerun: LEASE_SIM_SEED=%d LEASE_SIM_SCHEDULES=1 go test -run TestRandomSchedules) params %+v:\n%s\nlast events:\n%s",
+				seed, seed, s.p, s.violation, strings.Join(tail, "\n"))
+		}
+		total.starts += s.stats.starts
+		total.commits += s.stats.commits
+		total.fences += s.stats.fences
+		total.crashes += s.stats.crashes
+		total.takeovers += s.stats.takeovers
+		total.transfers += s.stats.transfers
+		total.schedules++
+	}
+	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers",
+		total.schedules, time.Since(begin).Round(time.Millisecond), total.starts, total.takeovers, total.fences, total.commits, total.crashes, total.transfers)
+	// The schedules must exercise what they claim to; a machine that never
+	// hands the agent over would pass the safety checks vacuously.
+	if total.takeovers < n || total.fences < n/2 || total.transfers < n/10 {
+		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers in %d schedules", total.takeovers, total.fences, total.transfers, n)
+	}
+}
+
+// checkLiveness: after the calm phase (everyone up and connected for
+// calmTicks) the agent runs somewhere and committed new checkpoints.
+func (s *sim) checkLiveness() {
+	running := 0
+	for _, nd := range s.nodes {
+		if nd.running {
+			running++
+		}
+	}
+	if running != 1 {
+		s.fail("liveness: %d runners after %d calm ticks", running, calmTicks)
+	}
+	if s.stats.commits <= s.calmCommit {
+		s.fail("liveness: no commit in %d calm ticks", calmTicks)
+	}
+}

@@ -1,0 +1,365 @@
+package lease
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt transcripts with the actual output")
+
+// A transcript file is a list of blocks:
+//
+//	# comments (kept on rewrite)
+//	command arg key=value ...
+//	----
+//	expected output (no blank lines)
+//
+// separated by blank lines. Run with -rewrite to regenerate the outputs and
+// review the diff.
+type block struct {
+	comments []string
+	cmd      string
+	want     string
+	line     int
+}
+
+func parseTranscript(t *testing.T, path string) []block {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
+	var out []block
+	var cur block
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		switch {
+		case strings.TrimSpace(l) == "":
+			continue
+		case strings.HasPrefix(l, "#"):
+			cur.comments = append(cur.comments, l)
+			continue
+		}
+		cur.cmd, cur.line = strings.TrimSpace(l), i+1
+		if i+1 >= len(lines) || lines[i+1] != "----" {
+			t.Fatalf("%s:%d: command %q is not followed by a ---- line", path, i+1, l)
+		}
+		i += 2
+		var want []string
+		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
+			want = append(want, lines[i])
+		}
+		cur.want = strings.Join(want, "\n")
+		out = append(out, cur)
+		cur = block{}
+	}
+	if len(cur.comments) > 0 {
+		out = append(out, cur) // trailing comments
+	}
+	return out
+}
+
+func TestTranscripts(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no transcripts in testdata: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+			blocks := parseTranscript(t, f)
+			env := &tenv{t: t}
+			var rewritten strings.Builder
+			for _, b := range blocks {
+				for _, c := range b.comments {
+					rewritten.WriteString(c + "\n")
+				}
+				if b.cmd == "" {
+					continue
+				}
+				got := strings.TrimRight(env.run(b.cmd), "\n")
+				if got == "" {
+					got = "ok"
+				}
+				fmt.Fprintf(&rewritten, "%s\n----\n%s\n\n", b.cmd, got)
+				if !*rewrite && got != b.want {
+					t.Errorf("%s:%d: %s\n--- got:\n%s\n--- want:\n%s", f, b.line, b.cmd, got, b.want)
+				}
+			}
+			if *rewrite {
+				if err := os.WriteFile(f, []byte(strings.TrimRight(rewritten.String(), "\n")+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// tenv is a deterministic network of machines for transcripts: one global
+// tick count, a FIFO of messages in flight, partitions and crashes.
+type tenv struct {
+	t     *testing.T
+	cfg   Config // template
+	names []string
+	nodes map[string]*tnode
+	queue []Message
+	held  []Message          // taken out of the network by hold, back with unhold
+	side  map[string]int     // partition side; nil = healed
+	cut   map[[2]string]bool // one-way cuts from→to
+	now   int
+}
+
+type tnode struct {
+	m    *Machine
+	hs   HardState
+	rank int
+	up   bool
+	rnd  uint64
+}
+
+func (e *tenv) fail(format string, a ...any) string { return "error: " + fmt.Sprintf(format, a...) }
+
+func (e *tenv) run(line string) string {
+	fields := strings.Fields(line)
+	cmd, args := fields[0], fields[1:]
+	kv := map[string]string{}
+	var pos []string
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok {
+			kv[k] = v
+		} else {
+			pos = append(pos, a)
+		}
+	}
+	num := func(k string, def int) int {
+		if v, ok := kv[k]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				e.t.Fatalf("%s: %s=%q is not a number", line, k, v)
+			}
+			return n
+		}
+		return def
+	}
+	var out strings.Builder
+	switch cmd {
+	case "init":
+		e.names = strings.Split(kv["nodes"], ",")
+		group := slices.Sorted(slices.Values(e.names))
+		e.cfg = Config{Group: group, HeartbeatTicks: num("heartbeat", 2), LeaseTicks: num("lease", 10),
+			WaitTicks: num("wait", 12), DriftTicks: num("drift", 2), StaggerTicks: num("stagger", 0), RetryTicks: num("retry", 0)}
+		e.nodes = map[string]*tnode{}
+		genesis := Checkpoint{ID: "g"}
+		for i, n := range e.names { // rank = order in nodes=
+			e.nodes[n] = &tnode{rank: i, rnd: uint64(i + 1), hs: HardState{Accepted: genesis}}
+			if s := e.start(n); s != "" {
+				return s
+			}
+		}
+		for _, n := range e.names {
+			out.WriteString(e.nodes[n].m.Describe() + "\n")
+		}
+	case "tick":
+		n := 1
+		if len(pos) > 0 {
+			n, _ = strconv.Atoi(pos[0])
+			pos = pos[1:]
+		}
+		who := pos
+		if len(who) == 0 {
+			who = e.names
+		}
+		for range n {
+			e.now++
+			for _, name := range who {
+				nd := e.nodes[name]
+				if !nd.up {
+					continue
+				}
+				nd.m.Tick()
+				out.WriteString(e.handle(name))
+			}
+		}
+	case "run":
+		// run n: n times (tick every up node, then stabilize); heartbeat
+		// traffic is left out of the output.
+		n, _ := strconv.Atoi(pos[0])
+		for range n {
+			var all strings.Builder
+			all.WriteString(e.run("tick"))
+			all.WriteString(e.run("stabilize"))
+			for _, l := range strings.SplitAfter(all.String(), "\n") {
+				if (strings.Contains(l, " Append ") || strings.Contains(l, " AppendAck ")) && !strings.Contains(l, "REJECT") {
+					continue
+				}
+				out.WriteString(l)
+			}
+		}
+	case "deliver", "stabilize":
+		rounds := 1
+		if cmd == "stabilize" {
+			rounds = 100
+		}
+		for r := 0; r < rounds && len(e.queue) > 0; r++ {
+			var keep, batch []Message
+			for _, m := range e.queue {
+				if (kv["from"] == "" || kv["from"] == m.From) && (kv["to"] == "" || kv["to"] == m.To) {
+					batch = append(batch, m)
+				} else {
+					keep = append(keep, m)
+				}
+			}
+			if len(batch) == 0 {
+				break
+			}
+			e.queue = keep
+			for _, m := range batch {
+				out.WriteString(e.deliver(m))
+			}
+		}
+	case "drop":
+		var keep []Message
+		for _, m := range e.queue {
+			if (kv["from"] == "" || kv["from"] == m.From) && (kv["to"] == "" || kv["to"] == m.To) {
+				fmt.Fprintf(&out, "dropped %s\n", DescribeMessage(m))
+			} else {
+				keep = append(keep, m)
+			}
+		}
+		e.queue = keep
+	case "hold":
+		var keep []Message
+		for _, m := range e.queue {
+			if (kv["from"] == "" || kv["from"] == m.From) && (kv["to"] == "" || kv["to"] == m.To) {
+				fmt.Fprintf(&out, "held %s\n", DescribeMessage(m))
+				e.held = append(e.held, m)
+			} else {
+				keep = append(keep, m)
+			}
+		}
+		e.queue = keep
+	case "unhold":
+		e.queue = append(e.queue, e.held...)
+		e.held = nil
+	case "partition":
+		e.side = map[string]int{}
+		s := 0
+		for _, a := range args {
+			if a == "|" {
+				s++
+				continue
+			}
+			e.side[a] = s
+		}
+	case "cut":
+		if e.cut == nil {
+			e.cut = map[[2]string]bool{}
+		}
+		for _, a := range pos {
+			from, to, _ := strings.Cut(a, ">")
+			e.cut[[2]string{from, to}] = true
+		}
+	case "heal":
+		e.side, e.cut = nil, nil
+	case "crash":
+		for _, name := range pos {
+			nd := e.nodes[name]
+			if nd.up && nd.m.Running() {
+				fmt.Fprintf(&out, "t=%d %s: crashed; its agent dies with it\n", e.now, name)
+			}
+			nd.up, nd.m = false, nil
+		}
+	case "restart":
+		for _, name := range pos {
+			if s := e.start(name); s != "" {
+				return s
+			}
+			out.WriteString(e.nodes[name].m.Describe() + "\n")
+		}
+	case "propose":
+		name := pos[0]
+		seq := uint64(num("seq", 0))
+		id := kv["id"]
+		if id == "" {
+			id = fmt.Sprintf("cp%d", seq)
+		}
+		if err := e.nodes[name].m.Propose(Checkpoint{Seq: seq, ID: id}); err != nil {
+			return e.fail("%v", err)
+		}
+		out.WriteString(e.handle(name))
+	case "transfer":
+		name := pos[0]
+		if err := e.nodes[name].m.Transfer(kv["to"]); err != nil {
+			return e.fail("%v", err)
+		}
+		out.WriteString(e.handle(name))
+	case "status":
+		for _, n := range e.names {
+			if nd := e.nodes[n]; nd.up {
+				out.WriteString(nd.m.Describe() + "\n")
+			} else {
+				fmt.Fprintf(&out, "%s down, persisted %s\n", n, nd.hs)
+			}
+		}
+	default:
+		e.t.Fatalf("unknown command %q", line)
+	}
+	return out.String()
+}
+
+func (e *tenv) start(name string) string {
+	nd := e.nodes[name]
+	cfg := e.cfg
+	cfg.Self, cfg.Rank, cfg.HardState = name, nd.rank, nd.hs
+	cfg.Rand = func() uint64 { nd.rnd = nd.rnd*6364136223846793005 + 1442695040888963407; return nd.rnd >> 33 }
+	m, err := New(cfg)
+	if err != nil {
+		return e.fail("%v", err)
+	}
+	nd.m, nd.up = m, true
+	return ""
+}
+
+func (e *tenv) deliver(m Message) string {
+	to := e.nodes[m.To]
+	if e.side != nil && e.side[m.From] != e.side[m.To] || e.cut[[2]string{m.From, m.To}] {
+		return ""
+	}
+	if to == nil || !to.up {
+		return ""
+	}
+	if err := to.m.Step(m); err != nil {
+		return e.fail("%v", err) + "\n"
+	}
+	return e.handle(m.To)
+}
+
+// handle processes one Ready the way a driver must, checking on the way
+// that no two nodes run the agent at once.
+func (e *tenv) handle(name string) string {
+	nd := e.nodes[name]
+	rd := nd.m.Ready()
+	if rd.Empty() {
+		nd.m.Advance()
+		return ""
+	}
+	if rd.Persist != nil {
+		nd.hs = *rd.Persist
+	}
+	if rd.Start != nil {
+		for _, o := range e.names {
+			if o != name && e.nodes[o].up && e.nodes[o].m.Running() {
+				e.t.Errorf("t=%d: %s starts the agent while %s runs it", e.now, name, o)
+			}
+		}
+	}
+	e.queue = append(e.queue, rd.Messages...)
+	nd.m.Advance()
+	return DescribeReady(fmt.Sprintf("t=%d %s: ", e.now, name), rd)
+}
