@@ -210,13 +210,17 @@ func ValidateHeadRecord(key string, value []byte, now int64) (*HeadRecord, error
 // fork is for VerifyLineage/DetectForks to report), then the latest Expires
 // (a refreshed record beats its older copy), then the smallest encoding.
 // On a complete tie the first such record wins.
-func SelectHead(records []*HeadRecord) int {
+func SelectHead(records []*HeadRecord) int { return selectBest(records, headLess) }
+
+// selectBest returns the index of the best non-nil record by better(a, b)
+// ("b is strictly better than a"), the first on ties, or -1.
+func selectBest[T any](records []*T, better func(a, b *T) bool) int {
 	best := -1
 	for i, r := range records {
 		if r == nil {
 			continue
 		}
-		if best < 0 || headLess(records[best], r) {
+		if best < 0 || better(records[best], r) {
 			best = i
 		}
 	}

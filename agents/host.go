@@ -338,18 +338,7 @@ func (h *HostRecord) Admits(m *Manifest) error {
 // peer). The order is total and deterministic: highest seq, then the latest
 // issued, then the smallest encoding bytewise. On a complete tie (identical
 // records) the first wins.
-func SelectHost(records []*HostRecord) int {
-	best := -1
-	for i, r := range records {
-		if r == nil {
-			continue
-		}
-		if best < 0 || hostLess(records[best], r) {
-			best = i
-		}
-	}
-	return best
-}
+func SelectHost(records []*HostRecord) int { return selectBest(records, hostLess) }
 
 // hostLess reports whether b is strictly better than a.
 func hostLess(a, b *HostRecord) bool {

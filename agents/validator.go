@@ -121,22 +121,7 @@ func (v HeadValidator) Validate(key string, value []byte) error {
 // reason (ErrMalformed for no values at all).
 func (v HeadValidator) Select(key string, values [][]byte) (int, error) {
 	now := nowNanos(v.Now)
-	recs := make([]*HeadRecord, len(values))
-	var first error
-	for i, val := range values {
-		h, err := v.validate(key, val, now)
-		if err != nil {
-			if first == nil {
-				first = fmt.Errorf("value %d: %w", i, err)
-			}
-			continue
-		}
-		recs[i] = h
-	}
-	if i := SelectHead(recs); i >= 0 {
-		return i, nil
-	}
-	return -1, noneValid(key, len(values), first)
+	return selectValid(key, values, func(val []byte) (*HeadRecord, error) { return v.validate(key, val, now) }, SelectHead)
 }
 
 func noneValid(key string, n int, first error) error {
@@ -189,19 +174,25 @@ func (v HostValidator) Validate(key string, value []byte) error {
 // value's reason (ErrMalformed for no values at all).
 func (v HostValidator) Select(key string, values [][]byte) (int, error) {
 	now := nowNanos(v.Now)
-	recs := make([]*HostRecord, len(values))
+	return selectValid(key, values, func(val []byte) (*HostRecord, error) { return v.validate(key, val, now) }, SelectHost)
+}
+
+// selectValid validates every value, then lets pick choose among the valid
+// ones (invalid values are passed to pick as nil, so indexes line up).
+func selectValid[T any](key string, values [][]byte, validate func([]byte) (*T, error), pick func([]*T) int) (int, error) {
+	recs := make([]*T, len(values))
 	var first error
 	for i, val := range values {
-		h, err := v.validate(key, val, now)
+		r, err := validate(val)
 		if err != nil {
 			if first == nil {
 				first = fmt.Errorf("value %d: %w", i, err)
 			}
 			continue
 		}
-		recs[i] = h
+		recs[i] = r
 	}
-	if i := SelectHost(recs); i >= 0 {
+	if i := pick(recs); i >= 0 {
 		return i, nil
 	}
 	return -1, noneValid(key, len(values), first)
