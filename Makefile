@@ -28,7 +28,7 @@ agents:
 # The test suite builds what it needs (the binary for e2e tests, example agents on demand).
 test: build agents
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
 	$(MAKE) fuzz-short
 
 # Each fuzz target for a short run (go test -fuzz takes one target per run).

@@ -398,6 +398,14 @@ func (s *sim) handle(i int) {
 		if hs.AcceptedAt > hs.Epoch {
 			s.fail("%s persisted %s: accepted above its epoch", nd.name, hs)
 		}
+		// Through the real disk encoding, as a driver persists it.
+		data, err := EncodeHardState(hs)
+		if err != nil {
+			s.fail("%s: encode %s: %v", nd.name, hs, err)
+		}
+		if back, err := DecodeHardState(data); err != nil || back != hs {
+			s.fail("%s: HardState %s does not survive encoding: %v", nd.name, hs, err)
+		}
 		nd.hs = hs
 		s.logf("%s persist %s", nd.name, hs)
 	}
@@ -422,7 +430,16 @@ func (s *sim) handle(i int) {
 		s.startAgent(nd, *rd.Start)
 	}
 	for _, m := range rd.Messages {
-		s.send(m)
+		// Through the real wire encoding, as a driver sends it.
+		data, err := EncodeMessage(m)
+		if err != nil {
+			s.fail("%s: encode %v: %v", nd.name, m, err)
+		}
+		back, err := DecodeMessage(data)
+		if err != nil || back != m {
+			s.fail("%s: message %v does not survive the wire: %v", nd.name, m, err)
+		}
+		s.send(back)
 	}
 	nd.m.Advance()
 }
