@@ -27,6 +27,9 @@ import (
 // ErrNotAgentCAR: a CAR file whose roots are not agent checkpoints.
 var ErrNotAgentCAR = errors.New("node: CAR file does not hold an agent")
 
+// ErrClosed: the node has been closed.
+var ErrClosed = errors.New("node: closed")
+
 // Local is a node's home opened for single-machine use: run, resume,
 // inspect, verify, export, import. It is safe for one process at a time.
 type Local struct {
@@ -39,6 +42,9 @@ type Local struct {
 	rtOnce sync.Once
 	rt     *wasmexec.Runtime
 	rtErr  error
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // OpenLocal opens (creating if needed) the home at dir. A node key is
@@ -95,18 +101,21 @@ func (l *Local) Runtime(ctx context.Context) (*wasmexec.Runtime, error) {
 	return l.rt, l.rtErr
 }
 
-// Close releases the runtime and store. It is idempotent.
+// Close releases the runtime and store. It is idempotent; the fields stay
+// set, so a late caller gets a "closed" error rather than a nil pointer.
 func (l *Local) Close() error {
-	var errs []error
-	if l.rt != nil {
-		errs = append(errs, l.rt.Close(context.Background()))
-		l.rt = nil
-	}
-	if l.Store != nil {
-		errs = append(errs, l.Store.Close())
-		l.Store = nil
-	}
-	return errors.Join(errs...)
+	l.closeOnce.Do(func() {
+		var errs []error
+		l.rtOnce.Do(func() { l.rtErr = ErrClosed }) // no runtime may be created after Close
+		if l.rt != nil {
+			errs = append(errs, l.rt.Close(context.Background()))
+		}
+		if l.Store != nil {
+			errs = append(errs, l.Store.Close())
+		}
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
 }
 
 // PeerID is this node's identity as a libp2p peer ID.

@@ -67,6 +67,9 @@ type Mesh struct {
 	mu        sync.Mutex // guards hostSeq
 	hostSeq   uint64
 	advertise chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // ErrBadBootstrap: a bootstrap address that is not a multiaddr with /p2p/.
@@ -161,9 +164,18 @@ func (m *Mesh) PeerAddrs() []string {
 }
 
 // Close checkpoints every hosted agent, then closes the exchange, DHT, host
-// and home. Records are left to expire. It is idempotent.
+// and home. Records are left to expire. It is idempotent. Fields stay set
+// (a stream handler still running sees closed components, never nil ones).
 func (m *Mesh) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Mesh) close() error {
 	var errs []error
+	if m.Host != nil {
+		m.Host.RemoveStreamHandler(LeaseProtocol)
+	}
 	if m.cancel != nil {
 		m.cancel()
 	}
@@ -175,15 +187,12 @@ func (m *Mesh) Close() error {
 	m.wg.Wait()
 	if m.Ex != nil {
 		errs = append(errs, m.Ex.Close())
-		m.Ex = nil
 	}
 	if m.DHT != nil {
 		errs = append(errs, m.DHT.Close())
-		m.DHT = nil
 	}
 	if m.Host != nil {
 		errs = append(errs, m.Host.Close())
-		m.Host = nil
 	}
 	if m.Local != nil {
 		errs = append(errs, m.Local.Close())
