@@ -27,6 +27,10 @@ var (
 	ErrTooManyFailures = errors.New("hosting: agent failed repeatedly")
 	// ErrModuleTooLarge: the module object exceeds MaxModuleBytes.
 	ErrModuleTooLarge = errors.New("hosting: module too large")
+	// ErrFenced is the cancellation cause that stops a run WITHOUT a final
+	// checkpoint: its lease ended, so anything it committed now would be a
+	// checkpoint no custody group accepts (context.WithCancelCause).
+	ErrFenced = errors.New("hosting: lease ended; stopped without a final checkpoint")
 )
 
 // MaxModuleBytes caps the size of an agent's WASM module.
@@ -228,6 +232,12 @@ type RunOptions struct {
 	// Epoch is the lease epoch new checkpoints carry; 0 keeps the head's.
 	// It must not be lower than the head's (Run rejects that).
 	Epoch uint64
+	// Fence, if set, returns the local time at which the run's lease ends.
+	// A tick starts only if it ends (by its tick_timeout deadline) before
+	// the fence; otherwise the run waits for the lease to be renewed or for
+	// ctx to end. So no tick ever runs past the lease, however late the
+	// lease driver notices that it ended.
+	Fence func() time.Time
 }
 
 func (o *RunOptions) fill() {
@@ -355,6 +365,7 @@ type run struct {
 	price  int64
 	epoch  uint64
 	dirty  bool // ticks since the head was committed
+	abort  bool // stopped by ErrFenced: no final checkpoint
 	res    Result
 }
 
@@ -376,8 +387,13 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		}
 		select {
 		case <-ctx.Done():
+			r.abort = errors.Is(context.Cause(ctx), ErrFenced)
 			return r.finish(StopContext, nil)
 		case <-timer.C:
+		}
+		if r.fenced() {
+			timer.Reset(r.opts.FastInterval)
+			continue
 		}
 		if r.inst == nil {
 			if err := r.start(ctx); err != nil {
@@ -426,6 +442,15 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			timer.Reset(r.opts.TickInterval)
 		}
 	}
+}
+
+// fenced reports whether a tick started now could outlast the lease.
+func (r *run) fenced() bool {
+	if r.opts.Fence == nil {
+		return false
+	}
+	timeout := time.Duration(r.a.Manifest.ResourceLimits.TickTimeoutMs) * time.Millisecond
+	return !time.Now().Add(timeout).Before(r.opts.Fence())
 }
 
 // start instantiates the agent and resumes it from the committed head.
@@ -489,7 +514,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 // failed tick there is no new state to record: tick numbers strictly
 // increase along a lineage, so the committed head keeps its budget.)
 func (r *run) finish(reason StopReason, err error) (Result, error) {
-	if r.dirty && r.inst != nil {
+	if r.dirty && r.inst != nil && !r.abort {
 		if cerr := r.checkpoint(context.Background()); cerr != nil {
 			err = errors.Join(err, cerr)
 		}

@@ -20,6 +20,8 @@ var (
 	ErrAlreadyHosted = errors.New("hosting: agent already hosted here")
 	// ErrStaleEpoch: a lease offer whose epoch does not exceed the head's.
 	ErrStaleEpoch = errors.New("hosting: lease epoch is not newer than the agent's")
+	// ErrNotHosted: the agent is not hosted here.
+	ErrNotHosted = errors.New("hosting: agent not hosted here")
 	// ErrServiceClosed: the service has shut down.
 	ErrServiceClosed = errors.New("hosting: service closed")
 )
@@ -31,6 +33,16 @@ type Lease struct {
 	Key   ed25519.PrivateKey // the agent key, escrowed to the holder
 	Epoch uint64             // must be greater than the head checkpoint's epoch
 	Term  time.Duration      // lease term; the head record advertises its end
+	// Fence, if set, is passed to RunOptions.Fence: the custody driver's
+	// lease end in local time.
+	Fence func() time.Time
+	// OnCommit, if set, replaces ServiceConfig.OnCommit for this agent (the
+	// custody driver proposes each checkpoint to its group instead of
+	// publishing it at once).
+	OnCommit func(Head)
+	// OnExit, if set, is called once when the run ends by itself (budget,
+	// failures, MaxTicks) — not when Stop or Close ended it.
+	OnExit func(Result, error)
 }
 
 // Status is what the node reports about an agent it hosts.
@@ -74,10 +86,12 @@ type Service struct {
 }
 
 type hosted struct {
-	mu     sync.Mutex // guards status
-	status Status
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu      sync.Mutex // guards status, head, stopped
+	status  Status
+	head    Head
+	stopped bool // Stop or Close ended the run
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
 }
 
 // NewService starts an empty hosting service.
@@ -164,32 +178,37 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		s.mu.Unlock()
 		return Status{}, fmt.Errorf("%w (%d of %d in use)", ErrNoCapacity, s.cfg.Slots, s.cfg.Slots)
 	}
-	runCtx, cancel := context.WithCancel(s.ctx)
+	runCtx, cancel := context.WithCancelCause(s.ctx)
 	h.cancel = cancel
 	s.agents[a.DID] = h
 	s.wg.Add(1)
 	s.mu.Unlock()
 
+	h.head = a.Head
 	env := s.env
 	key := lease.Key
 	env.OnCommit = func(head Head) {
 		h.mu.Lock()
+		h.head = head
 		h.status.Head, h.status.Seq, h.status.Tick = head.CID.String(), head.Checkpoint.Seq, head.Checkpoint.Tick
 		h.status.Budget, h.status.Epoch = head.Checkpoint.Budget, head.Checkpoint.Epoch
 		// Single holder: a commit renews the lease for another term.
 		h.status.LeaseExpiry = s.env.Now().Add(term)
 		expiry := h.status.LeaseExpiry
 		h.mu.Unlock()
-		if s.cfg.OnCommit != nil {
+		if lease.OnCommit != nil {
+			lease.OnCommit(head)
+		} else if s.cfg.OnCommit != nil {
 			s.cfg.OnCommit(head, key, expiry)
 		}
 	}
 	opts := s.cfg.Run
 	opts.Epoch = lease.Epoch
+	opts.Fence = lease.Fence
 	go func() {
 		defer s.wg.Done()
 		defer close(h.done)
-		defer cancel()
+		defer cancel(nil)
 		res, err := Run(runCtx, env, a, opts)
 		h.mu.Lock()
 		h.status.Running = false
@@ -197,7 +216,14 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		if err != nil {
 			h.status.Error = err.Error()
 		}
+		if res.Head.CID.Defined() {
+			h.head = res.Head
+		}
+		stopped := h.stopped
 		h.mu.Unlock()
+		if !stopped && lease.OnExit != nil {
+			lease.OnExit(res, err)
+		}
 		if err != nil && !errors.Is(err, ErrBudgetExhausted) {
 			s.env.Logger.Error("hosted agent stopped", "agent", a.DID, "reason", res.Reason, "err", err)
 		} else {
@@ -211,6 +237,53 @@ func (h *hosted) snapshot() Status {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.status
+}
+
+// Stop stops one hosted agent and waits (honouring ctx) until it no longer
+// ticks. With final, the run commits a final checkpoint first (a handoff);
+// without, it stops at once and commits nothing more (fenced: its lease
+// ended). It returns the agent's last committed head, or ErrNotHosted.
+func (s *Service) Stop(ctx context.Context, did string, final bool) (Head, error) {
+	s.mu.Lock()
+	h, ok := s.agents[did]
+	s.mu.Unlock()
+	if !ok {
+		return Head{}, fmt.Errorf("%w: %s", ErrNotHosted, did)
+	}
+	h.mu.Lock()
+	h.stopped = true
+	h.mu.Unlock()
+	if final {
+		h.cancel(context.Canceled)
+	} else {
+		h.cancel(ErrFenced)
+	}
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+		return Head{}, fmt.Errorf("hosting: agent %s still stopping: %w", did, ctx.Err())
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head, nil
+}
+
+// Forget drops a stopped agent from the table (a hosted agent it refuses
+// with ErrAlreadyHosted).
+func (s *Service) Forget(did string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.agents[did]
+	if !ok {
+		return nil
+	}
+	select {
+	case <-h.done:
+		delete(s.agents, did)
+		return nil
+	default:
+		return fmt.Errorf("%w: %s", ErrAlreadyHosted, did)
+	}
 }
 
 // Status reports one hosted agent.

@@ -3,25 +3,23 @@ package node
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/multiformats/go-multiaddr"
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/hosting"
-	"github.com/igor-mesh/igor-node/node/exchange"
 )
 
 // LeaseProtocol carries lease offers (docs/PROTOCOL.md).
@@ -42,17 +40,6 @@ var (
 	// ErrBadMessage: a malformed or oversized wire message.
 	ErrBadMessage = errors.New("node: bad wire message")
 )
-
-// leaseOffer is the request of /igor/lease/1.0.0. The agent key travels
-// only on this authenticated, encrypted stream to the chosen host.
-type leaseOffer struct {
-	Version int      `json:"version"`
-	Head    string   `json:"head"`
-	Seed    []byte   `json:"seed"` // Ed25519 seed of the agent key (32 bytes)
-	Epoch   uint64   `json:"epoch"`
-	TermMs  int64    `json:"term_ms"`
-	From    []string `json:"from"` // where to fetch the blocks (the publisher's addresses)
-}
 
 type leaseReply struct {
 	OK     bool   `json:"ok"`
@@ -96,91 +83,34 @@ func readMsg(r io.Reader, v any) error {
 	return nil
 }
 
-// handleLease serves one lease offer: check capacity, fetch the agent's DAG
-// from the offerer, verify its whole lineage, start it. Any failure is a
-// refusal with the reason; nothing is pinned or started for a bad offer.
+// handleLease serves one custody offer (join a group, or leave it when the
+// publisher undoes a placement). Any failure is a refusal with the reason;
+// nothing is pinned or started for a bad offer.
 func (m *Mesh) handleLease(s network.Stream) {
 	defer s.Close()
 	remote := s.Conn().RemotePeer()
 	s.SetReadDeadline(time.Now().Add(leaseReadTimeout))
-	var offer leaseOffer
+	var offer custodyOffer
 	reply := func(err error) {
 		s.SetWriteDeadline(time.Now().Add(leaseReadTimeout))
 		r := leaseReply{OK: err == nil, Holder: m.PeerID()}
 		if err != nil {
 			r.Error = err.Error()
-			m.Logger.Info("lease refused", "from", remote, "head", offer.Head, "err", err)
+			m.Logger.Info("custody offer refused", "from", remote, "agent", offer.DID, "err", err)
 		}
 		_ = writeMsg(s, r)
 	}
 	if err := readMsg(bufio.NewReader(s), &offer); err != nil {
 		s.Reset()
-		m.Logger.Debug("bad lease offer", "from", remote, "err", err)
+		m.Logger.Debug("bad custody offer", "from", remote, "err", err)
 		return
 	}
 	s.SetReadDeadline(time.Time{})
-	if err := m.acceptOffer(m.ctx, offer, remote); err != nil {
-		reply(err)
+	if offer.Version != 2 {
+		reply(fmt.Errorf("%w: offer version %d; this node speaks 2 (custody groups replaced single-holder leases)", ErrBadMessage, offer.Version))
 		return
 	}
-	reply(nil)
-}
-
-func (m *Mesh) acceptOffer(ctx context.Context, offer leaseOffer, from peer.ID) error {
-	if offer.Version != 1 {
-		return fmt.Errorf("%w: version %d, this node speaks 1", ErrBadMessage, offer.Version)
-	}
-	if m.cfg.Slots == 0 {
-		return fmt.Errorf("%w: this node does not host agents", hosting.ErrNoCapacity)
-	}
-	if m.Svc.FreeSlots() <= 0 {
-		return fmt.Errorf("%w: all %d slots in use", hosting.ErrNoCapacity, m.cfg.Slots)
-	}
-	head, err := cid.Decode(offer.Head)
-	if err != nil {
-		return fmt.Errorf("%w: head %q: %v", ErrBadMessage, offer.Head, err)
-	}
-	if len(offer.Seed) != ed25519.SeedSize {
-		return fmt.Errorf("%w: key seed is %d bytes, want %d", ErrBadMessage, len(offer.Seed), ed25519.SeedSize)
-	}
-	key := ed25519.NewKeyFromSeed(offer.Seed)
-	var fromInfos []peer.AddrInfo
-	for _, a := range offer.From {
-		ma, err := multiaddr.NewMultiaddr(a)
-		if err != nil {
-			continue
-		}
-		if ai, err := peer.AddrInfoFromP2pAddr(ma); err == nil {
-			fromInfos = append(fromInfos, *ai)
-		}
-	}
-	if len(fromInfos) == 0 {
-		fromInfos = []peer.AddrInfo{{ID: from}}
-	}
-	fctx, cancel := context.WithTimeout(ctx, leaseFetchLimit)
-	defer cancel()
-	if _, err := m.Ex.FetchDAG(fctx, head, exchange.FetchOptions{From: fromInfos}); err != nil {
-		return fmt.Errorf("fetch agent %s: %w", head, err)
-	}
-	if err := m.Store.Pin(head); err != nil {
-		return err
-	}
-	st, err := m.Svc.Accept(ctx, hosting.Lease{Head: head, Key: key, Epoch: offer.Epoch, Term: time.Duration(offer.TermMs) * time.Millisecond})
-	if err != nil {
-		_ = m.Store.Unpin(head)
-		return err
-	}
-	if err := m.Home.SetHead(st.DID, head); err != nil {
-		m.Logger.Warn("record head", "agent", st.DID, "err", err)
-	}
-	// Keep the escrowed key (0600) so this node can resume the agent after a
-	// restart once the custody protocol grants it authority again.
-	if _, err := m.Keys.Put(key); err != nil {
-		m.Logger.Warn("keep escrowed agent key", "agent", st.DID, "err", err)
-	}
-	m.kickAdvertise()
-	m.Logger.Info("hosting agent", "agent", st.DID, "epoch", offer.Epoch, "head", head, "from", from)
-	return nil
+	reply(m.acceptCustody(m.ctx, offer, remote))
 }
 
 // Hosts enumerates the mesh's hosting nodes with their valid host records.
@@ -231,13 +161,18 @@ type PublishResult struct {
 	Genesis string   `json:"genesis"`
 	Module  string   `json:"module"`
 	Epoch   uint64   `json:"epoch"`
+	Members []string `json:"members"`
 	Refused []string `json:"refused,omitempty"`
 }
 
-// Publish creates an agent (its key in this node's keystore), places it by
-// rendezvous hashing over the eligible hosts and offers the first lease,
-// trying the next host on refusal. With no eligible host nothing is created;
-// if every host refuses, the new agent's head and key are removed again.
+// Publish creates an agent (its key in this node's keystore) and places it
+// with a custody group: the 1+R best eligible hosts by rendezvous hashing
+// (R = manifest lease.replicas), the best of them asked to take the first
+// lease. Members are offered standbys first, so the first holder finds a
+// majority ready. A member that refuses is replaced by the next eligible
+// host (all accepted members leave and the group is offered afresh); with
+// fewer eligible hosts than a majority of 1+R, nothing is left behind: the
+// new agent's head and key are removed again.
 func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
 	if progress == nil {
 		progress = func(string) {}
@@ -268,7 +203,7 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 	}
 	progress("agent created: " + did)
 	// Announce the agent's roots so any node can fetch them (best effort;
-	// the chosen host fetches from us directly either way).
+	// the members fetch from us directly either way).
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -288,44 +223,91 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
-	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: head.Checkpoint.Epoch + 1}
-	offer := leaseOffer{Version: 1, Head: head.CID.String(), Seed: key.Seed(), Epoch: res.Epoch,
-		TermMs: int64(man.Lease.TermSeconds) * 1000, From: m.PeerAddrs()}
-	for _, h := range ranked {
-		progress("offering lease to " + h.Peer)
-		err := m.offer(ctx, h, offer)
-		if err == nil {
-			res.Holder = h.Peer
-			progress("placed on " + h.Peer)
+	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1}
+	size := 1 + int(man.Lease.Replicas)
+	refused := map[string]bool{}
+	for attempt := 0; ; attempt++ {
+		var group []*agents.HostRecord
+		for _, h := range ranked {
+			if !refused[h.Peer] && len(group) < size {
+				group = append(group, h)
+			}
+		}
+		if len(group) == 0 || (attempt > 0 && len(group) < size/2+1) {
+			break
+		}
+		members := make([]string, len(group))
+		addrs := map[string][]string{}
+		for i, h := range group {
+			members[i] = h.Peer
+			addrs[h.Peer] = h.Addrs
+		}
+		offer := custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seq: head.Checkpoint.Seq, Seed: key.Seed(),
+			TermMs: int64(man.Lease.TermSeconds) * 1000, Members: members, Addrs: addrs, From: m.PeerAddrs()}
+		progress(fmt.Sprintf("custody group of %d: %v", len(group), members))
+		// Every member fetches, verifies and compiles the agent at once; then
+		// the best-ranked one is asked to campaign for the first lease.
+		errs := make([]error, len(group))
+		var wg sync.WaitGroup
+		for i, h := range group {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = m.offer(ctx, h, offer)
+			}()
+		}
+		wg.Wait()
+		var joined []*agents.HostRecord
+		ok := true
+		for i, h := range group {
+			if errs[i] != nil {
+				refused[h.Peer] = true
+				res.Refused = append(res.Refused, fmt.Sprintf("%s: %v", h.Peer, errs[i]))
+				m.Logger.Info("host refused custody", "host", h.Peer, "err", errs[i])
+				ok = false
+				continue
+			}
+			joined = append(joined, h)
+		}
+		if ok {
+			kick := custodyOffer{Version: 2, DID: did, Kick: true}
+			for _, h := range group {
+				if err := m.offer(ctx, h, kick); err != nil {
+					m.Logger.Info("first holder did not campaign; asking the next member", "host", h.Peer, "err", err)
+					continue
+				}
+				res.Holder = h.Peer
+				break
+			}
+			res.Members = members
+			progress("placed: first holder " + res.Holder)
 			return res, nil
 		}
-		res.Refused = append(res.Refused, fmt.Sprintf("%s: %v", h.Peer, err))
-		m.Logger.Info("host refused lease", "host", h.Peer, "err", err)
+		for _, h := range joined {
+			o := offer
+			o.Seed, o.Leave = nil, true
+			if err := m.offer(ctx, h, o); err != nil {
+				m.Logger.Warn("undo custody membership", "host", h.Peer, "err", err)
+			}
+		}
 	}
 	if err := m.Home.RemoveHead(did); err != nil {
 		m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
 	}
 	_ = m.Store.Unpin(head.CID)
 	_ = m.Keys.Delete(did)
-	return res, fmt.Errorf("%w: every eligible host refused: %v", ErrNoHost, res.Refused)
+	return res, fmt.Errorf("%w: not enough eligible hosts accepted custody: %v", ErrNoHost, res.Refused)
 }
 
-func (m *Mesh) offer(ctx context.Context, h *agents.HostRecord, offer leaseOffer) error {
+func (m *Mesh) offer(ctx context.Context, h *agents.HostRecord, offer custodyOffer) error {
 	if h.Peer == m.PeerID() {
-		return m.acceptOffer(ctx, offer, m.Host.ID())
+		return m.acceptCustody(ctx, offer, m.Host.ID())
 	}
 	id, err := peer.Decode(h.Peer)
 	if err != nil {
 		return err
 	}
-	info := peer.AddrInfo{ID: id}
-	for _, a := range h.Addrs {
-		if ma, err := multiaddr.NewMultiaddr(a); err == nil {
-			if ai, err := peer.AddrInfoFromP2pAddr(ma); err == nil && ai.ID == id {
-				info.Addrs = append(info.Addrs, ai.Addrs...)
-			}
-		}
-	}
+	info := peer.AddrInfo{ID: id, Addrs: recordAddrs(h, id)}
 	cctx, cancel := context.WithTimeout(ctx, leaseFetchLimit+10*time.Second)
 	defer cancel()
 	if err := m.Host.Connect(cctx, info); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/node/exchange"
 )
 
@@ -48,6 +49,8 @@ type MeshConfig struct {
 	Run hosting.RunOptions
 	// AdvertiseEvery is how often the host record is refreshed; default 30s.
 	AdvertiseEvery time.Duration
+	// Custody is the lease timing of custody groups; zero: custody.DefaultTiming.
+	Custody custody.Timing
 }
 
 // Mesh is a running mesh node: libp2p host, DHT, block exchange, hosting
@@ -59,6 +62,10 @@ type Mesh struct {
 	DHT  *dht.DHT
 	Ex   *exchange.Exchange
 	Svc  *hosting.Service
+	// Custody runs the lease protocol of every agent this node is a
+	// custody-group member for.
+	Custody *custody.Manager
+	cnet    *custodyNet
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -138,7 +145,19 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCommit: m.onCommit}); err != nil {
 		return nil, err
 	}
+	m.cnet = newCustodyNet(m)
+	if m.Custody, err = custody.NewManager(custody.Config{
+		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
+		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview},
+		Timing: cfg.Custody, Logger: cfg.Logger,
+	}); err != nil {
+		return nil, err
+	}
+	if err := m.Custody.Restore(); err != nil {
+		cfg.Logger.Error("custody: some groups could not be resumed", "err", err)
+	}
 	m.Host.SetStreamHandler(LeaseProtocol, m.handleLease)
+	m.Host.SetStreamHandler(CustodyProtocol, m.handleCustody)
 	if n, err := m.DHT.Bootstrap(ctx); err != nil {
 		return nil, err
 	} else if len(boot) > 0 && n == 0 {
@@ -175,6 +194,12 @@ func (m *Mesh) close() error {
 	var errs []error
 	if m.Host != nil {
 		m.Host.RemoveStreamHandler(LeaseProtocol)
+		m.Host.RemoveStreamHandler(CustodyProtocol)
+	}
+	// Custody first: it stops the agents it runs without a final checkpoint
+	// (an uncommitted one would look like a successor of the committed head).
+	if m.Custody != nil {
+		errs = append(errs, m.Custody.Close())
 	}
 	if m.cancel != nil {
 		m.cancel()
@@ -275,8 +300,8 @@ func (m *Mesh) HostRecord() (*agents.HostRecord, error) {
 	m.mu.Unlock()
 	now := time.Now()
 	free := m.Svc.FreeSlots()
-	if m.cfg.Slots == 0 {
-		free = 0
+	if m.cfg.Slots == 0 || (m.Custody != nil && m.Custody.Draining()) {
+		free = 0 // a draining node takes nothing new
 	}
 	perSlot := m.cfg.Memory / uint64(max(m.cfg.Slots, 1))
 	addrs := m.PeerAddrs()

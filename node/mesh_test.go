@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ import (
 )
 
 func quietLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel}))
 }
 
 // startMeshes starts n real mesh nodes on loopback, all bootstrapped from
@@ -66,8 +67,20 @@ func TestPublishRunQueryAcrossMesh(t *testing.T) {
 	if holder == nil {
 		t.Fatalf("holder %s is not a mesh node", res.Holder)
 	}
-	if st, ok := holder.Svc.Status(res.DID); !ok || !st.Running || st.Epoch != 1 {
-		t.Fatalf("holder status %+v %v", st, ok)
+	eventually(t, "the first holder runs the agent at epoch 1", 10*time.Second, func() error {
+		if st, ok := holder.Svc.Status(res.DID); !ok || !st.Running || st.Epoch != 1 {
+			return fmt.Errorf("holder status %+v %v", st, ok)
+		}
+		return nil
+	})
+	if len(res.Members) != 3 || !slices.Contains(res.Members, res.Holder) {
+		t.Fatalf("custody group %v (holder %s), want 3 members", res.Members, res.Holder)
+	}
+	for _, m := range ms {
+		_, err := m.Keys.Get(res.DID)
+		if slices.Contains(res.Members, m.PeerID()) != (err == nil) && m != ms[0] {
+			t.Fatalf("node %s: member %v, has key: %v", m.PeerID(), slices.Contains(res.Members, m.PeerID()), err)
+		}
 	}
 	if _, err := holder.Keys.Get(res.DID); err != nil {
 		t.Fatalf("the holder must keep the escrowed key: %v", err)
@@ -162,12 +175,17 @@ func TestLeaseOfferWithForgedGenesisRefused(t *testing.T) {
 	cpData, cpCID, _ := cp.Encode()
 	ms[0].Store.Put(cid.DagCBOR, cpData)
 	hr, _ := ms[1].HostRecord()
-	err = ms[0].offer(ctx, hr, leaseOffer{Version: 1, Head: cpCID.String(), Seed: key.Seed(), Epoch: 1, From: ms[0].PeerAddrs()})
+	solo := []string{ms[1].PeerID()}
+	err = ms[0].offer(ctx, hr, custodyOffer{Version: 2, DID: did, Head: cpCID.String(), Seed: key.Seed(), TermMs: 60_000, Members: solo, Campaign: true, From: ms[0].PeerAddrs()})
 	if !errors.Is(err, ErrLeaseRefused) || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("want a refusal naming the signature, got %v", err)
 	}
-	if len(ms[1].Svc.Hosted()) != 0 || ms[1].Svc.FreeSlots() != 2 {
-		t.Fatalf("host runs something after a refused offer: %+v", ms[1].Svc.Hosted())
+	if len(ms[1].Svc.Hosted()) != 0 || ms[1].Svc.FreeSlots() != 2 || len(ms[1].Custody.Status()) != 0 {
+		t.Fatalf("host runs or holds something after a refused offer: %+v %+v", ms[1].Svc.Hosted(), ms[1].Custody.Status())
+	}
+	// A version-1 (single-holder) offer is refused with a reason.
+	if err := ms[0].offer(ctx, hr, custodyOffer{Version: 1, Head: head.CID.String()}); !errors.Is(err, ErrLeaseRefused) || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("version-1 offer: %v", err)
 	}
 	// Garbage on the lease protocol: the stream is reset, the host keeps serving.
 	s, err := ms[0].Host.NewStream(ctx, ms[1].Host.ID(), LeaseProtocol)
@@ -179,12 +197,15 @@ func TestLeaseOfferWithForgedGenesisRefused(t *testing.T) {
 	io.ReadAll(s)
 	s.Close()
 	// ... and still takes a valid offer.
-	if err := ms[0].offer(ctx, hr, leaseOffer{Version: 1, Head: head.CID.String(), Seed: key.Seed(), Epoch: 1, From: ms[0].PeerAddrs()}); err != nil {
+	if err := ms[0].offer(ctx, hr, custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seed: key.Seed(), TermMs: 60_000, Members: solo, Campaign: true, From: ms[0].PeerAddrs()}); err != nil {
 		t.Fatalf("valid offer after garbage: %v", err)
 	}
-	if st, ok := ms[1].Svc.Status(did); !ok || !st.Running {
-		t.Fatalf("host does not run the agent: %+v", st)
-	}
+	eventually(t, "the sole member runs the agent", 10*time.Second, func() error {
+		if st, ok := ms[1].Svc.Status(did); !ok || !st.Running {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 }
 
 func TestAPIBadInput(t *testing.T) {
@@ -234,3 +255,10 @@ func TestAPIBadInput(t *testing.T) {
 		t.Fatalf("metrics: %s", body)
 	}
 }
+
+var testLogLevel = func() slog.Level {
+	if os.Getenv("IGOR_TEST_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelError
+}()

@@ -20,6 +20,8 @@ var (
 	ErrInvalidCheckpoint = errors.New("lease: invalid checkpoint proposal")
 	// ErrNotCommitted: a transfer while the latest proposal is not committed.
 	ErrNotCommitted = errors.New("lease: latest checkpoint not committed yet")
+	// ErrLeaseLive: a campaign while the lease is live in this node's view.
+	ErrLeaseLive = errors.New("lease: lease still live here")
 )
 
 // Checkpoint names one checkpoint of the agent. ID is opaque to the machine
@@ -120,6 +122,12 @@ type Config struct {
 	// long and backs off RetryTicks/2 plus up to RetryTicks of jitter.
 	// Default 4·HeartbeatTicks.
 	RetryTicks int
+	// QuietTicks: a new machine starts no takeover attempt of its own
+	// before this tick (it still promises and follows). A member that just
+	// joined a group sets it to WaitTicks, so the holder the publisher
+	// picked (which calls Campaign) wins epoch 1, not whichever standby
+	// happens to join first.
+	QuietTicks int
 	// Rand is the jitter source. Required (tests pin it).
 	Rand func() uint64
 	// HardState as last persisted; zero for a node new to the group.
@@ -171,8 +179,8 @@ func (c *Config) validate() error {
 	if c.RetryTicks == 0 {
 		c.RetryTicks = 4 * c.HeartbeatTicks
 	}
-	if c.StaggerTicks < 0 || c.RetryTicks < 0 {
-		return bad("StaggerTicks %d and RetryTicks %d must not be negative", c.StaggerTicks, c.RetryTicks)
+	if c.StaggerTicks < 0 || c.RetryTicks < 0 || c.QuietTicks < 0 {
+		return bad("StaggerTicks %d, RetryTicks %d and QuietTicks %d must not be negative", c.StaggerTicks, c.RetryTicks, c.QuietTicks)
 	}
 	if c.Rand == nil {
 		return bad("Rand is nil; pass a jitter source")
@@ -257,6 +265,7 @@ func New(cfg Config) (*Machine, error) {
 	}
 	m := &Machine{cfg: cfg, majority: len(cfg.Group)/2 + 1, hs: cfg.HardState}
 	m.maxSeen = m.hs.Epoch
+	m.backoffUntil = int64(cfg.QuietTicks)
 	if m.hs.Epoch == 0 {
 		// Never acknowledged anything: no lease can depend on this node.
 		m.lapseAt = 0
@@ -277,6 +286,39 @@ func (m *Machine) Epoch() uint64 { return m.hs.Epoch }
 
 // Now is the number of ticks since New.
 func (m *Machine) Now() int64 { return m.now }
+
+// LeaseEnd is the tick at which the running holder's lease ends by its own
+// clock (it may tick the agent while Now() < LeaseEnd()); 0 when not running.
+// A driver maps it to local monotonic time and fences the agent by it, so a
+// late Tick call cannot stretch the lease.
+func (m *Machine) LeaseEnd() int64 {
+	if !m.running {
+		return 0
+	}
+	return m.leaseEnd
+}
+
+// Accepted is the latest checkpoint this node stored and the epoch it
+// accepted it at.
+func (m *Machine) Accepted() (Checkpoint, uint64) { return m.hs.Accepted, m.hs.AcceptedAt }
+
+// Committed is the latest checkpoint this holder knows committed (zero when
+// not a holder or none yet).
+func (m *Machine) Committed() Checkpoint { return m.committed }
+
+// Campaign starts a takeover attempt now, without waiting for the rank
+// stagger: the driver calls it for the first holder of a new group (every
+// member is at epoch 0, nothing can be live) and when the running holder
+// could not start the agent and another member should. It returns
+// ErrLeaseLive when this node's view of the lease has not lapsed (or it is
+// not a follower): a live lease is never cut short by a campaign.
+func (m *Machine) Campaign() error {
+	if m.role != Follower || !m.lapsed() {
+		return fmt.Errorf("%w: %s is %s, lease lapses here at tick %d, now %d", ErrLeaseLive, m.cfg.Self, m.role, m.lapseAt, m.now)
+	}
+	m.campaign()
+	return nil
+}
 
 // Tick advances logical time by one tick.
 func (m *Machine) Tick() {

@@ -299,6 +299,12 @@ func (e *tenv) run(line string) string {
 			return e.fail("%v", err)
 		}
 		out.WriteString(e.handle(name))
+	case "campaign":
+		name := pos[0]
+		if err := e.nodes[name].m.Campaign(); err != nil {
+			return e.fail("%v", err)
+		}
+		out.WriteString(e.handle(name))
 	case "status":
 		for _, n := range e.names {
 			if nd := e.nodes[n]; nd.up {

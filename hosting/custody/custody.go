@@ -1,0 +1,467 @@
+// Package custody drives the custody-group lease protocol (hosting/lease)
+// for every agent this node is a member for: one goroutine per agent owns
+// its lease.Machine, maps lease ticks to the local monotonic clock,
+// persists HardState before anything leaves the node, replicates
+// checkpoints before it acknowledges them, and starts and stops the agent
+// in the hosting.Service as the machine says. docs/PROTOCOL.md is the
+// protocol; this package is its I/O edge.
+//
+// The network is behind Net (the node implements it over libp2p), so this
+// package depends on neither libp2p nor the DHT.
+package custody
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/lease"
+)
+
+// Errors of the custody manager.
+var (
+	// ErrBadGroup: a group description that breaks a rule; the message says which.
+	ErrBadGroup = errors.New("custody: bad group")
+	// ErrNotMember: this node is not a member of the agent's custody group.
+	ErrNotMember = errors.New("custody: not a member for this agent")
+	// ErrExists: this node already is a member for the agent.
+	ErrExists = errors.New("custody: already a member for this agent")
+	// ErrClosed: the manager has shut down.
+	ErrClosed = errors.New("custody: closed")
+)
+
+// Timing is the lease timing of every group on this node, in lease ticks
+// of Interval (docs/PROTOCOL.md "The timing rule"). The defaults give a
+// 1.5 s lease renewed every 0.5 s; a standby acts 1.8 s after the last
+// heartbeat it received. D = 3 ticks covers clock-rate drift far beyond
+// quartz (ρ ≤ 0.09); driver latency does not count against it because the
+// tick count is derived from the monotonic clock and the agent is fenced by
+// time, not by ticks (see driver.fence).
+type Timing struct {
+	Interval       time.Duration
+	HeartbeatTicks int
+	LeaseTicks     int
+	DriftTicks     int
+	WaitTicks      int
+	StaggerTicks   int
+	RetryTicks     int
+}
+
+// DefaultTiming is the timing igor-node daemons use.
+func DefaultTiming() Timing {
+	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 20}
+}
+
+// Net is the network as the drivers see it.
+type Net interface {
+	// Send queues msg for msg.To about agent did. Best effort: it never
+	// blocks and may drop (the protocol tolerates loss).
+	Send(did string, msg lease.Message)
+	// Ensure makes checkpoint c of agent did present locally together with
+	// what resuming it needs (its state, and its predecessors back to one
+	// already present), fetching from peers in the order given. It checks
+	// that c is a checkpoint of did with valid signatures.
+	Ensure(ctx context.Context, did string, c cid.Cid, peers []string) error
+}
+
+// Hooks connect the drivers to the node.
+type Hooks struct {
+	// Committed is called on the holder for every checkpoint a majority
+	// stored (the node publishes the head record). It must not block.
+	Committed func(did string, c cid.Cid, key ed25519.PrivateKey, leaseEnd time.Time)
+	// Review is called on the holder at each lease-term end (and at once
+	// when the node drains). It returns the member the agent should move to,
+	// or "" to keep it. It may do network I/O; it runs on the agent's driver
+	// goroutine, so it must return within a few hundred milliseconds.
+	Review func(ctx context.Context, did string, members []string, draining bool) string
+}
+
+// Blocks is the part of the content store the drivers use.
+type Blocks interface {
+	Pin(c cid.Cid) error
+	Unpin(c cid.Cid) error
+}
+
+// Keys is the part of the keystore the drivers use.
+type Keys interface {
+	Put(priv ed25519.PrivateKey) (string, error)
+	Get(did string) (ed25519.PrivateKey, error)
+	Delete(did string) error
+}
+
+// Config configures a Manager. Dir, Self, Service, Blocks, Keys and Net are
+// required.
+type Config struct {
+	Dir     string // HOME/custody
+	Self    string // this node's peer ID
+	Service *hosting.Service
+	Blocks  Blocks
+	Keys    Keys
+	Net     Net
+	Hooks   Hooks
+	Timing  Timing // zero: DefaultTiming
+	Logger  *slog.Logger
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("custody: Config.Dir is required")
+	case c.Self == "":
+		return errors.New("custody: Config.Self is required")
+	case c.Service == nil || c.Blocks == nil || c.Keys == nil || c.Net == nil:
+		return errors.New("custody: Config.Service, Blocks, Keys and Net are required")
+	}
+	if c.Timing == (Timing{}) {
+		c.Timing = DefaultTiming()
+	}
+	if c.Timing.Interval <= 0 {
+		return fmt.Errorf("custody: Timing.Interval %v must be positive", c.Timing.Interval)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Hooks.Committed == nil {
+		c.Hooks.Committed = func(string, cid.Cid, ed25519.PrivateKey, time.Time) {}
+	}
+	if c.Hooks.Review == nil {
+		c.Hooks.Review = func(context.Context, string, []string, bool) string { return "" }
+	}
+	// The lease parameters are checked by lease.New for each group.
+	_, err := lease.New(c.Timing.leaseConfig(c.Self, []string{c.Self}, 0, lease.HardState{}, 0))
+	return err
+}
+
+// joinQuiet: a member of a brand-new group waits this many lease waits
+// before campaigning on its own. The publisher asks its chosen first holder
+// to campaign (Manager.Campaign) once every member joined; this wait only
+// matters if the publisher dies in between.
+const joinQuiet = 5
+
+func (t Timing) leaseConfig(self string, members []string, rank int, hs lease.HardState, quiet int) lease.Config {
+	// Nobody campaigns on its own before a full wait after (re)joining: a
+	// restarted member must learn the current holder first.
+	return lease.Config{QuietTicks: quiet,
+		Self: self, Group: members, Rank: rank,
+		HeartbeatTicks: t.HeartbeatTicks, LeaseTicks: t.LeaseTicks, WaitTicks: t.WaitTicks,
+		DriftTicks: t.DriftTicks, StaggerTicks: t.StaggerTicks, RetryTicks: t.RetryTicks,
+		Rand: rand.Uint64, HardState: hs,
+	}
+}
+
+// Manager runs the custody drivers of one node.
+type Manager struct {
+	cfg Config
+	st  store
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	draining atomic.Bool
+
+	mu      sync.Mutex // guards drivers, closed
+	drivers map[string]*driver
+	closed  bool
+}
+
+// NewManager returns a manager with no groups; call Restore to resume the
+// groups persisted under cfg.Dir.
+func NewManager(cfg Config) (*Manager, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{cfg: cfg, st: store{dir: cfg.Dir}, ctx: ctx, cancel: cancel, drivers: map[string]*driver{}}, nil
+}
+
+// Restore resumes every group persisted under Dir as a follower (a
+// restarted member waits a full lease wait before it promises anything).
+// Groups whose files or key cannot be read are skipped and reported in the
+// joined error; the others run.
+func (m *Manager) Restore() error {
+	ids, err := m.st.list()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		g, err := m.st.loadGroup(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		hs, err := m.st.loadHardState(g.Agent)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		key, err := m.cfg.Keys.Get(g.Agent)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("custody group of %s: agent key: %w", g.Agent, err))
+			continue
+		}
+		if hs.Accepted.ID == "" {
+			hs.Accepted = lease.Checkpoint{ID: g.Genesis}
+		}
+		if err := m.start(g, key, hs, false, m.cfg.Timing.WaitTicks); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// JoinParams describe a new membership.
+type JoinParams struct {
+	Group *Group
+	Key   ed25519.PrivateKey // the agent key, escrowed to every member
+	// Head is the checkpoint the group starts from (Group.Genesis) and its
+	// seq; its blocks must already be in the store, verified.
+	Seq uint64
+	// Campaign: this member asks for the first lease at once (the
+	// publisher's choice of first holder).
+	Campaign bool
+}
+
+// Join makes this node a member of a new custody group: it stores the key
+// (0600) and the group durably, pins the starting checkpoint and starts
+// the driver. It returns ErrBadGroup, ErrExists, ErrClosed.
+func (m *Manager) Join(p JoinParams) error {
+	g := p.Group
+	if err := g.validate(); err != nil {
+		return err
+	}
+	if _, ok := slices.BinarySearch(g.Members, m.cfg.Self); !ok {
+		return fmt.Errorf("%w: this node %s is not in the member list", ErrBadGroup, m.cfg.Self)
+	}
+	if len(p.Key) != ed25519.PrivateKeySize || agents.DID(p.Key.Public().(ed25519.PublicKey)) != g.Agent {
+		return fmt.Errorf("%w: the escrowed key is not the key of %s", ErrBadGroup, g.Agent)
+	}
+	m.mu.Lock()
+	_, exists := m.drivers[g.Agent]
+	m.mu.Unlock()
+	if exists {
+		return fmt.Errorf("%w: %s", ErrExists, g.Agent)
+	}
+	if _, err := m.st.loadGroup(agents.AgentID(g.Agent)); err == nil {
+		return fmt.Errorf("%w: %s (persisted)", ErrExists, g.Agent)
+	}
+	head, err := cid.Decode(g.Genesis)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadGroup, err)
+	}
+	if err := m.cfg.Blocks.Pin(head); err != nil {
+		return err
+	}
+	if _, err := m.cfg.Keys.Put(p.Key); err != nil {
+		return err
+	}
+	if err := m.st.saveGroup(g); err != nil {
+		return err
+	}
+	hs := lease.HardState{Accepted: lease.Checkpoint{Seq: p.Seq, ID: g.Genesis}}
+	if err := m.st.saveHardState(g.Agent, hs); err != nil {
+		return err
+	}
+	return m.start(g, p.Key, hs, p.Campaign, joinQuiet*m.cfg.Timing.WaitTicks)
+}
+
+// Campaign asks this member to campaign for the lease now (the publisher's
+// choice of first holder, once every member joined). It returns
+// ErrNotMember; a live lease makes the campaign a no-op (lease.ErrLeaseLive,
+// logged by the driver).
+func (m *Manager) Campaign(did string) error {
+	m.mu.Lock()
+	d, ok := m.drivers[did]
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotMember, did)
+	}
+	select {
+	case d.inbox <- event{kind: evCampaign}:
+		return nil
+	case <-m.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// Leave ends this node's membership: the driver stops (and the agent, if it
+// runs here), the group's files and the agent key are deleted. The
+// publisher uses it to undo a placement that did not reach a majority.
+func (m *Manager) Leave(did string) error {
+	m.mu.Lock()
+	d, ok := m.drivers[did]
+	delete(m.drivers, did)
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotMember, did)
+	}
+	d.cancel()
+	<-d.done
+	if acc, _ := d.mc.Accepted(); acc.ID != "" {
+		if c, err := cid.Decode(acc.ID); err == nil {
+			_ = m.cfg.Blocks.Unpin(c)
+		}
+	}
+	_ = m.cfg.Service.Forget(did)
+	return errors.Join(m.st.remove(did), m.cfg.Keys.Delete(did))
+}
+
+func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, campaign bool, quiet int) error {
+	ranked := hosting.Rank(agents.AgentID(g.Agent), g.Members)
+	rank := slices.Index(ranked, m.cfg.Self)
+	mc, err := lease.New(m.cfg.Timing.leaseConfig(m.cfg.Self, g.Members, rank, hs, quiet))
+	if err != nil {
+		return fmt.Errorf("custody group of %s: %w", g.Agent, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if _, ok := m.drivers[g.Agent]; ok {
+		return fmt.Errorf("%w: %s", ErrExists, g.Agent)
+	}
+	d := newDriver(m, g, key, mc, ranked)
+	d.campaign = campaign
+	m.drivers[g.Agent] = d
+	go d.loop()
+	return nil
+}
+
+// Deliver hands an incoming message to the agent's driver. from must be the
+// authenticated sender; a message whose From differs is refused. It
+// returns ErrNotMember when this node has no group for did; a full inbox
+// drops the message (loss is part of the protocol's model).
+func (m *Manager) Deliver(did, from string, msg lease.Message) error {
+	if msg.From != from {
+		return fmt.Errorf("%w: message claims to be from %s, the stream is from %s", lease.ErrInvalidMessage, msg.From, from)
+	}
+	if msg.To != m.cfg.Self {
+		return fmt.Errorf("%w: message for %s delivered to %s", lease.ErrInvalidMessage, msg.To, m.cfg.Self)
+	}
+	m.mu.Lock()
+	d, ok := m.drivers[did]
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotMember, did)
+	}
+	select {
+	case d.inbox <- event{kind: evMsg, msg: msg}:
+	default:
+		m.cfg.Logger.Debug("custody inbox full; message dropped", "agent", did, "from", from)
+	}
+	return nil
+}
+
+// Status is one membership as this node sees it.
+type Status struct {
+	DID         string    `json:"did"`
+	Role        string    `json:"role"` // follower, candidate, holder
+	Running     bool      `json:"running"`
+	Epoch       uint64    `json:"epoch"`
+	AcceptedSeq uint64    `json:"accepted_seq"`
+	Accepted    string    `json:"accepted"`
+	AcceptedAt  uint64    `json:"accepted_at"`
+	Committed   string    `json:"committed,omitempty"`
+	Holder      string    `json:"holder,omitempty"` // latest holder heard from (or this node)
+	Members     []string  `json:"members"`
+	LeaseEnd    time.Time `json:"lease_end,omitzero"`
+	Error       string    `json:"error,omitempty"`
+}
+
+// Status lists every membership, by DID.
+func (m *Manager) Status() []Status {
+	m.mu.Lock()
+	ds := make([]*driver, 0, len(m.drivers))
+	for _, d := range m.drivers {
+		ds = append(ds, d)
+	}
+	m.mu.Unlock()
+	out := make([]Status, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, d.snapshot())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DID < out[j].DID })
+	return out
+}
+
+// Agent reports one membership, or ErrNotMember.
+func (m *Manager) Agent(did string) (Status, error) {
+	m.mu.Lock()
+	d, ok := m.drivers[did]
+	m.mu.Unlock()
+	if !ok {
+		return Status{}, fmt.Errorf("%w: %s", ErrNotMember, did)
+	}
+	return d.snapshot(), nil
+}
+
+// Draining reports whether Drain was called.
+func (m *Manager) Draining() bool { return m.draining.Load() }
+
+// Drain hands every agent this node runs to another member of its group
+// (each at a new epoch, from a final committed checkpoint) and waits until
+// none runs here, or ctx ends. The node keeps serving as a standby; it
+// accepts no new holding (Review steers agents away from a draining node).
+func (m *Manager) Drain(ctx context.Context) error {
+	m.draining.Store(true)
+	for {
+		m.mu.Lock()
+		var running []*driver
+		for _, d := range m.drivers {
+			if d.snapshot().Running {
+				running = append(running, d)
+			}
+		}
+		m.mu.Unlock()
+		if len(running) == 0 {
+			return nil
+		}
+		for _, d := range running {
+			select {
+			case d.inbox <- event{kind: evReview}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("custody: %d agent(s) still running here: %w", len(running), ctx.Err())
+		case <-time.After(m.cfg.Timing.Interval * 5):
+		}
+	}
+}
+
+// Close stops every driver. An agent running here is stopped WITHOUT a
+// final checkpoint: nothing uncommitted may look like a successor of the
+// committed head; the next holder resumes from the last committed one.
+// (Drain first to hand agents off without losing ticks.)
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	ds := make([]*driver, 0, len(m.drivers))
+	for _, d := range m.drivers {
+		ds = append(ds, d)
+	}
+	m.mu.Unlock()
+	m.cancel()
+	for _, d := range ds {
+		<-d.done
+	}
+	return nil
+}

@@ -1,0 +1,459 @@
+package custody
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/lease"
+)
+
+type evKind int
+
+const (
+	evMsg     evKind = iota + 1 // a message from a member
+	evEnsured                   // a checkpoint fetch ended
+	evCommit                    // the running agent committed a checkpoint
+	evExit                      // the running agent stopped by itself
+	evReview                    // review placement now (drain)
+	evCampaign                  // campaign now (first holder of a new group)
+)
+
+type event struct {
+	kind evKind
+	msg  lease.Message
+	id   string // evEnsured: checkpoint ID
+	err  error
+	head hosting.Head // evCommit
+}
+
+const (
+	inboxSize   = 256
+	maxHeld     = 32               // messages held per checkpoint being fetched
+	ensureLimit = 60 * time.Second // one checkpoint fetch
+	stopLimit   = 30 * time.Second // waiting for a tick in flight (≤ tick_timeout) and a final checkpoint
+)
+
+// driver owns one agent's lease.Machine; only its loop goroutine touches
+// the machine and the fields below mu.
+type driver struct {
+	m      *Manager
+	g      *Group
+	did    string
+	key    ed25519.PrivateKey
+	mc     *lease.Machine
+	ranked []string // members in rendezvous order
+
+	t0       time.Time    // lease tick 0 on the monotonic clock
+	leaseEnd atomic.Int64 // machine's LeaseEnd, for the runner's fence
+	inbox    chan event
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+
+	campaign  bool
+	complete  map[string]bool            // checkpoints whose blocks are here
+	held      map[string][]lease.Message // messages waiting for their checkpoint's blocks
+	pinned    string                     // the accepted checkpoint we pinned
+	started   bool                       // the agent runs here (Service has it)
+	handoff   string                     // transfer target while handing off
+	holder    string
+	failed    error
+	lastStart time.Time
+
+	mu   sync.Mutex // guards snap
+	snap Status
+}
+
+func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, ranked []string) *driver {
+	ctx, cancel := context.WithCancel(m.ctx)
+	acc, _ := mc.Accepted()
+	d := &driver{
+		m: m, g: g, did: g.Agent, key: key, mc: mc, ranked: ranked,
+		t0: time.Now(), inbox: make(chan event, inboxSize), ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		// Persisted Accepted always has its blocks here: a checkpoint is
+		// stepped into the machine only after Ensure.
+		complete: map[string]bool{acc.ID: true, g.Genesis: true},
+		held:     map[string][]lease.Message{},
+		pinned:   acc.ID,
+	}
+	d.publish()
+	return d
+}
+
+func (d *driver) log() *slogLogger { return &slogLogger{d} }
+
+// fence is the runner's lease end in local time (hosting.RunOptions.Fence).
+func (d *driver) fence() time.Time {
+	return d.t0.Add(time.Duration(d.leaseEnd.Load()) * d.m.cfg.Timing.Interval)
+}
+
+func (d *driver) loop() {
+	defer close(d.done)
+	defer d.shutdown()
+	tick := time.NewTicker(d.m.cfg.Timing.Interval)
+	defer tick.Stop()
+	term := time.NewTicker(time.Duration(d.g.TermMs) * time.Millisecond)
+	defer term.Stop()
+	if d.campaign {
+		if err := d.mc.Campaign(); err != nil {
+			d.log().warn("first campaign", err)
+		}
+		d.handle()
+	}
+	for d.failed == nil {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-tick.C:
+			d.catchUp()
+		case <-term.C:
+			d.catchUp()
+			d.review()
+		case ev := <-d.inbox:
+			d.catchUp()
+			d.on(ev)
+		}
+		d.tryTransfer()
+		d.publish()
+	}
+	<-d.ctx.Done()
+}
+
+// catchUp ticks the machine up to the monotonic clock, so a late timer or
+// a slow handler never makes the lease last longer in real time.
+func (d *driver) catchUp() {
+	target := int64(time.Since(d.t0) / d.m.cfg.Timing.Interval)
+	for d.mc.Now() < target && d.failed == nil {
+		d.mc.Tick()
+		d.handle()
+	}
+}
+
+func (d *driver) on(ev event) {
+	switch ev.kind {
+	case evMsg:
+		d.step(ev.msg)
+	case evEnsured:
+		msgs := d.held[ev.id]
+		delete(d.held, ev.id)
+		if ev.err != nil {
+			d.log().debug("fetch checkpoint "+ev.id, ev.err)
+			return
+		}
+		d.complete[ev.id] = true
+		for _, msg := range msgs {
+			d.step(msg)
+		}
+	case evCommit:
+		id := ev.head.CID.String()
+		d.complete[id] = true
+		if !d.mc.Running() {
+			return
+		}
+		if err := d.mc.Propose(lease.Checkpoint{Seq: ev.head.Checkpoint.Seq, ID: id}); err != nil {
+			d.log().debug("propose", err)
+			return
+		}
+		d.handle()
+	case evExit:
+		// Budget exhausted or repeated failures: the final head was proposed
+		// through evCommit; the agent stays held (not running) so no other
+		// member restarts it only to fail the same way.
+		d.started = false
+	case evReview:
+		d.review()
+	case evCampaign:
+		if err := d.mc.Campaign(); err != nil {
+			d.log().warn("campaign", err)
+		}
+		d.handle()
+	}
+}
+
+// carries reports the checkpoint whose blocks must be here before msg may
+// be stepped: a heartbeat's checkpoint is what a member acknowledges as
+// stored, and a granted promise's may become the recovery checkpoint.
+func carries(msg lease.Message) string {
+	switch {
+	case msg.Type == lease.MsgAppend:
+		return msg.Checkpoint.ID
+	case msg.Type == lease.MsgPromise && !msg.Reject:
+		return msg.Checkpoint.ID
+	}
+	return ""
+}
+
+func (d *driver) step(msg lease.Message) {
+	if id := carries(msg); id != "" && !d.complete[id] {
+		d.hold(id, msg)
+		return
+	}
+	if err := d.mc.Step(msg); err != nil {
+		d.log().debug("lease message refused", err)
+		return
+	}
+	if msg.Type == lease.MsgAppend && msg.Epoch >= d.mc.Epoch() {
+		d.holder = msg.From
+	}
+	d.handle()
+}
+
+// hold parks msg until checkpoint id is here, starting its fetch.
+func (d *driver) hold(id string, msg lease.Message) {
+	msgs, fetching := d.held[id]
+	if len(msgs) >= maxHeld {
+		msgs = msgs[1:]
+	}
+	d.held[id] = append(msgs, msg)
+	if fetching {
+		return
+	}
+	c, err := cid.Decode(id)
+	if err != nil {
+		delete(d.held, id)
+		d.log().debug("message names a checkpoint that is not a CID", err)
+		return
+	}
+	peers := []string{msg.From}
+	for _, p := range d.ranked {
+		if p != msg.From && p != d.m.cfg.Self {
+			peers = append(peers, p)
+		}
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
+		defer cancel()
+		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers)
+		select {
+		case d.inbox <- event{kind: evEnsured, id: id, err: err}:
+		case <-d.ctx.Done():
+		}
+	}()
+}
+
+// handle carries out the machine's Ready in the order the protocol needs:
+// persist, stop, committed, start, send (hosting/lease package docs).
+func (d *driver) handle() {
+	rd := d.mc.Ready()
+	// Fence the runner first: a step-down takes effect for the next tick
+	// even before the Stop below has waited for the one in flight.
+	d.leaseEnd.Store(d.mc.LeaseEnd())
+	if rd.Empty() {
+		return
+	}
+	if rd.Persist != nil {
+		if err := d.m.st.saveHardState(d.did, *rd.Persist); err != nil {
+			// Without durable state this member could promise an epoch twice:
+			// it stops taking part (nothing of this Ready is sent).
+			d.failed = err
+			d.log().error("persist lease state; leaving the group until restarted", err)
+			d.stopAgent(false)
+			return
+		}
+		d.repin(rd.Persist.Accepted.ID)
+	}
+	if rd.Stop {
+		d.stopAgent(false)
+	}
+	for _, cp := range rd.Committed {
+		if c, err := cid.Decode(cp.ID); err == nil {
+			d.m.cfg.Hooks.Committed(d.did, c, d.key, d.fence())
+		}
+	}
+	if rd.Start != nil {
+		d.startAgent(*rd.Start)
+	}
+	for _, msg := range rd.Messages {
+		d.m.cfg.Net.Send(d.did, msg)
+	}
+	d.mc.Advance()
+	d.leaseEnd.Store(d.mc.LeaseEnd())
+	// A Start that failed hands the agent on; its Ready is handled here.
+	if d.handoff != "" && !d.started && d.mc.Running() {
+		d.tryTransfer()
+	}
+}
+
+// repin keeps exactly the accepted checkpoint pinned (its predecessors are
+// reachable through it).
+func (d *driver) repin(id string) {
+	if id == d.pinned || id == "" {
+		return
+	}
+	c, err := cid.Decode(id)
+	if err != nil {
+		return
+	}
+	if err := d.m.cfg.Blocks.Pin(c); err != nil {
+		d.log().warn("pin accepted checkpoint", err)
+		return
+	}
+	if old, err := cid.Decode(d.pinned); err == nil {
+		_ = d.m.cfg.Blocks.Unpin(old)
+	}
+	d.pinned = id
+}
+
+func (d *driver) startAgent(cp lease.Checkpoint) {
+	c, err := cid.Decode(cp.ID)
+	if err == nil {
+		_ = d.m.cfg.Service.Forget(d.did)
+		_, err = d.m.cfg.Service.Accept(d.ctx, hosting.Lease{
+			Head: c, Key: d.key, Epoch: d.mc.Epoch(), Term: time.Duration(d.g.TermMs) * time.Millisecond,
+			Fence: d.fence, OnCommit: d.onCommit, OnExit: d.onExit,
+		})
+	}
+	d.holder = d.m.cfg.Self
+	if err == nil {
+		d.started = true
+		d.lastStart = time.Now()
+		d.m.cfg.Logger.Info("custody: running agent", "agent", d.did, "epoch", d.mc.Epoch(), "from", cp.ID, "seq", cp.Seq)
+		return
+	}
+	if errors.Is(err, hosting.ErrBudgetExhausted) {
+		d.m.cfg.Logger.Info("custody: agent's budget is exhausted; holding it without running", "agent", d.did)
+		return
+	}
+	// This node cannot run it (full, closing, broken module cache...):
+	// hand it to the next member, which resumes from the same checkpoint.
+	d.log().warn("cannot run agent here; handing it to the next member", err)
+	for _, p := range d.ranked {
+		if p != d.m.cfg.Self {
+			d.handoff = p
+			break
+		}
+	}
+}
+
+func (d *driver) onCommit(h hosting.Head) {
+	select {
+	case d.inbox <- event{kind: evCommit, head: h}:
+	case <-d.ctx.Done():
+	}
+}
+
+func (d *driver) onExit(res hosting.Result, err error) {
+	select {
+	case d.inbox <- event{kind: evExit, err: err}:
+	case <-d.ctx.Done():
+	}
+}
+
+// stopAgent stops the agent if it runs here. final: commit a last
+// checkpoint (handoff); otherwise stop at once (fenced).
+func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
+	if !d.started {
+		return hosting.Head{}, false
+	}
+	d.started = false
+	ctx, cancel := context.WithTimeout(context.Background(), stopLimit)
+	defer cancel()
+	h, err := d.m.cfg.Service.Stop(ctx, d.did, final)
+	if err != nil {
+		d.log().error("stop agent", err)
+		return hosting.Head{}, false
+	}
+	return h, true
+}
+
+// review asks the node whether the agent should move; if so it stops the
+// agent with a final checkpoint, proposes it, and transfers once it is
+// committed (tryTransfer).
+func (d *driver) review() {
+	if d.handoff != "" || !d.mc.Running() || !d.started {
+		return
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Second)
+	target := d.m.cfg.Hooks.Review(ctx, d.did, d.g.Members, d.m.draining.Load())
+	cancel()
+	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.g.Members, target) {
+		return
+	}
+	d.m.cfg.Logger.Info("custody: handing agent off", "agent", d.did, "to", target, "epoch", d.mc.Epoch())
+	d.handoff = target
+	if h, ok := d.stopAgent(true); ok {
+		id := h.CID.String()
+		d.complete[id] = true
+		if acc, _ := d.mc.Accepted(); h.Checkpoint != nil && h.Checkpoint.Seq > acc.Seq {
+			if err := d.mc.Propose(lease.Checkpoint{Seq: h.Checkpoint.Seq, ID: id}); err != nil {
+				d.log().debug("propose final checkpoint", err)
+			}
+		}
+	}
+	d.handle()
+}
+
+// tryTransfer completes a pending handoff once the final checkpoint is
+// committed. If the lease ends first the machine stops by itself and the
+// group takes over as after a crash.
+func (d *driver) tryTransfer() {
+	if d.handoff == "" {
+		return
+	}
+	if !d.mc.Running() {
+		d.handoff = ""
+		return
+	}
+	err := d.mc.Transfer(d.handoff)
+	if errors.Is(err, lease.ErrNotCommitted) {
+		return
+	}
+	to := d.handoff
+	d.handoff = ""
+	if err != nil {
+		d.log().warn("transfer to "+to, err)
+		return
+	}
+	d.handle()
+}
+
+func (d *driver) shutdown() {
+	d.stopAgent(false)
+	d.publish()
+}
+
+func (d *driver) publish() {
+	acc, at := d.mc.Accepted()
+	st := Status{
+		DID: d.did, Role: d.mc.Role().String(), Running: d.mc.Running() && d.started, Epoch: d.mc.Epoch(),
+		AcceptedSeq: acc.Seq, Accepted: acc.ID, AcceptedAt: at, Holder: d.holder, Members: d.g.Members,
+	}
+	if c := d.mc.Committed(); c.ID != "" {
+		st.Committed = c.ID
+	}
+	if le := d.mc.LeaseEnd(); le > 0 {
+		st.LeaseEnd = d.t0.Add(time.Duration(le) * d.m.cfg.Timing.Interval)
+	}
+	if d.failed != nil {
+		st.Error = d.failed.Error()
+	}
+	d.mu.Lock()
+	d.snap = st
+	d.mu.Unlock()
+}
+
+func (d *driver) snapshot() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.snap
+}
+
+type slogLogger struct{ d *driver }
+
+func (l *slogLogger) debug(msg string, err error) {
+	l.d.m.cfg.Logger.Debug("custody: "+msg, "agent", l.d.did, "err", err)
+}
+func (l *slogLogger) warn(msg string, err error) {
+	l.d.m.cfg.Logger.Warn("custody: "+msg, "agent", l.d.did, "err", err)
+}
+func (l *slogLogger) error(msg string, err error) {
+	l.d.m.cfg.Logger.Error("custody: "+msg, "agent", l.d.did, "err", err)
+}

@@ -1,0 +1,159 @@
+package custody
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting/lease"
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
+)
+
+// Group is what a member persists about one custody group when it joins
+// (HOME/custody/<agent id>/group.json). It never changes while the group
+// lives (membership change is specified, not implemented: docs/PROTOCOL.md).
+type Group struct {
+	Version int      `json:"version"`
+	Agent   string   `json:"agent"`   // the agent's DID
+	Members []string `json:"members"` // peer IDs, sorted
+	Genesis string   `json:"genesis"` // CID of the checkpoint the group started from
+	TermMs  int64    `json:"term_ms"` // lease term: placement is reviewed this often
+}
+
+func (g *Group) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadGroup, fmt.Sprintf(format, a...))
+	}
+	if g.Version != 1 {
+		return bad("version %d, this node reads 1", g.Version)
+	}
+	if _, err := agents.ParseDID(g.Agent); err != nil {
+		return bad("agent: %v", err)
+	}
+	if len(g.Members) == 0 || len(g.Members) > maxMembers {
+		return bad("%d members, want 1..%d", len(g.Members), maxMembers)
+	}
+	if !slices.IsSorted(g.Members) || len(slices.Compact(slices.Clone(g.Members))) != len(g.Members) {
+		return bad("members must be sorted and distinct")
+	}
+	for _, m := range g.Members {
+		if m == "" || len(m) > 128 {
+			return bad("member %q is not a peer ID", m)
+		}
+	}
+	if _, err := cid.Decode(g.Genesis); err != nil {
+		return bad("genesis %q: %v", g.Genesis, err)
+	}
+	if g.TermMs <= 0 {
+		return bad("term %d ms must be positive", g.TermMs)
+	}
+	return nil
+}
+
+// maxMembers: the manifest allows up to 6 standbys.
+const maxMembers = 7
+
+// store keeps the custody state of every agent this node is a member for.
+// Each write is atomic and fsynced (internal/atomicfile); every read is
+// validated, and a member whose state cannot be read does not take part
+// (it could otherwise promise an epoch twice).
+type store struct{ dir string }
+
+func (s store) agentDir(did string) string { return filepath.Join(s.dir, agents.AgentID(did)) }
+
+func (s store) saveGroup(g *Group) error {
+	if err := g.validate(); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(g, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := s.agentDir(g.Agent)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.SyncDir(s.dir); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, "group.json"), data, 0o600, true)
+}
+
+func (s store) loadGroup(agentID string) (*Group, error) {
+	path := filepath.Join(s.dir, agentID, "group.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var g Group
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&g); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadGroup, path, err)
+	}
+	if err := g.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if agents.AgentID(g.Agent) != agentID {
+		return nil, fmt.Errorf("%w: %s names agent %s", ErrBadGroup, path, g.Agent)
+	}
+	return &g, nil
+}
+
+func (s store) saveHardState(did string, hs lease.HardState) error {
+	data, err := lease.EncodeHardState(hs)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(s.agentDir(did), "hardstate"), data, 0o600, true)
+}
+
+// loadHardState returns the persisted state; a missing file is the zero
+// state of a member that never persisted anything.
+func (s store) loadHardState(did string) (lease.HardState, error) {
+	path := filepath.Join(s.agentDir(did), "hardstate")
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return lease.HardState{}, nil
+	}
+	if err != nil {
+		return lease.HardState{}, err
+	}
+	hs, err := lease.DecodeHardState(data)
+	if err != nil {
+		return lease.HardState{}, fmt.Errorf("%s: %w (this node must not take part in the group until it is repaired or removed)", path, err)
+	}
+	return hs, nil
+}
+
+func (s store) remove(did string) error {
+	if err := os.RemoveAll(s.agentDir(did)); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(s.dir)
+}
+
+// list returns the agent IDs with a custody directory.
+func (s store) list() ([]string, error) {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,454 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/custody"
+	"github.com/igor-mesh/igor-node/hosting/lease"
+	"github.com/igor-mesh/igor-node/node/exchange"
+)
+
+// CustodyProtocol carries lease messages between custody-group members
+// (docs/PROTOCOL.md "Custody transport"): one long-lived stream per
+// direction and peer, frames of uvarint length + uvarint-prefixed agent DID
+// + lease.EncodeMessage. A sender batches every frame queued for a peer
+// into one write.
+const CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
+
+const (
+	maxCustodyFrame = 1024
+	custodyQueue    = 1024
+	custodyDial     = 3 * time.Second
+	custodyIdle     = 2 * time.Minute // an inbound stream silent this long is closed
+	ensureMaxDepth  = 100_000
+)
+
+// custodyNet implements custody.Net over libp2p.
+type custodyNet struct {
+	m  *Mesh
+	mu sync.Mutex // guards out
+	// out: one sender goroutine per peer, created on first use.
+	out map[peer.ID]chan []byte
+}
+
+func newCustodyNet(m *Mesh) *custodyNet { return &custodyNet{m: m, out: map[peer.ID]chan []byte{}} }
+
+func encodeFrame(did string, msg lease.Message) ([]byte, error) {
+	body, err := lease.EncodeMessage(msg)
+	if err != nil {
+		return nil, err
+	}
+	inner := binary.AppendUvarint(nil, uint64(len(did)))
+	inner = append(inner, did...)
+	inner = append(inner, body...)
+	if len(inner) > maxCustodyFrame {
+		return nil, fmt.Errorf("%w: custody frame of %d bytes", ErrBadMessage, len(inner))
+	}
+	return append(binary.AppendUvarint(nil, uint64(len(inner))), inner...), nil
+}
+
+// readFrame reads one frame; errors wrap ErrBadMessage (or are I/O errors).
+func readFrame(r *bufio.Reader) (string, lease.Message, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return "", lease.Message{}, err
+	}
+	if n == 0 || n > maxCustodyFrame {
+		return "", lease.Message{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return "", lease.Message{}, err
+	}
+	return decodeFrame(buf)
+}
+
+func decodeFrame(buf []byte) (string, lease.Message, error) {
+	l, k := binary.Uvarint(buf)
+	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l {
+		return "", lease.Message{}, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
+	}
+	did := string(buf[k : k+int(l)])
+	if _, err := agents.ParseDID(did); err != nil {
+		return "", lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	}
+	msg, err := lease.DecodeMessage(buf[k+int(l):])
+	if err != nil {
+		return "", lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	}
+	return did, msg, nil
+}
+
+// Send queues the message for its recipient; a full queue drops it.
+func (n *custodyNet) Send(did string, msg lease.Message) {
+	frame, err := encodeFrame(did, msg)
+	if err != nil {
+		n.m.Logger.Warn("custody: encode message", "agent", did, "err", err)
+		return
+	}
+	to, err := peer.Decode(msg.To)
+	if err != nil {
+		return
+	}
+	if to == n.m.Host.ID() {
+		return
+	}
+	n.mu.Lock()
+	q, ok := n.out[to]
+	if !ok {
+		if n.m.ctx.Err() != nil {
+			n.mu.Unlock()
+			return
+		}
+		q = make(chan []byte, custodyQueue)
+		n.out[to] = q
+		n.m.wg.Add(1)
+		go n.sender(to, q)
+	}
+	n.mu.Unlock()
+	select {
+	case q <- frame:
+	default:
+		n.m.Logger.Debug("custody: send queue full; message dropped", "to", to)
+	}
+}
+
+// sender owns the outbound stream to one peer. It writes every queued
+// frame, flushing when the queue is empty (batching under load), and
+// reopens the stream after an error; frames that fail are lost.
+func (n *custodyNet) sender(to peer.ID, q chan []byte) {
+	defer n.m.wg.Done()
+	var (
+		s  network.Stream
+		bw *bufio.Writer
+	)
+	closeStream := func(reset bool) {
+		if s != nil {
+			if reset {
+				s.Reset()
+			} else {
+				s.Close()
+			}
+			s, bw = nil, nil
+		}
+	}
+	defer closeStream(false)
+	for {
+		var frame []byte
+		select {
+		case <-n.m.ctx.Done():
+			return
+		case frame = <-q:
+		}
+		if s == nil {
+			var err error
+			if s, err = n.open(to); err != nil {
+				n.m.Logger.Debug("custody: open stream", "to", to, "err", err)
+				continue // the frame is lost; the next one retries
+			}
+			bw = bufio.NewWriter(s)
+		}
+		s.SetWriteDeadline(time.Now().Add(custodyDial))
+		_, err := bw.Write(frame)
+		for err == nil && len(q) > 0 {
+			_, err = bw.Write(<-q)
+		}
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			n.m.Logger.Debug("custody: write", "to", to, "err", err)
+			closeStream(true)
+		}
+	}
+}
+
+// open dials the peer, learning its addresses from its host record when
+// the peerstore has none that work (a restarted node listens on new ports).
+func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
+	ctx, cancel := context.WithTimeout(n.m.ctx, custodyDial)
+	defer cancel()
+	s, err := n.m.Host.NewStream(ctx, to, CustodyProtocol)
+	if err == nil {
+		return s, nil
+	}
+	if addrs := n.m.lookupAddrs(ctx, to); len(addrs) > 0 {
+		n.m.Host.Peerstore().AddAddrs(to, addrs, peerstore.TempAddrTTL)
+		return n.m.Host.NewStream(ctx, to, CustodyProtocol)
+	}
+	return nil, err
+}
+
+// lookupAddrs finds a peer's addresses in its host record.
+func (m *Mesh) lookupAddrs(ctx context.Context, id peer.ID) []multiaddr.Multiaddr {
+	data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(id.String()))
+	if err != nil {
+		return nil
+	}
+	r, err := agents.DecodeHostRecord(data)
+	if err != nil || r.Verify() != nil || r.Peer != id.String() {
+		return nil
+	}
+	return recordAddrs(r, id)
+}
+
+func recordAddrs(r *agents.HostRecord, id peer.ID) []multiaddr.Multiaddr {
+	var out []multiaddr.Multiaddr
+	for _, a := range r.Addrs {
+		if ma, err := multiaddr.NewMultiaddr(a); err == nil {
+			if ai, err := peer.AddrInfoFromP2pAddr(ma); err == nil && ai.ID == id {
+				out = append(out, ai.Addrs...)
+			}
+		}
+	}
+	return out
+}
+
+// handleCustody reads frames from one member until the stream ends. The
+// sender is the stream's authenticated peer; a frame claiming another
+// sender, or a malformed frame, ends the stream.
+func (m *Mesh) handleCustody(s network.Stream) {
+	defer s.Close()
+	from := s.Conn().RemotePeer().String()
+	r := bufio.NewReader(s)
+	for {
+		s.SetReadDeadline(time.Now().Add(custodyIdle))
+		did, msg, err := readFrame(r)
+		if err != nil {
+			if errors.Is(err, ErrBadMessage) {
+				m.Logger.Info("custody: bad frame; closing the stream", "from", from, "err", err)
+				s.Reset()
+			}
+			return
+		}
+		if err := m.Custody.Deliver(did, from, msg); err != nil {
+			if errors.Is(err, lease.ErrInvalidMessage) {
+				m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)
+				s.Reset()
+				return
+			}
+			m.Logger.Debug("custody: message not delivered", "from", from, "agent", did, "err", err)
+		}
+	}
+}
+
+// Ensure makes checkpoint c of did present here with its state and every
+// predecessor back to one already here (custody.Net).
+func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []string) error {
+	var from []peer.AddrInfo
+	for _, p := range peers {
+		if id, err := peer.Decode(p); err == nil && id != n.m.Host.ID() {
+			from = append(from, peer.AddrInfo{ID: id})
+		}
+	}
+	cur := c
+	for depth := 0; depth < ensureMaxDepth; depth++ {
+		data, err := n.m.Ex.Fetch(ctx, cur, from...)
+		if err != nil {
+			return err
+		}
+		cp, err := agents.DecodeCheckpoint(data)
+		if err != nil {
+			return fmt.Errorf("checkpoint %s: %w", cur, err)
+		}
+		if cp.Agent != did {
+			return fmt.Errorf("checkpoint %s belongs to %s, not %s", cur, cp.Agent, did)
+		}
+		if err := cp.Verify(); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", cur, err)
+		}
+		if _, err := n.m.Ex.FetchDAG(ctx, cp.State, exchange.FetchOptions{From: from}); err != nil {
+			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
+		}
+		if !cp.Prev.Defined() {
+			return nil
+		}
+		// A predecessor whose block and state root are here was ensured
+		// before (blocks are stored checkpoint first, then state).
+		if ok, _ := n.m.Store.Has(cp.Prev); ok {
+			pdata, err := n.m.Store.Get(cp.Prev)
+			if err == nil {
+				if pcp, err := agents.DecodeCheckpoint(pdata); err == nil {
+					if ok, _ := n.m.Store.Has(pcp.State); ok {
+						return nil
+					}
+				}
+			}
+		}
+		cur = cp.Prev
+	}
+	return fmt.Errorf("checkpoint %s: lineage deeper than %d while fetching", c, ensureMaxDepth)
+}
+
+// custodyCommitted publishes the head record of a checkpoint a majority of
+// the group stored.
+func (m *Mesh) custodyCommitted(did string, c cid.Cid, key ed25519.PrivateKey, leaseEnd time.Time) {
+	data, err := m.Store.Get(c)
+	if err != nil {
+		m.Logger.Warn("custody: committed checkpoint not readable", "agent", did, "cid", c, "err", err)
+		return
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		m.Logger.Warn("custody: committed checkpoint", "agent", did, "cid", c, "err", err)
+		return
+	}
+	m.onCommit(hosting.Head{CID: c, Checkpoint: cp}, key, leaseEnd)
+}
+
+// custodyReview decides at a lease-term end whether the agent should move:
+// to the best-ranked member (rendezvous order) whose host record shows it
+// can host, if that member ranks above this node — or, when this node
+// drains, to the best such member other than itself.
+func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, draining bool) string {
+	self := m.PeerID()
+	for _, p := range hosting.Rank(agents.AgentID(did), members) {
+		if p == self {
+			if draining {
+				continue
+			}
+			return "" // nobody better ranked can take it
+		}
+		id, err := peer.Decode(p)
+		if err != nil {
+			continue
+		}
+		data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(p))
+		if err != nil {
+			continue
+		}
+		r, err := agents.DecodeHostRecord(data)
+		if err != nil || r.Verify() != nil || r.Peer != p || r.Expires < time.Now().UnixNano() || r.FreeSlots == 0 {
+			continue
+		}
+		m.Host.Peerstore().AddAddrs(id, recordAddrs(r, id), peerstore.TempAddrTTL)
+		return p
+	}
+	return ""
+}
+
+// custodyOffer is version 2 of the lease offer: membership of a custody
+// group. The agent key travels only on this authenticated, encrypted
+// stream, to the members.
+type custodyOffer struct {
+	Version  int                 `json:"version"`
+	Head     string              `json:"head"` // the checkpoint the group starts from
+	Seq      uint64              `json:"seq"`
+	Seed     []byte              `json:"seed,omitempty"`
+	TermMs   int64               `json:"term_ms"`
+	Members  []string            `json:"members"`
+	Addrs    map[string][]string `json:"addrs,omitempty"` // member → multiaddrs
+	Campaign bool                `json:"campaign,omitempty"`
+	Leave    bool                `json:"leave,omitempty"` // undo: the placement failed
+	Kick     bool                `json:"kick,omitempty"`  // a member: campaign now
+	DID      string              `json:"did"`
+	From     []string            `json:"from"` // where to fetch the blocks
+}
+
+// acceptCustody serves a custody offer: fetch the agent's DAG from the
+// offerer, verify its whole lineage and compile its module (so this member
+// could run it), then join the group.
+func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) error {
+	if o.Kick {
+		return m.Custody.Campaign(o.DID)
+	}
+	if o.Leave {
+		if err := m.Custody.Leave(o.DID); err != nil {
+			return err
+		}
+		m.Logger.Info("custody: left group (placement undone)", "agent", o.DID)
+		return nil
+	}
+	if m.cfg.Slots == 0 {
+		return fmt.Errorf("%w: this node does not host agents", hosting.ErrNoCapacity)
+	}
+	if m.Custody.Draining() {
+		return fmt.Errorf("%w: this node is draining", hosting.ErrNoCapacity)
+	}
+	if !slices.Contains(o.Members, m.PeerID()) {
+		return fmt.Errorf("%w: this node is not in the offered group", ErrBadMessage)
+	}
+	head, err := cid.Decode(o.Head)
+	if err != nil {
+		return fmt.Errorf("%w: head %q: %v", ErrBadMessage, o.Head, err)
+	}
+	if len(o.Seed) != ed25519.SeedSize {
+		return fmt.Errorf("%w: key seed is %d bytes, want %d", ErrBadMessage, len(o.Seed), ed25519.SeedSize)
+	}
+	key := ed25519.NewKeyFromSeed(o.Seed)
+	for p, addrs := range o.Addrs {
+		id, err := peer.Decode(p)
+		if err != nil || id == m.Host.ID() {
+			continue
+		}
+		var mas []multiaddr.Multiaddr
+		for _, a := range addrs {
+			if ma, err := multiaddr.NewMultiaddr(a); err == nil {
+				mas = append(mas, ma)
+			}
+		}
+		m.Host.Peerstore().AddAddrs(id, mas, peerstore.TempAddrTTL)
+	}
+	fromInfos := parseAddrInfos(o.From)
+	if len(fromInfos) == 0 {
+		fromInfos = []peer.AddrInfo{{ID: from}}
+	}
+	if from != m.Host.ID() {
+		fctx, cancel := context.WithTimeout(ctx, leaseFetchLimit)
+		defer cancel()
+		if _, err := m.Ex.FetchDAG(fctx, head, exchange.FetchOptions{From: fromInfos}); err != nil {
+			return fmt.Errorf("fetch agent %s: %w", head, err)
+		}
+	}
+	env, err := m.Env(ctx, nil)
+	if err != nil {
+		return err
+	}
+	a, err := hosting.Load(ctx, env, head, key)
+	if err != nil {
+		return err
+	}
+	if a.Head.Checkpoint.Seq != o.Seq || a.DID != o.DID {
+		return fmt.Errorf("%w: offer names %s seq %d, the checkpoint is %s seq %d", ErrBadMessage, o.DID, o.Seq, a.DID, a.Head.Checkpoint.Seq)
+	}
+	members := slices.Sorted(slices.Values(o.Members))
+	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs}
+	if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Seq: o.Seq, Campaign: o.Campaign}); err != nil {
+		return err
+	}
+	m.kickAdvertise()
+	m.Logger.Info("custody: joined group", "agent", a.DID, "members", len(members), "campaign", o.Campaign, "from", from)
+	return nil
+}
+
+func parseAddrInfos(addrs []string) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, a := range addrs {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			continue
+		}
+		if ai, err := peer.AddrInfoFromP2pAddr(ma); err == nil {
+			out = append(out, *ai)
+		}
+	}
+	return out
+}
