@@ -18,12 +18,12 @@ import (
 type evKind int
 
 const (
-	evMsg     evKind = iota + 1 // a message from a member
-	evEnsured                   // a checkpoint fetch ended
-	evCommit                    // the running agent committed a checkpoint
-	evExit                      // the running agent stopped by itself
-	evReview                    // review placement now (drain)
-	evCampaign                  // campaign now (first holder of a new group)
+	evMsg      evKind = iota + 1 // a message from a member
+	evEnsured                    // a checkpoint fetch ended
+	evCommit                     // the running agent committed a checkpoint
+	evExit                       // the running agent stopped by itself
+	evReview                     // review placement now (drain)
+	evCampaign                   // campaign now (first holder of a new group)
 )
 
 type event struct {

@@ -123,7 +123,8 @@ type Config struct {
 	// Default 4·HeartbeatTicks.
 	RetryTicks int
 	// QuietTicks: a new machine starts no takeover attempt of its own
-	// before this tick (it still promises and follows). A member that just
+	// before this tick or its first heartbeat, whichever comes first (it
+	// still promises and follows). A member that just
 	// joined a group sets it to WaitTicks, so the holder the publisher
 	// picked (which calls Campaign) wins epoch 1, not whichever standby
 	// happens to join first.
@@ -231,6 +232,7 @@ type Machine struct {
 	attempt      uint64
 	attemptStart int64
 	backoffUntil int64
+	quietUntil   int64 // Config.QuietTicks; ends early once a holder is heard
 	votes        map[string]Message
 	refusals     int
 
@@ -265,7 +267,7 @@ func New(cfg Config) (*Machine, error) {
 	}
 	m := &Machine{cfg: cfg, majority: len(cfg.Group)/2 + 1, hs: cfg.HardState}
 	m.maxSeen = m.hs.Epoch
-	m.backoffUntil = int64(cfg.QuietTicks)
+	m.quietUntil = int64(cfg.QuietTicks)
 	if m.hs.Epoch == 0 {
 		// Never acknowledged anything: no lease can depend on this node.
 		m.lapseAt = 0
@@ -339,7 +341,7 @@ func (m *Machine) Tick() {
 			m.giveUp()
 		}
 	case Follower:
-		if m.now >= m.lapseAt+int64(m.cfg.Rank*m.cfg.StaggerTicks) && m.now >= m.backoffUntil {
+		if m.now >= m.lapseAt+int64(m.cfg.Rank*m.cfg.StaggerTicks) && m.now >= m.backoffUntil && m.now >= m.quietUntil {
 			m.campaign()
 		}
 	}
@@ -496,6 +498,7 @@ func (m *Machine) stepAppend(msg Message) {
 		m.hsDirty = true
 	}
 	m.heard()
+	m.quietUntil = 0 // the group has a holder: from now on the lease timing rules
 	m.commit = max(m.commit, msg.Commit)
 	if msg.Epoch > m.hs.AcceptedAt || (msg.Epoch == m.hs.AcceptedAt && msg.Checkpoint.Seq > m.hs.Accepted.Seq) {
 		m.hs.Accepted, m.hs.AcceptedAt = msg.Checkpoint, msg.Epoch

@@ -47,8 +47,11 @@ no connection gate). Then, after 10 s with every node up, it checks each agent:
 alive (its tick still advances), verify (GET /v1/agents/DID/verify valid, no
 forks), forks (every head seen is on GET /v1/agents/DID/lineage), lost (no seq
 seen above the final head) and the largest wall-clock gap between tick
-increases. It prints a table, writes DIR/chaos-report.json and DIR/chaos.log,
-stops the testnet (testnet/down.sh DIR) and exits 0 only if every agent passed.
+increases seen by the observer (MAX GAP; it includes the observer's own delays,
+e.g. queries timing out while a node is down). CP GAP is the largest gap between
+consecutive checkpoints of the lineage, when its entries carry time_unix_ns.
+It prints a table, writes DIR/chaos-report.json and DIR/chaos.log, stops the
+testnet (testnet/down.sh DIR) and exits 0 only if every agent passed.
 
   DIR            run directory (default testnet/chaos-run; removed runs are reused)
   --minutes M    chaos duration in minutes (default 2)
