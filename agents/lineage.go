@@ -245,41 +245,88 @@ func (f Fork) Unwrap() error { return ErrFork }
 // DetectForks finds every fork among entries (any set, e.g. all checkpoints
 // a node or a CAR file holds, in any order; duplicates and entries with a
 // nil Checkpoint are ignored). It does not check signatures: pass verified
-// checkpoints if the result is to be proof. A predecessor with k distinct
-// successors yields k-1 forks, each pairing the smallest successor CID with
-// one other. The result is sorted by (genesis, prev, A, B) bytes, so it is
-// deterministic.
+// checkpoints if the result is to be proof.
+//
+// Two distinct checkpoints with the same predecessor are a fork unless one
+// branch was superseded by the custody protocol: a successor B at epoch
+// e(B) means the holder of e(B) resumed from the shared predecessor, which
+// it may do only if nothing after it was committed; so a sibling branch
+// whose checkpoints all carry epochs below e(B) is an abandoned,
+// uncommitted tail (a holder that lost its lease mid-checkpoint), not a
+// fork. Siblings at the same epoch, or a sibling branch that continues at
+// e(B) or later, are a fork: two holders ran concurrently. Each fork pairs
+// the two checkpoints with A's CID bytes first; the result is sorted by
+// (genesis, prev, A, B) bytes, so it is deterministic.
 func DetectForks(entries []Entry) []Fork {
 	type group struct {
 		genesis, prev cid.Cid
-		kids          map[string]cid.Cid
+		kids          map[string]Entry
 	}
 	groups := map[string]*group{}
+	children := map[string][]Entry{} // prev → successors
+	seen := map[string]bool{}
 	for _, e := range entries {
-		if e.Checkpoint == nil || !e.CID.Defined() {
+		if e.Checkpoint == nil || !e.CID.Defined() || seen[e.CID.KeyString()] {
 			continue
 		}
+		seen[e.CID.KeyString()] = true
 		cp := e.Checkpoint
 		key := cp.Genesis.KeyString() + "\x00" + cp.Prev.KeyString()
 		gr := groups[key]
 		if gr == nil {
-			gr = &group{genesis: cp.Genesis, prev: cp.Prev, kids: map[string]cid.Cid{}}
+			gr = &group{genesis: cp.Genesis, prev: cp.Prev, kids: map[string]Entry{}}
 			groups[key] = gr
 		}
-		gr.kids[e.CID.KeyString()] = e.CID
+		gr.kids[e.CID.KeyString()] = e
+		if cp.Prev.Defined() {
+			children[cp.Prev.KeyString()] = append(children[cp.Prev.KeyString()], e)
+		}
+	}
+	// maxEpoch of the branch rooted at a checkpoint, iteratively (lineages
+	// are long; no recursion).
+	memo := map[string]uint64{}
+	maxEpoch := func(root cid.Cid, rootCP *Checkpoint) uint64 {
+		best := rootCP.Epoch
+		stack := []string{root.KeyString()}
+		visited := map[string]bool{}
+		for len(stack) > 0 {
+			k := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if visited[k] {
+				continue
+			}
+			visited[k] = true
+			if v, ok := memo[k]; ok {
+				best = max(best, v)
+				continue
+			}
+			for _, kid := range children[k] {
+				best = max(best, kid.Checkpoint.Epoch)
+				stack = append(stack, kid.CID.KeyString())
+			}
+		}
+		memo[root.KeyString()] = best
+		return best
+	}
+	superseded := func(a, b Entry) bool { // a's branch ended before b's epoch began
+		return a.Checkpoint.Epoch < b.Checkpoint.Epoch && maxEpoch(a.CID, a.Checkpoint) < b.Checkpoint.Epoch
 	}
 	var forks []Fork
 	for _, gr := range groups {
 		if len(gr.kids) < 2 {
 			continue
 		}
-		kids := make([]cid.Cid, 0, len(gr.kids))
-		for _, c := range gr.kids {
-			kids = append(kids, c)
+		kids := make([]Entry, 0, len(gr.kids))
+		for _, e := range gr.kids {
+			kids = append(kids, e)
 		}
-		sort.Slice(kids, func(i, j int) bool { return bytes.Compare(kids[i].Bytes(), kids[j].Bytes()) < 0 })
-		for _, b := range kids[1:] {
-			forks = append(forks, Fork{Genesis: gr.genesis, Prev: gr.prev, A: kids[0], B: b})
+		sort.Slice(kids, func(i, j int) bool { return bytes.Compare(kids[i].CID.Bytes(), kids[j].CID.Bytes()) < 0 })
+		for i := range kids {
+			for j := i + 1; j < len(kids); j++ {
+				if !superseded(kids[i], kids[j]) && !superseded(kids[j], kids[i]) {
+					forks = append(forks, Fork{Genesis: gr.genesis, Prev: gr.prev, A: kids[i].CID, B: kids[j].CID})
+				}
+			}
 		}
 	}
 	sort.Slice(forks, func(i, j int) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 
@@ -427,8 +428,8 @@ func TestDetectForks(t *testing.T) {
 	_, alt2CID, _ := alt2.Encode()
 	all = append(all, Entry{CID: zeroCID, Checkpoint: zero}, Entry{CID: alt2CID, Checkpoint: &alt2})
 	forks = DetectForks(all)
-	if len(forks) != 3 {
-		t.Fatalf("forks = %v, want 3", forks)
+	if len(forks) != 4 { // seq 0: one pair; after seq 3: three pairs of three successors
+		t.Fatalf("forks = %v, want 4", forks)
 	}
 	var seq0 int
 	for _, fk := range forks {
@@ -444,11 +445,47 @@ func TestDetectForks(t *testing.T) {
 	}
 	// Deterministic whatever the input order.
 	want := fmt.Sprint(forks)
+	defer func() { testSuperseded(t, f) }()
 	rng := rand.New(rand.NewSource(7))
 	for i := 0; i < 50; i++ {
 		rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 		if got := fmt.Sprint(DetectForks(all)); got != want {
 			t.Fatalf("order-dependent result:\n%s\n%s", got, want)
 		}
+	}
+}
+
+// testSuperseded: a successor at a higher epoch supersedes a sibling branch
+// whose checkpoints all carry lower epochs (an uncommitted tail of a holder
+// that lost its lease); a sibling branch that goes on at that epoch or
+// later is a fork.
+func testSuperseded(t *testing.T, f *fixture) {
+	t.Helper()
+	sign := func(cp *Checkpoint) Entry {
+		cp.AgentSig, cp.HolderSig = nil, nil
+		if err := cp.Sign(f.agentKey, f.holderFor(t, cp)); err != nil {
+			t.Fatal(err)
+		}
+		_, c, err := cp.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Entry{CID: c, Checkpoint: cp}
+	}
+	old := f.entries[5].Checkpoint.Epoch
+	next := *f.entries[4].Checkpoint // the new holder resumes from seq 3
+	next.Epoch = old + 1
+	next.State = contentCID([]byte("new holder"))
+	nextE := sign(&next)
+	if forks := DetectForks(append(slices.Clone(f.entries), nextE)); len(forks) != 0 {
+		t.Fatalf("an abandoned lower-epoch tail reported as a fork: %v", forks)
+	}
+	// The old branch goes on at the new epoch: two holders ran at once.
+	late := *f.entries[5].Checkpoint
+	late.Seq, late.Tick, late.Prev, late.Epoch = late.Seq+1, late.Tick+1, f.entries[5].CID, old+1
+	lateE := sign(&late)
+	forks := DetectForks(append(slices.Clone(f.entries), nextE, lateE))
+	if len(forks) != 1 || !forks[0].Prev.Equals(f.entries[3].CID) {
+		t.Fatalf("concurrent branches at epoch %d: forks %v, want one after seq 3", old+1, forks)
 	}
 }

@@ -265,7 +265,7 @@ func (d *DHT) GetValue(ctx context.Context, key string) ([]byte, error) {
 	}
 	ctx, cancel := d.bound(ctx, d.cfg.queryTimeout)
 	defer cancel()
-	v, err := d.kad.GetValue(ctx, key)
+	v, err := d.kad.GetValue(ctx, key, kaddht.Quorum(d.cfg.quorum))
 	if err != nil {
 		return nil, d.wrap("get", key, err)
 	}

@@ -25,6 +25,7 @@ type config struct {
 	bootstrap    []peer.AddrInfo
 	logger       *slog.Logger
 	queryTimeout time.Duration
+	quorum       int
 	datastore    ds.Batching // nil: kad-dht's in-memory store; set by tests only
 }
 
@@ -38,6 +39,9 @@ func defaults(c *config) error {
 func (c *config) validate() error {
 	if c.logger == nil {
 		return fmt.Errorf("%w: logger is nil", ErrBadOption)
+	}
+	if c.quorum < 0 {
+		return fmt.Errorf("%w: quorum %d must not be negative", ErrBadOption, c.quorum)
 	}
 	if c.queryTimeout <= 0 {
 		return fmt.Errorf("%w: query timeout %v must be positive", ErrBadOption, c.queryTimeout)
@@ -101,6 +105,19 @@ func WithLogger(l *slog.Logger) Option {
 func WithQueryTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		c.queryTimeout = d
+		return nil
+	}
+}
+
+// WithQuorum makes GetValue return the best record among the first n peers
+// that answered (plus this node's own), instead of waiting for the whole
+// lookup (n = 0, the default). A full lookup waits for every peer it
+// contacts, so one dead peer whose dial hangs (a QUIC handshake to a killed
+// process gets no reset) stalls every read for the dial timeout; a quorum
+// of 3 is what kad-dht recommends for records that change.
+func WithQuorum(n int) Option {
+	return func(c *config) error {
+		c.quorum = n
 		return nil
 	}
 }

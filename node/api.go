@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/agents/keystore"
 	"github.com/igor-mesh/igor-node/hosting"
 )
 
@@ -146,6 +147,44 @@ func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
 		}
 		writeJSON(w, http.StatusOK, rep)
 	})
+	mux.HandleFunc("GET /v1/agents/{did}/lineage", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := m.LineageRemote(r.Context(), r.PathValue("did"))
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("POST /v1/agents/{did}/revive", func(w http.ResponseWriter, r *http.Request) {
+		res, err := m.Revive(r.Context(), r.PathValue("did"), nil)
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, res)
+	})
+	mux.HandleFunc("GET /v1/custody", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, m.Custody.Status())
+	})
+	mux.HandleFunc("POST /v1/drain", func(w http.ResponseWriter, r *http.Request) {
+		timeout := 60 * time.Second
+		if v := r.URL.Query().Get("timeout"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				writeErr(w, http.StatusBadRequest, fmt.Errorf("timeout %q is not a positive duration like 30s", v))
+				return
+			}
+			timeout = d
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		m.kickAdvertise() // advertise no free slot at once
+		if err := m.Custody.Drain(ctx); err != nil {
+			writeErr(w, http.StatusGatewayTimeout, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"drained": true, "custody": m.Custody.Status()})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint %s %s (see docs/API.md)", r.Method, r.URL.Path))
 	})
@@ -214,7 +253,7 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, ErrUnknownAgent):
+	case errors.Is(err, ErrUnknownAgent), errors.Is(err, keystore.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest):
 		return http.StatusBadRequest

@@ -352,6 +352,7 @@ type custodyOffer struct {
 	Version  int                 `json:"version"`
 	Head     string              `json:"head"` // the checkpoint the group starts from
 	Seq      uint64              `json:"seq"`
+	Epoch    uint64              `json:"epoch,omitempty"` // the head's epoch (revive); the group campaigns above it
 	Seed     []byte              `json:"seed,omitempty"`
 	TermMs   int64               `json:"term_ms"`
 	Members  []string            `json:"members"`
@@ -431,7 +432,10 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	}
 	members := slices.Sorted(slices.Values(o.Members))
 	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs}
-	if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Seq: o.Seq, Campaign: o.Campaign}); err != nil {
+	if a.Head.Checkpoint.Epoch != o.Epoch {
+		return fmt.Errorf("%w: offer says epoch %d, the checkpoint is at epoch %d", ErrBadMessage, o.Epoch, a.Head.Checkpoint.Epoch)
+	}
+	if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Seq: o.Seq, Epoch: o.Epoch, Campaign: o.Campaign}); err != nil {
 		return err
 	}
 	m.kickAdvertise()

@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -224,7 +225,25 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
 	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1}
-	size := 1 + int(man.Lease.Replicas)
+	if err := m.place(ctx, res, head, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+		if err := m.Home.RemoveHead(did); err != nil {
+			m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
+		}
+		_ = m.Store.Unpin(head.CID)
+		_ = m.Keys.Delete(did)
+		return res, err
+	}
+	return res, nil
+}
+
+// place forms a custody group for the agent at head: the 1+replicas best
+// hosts of ranked. Every member fetches, verifies and compiles the agent in
+// parallel; then the best-ranked one is asked to campaign. A member that
+// refuses is replaced by the next eligible host (the members that joined
+// leave again and the group is offered afresh).
+func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head, ranked []*agents.HostRecord, replicas int, termMs int64, key ed25519.PrivateKey, progress func(string)) error {
+	did := head.Checkpoint.Agent
+	size := 1 + replicas
 	refused := map[string]bool{}
 	for attempt := 0; ; attempt++ {
 		var group []*agents.HostRecord
@@ -242,8 +261,8 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 			members[i] = h.Peer
 			addrs[h.Peer] = h.Addrs
 		}
-		offer := custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seq: head.Checkpoint.Seq, Seed: key.Seed(),
-			TermMs: int64(man.Lease.TermSeconds) * 1000, Members: members, Addrs: addrs, From: m.PeerAddrs()}
+		offer := custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seq: head.Checkpoint.Seq, Epoch: head.Checkpoint.Epoch,
+			Seed: key.Seed(), TermMs: termMs, Members: members, Addrs: addrs, From: m.PeerAddrs()}
 		progress(fmt.Sprintf("custody group of %d: %v", len(group), members))
 		// Every member fetches, verifies and compiles the agent at once; then
 		// the best-ranked one is asked to campaign for the first lease.
@@ -281,7 +300,7 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 			}
 			res.Members = members
 			progress("placed: first holder " + res.Holder)
-			return res, nil
+			return nil
 		}
 		for _, h := range joined {
 			o := offer
@@ -291,12 +310,7 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 			}
 		}
 	}
-	if err := m.Home.RemoveHead(did); err != nil {
-		m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
-	}
-	_ = m.Store.Unpin(head.CID)
-	_ = m.Keys.Delete(did)
-	return res, fmt.Errorf("%w: not enough eligible hosts accepted custody: %v", ErrNoHost, res.Refused)
+	return fmt.Errorf("%w: not enough eligible hosts accepted custody: %v", ErrNoHost, res.Refused)
 }
 
 func (m *Mesh) offer(ctx context.Context, h *agents.HostRecord, offer custodyOffer) error {

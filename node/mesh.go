@@ -132,6 +132,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		dht.WithValidator(agents.HostNamespace, agents.HostValidator{Now: now}),
 		dht.WithBootstrapPeers(boot...),
 		dht.WithLogger(cfg.Logger),
+		dht.WithQuorum(3),
 	); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ DIR=${2:-$here/run}
 BIN=${BIN:-$here/../bin/igor-node}
 SLOTS=${SLOTS:-4}
 TICK=${TICK:-200ms}
+DRAIN=${DRAIN:-10s} # on SIGTERM, time to hand agents to other custody members
 WAIT=${WAIT:-90}
 [[ "$N" =~ ^[0-9]+$ && "$N" -ge 1 ]] || { echo "N must be a positive number, got '$N'" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "missing $BIN: run 'make build' first" >&2; exit 1; }
@@ -23,7 +24,7 @@ start() { # i [bootstrap]
   local i=$1 home="$DIR/n$1"
   mkdir -p "$home"
   rm -f "$home/api.addr"
-  local args=(--home "$home" daemon --api 127.0.0.1:0 --slots "$SLOTS" --tick-interval "$TICK")
+  local args=(--home "$home" daemon --api 127.0.0.1:0 --slots "$SLOTS" --tick-interval "$TICK" --drain-timeout "$DRAIN")
   [ -n "${2:-}" ] && args+=(--bootstrap "$2")
   "$BIN" "${args[@]}" >"$home/daemon.out" 2>"$home/daemon.log" &
   echo $! >"$home/pid"

@@ -25,6 +25,7 @@ func newDaemonCmd(g *globalFlags) *cobra.Command {
 		slots             int
 		price             int64
 		lf                loopFlags
+		drainTimeout      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -77,7 +78,18 @@ on loopback; its address is written to HOME/api.addr for the other commands.`,
 			}
 			lg.Info("daemon ready", "peer", m.PeerID(), "api", srv.Addr(), "slots", slots)
 			<-ctx.Done()
-			lg.Info("shutting down: checkpointing hosted agents")
+			// A graceful stop hands every agent running here to another
+			// member of its custody group (final checkpoint committed, no
+			// tick lost). What cannot move in time stops without a final
+			// checkpoint and is taken over after the lease wait.
+			lg.Info("shutting down: handing hosted agents off", "timeout", drainTimeout)
+			if drainTimeout > 0 {
+				dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+				if err := m.Custody.Drain(dctx); err != nil {
+					lg.Warn("drain incomplete", "err", err)
+				}
+				dcancel()
+			}
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			return srv.Close(sctx)
@@ -89,6 +101,7 @@ on loopback; its address is written to HOME/api.addr for the other commands.`,
 	f.StringVar(&api, "api", "127.0.0.1:5001", "address of the local HTTP API (port 0: any free port)")
 	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address")
 	f.IntVar(&slots, "slots", 8, "agents this node hosts at once (0: do not host)")
+	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once)")
 	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
 	lf.add(cmd)
 	cmd.Flags().Lookup("max-ticks").Hidden = true

@@ -56,6 +56,7 @@ func newRootCmd() *cobra.Command {
 		newRunCmd(g), newResumeCmd(g), newInspectCmd(g), newVerifyCmd(g),
 		newExportCmd(g), newImportCmd(g), newKeysCmd(g), newListCmd(g),
 		newDaemonCmd(g), newPublishCmd(g), newAgentCmd(g), newPeersCmd(g), newHostsCmd(g),
+		newDrainCmd(g), newReviveCmd(g), newCustodyCmd(g),
 	)
 	return root
 }

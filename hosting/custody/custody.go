@@ -83,8 +83,9 @@ type Hooks struct {
 	// stored (the node publishes the head record). It must not block.
 	Committed func(did string, c cid.Cid, key ed25519.PrivateKey, leaseEnd time.Time)
 	// Review is called on the holder at each lease-term end (and at once
-	// when the node drains). It returns the member the agent should move to,
-	// or "" to keep it. It may do network I/O; it runs on the agent's driver
+	// when the node drains) with the members that are live (this node and
+	// those that acknowledge its heartbeats). It returns the member the
+	// agent should move to, or "" to keep it. It may do network I/O; it runs on the agent's driver
 	// goroutine, so it must return within a few hundred milliseconds.
 	Review func(ctx context.Context, did string, members []string, draining bool) string
 }
@@ -233,6 +234,10 @@ type JoinParams struct {
 	// Head is the checkpoint the group starts from (Group.Genesis) and its
 	// seq; its blocks must already be in the store, verified.
 	Seq uint64
+	// Epoch is the starting checkpoint's epoch (non-zero when an agent is
+	// revived from a lineage that already had holders): the group's first
+	// holder campaigns above it.
+	Epoch uint64
 	// Campaign: this member asks for the first lease at once (the
 	// publisher's choice of first holder).
 	Campaign bool
@@ -274,7 +279,7 @@ func (m *Manager) Join(p JoinParams) error {
 	if err := m.st.saveGroup(g); err != nil {
 		return err
 	}
-	hs := lease.HardState{Accepted: lease.Checkpoint{Seq: p.Seq, ID: g.Genesis}}
+	hs := lease.HardState{Epoch: p.Epoch, Accepted: lease.Checkpoint{Seq: p.Seq, ID: g.Genesis}, AcceptedAt: p.Epoch}
 	if err := m.st.saveHardState(g.Agent, hs); err != nil {
 		return err
 	}

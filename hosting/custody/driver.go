@@ -24,6 +24,7 @@ const (
 	evExit                       // the running agent stopped by itself
 	evReview                     // review placement now (drain)
 	evCampaign                   // campaign now (first holder of a new group)
+	evReviewed                   // a placement review ended: target in id
 )
 
 type event struct {
@@ -64,6 +65,7 @@ type driver struct {
 	pinned    string                     // the accepted checkpoint we pinned
 	started   bool                       // the agent runs here (Service has it)
 	handoff   string                     // transfer target while handing off
+	reviewing bool                       // a placement review is in flight
 	holder    string
 	failed    error
 	lastStart time.Time
@@ -102,13 +104,8 @@ func (d *driver) loop() {
 	defer tick.Stop()
 	term := time.NewTicker(time.Duration(d.g.TermMs) * time.Millisecond)
 	defer term.Stop()
-	if d.campaign {
-		if err := d.mc.Campaign(); err != nil {
-			d.log().warn("first campaign", err)
-		}
-		d.handle()
-	}
 	for d.failed == nil {
+		d.tryCampaign()
 		select {
 		case <-d.ctx.Done():
 			return
@@ -125,6 +122,23 @@ func (d *driver) loop() {
 		d.publish()
 	}
 	<-d.ctx.Done()
+}
+
+// tryCampaign runs a requested campaign (first holder of a new or revived
+// group) as soon as this node's view of the lease has lapsed; a holder
+// heard meanwhile makes it moot.
+func (d *driver) tryCampaign() {
+	if !d.campaign {
+		return
+	}
+	if d.holder != "" && d.holder != d.m.cfg.Self || d.mc.Role() != lease.Follower {
+		d.campaign = false
+		return
+	}
+	if err := d.mc.Campaign(); err == nil {
+		d.campaign = false
+		d.handle()
+	}
 }
 
 // catchUp ticks the machine up to the monotonic clock, so a late timer or
@@ -171,10 +185,10 @@ func (d *driver) on(ev event) {
 	case evReview:
 		d.review()
 	case evCampaign:
-		if err := d.mc.Campaign(); err != nil {
-			d.log().warn("campaign", err)
-		}
-		d.handle()
+		d.campaign = true
+	case evReviewed:
+		d.reviewing = false
+		d.handOff(ev.id)
 	}
 }
 
@@ -364,17 +378,40 @@ func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
 	return h, true
 }
 
-// review asks the node whether the agent should move; if so it stops the
-// agent with a final checkpoint, proposes it, and transfers once it is
-// committed (tryTransfer).
+// review asks the node, off the driver goroutine (it may do DHT lookups
+// that must not delay heartbeats), whether the agent should move.
 func (d *driver) review() {
-	if d.handoff != "" || !d.mc.Running() || !d.started {
+	if d.reviewing || d.handoff != "" || !d.mc.Running() || !d.started {
 		return
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Second)
-	target := d.m.cfg.Hooks.Review(ctx, d.did, d.g.Members, d.m.draining.Load())
-	cancel()
+	d.reviewing = true
+	draining := d.m.draining.Load()
+	// Only members that answer heartbeats and hold the committed checkpoint
+	// are candidates; a dead one would be handed the agent only to lose it.
+	var live []string
+	for _, p := range d.g.Members {
+		if d.mc.Live(p) {
+			live = append(live, p)
+		}
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+		target := d.m.cfg.Hooks.Review(ctx, d.did, live, draining)
+		cancel()
+		select {
+		case d.inbox <- event{kind: evReviewed, id: target}:
+		case <-d.ctx.Done():
+		}
+	}()
+}
+
+// handOff stops the agent with a final checkpoint, proposes it, and
+// transfers the lease to target once it is committed (tryTransfer).
+func (d *driver) handOff(target string) {
 	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.g.Members, target) {
+		return
+	}
+	if d.handoff != "" || !d.mc.Running() || !d.started {
 		return
 	}
 	d.m.cfg.Logger.Info("custody: handing agent off", "agent", d.did, "to", target, "epoch", d.mc.Epoch())

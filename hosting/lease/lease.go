@@ -245,6 +245,7 @@ type Machine struct {
 	sent      map[uint64]int64           // round → tick sent
 	acks      map[uint64]map[string]bool // round → members that acknowledged
 	match     map[string]uint64          // member → accepted seq at our epoch
+	lastAck   map[string]int64           // member → tick of its latest acknowledgement
 	pending   []Checkpoint               // proposed, not committed (first: recovery)
 	committed Checkpoint
 	hasCommit bool
@@ -307,6 +308,21 @@ func (m *Machine) Accepted() (Checkpoint, uint64) { return m.hs.Accepted, m.hs.A
 // Committed is the latest checkpoint this holder knows committed (zero when
 // not a holder or none yet).
 func (m *Machine) Committed() Checkpoint { return m.committed }
+
+// Live reports, on the holder, whether member p acknowledged a heartbeat
+// within the last LeaseTicks and stores the latest committed checkpoint: a
+// handoff target must be one (a handoff to a dead member costs a full
+// takeover). Self is always live; on a non-holder every other member is not.
+func (m *Machine) Live(p string) bool {
+	if p == m.cfg.Self {
+		return true
+	}
+	if m.role != Holder {
+		return false
+	}
+	at, ok := m.lastAck[p]
+	return ok && m.now-at <= int64(m.cfg.LeaseTicks) && m.match[p] >= m.committed.Seq
+}
 
 // Campaign starts a takeover attempt now, without waiting for the rank
 // stagger: the driver calls it for the first holder of a new group (every
@@ -616,6 +632,7 @@ func (m *Machine) maybeWin() {
 	m.sent = map[uint64]int64{}
 	m.acks = map[uint64]map[string]bool{}
 	m.match = map[string]uint64{}
+	m.lastAck = map[string]int64{}
 	m.pending = []Checkpoint{best}
 	m.hasCommit = false
 	m.committed = Checkpoint{}
@@ -658,6 +675,7 @@ func (m *Machine) stepAppendAck(msg Message) {
 		return
 	}
 	m.match[msg.From] = max(m.match[msg.From], msg.Checkpoint.Seq)
+	m.lastAck[msg.From] = m.now
 	if a, ok := m.acks[msg.Round]; ok {
 		a[msg.From] = true
 	}

@@ -192,31 +192,32 @@ func TestAnalyzeAndDecide(t *testing.T) {
 	}
 	a, l, v := healthy()
 	good := res(true, a, l, "", v, "")
-	if ok, msg := decide([]agentResult{good}, nil); !ok || len(good.Forks) != 0 || good.Lost || *good.FinalSeq != 3 || good.MaxGapS != 3 || good.MaxGapAtS != 2 {
+	if ok, msg, _ := decide([]agentResult{good}, nil); !ok || len(good.Forks) != 0 || good.Lost || *good.FinalSeq != 3 || good.MaxGapS != 3 || good.MaxGapAtS != 2 {
 		t.Fatalf("healthy agent failed: %s %+v", msg, good)
 	}
 
 	cases := []struct {
 		name string
+		kind string
 		r    func() agentResult
-		want []string // all must appear in the summary
+		want []string // all must appear in the agent's detail line
 	}{
-		{"dead", func() agentResult { a, l, v := healthy(); return res(false, a, l, "", v, "") }, []string{"a1: not alive"}},
-		{"fork", func() agentResult {
+		{"dead", "not alive a1", func() agentResult { a, l, v := healthy(); return res(false, a, l, "", v, "") }, []string{"a1: not alive"}},
+		{"fork", "forked a1", func() agentResult {
 			a, l, v := healthy()
 			a.record(status{DID: a.DID, Seq: 2, Tick: 10, Head: "c2-other"}, 4*time.Second)
 			return res(true, a, l, "", v, "")
 		}, []string{"1 fork(s)", "seq 2", "c2-other vs c2"}},
-		{"lost", func() agentResult {
+		{"lost", "lost a1", func() agentResult {
 			a, _, v := healthy()
 			a.record(status{DID: a.DID, Seq: 4, Tick: 20, Head: "c4"}, 4*time.Second)
 			return res(true, a, lin("g", "c1", "c2", "c3"), "", v, "")
 		}, []string{"lost committed progress: seq 4 was seen, final head is seq 3"}},
-		{"verify-invalid", func() agentResult {
+		{"verify-invalid", "verify a1", func() agentResult {
 			a, l, _ := healthy()
 			return res(true, a, l, "", &verifyReport{Error: "bad signature"}, "")
 		}, []string{"verify: invalid: bad signature"}},
-		{"verify-forks", func() agentResult {
+		{"verify-forks", "forked a1; verify a1", func() agentResult {
 			a, l, v := healthy()
 			v.Forks = append(v.Forks, struct {
 				Prev string `json:"prev"`
@@ -224,33 +225,40 @@ func TestAnalyzeAndDecide(t *testing.T) {
 				B    string `json:"b"`
 			}{"c1", "c2", "c2b"})
 			return res(true, a, l, "", v, "")
-		}, []string{"verify: 1 fork(s)", "c2 vs c2b (verify)"}},
-		{"verify-unreachable", func() agentResult { a, l, _ := healthy(); return res(true, a, l, "", nil, "HTTP 502: fetch") }, []string{"verify: HTTP 502"}},
-		{"lineage-unavailable", func() agentResult {
+		}, []string{"verify: 1 fork(s)", "after c1: c2 vs c2b (verify)"}},
+		{"verify-unreachable", "verify a1", func() agentResult { a, l, _ := healthy(); return res(true, a, l, "", nil, "HTTP 502: fetch") }, []string{"verify: HTTP 502"}},
+		{"lineage-unavailable", "lineage a1", func() agentResult {
 			a, _, v := healthy()
 			return res(true, a, nil, "unavailable", v, "")
 		}, []string{"lineage: unavailable"}},
-		{"lineage-invalid", func() agentResult {
+		{"lineage-invalid", "lineage a1", func() agentResult {
 			a, l, v := healthy()
 			l.Valid, l.Error = false, "broken link"
 			return res(true, a, l, "", v, "")
 		}, []string{"lineage: invalid: broken link"}},
-		{"no-final-head", func() agentResult { a, _, _ := healthy(); return res(true, a, nil, "down", nil, "down") }, []string{"lost progress unknown"}},
+		{"no-final-head", "verify a1; lineage a1; lost? a1", func() agentResult { a, _, _ := healthy(); return res(true, a, nil, "down", nil, "down") }, []string{"lost progress unknown"}},
 	}
 	for _, c := range cases {
 		r := c.r()
-		ok, msg := decide([]agentResult{good, r}, nil)
-		if ok || !strings.HasPrefix(msg, "CHAOS FAIL: 1 of 2") {
-			t.Errorf("%s: ok=%v %s", c.name, ok, msg)
+		ok, msg, details := decide([]agentResult{good, r}, nil)
+		if ok || !strings.HasPrefix(msg, "CHAOS FAIL: 1 of 2 agents failed ("+c.kind+")") || len(details) != 1 {
+			t.Errorf("%s: ok=%v %s %q", c.name, ok, msg, details)
+			continue
 		}
 		for _, w := range c.want {
-			if !strings.Contains(msg, w) {
-				t.Errorf("%s: summary %q lacks %q", c.name, msg, w)
+			if !strings.Contains(details[0], w) {
+				t.Errorf("%s: details %q lack %q", c.name, details[0], w)
 			}
 		}
 	}
-	if ok, msg := decide([]agentResult{good}, []string{"n2 did not restart"}); ok || !strings.Contains(msg, "run: n2 did not restart") {
+	if ok, msg, _ := decide([]agentResult{good}, []string{"n2 did not restart"}); ok || !strings.Contains(msg, "run: n2 did not restart") {
 		t.Errorf("run failure: ok=%v %s", ok, msg)
+	}
+	dead := cases[0].r()
+	dead2 := dead
+	dead2.Name = "a7"
+	if _, msg, details := decide([]agentResult{dead, good, dead2}, nil); msg != "CHAOS FAIL: 2 of 3 agents failed (not alive a1,a7)" || len(details) != 2 {
+		t.Errorf("grouping: %s %q", msg, details)
 	}
 }
 
@@ -269,23 +277,23 @@ func TestFetchLineage(t *testing.T) {
 	ctx := context.Background()
 
 	code, body = 404, `{"error":"no such endpoint GET /v1/agents/did:key:z6MkA/lineage (see docs/API.md)"}`
-	if l, why := h.fetchLineage(ctx, "did:key:z6MkA"); l != nil || !strings.Contains(why, "unavailable") {
+	if l, why := h.fetchLineage(ctx, "did:key:z6MkA", h.liveOrder()); l != nil || !strings.Contains(why, "unavailable") {
 		t.Errorf("404 endpoint: %v %q", l, why)
 	}
 	code, body = 404, `{"error":"node: unknown agent: no head record"}`
-	if l, why := h.fetchLineage(ctx, "did:key:z6MkA"); l != nil || !strings.Contains(why, "unknown agent") {
+	if l, why := h.fetchLineage(ctx, "did:key:z6MkA", h.liveOrder()); l != nil || !strings.Contains(why, "unknown agent") {
 		t.Errorf("404 agent: %v %q", l, why)
 	}
 	code, body = 200, `{"did":"did:key:z6MkA","valid":true,"entries":[{"seq":0,"cid":"g"},{"seq":1,"cid":"c1","time_unix_ns":5}]}`
-	if l, why := h.fetchLineage(ctx, "did:key:z6MkA"); l == nil || len(l.Entries) != 2 || l.Entries[1].Time != 5 {
+	if l, why := h.fetchLineage(ctx, "did:key:z6MkA", h.liveOrder()); l == nil || len(l.Entries) != 2 || l.Entries[1].Time != 5 {
 		t.Errorf("200: %+v %q", l, why)
 	}
 	code, body = 200, `{"did":"did:key:z6MkA","valid":true,"entries":[{"seq":1,"cid":"c1"},{"seq":0,"cid":"g"}]}`
-	if l, why := h.fetchLineage(ctx, "did:key:z6MkA"); l != nil || !strings.Contains(why, "seq order") {
+	if l, why := h.fetchLineage(ctx, "did:key:z6MkA", h.liveOrder()); l != nil || !strings.Contains(why, "seq order") {
 		t.Errorf("unordered: %v %q", l, why)
 	}
 	code, body = 200, `{"valid":true,"forks":[{"prev":"p","a":"x","b":"y"}],"last_seq":4}`
-	if v, why := h.fetchVerify(ctx, "did:key:z6MkA"); v == nil || len(v.Forks) != 1 || v.LastSeq != 4 {
+	if v, why := h.fetchVerify(ctx, "did:key:z6MkA", h.liveOrder()); v == nil || len(v.Forks) != 1 || v.LastSeq != 4 {
 		t.Errorf("verify: %+v %q", v, why)
 	}
 }

@@ -436,51 +436,79 @@ type agentResult struct {
 	LastError   string   `json:"last_query_error,omitempty"`
 }
 
+// problem is one reason an agent failed: Kind groups agents in the
+// summary line, Detail is the evidence.
+type problem struct{ Kind, Detail string }
+
 // problems lists why the agent failed; empty means it passed.
-func (r agentResult) problems() []string {
-	var p []string
+func (r agentResult) problems() []problem {
+	var p []problem
 	if !r.Alive {
-		p = append(p, "not alive")
+		p = append(p, problem{"not alive", "not alive: its tick did not advance after the calm period"})
 	}
 	if len(r.Forks) > 0 {
-		f := r.Forks[0]
-		p = append(p, fmt.Sprintf("%d fork(s), first at seq %d: %s vs %s (%s)", len(r.Forks), f.Seq, f.Seen, f.Other, f.Source))
+		f, at := r.Forks[0], ""
+		if f.Source == "verify" {
+			at = "after " + f.Prev
+		} else {
+			at = fmt.Sprintf("at seq %d", f.Seq)
+		}
+		p = append(p, problem{"forked", fmt.Sprintf("%d fork(s), first %s: %s vs %s (%s)", len(r.Forks), at, f.Seen, f.Other, f.Source)})
 	}
 	if !r.VerifyOK {
-		p = append(p, "verify: "+r.Verify)
+		p = append(p, problem{"verify", "verify: " + r.Verify})
 	}
 	if !r.LineageOK {
-		p = append(p, "lineage: "+r.Lineage)
+		p = append(p, problem{"lineage", "lineage: " + r.Lineage})
 	}
 	switch {
 	case r.FinalSeq == nil:
-		p = append(p, "lost progress unknown (no final head)")
+		p = append(p, problem{"lost?", "lost progress unknown (no final head)"})
 	case r.Lost:
-		p = append(p, fmt.Sprintf("lost committed progress: seq %d was seen, final head is seq %d", r.MaxSeenSeq, *r.FinalSeq))
+		p = append(p, problem{"lost", fmt.Sprintf("lost committed progress: seq %d was seen, final head is seq %d", r.MaxSeenSeq, *r.FinalSeq)})
 	}
 	return p
 }
 
 // decide is the verdict: ok only if every agent passed and the run itself
-// had no failure (a node that crashed on its own or did not restart).
-func decide(rs []agentResult, runFailures []string) (bool, string) {
-	var bad []string
+// had no failure (a node that crashed on its own or did not restart). The
+// summary groups failed agents by kind of problem; details has one line per
+// failed agent with the evidence.
+func decide(rs []agentResult, runFailures []string) (ok bool, summary string, details []string) {
+	var kinds []string
+	byKind := map[string][]string{}
+	failed := 0
 	for _, r := range rs {
-		if p := r.problems(); len(p) > 0 {
-			bad = append(bad, r.Name+": "+strings.Join(p, ", "))
+		ps := r.problems()
+		if len(ps) == 0 {
+			continue
 		}
+		failed++
+		var ds []string
+		for _, p := range ps {
+			if byKind[p.Kind] == nil {
+				kinds = append(kinds, p.Kind)
+			}
+			byKind[p.Kind] = append(byKind[p.Kind], r.Name)
+			ds = append(ds, p.Detail)
+		}
+		details = append(details, r.Name+": "+strings.Join(ds, "; "))
 	}
-	if len(bad) == 0 && len(runFailures) == 0 {
-		return true, fmt.Sprintf("CHAOS OK: all %d agents alive, unforked, verified, nothing lost", len(rs))
+	if failed == 0 && len(runFailures) == 0 {
+		return true, fmt.Sprintf("CHAOS OK: all %d agents alive, unforked, verified, nothing lost", len(rs)), nil
 	}
-	msg := fmt.Sprintf("CHAOS FAIL: %d of %d agents failed", len(bad), len(rs))
-	if len(bad) > 0 {
-		msg += " (" + strings.Join(bad, "; ") + ")"
+	summary = fmt.Sprintf("CHAOS FAIL: %d of %d agents failed", failed, len(rs))
+	var groups []string
+	for _, k := range kinds {
+		groups = append(groups, k+" "+strings.Join(byKind[k], ","))
+	}
+	if len(groups) > 0 {
+		summary += " (" + strings.Join(groups, "; ") + ")"
 	}
 	if len(runFailures) > 0 {
-		msg += "; run: " + strings.Join(runFailures, "; ")
+		summary += "; run: " + strings.Join(runFailures, "; ")
 	}
-	return false, msg
+	return false, summary, details
 }
 
 // analyze turns what was seen plus the final lineage and verify report
@@ -704,7 +732,8 @@ type harness struct {
 
 	agents     []*agentObs
 	chaosStart time.Duration
-	finalRng   *rand.Rand // which node answers verify and lineage
+	finalMu    sync.Mutex
+	finalRng   *rand.Rand // which node answers verify and lineage; guarded by finalMu
 }
 
 func newHarness(cfg config, log *eventLog) *harness {
@@ -798,19 +827,32 @@ func (h *harness) run(ctx context.Context) int {
 	}
 
 	h.log.Printf("verifying lineages")
+	// Verify and lineage fetch whole DAGs over the mesh: a few agents at a
+	// time keeps a 20-agent soak within the global deadline.
 	results := make([]agentResult, len(h.agents))
+	sem := make(chan struct{}, 4)
+	var vwg sync.WaitGroup
 	for i, a := range h.agents {
-		ver, verErr := h.fetchVerify(ctx, a.DID)
-		lin, linErr := h.fetchLineage(ctx, a.DID)
-		results[i] = analyze(a, alive[i], lin, linErr, ver, verErr, h.log.t0, h.chaosStart, obsEnd, h.peerName)
+		vwg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t := time.Now()
+			// One node answers both when it can: after verify it holds the DAG.
+			apis := h.liveOrder()
+			ver, verErr := h.fetchVerify(ctx, a.DID, apis)
+			lin, linErr := h.fetchLineage(ctx, a.DID, apis)
+			results[i] = analyze(a, alive[i], lin, linErr, ver, verErr, h.log.t0, h.chaosStart, obsEnd, h.peerName)
+			h.log.Printf("checked  %s in %.1fs", a.Name, time.Since(t).Seconds())
+		})
 	}
+	vwg.Wait()
 	h.mu.Lock()
 	failures := slices.Clone(h.failures)
 	h.mu.Unlock()
-	ok, summary := decide(results, failures)
+	ok, summary, details := decide(results, failures)
 	summary += fmt.Sprintf(" [%d kills in %.0fs, seed %d]", h.kills, (chaosEnd - h.chaosStart).Seconds(), c.Seed)
-	h.printReport(results)
-	if err := h.writeReport(results, ok, summary, chaosEnd); err != nil {
+	h.printReport(results, details)
+	if err := h.writeReport(results, ok, summary, details, chaosEnd); err != nil {
 		h.log.Printf("cannot write the report: %v", err)
 	}
 	h.log.Printf("%s", summary)
@@ -928,6 +970,22 @@ func (h *harness) randomLive(rng *rand.Rand) (string, bool) {
 	return live[rng.IntN(len(live))], true
 }
 
+// liveOrder is the APIs of the live nodes in a random order.
+func (h *harness) liveOrder() []string {
+	h.mu.Lock()
+	var live []string
+	for _, n := range h.nodes {
+		if n.up {
+			live = append(live, n.API)
+		}
+	}
+	h.mu.Unlock()
+	h.finalMu.Lock()
+	h.finalRng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+	h.finalMu.Unlock()
+	return live
+}
+
 // observe asks a random live node for the agent's status every Poll.
 func (h *harness) observe(ctx context.Context, a *agentObs, rng *rand.Rand) {
 	t := time.NewTicker(h.cfg.Poll)
@@ -999,14 +1057,10 @@ func (h *harness) get(ctx context.Context, api, path string, timeout time.Durati
 // finalTimeout bounds verify and lineage, which fetch the whole DAG.
 const finalTimeout = 30 * time.Second
 
-// fetchVerify asks up to two live nodes to verify the agent's lineage.
-func (h *harness) fetchVerify(ctx context.Context, did string) (*verifyReport, string) {
-	var why string
-	for range 2 {
-		api, ok := h.randomLive(h.finalRng)
-		if !ok {
-			return nil, "no live node"
-		}
+// fetchVerify asks up to two of apis to verify the agent's lineage.
+func (h *harness) fetchVerify(ctx context.Context, did string, apis []string) (*verifyReport, string) {
+	why := "no live node"
+	for _, api := range apis[:min(2, len(apis))] {
 		data, err := h.get(ctx, api, "/v1/agents/"+did+"/verify", finalTimeout)
 		if err != nil {
 			why = err.Error()
@@ -1023,13 +1077,9 @@ func (h *harness) fetchVerify(ctx context.Context, did string) (*verifyReport, s
 
 // fetchLineage gets the checkpoint chain; a 404 for the endpoint itself
 // means the daemon has no /lineage yet.
-func (h *harness) fetchLineage(ctx context.Context, did string) (*lineage, string) {
-	var why string
-	for range 2 {
-		api, ok := h.randomLive(h.finalRng)
-		if !ok {
-			return nil, "no live node"
-		}
+func (h *harness) fetchLineage(ctx context.Context, did string, apis []string) (*lineage, string) {
+	why := "no live node"
+	for _, api := range apis[:min(2, len(apis))] {
 		data, err := h.get(ctx, api, "/v1/agents/"+did+"/lineage", finalTimeout)
 		var he *httpError
 		if errors.As(err, &he) && he.Status == http.StatusNotFound && strings.Contains(he.Msg, "no such endpoint") {
@@ -1320,7 +1370,7 @@ func (h *harness) statusLines(ctx context.Context) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-func (h *harness) printReport(rs []agentResult) {
+func (h *harness) printReport(rs []agentResult, details []string) {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "AGENT\tDID\tALIVE\tFORKS\tVERIFY\tLINEAGE\tLOST\tMAX GAP\tCP GAP\tTICK\tEPOCHS\tHOLDERS")
@@ -1349,10 +1399,8 @@ func (h *harness) printReport(rs []agentResult) {
 			joinUints(r.Epochs), strings.Join(r.Holders, ","))
 	}
 	tw.Flush()
-	for _, r := range rs {
-		for _, f := range r.Forks[:min(len(r.Forks), 3)] {
-			fmt.Fprintf(&b, "fork %s seq %d (%s): seen %s, other %s\n", r.Name, f.Seq, f.Source, f.Seen, f.Other)
-		}
+	for _, d := range details {
+		fmt.Fprintln(&b, d)
 	}
 	h.log.Printf("report (%s)\n%s", filepath.Join(h.cfg.Dir, "chaos-report.json"), strings.TrimRight(b.String(), "\n"))
 }
@@ -1379,11 +1427,12 @@ func joinUints(v []uint64) string {
 	return strings.Join(s, ",")
 }
 
-func (h *harness) writeReport(rs []agentResult, ok bool, summary string, chaosEnd time.Duration) error {
+func (h *harness) writeReport(rs []agentResult, ok bool, summary string, details []string, chaosEnd time.Duration) error {
 	h.mu.Lock()
 	rep := struct {
 		OK          bool          `json:"ok"`
 		Summary     string        `json:"summary"`
+		Details     []string      `json:"details"`
 		Seed        uint64        `json:"seed"`
 		Nodes       int           `json:"nodes"`
 		Agents      int           `json:"agents"`
@@ -1394,7 +1443,7 @@ func (h *harness) writeReport(rs []agentResult, ok bool, summary string, chaosEn
 		Failures    []string      `json:"run_failures"`
 		Events      []event       `json:"events"`
 		Results     []agentResult `json:"agents_report"`
-	}{ok, summary, h.cfg.Seed, h.cfg.Nodes, h.cfg.Agents, h.cfg.Tick, round1(h.chaosStart.Seconds()), round1(chaosEnd.Seconds()),
+	}{ok, summary, details, h.cfg.Seed, h.cfg.Nodes, h.cfg.Agents, h.cfg.Tick, round1(h.chaosStart.Seconds()), round1(chaosEnd.Seconds()),
 		h.kills, slices.Clone(h.failures), slices.Clone(h.events), rs}
 	h.mu.Unlock()
 	if rep.Failures == nil {

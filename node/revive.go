@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/node/exchange"
+)
+
+// ErrAgentAlive: revive refused because the agent's lease is still live.
+var ErrAgentAlive = errors.New("node: agent is alive")
+
+// LineageEntry is one checkpoint of a lineage report.
+type LineageEntry struct {
+	Seq    uint64 `json:"seq"`
+	CID    string `json:"cid"`
+	Epoch  uint64 `json:"epoch"`
+	Tick   uint64 `json:"tick"`
+	Holder string `json:"holder"`
+}
+
+// LineageReport lists an agent's checkpoint chain, genesis first.
+type LineageReport struct {
+	DID     string         `json:"did"`
+	Valid   bool           `json:"valid"`
+	Error   string         `json:"error,omitempty"`
+	Head    string         `json:"head,omitempty"`
+	Entries []LineageEntry `json:"entries"`
+}
+
+// LineageRemote fetches the agent's DAG from the mesh (as VerifyRemote) and
+// lists its verified chain, so a client can check that checkpoints it saw
+// earlier are still part of it.
+func (m *Mesh) LineageRemote(ctx context.Context, did string) (*LineageReport, error) {
+	st, err := m.QueryAgent(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	head, err := m.fetchLineage(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	rep := &LineageReport{DID: did, Head: head.String(), Entries: []LineageEntry{}}
+	lin, err := agents.VerifyLineage(head, m.Store, agents.VerifyOptions{})
+	if err != nil {
+		rep.Error = err.Error()
+		return rep, nil
+	}
+	rep.Valid = true
+	for _, e := range lin.Entries {
+		cp := e.Checkpoint
+		rep.Entries = append(rep.Entries, LineageEntry{Seq: cp.Seq, CID: e.CID.String(), Epoch: cp.Epoch, Tick: cp.Tick, Holder: cp.Holder})
+	}
+	return rep, nil
+}
+
+func (m *Mesh) fetchLineage(ctx context.Context, st *AgentStatus) (cid.Cid, error) {
+	var from []peer.AddrInfo
+	if id, err := peer.Decode(st.Holder); err == nil && id != m.Host.ID() {
+		from = append(from, peer.AddrInfo{ID: id})
+	}
+	head, err := cid.Decode(st.Head)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if _, err := m.Ex.FetchDAG(ctx, head, exchange.FetchOptions{From: from}); err != nil {
+		return cid.Undef, fmt.Errorf("fetch lineage of %s: %w", st.DID, err)
+	}
+	return head, nil
+}
+
+// Revive gives an agent whose custodians are all gone a new custody group,
+// from the latest checkpoint found in the mesh (its head record), or this
+// node's own head of it when no record is left. It needs the agent key in
+// this node's keystore (the publisher's) and refuses (ErrAgentAlive) while
+// the head record shows a lease that has not ended: a second group next to
+// a live one would fork the agent. The new group runs above the head's
+// epoch, so the lineage stays one chain.
+func (m *Mesh) Revive(ctx context.Context, did string, progress func(string)) (*PublishResult, error) {
+	if progress == nil {
+		progress = func(string) {}
+	}
+	if _, err := agents.ParseDID(did); err != nil {
+		return nil, err
+	}
+	key, err := m.Keys.Get(did)
+	if err != nil {
+		return nil, fmt.Errorf("revive needs the agent's key in this node's keystore: %w", err)
+	}
+	var head cid.Cid
+	st, err := m.QueryAgent(ctx, did)
+	switch {
+	case err == nil:
+		if live := time.Until(st.LeaseExpiry); live > 0 || time.Since(st.LastUpdate) < 30*time.Second {
+			return nil, fmt.Errorf("%w: holder %s committed seq %d %s ago and its lease runs until %s; revive only an agent whose custodians are gone",
+				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.LeaseExpiry.Format(time.RFC3339))
+		}
+		if head, err = m.fetchLineage(ctx, st); err != nil {
+			return nil, err
+		}
+		progress(fmt.Sprintf("latest checkpoint in the mesh: seq %d epoch %d (%s)", st.Seq, st.Epoch, st.Head))
+	case errors.Is(err, ErrUnknownAgent):
+		if head, err = m.Home.Head(did); err != nil {
+			return nil, fmt.Errorf("%w: no head record in the mesh and no local head: %v", ErrUnknownAgent, err)
+		}
+		progress("no head record in the mesh; reviving from this node's head " + head.String())
+	default:
+		return nil, err
+	}
+	lin, err := agents.VerifyLineage(head, m.Store, agents.VerifyOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("lineage of %s does not verify; not reviving it: %w", did, err)
+	}
+	last := lin.Head()
+	if last.Checkpoint.Budget == 0 {
+		return nil, fmt.Errorf("%w: %s has no budget left", hosting.ErrBudgetExhausted, did)
+	}
+	mdata, err := m.Store.Get(last.Checkpoint.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	man, err := agents.ParseManifest(mdata)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Store.Pin(last.CID); err != nil {
+		return nil, err
+	}
+	if err := m.Home.SetHead(did, last.CID); err != nil {
+		return nil, err
+	}
+	hosts, err := m.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
+	}
+	h := hosting.Head{CID: last.CID, Checkpoint: last.Checkpoint}
+	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: last.Checkpoint.Epoch + 1}
+	if err := m.place(ctx, res, h, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+		return res, err
+	}
+	return res, nil
+}
