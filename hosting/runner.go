@@ -238,6 +238,10 @@ type RunOptions struct {
 	// ctx to end. So no tick ever runs past the lease, however late the
 	// lease driver notices that it ended.
 	Fence func() time.Time
+	// OnTick, if set, is called on the runner's goroutine after every
+	// successful tick with the agent's new tick number (metrics, and the
+	// handoff-pause benchmarks). It must not block.
+	OnTick func(tick uint64)
 }
 
 func (o *RunOptions) fill() {
@@ -431,6 +435,9 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		failures = 0
 		r.tick++
 		r.dirty = true
+		if r.opts.OnTick != nil {
+			r.opts.OnTick(r.tick)
+		}
 		if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
 			if err := r.checkpoint(ctx); err != nil {
 				return r.res, err

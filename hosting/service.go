@@ -68,6 +68,9 @@ type ServiceConfig struct {
 	// with its key and lease (the node publishes the head record and
 	// provides the blocks). It must not block for long.
 	OnCommit func(h Head, key ed25519.PrivateKey, leaseExpiry time.Time)
+	// OnTick, if set, is called after every successful tick of every hosted
+	// agent (RunOptions.OnTick). It must not block.
+	OnTick func(did string, tick uint64)
 }
 
 // Service runs leased agents, one goroutine each. It owns the table of
@@ -205,6 +208,10 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	opts := s.cfg.Run
 	opts.Epoch = lease.Epoch
 	opts.Fence = lease.Fence
+	if s.cfg.OnTick != nil {
+		did := a.DID
+		opts.OnTick = func(t uint64) { s.cfg.OnTick(did, t) }
+	}
 	go func() {
 		defer s.wg.Done()
 		defer close(h.done)

@@ -85,7 +85,9 @@ func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
 		return nil, fmt.Errorf("API listen on %s: %w", addr, err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	reg.MustRegister(m.ticks, m.commitLatency,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_custody_groups", Help: "Custody groups this node is a member of."},
+			func() float64 { return float64(len(m.Custody.Status())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_hosted_agents", Help: "Agents running on this node."},
 			func() float64 { return float64(m.Svc.Slots() - m.Svc.FreeSlots()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_free_slots", Help: "Agent slots free on this node."},

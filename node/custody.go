@@ -300,7 +300,13 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 
 // custodyCommitted publishes the head record of a checkpoint a majority of
 // the group stored.
-func (m *Mesh) custodyCommitted(did string, c cid.Cid, key ed25519.PrivateKey, leaseEnd time.Time) {
+func (m *Mesh) custodyCommitted(did string, c cid.Cid, seq uint64, key ed25519.PrivateKey, leaseEnd time.Time, latency time.Duration) {
+	if latency > 0 {
+		m.commitLatency.Observe(latency.Seconds())
+	}
+	if m.cfg.OnCommitted != nil {
+		m.cfg.OnCommitted(did, seq, latency)
+	}
 	data, err := m.Store.Get(c)
 	if err != nil {
 		m.Logger.Warn("custody: committed checkpoint not readable", "agent", did, "cid", c, "err", err)
@@ -455,4 +461,11 @@ func parseAddrInfos(addrs []string) []peer.AddrInfo {
 		}
 	}
 	return out
+}
+
+func (m *Mesh) onTick(did string, tick uint64) {
+	m.ticks.Inc()
+	if m.cfg.OnTick != nil {
+		m.cfg.OnTick(did, tick)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/dht"
@@ -51,6 +52,11 @@ type MeshConfig struct {
 	AdvertiseEvery time.Duration
 	// Custody is the lease timing of custody groups; zero: custody.DefaultTiming.
 	Custody custody.Timing
+	// OnTick and OnCommitted, if set, observe every tick of a hosted agent
+	// and every checkpoint committed at a majority with its commit latency
+	// (propose → majority). Tests and benchmarks use them; they must not block.
+	OnTick      func(did string, tick uint64)
+	OnCommitted func(did string, seq uint64, latency time.Duration)
 }
 
 // Mesh is a running mesh node: libp2p host, DHT, block exchange, hosting
@@ -66,6 +72,9 @@ type Mesh struct {
 	// custody-group member for.
 	Custody *custody.Manager
 	cnet    *custodyNet
+
+	ticks         prometheus.Counter   // ticks of hosted agents
+	commitLatency prometheus.Histogram // custody commit latency
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -116,7 +125,11 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1)}
+	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1),
+		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
+		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "igor_custody_commit_seconds",
+			Help: "Time from proposing a checkpoint to a majority of its custody group storing it.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -143,7 +156,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCommit: m.onCommit}); err != nil {
+	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCommit: m.onCommit, OnTick: m.onTick}); err != nil {
 		return nil, err
 	}
 	m.cnet = newCustodyNet(m)

@@ -80,8 +80,10 @@ type Net interface {
 // Hooks connect the drivers to the node.
 type Hooks struct {
 	// Committed is called on the holder for every checkpoint a majority
-	// stored (the node publishes the head record). It must not block.
-	Committed func(did string, c cid.Cid, key ed25519.PrivateKey, leaseEnd time.Time)
+	// stored (the node publishes the head record), with the time from its
+	// proposal to the majority (0 for a recovery checkpoint). It must not
+	// block.
+	Committed func(did string, c cid.Cid, seq uint64, key ed25519.PrivateKey, leaseEnd time.Time, latency time.Duration)
 	// Review is called on the holder at each lease-term end (and at once
 	// when the node drains) with the members that are live (this node and
 	// those that acknowledge its heartbeats). It returns the member the
@@ -136,7 +138,7 @@ func (c *Config) validate() error {
 		c.Logger = slog.Default()
 	}
 	if c.Hooks.Committed == nil {
-		c.Hooks.Committed = func(string, cid.Cid, ed25519.PrivateKey, time.Time) {}
+		c.Hooks.Committed = func(string, cid.Cid, uint64, ed25519.PrivateKey, time.Time, time.Duration) {}
 	}
 	if c.Hooks.Review == nil {
 		c.Hooks.Review = func(context.Context, string, []string, bool) string { return "" }

@@ -66,6 +66,7 @@ type driver struct {
 	started   bool                       // the agent runs here (Service has it)
 	handoff   string                     // transfer target while handing off
 	reviewing bool                       // a placement review is in flight
+	proposed  map[uint64]time.Time       // seq → when it was proposed (commit latency)
 	holder    string
 	failed    error
 	lastStart time.Time
@@ -84,6 +85,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		// stepped into the machine only after Ensure.
 		complete: map[string]bool{acc.ID: true, g.Genesis: true},
 		held:     map[string][]lease.Message{},
+		proposed: map[uint64]time.Time{},
 		pinned:   acc.ID,
 	}
 	d.publish()
@@ -176,6 +178,7 @@ func (d *driver) on(ev event) {
 			d.log().debug("propose", err)
 			return
 		}
+		d.proposed[ev.head.Checkpoint.Seq] = time.Now()
 		d.handle()
 	case evExit:
 		// Budget exhausted or repeated failures: the final head was proposed
@@ -278,8 +281,17 @@ func (d *driver) handle() {
 		d.stopAgent(false)
 	}
 	for _, cp := range rd.Committed {
+		var latency time.Duration
+		if at, ok := d.proposed[cp.Seq]; ok {
+			latency = time.Since(at)
+		}
+		for seq := range d.proposed {
+			if seq <= cp.Seq {
+				delete(d.proposed, seq)
+			}
+		}
 		if c, err := cid.Decode(cp.ID); err == nil {
-			d.m.cfg.Hooks.Committed(d.did, c, d.key, d.fence())
+			d.m.cfg.Hooks.Committed(d.did, c, cp.Seq, d.key, d.fence(), latency)
 		}
 	}
 	if rd.Start != nil {
@@ -422,6 +434,8 @@ func (d *driver) handOff(target string) {
 		if acc, _ := d.mc.Accepted(); h.Checkpoint != nil && h.Checkpoint.Seq > acc.Seq {
 			if err := d.mc.Propose(lease.Checkpoint{Seq: h.Checkpoint.Seq, ID: id}); err != nil {
 				d.log().debug("propose final checkpoint", err)
+			} else {
+				d.proposed[h.Checkpoint.Seq] = time.Now()
 			}
 		}
 	}
