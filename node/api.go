@@ -139,6 +139,12 @@ func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
 			writeErr(w, statusOf(err), err)
 			return
 		}
+		if r.URL.Query().Get("forks") == "1" {
+			if st.Forks, err = m.AgentForks(r.Context(), st.DID); err != nil {
+				writeErr(w, http.StatusInternalServerError, err)
+				return
+			}
+		}
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/agents/{did}/verify", func(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +164,7 @@ func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
 		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /v1/agents/{did}/revive", func(w http.ResponseWriter, r *http.Request) {
-		res, err := m.Revive(r.Context(), r.PathValue("did"), nil)
+		res, err := m.Revive(r.Context(), r.PathValue("did"), r.URL.Query().Get("accept_loss") == "1", nil)
 		if err != nil {
 			writeErr(w, statusOf(err), err)
 			return

@@ -438,8 +438,8 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	}
 	members := slices.Sorted(slices.Values(o.Members))
 	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs}
-	if a.Head.Checkpoint.Epoch != o.Epoch {
-		return fmt.Errorf("%w: offer says epoch %d, the checkpoint is at epoch %d", ErrBadMessage, o.Epoch, a.Head.Checkpoint.Epoch)
+	if o.Epoch < a.Head.Checkpoint.Epoch {
+		return fmt.Errorf("%w: offer starts the group at epoch %d, below the checkpoint's epoch %d", ErrBadMessage, o.Epoch, a.Head.Checkpoint.Epoch)
 	}
 	if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Seq: o.Seq, Epoch: o.Epoch, Campaign: o.Campaign}); err != nil {
 		return err

@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
@@ -111,4 +114,106 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	if !slices.Contains(rep.Holders, holder.PeerID()) || !slices.Contains(rep.Holders, next.PeerID()) {
 		t.Fatalf("lineage holders %v lack the old %s or new %s holder", rep.Holders, holder.PeerID(), next.PeerID())
 	}
+}
+
+// TestReviveAfterAllCustodiansDie: the whole custody group dies; the
+// publisher (which kept the agent key) revives the agent on new hosts from
+// the last checkpoint in the mesh, above the old epoch, and the lineage
+// stays one valid chain. While the lease is live, revive is refused.
+func TestReviveAfterAllCustodiansDie(t *testing.T) {
+	// Node 0 publishes and does not host; nodes 1..3 form the group.
+	pubs := startMeshes(t, 1, 0)
+	hosts := startMeshesJoining(t, pubs[0], 3, 2)
+	all := append(slices.Clone(pubs), hosts...)
+	waitHosts(t, all, 3)
+	wasm, man := testagents.Bytes(t, "counter")
+	ctx := context.Background()
+	res, err := pubs[0].Publish(ctx, wasm, man, 10_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *AgentStatus
+	eventually(t, "commits at seq ≥ 3", 30*time.Second, func() error {
+		st, err := pubs[0].QueryAgent(ctx, res.DID)
+		if err != nil {
+			return err
+		}
+		if st.Seq < 3 {
+			return fmt.Errorf("seq %d", st.Seq)
+		}
+		last = st
+		return nil
+	})
+	if _, err := pubs[0].Revive(ctx, res.DID, false, nil); !errors.Is(err, ErrAgentAlive) {
+		t.Fatalf("revive of a live agent: %v", err)
+	}
+	// The publisher verified the agent once (it now holds its lineage up to
+	// then); then the whole group dies, taking newer checkpoints with it.
+	if rep, err := pubs[0].VerifyRemote(ctx, res.DID); err != nil || !rep.Valid {
+		t.Fatalf("verify before the group dies: %v %+v", err, rep)
+	}
+	for _, h := range hosts {
+		h.Close()
+	}
+	old := reviveMargin
+	reviveMargin = 0
+	defer func() { reviveMargin = old }()
+	fresh := startMeshesJoining(t, pubs[0], 3, 2)
+	waitHosts(t, append(slices.Clone(pubs), fresh...), 3)
+	st, err := pubs[0].QueryAgent(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the dead group's lease to end", 10*time.Second, func() error {
+		if time.Now().Before(st.LeaseExpiry) {
+			return fmt.Errorf("lease until %v", st.LeaseExpiry)
+		}
+		return nil
+	})
+	rv, err := pubs[0].Revive(ctx, res.DID, false, nil)
+	if err == nil || !strings.Contains(err.Error(), "--accept-loss") {
+		// The head record may name a checkpoint the publisher fetched.
+		if err != nil || rv.Head != st.Head {
+			t.Fatalf("revive without the latest checkpoint reachable: %v %+v", err, rv)
+		}
+	} else if rv, err = pubs[0].Revive(ctx, res.DID, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rv.Epoch != st.Epoch+1 || len(rv.Members) != 3 {
+		t.Fatalf("revived from %s at epoch %d with %v; the last head was %s at epoch %d", rv.Head, rv.Epoch, rv.Members, st.Head, st.Epoch)
+	}
+	eventually(t, "the revived agent to commit past the old head", 30*time.Second, func() error {
+		q, err := pubs[0].QueryAgent(ctx, res.DID)
+		if err != nil {
+			return err
+		}
+		if q.Seq <= st.Seq || q.Epoch <= st.Epoch || !slices.Contains(rv.Members, q.Holder) {
+			return fmt.Errorf("head seq %d epoch %d holder %s", q.Seq, q.Epoch, q.Holder)
+		}
+		return nil
+	})
+	rep, err := pubs[0].VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || len(rep.Forks) != 0 || rep.LastSeq <= last.Seq {
+		t.Fatalf("verify after revive: %+v", rep)
+	}
+}
+
+// startMeshesJoining starts n hosting meshes bootstrapped from boot.
+func startMeshesJoining(tb testing.TB, boot *Mesh, n, slots int) []*Mesh {
+	tb.Helper()
+	var ms []*Mesh
+	for i := 0; i < n; i++ {
+		m, err := StartMesh(context.Background(), MeshConfig{Home: tb.TempDir(), Slots: slots, Price: 1000, Logger: quietLogger(),
+			Bootstrap: []string{boot.PeerAddrs()[0]},
+			Run:       hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	return ms
 }

@@ -26,6 +26,26 @@ type AgentStatus struct {
 	LastUpdate  time.Time `json:"last_update"`
 	LeaseExpiry time.Time `json:"lease_expiry"`
 	RecordAge   string    `json:"record_age"`
+	// Forks found among this agent's checkpoints in this node's store (the
+	// ones it stores as a custody member or fetched to verify), with both
+	// checkpoint CIDs as proof. Filled only when asked (AgentForks).
+	Forks []ForkInfo `json:"forks,omitempty"`
+}
+
+// AgentForks scans this node's store for the agent's checkpoints and
+// returns the forks among them (agents.DetectForks: an abandoned lower-epoch
+// tail is not a fork). It reads every DAG-CBOR block of the store, so it is
+// for the CLI, not for polling.
+func (m *Mesh) AgentForks(ctx context.Context, did string) ([]ForkInfo, error) {
+	entries, err := agentCheckpoints(ctx, m.Store, did)
+	if err != nil {
+		return nil, err
+	}
+	var out []ForkInfo
+	for _, f := range agents.DetectForks(entries) {
+		out = append(out, ForkInfo{Prev: cidString(f.Prev), A: f.A.String(), B: f.B.String()})
+	}
+	return out, nil
 }
 
 // QueryAgent resolves the agent's head record through the DHT (validated:

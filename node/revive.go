@@ -17,6 +17,10 @@ import (
 // ErrAgentAlive: revive refused because the agent's lease is still live.
 var ErrAgentAlive = errors.New("node: agent is alive")
 
+// reviveMargin: revive waits this long past the lease end the head record
+// states, for clock skew between the holder that wrote it and this node.
+var reviveMargin = 10 * time.Second
+
 // LineageEntry is one checkpoint of a lineage report.
 type LineageEntry struct {
 	Seq    uint64 `json:"seq"`
@@ -83,7 +87,12 @@ func (m *Mesh) fetchLineage(ctx context.Context, st *AgentStatus) (cid.Cid, erro
 // the head record shows a lease that has not ended: a second group next to
 // a live one would fork the agent. The new group runs above the head's
 // epoch, so the lineage stays one chain.
-func (m *Mesh) Revive(ctx context.Context, did string, progress func(string)) (*PublishResult, error) {
+//
+// If the latest checkpoint cannot be fetched from any live node (every
+// custodian is gone with it), Revive refuses unless acceptLoss: then it
+// revives from the newest checkpoint of the agent this node holds, still
+// above the head record's epoch, and reports how many checkpoints are lost.
+func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress func(string)) (*PublishResult, error) {
 	if progress == nil {
 		progress = func(string) {}
 	}
@@ -94,18 +103,34 @@ func (m *Mesh) Revive(ctx context.Context, did string, progress func(string)) (*
 	if err != nil {
 		return nil, fmt.Errorf("revive needs the agent's key in this node's keystore: %w", err)
 	}
-	var head cid.Cid
+	var (
+		head      cid.Cid
+		minEpoch  uint64 // the new group campaigns above this
+		recordSeq uint64
+	)
 	st, err := m.QueryAgent(ctx, did)
 	switch {
 	case err == nil:
-		if live := time.Until(st.LeaseExpiry); live > 0 || time.Since(st.LastUpdate) < 30*time.Second {
-			return nil, fmt.Errorf("%w: holder %s committed seq %d %s ago and its lease runs until %s; revive only an agent whose custodians are gone",
-				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.LeaseExpiry.Format(time.RFC3339))
+		if time.Until(st.LeaseExpiry.Add(reviveMargin)) > 0 {
+			return nil, fmt.Errorf("%w: holder %s committed seq %d %s ago and its lease runs until %s (+%v for clock skew); revive only an agent whose custodians are gone",
+				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.LeaseExpiry.Format(time.RFC3339Nano), reviveMargin)
 		}
-		if head, err = m.fetchLineage(ctx, st); err != nil {
-			return nil, err
+		minEpoch, recordSeq = st.Epoch, st.Seq
+		head, err = m.fetchLineage(ctx, st)
+		if err != nil {
+			local, lerr := m.newestLocal(ctx, did)
+			if lerr != nil {
+				return nil, fmt.Errorf("%w; and no checkpoint of it is held here: %v", err, lerr)
+			}
+			if !acceptLoss {
+				return nil, fmt.Errorf("the latest checkpoint (seq %d) cannot be fetched from any live node: %w; this node holds seq %d — revive with --accept-loss to resume from it, losing %d checkpoint(s)",
+					st.Seq, err, local.Checkpoint.Seq, st.Seq-local.Checkpoint.Seq)
+			}
+			head = local.CID
+			progress(fmt.Sprintf("latest checkpoint seq %d is gone; reviving from seq %d held here (%d checkpoint(s) lost)", st.Seq, local.Checkpoint.Seq, st.Seq-local.Checkpoint.Seq))
+		} else {
+			progress(fmt.Sprintf("latest checkpoint in the mesh: seq %d epoch %d (%s)", st.Seq, st.Epoch, st.Head))
 		}
-		progress(fmt.Sprintf("latest checkpoint in the mesh: seq %d epoch %d (%s)", st.Seq, st.Epoch, st.Head))
 	case errors.Is(err, ErrUnknownAgent):
 		if head, err = m.Home.Head(did); err != nil {
 			return nil, fmt.Errorf("%w: no head record in the mesh and no local head: %v", ErrUnknownAgent, err)
@@ -119,6 +144,8 @@ func (m *Mesh) Revive(ctx context.Context, did string, progress func(string)) (*
 		return nil, fmt.Errorf("lineage of %s does not verify; not reviving it: %w", did, err)
 	}
 	last := lin.Head()
+	_ = recordSeq
+	minEpoch = max(minEpoch, last.Checkpoint.Epoch)
 	if last.Checkpoint.Budget == 0 {
 		return nil, fmt.Errorf("%w: %s has no budget left", hosting.ErrBudgetExhausted, did)
 	}
@@ -145,9 +172,24 @@ func (m *Mesh) Revive(ctx context.Context, did string, progress func(string)) (*
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
 	h := hosting.Head{CID: last.CID, Checkpoint: last.Checkpoint}
-	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: last.Checkpoint.Epoch + 1}
-	if err := m.place(ctx, res, h, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: minEpoch + 1}
+	if err := m.place(ctx, res, h, minEpoch, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// newestLocal returns the highest-seq checkpoint of did in this node's
+// store whose whole lineage verifies here.
+func (m *Mesh) newestLocal(ctx context.Context, did string) (agents.Entry, error) {
+	entries, err := agentCheckpoints(ctx, m.Store, did)
+	if err != nil {
+		return agents.Entry{}, err
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		if _, err := agents.VerifyLineage(entries[i].CID, m.Store, agents.VerifyOptions{}); err == nil {
+			return entries[i], nil
+		}
+	}
+	return agents.Entry{}, fmt.Errorf("%w: no verifiable checkpoint of %s in this node's store", ErrUnknownAgent, did)
 }

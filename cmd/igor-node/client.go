@@ -203,17 +203,32 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			var st node.AgentStatus
-			if err := c.do("GET", "/v1/agents/"+args[0], nil, &st); err != nil {
+			if err := c.do("GET", "/v1/agents/"+args[0]+"?forks=1", nil, &st); err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				if err := printJSON(cmd.OutOrStdout(), st); err != nil {
+					return err
+				}
+				if len(st.Forks) > 0 {
+					return fmt.Errorf("FORK: %d fork(s) of %s; first: %s and %s both follow %s", len(st.Forks), st.DID, st.Forks[0].A, st.Forks[0].B, st.Forks[0].Prev)
+				}
+				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "did\t%s\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\nlease ends\t%s\n",
 				st.DID, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
 				st.LastUpdate.Format(time.RFC3339), st.LeaseExpiry.Format(time.RFC3339))
-			return tw.Flush()
+			for _, f := range st.Forks {
+				fmt.Fprintf(tw, "FORK\t%s and %s both follow %s\n", f.A, f.B, f.Prev)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(st.Forks) > 0 {
+				return fmt.Errorf("FORK: %d fork(s) of %s (proof above: two checkpoints with the same predecessor)", len(st.Forks), st.DID)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")

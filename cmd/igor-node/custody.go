@@ -54,8 +54,9 @@ runs here any more; the daemon keeps serving as a standby until it is stopped.`,
 
 func newReviveCmd(g *globalFlags) *cobra.Command {
 	var (
-		api    string
-		asJSON bool
+		api        string
+		asJSON     bool
+		acceptLoss bool
 	)
 	cmd := &cobra.Command{
 		Use:   "revive DID",
@@ -63,7 +64,9 @@ func newReviveCmd(g *globalFlags) *cobra.Command {
 		Long: `Run on the publisher's daemon (it needs the agent key in its keystore). Finds the
 latest checkpoint of the agent in the mesh (its head record; else this node's
 own head), verifies the lineage and places the agent with a new custody group
-above the old epoch. Refused while the head record shows a live lease.`,
+above the old epoch. Refused while the head record shows a live lease. If the
+latest checkpoint died with its custodians, --accept-loss revives from the newest
+checkpoint this node holds (the ones after it are lost).`,
 		Args: exactArgs(1, "DID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := agents.ParseDID(args[0]); err != nil {
@@ -74,7 +77,11 @@ above the old epoch. Refused while the head record shows a live lease.`,
 				return err
 			}
 			var res node.PublishResult
-			if err := c.do("POST", "/v1/agents/"+args[0]+"/revive", nil, &res); err != nil {
+			path := "/v1/agents/" + args[0] + "/revive"
+			if acceptLoss {
+				path += "?accept_loss=1"
+			}
+			if err := c.do("POST", path, nil, &res); err != nil {
 				return err
 			}
 			if asJSON {
@@ -86,6 +93,7 @@ above the old epoch. Refused while the head record shows a live lease.`,
 	}
 	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&acceptLoss, "accept-loss", false, "if the latest checkpoint is gone, revive from the newest one held here")
 	return cmd
 }
 

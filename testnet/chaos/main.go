@@ -53,7 +53,8 @@ consecutive checkpoints of the lineage, when its entries carry time_unix_ns.
 It prints a table, writes DIR/chaos-report.json and DIR/chaos.log, stops the
 testnet (testnet/down.sh DIR) and exits 0 only if every agent passed.
 
-  DIR            run directory (default testnet/chaos-run; removed runs are reused)
+  DIR            run directory (default testnet/chaos-run); an earlier chaos run
+                 there is cleared first, any other content is refused
   --minutes M    chaos duration in minutes (default 2)
   --seconds S    chaos duration in seconds (instead of --minutes)
   --nodes N      daemons (default 5, at least 2)
@@ -63,6 +64,7 @@ testnet (testnet/down.sh DIR) and exits 0 only if every agent passed.
   --agent PATH   agent module, manifest beside it (default bin/agents/counter.wasm)
   --budget B     budget per agent in currency units (default 1000)
   --poll D       observation interval per agent (default 300ms)
+  --testnet DIR  where up.sh and down.sh are (default testnet)
 Environment: SLOTS and TICK as for testnet/up.sh (default 4 and 200ms).
 Exit status: 0 all agents passed, 1 a check failed or the run broke, 2 bad usage.
 `
@@ -840,7 +842,7 @@ func (h *harness) run(ctx context.Context) int {
 			// One node answers both when it can: after verify it holds the DAG.
 			apis := h.liveOrder()
 			ver, verErr := h.fetchVerify(ctx, a.DID, apis)
-			lin, linErr := h.fetchLineage(ctx, a.DID, apis)
+			lin, linErr := h.freshLineage(ctx, a, apis)
 			results[i] = analyze(a, alive[i], lin, linErr, ver, verErr, h.log.t0, h.chaosStart, obsEnd, h.peerName)
 			h.log.Printf("checked  %s in %.1fs", a.Name, time.Since(t).Seconds())
 		})
@@ -1102,6 +1104,33 @@ func (h *harness) fetchLineage(ctx context.Context, did string, apis []string) (
 		return &lin, ""
 	}
 	return nil, why
+}
+
+// freshLineage fetches the lineage until its head is at least the highest
+// seq seen (up to 15 s): a node may resolve an older head record, and
+// "lost progress" must mean the mesh no longer has it, not that one node
+// answered from a stale record.
+func (h *harness) freshLineage(ctx context.Context, a *agentObs, apis []string) (*lineage, string) {
+	a.mu.Lock()
+	seen, _ := lostSeq(a.heads, 0)
+	a.mu.Unlock()
+	deadline := time.Now().Add(15 * time.Second)
+	for try := 1; ; try++ {
+		lin, why := h.fetchLineage(ctx, a.DID, apis)
+		if lin == nil || len(lin.Entries) == 0 {
+			return lin, why
+		}
+		top := lin.Entries[len(lin.Entries)-1].Seq
+		if top >= seen || time.Now().After(deadline) || ctx.Err() != nil {
+			return lin, why
+		}
+		h.log.Printf("lineage  %s: head seq %d is below seq %d seen earlier; asking again (try %d)", a.Name, top, seen, try)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+		apis = h.liveOrder()
+	}
 }
 
 // pollUntil checks cond every 100 ms until it holds or d passes.
