@@ -251,8 +251,10 @@ func (m *Mesh) handleCustody(s network.Stream) {
 }
 
 // Ensure makes checkpoint c of did present here with its state and every
-// predecessor back to one already here (custody.Net).
-func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []string) error {
+// predecessor back to one in stop (custody.Net). Blocks already here are
+// not fetched again, but the walk goes on through them: a fetch cut short
+// by a crash leaves present blocks above missing ones.
+func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error {
 	var from []peer.AddrInfo
 	for _, p := range peers {
 		if id, err := peer.Decode(p); err == nil && id != n.m.Host.ID() {
@@ -261,6 +263,9 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 	}
 	cur := c
 	for depth := 0; depth < ensureMaxDepth; depth++ {
+		if stop[cur.String()] {
+			return nil
+		}
 		data, err := n.m.Ex.Fetch(ctx, cur, from...)
 		if err != nil {
 			return err
@@ -279,19 +284,13 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
 		}
 		if !cp.Prev.Defined() {
-			return nil
-		}
-		// A predecessor whose block and state root are here was ensured
-		// before (blocks are stored checkpoint first, then state).
-		if ok, _ := n.m.Store.Has(cp.Prev); ok {
-			pdata, err := n.m.Store.Get(cp.Prev)
-			if err == nil {
-				if pcp, err := agents.DecodeCheckpoint(pdata); err == nil {
-					if ok, _ := n.m.Store.Has(pcp.State); ok {
-						return nil
-					}
+			// Seq 0: its genesis, module and manifest complete the lineage.
+			for _, r := range []cid.Cid{cp.Genesis, cp.Manifest, cp.Module} {
+				if _, err := n.m.Ex.FetchDAG(ctx, r, exchange.FetchOptions{From: from}); err != nil {
+					return fmt.Errorf("lineage root %s: %w", r, err)
 				}
 			}
+			return nil
 		}
 		cur = cp.Prev
 	}

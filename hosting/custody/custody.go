@@ -71,10 +71,12 @@ type Net interface {
 	// blocks and may drop (the protocol tolerates loss).
 	Send(did string, msg lease.Message)
 	// Ensure makes checkpoint c of agent did present locally together with
-	// what resuming it needs (its state, and its predecessors back to one
-	// already present), fetching from peers in the order given. It checks
-	// that c is a checkpoint of did with valid signatures.
-	Ensure(ctx context.Context, did string, c cid.Cid, peers []string) error
+	// what resuming it needs (its state, and every predecessor with its
+	// state back to one in stop, or to seq 0), fetching from peers in the
+	// order given. It checks that each checkpoint is one of did's with
+	// valid signatures. stop holds checkpoint CIDs whose whole lineage is
+	// known to be here; nil walks to seq 0.
+	Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error
 }
 
 // Hooks connect the drivers to the node.

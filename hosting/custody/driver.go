@@ -11,6 +11,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/lease"
 )
@@ -25,6 +26,7 @@ const (
 	evReview                     // review placement now (drain)
 	evCampaign                   // campaign now (first holder of a new group)
 	evReviewed                   // a placement review ended: target in id
+	evFilled                     // a lineage fetch ended
 )
 
 type event struct {
@@ -66,6 +68,10 @@ type driver struct {
 	started   bool                       // the agent runs here (Service has it)
 	handoff   string                     // transfer target while handing off
 	reviewing bool                       // a placement review is in flight
+	filling   bool                       // a lineage fetch (fillLineage) is in flight
+	// pendingStart: the committed checkpoint to run from, while a start
+	// failed and is being retried.
+	pendingStart *lease.Checkpoint
 	proposed  map[uint64]time.Time       // seq → when it was proposed (commit latency)
 	holder    string
 	failed    error
@@ -121,6 +127,9 @@ func (d *driver) loop() {
 			d.on(ev)
 		}
 		d.tryTransfer()
+		if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
+			d.tryStart()
+		}
 		d.publish()
 	}
 	<-d.ctx.Done()
@@ -192,6 +201,11 @@ func (d *driver) on(ev event) {
 	case evReviewed:
 		d.reviewing = false
 		d.handOff(ev.id)
+	case evFilled:
+		d.filling = false
+		if ev.err != nil {
+			d.log().warn("fetch missing lineage", ev.err)
+		}
 	}
 }
 
@@ -245,10 +259,15 @@ func (d *driver) hold(id string, msg lease.Message) {
 			peers = append(peers, p)
 		}
 	}
+	// The walk back stops at a checkpoint known complete here: the accepted
+	// one (persisted only after its lineage was here) — not at any block
+	// that happens to be present, which a fetch cut short leaves behind.
+	acc, _ := d.mc.Accepted()
+	stop := map[string]bool{acc.ID: true}
 	go func() {
 		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
-		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers)
+		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, stop)
 		select {
 		case d.inbox <- event{kind: evEnsured, id: id, err: err}:
 		case <-d.ctx.Done():
@@ -302,10 +321,6 @@ func (d *driver) handle() {
 	}
 	d.mc.Advance()
 	d.leaseEnd.Store(d.mc.LeaseEnd())
-	// A Start that failed hands the agent on; its Ready is handled here.
-	if d.handoff != "" && !d.started && d.mc.Running() {
-		d.tryTransfer()
-	}
 }
 
 // repin keeps exactly the accepted checkpoint pinned (its predecessors are
@@ -329,6 +344,27 @@ func (d *driver) repin(id string) {
 }
 
 func (d *driver) startAgent(cp lease.Checkpoint) {
+	d.pendingStart = &cp
+	d.tryStart()
+}
+
+// startRetry: a holder that could not start its agent (full, or blocks
+// still missing) tries again this often, and meanwhile looks for a live
+// member that can run it; it does not bounce the agent from member to
+// member (every bounce costs an epoch and a takeover).
+const startRetry = 2 * time.Second
+
+// tryStart starts the agent from the pending committed checkpoint.
+func (d *driver) tryStart() {
+	cp := d.pendingStart
+	if cp == nil || d.started {
+		return
+	}
+	if !d.mc.Running() {
+		d.pendingStart = nil
+		return
+	}
+	d.lastStart = time.Now()
 	c, err := cid.Decode(cp.ID)
 	if err == nil {
 		_ = d.m.cfg.Service.Forget(d.did)
@@ -340,23 +376,51 @@ func (d *driver) startAgent(cp lease.Checkpoint) {
 	d.holder = d.m.cfg.Self
 	if err == nil {
 		d.started = true
-		d.lastStart = time.Now()
+		d.pendingStart = nil
 		d.m.cfg.Logger.Info("custody: running agent", "agent", d.did, "epoch", d.mc.Epoch(), "from", cp.ID, "seq", cp.Seq)
 		return
 	}
 	if errors.Is(err, hosting.ErrBudgetExhausted) {
+		d.pendingStart = nil
 		d.m.cfg.Logger.Info("custody: agent's budget is exhausted; holding it without running", "agent", d.did)
 		return
 	}
-	// This node cannot run it (full, closing, broken module cache...):
-	// hand it to the next member, which resumes from the same checkpoint.
-	d.log().warn("cannot run agent here; handing it to the next member", err)
+	d.log().warn("cannot run agent here yet; retrying, and looking for a live member that can", err)
+	if ve := (*agents.VerifyError)(nil); errors.As(err, &ve) {
+		// A hole in the lineage here (e.g. a fetch cut short by a crash):
+		// fetch it from the group in the background before the retry.
+		d.fillLineage(c)
+	}
+	d.reviewFor(true)
+}
+
+// fillLineage fetches whatever of c's lineage is missing here.
+func (d *driver) fillLineage(c cid.Cid) {
+	if d.filling {
+		return
+	}
+	d.filling = true
+	peers := d.others()
+	go func() {
+		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
+		defer cancel()
+		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, nil)
+		select {
+		case d.inbox <- event{kind: evFilled, err: err}:
+		case <-d.ctx.Done():
+		}
+	}()
+}
+
+// others lists the other members in rendezvous order.
+func (d *driver) others() []string {
+	var out []string
 	for _, p := range d.ranked {
 		if p != d.m.cfg.Self {
-			d.handoff = p
-			break
+			out = append(out, p)
 		}
 	}
+	return out
 }
 
 func (d *driver) onCommit(h hosting.Head) {
@@ -392,12 +456,15 @@ func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
 
 // review asks the node, off the driver goroutine (it may do DHT lookups
 // that must not delay heartbeats), whether the agent should move.
-func (d *driver) review() {
-	if d.reviewing || d.handoff != "" || !d.mc.Running() || !d.started {
+func (d *driver) review() { d.reviewFor(d.m.draining.Load()) }
+
+// reviewFor runs a review; away: look only for another member (this node
+// drains, or cannot run the agent).
+func (d *driver) reviewFor(away bool) {
+	if d.reviewing || d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
 		return
 	}
 	d.reviewing = true
-	draining := d.m.draining.Load()
 	// Only members that answer heartbeats and hold the committed checkpoint
 	// are candidates; a dead one would be handed the agent only to lose it.
 	var live []string
@@ -408,7 +475,7 @@ func (d *driver) review() {
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-		target := d.m.cfg.Hooks.Review(ctx, d.did, live, draining)
+		target := d.m.cfg.Hooks.Review(ctx, d.did, live, away)
 		cancel()
 		select {
 		case d.inbox <- event{kind: evReviewed, id: target}:
@@ -423,11 +490,12 @@ func (d *driver) handOff(target string) {
 	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.g.Members, target) {
 		return
 	}
-	if d.handoff != "" || !d.mc.Running() || !d.started {
+	if d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
 		return
 	}
 	d.m.cfg.Logger.Info("custody: handing agent off", "agent", d.did, "to", target, "epoch", d.mc.Epoch())
 	d.handoff = target
+	d.pendingStart = nil
 	if h, ok := d.stopAgent(true); ok {
 		id := h.CID.String()
 		d.complete[id] = true
