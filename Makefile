@@ -7,12 +7,13 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/... ./dht/...
 FUZZTIME  ?= 10s
 
-.PHONY: help build agents test fuzz fuzz-short bench bench-idle check demo demo-local testnet-up testnet-down clean
+.PHONY: help build agents test chaos-short soak fuzz fuzz-short bench bench-idle check demo demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
 	@echo "agents      every example agent -> bin/agents/<name>.wasm (+ .manifest.json)"
-	@echo "test        everything make test runs in CI (unit, race, e2e, short fuzz)"
+	@echo "test        everything make test runs in CI (unit, race, e2e, short chaos, short fuzz)"
+	@echo "soak        10-min chaos run: 7 nodes, 20 agents, random kill -9 and restart"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
@@ -29,7 +30,15 @@ agents:
 test: build agents
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
+	$(MAKE) chaos-short
 	$(MAKE) fuzz-short
+
+# A short chaos run: 5 daemons, 3 agents, kill -9 and restart for 45 s.
+chaos-short: build agents
+	bash testnet/chaos.sh $(BIN)/chaos-ci --seconds 45 --nodes 5 --agents 3 --seed 1
+
+soak: build agents
+	SLOTS=8 bash testnet/chaos.sh $(BIN)/chaos-soak --minutes 10 --nodes 7 --agents 20
 
 # Each fuzz target for a short run (go test -fuzz takes one target per run).
 fuzz-short:

@@ -265,6 +265,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrAgentAlive):
+		return http.StatusConflict
 	case errors.Is(err, ErrNoHost), errors.Is(err, hosting.ErrNoCapacity):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

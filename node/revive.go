@@ -28,6 +28,7 @@ type LineageEntry struct {
 	Epoch  uint64 `json:"epoch"`
 	Tick   uint64 `json:"tick"`
 	Holder string `json:"holder"`
+	Time   int64  `json:"time_unix_ns"` // when the holder made it (its clock)
 }
 
 // LineageReport lists an agent's checkpoint chain, genesis first.
@@ -60,7 +61,7 @@ func (m *Mesh) LineageRemote(ctx context.Context, did string) (*LineageReport, e
 	rep.Valid = true
 	for _, e := range lin.Entries {
 		cp := e.Checkpoint
-		rep.Entries = append(rep.Entries, LineageEntry{Seq: cp.Seq, CID: e.CID.String(), Epoch: cp.Epoch, Tick: cp.Tick, Holder: cp.Holder})
+		rep.Entries = append(rep.Entries, LineageEntry{Seq: cp.Seq, CID: e.CID.String(), Epoch: cp.Epoch, Tick: cp.Tick, Holder: cp.Holder, Time: cp.Time})
 	}
 	return rep, nil
 }

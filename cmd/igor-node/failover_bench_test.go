@@ -119,22 +119,24 @@ func BenchmarkFailover(b *testing.B) {
 		if err := getJSON(observer.API, "/v1/agents/"+did, &st); err != nil {
 			return h, hs, err
 		}
-		if st.Holder != h.Peer {
-			return h, hs, fmt.Errorf("head record names holder %s, runner is %s", st.Holder, h.Peer)
+		if st.Holder != h.Peer || st.Seq == 0 {
+			return h, hs, fmt.Errorf("head record names holder %s at seq %d, runner is %s", st.Holder, st.Seq, h.Peer)
 		}
 		return h, hs, nil
 	}
 
 	type trial struct {
-		killed, next             int
-		killedRank, nextRank     int
-		epoch                    uint64
-		before                   node.AgentStatus
-		failover                 time.Duration // kill → first tick logged elsewhere
-		cand, holder, apiRunning time.Duration // kill → first seen in /v1/custody (0: not seen)
-		runLog                   time.Duration // kill → "custody: running agent" elsewhere
-		takeovers                int           // "running agent" lines elsewhere in the failover window
-		lastOld, first           uint64
+		killed, next         int
+		killedRank, nextRank int
+		epoch                uint64
+		before               node.AgentStatus
+		failover             time.Duration // kill → first tick logged elsewhere
+		holder, apiRunning   time.Duration // kill → the new holder first seen so in /v1/custody (0: not seen)
+		roles                string        // every live member's role changes, as seen in /v1/custody
+		rejoin               time.Duration // restart of the killed node → healthy group
+		runLog               time.Duration // kill → "custody: running agent" elsewhere
+		takeovers            int           // "running agent" lines elsewhere in the failover window
+		lastOld, first       uint64
 	}
 	var done []trial
 	lost := 0
@@ -165,7 +167,11 @@ func BenchmarkFailover(b *testing.B) {
 		tr := trial{killed: h.Index, killedRank: rankOf(h.Index), epoch: hs.Epoch, before: before}
 
 		// Poll the live members' custody status during the failover.
-		type seen struct{ cand, holder, running time.Time }
+		type seen struct {
+			holder, running time.Time
+			role            string
+			changes         []string
+		}
 		obs := map[int]*seen{}
 		var mu sync.Mutex
 		stop := make(chan struct{})
@@ -203,8 +209,9 @@ func BenchmarkFailover(b *testing.B) {
 						}
 						mu.Lock()
 						o := obs[n.Index]
-						if s.Role == "candidate" && o.cand.IsZero() {
-							o.cand = now
+						if r := s.Role + map[bool]string{true: "+run"}[s.Running]; r != o.role {
+							o.role = r
+							o.changes = append(o.changes, fmt.Sprintf("%s@%.2f", r, now.Sub(killAt).Seconds()))
 						}
 						if s.Role == "holder" && o.holder.IsZero() {
 							o.holder = now
@@ -251,7 +258,10 @@ func BenchmarkFailover(b *testing.B) {
 			return t.Sub(killAt)
 		}
 		o := obs[firstEv.node]
-		tr.cand, tr.holder, tr.apiRunning = since(o.cand), since(o.holder), since(o.running)
+		tr.holder, tr.apiRunning = since(o.holder), since(o.running)
+		for _, n := range live {
+			tr.roles += fmt.Sprintf(" n%d(rank %d):%s", n.Index, rankOf(n.Index), strings.Join(obs[n.Index].changes, ","))
+		}
 		for _, ev := range tbLogEvents(b, nodes, `custody: running agent`, did) {
 			if ev.node != h.Index && ev.at.After(killAt) && !ev.at.After(firstEv.at) {
 				tr.takeovers++
@@ -267,19 +277,20 @@ func BenchmarkFailover(b *testing.B) {
 			lost++
 			b.Errorf("trial %d: new holder's first tick %d, but tick %d was committed (seq %d) before the kill", k, tr.first, before.Tick, before.Seq)
 		}
-		b.Logf("trial %2d: kill n%d(rank %d) -> n%d(rank %d) epoch %d->: failover %.3fs [candidate %.3f holder %.3f running-log %.3f api-running %.3f] takeovers %d; ticks old-last %d new-first %d redone %d; committed before kill seq %d tick %d",
-			k, tr.killed, tr.killedRank, tr.next, tr.nextRank, tr.epoch, tr.failover.Seconds(),
-			tr.cand.Seconds(), tr.holder.Seconds(), tr.runLog.Seconds(), tr.apiRunning.Seconds(), tr.takeovers,
-			tr.lastOld, tr.first, int64(tr.lastOld)+1-int64(tr.first), before.Seq, before.Tick)
-		done = append(done, tr)
-
 		tbRestart(b, &nodes[h.Index], boot, tick, k)
 		down[h.Index] = false
+		restarted := time.Now()
+		tbWaitUntil(b, 120*time.Second, fmt.Sprintf("trial %d: the restarted node back in a healthy group", k), func() error {
+			_, _, err := healthy()
+			return err
+		})
+		tr.rejoin = time.Since(restarted)
+		b.Logf("trial %2d: kill n%d(rank %d) epoch %d -> n%d(rank %d): failover %.3fs [holder %.3f running-log %.3f api-running %.3f] takeovers %d; ticks old-last %d new-first %d redone %d; committed seq %d tick %d; rejoin %.1fs; roles%s",
+			k, tr.killed, tr.killedRank, tr.epoch, tr.next, tr.nextRank, tr.failover.Seconds(),
+			tr.holder.Seconds(), tr.runLog.Seconds(), tr.apiRunning.Seconds(), tr.takeovers,
+			tr.lastOld, tr.first, int64(tr.lastOld)+1-int64(tr.first), before.Seq, before.Tick, tr.rejoin.Seconds(), tr.roles)
+		done = append(done, tr)
 	}
-	tbWaitUntil(b, 120*time.Second, "the last restarted member back in a healthy group", func() error {
-		_, _, err := healthy()
-		return err
-	})
 	b.StopTimer()
 	elapsed := time.Since(start)
 
