@@ -1,0 +1,111 @@
+package custody
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting/lease"
+)
+
+func testGroup(t *testing.T) *Group {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Group{Version: 1, Agent: agents.DID(pub), Members: []string{"12D3KooWA", "12D3KooWB", "12D3KooWC"},
+		Genesis: "bafyreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku", TermMs: 60_000}
+}
+
+func TestStoreRoundTripAndCrashSafety(t *testing.T) {
+	st := store{dir: t.TempDir()}
+	g := testGroup(t)
+	if err := st.saveGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	id := agents.AgentID(g.Agent)
+	got, err := st.loadGroup(id)
+	if err != nil || got.Agent != g.Agent || len(got.Members) != 3 || got.TermMs != g.TermMs {
+		t.Fatalf("loadGroup: %+v %v", got, err)
+	}
+	// No hardstate yet: the zero state of a member that never persisted.
+	if hs, err := st.loadHardState(g.Agent); err != nil || hs != (lease.HardState{}) {
+		t.Fatalf("missing hardstate: %+v %v", hs, err)
+	}
+	want := lease.HardState{Epoch: 7, Accepted: lease.Checkpoint{Seq: 12, ID: "bafy-x"}, AcceptedAt: 6}
+	if err := st.saveHardState(g.Agent, want); err != nil {
+		t.Fatal(err)
+	}
+	if hs, err := st.loadHardState(g.Agent); err != nil || hs != want {
+		t.Fatalf("hardstate round trip: %+v %v", hs, err)
+	}
+	for _, f := range []string{"group.json", "hardstate"} {
+		fi, err := os.Stat(filepath.Join(st.agentDir(g.Agent), f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, fi.Mode(), err)
+		}
+	}
+	// A torn or corrupt hardstate is an error that says the member must
+	// not take part — never a silent zero state (it could promise twice).
+	os.WriteFile(filepath.Join(st.agentDir(g.Agent), "hardstate"), []byte{1, 7}, 0o600)
+	if _, err := st.loadHardState(g.Agent); err == nil || !strings.Contains(err.Error(), "must not take part") {
+		t.Fatalf("corrupt hardstate: %v", err)
+	}
+	if ids, err := st.list(); err != nil || len(ids) != 1 || ids[0] != id {
+		t.Fatalf("list: %v %v", ids, err)
+	}
+	if err := st.remove(g.Agent); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := st.list(); len(ids) != 0 {
+		t.Fatalf("after remove: %v", ids)
+	}
+}
+
+func TestGroupValidation(t *testing.T) {
+	cases := map[string]func(g *Group){
+		"version":      func(g *Group) { g.Version = 2 },
+		"agent":        func(g *Group) { g.Agent = "did:key:nope" },
+		"no members":   func(g *Group) { g.Members = nil },
+		"unsorted":     func(g *Group) { g.Members = []string{"b", "a"} },
+		"duplicate":    func(g *Group) { g.Members = []string{"a", "a"} },
+		"too many":     func(g *Group) { g.Members = []string{"a", "b", "c", "d", "e", "f", "g", "h"} },
+		"genesis":      func(g *Group) { g.Genesis = "not-a-cid" },
+		"term":         func(g *Group) { g.TermMs = 0 },
+		"empty member": func(g *Group) { g.Members = []string{""} },
+	}
+	for name, mutate := range cases {
+		g := testGroup(t)
+		mutate(g)
+		if err := g.validate(); !errors.Is(err, ErrBadGroup) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A group file with an unknown field, or naming another agent than its
+	// directory, is refused on load.
+	st := store{dir: t.TempDir()}
+	g := testGroup(t)
+	if err := st.saveGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(st.agentDir(g.Agent), "group.json")
+	data, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(data), `"version"`, `"extra": 1, "version"`, 1)), 0o600)
+	if _, err := st.loadGroup(agents.AgentID(g.Agent)); !errors.Is(err, ErrBadGroup) {
+		t.Fatalf("unknown field: %v", err)
+	}
+	other := testGroup(t)
+	if err := st.saveGroup(other); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(st.agentDir(other.Agent), filepath.Join(st.dir, "z6Mkwrong"))
+	if _, err := st.loadGroup("z6Mkwrong"); !errors.Is(err, ErrBadGroup) {
+		t.Fatalf("misfiled group: %v", err)
+	}
+}
