@@ -72,10 +72,10 @@ type driver struct {
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
 	pendingStart *lease.Checkpoint
-	proposed  map[uint64]time.Time       // seq → when it was proposed (commit latency)
-	holder    string
-	failed    error
-	lastStart time.Time
+	proposed     map[uint64]time.Time // seq → when it was proposed (commit latency)
+	holder       string
+	failed       error
+	lastStart    time.Time
 
 	mu   sync.Mutex // guards snap
 	snap Status
