@@ -632,8 +632,9 @@ func newStatePerCheckpoint(tb testing.TB, m *Mesh, did string, k int) float64 {
 // the faster standby fetched the checkpoint block and its new state chunks,
 // verified them, persisted and acknowledged) against the raw transfer of the
 // same number of state bytes over a libp2p stream between the holder and a
-// standby (stream open + write + 1-byte ack), measured right after each
-// commit in the same run. x-raw = commit p50 / raw p50.
+// standby (stream open + write + 1-byte ack), measured after each commit
+// once both standbys stored it, in the same run. x-raw = commit p50 / raw
+// p50.
 //
 // Variants (state stored in ≤ 1 MiB chunks, deduplicated):
 //
@@ -714,6 +715,16 @@ func benchCommit(b *testing.B, size int, every uint64, interval time.Duration, s
 			continue
 		}
 		commits = append(commits, e.latency)
+		// The slower standby is still fetching when the majority is
+		// reached: let it finish, so the baseline runs on a quiet mesh.
+		pollUntil(b, "both standbys to store the checkpoint", 30*time.Second, time.Millisecond, func() error {
+			for _, m := range standbys {
+				if st, err := m.Custody.Agent(res.DID); err != nil || st.AcceptedSeq < e.n {
+					return fmt.Errorf("standby at seq %d (%v), want %d", st.AcceptedSeq, err, e.n)
+				}
+			}
+			return nil
+		})
 		raws = append(raws, rawTransfer(b, ms[holder], standbys[len(raws)%2], payload))
 	}
 	newBytes := newStatePerCheckpoint(b, ms[holder], res.DID, samples)

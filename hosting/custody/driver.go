@@ -225,6 +225,21 @@ func carries(msg lease.Message) string {
 func (d *driver) step(msg lease.Message) {
 	if id := carries(msg); id != "" && !d.complete[id] {
 		d.hold(id, msg)
+		// A heartbeat of the holder we already follow renews the lease at
+		// once, acknowledging only what is stored here; the new checkpoint
+		// is accepted when its blocks have arrived. So a large state that
+		// takes longer to fetch than the lease lasts delays commits, not
+		// the lease. (Never for a new epoch: its first round carries the
+		// recovery checkpoint, which must be stored to be acknowledged.)
+		acc, at := d.mc.Accepted()
+		if msg.Type == lease.MsgAppend && msg.Epoch == at && msg.Epoch == d.mc.Epoch() && msg.Checkpoint.Seq > acc.Seq {
+			hb := msg
+			hb.Checkpoint = acc
+			if err := d.mc.Step(hb); err == nil {
+				d.holder = msg.From
+				d.handle()
+			}
+		}
 		return
 	}
 	if err := d.mc.Step(msg); err != nil {
