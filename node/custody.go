@@ -377,10 +377,10 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 		return m.Custody.Campaign(o.DID)
 	}
 	if o.Leave {
-		if err := m.Custody.Leave(o.DID); err != nil {
+		if err := m.Custody.Leave(o.DID, from.String()); err != nil {
 			return err
 		}
-		m.Logger.Info("custody: left group (placement undone)", "agent", o.DID)
+		m.Logger.Info("custody: left group", "agent", o.DID, "asked by", from)
 		return nil
 	}
 	if m.cfg.Slots == 0 {
@@ -436,7 +436,7 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 		return fmt.Errorf("%w: offer names %s seq %d, the checkpoint is %s seq %d", ErrBadMessage, o.DID, o.Seq, a.DID, a.Head.Checkpoint.Seq)
 	}
 	members := slices.Sorted(slices.Values(o.Members))
-	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs}
+	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs, Publisher: from.String()}
 	if o.Epoch < a.Head.Checkpoint.Epoch {
 		return fmt.Errorf("%w: offer starts the group at epoch %d, below the checkpoint's epoch %d", ErrBadMessage, o.Epoch, a.Head.Checkpoint.Epoch)
 	}
@@ -467,4 +467,100 @@ func (m *Mesh) onTick(did string, tick uint64) {
 	if m.cfg.OnTick != nil {
 		m.cfg.OnTick(did, tick)
 	}
+}
+
+// custodyRegroup replaces a custody group that lost members (custody
+// Hooks.Regroup): the agent is stopped and its final checkpoint committed.
+// It checks a new placement is possible, asks the live old members to
+// leave (a majority of the old group must have left before anything else
+// happens, so the old group can never elect a holder again), leaves itself,
+// and places the agent with a new group above epoch.
+func (m *Mesh) custodyRegroup(did string, head cid.Cid, seq, epoch uint64, key ed25519.PrivateKey, members, dead []string) error {
+	ctx, cancel := context.WithTimeout(m.ctx, 3*time.Minute)
+	defer cancel()
+	data, err := m.Store.Get(head)
+	if err != nil {
+		return err
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		return err
+	}
+	mdata, err := m.Store.Get(cp.Manifest)
+	if err != nil {
+		return err
+	}
+	man, err := agents.ParseManifest(mdata)
+	if err != nil {
+		return err
+	}
+	hosts, err := m.Hosts(ctx)
+	if err != nil {
+		return err
+	}
+	hosts = slices.DeleteFunc(hosts, func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
+	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	size := 1 + int(man.Lease.Replicas)
+	if err != nil || len(ranked) < size/2+1 {
+		return fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d): %v", did, len(ranked), err)
+	}
+	self := m.PeerID()
+	left := 1 // this node, below
+	leave := custodyOffer{Version: 2, DID: did, Leave: true}
+	for _, p := range members {
+		if p == self || slices.Contains(dead, p) {
+			continue
+		}
+		h := &agents.HostRecord{Peer: p}
+		if id, err := peer.Decode(p); err == nil {
+			for _, a := range m.Host.Peerstore().Addrs(id) {
+				h.Addrs = append(h.Addrs, a.String()+"/p2p/"+p)
+			}
+		}
+		if err := m.offer(ctx, h, leave); err != nil {
+			m.Logger.Warn("custody: old member did not leave", "agent", did, "member", p, "err", err)
+			continue
+		}
+		left++
+	}
+	if left < len(members)/2+1 {
+		return fmt.Errorf("regroup %s: only %d of %d old members could leave; keeping the old group", did, left, len(members))
+	}
+	isPublisher := false
+	if g, err := m.Custody.Group(did); err == nil {
+		isPublisher = g.Publisher == self
+	}
+	if err := m.Custody.Leave(did, ""); err != nil {
+		m.Logger.Warn("custody: leave own membership", "agent", did, "err", err)
+	}
+	// Keep the key while placing: this node is the agent's last copy of it
+	// outside the new group until the group exists.
+	if _, err := m.Keys.Put(key); err != nil {
+		m.Logger.Warn("custody: keep agent key while regrouping", "agent", did, "err", err)
+	}
+	res := &PublishResult{DID: did, Head: head.String(), Epoch: epoch + 1}
+	h := hosting.Head{CID: head, Checkpoint: cp}
+	for attempt := 1; ; attempt++ {
+		err = m.place(ctx, res, h, epoch, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, func(string) {})
+		if err == nil {
+			break
+		}
+		if attempt == 3 || ctx.Err() != nil {
+			m.Logger.Error("custody: the old group left but no new group could be formed; revive the agent from this node or its publisher",
+				"agent", did, "head", head, "seq", seq, "err", err)
+			return nil // the old group is gone: nothing to resume
+		}
+		time.Sleep(5 * time.Second)
+		if hs, herr := m.Hosts(ctx); herr == nil {
+			hs = slices.DeleteFunc(hs, func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
+			if r, perr := hosting.Place(agents.AgentID(did), man, hs, time.Now()); perr == nil {
+				ranked = r
+			}
+		}
+	}
+	if !slices.Contains(res.Members, self) && !isPublisher {
+		_ = m.Keys.Delete(did) // not a member any more, and not its publisher
+	}
+	m.Logger.Info("custody: agent regrouped", "agent", did, "members", res.Members, "holder", res.Holder, "from seq", seq)
+	return nil
 }

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
@@ -216,4 +218,123 @@ func startMeshesJoining(tb testing.TB, boot *Mesh, n, slots int) []*Mesh {
 		ms = append(ms, m)
 	}
 	return ms
+}
+
+// TestRegroupReplacesDeadStandby: a standby dies for good; once the holder
+// has not heard from it for RegroupAfter, at its next lease-term end it
+// commits a final checkpoint, the old members leave, and a new group of
+// live hosts takes over above the old epoch — same DID, no tick lost, one
+// chain.
+func TestRegroupReplacesDeadStandby(t *testing.T) {
+	timing := custody.DefaultTiming()
+	timing.RegroupAfter = 2 * time.Second
+	var (
+		mu    sync.Mutex
+		ticks []tickAt // every tick of every node, in order
+	)
+	var ms []*Mesh
+	for i := 0; i < 5; i++ {
+		cfg := MeshConfig{Home: t.TempDir(), Slots: 2, Price: 1000, Logger: quietLogger(), Custody: timing,
+			Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1},
+			OnTick: func(did string, tick uint64) {
+				mu.Lock()
+				ticks = append(ticks, tickAt{node: i, tick: tick})
+				mu.Unlock()
+			}}
+		if i > 0 {
+			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
+		}
+		m, err := StartMesh(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	waitHosts(t, ms, 5)
+	wasm, _ := testagents.Bytes(t, "counter")
+	man := []byte(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},"args":"state_size=64","lease":{"term_seconds":1}}`)
+	ctx := context.Background()
+	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holder *Mesh
+	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
+		if holder = holderOf(ms, res.DID); holder == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		return nil
+	})
+	var dead *Mesh
+	for _, m := range ms {
+		if m != holder && slices.Contains(res.Members, m.PeerID()) {
+			dead = m
+			break
+		}
+	}
+	before, _ := holder.Custody.Agent(res.DID)
+	dead.Close()
+	rest := slices.DeleteFunc(slices.Clone(ms), func(m *Mesh) bool { return m == dead })
+	var members []string
+	eventually(t, "a new custody group without the dead member", 40*time.Second, func() error {
+		h := holderOf(rest, res.DID)
+		if h == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		st, _ := h.Custody.Agent(res.DID)
+		if slices.Contains(st.Members, dead.PeerID()) {
+			return fmt.Errorf("holder %s still in the old group %v", h.PeerID(), st.Members)
+		}
+		members = st.Members
+		return nil
+	})
+	if len(members) != 3 {
+		t.Fatalf("new group %v, want 3 live members", members)
+	}
+	// The old members that are not in the new group hold nothing any more.
+	for _, m := range rest {
+		if _, err := m.Custody.Agent(res.DID); (err == nil) != slices.Contains(members, m.PeerID()) {
+			t.Fatalf("%s: member of the new group: %v, has a membership: %v", m.PeerID(), slices.Contains(members, m.PeerID()), err)
+		}
+	}
+	var q *AgentStatus
+	eventually(t, "the new group's head record", 30*time.Second, func() error {
+		var err error
+		if q, err = rest[0].QueryAgent(ctx, res.DID); err != nil {
+			return err
+		}
+		if !slices.Contains(members, q.Holder) || q.Epoch <= before.Epoch {
+			return fmt.Errorf("head: holder %s epoch %d (old epoch %d)", q.Holder, q.Epoch, before.Epoch)
+		}
+		return nil
+	})
+	rep, err := rest[0].VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || len(rep.Forks) != 0 {
+		t.Fatalf("verify after regroup: %+v", rep)
+	}
+	// No tick lost or redone at the move: the new holder's first tick
+	// follows the old holder's last.
+	mu.Lock()
+	defer mu.Unlock()
+	moves := 0
+	for i := 1; i < len(ticks); i++ {
+		if ticks[i].node != ticks[i-1].node {
+			moves++
+			if ticks[i].tick != ticks[i-1].tick+1 {
+				t.Fatalf("move node %d → %d: last tick %d, next %d", ticks[i-1].node, ticks[i].node, ticks[i-1].tick, ticks[i].tick)
+			}
+		}
+	}
+	if moves > 1 {
+		t.Fatalf("%d moves, want at most 1 (the regroup)", moves)
+	}
+}
+
+type tickAt struct {
+	node int
+	tick uint64
 }

@@ -162,7 +162,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	m.cnet = newCustodyNet(m)
 	if m.Custody, err = custody.NewManager(custody.Config{
 		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
-		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview},
+		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup},
 		Timing: cfg.Custody, Logger: cfg.Logger,
 	}); err != nil {
 		return nil, err

@@ -39,6 +39,8 @@ var (
 	ErrNotMember = errors.New("custody: not a member for this agent")
 	// ErrExists: this node already is a member for the agent.
 	ErrExists = errors.New("custody: already a member for this agent")
+	// ErrNotAllowed: a peer asked for something only the holder may ask.
+	ErrNotAllowed = errors.New("custody: not allowed")
 	// ErrClosed: the manager has shut down.
 	ErrClosed = errors.New("custody: closed")
 )
@@ -58,11 +60,15 @@ type Timing struct {
 	WaitTicks      int
 	StaggerTicks   int
 	RetryTicks     int
+	// RegroupAfter: a member the holder has not heard from for this long
+	// is replaced (Hooks.Regroup). Default 30 s.
+	RegroupAfter time.Duration
 }
 
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
-	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 20}
+	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 20,
+		RegroupAfter: 30 * time.Second}
 }
 
 // Net is the network as the drivers see it.
@@ -92,6 +98,15 @@ type Hooks struct {
 	// agent should move to, or "" to keep it. It may do network I/O; it runs on the agent's driver
 	// goroutine, so it must return within a few hundred milliseconds.
 	Review func(ctx context.Context, did string, members []string, draining bool) string
+	// Regroup replaces a custody group that lost members: it is called on
+	// the holder, on its own goroutine, once the agent is stopped and its
+	// final checkpoint (head, seq, at epoch) is committed. It must make a
+	// majority of the old group leave (so the old group can never elect a
+	// holder again), then place the agent with a new group that starts
+	// above epoch. It returns an error if the old group is untouched (the
+	// holder then resumes the agent); once members left, it must finish or
+	// report that the agent needs revive.
+	Regroup func(did string, head cid.Cid, seq, epoch uint64, key ed25519.PrivateKey, members, dead []string) error
 }
 
 // Blocks is the part of the content store the drivers use.
@@ -133,6 +148,9 @@ func (c *Config) validate() error {
 	if c.Timing == (Timing{}) {
 		c.Timing = DefaultTiming()
 	}
+	if c.Timing.RegroupAfter == 0 {
+		c.Timing.RegroupAfter = 30 * time.Second
+	}
 	if c.Timing.Interval <= 0 {
 		return fmt.Errorf("custody: Timing.Interval %v must be positive", c.Timing.Interval)
 	}
@@ -141,6 +159,11 @@ func (c *Config) validate() error {
 	}
 	if c.Hooks.Committed == nil {
 		c.Hooks.Committed = func(string, cid.Cid, uint64, ed25519.PrivateKey, time.Time, time.Duration) {}
+	}
+	if c.Hooks.Regroup == nil {
+		c.Hooks.Regroup = func(string, cid.Cid, uint64, uint64, ed25519.PrivateKey, []string, []string) error {
+			return errors.New("custody: no regroup hook")
+		}
 	}
 	if c.Hooks.Review == nil {
 		c.Hooks.Review = func(context.Context, string, []string, bool) string { return "" }
@@ -310,11 +333,21 @@ func (m *Manager) Campaign(did string) error {
 }
 
 // Leave ends this node's membership: the driver stops (and the agent, if it
-// runs here), the group's files and the agent key are deleted. The
-// publisher uses it to undo a placement that did not reach a majority.
-func (m *Manager) Leave(did string) error {
+// runs here), the group's files and the agent key are deleted, durably
+// before Leave returns — so a node that left never promises for the group
+// again. from is the peer asking ("" or Self: this node): only the group's
+// publisher before its first epoch (to undo a placement) or the holder this
+// member follows (to regroup) may ask; others get ErrNotAllowed.
+func (m *Manager) Leave(did, from string) error {
 	m.mu.Lock()
 	d, ok := m.drivers[did]
+	if ok && from != "" && from != m.cfg.Self {
+		st := d.snapshot()
+		if !(st.Epoch == 0 && from == d.g.Publisher) && !(from == st.Holder && st.Role == lease.Follower.String()) {
+			m.mu.Unlock()
+			return fmt.Errorf("%w: %s asked this node to leave the group of %s; only its holder (%s) may", ErrNotAllowed, from, did, st.Holder)
+		}
+	}
 	delete(m.drivers, did)
 	m.mu.Unlock()
 	if !ok {
@@ -328,6 +361,11 @@ func (m *Manager) Leave(did string) error {
 		}
 	}
 	_ = m.cfg.Service.Forget(did)
+	if d.g.Publisher == m.cfg.Self {
+		// The publisher keeps the key it created: it is what revives the
+		// agent if every custodian dies.
+		return m.st.remove(did)
+	}
 	return errors.Join(m.st.remove(did), m.cfg.Keys.Delete(did))
 }
 
@@ -419,6 +457,19 @@ func (m *Manager) Agent(did string) (Status, error) {
 		return Status{}, fmt.Errorf("%w: %s", ErrNotMember, did)
 	}
 	return d.snapshot(), nil
+}
+
+// Group returns a copy of the agent's custody group, or ErrNotMember.
+func (m *Manager) Group(did string) (Group, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.drivers[did]
+	if !ok {
+		return Group{}, fmt.Errorf("%w: %s", ErrNotMember, did)
+	}
+	g := *d.g
+	g.Members = slices.Clone(g.Members)
+	return g, nil
 }
 
 // Draining reports whether Drain was called.

@@ -27,6 +27,7 @@ const (
 	evCampaign                   // campaign now (first holder of a new group)
 	evReviewed                   // a placement review ended: target in id
 	evFilled                     // a lineage fetch ended
+	evRegrouped                  // a regroup failed before any member left (err)
 )
 
 type event struct {
@@ -72,6 +73,10 @@ type driver struct {
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
 	pendingStart *lease.Checkpoint
+	deadSince    map[string]time.Time // holder: members not live, since when
+	regroup      bool                 // replacing the group: agent stopped, final checkpoint proposed
+	regrouping   bool                 // Hooks.Regroup is running
+	regroupDead  []string
 	proposed     map[uint64]time.Time // seq → when it was proposed (commit latency)
 	holder       string
 	failed       error
@@ -92,6 +97,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		complete: map[string]bool{acc.ID: true, g.Genesis: true},
 		held:     map[string][]lease.Message{},
 		proposed: map[uint64]time.Time{},
+		deadSince: map[string]time.Time{},
 		pinned:   acc.ID,
 	}
 	d.publish()
@@ -127,6 +133,8 @@ func (d *driver) loop() {
 			d.on(ev)
 		}
 		d.tryTransfer()
+		d.watchMembers()
+		d.tryRegroup()
 		if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
 			d.tryStart()
 		}
@@ -201,6 +209,13 @@ func (d *driver) on(ev event) {
 	case evReviewed:
 		d.reviewing = false
 		d.handOff(ev.id)
+	case evRegrouped:
+		// The old group is untouched: run the agent again here.
+		d.regroup, d.regrouping = false, false
+		d.log().warn("regroup failed; resuming the agent in its group", ev.err)
+		if c := d.mc.Committed(); c.ID != "" && d.mc.Running() {
+			d.startAgent(c)
+		}
 	case evFilled:
 		d.filling = false
 		if ev.err != nil {
@@ -471,12 +486,102 @@ func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
 
 // review asks the node, off the driver goroutine (it may do DHT lookups
 // that must not delay heartbeats), whether the agent should move.
-func (d *driver) review() { d.reviewFor(d.m.draining.Load()) }
+func (d *driver) review() {
+	if dead := d.deadMembers(); len(dead) > 0 && !d.m.draining.Load() {
+		d.startRegroup(dead)
+		return
+	}
+	d.reviewFor(d.m.draining.Load())
+}
+
+// watchMembers tracks, on the running holder, since when each member has
+// not been live (acknowledging heartbeats, holding the committed checkpoint).
+func (d *driver) watchMembers() {
+	if !d.mc.Running() {
+		clear(d.deadSince)
+		return
+	}
+	now := time.Now()
+	for _, p := range d.g.Members {
+		if d.mc.Live(p) {
+			delete(d.deadSince, p)
+		} else if _, ok := d.deadSince[p]; !ok {
+			d.deadSince[p] = now
+		}
+	}
+}
+
+// deadMembers lists the members not live for RegroupAfter.
+func (d *driver) deadMembers() []string {
+	var dead []string
+	for _, p := range d.g.Members {
+		if since, ok := d.deadSince[p]; ok && time.Since(since) >= d.m.cfg.Timing.RegroupAfter {
+			dead = append(dead, p)
+		}
+	}
+	return dead
+}
+
+// startRegroup begins replacing the group: stop the agent with a final
+// checkpoint and propose it; tryRegroup goes on once it is committed.
+func (d *driver) startRegroup(dead []string) {
+	if d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
+		return
+	}
+	d.m.cfg.Logger.Info("custody: replacing the custody group", "agent", d.did, "dead", dead, "epoch", d.mc.Epoch())
+	d.regroup = true
+	d.regroupDead = dead
+	if h, ok := d.stopAgent(true); ok {
+		id := h.CID.String()
+		d.complete[id] = true
+		if acc, _ := d.mc.Accepted(); h.Checkpoint != nil && h.Checkpoint.Seq > acc.Seq {
+			if err := d.mc.Propose(lease.Checkpoint{Seq: h.Checkpoint.Seq, ID: id}); err != nil {
+				d.log().debug("propose final checkpoint", err)
+			} else {
+				d.proposed[h.Checkpoint.Seq] = time.Now()
+			}
+		}
+	}
+	d.handle()
+}
+
+// tryRegroup hands the group's replacement to the node once the final
+// checkpoint is committed. If the lease ends first, the group takes over as
+// after a crash (and the new holder regroups in its turn).
+func (d *driver) tryRegroup() {
+	if !d.regroup || d.regrouping {
+		return
+	}
+	if !d.mc.Running() {
+		d.regroup = false
+		return
+	}
+	acc, _ := d.mc.Accepted()
+	c := d.mc.Committed()
+	if c.ID == "" || c.Seq != acc.Seq {
+		return // not committed yet
+	}
+	head, err := cid.Decode(c.ID)
+	if err != nil {
+		return
+	}
+	d.regrouping = true
+	members, dead, epoch := slices.Clone(d.g.Members), slices.Clone(d.regroupDead), d.mc.Epoch()
+	go func() {
+		err := d.m.cfg.Hooks.Regroup(d.did, head, c.Seq, epoch, d.key, members, dead)
+		if err != nil {
+			select {
+			case d.inbox <- event{kind: evRegrouped, err: err}:
+			case <-d.ctx.Done():
+			}
+		}
+	}()
+}
 
 // reviewFor runs a review; away: look only for another member (this node
 // drains, or cannot run the agent).
 func (d *driver) reviewFor(away bool) {
-	if d.reviewing || d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
+	if d.reviewing || d.regroup || d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
 		return
 	}
 	d.reviewing = true
@@ -505,7 +610,7 @@ func (d *driver) handOff(target string) {
 	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.g.Members, target) {
 		return
 	}
-	if d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
+	if d.handoff != "" || d.regroup || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
 		return
 	}
 	d.m.cfg.Logger.Info("custody: handing agent off", "agent", d.did, "to", target, "epoch", d.mc.Epoch())

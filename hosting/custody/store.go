@@ -25,6 +25,9 @@ type Group struct {
 	Members []string `json:"members"` // peer IDs, sorted
 	Genesis string   `json:"genesis"` // CID of the checkpoint the group started from
 	TermMs  int64    `json:"term_ms"` // lease term: placement is reviewed this often
+	// Publisher is the peer that formed the group; before the group's first
+	// epoch it (and afterwards only the holder) may ask a member to leave.
+	Publisher string `json:"publisher,omitempty"`
 }
 
 func (g *Group) validate() error {
