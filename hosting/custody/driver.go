@@ -19,15 +19,15 @@ import (
 type evKind int
 
 const (
-	evMsg      evKind = iota + 1 // a message from a member
-	evEnsured                    // a checkpoint fetch ended
-	evCommit                     // the running agent committed a checkpoint
-	evExit                       // the running agent stopped by itself
-	evReview                     // review placement now (drain)
-	evCampaign                   // campaign now (first holder of a new group)
-	evReviewed                   // a placement review ended: target in id
-	evFilled                     // a lineage fetch ended
-	evRegrouped                  // a regroup failed before any member left (err)
+	evMsg       evKind = iota + 1 // a message from a member
+	evEnsured                     // a checkpoint fetch ended
+	evCommit                      // the running agent committed a checkpoint
+	evExit                        // the running agent stopped by itself
+	evReview                      // review placement now (drain)
+	evCampaign                    // campaign now (first holder of a new group)
+	evReviewed                    // a placement review ended: target in id
+	evFilled                      // a lineage fetch ended
+	evRegrouped                   // a regroup failed before any member left (err)
 )
 
 type event struct {
@@ -94,11 +94,11 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		t0: time.Now(), inbox: make(chan event, inboxSize), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		// Persisted Accepted always has its blocks here: a checkpoint is
 		// stepped into the machine only after Ensure.
-		complete: map[string]bool{acc.ID: true, g.Genesis: true},
-		held:     map[string][]lease.Message{},
-		proposed: map[uint64]time.Time{},
+		complete:  map[string]bool{acc.ID: true, g.Genesis: true},
+		held:      map[string][]lease.Message{},
+		proposed:  map[uint64]time.Time{},
 		deadSince: map[string]time.Time{},
-		pinned:   acc.ID,
+		pinned:    acc.ID,
 	}
 	d.publish()
 	return d
