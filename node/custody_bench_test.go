@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,7 +41,8 @@ type custodyEvent struct {
 	did     string
 	n       uint64        // tick (tick) or seq (commit)
 	latency time.Duration // commit: propose → majority; 0 = recovery checkpoint
-	msg     string        // log
+	msg     string        // log: message
+	detail  string        // log: attributes other than agent
 	at      time.Time
 }
 
@@ -89,13 +91,14 @@ func (r *custodyRecorder) add(e custodyEvent) {
 	}
 }
 
-// since returns the events of did at or after t, in the order recorded.
+// since returns the events of did at or after t, in the order recorded,
+// with the log lines that name no agent.
 func (r *custodyRecorder) since(did string, t time.Time) []custodyEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []custodyEvent
 	for _, e := range r.evs {
-		if e.did == did && !e.at.Before(t) {
+		if (e.did == did || e.kind == evLogKind && e.did == "") && !e.at.Before(t) {
 			out = append(out, e)
 		}
 	}
@@ -110,22 +113,25 @@ type recordingHandler struct {
 	inner slog.Handler
 }
 
+// Enabled is true down to Debug: the custody driver's debug lines (refused
+// messages, checkpoint fetches) explain a slow handoff. The other debug
+// lines of a node are rare.
 func (h recordingHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelInfo || h.inner.Enabled(ctx, l)
+	return l >= slog.LevelDebug || h.inner.Enabled(ctx, l)
 }
 
 func (h recordingHandler) Handle(ctx context.Context, r slog.Record) error {
-	switch r.Message {
-	case logHandingOff, logRunStopped, logRunning:
-		did := ""
+	if r.Message == logRunStopped || strings.HasPrefix(r.Message, "custody") {
+		did, detail := "", ""
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "agent" {
 				did = a.Value.String()
-				return false
+			} else {
+				detail += " " + a.String()
 			}
 			return true
 		})
-		h.rec.add(custodyEvent{node: h.node, kind: evLogKind, did: did, msg: r.Message, at: r.Time})
+		h.rec.add(custodyEvent{node: h.node, kind: evLogKind, did: did, msg: r.Message, detail: detail, at: r.Time})
 	}
 	if h.inner.Enabled(ctx, r.Level) {
 		return h.inner.Handle(ctx, r)
@@ -470,6 +476,14 @@ func benchHandoff(b *testing.B, size int) {
 			b.Logf("set %d handoff %d: node %d → %d, ticks %d → %d, pause %.1f ms = idle %.1f + stop/final %.1f + commit %.1f + transfer/campaign %.1f + load %.1f + first tick %.1f (final checkpoint %v)",
 				set, h, s.from, s.to, s.oldTick, s.newTick, msOf(s.pause), msOf(s.idle), msOf(s.stop), msOf(s.commit),
 				msOf(s.transfer), msOf(s.load), msOf(s.firstTick), s.finalCheckpoint)
+			if s.transfer > 100*time.Millisecond {
+				// Show what the custody drivers did meanwhile.
+				for _, e := range rec.since(res.DID, mark) {
+					if e.kind == evLogKind {
+						b.Logf("  +%6.1f ms node %d: %s%s", msOf(e.at.Sub(mark)), e.node, e.msg, e.detail)
+					}
+				}
+			}
 			if s.newTick != s.oldTick+1 {
 				b.Errorf("set %d handoff %d: tick gap: old holder's last tick %d, new holder's first %d (want +1)", set, h, s.oldTick, s.newTick)
 			}
