@@ -373,6 +373,9 @@ func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time
 		defer cancel()
 		if err := m.DHT.PutValue(ctx, agents.HeadRecordKey(cp.Agent), data); err != nil && ctx.Err() == nil {
 			m.Logger.Debug("publish head record", "agent", cp.Agent, "err", err)
+			if errors.Is(err, dht.ErrStale) {
+				m.checkSuperseded(ctx, cp.Agent)
+			}
 		}
 		for _, c := range []cid.Cid{h.CID, cp.State} {
 			if err := m.DHT.Provide(ctx, c); err != nil && ctx.Err() == nil {
@@ -380,4 +383,22 @@ func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time
 			}
 		}
 	}()
+}
+
+// checkSuperseded looks at the head record that beat ours: if it names a
+// higher epoch than the lease this node holds the agent at, another holder
+// took over and this one is stale — stop the agent at once, before the
+// lease timing would.
+func (m *Mesh) checkSuperseded(ctx context.Context, did string) {
+	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
+	if err != nil {
+		return
+	}
+	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
+	if err != nil {
+		return
+	}
+	if m.Custody.Superseded(did, rec.Epoch) {
+		m.Logger.Warn("custody: a head record at a higher epoch exists; stopped the agent here", "agent", did, "epoch", rec.Epoch, "holder", rec.Holder)
+	}
 }

@@ -472,6 +472,30 @@ func (m *Manager) Group(did string) (Group, error) {
 	return g, nil
 }
 
+// Superseded tells the agent's driver that a committed checkpoint at epoch
+// exists (seen in a head record). If that is above the epoch this node
+// holds the agent at, the agent stops at once and is not restarted here
+// for this lease (its lease cannot be renewed by a majority any more; the
+// timing rule would stop it shortly anyway). It reports whether this node
+// was running the agent at a lower epoch.
+func (m *Manager) Superseded(did string, epoch uint64) bool {
+	m.mu.Lock()
+	d, ok := m.drivers[did]
+	m.mu.Unlock()
+	if !ok {
+		return false
+	}
+	st := d.snapshot()
+	if !st.Running || st.Epoch >= epoch {
+		return false
+	}
+	select {
+	case d.inbox <- event{kind: evSuperseded, epoch: epoch}:
+	case <-m.ctx.Done():
+	}
+	return true
+}
+
 // Draining reports whether Drain was called.
 func (m *Manager) Draining() bool { return m.draining.Load() }
 

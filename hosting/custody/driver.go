@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,23 +20,25 @@ import (
 type evKind int
 
 const (
-	evMsg       evKind = iota + 1 // a message from a member
-	evEnsured                     // a checkpoint fetch ended
-	evCommit                      // the running agent committed a checkpoint
-	evExit                        // the running agent stopped by itself
-	evReview                      // review placement now (drain)
-	evCampaign                    // campaign now (first holder of a new group)
-	evReviewed                    // a placement review ended: target in id
-	evFilled                      // a lineage fetch ended
-	evRegrouped                   // a regroup failed before any member left (err)
+	evMsg        evKind = iota + 1 // a message from a member
+	evEnsured                      // a checkpoint fetch ended
+	evCommit                       // the running agent committed a checkpoint
+	evExit                         // the running agent stopped by itself
+	evReview                       // review placement now (drain)
+	evCampaign                     // campaign now (first holder of a new group)
+	evReviewed                     // a placement review ended: target in id
+	evFilled                       // a lineage fetch ended
+	evRegrouped                    // a regroup failed before any member left (err)
+	evSuperseded                   // a head record at a higher epoch exists (epoch)
 )
 
 type event struct {
-	kind evKind
-	msg  lease.Message
-	id   string // evEnsured: checkpoint ID
-	err  error
-	head hosting.Head // evCommit
+	kind  evKind
+	msg   lease.Message
+	id    string // evEnsured: checkpoint ID
+	err   error
+	head  hosting.Head // evCommit
+	epoch uint64       // evSuperseded
 }
 
 const (
@@ -77,6 +80,7 @@ type driver struct {
 	regroup      bool                 // replacing the group: agent stopped, final checkpoint proposed
 	regrouping   bool                 // Hooks.Regroup is running
 	regroupDead  []string
+	superseded   uint64               // the lease epoch at which a higher-epoch head was seen: never start at it
 	proposed     map[uint64]time.Time // seq → when it was proposed (commit latency)
 	holder       string
 	failed       error
@@ -209,6 +213,12 @@ func (d *driver) on(ev event) {
 	case evReviewed:
 		d.reviewing = false
 		d.handOff(ev.id)
+	case evSuperseded:
+		if d.mc.Epoch() < ev.epoch && d.started {
+			d.log().warn("a higher epoch holds the agent; stopping it here", fmt.Errorf("epoch %d above ours %d", ev.epoch, d.mc.Epoch()))
+			d.stopAgent(false)
+			d.superseded = d.mc.Epoch()
+		}
 	case evRegrouped:
 		// The old group is untouched: run the agent again here.
 		d.regroup, d.regrouping = false, false
@@ -388,6 +398,10 @@ const startRetry = 2 * time.Second
 func (d *driver) tryStart() {
 	cp := d.pendingStart
 	if cp == nil || d.started {
+		return
+	}
+	if d.superseded != 0 && d.superseded == d.mc.Epoch() {
+		d.pendingStart = nil
 		return
 	}
 	if !d.mc.Running() {
