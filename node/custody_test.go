@@ -47,6 +47,24 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	if holder.PeerID() != res.Holder {
 		t.Fatalf("running on %s, publish chose %s", holder.PeerID(), res.Holder)
 	}
+	first := holder
+	// A head record at a higher epoch than the holder's lease: the holder
+	// stops at once and gives the lease up; a standby runs the agent next.
+	hst, _ := holder.Custody.Agent(res.DID)
+	if !holder.Custody.Superseded(res.DID, hst.Epoch+1) {
+		t.Fatalf("Superseded(epoch %d) on the running holder at epoch %d did nothing", hst.Epoch+1, hst.Epoch)
+	}
+	var moved *Mesh
+	eventually(t, "the superseded holder to stop and another member to run", 20*time.Second, func() error {
+		if st, _ := holder.Custody.Agent(res.DID); st.Running {
+			return fmt.Errorf("superseded holder still runs the agent")
+		}
+		if moved = holderOf(ms, res.DID); moved == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		return nil
+	})
+	holder = moved
 	// Let it commit a few checkpoints at a majority.
 	var committedSeq uint64
 	eventually(t, "commits replicated to the standbys", 20*time.Second, func() error {
@@ -58,8 +76,9 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if st.AcceptedSeq < 3 {
-				return fmt.Errorf("standby %s accepted seq %d", m.PeerID(), st.AcceptedSeq)
+			hst, _ := holder.Custody.Agent(res.DID)
+			if st.AcceptedSeq < 3 || st.AcceptedAt < hst.Epoch || st.AcceptedSeq < hst.AcceptedSeq-1 {
+				return fmt.Errorf("standby %s accepted seq %d at %d; holder at epoch %d", m.PeerID(), st.AcceptedSeq, st.AcceptedAt, hst.Epoch)
 			}
 			committedSeq = max(committedSeq, st.AcceptedSeq)
 		}
@@ -113,6 +132,7 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	if !rep.Valid || len(rep.Forks) != 0 || rep.MaxEpoch < 2 {
 		t.Fatalf("verify after takeover: %+v", rep)
 	}
+	_ = first
 	if !slices.Contains(rep.Holders, holder.PeerID()) || !slices.Contains(rep.Holders, next.PeerID()) {
 		t.Fatalf("lineage holders %v lack the old %s or new %s holder", rep.Holders, holder.PeerID(), next.PeerID())
 	}

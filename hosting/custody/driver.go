@@ -218,6 +218,16 @@ func (d *driver) on(ev event) {
 			d.log().warn("a higher epoch holds the agent; stopping it here", fmt.Errorf("epoch %d above ours %d", ev.epoch, d.mc.Epoch()))
 			d.stopAgent(false)
 			d.superseded = d.mc.Epoch()
+			d.pendingStart = nil
+			// Give up the lease too, or a majority that still acknowledges
+			// us would keep the agent stopped (a forged record must not
+			// stall it): hand it to a live member, which campaigns above.
+			for _, p := range d.others() {
+				if d.mc.Live(p) {
+					d.handoff = p
+					break
+				}
+			}
 		}
 	case evRegrouped:
 		// The old group is untouched: run the agent again here.
