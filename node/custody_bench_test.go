@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,8 @@ type custodyEvent struct {
 	latency time.Duration // commit: propose → majority; 0 = recovery checkpoint
 	msg     string        // log: message
 	detail  string        // log: attributes other than agent
+	epoch   uint64        // log: its epoch attribute, if any
+	to      string        // log: its "to" attribute (handoff target), if any
 	at      time.Time
 }
 
@@ -122,16 +125,23 @@ func (h recordingHandler) Enabled(ctx context.Context, l slog.Level) bool {
 
 func (h recordingHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == logRunStopped || strings.HasPrefix(r.Message, "custody") {
-		did, detail := "", ""
+		did, detail, to, epoch := "", "", "", uint64(0)
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "agent" {
+			switch a.Key {
+			case "agent":
 				did = a.Value.String()
-			} else {
+			case "to":
+				to = a.Value.String()
+				detail += " " + a.String()
+			case "epoch":
+				epoch, _ = strconv.ParseUint(a.Value.String(), 10, 64)
+				detail += " " + a.String()
+			default:
 				detail += " " + a.String()
 			}
 			return true
 		})
-		h.rec.add(custodyEvent{node: h.node, kind: evLogKind, did: did, msg: r.Message, detail: detail, at: r.Time})
+		h.rec.add(custodyEvent{node: h.node, kind: evLogKind, did: did, msg: r.Message, detail: detail, to: to, epoch: epoch, at: r.Time})
 	}
 	if h.inner.Enabled(ctx, r.Level) {
 		return h.inner.Handle(ctx, r)
@@ -260,6 +270,48 @@ func waitCustodyReady(tb testing.TB, ms []*Mesh, rec *custodyRecorder, did strin
 	return holder
 }
 
+// watchRoles samples every member's custody status each 0.5 ms from mark
+// until the returned func is called, which returns the changes (role,
+// epoch, accepted seq, running) as text: the trace of a slow handoff.
+func watchRoles(ms []*Mesh, did string, mark time.Time) func() []string {
+	var out []string
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		last := make([]string, len(ms))
+		prev := time.Now()
+		for {
+			// A sampling gap far above 0.5 ms means this goroutine (and
+			// probably the whole process) did not run.
+			if now := time.Now(); now.Sub(prev) > 20*time.Millisecond {
+				out = append(out, fmt.Sprintf("+%6.1f ms: the watcher did not run for %.1f ms", msOf(now.Sub(mark)), msOf(now.Sub(prev))))
+			}
+			prev = time.Now()
+			for i, m := range ms {
+				st, err := m.Custody.Agent(did)
+				if err != nil {
+					continue
+				}
+				cur := fmt.Sprintf("%s epoch %d accepted %d@%d running %v", st.Role, st.Epoch, st.AcceptedSeq, st.AcceptedAt, st.Running)
+				if cur != last[i] {
+					last[i] = cur
+					out = append(out, fmt.Sprintf("+%6.1f ms node %d: %s", msOf(time.Since(mark)), i, cur))
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Microsecond):
+			}
+		}
+	}()
+	return func() []string {
+		close(stop)
+		<-done
+		return out
+	}
+}
+
 // handoffSample is one planned handoff, split into phases that add up to
 // the pause (last tick on the old holder → first tick on the new one):
 //
@@ -275,7 +327,9 @@ func waitCustodyReady(tb testing.TB, ms []*Mesh, rec *custodyRecorder, did strin
 //	firstTick: read the state, instantiate, resume, tick
 type handoffSample struct {
 	from, to                                      int
+	target                                        int // the member the old holder handed to (-1: unknown)
 	oldTick, newTick                              uint64
+	oldEpoch, newEpoch                            uint64
 	pause                                         time.Duration
 	idle, stop, commit, transfer, load, firstTick time.Duration
 	finalCheckpoint                               bool // a final checkpoint was proposed (the agent ticked since the last one)
@@ -284,7 +338,7 @@ type handoffSample struct {
 }
 
 // analyseHandoff extracts the handoff that began at mark from the events.
-func analyseHandoff(evs []custodyEvent, before []custodyEvent, from int) (handoffSample, error) {
+func analyseHandoff(evs []custodyEvent, before []custodyEvent, from int, peers []string) (handoffSample, error) {
 	s := handoffSample{from: from, to: -1}
 	var firstNew, lastOld custodyEvent
 	for _, e := range evs {
@@ -341,6 +395,8 @@ func analyseHandoff(evs []custodyEvent, before []custodyEvent, from int) (handof
 			final = e
 		}
 	}
+	s.oldEpoch, s.newEpoch = handing.epoch, running.epoch
+	s.target = slices.Index(peers, handing.to)
 	// Without a final checkpoint (no tick since the last one) the transfer
 	// follows the stop at once: commit is 0.
 	committedAt, proposedAt := handing.at, handing.at
@@ -421,7 +477,12 @@ func localHandoff(tb testing.TB, wasm, man []byte, rounds int) []time.Duration {
 // tick on one node without a mesh (localHandoff, same run) and x-local =
 // p50 / local-ms, i.e. what the group protocol adds; the phase p50s
 // (handoffSample); tick-gaps-not-1 (handoffs whose first new tick was not
-// the last old tick + 1; must be 0).
+// the last old tick + 1; must be 0); epoch-skips (handoffs where the new
+// holder did not start at the old epoch + 1: another member campaigned
+// too, and someone won only after a stagger or backoff); not-to-target
+// (handoffs where a member other than the Handoff target took over). A handoff whose
+// transfer/campaign phase exceeds 100 ms is logged (-v) with the custody
+// log lines and the members' role/epoch changes (watchRoles).
 func BenchmarkHandoffPause(b *testing.B) {
 	for _, sz := range custodyBenchSizes {
 		b.Run("state="+sz.name, func(b *testing.B) { benchHandoff(b, sz.size) })
@@ -442,6 +503,7 @@ func benchHandoff(b *testing.B, size int) {
 	local := localHandoff(b, wasm, man, 5)
 
 	var samples []handoffSample
+	retargeted := 0 // handoffs where another member than the target took over
 	for set := 0; set < handoffSets; set++ {
 		rec := newCustodyRecorder()
 		ms := startRecordedMeshes(b, 3, 2, hosting.RunOptions{TickInterval: handoffTick, CheckpointEvery: handoffCkEvery, Price: -1}, rec, true)
@@ -454,11 +516,21 @@ func benchHandoff(b *testing.B, size int) {
 		if len(res.Members) != 3 {
 			b.Fatalf("custody group of %d members, want 3", len(res.Members))
 		}
+		peers := make([]string, len(ms))
+		for i, m := range ms {
+			peers[i] = m.PeerID()
+		}
+		var pairs []string
+		for i, p := range peers {
+			pairs = append(pairs, p, fmt.Sprintf("node%d", i))
+		}
+		names := strings.NewReplacer(pairs...)
 		since := published
 		for h := 0; h < handoffPerSet; h++ {
 			from := waitCustodyReady(b, ms, rec, res.DID, since)
 			before := rec.since(res.DID, since)
 			mark := time.Now()
+			stopWatch := watchRoles(ms, res.DID, mark)
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := ms[from].Custody.Drain(dctx)
 			cancel()
@@ -466,22 +538,42 @@ func benchHandoff(b *testing.B, size int) {
 				b.Fatalf("set %d handoff %d: drain: %v", set, h, err)
 			}
 			var s handoffSample
-			pollUntil(b, "the new holder's first tick", 30*time.Second, 5*time.Millisecond, func() error {
+			// Three ticks on the new holder, so that a tick of the old one
+			// after the handoff (overlap) would have been seen.
+			pollUntil(b, "three ticks on the new holder", 30*time.Second, 5*time.Millisecond, func() error {
 				evs := rec.since(res.DID, mark)
 				var err error
-				s, err = analyseHandoff(evs, before, from)
-				return err
+				if s, err = analyseHandoff(evs, before, from, peers); err != nil {
+					return err
+				}
+				n := 0
+				for _, e := range evs {
+					if e.kind == evTickKind && e.node == s.to {
+						n++
+					}
+				}
+				if n < 3 {
+					return fmt.Errorf("%d ticks on the new holder", n)
+				}
+				return nil
 			})
+			roles := stopWatch()
 			samples = append(samples, s)
-			b.Logf("set %d handoff %d: node %d → %d, ticks %d → %d, pause %.1f ms = idle %.1f + stop/final %.1f + commit %.1f + transfer/campaign %.1f + load %.1f + first tick %.1f (final checkpoint %v)",
+			b.Logf("set %d handoff %d: node %d → %d, ticks %d → %d, pause %.1f ms = idle %.1f + stop/final %.1f + commit %.1f + transfer/campaign %.1f + load %.1f + first tick %.1f (final checkpoint %v), epoch %d → %d, handed to node %d",
 				set, h, s.from, s.to, s.oldTick, s.newTick, msOf(s.pause), msOf(s.idle), msOf(s.stop), msOf(s.commit),
-				msOf(s.transfer), msOf(s.load), msOf(s.firstTick), s.finalCheckpoint)
+				msOf(s.transfer), msOf(s.load), msOf(s.firstTick), s.finalCheckpoint, s.oldEpoch, s.newEpoch, s.target)
+			if s.target != s.to {
+				retargeted++
+			}
 			if s.transfer > 100*time.Millisecond {
 				// Show what the custody drivers did meanwhile.
 				for _, e := range rec.since(res.DID, mark) {
 					if e.kind == evLogKind {
-						b.Logf("  +%6.1f ms node %d: %s%s", msOf(e.at.Sub(mark)), e.node, e.msg, e.detail)
+						b.Logf("  +%6.1f ms node %d: %s%s", msOf(e.at.Sub(mark)), e.node, e.msg, names.Replace(e.detail))
 					}
+				}
+				for _, r := range roles {
+					b.Logf("  %s", r)
 				}
 			}
 			if s.newTick != s.oldTick+1 {
@@ -500,7 +592,7 @@ func benchHandoff(b *testing.B, size int) {
 
 	pauses := make([]time.Duration, len(samples))
 	phases := map[string][]time.Duration{}
-	badGaps := 0
+	badGaps, skips := 0, 0
 	for i, s := range samples {
 		pauses[i] = s.pause
 		for name, d := range map[string]time.Duration{"idle": s.idle, "stop-final": s.stop, "commit": s.commit,
@@ -509,6 +601,9 @@ func benchHandoff(b *testing.B, size int) {
 		}
 		if s.newTick != s.oldTick+1 {
 			badGaps++
+		}
+		if s.newEpoch != s.oldEpoch+1 {
+			skips++
 		}
 	}
 	b.Logf("local (no mesh) stop → first tick: %v", local)
@@ -520,6 +615,8 @@ func benchHandoff(b *testing.B, size int) {
 	b.ReportMetric(pctMs(local, 0.5), "local-ms")
 	b.ReportMetric(pctMs(pauses, 0.5)/pctMs(local, 0.5), "x-local")
 	b.ReportMetric(float64(badGaps), "tick-gaps-not-1")
+	b.ReportMetric(float64(skips), "epoch-skips")
+	b.ReportMetric(float64(retargeted), "not-to-target")
 	for name, ds := range phases {
 		b.ReportMetric(pctMs(ds, 0.5), name+"-p50-ms")
 	}

@@ -33,9 +33,13 @@ import (
 // SIGKILL, times the first tick logged on another node, counts the ticks
 // the new holder redoes, and checks that every checkpoint committed before
 // a kill stays in the final lineage. The whole run happens once, whatever
-// b.N; the timer covers the trials.
+// b.N; the timer covers the trials. IGOR_FAILOVER_LOG_LEVEL=debug runs the
+// daemons with --log-level debug (to diagnose; the logs stay in the
+// testnet's temporary directory, removed at the end).
 //
-//	go test ./cmd/igor-node/ -run '^$' -bench BenchmarkFailover -benchtime 1x -timeout 30m
+//	go test ./cmd/igor-node/ -run '^$' -bench BenchmarkFailover -benchtime 1x -timeout 30m -v
+//
+// (-v: without it, Go keeps only the first 10 lines of a benchmark's log.)
 func BenchmarkFailover(b *testing.B) {
 	if testing.Short() {
 		b.Skip("end-to-end testnet")
@@ -49,8 +53,17 @@ func BenchmarkFailover(b *testing.B) {
 		trials = n
 	}
 	b.StopTimer()
+	bin := binPath
+	lvl := os.Getenv("IGOR_FAILOVER_LOG_LEVEL")
+	if lvl != "" {
+		bin = filepath.Join(b.TempDir(), "igor-node")
+		script := fmt.Sprintf("#!/bin/sh\nexec %s --log-level %s \"$@\"\n", strconv.Quote(binPath), strconv.Quote(lvl))
+		if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
 	const tick = "1s" // the daemon's default --tick-interval
-	_, nodes := tbTestnet(b, 5, "TICK="+tick, "DRAIN=2s")
+	_, nodes := tbTestnet(b, bin, 5, "TICK="+tick, "DRAIN=2s")
 	down := map[int]bool{}
 	alive := func(n tnode) bool { return !down[n.Index] }
 
@@ -270,6 +283,14 @@ func BenchmarkFailover(b *testing.B) {
 				}
 			}
 		}
+		if lvl != "" { // the custody lines of the failover window, to diagnose
+			tbScanLogs(b, nodes, func(n tnode, line string) {
+				ev, ok := parseLogLine(n, line)
+				if ok && strings.HasPrefix(ev.msg, "custody:") && !ev.at.Before(killAt.Add(-time.Second)) && !ev.at.After(firstEv.at) {
+					b.Logf("  n%d %+.3f %s %s%s", n.Index, ev.at.Sub(killAt).Seconds(), ev.level, ev.msg, ev.rest)
+				}
+			})
+		}
 		if tr.first > tr.lastOld+1 {
 			b.Errorf("trial %d: old holder's last tick %d, new holder's first %d: ticks skipped", k, tr.lastOld, tr.first)
 		}
@@ -277,7 +298,7 @@ func BenchmarkFailover(b *testing.B) {
 			lost++
 			b.Errorf("trial %d: new holder's first tick %d, but tick %d was committed (seq %d) before the kill", k, tr.first, before.Tick, before.Seq)
 		}
-		tbRestart(b, &nodes[h.Index], boot, tick, k)
+		tbRestart(b, bin, &nodes[h.Index], boot, tick, k)
 		down[h.Index] = false
 		restarted := time.Now()
 		tbWaitUntil(b, 120*time.Second, fmt.Sprintf("trial %d: the restarted node back in a healthy group", k), func() error {
@@ -348,10 +369,10 @@ func BenchmarkFailover(b *testing.B) {
 // The helpers below are testing.TB versions of those in
 // custody_e2e_test.go and e2e_test.go (which take *testing.T).
 
-func tbTestnet(tb testing.TB, n int, env ...string) (string, []tnode) {
+func tbTestnet(tb testing.TB, bin string, n int, env ...string) (string, []tnode) {
 	tb.Helper()
 	dir := tb.TempDir()
-	env = append(append(os.Environ(), "BIN="+binPath, "IGOR_HOME=", "IGOR_API="), env...)
+	env = append(append(os.Environ(), "BIN="+bin, "IGOR_HOME=", "IGOR_API="), env...)
 	script := func(name string, args ...string) {
 		cmd := exec.Command(filepath.Join("..", "..", "testnet", name), args...)
 		cmd.Env = env
@@ -372,12 +393,12 @@ func tbTestnet(tb testing.TB, n int, env ...string) (string, []tnode) {
 	return dir, nodes
 }
 
-func tbRestart(tb testing.TB, nd *tnode, boot, tick string, k int) {
+func tbRestart(tb testing.TB, bin string, nd *tnode, boot, tick string, k int) {
 	tb.Helper()
 	os.Remove(filepath.Join(nd.Home, "api.addr"))
 	out, _ := os.Create(filepath.Join(nd.Home, "daemon.out"))
 	logf, _ := os.Create(filepath.Join(nd.Home, fmt.Sprintf("daemon-%d.log", k)))
-	cmd := exec.Command(binPath, "--home", nd.Home, "daemon", "--api", "127.0.0.1:0", "--slots", "4",
+	cmd := exec.Command(bin, "--home", nd.Home, "daemon", "--api", "127.0.0.1:0", "--slots", "4",
 		"--tick-interval", tick, "--drain-timeout", "2s", "--bootstrap", boot)
 	cmd.Stdout, cmd.Stderr = out, logf
 	cmd.Env = append(os.Environ(), "IGOR_HOME=")
