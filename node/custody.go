@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -44,12 +46,29 @@ const (
 // custodyNet implements custody.Net over libp2p.
 type custodyNet struct {
 	m  *Mesh
-	mu sync.Mutex // guards out
+	mu sync.Mutex // guards out, stale
 	// out: one sender goroutine per peer, created on first use.
 	out map[peer.ID]chan []byte
+	// stale: set when a peer (re)connects or disconnects; its sender then
+	// drops its stream and opens a new one. A stream on the connection to
+	// a killed peer can otherwise swallow frames until QUIC's idle timeout
+	// (~30 s) — in the failover benchmark that lost exactly the promise
+	// requests of the next takeover.
+	stale map[peer.ID]*atomic.Bool
 }
 
-func newCustodyNet(m *Mesh) *custodyNet { return &custodyNet{m: m, out: map[peer.ID]chan []byte{}} }
+func newCustodyNet(m *Mesh) *custodyNet {
+	n := &custodyNet{m: m, out: map[peer.ID]chan []byte{}, stale: map[peer.ID]*atomic.Bool{}}
+	mark := func(_ network.Network, c network.Conn) {
+		n.mu.Lock()
+		if f, ok := n.stale[c.RemotePeer()]; ok {
+			f.Store(true)
+		}
+		n.mu.Unlock()
+	}
+	m.Host.Network().Notify(&network.NotifyBundle{ConnectedF: mark, DisconnectedF: mark})
+	return n
+}
 
 func encodeFrame(did string, msg lease.Message) ([]byte, error) {
 	body, err := lease.EncodeMessage(msg)
@@ -120,8 +139,9 @@ func (n *custodyNet) Send(did string, msg lease.Message) {
 		}
 		q = make(chan []byte, custodyQueue)
 		n.out[to] = q
+		n.stale[to] = &atomic.Bool{}
 		n.m.wg.Add(1)
-		go n.sender(to, q)
+		go n.sender(to, q, n.stale[to])
 	}
 	n.mu.Unlock()
 	select {
@@ -132,14 +152,12 @@ func (n *custodyNet) Send(did string, msg lease.Message) {
 }
 
 // sender owns the outbound stream to one peer. It writes every queued
-// frame, flushing when the queue is empty (batching under load), and
-// reopens the stream after an error; frames that fail are lost.
-func (n *custodyNet) sender(to peer.ID, q chan []byte) {
+// frame, flushing when the queue is empty (batching under load). After a
+// failed write it reopens the stream and tries the batch once more; frames
+// that fail twice are lost (the protocol tolerates loss).
+func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool) {
 	defer n.m.wg.Done()
-	var (
-		s  network.Stream
-		bw *bufio.Writer
-	)
+	var s network.Stream
 	closeStream := func(reset bool) {
 		if s != nil {
 			if reset {
@@ -147,10 +165,11 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte) {
 			} else {
 				s.Close()
 			}
-			s, bw = nil, nil
+			s = nil
 		}
 	}
 	defer closeStream(false)
+	var batch bytes.Buffer
 	for {
 		var frame []byte
 		select {
@@ -158,25 +177,29 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte) {
 			return
 		case frame = <-q:
 		}
-		if s == nil {
-			var err error
-			if s, err = n.open(to); err != nil {
-				n.m.Logger.Debug("custody: open stream", "to", to, "err", err)
-				continue // the frame is lost; the next one retries
-			}
-			bw = bufio.NewWriter(s)
+		batch.Reset()
+		batch.Write(frame)
+		for len(q) > 0 && batch.Len() < 64<<10 {
+			batch.Write(<-q)
 		}
-		s.SetWriteDeadline(time.Now().Add(custodyDial))
-		_, err := bw.Write(frame)
-		for err == nil && len(q) > 0 {
-			_, err = bw.Write(<-q)
-		}
-		if err == nil {
-			err = bw.Flush()
-		}
-		if err != nil {
-			n.m.Logger.Debug("custody: write", "to", to, "err", err)
+		if stale.Swap(false) {
 			closeStream(true)
+		}
+		for attempt := 0; attempt < 2; attempt++ {
+			if s == nil {
+				var err error
+				if s, err = n.open(to); err != nil {
+					n.m.Logger.Debug("custody: open stream", "to", to, "err", err)
+					break
+				}
+			}
+			s.SetWriteDeadline(time.Now().Add(custodyDial))
+			if _, err := s.Write(batch.Bytes()); err != nil {
+				n.m.Logger.Debug("custody: write", "to", to, "attempt", attempt, "err", err)
+				closeStream(true)
+				continue
+			}
+			break
 		}
 	}
 }

@@ -67,7 +67,7 @@ type Timing struct {
 
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
-	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 20,
+	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
 		RegroupAfter: 30 * time.Second}
 }
 
@@ -303,6 +303,7 @@ func (m *Manager) Join(p JoinParams) error {
 	if _, err := m.cfg.Keys.Put(p.Key); err != nil {
 		return err
 	}
+	g.StartEpoch = p.Epoch
 	if err := m.st.saveGroup(g); err != nil {
 		return err
 	}
@@ -343,7 +344,7 @@ func (m *Manager) Leave(did, from string) error {
 	d, ok := m.drivers[did]
 	if ok && from != "" && from != m.cfg.Self {
 		st := d.snapshot()
-		if !(st.Epoch == 0 && from == d.g.Publisher) && !(from == st.Holder && st.Role == lease.Follower.String()) {
+		if !(st.Epoch == d.g.StartEpoch && from == d.g.Publisher) && !(from == st.Holder && st.Role == lease.Follower.String()) {
 			m.mu.Unlock()
 			return fmt.Errorf("%w: %s asked this node to leave the group of %s; only its holder (%s) may", ErrNotAllowed, from, did, st.Holder)
 		}

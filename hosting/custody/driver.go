@@ -71,8 +71,9 @@ type driver struct {
 	pinned    string                     // the accepted checkpoint we pinned
 	started   bool                       // the agent runs here (Service has it)
 	handoff   string                     // transfer target while handing off
-	reviewing bool                       // a placement review is in flight
-	filling   bool                       // a lineage fetch (fillLineage) is in flight
+	handoffAt time.Time
+	reviewing bool // a placement review is in flight
+	filling   bool // a lineage fetch (fillLineage) is in flight
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
 	pendingStart *lease.Checkpoint
@@ -192,8 +193,8 @@ func (d *driver) on(ev event) {
 	case evCommit:
 		id := ev.head.CID.String()
 		d.complete[id] = true
-		if !d.mc.Running() {
-			return
+		if acc, _ := d.mc.Accepted(); !d.mc.Running() || ev.head.Checkpoint.Seq <= acc.Seq {
+			return // not holding, or already proposed (a handoff's final checkpoint)
 		}
 		if err := d.mc.Propose(lease.Checkpoint{Seq: ev.head.Checkpoint.Seq, ID: id}); err != nil {
 			d.log().debug("propose", err)
@@ -224,7 +225,7 @@ func (d *driver) on(ev event) {
 			// stall it): hand it to a live member, which campaigns above.
 			for _, p := range d.others() {
 				if d.mc.Live(p) {
-					d.handoff = p
+					d.handoff, d.handoffAt = p, time.Now()
 					break
 				}
 			}
@@ -639,6 +640,7 @@ func (d *driver) handOff(target string) {
 	}
 	d.m.cfg.Logger.Info("custody: handing agent off", "agent", d.did, "to", target, "epoch", d.mc.Epoch())
 	d.handoff = target
+	d.handoffAt = time.Now()
 	d.pendingStart = nil
 	if h, ok := d.stopAgent(true); ok {
 		id := h.CID.String()
@@ -664,6 +666,21 @@ func (d *driver) tryTransfer() {
 	if !d.mc.Running() {
 		d.handoff = ""
 		return
+	}
+	// Hand over only once the target itself stored the final checkpoint
+	// (a majority did, but not necessarily the target): a target still
+	// fetching it would campaign without it and lose time. After a second,
+	// any live member that has it will do.
+	if !d.mc.Live(d.handoff) {
+		if time.Since(d.handoffAt) < time.Second {
+			return
+		}
+		for _, p := range d.others() {
+			if d.mc.Live(p) {
+				d.handoff = p
+				break
+			}
+		}
 	}
 	err := d.mc.Transfer(d.handoff)
 	if errors.Is(err, lease.ErrNotCommitted) {

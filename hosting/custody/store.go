@@ -28,6 +28,10 @@ type Group struct {
 	// Publisher is the peer that formed the group; before the group's first
 	// epoch it (and afterwards only the holder) may ask a member to leave.
 	Publisher string `json:"publisher,omitempty"`
+	// StartEpoch is the epoch the group started at (0, or the revived
+	// lineage's epoch): the publisher may undo the group while no member
+	// has moved past it.
+	StartEpoch uint64 `json:"start_epoch,omitempty"`
 }
 
 func (g *Group) validate() error {

@@ -233,8 +233,10 @@ type Machine struct {
 	attemptStart int64
 	backoffUntil int64
 	quietUntil   int64 // Config.QuietTicks; ends early once a holder is heard
+	promisedTo   string // volatile: the candidate we promised epoch promisedAt to (repeats are re-granted)
+	promisedAt   uint64
+	released     uint64 // highest epoch whose holder released it to us (Release/Handoff)
 	votes        map[string]Message
-	refusals     int
 
 	// holder
 	running   bool
@@ -355,6 +357,18 @@ func (m *Machine) Tick() {
 	case Candidate:
 		if m.now-m.attemptStart >= int64(m.cfg.RetryTicks) {
 			m.giveUp()
+			return
+		}
+		// Every half heartbeat, ask again whoever has not promised: a
+		// request or answer may have been lost, and a member whose lease
+		// view was still live may have lapsed since.
+		if every := int64(max(1, m.cfg.HeartbeatTicks/2)); (m.now-m.attemptStart)%every != 0 {
+			return
+		}
+		for _, p := range m.cfg.Group {
+			if v, ok := m.votes[p]; p != m.cfg.Self && (!ok || v.Reject && v.Hint < m.attempt) {
+				m.send(Message{Type: MsgPromiseRequest, To: p, Epoch: m.attempt})
+			}
 		}
 	case Follower:
 		if m.now >= m.lapseAt+int64(m.cfg.Rank*m.cfg.StaggerTicks) && m.now >= m.backoffUntil && m.now >= m.quietUntil {
@@ -496,6 +510,12 @@ func (m *Machine) stepDown() {
 
 func (m *Machine) stepAppend(msg Message) {
 	m.see(msg.Epoch)
+	if msg.Epoch <= m.released && m.role != Holder {
+		// Its holder stopped and released this epoch; a heartbeat of it that
+		// arrives late (e.g. held while its checkpoint was fetched) must not
+		// end the campaign that replaces it. Ignoring a message is safe.
+		return
+	}
 	if msg.Epoch < m.hs.Epoch {
 		m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Reject: true, Hint: m.hs.Epoch})
 		return
@@ -525,6 +545,22 @@ func (m *Machine) stepAppend(msg Message) {
 
 func (m *Machine) stepPromiseRequest(msg Message) {
 	m.see(msg.Epoch)
+	// A repeated request of the candidate we promised this epoch to (the
+	// first answer may have been lost): the same promise again. Nothing
+	// changed since — an accepted checkpoint at this epoch could only come
+	// from that candidate after it won, and then it asks no more.
+	if m.role == Follower && msg.Epoch == m.hs.Epoch && msg.Epoch == m.promisedAt && msg.From == m.promisedTo && m.lapsed() {
+		m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt})
+		return
+	}
+	// Two candidates for the same epoch refuse each other and, with a
+	// member down, both wait out RetryTicks. The one whose ID sorts higher
+	// yields: it drops its attempt (it persisted nothing and counts its own
+	// vote no more) and promises the epoch to the other, once.
+	if m.role == Candidate && msg.Epoch == m.attempt && msg.From < m.cfg.Self && m.attempt > m.hs.Epoch {
+		m.becomeFollower()
+		m.backoffUntil = m.now + int64(m.cfg.RetryTicks) // let the other win
+	}
 	own := m.hs.Epoch
 	if m.role == Candidate {
 		own = max(own, m.attempt) // a candidate has promised itself its attempt
@@ -538,14 +574,16 @@ func (m *Machine) stepPromiseRequest(msg Message) {
 	}
 	m.hs.Epoch = msg.Epoch
 	m.hsDirty = true
+	m.promisedTo, m.promisedAt = msg.From, msg.Epoch
 	m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt})
 }
 
 func (m *Machine) stepRelease(msg Message) {
 	// Only the holder of our current epoch can release it, and it stopped
-	// the agent before sending this. A late heartbeat re-arms the wait.
+	// the agent before sending this; its late heartbeats are ignored.
 	if msg.Epoch == m.hs.Epoch && m.role == Follower {
 		m.lapseAt = m.now
+		m.released = max(m.released, msg.Epoch)
 		m.commit = max(m.commit, msg.Commit)
 	}
 }
@@ -553,6 +591,7 @@ func (m *Machine) stepRelease(msg Message) {
 func (m *Machine) stepHandoff(msg Message) {
 	if msg.Epoch == m.hs.Epoch && m.role == Follower {
 		m.lapseAt = m.now
+		m.released = max(m.released, msg.Epoch)
 		m.commit = max(m.commit, msg.Commit)
 		m.campaign()
 	}
@@ -565,7 +604,6 @@ func (m *Machine) campaign() {
 	m.attempt = max(m.hs.Epoch, m.maxSeen) + 1
 	m.attemptStart = m.now
 	m.votes = map[string]Message{}
-	m.refusals = 0
 	for _, p := range m.cfg.Group {
 		if p != m.cfg.Self {
 			m.send(Message{Type: MsgPromiseRequest, To: p, Epoch: m.attempt})
@@ -585,13 +623,21 @@ func (m *Machine) stepPromise(msg Message) {
 	if m.role != Candidate || msg.Epoch != m.attempt {
 		return
 	}
-	if _, dup := m.votes[msg.From]; dup {
-		return
+	if v, ok := m.votes[msg.From]; ok && !v.Reject {
+		return // a promise stands
 	}
 	m.votes[msg.From] = msg
 	if msg.Reject {
-		m.refusals++
-		if m.refusals > len(m.cfg.Group)-m.majority {
+		// A refusal with a hint at or above our attempt is final (that
+		// member promised or attempts this epoch or a later one); one for a
+		// live lease may turn into a promise when the member's view lapses.
+		final := 0
+		for _, v := range m.votes {
+			if v.Reject && v.Hint >= m.attempt {
+				final++
+			}
+		}
+		if final > len(m.cfg.Group)-m.majority {
 			m.giveUp()
 		}
 		return
