@@ -40,6 +40,7 @@ const (
 	custodyQueue    = 1024
 	custodyDial     = 3 * time.Second
 	custodyIdle     = 2 * time.Minute // an inbound stream silent this long is closed
+	custodySilence  = 3 * time.Second // nothing heard from a peer we write to: reopen
 	ensureMaxDepth  = 100_000
 )
 
@@ -55,10 +56,15 @@ type custodyNet struct {
 	// (~30 s) — in the failover benchmark that lost exactly the promise
 	// requests of the next takeover.
 	stale map[peer.ID]*atomic.Bool
+	// heard: when a frame last arrived from each peer (unix ns). A member
+	// answers every heartbeat; a peer we keep writing to without hearing
+	// back for custodySilence gets a fresh stream, since a dead QUIC
+	// connection accepts writes until its idle timeout.
+	heard map[peer.ID]*atomic.Int64
 }
 
 func newCustodyNet(m *Mesh) *custodyNet {
-	n := &custodyNet{m: m, out: map[peer.ID]chan []byte{}, stale: map[peer.ID]*atomic.Bool{}}
+	n := &custodyNet{m: m, out: map[peer.ID]chan []byte{}, stale: map[peer.ID]*atomic.Bool{}, heard: map[peer.ID]*atomic.Int64{}}
 	mark := func(_ network.Network, c network.Conn) {
 		n.mu.Lock()
 		if f, ok := n.stale[c.RemotePeer()]; ok {
@@ -140,8 +146,11 @@ func (n *custodyNet) Send(did string, msg lease.Message) {
 		q = make(chan []byte, custodyQueue)
 		n.out[to] = q
 		n.stale[to] = &atomic.Bool{}
+		if n.heard[to] == nil {
+			n.heard[to] = &atomic.Int64{}
+		}
 		n.m.wg.Add(1)
-		go n.sender(to, q, n.stale[to])
+		go n.sender(to, q, n.stale[to], n.heard[to])
 	}
 	n.mu.Unlock()
 	select {
@@ -155,9 +164,12 @@ func (n *custodyNet) Send(did string, msg lease.Message) {
 // frame, flushing when the queue is empty (batching under load). After a
 // failed write it reopens the stream and tries the batch once more; frames
 // that fail twice are lost (the protocol tolerates loss).
-func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool) {
+func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard *atomic.Int64) {
 	defer n.m.wg.Done()
-	var s network.Stream
+	var (
+		s      network.Stream
+		opened time.Time
+	)
 	closeStream := func(reset bool) {
 		if s != nil {
 			if reset {
@@ -185,6 +197,9 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool) {
 		if stale.Swap(false) {
 			closeStream(true)
 		}
+		if s != nil && time.Since(opened) > custodySilence && time.Since(time.Unix(0, heard.Load())) > custodySilence {
+			closeStream(true) // writing into the void: reconnect
+		}
 		for attempt := 0; attempt < 2; attempt++ {
 			if s == nil {
 				var err error
@@ -192,6 +207,7 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool) {
 					n.m.Logger.Debug("custody: open stream", "to", to, "err", err)
 					break
 				}
+				opened = time.Now()
 			}
 			s.SetWriteDeadline(time.Now().Add(custodyDial))
 			if _, err := s.Write(batch.Bytes()); err != nil {
@@ -250,7 +266,9 @@ func recordAddrs(r *agents.HostRecord, id peer.ID) []multiaddr.Multiaddr {
 // sender, or a malformed frame, ends the stream.
 func (m *Mesh) handleCustody(s network.Stream) {
 	defer s.Close()
-	from := s.Conn().RemotePeer().String()
+	remote := s.Conn().RemotePeer()
+	from := remote.String()
+	heard := m.cnet.heardFrom(remote)
 	r := bufio.NewReader(s)
 	for {
 		s.SetReadDeadline(time.Now().Add(custodyIdle))
@@ -262,6 +280,7 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			}
 			return
 		}
+		heard.Store(time.Now().UnixNano())
 		if err := m.Custody.Deliver(did, from, msg); err != nil {
 			if errors.Is(err, lease.ErrInvalidMessage) {
 				m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)
@@ -586,4 +605,15 @@ func (m *Mesh) custodyRegroup(did string, head cid.Cid, seq, epoch uint64, key e
 	}
 	m.Logger.Info("custody: agent regrouped", "agent", did, "members", res.Members, "holder", res.Holder, "from seq", seq)
 	return nil
+}
+
+func (n *custodyNet) heardFrom(p peer.ID) *atomic.Int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.heard[p]
+	if h == nil {
+		h = &atomic.Int64{}
+		n.heard[p] = h
+	}
+	return h
 }
