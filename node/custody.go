@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/igor-mesh/igor-node/agents"
@@ -222,18 +223,29 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard
 
 // open dials the peer, learning its addresses from its host record when
 // the peerstore has none that work (a restarted node listens on new ports).
+// Each step has its own deadline: a dial to a killed peer's old QUIC
+// address hangs until its timeout and must not eat the lookup's time.
 func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
-	ctx, cancel := context.WithTimeout(n.m.ctx, custodyDial)
-	defer cancel()
-	s, err := n.m.Host.NewStream(ctx, to, CustodyProtocol)
+	try := func(d time.Duration) (network.Stream, error) {
+		ctx, cancel := context.WithTimeout(n.m.ctx, d)
+		defer cancel()
+		return n.m.Host.NewStream(ctx, to, CustodyProtocol)
+	}
+	s, err := try(time.Second)
 	if err == nil {
 		return s, nil
 	}
-	if addrs := n.m.lookupAddrs(ctx, to); len(addrs) > 0 {
-		n.m.Host.Peerstore().AddAddrs(to, addrs, peerstore.TempAddrTTL)
-		return n.m.Host.NewStream(ctx, to, CustodyProtocol)
+	lctx, cancel := context.WithTimeout(n.m.ctx, 2*time.Second)
+	addrs := n.m.lookupAddrs(lctx, to)
+	cancel()
+	if len(addrs) == 0 {
+		return nil, err
 	}
-	return nil, err
+	n.m.Host.Peerstore().AddAddrs(to, addrs, peerstore.TempAddrTTL)
+	if sw, ok := n.m.Host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(to) // the new addresses deserve a dial now
+	}
+	return try(custodyDial)
 }
 
 // lookupAddrs finds a peer's addresses in its host record.
@@ -616,4 +628,29 @@ func (n *custodyNet) heardFrom(p peer.ID) *atomic.Int64 {
 		n.heard[p] = h
 	}
 	return h
+}
+
+// greetMembers connects to the other members of every custody group this
+// node restored, so that they learn its new addresses at once (and drop
+// streams to its previous incarnation) instead of after their dead
+// connection times out.
+func (m *Mesh) greetMembers() {
+	seen := map[string]bool{m.PeerID(): true}
+	for _, st := range m.Custody.Status() {
+		for _, p := range st.Members {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			id, err := peer.Decode(p)
+			if err != nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+			if addrs := m.lookupAddrs(ctx, id); len(addrs) > 0 {
+				_ = m.Host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
+			}
+			cancel()
+		}
+	}
 }

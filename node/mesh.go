@@ -177,6 +177,11 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	} else if len(boot) > 0 && n == 0 {
 		cfg.Logger.Warn("no bootstrap peer reachable; running alone until a peer connects", "tried", len(boot))
 	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.greetMembers()
+	}()
 	if cfg.Slots > 0 {
 		m.wg.Add(1)
 		go m.advertiseLoop()
