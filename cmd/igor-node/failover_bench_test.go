@@ -381,7 +381,13 @@ func tbTestnet(tb testing.TB, bin string, n int, env ...string) (string, []tnode
 		}
 	}
 	script("up.sh", strconv.Itoa(n), dir)
-	tb.Cleanup(func() { script("down.sh", dir) })
+	tb.Cleanup(func() {
+		script("down.sh", dir)
+		// IGOR_KEEP_LOGS=DIR keeps the daemons' logs of a failed run.
+		if keep := os.Getenv("IGOR_KEEP_LOGS"); keep != "" && tb.Failed() {
+			exec.Command("cp", "-r", dir, keep).Run()
+		}
+	})
 	var nodes []tnode
 	data, err := os.ReadFile(filepath.Join(dir, "nodes.json"))
 	if err != nil {

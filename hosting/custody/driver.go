@@ -345,7 +345,6 @@ func (d *driver) handle() {
 			d.stopAgent(false)
 			return
 		}
-		d.repin(rd.Persist.Accepted.ID)
 	}
 	if rd.Stop {
 		d.stopAgent(false)
@@ -369,6 +368,12 @@ func (d *driver) handle() {
 	}
 	for _, msg := range rd.Messages {
 		d.m.cfg.Net.Send(d.did, msg)
+	}
+	if rd.Persist != nil {
+		// Pins only keep blocks from a garbage collection; they are not part
+		// of the protocol's durability (the blocks are on disk before the
+		// checkpoint is stepped), so their fsyncs stay off the ack's path.
+		d.repin(rd.Persist.Accepted.ID)
 	}
 	d.mc.Advance()
 	d.leaseEnd.Store(d.mc.LeaseEnd())
