@@ -49,6 +49,7 @@ fuzz:
 
 bench: build agents
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... ./dht/... ./node/... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench BenchmarkFailover -benchtime 1x -timeout 60m -v ./cmd/igor-node/ | tee -a $(BIN)/bench.txt
 
 # The idle cost of a 10-node local mesh (CPU % and RSS per daemon over 30 s).
 bench-idle: build
