@@ -13,7 +13,7 @@ help:
 	@echo "build       bin/igor-node"
 	@echo "agents      every example agent -> bin/agents/<name>.wasm (+ .manifest.json)"
 	@echo "test        everything make test runs in CI (unit, race, e2e, short chaos, short fuzz)"
-	@echo "soak        10-min chaos run: 7 nodes, 20 agents, random kill -9 and restart"
+	@echo "soak        60 000 random lease schedules, then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
@@ -38,6 +38,7 @@ chaos-short: build agents
 	bash testnet/chaos.sh $(BIN)/chaos-ci --seconds 45 --nodes 5 --agents 3 --seed 1
 
 soak: build agents
+	LEASE_SIM_SCHEDULES=60000 $(GO) test -count=1 -timeout 60m -run TestRandomSchedules ./hosting/lease
 	SLOTS=8 bash testnet/chaos.sh $(BIN)/chaos-soak --minutes 10 --nodes 7 --agents 20
 
 # Each fuzz target for a short run (go test -fuzz takes one target per run).
