@@ -32,8 +32,8 @@ import (
 // CustodyProtocol carries lease messages between custody-group members
 // (docs/PROTOCOL.md "Custody transport"): one long-lived stream per
 // direction and peer, frames of uvarint length + uvarint-prefixed agent DID
-// + lease.EncodeMessage. A sender batches every frame queued for a peer
-// into one write.
+// + the 8-byte custody group ID + lease.EncodeMessage. A sender batches
+// every frame queued for a peer into one write.
 const CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
 
 const (
@@ -77,13 +77,14 @@ func newCustodyNet(m *Mesh) *custodyNet {
 	return n
 }
 
-func encodeFrame(did string, msg lease.Message) ([]byte, error) {
+func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, error) {
 	body, err := lease.EncodeMessage(msg)
 	if err != nil {
 		return nil, err
 	}
 	inner := binary.AppendUvarint(nil, uint64(len(did)))
 	inner = append(inner, did...)
+	inner = append(inner, gid[:]...)
 	inner = append(inner, body...)
 	if len(inner) > maxCustodyFrame {
 		return nil, fmt.Errorf("%w: custody frame of %d bytes", ErrBadMessage, len(inner))
@@ -92,40 +93,43 @@ func encodeFrame(did string, msg lease.Message) ([]byte, error) {
 }
 
 // readFrame reads one frame; errors wrap ErrBadMessage (or are I/O errors).
-func readFrame(r *bufio.Reader) (string, lease.Message, error) {
+func readFrame(r *bufio.Reader) (string, custody.GroupID, lease.Message, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
-		return "", lease.Message{}, err
+		return "", custody.GroupID{}, lease.Message{}, err
 	}
 	if n == 0 || n > maxCustodyFrame {
-		return "", lease.Message{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
+		return "", custody.GroupID{}, lease.Message{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return "", lease.Message{}, err
+		return "", custody.GroupID{}, lease.Message{}, err
 	}
 	return decodeFrame(buf)
 }
 
-func decodeFrame(buf []byte) (string, lease.Message, error) {
+func decodeFrame(buf []byte) (string, custody.GroupID, lease.Message, error) {
+	var gid custody.GroupID
 	l, k := binary.Uvarint(buf)
-	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l {
-		return "", lease.Message{}, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
+	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l+uint64(len(gid)) {
+		return "", gid, lease.Message{}, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
 	}
 	did := string(buf[k : k+int(l)])
 	if _, err := agents.ParseDID(did); err != nil {
-		return "", lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+		return "", gid, lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
 	}
-	msg, err := lease.DecodeMessage(buf[k+int(l):])
+	rest := buf[k+int(l):]
+	copy(gid[:], rest)
+	msg, err := lease.DecodeMessage(rest[len(gid):])
 	if err != nil {
-		return "", lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+		return "", gid, lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
 	}
-	return did, msg, nil
+	return did, gid, msg, nil
 }
 
 // Send queues the message for its recipient; a full queue drops it.
-func (n *custodyNet) Send(did string, msg lease.Message) {
-	frame, err := encodeFrame(did, msg)
+func (n *custodyNet) Send(did string, gid custody.GroupID, msg lease.Message) {
+	frame, err := encodeFrame(did, gid, msg)
 	if err != nil {
 		n.m.Logger.Warn("custody: encode message", "agent", did, "err", err)
 		return
@@ -284,7 +288,7 @@ func (m *Mesh) handleCustody(s network.Stream) {
 	r := bufio.NewReader(s)
 	for {
 		s.SetReadDeadline(time.Now().Add(custodyIdle))
-		did, msg, err := readFrame(r)
+		did, gid, msg, err := readFrame(r)
 		if err != nil {
 			if errors.Is(err, ErrBadMessage) {
 				m.Logger.Info("custody: bad frame; closing the stream", "from", from, "err", err)
@@ -293,7 +297,7 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			return
 		}
 		heard.Store(time.Now().UnixNano())
-		if err := m.Custody.Deliver(did, from, msg); err != nil {
+		if err := m.Custody.Deliver(did, gid, from, msg); err != nil {
 			if errors.Is(err, lease.ErrInvalidMessage) {
 				m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)
 				s.Reset()

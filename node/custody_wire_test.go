@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/hosting/lease"
 )
 
@@ -14,13 +15,14 @@ const fuzzDID = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
 func TestCustodyFrameRoundTrip(t *testing.T) {
 	msg := lease.Message{Type: lease.MsgAppend, From: "12D3KooWA", To: "12D3KooWB", Epoch: 3, Round: 9, Commit: 4,
 		Checkpoint: lease.Checkpoint{Seq: 5, ID: "bafyreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"}}
-	frame, err := encodeFrame(fuzzDID, msg)
+	gid := custody.GroupID{1, 2, 3, 4, 5, 6, 7, 8}
+	frame, err := encodeFrame(fuzzDID, gid, msg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	did, got, err := readFrame(bufio.NewReader(bytes.NewReader(frame)))
-	if err != nil || did != fuzzDID || got != msg {
-		t.Fatalf("round trip: %q %+v %v", did, got, err)
+	did, ggot, got, err := readFrame(bufio.NewReader(bytes.NewReader(frame)))
+	if err != nil || did != fuzzDID || got != msg || ggot != gid {
+		t.Fatalf("round trip: %q %v %+v %v", did, ggot, got, err)
 	}
 	bad := map[string][]byte{
 		"zero length": {0},
@@ -29,7 +31,7 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 		"truncated":   frame[:len(frame)-1],
 	}
 	for name, b := range bad {
-		if _, _, err := readFrame(bufio.NewReader(bytes.NewReader(b))); err == nil {
+		if _, _, _, err := readFrame(bufio.NewReader(bytes.NewReader(b))); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else if name != "truncated" && !errors.Is(err, ErrBadMessage) {
 			t.Errorf("%s: %v, want ErrBadMessage", name, err)
@@ -41,23 +43,23 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 // re-encodes to the same bytes, or to an error — never a panic.
 func FuzzCustodyFrame(f *testing.F) {
 	msg := lease.Message{Type: lease.MsgPromise, From: "a", To: "b", Epoch: 2, Checkpoint: lease.Checkpoint{Seq: 1, ID: "x"}, AcceptedAt: 1}
-	frame, _ := encodeFrame(fuzzDID, msg)
+	frame, _ := encodeFrame(fuzzDID, custody.GroupID{9}, msg)
 	f.Add(frame[1:])
 	f.Add([]byte{})
 	f.Add([]byte{5, 'd', 'i', 'd', ':', 'k'})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		did, m, err := decodeFrame(body)
+		did, gid, m, err := decodeFrame(body)
 		if err != nil {
 			if !errors.Is(err, ErrBadMessage) {
 				t.Fatalf("error without ErrBadMessage: %v", err)
 			}
 			return
 		}
-		again, err := encodeFrame(did, m)
+		again, err := encodeFrame(did, gid, m)
 		if err != nil {
 			t.Fatalf("decoded frame does not re-encode: %v", err)
 		}
-		if _, _, err := readFrame(bufio.NewReader(bytes.NewReader(again))); err != nil {
+		if _, _, _, err := readFrame(bufio.NewReader(bytes.NewReader(again))); err != nil {
 			t.Fatalf("re-encoded frame does not decode: %v", err)
 		}
 	})

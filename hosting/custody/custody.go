@@ -75,7 +75,7 @@ func DefaultTiming() Timing {
 type Net interface {
 	// Send queues msg for msg.To about agent did. Best effort: it never
 	// blocks and may drop (the protocol tolerates loss).
-	Send(did string, msg lease.Message)
+	Send(did string, gid GroupID, msg lease.Message)
 	// Ensure makes checkpoint c of agent did present locally together with
 	// what resuming it needs (its state, and every predecessor with its
 	// state back to one in stop, or to seq 0), fetching from peers in the
@@ -173,11 +173,13 @@ func (c *Config) validate() error {
 	return err
 }
 
-// joinQuiet: a member of a brand-new group waits this many lease waits
-// before campaigning on its own. The publisher asks its chosen first holder
-// to campaign (Manager.Campaign) once every member joined; this wait only
-// matters if the publisher dies in between.
-const joinQuiet = 5
+// neverQuiet: a member of a group that has not started never campaigns on
+// its own: only the member the publisher kicks (Manager.Campaign) does, and
+// the others follow once they hear it. A group whose placement was undone
+// (or only partly undone) thus stays inert instead of coming alive next to
+// the group that replaced it. If the publisher dies between join and kick,
+// the agent needs revive.
+const neverQuiet = 1 << 30
 
 func (t Timing) leaseConfig(self string, members []string, rank int, hs lease.HardState, quiet int) lease.Config {
 	// Nobody campaigns on its own before a full wait after (re)joining: a
@@ -247,7 +249,11 @@ func (m *Manager) Restore() error {
 		if hs.Accepted.ID == "" {
 			hs.Accepted = lease.Checkpoint{ID: g.Genesis}
 		}
-		if err := m.start(g, key, hs, false, m.cfg.Timing.WaitTicks); err != nil {
+		quiet := m.cfg.Timing.WaitTicks
+		if hs.Epoch <= g.StartEpoch {
+			quiet = neverQuiet // the group never started: wait for the kick
+		}
+		if err := m.start(g, key, hs, false, quiet); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -284,13 +290,24 @@ func (m *Manager) Join(p JoinParams) error {
 	if len(p.Key) != ed25519.PrivateKeySize || agents.DID(p.Key.Public().(ed25519.PublicKey)) != g.Agent {
 		return fmt.Errorf("%w: the escrowed key is not the key of %s", ErrBadGroup, g.Agent)
 	}
+	g.StartEpoch = p.Epoch
 	m.mu.Lock()
-	_, exists := m.drivers[g.Agent]
+	old, exists := m.drivers[g.Agent]
 	m.mu.Unlock()
 	if exists {
-		return fmt.Errorf("%w: %s", ErrExists, g.Agent)
-	}
-	if _, err := m.st.loadGroup(agents.AgentID(g.Agent)); err == nil {
+		// A newer incarnation of the agent's group (a regroup or revive
+		// placed it above the epoch this membership reached) replaces a
+		// membership whose group the others have left; anything else is a
+		// duplicate or stale offer.
+		st := old.snapshot()
+		if old.gid == g.ID() || g.StartEpoch < st.Epoch || st.Running {
+			return fmt.Errorf("%w: %s (group %s at epoch %d)", ErrExists, g.Agent, old.gid, st.Epoch)
+		}
+		m.cfg.Logger.Info("custody: a newer group replaces this membership", "agent", g.Agent, "old group", old.gid, "epoch", st.Epoch, "new start epoch", g.StartEpoch)
+		if err := m.Leave(g.Agent, ""); err != nil {
+			return err
+		}
+	} else if _, err := m.st.loadGroup(agents.AgentID(g.Agent)); err == nil {
 		return fmt.Errorf("%w: %s (persisted)", ErrExists, g.Agent)
 	}
 	head, err := cid.Decode(g.Genesis)
@@ -303,7 +320,6 @@ func (m *Manager) Join(p JoinParams) error {
 	if _, err := m.cfg.Keys.Put(p.Key); err != nil {
 		return err
 	}
-	g.StartEpoch = p.Epoch
 	if err := m.st.saveGroup(g); err != nil {
 		return err
 	}
@@ -311,7 +327,7 @@ func (m *Manager) Join(p JoinParams) error {
 	if err := m.st.saveHardState(g.Agent, hs); err != nil {
 		return err
 	}
-	return m.start(g, p.Key, hs, p.Campaign, joinQuiet*m.cfg.Timing.WaitTicks)
+	return m.start(g, p.Key, hs, p.Campaign, neverQuiet)
 }
 
 // Campaign asks this member to campaign for the lease now (the publisher's
@@ -396,7 +412,7 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 // authenticated sender; a message whose From differs is refused. It
 // returns ErrNotMember when this node has no group for did; a full inbox
 // drops the message (loss is part of the protocol's model).
-func (m *Manager) Deliver(did, from string, msg lease.Message) error {
+func (m *Manager) Deliver(did string, gid GroupID, from string, msg lease.Message) error {
 	if msg.From != from {
 		return fmt.Errorf("%w: message claims to be from %s, the stream is from %s", lease.ErrInvalidMessage, msg.From, from)
 	}
@@ -406,8 +422,8 @@ func (m *Manager) Deliver(did, from string, msg lease.Message) error {
 	m.mu.Lock()
 	d, ok := m.drivers[did]
 	m.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotMember, did)
+	if !ok || d.gid != gid {
+		return fmt.Errorf("%w: %s (group %s)", ErrNotMember, did, gid)
 	}
 	select {
 	case d.inbox <- event{kind: evMsg, msg: msg}:

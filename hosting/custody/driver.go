@@ -53,6 +53,7 @@ const (
 type driver struct {
 	m      *Manager
 	g      *Group
+	gid    GroupID
 	did    string
 	key    ed25519.PrivateKey
 	mc     *lease.Machine
@@ -95,7 +96,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 	ctx, cancel := context.WithCancel(m.ctx)
 	acc, _ := mc.Accepted()
 	d := &driver{
-		m: m, g: g, did: g.Agent, key: key, mc: mc, ranked: ranked,
+		m: m, g: g, gid: g.ID(), did: g.Agent, key: key, mc: mc, ranked: ranked,
 		t0: time.Now(), inbox: make(chan event, inboxSize), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		// Persisted Accepted always has its blocks here: a checkpoint is
 		// stepped into the machine only after Ensure.
@@ -367,7 +368,7 @@ func (d *driver) handle() {
 		d.startAgent(*rd.Start)
 	}
 	for _, msg := range rd.Messages {
-		d.m.cfg.Net.Send(d.did, msg)
+		d.m.cfg.Net.Send(d.did, d.gid, msg)
 	}
 	if rd.Persist != nil {
 		// Pins only keep blocks from a garbage collection; they are not part

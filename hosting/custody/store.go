@@ -1,6 +1,8 @@
 package custody
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +34,27 @@ type Group struct {
 	// lineage's epoch): the publisher may undo the group while no member
 	// has moved past it.
 	StartEpoch uint64 `json:"start_epoch,omitempty"`
+}
+
+// GroupID identifies one incarnation of an agent's custody group: its
+// members, where it started and at which epoch. Frames carry it, so a
+// member restored with the state of a group the others have left (a
+// regroup, a revive) cannot take part in a newer group of the same agent
+// that happens to have the same members.
+type GroupID [8]byte
+
+func (id GroupID) String() string { return hex.EncodeToString(id[:]) }
+
+// ID computes the group's ID.
+func (g *Group) ID() GroupID {
+	h := sha256.New()
+	fmt.Fprintf(h, "igor-custody-group/v1\x00%s\x00%s\x00%d", g.Agent, g.Genesis, g.StartEpoch)
+	for _, m := range g.Members {
+		fmt.Fprintf(h, "\x00%s", m)
+	}
+	var id GroupID
+	copy(id[:], h.Sum(nil))
+	return id
 }
 
 func (g *Group) validate() error {

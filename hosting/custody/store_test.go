@@ -109,3 +109,31 @@ func TestGroupValidation(t *testing.T) {
 		t.Fatalf("misfiled group: %v", err)
 	}
 }
+
+// Every incarnation of a group has its own ID: the same members started
+// again at a higher epoch (a regroup or revive) are a different group, so a
+// member restored with the old group's state cannot take part in the new one.
+func TestGroupIDDistinguishesIncarnations(t *testing.T) {
+	g := testGroup(t)
+	base := g.ID()
+	if again := g.ID(); again != base {
+		t.Fatalf("ID not deterministic: %v %v", base, again)
+	}
+	later := *g
+	later.StartEpoch = 8
+	other := *g
+	other.Members = []string{"12D3KooWA", "12D3KooWB", "12D3KooWD"}
+	from := *g
+	from.Genesis = "bafyreigwglw6flpsze4ogcs6pcuzqcvyolpeljrwr76bvy5hvbvaxw3vfe"
+	for name, o := range map[string]*Group{"start epoch": &later, "members": &other, "start checkpoint": &from} {
+		if o.ID() == base {
+			t.Errorf("%s: same group ID %v", name, base)
+		}
+	}
+	// The publisher and the term are not part of the identity.
+	same := *g
+	same.Publisher, same.TermMs = "12D3KooWZ", 1000
+	if same.ID() != base {
+		t.Errorf("publisher/term changed the group ID")
+	}
+}
