@@ -232,7 +232,7 @@ type Machine struct {
 	attempt      uint64
 	attemptStart int64
 	backoffUntil int64
-	quietUntil   int64 // Config.QuietTicks; ends early once a holder is heard
+	quietUntil   int64  // Config.QuietTicks; ends early once a holder is heard
 	promisedTo   string // volatile: the candidate we promised epoch promisedAt to (repeats are re-granted)
 	promisedAt   uint64
 	released     uint64 // highest epoch whose holder released it to us (Release/Handoff)
