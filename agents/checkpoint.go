@@ -25,9 +25,18 @@ type Checkpoint struct {
 	Manifest  cid.Cid // equals the genesis's
 	Budget    int64   // µc remaining, ≥ 0; never increases
 	Price     int64   // µc per second charged by the holder, ≥ 0
-	Time      int64   // unix ns by the holder's clock; informational, not checked
-	AgentSig  []byte  // Ed25519 signature by the agent key
-	HolderSig []byte  // Ed25519 signature by the holder's node key
+	// Calls and Metered are the holder's metering since the predecessor
+	// (since the genesis for seq 0): how many agent_tick calls it billed
+	// (completed, failed and rolled-back ones) and their wall time in ns,
+	// each call's time capped at the manifest's tick timeout. Budget must
+	// equal the predecessor's budget minus TickCost(Metered, Price),
+	// floored at 0 — VerifyLineage recomputes it. Signed like every field,
+	// so a holder's charge is attributable to it.
+	Calls     uint64
+	Metered   uint64
+	Time      int64  // unix ns by the holder's clock; informational, not checked
+	AgentSig  []byte // Ed25519 signature by the agent key
+	HolderSig []byte // Ed25519 signature by the holder's node key
 }
 
 type checkpointWire struct {
@@ -45,6 +54,8 @@ type checkpointWire struct {
 	Manifest  link   `cbor:"manifest"`
 	Budget    int64  `cbor:"budget"`
 	Price     int64  `cbor:"price"`
+	Calls     uint64 `cbor:"calls"`
+	Metered   uint64 `cbor:"metered"`
 	Time      int64  `cbor:"time"`
 	AgentSig  []byte `cbor:"agentSig,omitempty"`
 	HolderSig []byte `cbor:"holderSig,omitempty"`
@@ -55,7 +66,7 @@ func (c *Checkpoint) wire(withSigs bool) *checkpointWire {
 		Type: TypeCheckpoint, Agent: c.Agent, Genesis: link{c.Genesis},
 		Seq: c.Seq, Tick: c.Tick, Epoch: c.Epoch, Holder: c.Holder,
 		State: link{c.State}, StateSize: c.StateSize, Module: link{c.Module}, Manifest: link{c.Manifest},
-		Budget: c.Budget, Price: c.Price, Time: c.Time,
+		Budget: c.Budget, Price: c.Price, Calls: c.Calls, Metered: c.Metered, Time: c.Time,
 	}
 	if c.Prev.Defined() {
 		w.Prev = &link{c.Prev}
@@ -105,7 +116,7 @@ func (c *Checkpoint) validate(signed bool) (agent, holder ed25519.PublicKey, err
 	for _, f := range []struct {
 		name string
 		v    uint64
-	}{{"seq", c.Seq}, {"tick", c.Tick}, {"epoch", c.Epoch}, {"stateSize", c.StateSize}} {
+	}{{"seq", c.Seq}, {"tick", c.Tick}, {"epoch", c.Epoch}, {"stateSize", c.StateSize}, {"calls", c.Calls}, {"metered", c.Metered}} {
 		if f.v > math.MaxInt64 {
 			return nil, nil, errf(ErrMalformed, "%s %d exceeds 2^63-1", f.name, f.v)
 		}
@@ -209,7 +220,7 @@ func DecodeCheckpoint(data []byte) (*Checkpoint, error) {
 	c := &Checkpoint{
 		Agent: w.Agent, Genesis: w.Genesis.c, Seq: w.Seq, Tick: w.Tick, Epoch: w.Epoch,
 		Holder: w.Holder, State: w.State.c, StateSize: w.StateSize, Module: w.Module.c,
-		Manifest: w.Manifest.c, Budget: w.Budget, Price: w.Price, Time: w.Time,
+		Manifest: w.Manifest.c, Budget: w.Budget, Price: w.Price, Calls: w.Calls, Metered: w.Metered, Time: w.Time,
 		AgentSig: w.AgentSig, HolderSig: w.HolderSig,
 	}
 	if w.Prev != nil {

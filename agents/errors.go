@@ -10,16 +10,19 @@ import (
 // Sentinel errors. Every error this package returns wraps one of them (or
 // ErrBadManifest); compare with errors.Is.
 var (
-	ErrBadDID           = errors.New("agents: invalid DID")
-	ErrBadPeerID        = errors.New("agents: invalid peer ID")
-	ErrWrongKey         = errors.New("agents: key does not match")
-	ErrBadSignature     = errors.New("agents: bad signature")
-	ErrMalformed        = errors.New("agents: malformed object")
-	ErrMissingBlock     = errors.New("agents: missing block")
-	ErrBrokenLink       = errors.New("agents: broken link")
-	ErrNotGenesis       = errors.New("agents: not a genesis")
-	ErrOrder            = errors.New("agents: out of order")
-	ErrBudgetIncreased  = errors.New("agents: budget increased")
+	ErrBadDID          = errors.New("agents: invalid DID")
+	ErrBadPeerID       = errors.New("agents: invalid peer ID")
+	ErrWrongKey        = errors.New("agents: key does not match")
+	ErrBadSignature    = errors.New("agents: bad signature")
+	ErrMalformed       = errors.New("agents: malformed object")
+	ErrMissingBlock    = errors.New("agents: missing block")
+	ErrBrokenLink      = errors.New("agents: broken link")
+	ErrNotGenesis      = errors.New("agents: not a genesis")
+	ErrOrder           = errors.New("agents: out of order")
+	ErrBudgetIncreased = errors.New("agents: budget increased")
+	// ErrMetering: a checkpoint's budget step does not match its signed
+	// metering (calls, metered time, price) and the manifest's bounds.
+	ErrMetering         = errors.New("agents: budget step does not match the metering")
 	ErrModuleMismatch   = errors.New("agents: module mismatch")
 	ErrManifestMismatch = errors.New("agents: manifest mismatch")
 	ErrIdentityChanged  = errors.New("agents: agent identity changed")

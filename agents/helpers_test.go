@@ -61,12 +61,14 @@ func (f *fixture) cp(i int) *Checkpoint {
 }
 
 var (
-	testModule   = contentCID([]byte("module bytes"))
-	testManifest = contentCID([]byte(`{"resource_limits":{}}`))
+	testModule        = contentCID([]byte("module bytes"))
+	testManifestBytes = []byte(`{"resource_limits":{}}`)
+	testManifest      = contentCID(testManifestBytes)
 )
 
 // newFixture builds genesis + n checkpoints (seq 0..n-1), holders rotating
-// every 3 checkpoints with the epoch rising on each change, budget falling.
+// every 3 checkpoints with the epoch rising on each change, budget falling
+// by 100 µc (0.1 s metered at 1000 µc/s over 10 calls) per checkpoint.
 func newFixture(t testing.TB, n int) *fixture {
 	t.Helper()
 	f := &fixture{agentKey: keyFromLabel("agent"), store: memStore{}}
@@ -83,6 +85,7 @@ func newFixture(t testing.TB, n int) *fixture {
 	}
 	f.gcid = c
 	f.store[c] = data
+	f.store[testManifest] = testManifestBytes // VerifyLineage reads its tick timeout
 	for i := 0; i < n; i++ {
 		f.append(t, f.next())
 	}
@@ -101,6 +104,7 @@ func (f *fixture) next() *Checkpoint {
 	}
 	if i > 0 {
 		cp.Prev = f.entries[i-1].CID
+		cp.Calls, cp.Metered = 10, 1e8
 	}
 	return cp
 }

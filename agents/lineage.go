@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sort"
 
 	"github.com/ipfs/go-cid"
@@ -56,7 +57,12 @@ func (l *Lineage) Head() Entry { return l.Entries[len(l.Entries)-1] }
 //     (checked during the walk, which bounds it);
 //   - tick strictly increases (seq 0 may have tick 0);
 //   - epoch never decreases;
-//   - budget never increases (seq 0 ≤ the genesis budget);
+//   - budget never increases (seq 0 ≤ the genesis budget), and each step is
+//     exactly what the holder's signed metering says: Budget equals
+//     BudgetAfter(the predecessor's (or genesis's) budget, Metered, Price);
+//     Calls covers at least the ticks made since the predecessor; Metered
+//     is at most Calls × the manifest's tick timeout; Price is at most the
+//     manifest's max_price_per_second when one is set (ErrMetering);
 //   - module and manifest CIDs equal the genesis's.
 //
 // Time fields are not checked: hosts' clocks differ.
@@ -65,7 +71,7 @@ func (l *Lineage) Head() Entry { return l.Entries[len(l.Entries)-1] }
 // are *VerifyError values naming the culprit's CID and seq and wrapping a
 // sentinel: ErrMissingBlock (getter error or CheckBlock failure), ErrMalformed
 // (undecodable, non-canonical, or hash mismatch), ErrBadSignature,
-// ErrBrokenLink, ErrNotGenesis, ErrOrder, ErrBudgetIncreased,
+// ErrBrokenLink, ErrNotGenesis, ErrOrder, ErrBudgetIncreased, ErrMetering,
 // ErrModuleMismatch, ErrManifestMismatch, ErrIdentityChanged. Block-level
 // failures and seq breaks are reported as the walk meets them (head first);
 // other rule failures name the earliest checkpoint in history that breaks a
@@ -166,6 +172,14 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 		return nil, ve
 	}
 
+	// The manifest bounds the metering: each call's time by the tick
+	// timeout, the price by max_price_per_second.
+	man, err := lineageManifest(g, gc, get)
+	if err != nil {
+		return nil, err
+	}
+	timeoutNs := man.ResourceLimits.TickTimeoutMs * 1e6 // ≤ MaxTickTimeoutMs: no overflow
+
 	// The rules, in history order, so the first culprit is reported.
 	for i, e := range entries {
 		cp := e.Checkpoint
@@ -178,7 +192,7 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 		if !cp.Genesis.Equals(gc) {
 			return nil, fail(ErrBrokenLink, "links genesis %s, but its history starts at genesis %s", cp.Genesis, gc)
 		}
-		budgetBefore, before := g.Budget, "the genesis's"
+		budgetBefore, before, tickBefore := g.Budget, "the genesis's", uint64(0)
 		if i > 0 {
 			p := entries[i-1].Checkpoint
 			if cp.Tick <= p.Tick {
@@ -187,10 +201,24 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 			if cp.Epoch < p.Epoch {
 				return nil, fail(ErrOrder, "epoch %d is lower than its predecessor's epoch %d", cp.Epoch, p.Epoch)
 			}
-			budgetBefore, before = p.Budget, "its predecessor's"
+			budgetBefore, before, tickBefore = p.Budget, "its predecessor's", p.Tick
 		}
 		if cp.Budget > budgetBefore {
 			return nil, fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
+		}
+		if want := BudgetAfter(budgetBefore, cp.Metered, cp.Price); cp.Budget != want {
+			return nil, fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) leaves %d µc",
+				cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), want)
+		}
+		if ticks := cp.Tick - tickBefore; cp.Calls < ticks {
+			return nil, fail(ErrMetering, "%d ticks since its predecessor but only %d billed agent_tick calls", ticks, cp.Calls)
+		}
+		if hi, lo := bits.Mul64(cp.Calls, timeoutNs); hi == 0 && cp.Metered > lo {
+			return nil, fail(ErrMetering, "metered %d ns over %d calls: more than the manifest's %d ms tick timeout per call",
+				cp.Metered, cp.Calls, man.ResourceLimits.TickTimeoutMs)
+		}
+		if limit := man.MigrationPolicy.MaxPricePerSecond; limit > 0 && cp.Price > limit {
+			return nil, fail(ErrMetering, "price %d µc/s is above the manifest's max_price_per_second %d", cp.Price, limit)
 		}
 		if !cp.Module.Equals(g.Module) {
 			return nil, fail(ErrModuleMismatch, "module %s differs from the genesis module %s", cp.Module, g.Module)
@@ -339,4 +367,23 @@ func DetectForks(entries []Entry) []Fork {
 		return false
 	})
 	return forks
+}
+
+// lineageManifest fetches, re-hashes and parses the genesis's manifest.
+func lineageManifest(g *Genesis, gc cid.Cid, get BlockGetter) (*Manifest, error) {
+	data, err := get.Get(g.Manifest)
+	if err != nil {
+		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMissingBlock, cause: err,
+			Reason: fmt.Sprintf("manifest %s not available: %v", g.Manifest, err)}
+	}
+	if sum, err := g.Manifest.Prefix().Sum(data); err != nil || !sum.Equals(g.Manifest) {
+		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMalformed,
+			Reason: fmt.Sprintf("manifest bytes do not hash to %s (corrupt or substituted block)", g.Manifest)}
+	}
+	man, err := ParseManifest(data)
+	if err != nil {
+		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMalformed, cause: err,
+			Reason: fmt.Sprintf("manifest %s: %v", g.Manifest, err)}
+	}
+	return man, nil
 }

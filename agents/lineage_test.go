@@ -198,6 +198,25 @@ func TestVerifyLineageTamper(t *testing.T) {
 		{"budget increase", ErrBudgetIncreased, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
 			return rebuild(t, f, 3, true, func(c *Checkpoint) { c.Budget = f.entries[2].Checkpoint.Budget + 1 }), 3
 		}},
+		{"budget step larger than metered", ErrMetering, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
+			return rebuild(t, f, 3, true, func(c *Checkpoint) { c.Budget-- }), 3
+		}},
+		{"budget step smaller than metered", ErrMetering, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
+			return rebuild(t, f, 3, true, func(c *Checkpoint) { c.Metered += 1e6 }), 3
+		}},
+		{"fewer calls than ticks", ErrMetering, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
+			return rebuild(t, f, 4, true, func(c *Checkpoint) { c.Calls = 9 }), 4
+		}},
+		{"metered beyond the tick timeout", ErrMetering, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
+			// 10 calls may bill at most 10 × 1000 ms; 10 s + 1 ns at price 0
+			// keeps the budget step itself exact.
+			return rebuild(t, f, 2, true, func(c *Checkpoint) {
+				c.Price, c.Metered, c.Budget = 0, 10*1e9+1, f.entries[1].Checkpoint.Budget
+			}), 2
+		}},
+		{"free seq 0 charged", ErrMetering, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
+			return rebuild(t, f, 0, true, func(c *Checkpoint) { c.Budget = f.genesis.Budget - 1 }), 0
+		}},
 		{"seq 0 budget above genesis", ErrBudgetIncreased, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
 			return rebuild(t, f, 0, true, func(c *Checkpoint) { c.Budget = f.genesis.Budget + 1 }), 0
 		}},

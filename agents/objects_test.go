@@ -185,6 +185,8 @@ func TestCheckpointEveryFieldSigned(t *testing.T) {
 		"manifest":  func(c *Checkpoint) { c.Manifest = other },
 		"budget":    func(c *Checkpoint) { c.Budget-- },
 		"price":     func(c *Checkpoint) { c.Price++ },
+		"calls":     func(c *Checkpoint) { c.Calls++ },
+		"metered":   func(c *Checkpoint) { c.Metered++ },
 		"time":      func(c *Checkpoint) { c.Time++ },
 	}
 	if n := reflect.TypeOf(Checkpoint{}).NumField() - 2; len(muts) != n {
@@ -306,11 +308,11 @@ func TestDecodeRejectsNonCanonical(t *testing.T) {
 	if bytes.Equal(longInt, valid) {
 		t.Fatal("test setup: seq not found")
 	}
-	if valid[0] != 0xb1 { // map(17)
+	if valid[0] != 0xb3 { // map(19)
 		t.Fatalf("test setup: checkpoint starts with %x", valid[0])
 	}
 	indef := append(append([]byte{0xbf}, valid[1:]...), 0xff)
-	dup := append([]byte{0xb2}, valid[1:]...)
+	dup := append([]byte{0xb4}, valid[1:]...)
 	dup = append(dup, append(seqKey, 0x01)...)
 
 	cases := map[string][]byte{

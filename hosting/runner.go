@@ -20,6 +20,9 @@ var (
 	// ErrBudgetExhausted: the agent has no budget left; its final checkpoint
 	// records budget 0 and it will not tick again.
 	ErrBudgetExhausted = errors.New("hosting: budget exhausted")
+	// ErrPriceTooHigh: this host's price is above the manifest's
+	// max_price_per_second; running would make checkpoints verify rejects.
+	ErrPriceTooHigh = errors.New("hosting: price above the agent's limit")
 	// ErrKeyMismatch: the agent key given does not belong to the agent's DID.
 	ErrKeyMismatch = errors.New("hosting: agent key does not match the agent's DID")
 	// ErrTooManyFailures: the instance failed repeatedly even when re-created
@@ -335,7 +338,15 @@ func Load(ctx context.Context, env Env, head cid.Cid, key ed25519.PrivateKey) (*
 // they used stays spent (the budget never increases).
 //
 // Run returns ErrBudgetExhausted (with a valid Result) when the budget hits
-// zero, and ErrTooManyFailures after MaxFailures consecutive failures.
+// zero, ErrTooManyFailures after MaxFailures consecutive failures, and
+// ErrPriceTooHigh before running when the price exceeds the manifest's cap.
+//
+// Metering: every agent_tick call is billed its wall time (capped at the
+// tick timeout, at least 1 ns) at the run's price; each checkpoint records
+// the calls and time billed since its predecessor, and its budget is the
+// predecessor's less agents.TickCost of that time — the step VerifyLineage
+// recomputes. The tick that exhausts the budget completes and is charged
+// what was left (never below 0).
 func Run(ctx context.Context, env Env, a *Loaded, opts RunOptions) (Result, error) {
 	if err := env.validate(); err != nil {
 		return Result{}, err
@@ -354,6 +365,9 @@ func Run(ctx context.Context, env Env, a *Loaded, opts RunOptions) (Result, erro
 	if opts.Price >= 0 {
 		r.price = opts.Price
 	}
+	if limit := a.Manifest.MigrationPolicy.MaxPricePerSecond; limit > 0 && r.price > limit {
+		return Result{}, fmt.Errorf("%w: this host charges %d µc/s, the agent's manifest allows at most %d (migration_policy.max_price_per_second)", ErrPriceTooHigh, r.price, limit)
+	}
 	return r.loop(ctx)
 }
 
@@ -365,12 +379,16 @@ type run struct {
 	head   Head
 	inst   *wasmexec.Instance
 	tick   uint64 // tick number of the agent's current in-memory state
-	budget int64
+	budget int64  // what is left: head budget less the metering below
 	price  int64
-	epoch  uint64
-	dirty  bool // ticks since the head was committed
-	abort  bool // stopped by ErrFenced: no final checkpoint
-	res    Result
+	// Metering since the head, recorded in the next checkpoint: agent_tick
+	// calls billed (failed and rolled-back ones too) and their time in ns.
+	calls   uint64
+	metered uint64
+	epoch   uint64
+	dirty   bool // ticks since the head was committed
+	abort   bool // stopped by ErrFenced: no final checkpoint
+	res     Result
 }
 
 func (r *run) loop(ctx context.Context) (Result, error) {
@@ -415,11 +433,14 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			}
 		}
 		// A tick in progress is not interrupted by shutdown (its own deadline
-		// bounds it): stopping between ticks keeps every completed tick.
+		// bounds it): stopping between ticks keeps every completed tick. Nor
+		// by the budget running out: the last tick completes, is charged
+		// what is left, and the final checkpoint records budget 0 — the
+		// host gives at most one tick timeout unpaid, and the lineage says
+		// the agent is spent (a cut tick could not be recorded at all).
 		res, err := r.inst.Tick(context.WithoutCancel(ctx))
 		r.res.Ticks++
-		left, _ := Charge(r.budget, TickCost(res.Elapsed, r.price))
-		r.budget = left
+		r.bill(res.Elapsed)
 		if err != nil {
 			failures++
 			r.res.Failures++
@@ -504,7 +525,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 		Agent: r.a.DID, Genesis: prev.Checkpoint.Genesis, Prev: prev.CID,
 		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: r.epoch,
 		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
-		Budget: r.budget, Price: r.price,
+		Budget: r.budget, Price: r.price, Calls: r.calls, Metered: r.metered,
 	}
 	h, err := commit(r.env, r.a.Key, cp, state, prev.CID)
 	if err != nil {
@@ -512,7 +533,25 @@ func (r *run) checkpoint(ctx context.Context) error {
 	}
 	r.head = h
 	r.dirty = false
+	r.calls, r.metered = 0, 0
 	return nil
+}
+
+func (r *run) tickTimeoutNs() uint64 {
+	return r.a.Manifest.ResourceLimits.TickTimeoutMs * uint64(time.Millisecond)
+}
+
+// bill meters one agent_tick call: its time, capped at the tick timeout
+// (the host absorbs any overshoot of its own deadline, so the signed
+// metering always satisfies VerifyLineage's bound), and at least 1 ns (no
+// call is free). The budget is recomputed from the head's, with the same
+// formula VerifyLineage applies to the checkpoint.
+func (r *run) bill(elapsed time.Duration) {
+	ns := uint64(max(elapsed, 1))
+	ns = min(ns, r.tickTimeoutNs())
+	r.calls++
+	r.metered += ns
+	r.budget = agents.BudgetAfter(r.head.Checkpoint.Budget, r.metered, r.price)
 }
 
 // finish commits the final checkpoint when the agent ticked since the last

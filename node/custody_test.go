@@ -137,6 +137,17 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	if !slices.Contains(rep.Holders, holder.PeerID()) || !slices.Contains(rep.Holders, next.PeerID()) {
 		t.Fatalf("lineage holders %v lack the old %s or new %s holder", rep.Holders, holder.PeerID(), next.PeerID())
 	}
+	// Every µc spent is attributed to the holder that signed its step.
+	var charged int64
+	for _, c := range rep.Charges {
+		if c.Calls < c.Ticks {
+			t.Fatalf("holder %s billed %d calls for %d ticks", c.Holder, c.Calls, c.Ticks)
+		}
+		charged += c.Charged
+	}
+	if charged != rep.BudgetStart-rep.BudgetLeft || len(rep.Charges) != len(rep.Holders) {
+		t.Fatalf("charges %+v add up to %d µc; the budget fell by %d", rep.Charges, charged, rep.BudgetStart-rep.BudgetLeft)
+	}
 }
 
 // TestReviveAfterAllCustodiansDie: the whole custody group dies; the
@@ -180,7 +191,20 @@ func TestReviveAfterAllCustodiansDie(t *testing.T) {
 	reviveMargin = 0
 	defer func() { reviveMargin = old }()
 	fresh := startMeshesJoining(t, pubs[0], 3, 2)
-	waitHosts(t, append(slices.Clone(pubs), fresh...), 3)
+	// The dead hosts' records outlive them, so a count proves nothing: wait
+	// until the publisher sees each fresh host's own record.
+	eventually(t, "the publisher to see the fresh hosts' records", 60*time.Second, func() error {
+		hs, err := pubs[0].Hosts(ctx)
+		if err != nil {
+			return err
+		}
+		for _, f := range fresh {
+			if !slices.ContainsFunc(hs, func(h *agents.HostRecord) bool { return h.Peer == f.PeerID() }) {
+				return fmt.Errorf("no record of %s yet", f.PeerID())
+			}
+		}
+		return nil
+	})
 	// The head record (not QueryAgent: the head checkpoint may have died
 	// with the group).
 	data, err := pubs[0].DHT.GetValue(ctx, agents.HeadRecordKey(res.DID))
@@ -215,7 +239,15 @@ func TestReviveAfterAllCustodiansDie(t *testing.T) {
 			return err
 		}
 		if q.Epoch <= st.Epoch || !slices.Contains(rv.Members, q.Holder) {
-			return fmt.Errorf("head seq %d epoch %d holder %s", q.Seq, q.Epoch, q.Holder)
+			// Say what each new member thinks, so a timeout is diagnosable.
+			var views []string
+			for _, f := range fresh {
+				for _, s := range f.Custody.Status() {
+					views = append(views, fmt.Sprintf("%s: %s epoch %d running %v accepted seq %d lease end %v holder %s err %q",
+						f.PeerID(), s.Role, s.Epoch, s.Running, s.AcceptedSeq, s.LeaseEnd, s.Holder, s.Error))
+				}
+			}
+			return fmt.Errorf("head seq %d epoch %d holder %s; members: %v", q.Seq, q.Epoch, q.Holder, views)
 		}
 		return nil
 	})

@@ -102,22 +102,35 @@ func describe(c cid.Cid, data []byte) (*CheckpointInfo, error) {
 
 // VerifyReport is the outcome of a lineage check.
 type VerifyReport struct {
-	Valid       bool       `json:"valid"`
-	DID         string     `json:"did,omitempty"`
-	Head        string     `json:"head,omitempty"`
-	Genesis     string     `json:"genesis,omitempty"`
-	Checkpoints int        `json:"checkpoints"`
-	FirstTick   uint64     `json:"first_tick"`
-	LastTick    uint64     `json:"last_tick"`
-	LastSeq     uint64     `json:"last_seq"`
-	MaxEpoch    uint64     `json:"max_epoch"`
-	BudgetStart int64      `json:"budget_start_microcents"`
-	BudgetLeft  int64      `json:"budget_left_microcents"`
-	Holders     []string   `json:"holders,omitempty"`
-	Forks       []ForkInfo `json:"forks,omitempty"`
-	Error       string     `json:"error,omitempty"`
-	FailedCID   string     `json:"failed_cid,omitempty"`
-	FailedSeq   *uint64    `json:"failed_seq,omitempty"`
+	Valid       bool     `json:"valid"`
+	DID         string   `json:"did,omitempty"`
+	Head        string   `json:"head,omitempty"`
+	Genesis     string   `json:"genesis,omitempty"`
+	Checkpoints int      `json:"checkpoints"`
+	FirstTick   uint64   `json:"first_tick"`
+	LastTick    uint64   `json:"last_tick"`
+	LastSeq     uint64   `json:"last_seq"`
+	MaxEpoch    uint64   `json:"max_epoch"`
+	BudgetStart int64    `json:"budget_start_microcents"`
+	BudgetLeft  int64    `json:"budget_left_microcents"`
+	Holders     []string `json:"holders,omitempty"`
+	// Charges attributes every budget step to the holder that signed it.
+	Charges   []HolderCharge `json:"charges,omitempty"`
+	Forks     []ForkInfo     `json:"forks,omitempty"`
+	Error     string         `json:"error,omitempty"`
+	FailedCID string         `json:"failed_cid,omitempty"`
+	FailedSeq *uint64        `json:"failed_seq,omitempty"`
+}
+
+// HolderCharge totals the budget steps one holder signed: what it charged,
+// for how many ticks, and the metering it claimed (see agents.Checkpoint).
+type HolderCharge struct {
+	Holder      string `json:"holder"`
+	Checkpoints int    `json:"checkpoints"`
+	Ticks       uint64 `json:"ticks"`
+	Calls       uint64 `json:"calls"`
+	MeteredNs   uint64 `json:"metered_ns"`
+	Charged     int64  `json:"charged_microcents"`
 }
 
 // ForkInfo is the proof of a fork: two checkpoints with the same predecessor.
@@ -189,12 +202,26 @@ func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectD
 	first, last := lin.Entries[0].Checkpoint, lin.Entries[len(lin.Entries)-1].Checkpoint
 	rep.FirstTick, rep.LastTick, rep.LastSeq, rep.MaxEpoch = first.Tick, last.Tick, last.Seq, last.Epoch
 	rep.BudgetStart, rep.BudgetLeft = lin.Genesis.Budget, last.Budget
-	seen := map[string]bool{}
-	for _, e := range lin.Entries {
-		if !seen[e.Checkpoint.Holder] {
-			seen[e.Checkpoint.Holder] = true
-			rep.Holders = append(rep.Holders, e.Checkpoint.Holder)
+	charges := map[string]int{} // holder → index in rep.Charges
+	for i, e := range lin.Entries {
+		cp := e.Checkpoint
+		j, ok := charges[cp.Holder]
+		if !ok {
+			j = len(rep.Charges)
+			charges[cp.Holder] = j
+			rep.Holders = append(rep.Holders, cp.Holder)
+			rep.Charges = append(rep.Charges, HolderCharge{Holder: cp.Holder})
 		}
+		before, tickBefore := lin.Genesis.Budget, uint64(0)
+		if i > 0 {
+			before, tickBefore = lin.Entries[i-1].Checkpoint.Budget, lin.Entries[i-1].Checkpoint.Tick
+		}
+		c := &rep.Charges[j]
+		c.Checkpoints++
+		c.Ticks += cp.Tick - tickBefore
+		c.Calls += cp.Calls
+		c.MeteredNs += cp.Metered
+		c.Charged += before - cp.Budget
 	}
 	entries, err := agentCheckpoints(ctx, st, lin.DID)
 	if err != nil {

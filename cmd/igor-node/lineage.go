@@ -159,6 +159,10 @@ func printReport(w io.Writer, r *node.VerifyReport) {
 		fmt.Fprintf(w, "lineage    %d checkpoints, seq 0..%d, ticks %d..%d, epoch ≤ %d\n", r.Checkpoints, r.LastSeq, r.FirstTick, r.LastTick, r.MaxEpoch)
 		fmt.Fprintf(w, "budget     %s -> %s\n", formatAmount(r.BudgetStart), formatAmount(r.BudgetLeft))
 		fmt.Fprintf(w, "holders    %s\n", strings.Join(r.Holders, ", "))
+		for _, c := range r.Charges {
+			fmt.Fprintf(w, "charged    %s by %s: %d ticks, %d calls, %v metered, in %d checkpoints\n",
+				formatAmount(c.Charged), c.Holder, c.Ticks, c.Calls, time.Duration(c.MeteredNs).Round(time.Microsecond), c.Checkpoints)
+		}
 	}
 	for _, f := range r.Forks {
 		fmt.Fprintf(w, "FORK       %s and %s both follow %s\n", f.A, f.B, f.Prev)

@@ -106,6 +106,7 @@ func appendForged(t *testing.T, home, did string, mutate func(cp *agents.Checkpo
 	last := lin.Head()
 	cp := *last.Checkpoint
 	cp.Prev, cp.Seq, cp.Tick = last.CID, cp.Seq+1, cp.Tick+1
+	cp.Calls, cp.Metered = 1, 0 // one tick, nothing charged: the budget step stays valid
 	cp.AgentSig, cp.HolderSig = nil, nil
 	mutate(&cp, st)
 	if err := cp.Sign(agentKey, nodeKey); err != nil {

@@ -150,18 +150,23 @@ func (d *driver) loop() {
 }
 
 // tryCampaign runs a requested campaign (first holder of a new or revived
-// group) as soon as this node's view of the lease has lapsed; a holder
-// heard meanwhile makes it moot.
+// group) as soon as this node's view of the lease has lapsed, and again
+// whenever an attempt gives up, until the group has a holder: this node,
+// or one heard from. A new group never self-starts (D26), so one lost
+// attempt (a member still joining, a promise dropped under load) would
+// otherwise leave it without a holder for good.
 func (d *driver) tryCampaign() {
 	if !d.campaign {
 		return
 	}
-	if d.holder != "" && d.holder != d.m.cfg.Self || d.mc.Role() != lease.Follower {
+	switch {
+	case d.mc.Role() == lease.Holder, d.holder != "" && d.holder != d.m.cfg.Self:
 		d.campaign = false
 		return
+	case d.mc.Role() == lease.Candidate:
+		return // an attempt is running
 	}
 	if err := d.mc.Campaign(); err == nil {
-		d.campaign = false
 		d.handle()
 	}
 }
