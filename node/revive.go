@@ -106,9 +106,8 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 		return nil, fmt.Errorf("revive needs the agent's key in this node's keystore: %w", err)
 	}
 	var (
-		head      cid.Cid
-		minEpoch  uint64 // the new group campaigns above this
-		recordSeq uint64
+		head     cid.Cid
+		minEpoch uint64 // the new group campaigns above this
 	)
 	// The head record itself, not QueryAgent: the checkpoint it names may
 	// have died with the group, and that is the case revive is for.
@@ -119,7 +118,7 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 			return nil, fmt.Errorf("%w: holder %s committed seq %d %s ago and its lease runs until %s (+%v for clock skew); revive only an agent whose custodians are gone",
 				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.LeaseExpiry.Format(time.RFC3339Nano), reviveMargin)
 		}
-		minEpoch, recordSeq = st.Epoch, st.Seq
+		minEpoch = st.Epoch
 		head, err = m.fetchLineage(ctx, st)
 		if err != nil {
 			local, lerr := m.newestLocal(ctx, did)
@@ -148,7 +147,6 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 		return nil, fmt.Errorf("lineage of %s does not verify; not reviving it: %w", did, err)
 	}
 	last := lin.Head()
-	_ = recordSeq
 	minEpoch = max(minEpoch, last.Checkpoint.Epoch)
 	if last.Checkpoint.Budget == 0 {
 		return nil, fmt.Errorf("%w: %s has no budget left", hosting.ErrBudgetExhausted, did)

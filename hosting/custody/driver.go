@@ -197,17 +197,9 @@ func (d *driver) on(ev event) {
 			d.step(msg)
 		}
 	case evCommit:
-		id := ev.head.CID.String()
-		d.complete[id] = true
-		if acc, _ := d.mc.Accepted(); !d.mc.Running() || ev.head.Checkpoint.Seq <= acc.Seq {
-			return // not holding, or already proposed (a handoff's final checkpoint)
+		if d.proposeHead(ev.head) {
+			d.handle()
 		}
-		if err := d.mc.Propose(lease.Checkpoint{Seq: ev.head.Checkpoint.Seq, ID: id}); err != nil {
-			d.log().debug("propose", err)
-			return
-		}
-		d.proposed[ev.head.Checkpoint.Seq] = time.Now()
-		d.handle()
 	case evExit:
 		// Budget exhausted or repeated failures: the final head was proposed
 		// through evCommit; the agent stays held (not running) so no other
@@ -568,17 +560,27 @@ func (d *driver) startRegroup(dead []string) {
 	d.regroup = true
 	d.regroupDead = dead
 	if h, ok := d.stopAgent(true); ok {
-		id := h.CID.String()
-		d.complete[id] = true
-		if acc, _ := d.mc.Accepted(); h.Checkpoint != nil && h.Checkpoint.Seq > acc.Seq {
-			if err := d.mc.Propose(lease.Checkpoint{Seq: h.Checkpoint.Seq, ID: id}); err != nil {
-				d.log().debug("propose final checkpoint", err)
-			} else {
-				d.proposed[h.Checkpoint.Seq] = time.Now()
-			}
-		}
+		d.proposeHead(h)
 	}
 	d.handle()
+}
+
+// proposeHead marks a checkpoint the runner committed locally as stored
+// here and proposes it to the group when it is newer than the accepted one
+// (a handoff's final checkpoint may already be proposed), recording when,
+// for the commit-latency metric. It reports whether it proposed.
+func (d *driver) proposeHead(h hosting.Head) bool {
+	id := h.CID.String()
+	d.complete[id] = true
+	if acc, _ := d.mc.Accepted(); !d.mc.Running() || h.Checkpoint == nil || h.Checkpoint.Seq <= acc.Seq {
+		return false // not holding, or already proposed
+	}
+	if err := d.mc.Propose(lease.Checkpoint{Seq: h.Checkpoint.Seq, ID: id}); err != nil {
+		d.log().debug("propose", err)
+		return false
+	}
+	d.proposed[h.Checkpoint.Seq] = time.Now()
+	return true
 }
 
 // tryRegroup hands the group's replacement to the node once the final
@@ -654,15 +656,7 @@ func (d *driver) handOff(target string) {
 	d.handoffAt = time.Now()
 	d.pendingStart = nil
 	if h, ok := d.stopAgent(true); ok {
-		id := h.CID.String()
-		d.complete[id] = true
-		if acc, _ := d.mc.Accepted(); h.Checkpoint != nil && h.Checkpoint.Seq > acc.Seq {
-			if err := d.mc.Propose(lease.Checkpoint{Seq: h.Checkpoint.Seq, ID: id}); err != nil {
-				d.log().debug("propose final checkpoint", err)
-			} else {
-				d.proposed[h.Checkpoint.Seq] = time.Now()
-			}
-		}
+		d.proposeHead(h)
 	}
 	d.handle()
 }
