@@ -230,7 +230,7 @@ type RunOptions struct {
 	FastInterval    time.Duration // when the tick reported more work; default 10ms
 	CheckpointEvery uint64        // commit a checkpoint every N ticks; default 5
 	MaxTicks        uint64        // stop after this many ticks in this run; 0 = until ctx ends
-	MaxFailures     int           // consecutive instance failures before giving up; default 3
+	MaxFailures     int           // instance failures without a committed checkpoint before giving up; default 3
 	Price           int64         // µc per second; <0 = keep the head's price
 	// Epoch is the lease epoch new checkpoints carry; 0 keeps the head's.
 	// It must not be lower than the head's (Run rejects that).
@@ -338,7 +338,8 @@ func Load(ctx context.Context, env Env, head cid.Cid, key ed25519.PrivateKey) (*
 // they used stays spent (the budget never increases).
 //
 // Run returns ErrBudgetExhausted (with a valid Result) when the budget hits
-// zero, ErrTooManyFailures after MaxFailures consecutive failures, and
+// zero, ErrTooManyFailures after MaxFailures failures without a committed
+// checkpoint in between, and
 // ErrPriceTooHigh before running when the price exceeds the manifest's cap.
 //
 // Metering: every agent_tick call is billed its wall time (capped at the
@@ -387,8 +388,14 @@ type run struct {
 	metered uint64
 	epoch   uint64
 	dirty   bool // ticks since the head was committed
-	abort   bool // stopped by ErrFenced: no final checkpoint
-	res     Result
+	// failures counts instance failures (start, tick, checkpoint) since the
+	// last committed checkpoint; MaxFailures of them stop the run. Counted
+	// from the last commit, not the last good tick, so an agent whose ticks
+	// work but whose checkpoints always fail cannot loop forever.
+	failures    int
+	lastFailure error
+	abort       bool // stopped by ErrFenced: no final checkpoint
+	res         Result
 }
 
 func (r *run) loop(ctx context.Context) (Result, error) {
@@ -397,7 +404,6 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			r.inst.Close(context.Background())
 		}
 	}()
-	failures := 0
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -422,11 +428,11 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				if ctx.Err() != nil {
 					return r.finish(StopContext, nil)
 				}
-				failures++
+				r.failures++
 				r.res.Failures++
 				r.env.Logger.Error("agent instance failed to start", "agent", r.a.DID, "err", err)
-				if failures >= r.opts.MaxFailures {
-					return r.finish(StopFailed, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
+				if r.failures >= r.opts.MaxFailures {
+					return r.finish(StopFailed, fmt.Errorf("%w: %d failures without a committed checkpoint, last: %w", ErrTooManyFailures, r.failures, err))
 				}
 				timer.Reset(r.opts.TickInterval)
 				continue
@@ -442,18 +448,17 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		r.res.Ticks++
 		r.bill(res.Elapsed)
 		if err != nil {
-			failures++
+			r.failures++
 			r.res.Failures++
 			r.env.Logger.Error("agent tick failed; replacing the instance from the last checkpoint",
 				"agent", r.a.DID, "tick", r.tick+1, "head", r.head.CID, "err", err)
 			r.discard()
-			if failures >= r.opts.MaxFailures {
-				return r.finish(StopFailed, fmt.Errorf("%w: %d consecutive failures, last: %w", ErrTooManyFailures, failures, err))
+			if r.failures >= r.opts.MaxFailures {
+				return r.finish(StopFailed, fmt.Errorf("%w: %d failures without a committed checkpoint, last: %w", ErrTooManyFailures, r.failures, err))
 			}
 			timer.Reset(r.opts.TickInterval)
 			continue
 		}
-		failures = 0
 		r.tick++
 		r.dirty = true
 		if r.opts.OnTick != nil {
@@ -462,6 +467,9 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
 			if err := r.checkpoint(ctx); err != nil {
 				return r.res, err
+			}
+			if r.failures >= r.opts.MaxFailures {
+				return r.finish(StopFailed, fmt.Errorf("%w: %d failures without a committed checkpoint, last: %w", ErrTooManyFailures, r.failures, r.lastFailure))
 			}
 		}
 		if res.More {
@@ -518,6 +526,9 @@ func (r *run) checkpoint(ctx context.Context) error {
 		r.env.Logger.Error("agent checkpoint failed; rolling back to the last checkpoint",
 			"agent", r.a.DID, "head", r.head.CID, "err", err)
 		r.discard()
+		r.failures++
+		r.res.Failures++
+		r.lastFailure = err
 		return nil
 	}
 	prev := r.head
@@ -534,6 +545,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 	r.head = h
 	r.dirty = false
 	r.calls, r.metered = 0, 0
+	r.failures = 0 // progress is committed: failures count from here
 	return nil
 }
 

@@ -639,22 +639,47 @@ func (n *custodyNet) heardFrom(p peer.ID) *atomic.Int64 {
 // streams to its previous incarnation) instead of after their dead
 // connection times out.
 func (m *Mesh) greetMembers() {
-	seen := map[string]bool{m.PeerID(): true}
-	for _, st := range m.Custody.Status() {
-		for _, p := range st.Members {
-			if seen[p] {
-				continue
+	// Retried: right after a start the DHT may not answer yet, and a member
+	// that restarted on new ports is only reachable once its fresh host
+	// record is found — until someone connects, the others keep dialling
+	// the addresses it had before.
+	for attempt := 0; attempt < greetAttempts; attempt++ {
+		missing := 0
+		seen := map[string]bool{m.PeerID(): true}
+		for _, st := range m.Custody.Status() {
+			for _, p := range st.Members {
+				if seen[p] {
+					continue
+				}
+				seen[p] = true
+				id, err := peer.Decode(p)
+				if err != nil || m.Host.Network().Connectedness(id) == network.Connected {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+				if addrs := m.lookupAddrs(ctx, id); len(addrs) > 0 {
+					_ = m.Host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
+				}
+				cancel()
+				if m.Host.Network().Connectedness(id) != network.Connected {
+					missing++
+				}
 			}
-			seen[p] = true
-			id, err := peer.Decode(p)
-			if err != nil {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
-			if addrs := m.lookupAddrs(ctx, id); len(addrs) > 0 {
-				_ = m.Host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
-			}
-			cancel()
+		}
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(greetRetry):
 		}
 	}
 }
+
+// greetMembers tries for about a minute; members still unreachable after
+// that are dead or partitioned, which the lease protocol handles.
+const (
+	greetAttempts = 12
+	greetRetry    = 5 * time.Second
+)

@@ -146,13 +146,18 @@ func (l *Local) CreateAgent(ctx context.Context, wasm, manifestJSON []byte, budg
 		return "", hosting.Head{}, err
 	}
 	did := agents.DID(priv.Public().(ed25519.PublicKey))
-	// Create first: a module that fails to load leaves no key behind.
-	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: budget, Price: price, AgentKey: priv})
-	if err != nil {
-		return "", hosting.Head{}, err
-	}
+	// The key is durable before the head exists: a crash in between leaves
+	// an unused key (harmless), never a committed agent nobody can run. A
+	// module that fails to load takes its key away again.
 	if _, err := l.Keys.Put(priv); err != nil {
 		return "", hosting.Head{}, fmt.Errorf("save key of %s: %w", did, err)
+	}
+	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: budget, Price: price, AgentKey: priv})
+	if err != nil {
+		if derr := l.Keys.Delete(did); derr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the unused key of %s: %w", did, derr))
+		}
+		return "", hosting.Head{}, err
 	}
 	return did, head, nil
 }

@@ -30,6 +30,8 @@ var (
 	ErrDivergence = errors.New("wasmexec: replay divergence")
 	// ErrBadTickLog: encoded tick log bytes are malformed.
 	ErrBadTickLog = errors.New("wasmexec: bad tick log")
+	// ErrBadConfig: a Config field is out of range (NewRuntime).
+	ErrBadConfig = errors.New("wasmexec: bad config")
 	// ErrClosed: the runtime or instance was closed.
 	ErrClosed = errors.New("wasmexec: closed")
 )

@@ -181,7 +181,7 @@ func (i *Instance) hostLogEmit(mod api.Module, stack []uint64) {
 	case i.replay != nil:
 		// Replay does not repeat an agent's logs outside the tick either.
 	default:
-		if value >= 0 {
+		if value >= 0 && i.allowLog() {
 			i.logf(string(msg))
 		}
 		if i.inTick {

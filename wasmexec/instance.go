@@ -64,6 +64,7 @@ type Instance struct {
 	clock    func() int64
 	rand     io.Reader
 	logf     func(string)
+	logLimit *logLimiter // agent lines shown in the node's log
 
 	gm                                          api.Module
 	mem                                         *linearMemory
@@ -102,8 +103,10 @@ const exitCodeClosed uint32 = 0xeffffff0
 //
 // Errors: ErrImportNotGranted (names the import and the capability),
 // ErrOutOfMemory (initial memory above the cap), ErrBadModule (instantiation
-// failed), and for the _initialize/agent_init calls ErrTrap, ErrDeadline,
-// ErrOutOfMemory (each naming the export); ErrClosed; ctx's error.
+// failed), ErrDeadline or ErrTrap for a WASM start function that ran past
+// the deadline or trapped, and for the _initialize/agent_init calls ErrTrap,
+// ErrDeadline, ErrOutOfMemory (each naming the export); ErrClosed; ctx's
+// error.
 func (r *Runtime) Instantiate(ctx context.Context, m *Module, cfg InstanceConfig) (*Instance, error) {
 	return r.instantiate(ctx, m, cfg, nil)
 }
@@ -141,6 +144,17 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, cfg InstanceConfig
 	if i.logf == nil {
 		i.logf = func(msg string) { r.logger.Info("agent log", "agent", i.did, "msg", msg) }
 	}
+	i.logLimit = r.logLimiterFor(i.did)
+	defer func() {
+		if err != nil {
+			i.mu.Lock()
+			closed := i.closed // Close released it
+			i.mu.Unlock()
+			if !closed {
+				r.releaseLogLimiter(i.logLimit)
+			}
+		}
+	}()
 	i.loadInstant = i.clock()
 	i.wasiNow = i.loadInstant
 	i.mem = newLinearMemory(i.memCap, m.image)
@@ -178,6 +192,22 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, cfg InstanceConfig
 		i.mem.Free() // wazero does not release resources of a failed instantiation
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("wasmexec: instantiate %s: %w", m.key, ctx.Err())
+		}
+		// Only a WASM start function runs guest code during instantiation,
+		// and wazero returns its exit errors unwrapped.
+		var exit *sys.ExitError
+		if errors.As(err, &exit) {
+			switch exit.ExitCode() {
+			case sys.ExitCodeDeadlineExceeded, sys.ExitCodeContextCanceled:
+				return nil, fmt.Errorf("%w: %s: the module's start function ran longer than its %v deadline (tick_timeout_ms) and was stopped", ErrDeadline, m.key, i.timeout)
+			case exitCodeClosed:
+				return nil, fmt.Errorf("%w: %s: closed during instantiation", ErrClosed, m.key)
+			}
+			return nil, fmt.Errorf("%w: %s: the module's start function exited with code %d", ErrTrap, m.key, exit.ExitCode())
+		}
+		if strings.HasPrefix(err.Error(), "start ") {
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			return nil, fmt.Errorf("%w: %s: the module's start function trapped: %s", ErrTrap, m.key, first)
 		}
 		return nil, fmt.Errorf("%w: instantiate %s: %v", ErrBadModule, m.key, err)
 	}
@@ -280,6 +310,8 @@ func (i *Instance) Close(ctx context.Context) error {
 	if already {
 		return nil
 	}
+	i.reportDroppedLogs(true)
+	i.rt.releaseLogLimiter(i.logLimit)
 	i.rt.mu.Lock()
 	delete(i.rt.instances, i)
 	i.rt.mu.Unlock()
@@ -334,6 +366,7 @@ func (i *Instance) call(ctx context.Context, name string, fn api.Function, param
 	cancel()
 	i.stdout.flush()
 	i.stderr.flush()
+	i.reportDroppedLogs(false)
 	if err != nil {
 		err = i.classify(ctx, name, err)
 		i.kill(err)

@@ -64,6 +64,9 @@ func (o *guestOutput) emit() {
 	if o.dropped {
 		return
 	}
+	if !o.inst.allowLog() {
+		return // the head buffer still has it, for error messages
+	}
 	o.forwarded += len(line) + 1
 	level := slog.LevelInfo
 	if o.stream == "stderr" {

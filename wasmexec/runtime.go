@@ -28,6 +28,17 @@ type Config struct {
 	// Without it a runaway loop cannot be stopped at all; turn it off only to
 	// measure what it costs.
 	CloseOnDeadline *bool
+	// AgentLogRate and AgentLogBurst bound, per agent (the instances of one
+	// AgentDID share a bucket), how many agent log lines (log_emit, and
+	// guest stdout/stderr lines) reach the node's log:
+	// a token bucket refilled at AgentLogRate lines per second holding at
+	// most AgentLogBurst lines. Lines over the limit are only kept out of
+	// the node's log (log_emit lines are still recorded in the tick log),
+	// counted (LogLinesDropped) and reported by one warning per second.
+	// Zero means the default (DefaultAgentLogRate, DefaultAgentLogBurst);
+	// negative, NaN or infinite values are ErrBadConfig.
+	AgentLogRate  float64
+	AgentLogBurst int
 }
 
 // Runtime compiles and runs agent modules. Use one per node: every instance
@@ -41,13 +52,20 @@ type Runtime struct {
 	// unknown WASI import at Compile with a clear message.
 	wasiFuncs map[string]api.FunctionDefinition
 	seq       atomic.Uint64 // unique guest module names
+	// logRate, logBurst: the agent log rate limit of each agent.
+	logRate    float64
+	logBurst   int
+	logDropped atomic.Uint64 // lines dropped by the rate limit, all instances
 
 	mu        sync.Mutex
 	closed    bool
 	modules   map[string]*compileEntry // guarded by mu
 	instances map[*Instance]struct{}   // live instances, guarded by mu
-	inflight  int                      // operations using guest memory or code, guarded by mu
-	idle      chan struct{}            // closed when closed && inflight == 0
+	// limiters: the agent log buckets by DID; idleLimiters: those no live
+	// instance uses, dropped once refilled. Guarded by mu.
+	limiters, idleLimiters map[string]*logLimiter
+	inflight               int           // operations using guest memory or code, guarded by mu
+	idle                   chan struct{} // closed when closed && inflight == 0
 }
 
 type compileEntry struct {
@@ -61,14 +79,24 @@ type compileEntry struct {
 const wasmPageLimit = 1024
 
 // NewRuntime creates a Runtime. Close it to release compiled code. It fails
-// only if the cache directory cannot be created or wazero's host modules
-// cannot be instantiated.
+// with ErrBadConfig for an out-of-range Config field, or if the cache
+// directory cannot be created or wazero's host modules cannot be
+// instantiated.
 func NewRuntime(ctx context.Context, cfg Config) (_ *Runtime, err error) {
+	rate, burst, err := logLimits(cfg)
+	if err != nil {
+		return nil, err
+	}
 	r := &Runtime{
+		logRate:   rate,
+		logBurst:  burst,
 		logger:    cfg.Logger,
 		modules:   make(map[string]*compileEntry),
 		instances: make(map[*Instance]struct{}),
 		idle:      make(chan struct{}),
+
+		limiters:     make(map[string]*logLimiter),
+		idleLimiters: make(map[string]*logLimiter),
 	}
 	if r.logger == nil {
 		r.logger = slog.Default()
@@ -259,6 +287,9 @@ func (r *Runtime) compile(ctx context.Context, key string, wasm []byte) (*Module
 	}
 	if !bytes.Equal(wasm[4:8], wasmMagic[4:]) {
 		return nil, fmt.Errorf("%w: %s: WebAssembly binary version %x, only version 1 is supported", ErrBadModule, key, wasm[4:8])
+	}
+	if err := checkVectorCounts(key, wasm); err != nil {
+		return nil, err
 	}
 	b, image := wasm, []byte(nil)
 	if useDataImage && useMemoryAllocator {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/igor-mesh/igor-node/internal/amount"
 	"github.com/igor-mesh/igor-node/node"
 )
 
@@ -56,43 +55,11 @@ func (g *globalFlags) openLocal(cmd *cobra.Command) (*node.Local, error) {
 }
 
 // parseAmount turns a decimal currency amount ("1.5") into microcents
-// exactly, without going through a float.
-func parseAmount(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	whole, frac, hasFrac := strings.Cut(s, ".")
-	if whole == "" && !hasFrac || strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
-		return 0, fmt.Errorf("%q is not a positive decimal amount", s)
-	}
-	if len(frac) > 6 {
-		return 0, fmt.Errorf("%q has more than 6 decimals (1 microcent = 0.000001)", s)
-	}
-	w := int64(0)
-	if whole != "" {
-		v, err := strconv.ParseUint(whole, 10, 63)
-		if err != nil || v > math.MaxInt64/1_000_000 {
-			return 0, fmt.Errorf("%q is not a decimal amount in range", s)
-		}
-		w = int64(v)
-	}
-	f := int64(0)
-	if frac != "" {
-		v, err := strconv.ParseUint(frac+strings.Repeat("0", 6-len(frac)), 10, 32)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a decimal amount", s)
-		}
-		f = int64(v)
-	}
-	return w*1_000_000 + f, nil
-}
+// exactly, without going through a float (internal/amount, fuzzed there).
+func parseAmount(s string) (int64, error) { return amount.Parse(s) }
 
 // formatAmount prints microcents as a decimal amount.
-func formatAmount(uc int64) string {
-	sign := ""
-	if uc < 0 {
-		sign, uc = "-", -uc
-	}
-	return fmt.Sprintf("%s%d.%06d", sign, uc/1_000_000, uc%1_000_000)
-}
+func formatAmount(uc int64) string { return amount.Format(uc) }
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -57,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newExportCmd(g), newImportCmd(g), newKeysCmd(g), newListCmd(g),
 		newDaemonCmd(g), newPublishCmd(g), newAgentCmd(g), newPeersCmd(g), newHostsCmd(g),
 		newDrainCmd(g), newReviveCmd(g), newCustodyCmd(g),
+		newFsckCmd(g),
 	)
 	return root
 }

@@ -181,9 +181,51 @@ func (s store) list() ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") {
-			out = append(out, e.Name())
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
 		}
+		// A directory without group.json is a Join that a crash cut short
+		// before the group was durable: nothing was promised (the hard
+		// state is written after the group), so it is no membership.
+		if _, err := os.Stat(filepath.Join(s.dir, e.Name(), "group.json")); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		out = append(out, e.Name())
 	}
 	return out, nil
+}
+
+// Persisted is one custody membership as stored under HOME/custody.
+type Persisted struct {
+	Group     *Group
+	HardState lease.HardState
+}
+
+// LoadPersisted reads and validates every membership persisted under dir
+// (HOME/custody) exactly as Restore does, without starting anything: it is
+// for offline checks (igor-node fsck). The readable memberships are
+// returned; each unreadable one is an error (naming its file, wrapping
+// ErrBadGroup for a bad group) in the joined error.
+func LoadPersisted(dir string) ([]Persisted, error) {
+	st := store{dir: dir}
+	ids, err := st.list()
+	if err != nil {
+		return nil, err
+	}
+	var out []Persisted
+	var errs []error
+	for _, id := range ids {
+		g, err := st.loadGroup(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		hs, err := st.loadHardState(g.Agent)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, Persisted{Group: g, HardState: hs})
+	}
+	return out, errors.Join(errs...)
 }

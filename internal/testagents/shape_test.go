@@ -62,6 +62,8 @@ var expected = map[string]struct {
 	"noexport":  {missing: []string{"agent_tick"}},
 	"bigstate":  {},
 	"badptr":    {},
+	// Raw ABI, not the SDK, but it exports agent_alloc like SDK modules.
+	"hostile": {imports: []string{"args_get", "log_emit"}, sdk: true},
 }
 
 func TestEveryExampleIsCovered(t *testing.T) {

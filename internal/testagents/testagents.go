@@ -112,7 +112,43 @@ func exampleNames(root string) ([]string, error) {
 	return names, nil
 }
 
+// Variant returns the paths of a build of the example agent with its
+// misbehaviour (or other behaviour) chosen at link time:
+// go build -ldflags "-X main.mode=MODE". It is cached as
+// bin/agents/<name>@<mode>.wasm with the sidecar <name>@<mode>.manifest.json
+// (the example's manifest), rebuilt under the same lock and staleness rules
+// as Path. mode must be non-empty lower-case letters, digits and dashes.
+func Variant(t testing.TB, name, mode string) (wasmPath, manifestPath string) {
+	t.Helper()
+	if !validMode(mode) {
+		t.Fatalf("testagents: bad mode %q for agent %q: want lower-case letters, digits and dashes", mode, name)
+	}
+	wasmPath, manifestPath, err := ensureMode(t.Context(), name, mode)
+	if err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+	return wasmPath, manifestPath
+}
+
+func validMode(mode string) bool {
+	if mode == "" || len(mode) > 64 {
+		return false
+	}
+	for _, c := range mode {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func ensure(ctx context.Context, name string) (wasmPath, manifestPath string, err error) {
+	return ensureMode(ctx, name, "")
+}
+
+// ensureMode builds agent name ("" mode: the plain example) if its module
+// or manifest is missing or stale.
+func ensureMode(ctx context.Context, name, mode string) (wasmPath, manifestPath string, err error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", "", err
@@ -129,8 +165,12 @@ func ensure(ctx context.Context, name string) (wasmPath, manifestPath string, er
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return "", "", err
 	}
-	wasmPath = filepath.Join(out, name+".wasm")
-	manifestPath = filepath.Join(out, name+".manifest.json")
+	base := name
+	if mode != "" {
+		base = name + "@" + mode
+	}
+	wasmPath = filepath.Join(out, base+".wasm")
+	manifestPath = filepath.Join(out, base+".manifest.json")
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -146,7 +186,7 @@ func ensure(ctx context.Context, name string) (wasmPath, manifestPath string, er
 		return "", "", err
 	}
 	if !newerThan(wasmPath, newest) {
-		if err := build(ctx, root, name, wasmPath); err != nil {
+		if err := build(ctx, root, name, mode, wasmPath); err != nil {
 			return "", "", err
 		}
 	}
@@ -206,12 +246,12 @@ func newerThan(path string, t time.Time) bool {
 
 // build compiles the agent to a temp file in the output directory and
 // renames it into place, so no reader ever sees a half-written module.
-func build(ctx context.Context, root, name, dst string) error {
+func build(ctx context.Context, root, name, mode, dst string) error {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("building agent %q needs the go tool in PATH: %w", name, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+name+".*.wasm.tmp")
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+strings.TrimSuffix(filepath.Base(dst), ".wasm")+".*.wasm.tmp")
 	if err != nil {
 		return err
 	}
@@ -221,7 +261,11 @@ func build(ctx context.Context, root, name, dst string) error {
 
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	args := append(append([]string{}, BuildFlags...), "-o", tmpPath, "./agents/examples/"+name)
+	args := append([]string{}, BuildFlags...)
+	if mode != "" {
+		args = append(args, "-ldflags", "-X main.mode="+mode)
+	}
+	args = append(args, "-o", tmpPath, "./agents/examples/"+name)
 	cmd := exec.CommandContext(ctx, goTool, args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
