@@ -2,10 +2,11 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -69,20 +70,93 @@ func (a *APIServer) Close(ctx context.Context) error {
 	return err
 }
 
+// API limits (docs/API.md "Limits").
+const (
+	// DefaultAPIMaxInFlight is how many requests the API serves at once;
+	// more get 503 with Retry-After.
+	DefaultAPIMaxInFlight = 64
+	// DefaultAPIMaxBody caps the body of every POST but publish (which is
+	// capped at MaxPublishBody).
+	DefaultAPIMaxBody = 64 << 10
+	apiMaxHeaderBytes = 64 << 10
+	apiHeaderTimeout  = 10 * time.Second
+	// apiReadTimeout bounds reading a whole request: a 96 MiB publish body
+	// at ~1 MB/s. There is no write timeout: publish streams progress and
+	// drain waits as long as its own timeout says.
+	apiReadTimeout = 2 * time.Minute
+	apiIdleTimeout = time.Minute
+)
+
+// ErrAPIConfig: an API address or option that cannot be served (bad
+// address, non-loopback without AllowRemote or without a token).
+var ErrAPIConfig = errors.New("node: bad API configuration")
+
+// APIOptions configure ServeAPIWithOptions.
+type APIOptions struct {
+	// AllowRemote permits a non-loopback address (--api-remote); Token is
+	// then required.
+	AllowRemote bool
+	// Token is the bearer token ("Authorization: Bearer <token>") every
+	// request must carry when the API is bound to a non-loopback address.
+	// On loopback it is optional: a request without it is served, one with
+	// a wrong token is refused. Compared in constant time; never logged.
+	Token string
+	// MaxInFlight caps concurrent requests; 0: DefaultAPIMaxInFlight.
+	MaxInFlight int
+	// MaxBody caps POST bodies other than publish; 0: DefaultAPIMaxBody.
+	MaxBody int64
+	// Unlimited serves without timeouts, caps or token checks. Only the
+	// benchmark of what the limits cost uses it.
+	Unlimited bool
+}
+
 // ServeAPI starts the API on addr (loopback by default: it can publish
-// agents and reveals what this node hosts). A non-loopback address must be
-// asked for explicitly with allowRemote.
+// agents and reveals what this node hosts) with the default limits. A
+// non-loopback address needs allowRemote and, since it is then reachable
+// by others, a token: use ServeAPIWithOptions.
 func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
+	return m.ServeAPIWithOptions(addr, APIOptions{AllowRemote: allowRemote})
+}
+
+// IsLoopbackAddr reports whether host:port names a loopback address (an
+// IP in 127.0.0.0/8 or ::1, or "localhost"). "", "0.0.0.0" and "::" are
+// not: they listen on every interface.
+func IsLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("API address %q: %v (example: 127.0.0.1:5001)", addr, err)
+		return false
 	}
-	if ip := net.ParseIP(host); !allowRemote && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
-		return nil, fmt.Errorf("API address %q is not loopback; the API can publish agents — pass --api-remote to expose it deliberately", addr)
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// ServeAPIWithOptions starts the API on addr with the options given.
+//
+// Errors: ErrAPIConfig (bad address; non-loopback without AllowRemote or
+// without Token; negative limits), or the listen error.
+func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("%w: API address %q: %v (example: 127.0.0.1:5001)", ErrAPIConfig, addr, err)
+	}
+	loopback := IsLoopbackAddr(addr)
+	if !loopback && !opts.AllowRemote {
+		return nil, fmt.Errorf("%w: API address %q is not loopback; the API can publish agents — pass --api-remote to expose it deliberately", ErrAPIConfig, addr)
+	}
+	if !loopback && opts.Token == "" && !opts.Unlimited {
+		return nil, fmt.Errorf("%w: API address %q is not loopback, so the API needs a bearer token (--api-token-file)", ErrAPIConfig, addr)
+	}
+	if opts.MaxInFlight < 0 || opts.MaxBody < 0 {
+		return nil, fmt.Errorf("%w: API limits must not be negative (max in flight %d, max body %d)", ErrAPIConfig, opts.MaxInFlight, opts.MaxBody)
+	}
+	if opts.MaxInFlight == 0 {
+		opts.MaxInFlight = DefaultAPIMaxInFlight
+	}
+	if opts.MaxBody == 0 {
+		opts.MaxBody = DefaultAPIMaxBody
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("API listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("%w: API listen on %s: %w", ErrAPIConfig, addr, err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.ticks, m.commitLatency,
@@ -175,14 +249,10 @@ func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
 		writeJSON(w, http.StatusOK, m.Custody.Status())
 	})
 	mux.HandleFunc("POST /v1/drain", func(w http.ResponseWriter, r *http.Request) {
-		timeout := 60 * time.Second
-		if v := r.URL.Query().Get("timeout"); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("timeout %q is not a positive duration like 30s", v))
-				return
-			}
-			timeout = d
+		timeout, err := parseDrainTimeout(r.URL.Query().Get("timeout"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
@@ -196,36 +266,76 @@ func (m *Mesh) ServeAPI(addr string, allowRemote bool) (*APIServer, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint %s %s (see docs/API.md)", r.Method, r.URL.Path))
 	})
-	a := &APIServer{ln: ln, done: make(chan error, 1),
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}}
+	srv := &http.Server{Handler: mux}
+	if !opts.Unlimited {
+		srv = &http.Server{Handler: apiGuard(mux, opts, ln.Addr().String(), !loopback),
+			ReadHeaderTimeout: apiHeaderTimeout, ReadTimeout: apiReadTimeout, IdleTimeout: apiIdleTimeout, MaxHeaderBytes: apiMaxHeaderBytes}
+	}
+	a := &APIServer{ln: ln, done: make(chan error, 1), srv: srv}
 	go func() { a.done <- a.srv.Serve(ln) }()
 	return a, nil
 }
 
+// apiGuard wraps the API's handler with its limits: the bearer token (always
+// when remote, checked when sent on loopback), the cap on requests in
+// flight, and the cap on POST bodies.
+func apiGuard(next http.Handler, opts APIOptions, addr string, remote bool) http.Handler {
+	sem := make(chan struct{}, opts.MaxInFlight)
+	var want [sha256.Size]byte
+	if opts.Token != "" {
+		want = sha256.Sum256([]byte(opts.Token))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if opts.Token != "" {
+			h := r.Header.Get("Authorization")
+			switch {
+			case h == "" && remote:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="igor-node"`)
+				writeErr(w, http.StatusUnauthorized, fmt.Errorf("missing bearer token: the API at %s is not loopback-only and needs the header 'Authorization: Bearer <token>' (the token is in the daemon's --api-token-file, default HOME/api.token)", addr))
+				return
+			case h != "":
+				tok, ok := strings.CutPrefix(h, "Bearer ")
+				got := sha256.Sum256([]byte(tok))
+				// Hashes compare in constant time whatever the lengths.
+				if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="igor-node", error="invalid_token"`)
+					writeErr(w, http.StatusUnauthorized, errors.New("wrong bearer token: the Authorization header must be 'Bearer ' and the token from the daemon's --api-token-file"))
+					return
+				}
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("the API is already serving %d requests; retry in a second", opts.MaxInFlight))
+			return
+		}
+		if r.Method == http.MethodPost {
+			limit := opts.MaxBody
+			if r.URL.Path == "/v1/agents" {
+				limit = MaxPublishBody
+			}
+			if r.ContentLength > limit {
+				writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes is over the limit of %d bytes for POST %s", r.ContentLength, limit, r.URL.Path))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
-	body := http.MaxBytesReader(w, r.Body, MaxPublishBody)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	var req PublishRequest
-	if err := dec.Decode(&req); err != nil {
+	req, err := decodePublishRequest(http.MaxBytesReader(w, r.Body, MaxPublishBody))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", MaxPublishBody))
 			return
 		}
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("request body is not a publish request: %v (want {\"wasm\": base64, \"manifest\": {...}, \"budget_microcents\": N})", err))
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		writeErr(w, http.StatusBadRequest, errors.New("trailing data after the JSON object"))
-		return
-	}
-	if len(req.Wasm) == 0 {
-		writeErr(w, http.StatusBadRequest, errors.New("wasm is empty"))
-		return
-	}
-	if req.Budget <= 0 {
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("budget_microcents must be positive, got %d", req.Budget))
+		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
 	if r.Header.Get("Accept") != "application/x-ndjson" {

@@ -40,8 +40,9 @@ const (
 	maxCustodyFrame = 1024
 	custodyQueue    = 1024
 	custodyDial     = 3 * time.Second
-	custodyIdle     = 2 * time.Minute // an inbound stream silent this long is closed
-	custodySilence  = 3 * time.Second // nothing heard from a peer we write to: reopen
+	custodyIdle     = 2 * time.Minute  // an inbound stream silent this long is closed
+	custodyFrame    = 10 * time.Second // a frame, once begun, must arrive whole within this
+	custodySilence  = 3 * time.Second  // nothing heard from a peer we write to: reopen
 	ensureMaxDepth  = 100_000
 )
 
@@ -287,7 +288,15 @@ func (m *Mesh) handleCustody(s network.Stream) {
 	heard := m.cnet.heardFrom(remote)
 	r := bufio.NewReader(s)
 	for {
+		// Idle between frames for up to custodyIdle, but once a frame has
+		// begun it must arrive whole within custodyFrame: a peer that
+		// stalls mid-frame does not hold the stream (and its slot) for
+		// minutes.
 		s.SetReadDeadline(time.Now().Add(custodyIdle))
+		if _, err := r.Peek(1); err != nil {
+			return
+		}
+		s.SetReadDeadline(time.Now().Add(custodyFrame))
 		did, gid, msg, err := readFrame(r)
 		if err != nil {
 			if errors.Is(err, ErrBadMessage) {

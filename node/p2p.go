@@ -30,7 +30,8 @@ func LibP2PKey(priv ed25519.PrivateKey) (crypto.PrivKey, error) {
 // NewHost starts a libp2p host with the node's identity, listening on TCP
 // and QUIC. TCP port reuse is disabled: on loopback, SO_REUSEPORT with
 // simultaneous dials flakes (see docs/DECISIONS.md); relay is off (the mesh
-// is dialled directly).
+// is dialled directly). The host runs p2phost's default resource limits and
+// connection manager (docs/PROTOCOL.md "Limits").
 func NewHost(priv ed25519.PrivateKey, listen []string) (host.Host, error) {
 	if len(listen) == 0 {
 		listen = DefaultListen

@@ -21,14 +21,17 @@ import (
 
 // apiClient talks to a daemon's local API.
 type apiClient struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string // bearer token, when the daemon's API needs one
 }
 
 // errNoDaemon: no API address could be found.
 var errNoDaemon = errors.New("no running daemon found")
 
-// client finds the daemon: --api, then $IGOR_API, then HOME/api.addr.
+// client finds the daemon: --api, then $IGOR_API, then HOME/api.addr. It
+// sends the bearer token from $IGOR_API_TOKEN_FILE or HOME/api.token when
+// such a file exists (a daemon whose API is not loopback-only needs it).
 func (g *globalFlags) client(api string) (*apiClient, error) {
 	addr := api
 	if addr == "" {
@@ -48,7 +51,30 @@ func (g *globalFlags) client(api string) (*apiClient, error) {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return &apiClient{base: strings.TrimSuffix(addr, "/"), http: &http.Client{Timeout: 5 * time.Minute}}, nil
+	c := &apiClient{base: strings.TrimSuffix(addr, "/"), http: &http.Client{Timeout: 5 * time.Minute}}
+	tokPath := os.Getenv("IGOR_API_TOKEN_FILE")
+	if tokPath == "" {
+		if dir, err := g.homeDir(); err == nil {
+			tokPath = filepath.Join(dir, apiTokenFile)
+		}
+	}
+	if tokPath != "" {
+		data, err := os.ReadFile(tokPath)
+		switch {
+		case err == nil:
+			c.token = strings.TrimSpace(string(data))
+		case os.Getenv("IGOR_API_TOKEN_FILE") != "":
+			return nil, fmt.Errorf("API token file from IGOR_API_TOKEN_FILE: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// authorize adds the bearer token, if any, to req.
+func (c *apiClient) authorize(req *http.Request) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 }
 
 func (c *apiClient) do(method, path string, body any, out any) error {
@@ -65,6 +91,7 @@ func (c *apiClient) do(method, path string, body any, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)
@@ -98,6 +125,7 @@ func (c *apiClient) publish(req node.PublishRequest, progress func(string)) (*no
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/x-ndjson")
+	c.authorize(hreq)
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		return nil, fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)

@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,11 +23,45 @@ import (
 // home, so other commands on the same home find it without --api.
 const apiAddrFile = "api.addr"
 
+// apiTokenFile is the default bearer-token file of an API bound to a
+// non-loopback address; the other commands read it from the same home.
+const apiTokenFile = "api.token"
+
+// loadOrCreateToken reads the API token at path, or creates the file (0600,
+// crash-safe) with a fresh random 32-byte hex token when it does not exist.
+// A token file others may read is refused: the token grants publishing.
+func loadOrCreateToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		tok := hex.EncodeToString(b[:])
+		if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600, true); err != nil {
+			return "", fmt.Errorf("create API token file %s: %w", path, err)
+		}
+		return tok, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read API token file: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return "", usagef("API token file %s has mode %v: others may read it; run 'chmod 600 %s'", path, fi.Mode().Perm(), path)
+	}
+	tok := strings.TrimSpace(string(data))
+	if len(tok) < 32 || strings.ContainsAny(tok, " \t\r\n") {
+		return "", usagef("API token file %s must hold one token of at least 32 characters without spaces (delete it to have a fresh one generated)", path)
+	}
+	return tok, nil
+}
+
 func newDaemonCmd(g *globalFlags) *cobra.Command {
 	var (
 		listen, bootstrap []string
 		api               string
 		apiRemote         bool
+		apiTokenPath      string
 		slots             int
 		price             int64
 		lf                loopFlags
@@ -33,7 +73,9 @@ func newDaemonCmd(g *globalFlags) *cobra.Command {
 		Long: `Starts a mesh node: a libp2p host (TCP + QUIC), the /igor Kademlia DHT in server
 mode, block exchange, and the hosting service. With no --bootstrap peers it runs
 as a one-node mesh. The HTTP/JSON API (and Prometheus metrics at /metrics) listens
-on loopback; its address is written to HOME/api.addr for the other commands.`,
+on loopback; its address is written to HOME/api.addr for the other commands.
+With --api-remote and a non-loopback --api, every request needs the bearer token
+kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := lf.validate(); err != nil {
@@ -63,7 +105,16 @@ on loopback; its address is written to HOME/api.addr for the other commands.`,
 				return err
 			}
 			defer m.Close()
-			srv, err := m.ServeAPI(api, apiRemote)
+			opts := node.APIOptions{AllowRemote: apiRemote}
+			if apiTokenPath != "" || (apiRemote && !node.IsLoopbackAddr(api)) {
+				if apiTokenPath == "" {
+					apiTokenPath = filepath.Join(m.Home.Dir, apiTokenFile)
+				}
+				if opts.Token, err = loadOrCreateToken(apiTokenPath); err != nil {
+					return err
+				}
+			}
+			srv, err := m.ServeAPIWithOptions(api, opts)
 			if err != nil {
 				return err
 			}
@@ -76,7 +127,8 @@ on loopback; its address is written to HOME/api.addr for the other commands.`,
 			for _, a := range m.PeerAddrs() {
 				fmt.Fprintf(out, "addr %s\n", a)
 			}
-			lg.Info("daemon ready", "peer", m.PeerID(), "api", srv.Addr(), "slots", slots)
+			// The token itself is never logged, only where it is.
+			lg.Info("daemon ready", "peer", m.PeerID(), "api", srv.Addr(), "slots", slots, "api_token_file", apiTokenPath)
 			<-ctx.Done()
 			// A graceful stop hands every agent running here to another
 			// member of its custody group (final checkpoint committed, no
@@ -99,7 +151,8 @@ on loopback; its address is written to HOME/api.addr for the other commands.`,
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on 127.0.0.1, OS-chosen ports)")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "bootstrap peer multiaddr ending in /p2p/<peer id> (repeatable)")
 	f.StringVar(&api, "api", "127.0.0.1:5001", "address of the local HTTP API (port 0: any free port)")
-	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address")
+	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address (requests then need the bearer token of --api-token-file)")
+	f.StringVar(&apiTokenPath, "api-token-file", "", "file holding the API bearer token, created 0600 with a random token if absent (default HOME/api.token when the API is not loopback-only)")
 	f.IntVar(&slots, "slots", 8, "agents this node hosts at once (0: do not host)")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once)")
 	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
