@@ -170,6 +170,15 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 			func() float64 { return float64(m.DHT.RoutingTableSize()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_connected_peers", Help: "Connected libp2p peers."},
 			func() float64 { return float64(len(m.Host.Network().Peers())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_agent_log_lines_dropped_total",
+			Help: "Agent log lines not written to the node log by the per-agent rate limit (still recorded for replay)."},
+			func() float64 {
+				rt, err := m.Runtime(context.Background()) // the daemon's runtime, made once
+				if err != nil {
+					return 0
+				}
+				return float64(rt.LogLinesDropped())
+			}),
 	)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

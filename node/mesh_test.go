@@ -255,7 +255,7 @@ func TestAPIBadInput(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "igor_free_slots 1") {
+	if !strings.Contains(string(body), "igor_free_slots 1") || !strings.Contains(string(body), "igor_agent_log_lines_dropped_total 0") {
 		t.Fatalf("metrics: %s", body)
 	}
 }
