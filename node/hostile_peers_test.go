@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -568,5 +569,34 @@ func TestHostileCustodyFrames(t *testing.T) {
 	}
 	if st, _ := holder.Svc.Status(res.DID); st.Epoch != 1 {
 		t.Fatalf("holder at epoch %d, want 1", st.Epoch)
+	}
+}
+
+// MeshConfig.MaxConns scales the connection limits; nonsense is refused.
+func TestMeshMaxConns(t *testing.T) {
+	_, err := StartMesh(context.Background(), MeshConfig{Home: t.TempDir(), Logger: quietLogger(), Listen: p2phost.Loopback, MaxConns: 5})
+	if err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Fatalf("max conns 5: %v", err)
+	}
+	m, err := StartMesh(context.Background(), MeshConfig{Home: t.TempDir(), Logger: quietLogger(), Listen: p2phost.Loopback, MaxConns: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	// 40 connections, 20 inbound: the 21st inbound peer is refused.
+	var hosts []host.Host
+	admitted := 0
+	for i := 0; i < 24; i++ {
+		h := rawHost(t)
+		hosts = append(hosts, h)
+		if h.Connect(context.Background(), meshInfo(m)) == nil && h.Network().Connectedness(m.Host.ID()) == network.Connected {
+			admitted++
+		}
+	}
+	if admitted > 20 || admitted < 16 {
+		t.Fatalf("%d of 24 inbound peers admitted with MaxConns 40 (inbound limit 20)", admitted)
+	}
+	for _, h := range hosts {
+		h.Close()
 	}
 }

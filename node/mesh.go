@@ -21,6 +21,7 @@ import (
 	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/custody"
+	"github.com/igor-mesh/igor-node/internal/p2phost"
 	"github.com/igor-mesh/igor-node/node/exchange"
 )
 
@@ -48,6 +49,11 @@ type MeshConfig struct {
 	Logger    *slog.Logger
 	// Run is the tick loop configuration of hosted agents (tests shorten it).
 	Run hosting.RunOptions
+	// MaxConns bounds this node's libp2p connections; 0 keeps the default
+	// (256). It scales the connection limits with it: half may be inbound,
+	// and the connection manager trims from MaxConns/2 down to MaxConns/4
+	// (docs/PROTOCOL.md "Limits"). At least 16.
+	MaxConns int
 	// AdvertiseEvery is how often the host record is refreshed; default 30s.
 	AdvertiseEvery time.Duration
 	// Custody is the lease timing of custody groups; zero: custody.DefaultTiming.
@@ -106,6 +112,14 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if cfg.Memory == 0 {
 		cfg.Memory = uint64(cfg.Slots) * agents.MaxMemoryBytes
 	}
+	hostOpts := p2phost.DefaultOptions()
+	if cfg.MaxConns != 0 {
+		if cfg.MaxConns < 16 {
+			return nil, fmt.Errorf("node: max connections must be at least 16 (a DHT node needs its neighbours), got %d", cfg.MaxConns)
+		}
+		hostOpts.Conns, hostOpts.ConnsInbound = cfg.MaxConns, cfg.MaxConns/2
+		hostOpts.HighWater, hostOpts.LowWater = cfg.MaxConns/2, cfg.MaxConns/4
+	}
 	if cfg.AdvertiseEvery <= 0 {
 		cfg.AdvertiseEvery = 30 * time.Second
 	}
@@ -136,7 +150,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 			err = errors.Join(err, m.Close())
 		}
 	}()
-	if m.Host, err = NewHost(l.NodeKey, cfg.Listen); err != nil {
+	if m.Host, err = newHost(l.NodeKey, cfg.Listen, hostOpts); err != nil {
 		return nil, err
 	}
 	now := func() time.Time { return time.Now() }

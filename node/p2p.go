@@ -33,6 +33,10 @@ func LibP2PKey(priv ed25519.PrivateKey) (crypto.PrivKey, error) {
 // is dialled directly). The host runs p2phost's default resource limits and
 // connection manager (docs/PROTOCOL.md "Limits").
 func NewHost(priv ed25519.PrivateKey, listen []string) (host.Host, error) {
+	return newHost(priv, listen, p2phost.DefaultOptions())
+}
+
+func newHost(priv ed25519.PrivateKey, listen []string, opts p2phost.Options) (host.Host, error) {
 	if len(listen) == 0 {
 		listen = DefaultListen
 	}
@@ -45,7 +49,7 @@ func NewHost(priv ed25519.PrivateKey, listen []string) (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := p2phost.New(k, listen)
+	h, err := p2phost.NewWithOptions(k, listen, opts)
 	if err != nil {
 		msg := err.Error()
 		if strings.Contains(msg, "address already in use") {

@@ -63,6 +63,7 @@ func newDaemonCmd(g *globalFlags) *cobra.Command {
 		apiRemote         bool
 		apiTokenPath      string
 		slots             int
+		maxConns          int
 		price             int64
 		lf                loopFlags
 		drainTimeout      time.Duration
@@ -98,7 +99,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 			ctx, stop := signalContext()
 			defer stop()
 			m, err := node.StartMesh(ctx, node.MeshConfig{
-				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg,
+				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns,
 				Run: hosting.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
 			})
 			if err != nil {
@@ -154,6 +155,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address (requests then need the bearer token of --api-token-file)")
 	f.StringVar(&apiTokenPath, "api-token-file", "", "file holding the API bearer token, created 0600 with a random token if absent (default HOME/api.token when the API is not loopback-only)")
 	f.IntVar(&slots, "slots", 8, "agents this node hosts at once (0: do not host)")
+	f.IntVar(&maxConns, "max-conns", 0, "libp2p connection limit (0: the default 256; half inbound, trimmed from half to a quarter)")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once)")
 	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
 	lf.add(cmd)
