@@ -214,7 +214,6 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	}
 	go func() {
 		defer s.wg.Done()
-		defer close(h.done)
 		defer cancel(nil)
 		res, err := Run(runCtx, env, a, opts)
 		h.mu.Lock()
@@ -228,6 +227,9 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		}
 		stopped := h.stopped
 		h.mu.Unlock()
+		// Done before OnExit: whoever OnExit wakes may Forget or re-Accept
+		// the agent at once.
+		close(h.done)
 		if !stopped && lease.OnExit != nil {
 			lease.OnExit(res, err)
 		}
