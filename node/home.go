@@ -57,6 +57,7 @@ func OpenHome(dir string) (*Home, error) {
 		return nil, fmt.Errorf("%w: %s is not writable: %v (choose another with --home or IGOR_HOME)", ErrHomeUnusable, abs, err)
 	}
 	os.Remove(probe)
+	_, _ = atomicfile.RemoveStale(h.path("heads")) // a crash's leftovers
 	return h, nil
 }
 

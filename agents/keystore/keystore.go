@@ -5,8 +5,8 @@
 // fsync of the directory) with mode 0600, are never overwritten, and are
 // verified on every read: a key file must decode, match the DID it is filed
 // under, and be private to its owner. A corrupt key is reported, never
-// replaced. Leftover *.tmp files from a crash are ignored; they may be
-// deleted by hand (they hold key material, mode 0600).
+// replaced. Leftover *.tmp files from a crash are ignored, and removed by
+// Open once they are a minute old (they hold key material, mode 0600).
 package keystore
 
 import (
@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
 )
 
 // Sentinel errors; compare with errors.Is.
@@ -66,6 +67,8 @@ func Open(dir string) (*Keystore, error) {
 	name := probe.Name()
 	probe.Close()
 	os.Remove(name)
+	// Temp files a crash left hold key material: remove the old ones.
+	_, _ = atomicfile.RemoveStale(dir)
 	return &Keystore{dir: dir}, nil
 }
 

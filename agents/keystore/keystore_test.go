@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/igor-mesh/igor-node/agents"
 )
@@ -400,5 +402,31 @@ func TestNodeKeyUnreadable(t *testing.T) {
 	_, err := LoadNodeKey(path)
 	if err == nil || errors.Is(err, ErrNotFound) {
 		t.Fatalf("LoadNodeKey(unreadable) = %v", err)
+	}
+}
+
+// Open removes temp files a crash left once they are old enough that no
+// live writer can own them; fresh ones stay.
+func TestOpenRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, ".abc.key.111.tmp")
+	fresh := filepath.Join(dir, ".abc.key.222.tmp")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, EncodeKeyFile(testKey("a"))[:20], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a stale temp key file survived Open: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("a fresh temp file (a live writer's) was removed: %v", err)
 	}
 }

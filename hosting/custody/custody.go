@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/lease"
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
 )
 
 // Errors of the custody manager.
@@ -231,6 +233,7 @@ func (m *Manager) Restore() error {
 	}
 	var errs []error
 	for _, id := range ids {
+		_, _ = atomicfile.RemoveStale(filepath.Join(m.st.dir, id)) // a crash's leftovers
 		g, err := m.st.loadGroup(id)
 		if err != nil {
 			errs = append(errs, err)

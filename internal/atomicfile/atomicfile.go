@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 )
 
 // TempSuffix marks files that are not yet complete. Readers that list
@@ -76,4 +78,36 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// StaleAge is how old a temp file must be before RemoveStale deletes it: a
+// writer keeps its temp file for milliseconds, so one this old was left by
+// a crash, and removing it cannot race a live writer even without a lock.
+const StaleAge = time.Minute
+
+// RemoveStale deletes the temp files a crash left in dir (hidden files
+// ending in TempSuffix, the pattern WriteFrom and the keystore use) that
+// are older than StaleAge, and returns how many it removed. Such a file
+// never holds committed data: the rename or link that commits it never
+// happened.
+func RemoveStale(dir string) (int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, ".") || !strings.HasSuffix(name, TempSuffix) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < StaleAge {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err == nil {
+			n++
+		}
+	}
+	return n, nil
 }
