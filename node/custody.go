@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/multiformats/go-multiaddr"
+	msmux "github.com/multiformats/go-multistream"
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/hosting"
@@ -226,11 +228,27 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard
 	}
 }
 
-// open dials the peer, learning its addresses from its host record when
-// the peerstore has none that work (a restarted node listens on new ports).
-// Each step has its own deadline: a dial to a killed peer's old QUIC
-// address hangs until its timeout and must not eat the lookup's time.
+// open returns a stream to the peer: on one of its connections, newest
+// first, if one answers (onConn), else by dialling it, learning its
+// addresses from its host record when the peerstore has none that work (a
+// restarted node listens on new ports). Each step has its own deadline: a
+// dial to a killed peer's old QUIC address hangs until its timeout and must
+// not eat the lookup's time.
 func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
+	conns := n.m.Host.Network().ConnsToPeer(to)
+	slices.SortFunc(conns, func(a, b network.Conn) int { return b.Stat().Opened.Compare(a.Stat().Opened) })
+	for i, c := range conns {
+		s, err := n.onConn(c, time.Second)
+		if err != nil {
+			n.m.Logger.Debug("custody: connection does not answer", "to", to, "addr", c.RemoteMultiaddr(), "err", err)
+			continue
+		}
+		if i == 0 && len(conns) > 1 {
+			n.m.wg.Add(1)
+			go n.closeDead(conns[1:])
+		}
+		return s, nil
+	}
 	try := func(d time.Duration) (network.Stream, error) {
 		ctx, cancel := context.WithTimeout(n.m.ctx, d)
 		defer cancel()
@@ -251,6 +269,65 @@ func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
 		sw.Backoff().Clear(to) // the new addresses deserve a dial now
 	}
 	return try(custodyDial)
+}
+
+// onConn opens a custody stream on connection c and negotiates the protocol
+// at once, which takes a round trip: a connection that does not answer
+// within d fails. Host.NewStream cannot be used for this. It picks the
+// connection with the most streams and negotiates lazily, so after a member
+// was killed and restarted on new ports, the holder kept opening streams
+// on its QUIC connection to the dead process (which libp2p keeps until
+// QUIC's 30 s idle timeout, and on which hung streams pile up) although the
+// member had connected again: the member received nothing for those 30 s.
+// The holder did not notice either: it heard the member on the new
+// connection, so its silence check (custodySilence) did not fire.
+func (n *custodyNet) onConn(c network.Conn, d time.Duration) (network.Stream, error) {
+	ctx, cancel := context.WithTimeout(n.m.ctx, d)
+	defer cancel()
+	s, err := c.NewStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetProtocol(CustodyProtocol); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	s.SetDeadline(time.Now().Add(d))
+	if err := msmux.SelectProtoOrFail(CustodyProtocol, s); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	s.SetDeadline(time.Time{})
+	return s, nil
+}
+
+// closeDead closes those of a peer's older connections that do not answer
+// within custodyDial (its newest answered within a second): what remains of
+// a previous incarnation of the peer, which the DHT and the block exchange
+// would otherwise go on using too until QUIC's idle timeout.
+func (n *custodyNet) closeDead(conns []network.Conn) {
+	defer n.m.wg.Done()
+	for _, c := range conns {
+		if c.IsClosed() {
+			continue
+		}
+		s, err := n.onConn(c, custodyDial)
+		if err == nil {
+			s.Reset()
+			continue
+		}
+		if n.m.ctx.Err() != nil {
+			return
+		}
+		// Only silence condemns it: a refusal (say, a resource limit) is
+		// an answer.
+		var ne net.Error
+		if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+			continue
+		}
+		n.m.Logger.Debug("custody: closing a connection that does not answer", "to", c.RemotePeer(), "addr", c.RemoteMultiaddr(), "err", err)
+		c.Close()
+	}
 }
 
 // lookupAddrs finds a peer's addresses in its host record.
