@@ -120,3 +120,20 @@ func TestForgedBudgetStepIsRejected(t *testing.T) {
 		})
 	}
 }
+
+// A host whose price is above the manifest's cap refuses to run the agent:
+// every checkpoint it made would fail verify (ErrMetering).
+func TestRunRefusesPriceAboveManifestCap(t *testing.T) {
+	f := newFixture(t)
+	a, _ := f.create(t, "counter", 1_000_000_000)
+	a.Manifest.MigrationPolicy.MaxPricePerSecond = 500
+	opts := fast(3, 3)
+	opts.Price = 501
+	if _, err := hosting.Run(context.Background(), f.env, a, opts); !errors.Is(err, hosting.ErrPriceTooHigh) {
+		t.Fatalf("price 501 over a cap of 500: %v", err)
+	}
+	opts.Price = 500
+	if _, err := hosting.Run(context.Background(), f.env, a, opts); err != nil {
+		t.Fatalf("price at the cap: %v", err)
+	}
+}
