@@ -42,24 +42,6 @@ var hostileRun = hosting.RunOptions{TickInterval: 5 * time.Millisecond, FastInte
 // matrix stays fast; the deadline is what it tests, not its value.
 const culpritTimeout = 100
 
-type hHeads struct {
-	mu sync.Mutex
-	m  map[string]cid.Cid
-}
-
-func (h *hHeads) SetHead(did string, c cid.Cid) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.m[did] = c
-	return nil
-}
-
-func (h *hHeads) get(did string) cid.Cid {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.m[did]
-}
-
 // logRecord is one record of the node's log (Env.Logger).
 type logRecord struct {
 	time  time.Time
@@ -95,7 +77,7 @@ type exitRec struct {
 type hnode struct {
 	env   hosting.Env
 	st    *contentstore.Store
-	heads *hHeads
+	heads *memHeads
 	svc   *hosting.Service
 
 	mu      sync.Mutex
@@ -113,7 +95,7 @@ type hnode struct {
 func newHNode(t testing.TB, run hosting.RunOptions, slots int) *hnode {
 	t.Helper()
 	ctx := context.Background()
-	n := &hnode{heads: &hHeads{m: map[string]cid.Cid{}}, lines: map[string][]string{}, lineAt: map[string][]time.Time{},
+	n := &hnode{heads: &memHeads{m: map[string]cid.Cid{}}, lines: map[string][]string{}, lineAt: map[string][]time.Time{},
 		ticks: map[string][]time.Time{}, top: map[string]uint64{}, exits: map[string]chan exitRec{}}
 	st, err := contentstore.Open(t.TempDir())
 	if err != nil {

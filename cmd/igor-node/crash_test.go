@@ -489,26 +489,5 @@ func restartOnSamePorts(t *testing.T, nd *tnode, boot, tick string, k int) {
 	if len(listen) == 0 {
 		t.Fatalf("%s printed no listen address", nd.Home)
 	}
-	os.Remove(filepath.Join(nd.Home, "api.addr"))
-	outf, _ := os.Create(filepath.Join(nd.Home, "daemon.out"))
-	logf, _ := os.Create(filepath.Join(nd.Home, fmt.Sprintf("daemon-%d.log", k)))
-	args := append([]string{"--home", nd.Home, "daemon", "--api", "127.0.0.1:0", "--slots", "4",
-		"--tick-interval", tick, "--drain-timeout", "1s", "--bootstrap", boot}, listen...)
-	cmd := exec.Command(binPath, args...)
-	cmd.Stdout, cmd.Stderr = outf, logf
-	cmd.Env = append(os.Environ(), "IGOR_HOME=")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go cmd.Wait()
-	nd.PID = cmd.Process.Pid
-	os.WriteFile(filepath.Join(nd.Home, "pid"), []byte(strconv.Itoa(nd.PID)), 0o644)
-	waitUntil(t, 30*time.Second, "restarted node's API", func() error {
-		data, err := os.ReadFile(filepath.Join(nd.Home, "api.addr"))
-		if err != nil {
-			return err
-		}
-		nd.API = strings.TrimSpace(string(data))
-		return nil
-	})
+	restart(t, nd, boot, tick, k, listen...)
 }

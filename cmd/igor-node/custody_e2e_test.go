@@ -56,15 +56,16 @@ func testnet(t *testing.T, n int, env ...string) (string, []tnode) {
 	return dir, nodes
 }
 
-// restart starts node i again with up.sh's command line, logging to
-// daemon-<k>.log, and waits for its API.
-func restart(t *testing.T, nd *tnode, boot, tick string, k int) {
+// restart starts node i again with up.sh's command line (plus extra
+// arguments), logging to daemon-<k>.log, and waits for its API.
+func restart(t *testing.T, nd *tnode, boot, tick string, k int, extra ...string) {
 	t.Helper()
 	os.Remove(filepath.Join(nd.Home, "api.addr"))
 	out, _ := os.Create(filepath.Join(nd.Home, "daemon.out"))
 	logf, _ := os.Create(filepath.Join(nd.Home, fmt.Sprintf("daemon-%d.log", k)))
-	cmd := exec.Command(binPath, "--home", nd.Home, "daemon", "--api", "127.0.0.1:0", "--slots", "4",
-		"--tick-interval", tick, "--drain-timeout", "3s", "--bootstrap", boot)
+	args := append([]string{"--home", nd.Home, "daemon", "--api", "127.0.0.1:0", "--slots", "4",
+		"--tick-interval", tick, "--drain-timeout", "3s", "--bootstrap", boot}, extra...)
+	cmd := exec.Command(binPath, args...)
 	cmd.Stdout, cmd.Stderr = out, logf
 	cmd.Env = append(os.Environ(), "IGOR_HOME=")
 	if err := cmd.Start(); err != nil {
