@@ -185,7 +185,7 @@ func VerifyCAR(ctx context.Context, path string) (*VerifyReport, error) {
 // checkpoint of the same agent in st.
 func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectDID string) *VerifyReport {
 	rep := &VerifyReport{Head: head.String(), DID: expectDID}
-	lin, err := agents.VerifyLineage(head, st, agents.VerifyOptions{ExpectDID: expectDID, CheckBlock: objectChecker(st)})
+	lin, err := agents.VerifyLineage(head, st, agents.VerifyOptions{ExpectDID: expectDID, CheckBlock: ObjectChecker(st)})
 	if err != nil {
 		rep.Error = err.Error()
 		var ve *agents.VerifyError
@@ -247,9 +247,10 @@ func cidString(c cid.Cid) string {
 	return c.String()
 }
 
-// objectChecker verifies that every block of a module, state or manifest
-// object is present and intact (Get re-hashes each one).
-func objectChecker(st *contentstore.Store) func(cid.Cid) error {
+// ObjectChecker verifies that every block of a module, state or manifest
+// object is present and intact (Get re-hashes each one): the CheckBlock of
+// agents.VerifyOptions for verify and fsck.
+func ObjectChecker(st *contentstore.Store) func(cid.Cid) error {
 	return func(c cid.Cid) error {
 		cids, err := st.ObjectCIDs(c)
 		if err != nil {
@@ -321,7 +322,7 @@ func (l *Local) Import(ctx context.Context, r io.Reader) (*ImportReport, error) 
 		return nil, fmt.Errorf("%w: %d roots, want 1 (the head checkpoint)", ErrNotAgentCAR, len(roots))
 	}
 	root := roots[0]
-	lin, err := agents.VerifyLineage(root, l.Store, agents.VerifyOptions{CheckBlock: objectChecker(l.Store)})
+	lin, err := agents.VerifyLineage(root, l.Store, agents.VerifyOptions{CheckBlock: ObjectChecker(l.Store)})
 	if err != nil {
 		return nil, fmt.Errorf("imported agent does not verify: %w", err)
 	}

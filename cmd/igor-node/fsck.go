@@ -197,7 +197,7 @@ func fsck(ctx context.Context, dir string) (*fsckReport, error) {
 			problem("%s %s: no content store to verify it in", what, did)
 			return nil, false
 		}
-		lin, err := agents.VerifyLineage(c, st, agents.VerifyOptions{ExpectDID: did, CheckBlock: objectBlocks(st)})
+		lin, err := agents.VerifyLineage(c, st, agents.VerifyOptions{ExpectDID: did, CheckBlock: node.ObjectChecker(st)})
 		if err != nil {
 			problem("%s %s: lineage from %s does not verify: %v", what, did, c, err)
 			return nil, false
@@ -261,23 +261,6 @@ func fsck(ctx context.Context, dir string) (*fsckReport, error) {
 	}
 	rep.Clean = len(rep.Problems) == 0
 	return rep, nil
-}
-
-// objectBlocks checks that every block of a module, manifest or state
-// object is present and intact.
-func objectBlocks(st *contentstore.Store) func(cid.Cid) error {
-	return func(c cid.Cid) error {
-		cids, err := st.ObjectCIDs(c)
-		if err != nil {
-			return err
-		}
-		for _, b := range cids {
-			if _, err := st.Get(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 }
 
 // unjoin splits an errors.Join result into its parts.
