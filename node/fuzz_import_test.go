@@ -100,7 +100,7 @@ func FuzzImport(f *testing.F) {
 		if err != nil || !after[rep.DID].Equals(head) {
 			t.Fatalf("import reported head %s of %s, home has %s", rep.Head, rep.DID, after[rep.DID])
 		}
-		lin, err := agents.VerifyLineage(head, l.Store, agents.VerifyOptions{ExpectDID: rep.DID, CheckBlock: objectChecker(l.Store)})
+		lin, err := agents.VerifyLineage(head, l.Store, agents.VerifyOptions{ExpectDID: rep.DID, CheckBlock: ObjectChecker(l.Store)})
 		if err != nil {
 			t.Fatalf("imported head %s does not verify: %v", head, err)
 		}
