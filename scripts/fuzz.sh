@@ -41,6 +41,8 @@ for pkg in $(go list "${@:-./...}"); do
     if (cd "$dir" && "$bin" -test.run '^$' -test.fuzz "^${fz}\$" -test.fuzztime "$t" -test.fuzzminimizetime 5s \
       -test.fuzzcachedir "$cachedir/$pkg" "${par[@]}") >"$log" 2>&1; then
       passed=$((passed + 1))
+      # The fuzzer's last progress line says how much ground it covered.
+      grep -oE 'execs: [0-9]+' "$log" | tail -1 | sed 's/^/  /' || true
       continue
     fi
     after=$(ls "$corpus" 2>/dev/null | sort || true)
