@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -272,6 +274,9 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"drained": true, "custody": m.Custody.Status()})
 	})
+	if os.Getenv("IGOR_DEBUG_PARTITION") == "1" {
+		mux.HandleFunc("POST /v1/debug/partition", m.apiPartition)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint %s %s (see docs/API.md)", r.Method, r.URL.Path))
 	})
@@ -407,4 +412,33 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeErr(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// apiPartition (testing only; served when the daemon runs with
+// IGOR_DEBUG_PARTITION=1) cuts this node off from the given peers for the
+// given time: existing connections are closed and new ones in either
+// direction refused by the connection gate. The chaos harness calls it on
+// both sides of a partition.
+func (m *Mesh) apiPartition(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Peers   []string `json:"peers"`
+		Seconds float64  `json:"seconds"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Seconds <= 0 || req.Seconds > 3600 || len(req.Peers) == 0 {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: want {\"peers\": [peer IDs], \"seconds\": 0 < s ≤ 3600} (%v)", ErrBadRequest, err))
+		return
+	}
+	until := time.Now().Add(time.Duration(req.Seconds * float64(time.Second)))
+	for _, p := range req.Peers {
+		id, err := peer.Decode(p)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: peer %q: %v", ErrBadRequest, p, err))
+			return
+		}
+		m.gate.block(id, until)
+		_ = m.Host.Network().ClosePeer(id)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"blocked": req.Peers, "until": until})
 }

@@ -78,6 +78,7 @@ type Mesh struct {
 	// custody-group member for.
 	Custody *custody.Manager
 	cnet    *custodyNet
+	gate    *partitionGate // test partitions (POST /v1/debug/partition)
 
 	ticks         prometheus.Counter   // ticks of hosted agents
 	commitLatency prometheus.Histogram // custody commit latency
@@ -113,6 +114,8 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		cfg.Memory = uint64(cfg.Slots) * agents.MaxMemoryBytes
 	}
 	hostOpts := p2phost.DefaultOptions()
+	gate := newPartitionGate()
+	hostOpts.Gater = gate
 	if cfg.MaxConns != 0 {
 		if cfg.MaxConns < 16 {
 			return nil, fmt.Errorf("node: max connections must be at least 16 (a DHT node needs its neighbours), got %d", cfg.MaxConns)
@@ -139,7 +142,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1),
+	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), gate: gate,
 		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
 		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "igor_custody_commit_seconds",
 			Help: "Time from proposing a checkpoint to a majority of its custody group storing it.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),

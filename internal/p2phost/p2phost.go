@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -99,6 +100,9 @@ type Options struct {
 	// NullResourceManager). Benchmarks use it to measure what the limits
 	// cost; never set it on a node facing other peers.
 	NoResourceManager bool
+	// Gater, if set, may refuse connections by peer (libp2p's
+	// ConnectionGater); the mesh installs one for test partitions.
+	Gater coreconnmgr.ConnectionGater
 }
 
 // DefaultProtocols are the default per-protocol limits:
@@ -250,7 +254,7 @@ func NewWithOptions(priv crypto.PrivKey, listen []string, o Options) (host.Host,
 			return nil, fmt.Errorf("%w: resource manager: %v", ErrBadOptions, err)
 		}
 	}
-	h, err := libp2p.New(
+	libOpts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
@@ -258,7 +262,11 @@ func NewWithOptions(priv crypto.PrivKey, listen []string, o Options) (host.Host,
 		libp2p.DisableRelay(),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-	)
+	}
+	if o.Gater != nil {
+		libOpts = append(libOpts, libp2p.ConnectionGater(o.Gater))
+	}
+	h, err := libp2p.New(libOpts...)
 	if err != nil {
 		// libp2p closes what it was given only once the host exists.
 		cm.Close()

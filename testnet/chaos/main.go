@@ -15,6 +15,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -37,13 +38,15 @@ import (
 	"time"
 )
 
-const usageText = `usage: testnet/chaos.sh [DIR] [--minutes M | --seconds S] [--nodes N] [--agents A] [--seed S]
+const usageText = `usage: testnet/chaos.sh [DIR] [--minutes M | --seconds S] [--nodes N] [--agents A] [--seed S] [--partitions F]
 
 Starts N daemons (testnet/up.sh N DIR), publishes A counter agents, and for the
 given time kills one random node with SIGKILL every 4-10 s, restarting it 2-8 s
 later with the same home (one node down at a time; the schedule is fixed by
---seed). Only kill/restart is done: no network partitions yet (the daemon has
-no connection gate). Then, after 10 s with every node up, it checks each agent:
+--seed). With --partitions F, that fraction of the steps instead cuts one node
+off from all others for 10-20 s (both directions, through the daemons' debug
+connection gate, POST /v1/debug/partition; the daemons run with
+IGOR_DEBUG_PARTITION=1). Then, after 10 s with every node up, it checks each agent:
 alive (its tick still advances), verify (GET /v1/agents/DID/verify valid, no
 forks), forks (every head seen is on GET /v1/agents/DID/lineage), lost (no seq
 seen above the final head) and the largest wall-clock gap between tick
@@ -60,6 +63,8 @@ testnet (testnet/down.sh DIR) and exits 0 only if every agent passed.
   --nodes N      daemons (default 5, at least 2)
   --agents A     counter agents (default 3)
   --seed S       schedule seed (default: from the clock; printed)
+  --partitions F fraction of steps that partition a node instead of killing it
+                 (0 to 1, default 0)
   --bin PATH     igor-node binary (default bin/igor-node)
   --agent PATH   agent module, manifest beside it (default bin/agents/counter.wasm)
   --budget B     budget per agent in currency units (default 1000)
@@ -92,6 +97,9 @@ type config struct {
 	Tick     string
 	Calm     time.Duration // all nodes up before the final checks
 	AliveFor time.Duration // how long the final check waits for a tick to advance
+	// Partitions is the fraction of chaos steps that cut a node off from
+	// the others (through the daemons' debug gate) instead of killing it.
+	Partitions float64
 }
 
 // parseArgs reads the command line; DIR may come before or after the flags.
@@ -115,6 +123,7 @@ func parseArgs(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&cfg.Testnet, "testnet", cfg.Testnet, "")
 	fs.StringVar(&cfg.Budget, "budget", cfg.Budget, "")
 	fs.DurationVar(&cfg.Poll, "poll", cfg.Poll, "")
+	fs.Float64Var(&cfg.Partitions, "partitions", 0, "")
 	// DIR may sit anywhere among the flags (flag stops at the first non-flag).
 	var dir string
 	for {
@@ -157,6 +166,9 @@ func parseArgs(args []string, getenv func(string) string) (config, error) {
 	}
 	if cfg.Agents < 1 || cfg.Agents > 1000 {
 		return cfg, fmt.Errorf("%w: --agents must be from 1 to 1000, got %d", errUsage, cfg.Agents)
+	}
+	if cfg.Partitions < 0 || cfg.Partitions > 1 {
+		return cfg, fmt.Errorf("%w: --partitions must be a fraction from 0 to 1, got %v", errUsage, cfg.Partitions)
 	}
 	if cfg.Poll < 10*time.Millisecond {
 		return cfg, fmt.Errorf("%w: --poll must be at least 10ms, got %v", errUsage, cfg.Poll)
@@ -731,6 +743,7 @@ type harness struct {
 	events   []event
 	failures []string
 	kills    int
+	parts    int // partitions
 
 	agents     []*agentObs
 	chaosStart time.Duration
@@ -800,7 +813,7 @@ func (h *harness) run(ctx context.Context) int {
 		return h.abort(ctx, "chaos", err)
 	}
 	chaosEnd := h.log.since()
-	h.log.Printf("chaos over (%d kills); calm for %v", h.kills, c.Calm)
+	h.log.Printf("chaos over (%d kills, %d partitions); calm for %v", h.kills, h.parts, c.Calm)
 	if err := h.pause(ctx, c.Calm); errors.Is(err, errNodeLost) {
 		h.log.Printf("calm period: %v", err)
 	} else if err != nil {
@@ -852,7 +865,7 @@ func (h *harness) run(ctx context.Context) int {
 	failures := slices.Clone(h.failures)
 	h.mu.Unlock()
 	ok, summary, details := decide(results, failures)
-	summary += fmt.Sprintf(" [%d kills in %.0fs, seed %d]", h.kills, (chaosEnd - h.chaosStart).Seconds(), c.Seed)
+	summary += fmt.Sprintf(" [%d kills, %d partitions in %.0fs, seed %d]", h.kills, h.parts, (chaosEnd - h.chaosStart).Seconds(), c.Seed)
 	h.printReport(results, details)
 	if err := h.writeReport(results, ok, summary, details, chaosEnd); err != nil {
 		h.log.Printf("cannot write the report: %v", err)
@@ -882,7 +895,7 @@ func (h *harness) abort(ctx context.Context, phase string, err error) int {
 func (h *harness) up(ctx context.Context) error {
 	c := h.cfg
 	cmd := exec.CommandContext(ctx, filepath.Join(c.Testnet, "up.sh"), strconv.Itoa(c.Nodes), c.Dir)
-	cmd.Env = append(cleanEnv(), "BIN="+c.Bin, "SLOTS="+c.Slots, "TICK="+c.Tick)
+	cmd.Env = append(cleanEnv(), "BIN="+c.Bin, "SLOTS="+c.Slots, "TICK="+c.Tick, "IGOR_DEBUG_PARTITION="+h.debugGate())
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -906,6 +919,15 @@ func (h *harness) up(ctx context.Context) error {
 	}
 	h.nodes = nodes
 	return nil
+}
+
+// debugGate is the daemons' IGOR_DEBUG_PARTITION: the partition endpoint
+// is served only when this run partitions.
+func (h *harness) debugGate() string {
+	if h.cfg.Partitions > 0 {
+		return "1"
+	}
+	return "0"
 }
 
 // cleanEnv keeps IGOR_HOME/IGOR_API of the caller from redirecting commands.
@@ -1209,6 +1231,18 @@ func (h *harness) chaos(ctx context.Context, end time.Time) error {
 		if err := h.pause(ctx, wait); err != nil {
 			return err
 		}
+		if h.cfg.Partitions > 0 && rng.Float64() < h.cfg.Partitions {
+			cut := 10*time.Second + time.Duration(rng.IntN(10001))*time.Millisecond
+			if err := h.partition(ctx, victim, cut); err != nil {
+				return err
+			}
+			h.parts++
+			h.note(victim, "partition", "step %d: cut off from every other node for %.1fs", step, cut.Seconds())
+			if err := h.pause(ctx, cut); err != nil {
+				return err
+			}
+			continue
+		}
 		h.setUp(victim, false)
 		if err := h.kill(ctx, victim); err != nil {
 			return err
@@ -1222,6 +1256,53 @@ func (h *harness) chaos(ctx context.Context, end time.Time) error {
 			return err
 		}
 	}
+}
+
+// partition cuts n off from every other node for d, on both sides of the
+// cut (each daemon's gate refuses the other side and drops its
+// connections); the gates reopen by themselves when d has passed.
+func (h *harness) partition(ctx context.Context, n *nodeProc, d time.Duration) error {
+	h.mu.Lock()
+	nodes := slices.Clone(h.nodes)
+	h.mu.Unlock()
+	var others []string
+	for _, o := range nodes {
+		if o != n {
+			others = append(others, o.Peer)
+			if err := h.post(ctx, o.API, "/v1/debug/partition", map[string]any{"peers": []string{n.Peer}, "seconds": d.Seconds()}); err != nil {
+				return fmt.Errorf("partition n%d from n%d: %w", n.Index, o.Index, err)
+			}
+		}
+	}
+	if err := h.post(ctx, n.API, "/v1/debug/partition", map[string]any{"peers": others, "seconds": d.Seconds()}); err != nil {
+		return fmt.Errorf("partition n%d: %w", n.Index, err)
+	}
+	return nil
+}
+
+// post sends one JSON request to a daemon's API.
+func (h *harness) post(ctx context.Context, api, path string, body any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+api+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return &httpError{resp.StatusCode, strings.TrimSpace(string(msg))}
+	}
+	return nil
 }
 
 // alive reports whether pid runs (a zombie does not: the daemons up.sh
@@ -1309,7 +1390,7 @@ func (h *harness) restart(ctx context.Context, n *nodeProc) error {
 	fmt.Fprintf(logf, "--- igor-chaos: restart at %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(h.cfg.Bin, "--home", n.Home, "daemon", "--api", "127.0.0.1:0",
 		"--slots", h.cfg.Slots, "--tick-interval", h.cfg.Tick, "--bootstrap", boot)
-	cmd.Stdout, cmd.Stderr, cmd.Env = out, logf, cleanEnv()
+	cmd.Stdout, cmd.Stderr, cmd.Env = out, logf, append(cleanEnv(), "IGOR_DEBUG_PARTITION="+h.debugGate())
 	if err := cmd.Start(); err != nil {
 		h.fail("n%d cannot restart: %v", n.Index, err)
 		return fmt.Errorf("%w: n%d: %v", errNodeLost, n.Index, err)

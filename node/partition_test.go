@@ -1,0 +1,36 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+)
+
+// The partition gate cuts two nodes apart in both directions for the time
+// given, and lets them connect again afterwards.
+func TestPartitionGate(t *testing.T) {
+	ms := startMeshes(t, 2, 0)
+	a, b := ms[0], ms[1]
+	eventually(t, "the two nodes to connect", 10*time.Second, func() error {
+		if a.Host.Network().Connectedness(b.Host.ID()) != network.Connected {
+			return context.DeadlineExceeded
+		}
+		return nil
+	})
+	until := time.Now().Add(1500 * time.Millisecond)
+	a.gate.block(b.Host.ID(), until)
+	b.gate.block(a.Host.ID(), until)
+	a.Host.Network().ClosePeer(b.Host.ID())
+	if err := a.Host.Connect(context.Background(), meshInfo(b)); err == nil {
+		t.Fatal("a connected to b through the partition")
+	}
+	if err := b.Host.Connect(context.Background(), meshInfo(a)); err == nil {
+		t.Fatal("b connected to a through the partition")
+	}
+	time.Sleep(time.Until(until) + 100*time.Millisecond)
+	eventually(t, "the partition to heal", 10*time.Second, func() error {
+		return a.Host.Connect(context.Background(), meshInfo(b))
+	})
+}
