@@ -52,8 +52,7 @@ func BenchmarkRunawayContainment(b *testing.B) {
 		}
 		good = append(good, n.host(b, h, k))
 	}
-	wp, mp := testagents.Variant(b, "hostile", "loop-tick")
-	rw, rm := readAgent(b, wp, mp, func(m *agents.Manifest) { m.ResourceLimits.TickTimeoutMs = timeoutMs })
+	rw, rm := tuneAgent(b, func(m *agents.Manifest) { m.ResourceLimits.TickTimeoutMs = timeoutMs })(testagents.VariantBytes(b, "hostile", "loop-tick"))
 	deadline := timeoutMs * time.Millisecond
 
 	var containMs, baseGaps, loadGaps []float64

@@ -244,16 +244,14 @@ type culprit func(t *testing.T) ([]byte, *agents.Manifest)
 // variant is agents/examples/hostile built in mode, with limits adjusted.
 func hVariant(mode string, tune func(*agents.Manifest)) culprit {
 	return func(t *testing.T) ([]byte, *agents.Manifest) {
-		wp, mp := testagents.Variant(t, "hostile", mode)
-		return readAgent(t, wp, mp, tune)
+		return tuneAgent(t, tune)(testagents.VariantBytes(t, "hostile", mode))
 	}
 }
 
 // example is a plain example agent, with limits adjusted.
 func hExample(name string, tune func(*agents.Manifest)) culprit {
 	return func(t *testing.T) ([]byte, *agents.Manifest) {
-		wp, mp := testagents.Path(t, name)
-		return readAgent(t, wp, mp, tune)
+		return tuneAgent(t, tune)(testagents.Bytes(t, name))
 	}
 }
 
@@ -266,29 +264,24 @@ func hRaw(gen func(t *testing.T) []byte) culprit {
 	}
 }
 
-func readAgent(t testing.TB, wp, mp string, tune func(*agents.Manifest)) ([]byte, *agents.Manifest) {
-	t.Helper()
-	wasm, err := os.ReadFile(wp)
-	if err != nil {
-		t.Fatal(err)
+// tuneAgent parses the manifest, sets the culprit timeout and applies tune.
+func tuneAgent(t testing.TB, tune func(*agents.Manifest)) func(wasm, mj []byte) ([]byte, *agents.Manifest) {
+	return func(wasm, mj []byte) ([]byte, *agents.Manifest) {
+		t.Helper()
+		m, err := agents.ParseManifest(mj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.ResourceLimits.TickTimeoutMs = culpritTimeout
+		if tune != nil {
+			tune(m)
+		}
+		// Re-parse, so the tuned manifest is a valid, normalised one.
+		if m, err = agents.ParseManifest(m.Canonical()); err != nil {
+			t.Fatal(err)
+		}
+		return wasm, m
 	}
-	mj, err := os.ReadFile(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := agents.ParseManifest(mj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.ResourceLimits.TickTimeoutMs = culpritTimeout
-	if tune != nil {
-		tune(m)
-	}
-	// Re-parse, so the tuned manifest is a valid, normalised one.
-	if m, err = agents.ParseManifest(m.Canonical()); err != nil {
-		t.Fatal(err)
-	}
-	return wasm, m
 }
 
 func hTimeout(ms uint64) func(*agents.Manifest) {

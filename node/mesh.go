@@ -412,11 +412,7 @@ func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time
 // took over and this one is stale — stop the agent at once, before the
 // lease timing would.
 func (m *Mesh) checkSuperseded(ctx context.Context, did string) {
-	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
-	if err != nil {
-		return
-	}
-	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
+	rec, err := m.resolveHeadRecord(ctx, did)
 	if err != nil {
 		return
 	}

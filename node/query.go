@@ -57,16 +57,9 @@ func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error)
 	if _, err := agents.ParseDID(did); err != nil {
 		return nil, err
 	}
-	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
-	if errors.Is(err, dht.ErrNotFound) {
-		return nil, fmt.Errorf("%w: no head record for %s in the mesh", ErrUnknownAgent, did)
-	}
+	rec, err := m.resolveHeadRecord(ctx, did)
 	if err != nil {
 		return nil, err
-	}
-	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
-	if err != nil {
-		return nil, fmt.Errorf("head record of %s: %w", did, err)
 	}
 	var from []peer.AddrInfo
 	if id, err := peer.Decode(rec.Holder); err == nil && id != m.Host.ID() {
@@ -118,3 +111,20 @@ func (m *Mesh) VerifyRemote(ctx context.Context, did string) (*VerifyReport, err
 }
 
 func cidDecode(s string) (cid.Cid, error) { return cid.Decode(s) }
+
+// resolveHeadRecord reads the agent's head record from the DHT and
+// validates it; ErrUnknownAgent when there is none.
+func (m *Mesh) resolveHeadRecord(ctx context.Context, did string) (*agents.HeadRecord, error) {
+	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
+	if errors.Is(err, dht.ErrNotFound) {
+		return nil, fmt.Errorf("%w: no head record for %s in the mesh", ErrUnknownAgent, did)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("head record of %s: %w", did, err)
+	}
+	return rec, nil
+}

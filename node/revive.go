@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/igor-mesh/igor-node/agents"
-	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/node/exchange"
 )
@@ -199,16 +198,9 @@ func (m *Mesh) newestLocal(ctx context.Context, did string) (agents.Entry, error
 // headRecordStatus resolves and validates the agent's head record without
 // fetching the checkpoint it names.
 func (m *Mesh) headRecordStatus(ctx context.Context, did string) (*AgentStatus, error) {
-	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
-	if errors.Is(err, dht.ErrNotFound) {
-		return nil, fmt.Errorf("%w: no head record for %s in the mesh", ErrUnknownAgent, did)
-	}
+	rec, err := m.resolveHeadRecord(ctx, did)
 	if err != nil {
 		return nil, err
-	}
-	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
-	if err != nil {
-		return nil, fmt.Errorf("head record of %s: %w", did, err)
 	}
 	return &AgentStatus{DID: did, Holder: rec.Holder, Epoch: rec.Epoch, Seq: rec.Seq, Head: rec.Head.String(),
 		LastUpdate: time.Unix(0, rec.Issued).UTC(), LeaseExpiry: time.Unix(0, rec.LeaseExpiry).UTC()}, nil

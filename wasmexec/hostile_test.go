@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,15 +17,7 @@ import (
 // hostileVariant compiles agents/examples/hostile built in mode.
 func hostileVariant(t testing.TB, r *Runtime, mode string) (*Module, *agents.Manifest) {
 	t.Helper()
-	wp, mp := testagents.Variant(t, "hostile", mode)
-	wasm, err := os.ReadFile(wp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mj, err := os.ReadFile(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm, mj := testagents.VariantBytes(t, "hostile", mode)
 	m, err := r.Compile(bg, "hostile@"+mode, wasm)
 	if err != nil {
 		t.Fatalf("compile hostile@%s: %v", mode, err)

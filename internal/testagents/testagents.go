@@ -53,11 +53,16 @@ func Path(t testing.TB, name string) (wasmPath, manifestPath string) {
 func Bytes(t testing.TB, name string) (wasm, manifest []byte) {
 	t.Helper()
 	wp, mp := Path(t, name)
-	wasm, err := os.ReadFile(wp)
+	return read(t, wp, mp)
+}
+
+func read(t testing.TB, wasmPath, manifestPath string) (wasm, manifest []byte) {
+	t.Helper()
+	wasm, err := os.ReadFile(wasmPath)
 	if err != nil {
 		t.Fatalf("testagents: %v", err)
 	}
-	manifest, err = os.ReadFile(mp)
+	manifest, err = os.ReadFile(manifestPath)
 	if err != nil {
 		t.Fatalf("testagents: %v", err)
 	}
@@ -128,6 +133,13 @@ func Variant(t testing.TB, name, mode string) (wasmPath, manifestPath string) {
 		t.Fatalf("testagents: %v", err)
 	}
 	return wasmPath, manifestPath
+}
+
+// VariantBytes returns the variant's module and manifest JSON (see Variant).
+func VariantBytes(t testing.TB, name, mode string) (wasm, manifest []byte) {
+	t.Helper()
+	wp, mp := Variant(t, name, mode)
+	return read(t, wp, mp)
 }
 
 func validMode(mode string) bool {
