@@ -19,10 +19,20 @@ func TestPartitionGate(t *testing.T) {
 		}
 		return nil
 	})
-	until := time.Now().Add(1500 * time.Millisecond)
+	until := time.Now().Add(3 * time.Second)
 	a.gate.block(b.Host.ID(), until)
 	b.gate.block(a.Host.ID(), until)
 	a.Host.Network().ClosePeer(b.Host.ID())
+	b.Host.Network().ClosePeer(a.Host.ID())
+	// Each side learns of the other's close asynchronously (a QUIC or TCP
+	// close in flight); until then Connect returns at once on the old
+	// connection, which says nothing about the gate.
+	eventually(t, "both sides to drop the connection", 10*time.Second, func() error {
+		if len(a.Host.Network().ConnsToPeer(b.Host.ID())) > 0 || len(b.Host.Network().ConnsToPeer(a.Host.ID())) > 0 {
+			return context.DeadlineExceeded
+		}
+		return nil
+	})
 	if err := a.Host.Connect(context.Background(), meshInfo(b)); err == nil {
 		t.Fatal("a connected to b through the partition")
 	}
