@@ -62,14 +62,32 @@ func (r *CheckReport) Problems() []string {
 // OpenForCheck opens an existing store like Open, but creates nothing and
 // does not remove leftover temporary files, so Check can report them. Use
 // it for offline checks (igor-node fsck); the next Open cleans up. It fails
-// with ErrInUse while another Store has the directory open, and with
-// ErrNotFound if dir holds no store.
+// with ErrInUse while another Store has the directory open, with
+// ErrUninitialized if Open was interrupted while creating it (a subdirectory
+// missing and the other one empty or missing: nothing was ever stored), and
+// with ErrNotFound if dir holds no store.
 func OpenForCheck(dir string) (*Store, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "blocks"), filepath.Join(dir, "pins")} {
-		st, err := os.Stat(d)
-		if err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("%w: %q is not a content store directory (no %s)", ErrNotFound, dir, d)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%w: %q is not a content store directory", ErrNotFound, dir)
+	}
+	var missing []string
+	empty := true
+	for _, d := range []string{filepath.Join(dir, "blocks"), filepath.Join(dir, "pins")} {
+		ents, err := os.ReadDir(d)
+		if errors.Is(err, fs.ErrNotExist) {
+			missing = append(missing, d)
+			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q is not a content store directory (%s: %v)", ErrNotFound, dir, d, err)
+		}
+		empty = empty && len(ents) == 0
+	}
+	if len(missing) > 0 {
+		if empty {
+			return nil, fmt.Errorf("%w: %q lacks %v and holds no data (an interrupted first start; the next start completes it)", ErrUninitialized, dir, missing)
+		}
+		return nil, fmt.Errorf("%w: %q is not a content store directory (no %v, but data in the other)", ErrNotFound, dir, missing)
 	}
 	lock, err := lockDir(dir)
 	if err != nil {

@@ -121,6 +121,35 @@ func TestCheckErrors(t *testing.T) {
 	if _, err := OpenForCheck(filepath.Join(t.TempDir(), "nope")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("OpenForCheck of a missing dir: %v", err)
 	}
+	// A first Open killed between its mkdirs: not damage, and the next
+	// Open completes it.
+	half := t.TempDir()
+	if err := os.Mkdir(filepath.Join(half, "blocks"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenForCheck(half); !errors.Is(err, ErrUninitialized) {
+		t.Fatalf("OpenForCheck of a half-created store: %v, want ErrUninitialized", err)
+	}
+	// Data in pins/ without blocks/ is damage, not an interrupted start.
+	lost := t.TempDir()
+	if err := os.Mkdir(filepath.Join(lost, "pins"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lost, "pins", "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenForCheck(lost); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrUninitialized) {
+		t.Fatalf("OpenForCheck of a store without blocks/: %v, want ErrNotFound", err)
+	}
+	hs, err := Open(half)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Close()
+	if hs, err = OpenForCheck(half); err != nil {
+		t.Fatalf("OpenForCheck after Open completed the store: %v", err)
+	}
+	hs.Close()
 	s := newStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	mustPut(t, s, cid.Raw, []byte("x"))

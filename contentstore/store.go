@@ -37,6 +37,10 @@ var (
 	ErrNotObject = errors.New("contentstore: not an object root")
 	// ErrInUse: another Store (in this or another process) has the directory open.
 	ErrInUse = errors.New("contentstore: store directory in use")
+	// ErrUninitialized: OpenForCheck found a store directory whose
+	// creation was interrupted (blocks/ or pins/ missing, nothing stored):
+	// not damage — the next Open completes it.
+	ErrUninitialized = errors.New("contentstore: store directory not initialised")
 )
 
 const (

@@ -129,7 +129,9 @@ func fsck(ctx context.Context, dir string) (*fsckReport, error) {
 		if errors.Is(err, contentstore.ErrInUse) {
 			return nil, fmt.Errorf("%s is in use by a running igor-node: stop it first (fsck checks a stopped node)", h.Dir)
 		}
-		if err != nil {
+		if errors.Is(err, contentstore.ErrUninitialized) {
+			note("content store: %v", err)
+		} else if err != nil {
 			problem("content store: %v", err)
 		} else {
 			defer st.Close()
