@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -110,6 +109,9 @@ type APIOptions struct {
 	// Unlimited serves without timeouts, caps or token checks. Only the
 	// benchmark of what the limits cost uses it.
 	Unlimited bool
+	// DebugPartition serves POST /v1/debug/partition (chaos tests only;
+	// the daemon sets it from IGOR_DEBUG_PARTITION=1).
+	DebugPartition bool
 }
 
 // ServeAPI starts the API on addr (loopback by default: it can publish
@@ -267,14 +269,13 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
-		m.kickAdvertise() // advertise no free slot at once
-		if err := m.Custody.Drain(ctx); err != nil {
+		if err := m.Drain(ctx); err != nil {
 			writeErr(w, http.StatusGatewayTimeout, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"drained": true, "custody": m.Custody.Status()})
 	})
-	if os.Getenv("IGOR_DEBUG_PARTITION") == "1" {
+	if opts.DebugPartition {
 		mux.HandleFunc("POST /v1/debug/partition", m.apiPartition)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -414,8 +415,8 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-// apiPartition (testing only; served when the daemon runs with
-// IGOR_DEBUG_PARTITION=1) cuts this node off from the given peers for the
+// apiPartition (testing only; served with APIOptions.DebugPartition, which
+// the daemon sets from IGOR_DEBUG_PARTITION=1) cuts this node off from the given peers for the
 // given time: existing connections are closed and new ones in either
 // direction refused by the connection gate. The chaos harness calls it on
 // both sides of a partition.
@@ -430,13 +431,17 @@ func (m *Mesh) apiPartition(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: want {\"peers\": [peer IDs], \"seconds\": 0 < s ≤ 3600} (%v)", ErrBadRequest, err))
 		return
 	}
-	until := time.Now().Add(time.Duration(req.Seconds * float64(time.Second)))
-	for _, p := range req.Peers {
+	ids := make([]peer.ID, len(req.Peers))
+	for i, p := range req.Peers {
 		id, err := peer.Decode(p)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: peer %q: %v", ErrBadRequest, p, err))
 			return
 		}
+		ids[i] = id
+	}
+	until := time.Now().Add(time.Duration(req.Seconds * float64(time.Second)))
+	for _, id := range ids {
 		m.gate.block(id, until)
 		_ = m.Host.Network().ClosePeer(id)
 	}

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,4 +45,52 @@ func TestPartitionGate(t *testing.T) {
 	eventually(t, "the partition to heal", 10*time.Second, func() error {
 		return a.Host.Connect(context.Background(), meshInfo(b))
 	})
+}
+
+// POST /v1/debug/partition exists only with APIOptions.DebugPartition;
+// a bad peer ID blocks nobody; a good request cuts the peers off.
+func TestPartitionEndpoint(t *testing.T) {
+	ms := startMeshes(t, 2, 0)
+	a, b := ms[0], ms[1]
+	post := func(srv *APIServer, body string) int {
+		t.Helper()
+		resp, err := http.Post("http://"+srv.Addr()+"/v1/debug/partition", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	off, err := a.ServeAPIWithOptions("127.0.0.1:0", APIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close(context.Background())
+	good := `{"peers":["` + b.Host.ID().String() + `"],"seconds":30}`
+	if code := post(off, good); code != http.StatusNotFound {
+		t.Fatalf("partition endpoint without DebugPartition: %d, want 404", code)
+	}
+	on, err := a.ServeAPIWithOptions("127.0.0.1:0", APIOptions{DebugPartition: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer on.Close(context.Background())
+	for _, bad := range []string{`{}`, `{"peers":["x"],"seconds":1}`, `{"peers":["` + b.Host.ID().String() + `","nope"],"seconds":1}`,
+		`{"peers":["` + b.Host.ID().String() + `"],"seconds":0}`, `{"peers":["` + b.Host.ID().String() + `"],"seconds":1,"x":1}`} {
+		if code := post(on, bad); code != http.StatusBadRequest {
+			t.Fatalf("body %s: %d, want 400", bad, code)
+		}
+	}
+	if a.gate.blocked(b.Host.ID()) {
+		t.Fatal("a refused request blocked a peer")
+	}
+	if code := post(on, good); code != http.StatusOK {
+		t.Fatalf("partition: %d, want 200", code)
+	}
+	if !a.gate.blocked(b.Host.ID()) {
+		t.Fatal("the peer is not blocked after the partition request")
+	}
+	if err := a.Host.Connect(context.Background(), meshInfo(b)); err == nil {
+		t.Fatal("a connected to b through the partition")
+	}
 }

@@ -106,7 +106,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 				return err
 			}
 			defer m.Close()
-			opts := node.APIOptions{AllowRemote: apiRemote}
+			opts := node.APIOptions{AllowRemote: apiRemote, DebugPartition: os.Getenv("IGOR_DEBUG_PARTITION") == "1"}
 			if apiTokenPath != "" || (apiRemote && !node.IsLoopbackAddr(api)) {
 				if apiTokenPath == "" {
 					apiTokenPath = filepath.Join(m.Home.Dir, apiTokenFile)
@@ -138,7 +138,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 			lg.Info("shutting down: handing hosted agents off", "timeout", drainTimeout)
 			if drainTimeout > 0 {
 				dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
-				if err := m.Custody.Drain(dctx); err != nil {
+				if err := m.Drain(dctx); err != nil {
 					lg.Warn("drain incomplete", "err", err)
 				}
 				dcancel()
