@@ -463,10 +463,15 @@ func (m *Mesh) custodyCommitted(did string, c cid.Cid, seq uint64, key ed25519.P
 	m.onCommit(hosting.Head{CID: c, Checkpoint: cp}, key, leaseEnd)
 }
 
-// custodyReview decides at a lease-term end whether the agent should move:
-// to the best-ranked member (rendezvous order) whose host record shows it
-// can host, if that member ranks above this node — or, when this node
-// drains, to the best such member other than itself.
+// custodyReview is the holder's term-end placement review (custody
+// Hooks.Review). Within the group, the agent goes to the best-ranked live
+// member above this node (any live member when it drains) that advertises
+// a free slot. Otherwise, a host outside the group that ranks above this
+// node by rendezvous (when draining: any) gets it through a regroup, if it
+// is eligible by its host record, answers a capacity probe, and — unless
+// draining — has been connected for Timing.MoveAfter (a node that restarts
+// often must not pull agents back and forth). Price is not part of the
+// rank: it is the manifest's eligibility filter (DECISIONS D41).
 func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, draining bool) string {
 	self := m.PeerID()
 	for _, p := range hosting.Rank(agents.AgentID(did), members) {
@@ -474,7 +479,7 @@ func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, 
 			if draining {
 				continue
 			}
-			return "" // nobody better ranked can take it
+			break // nobody in the group ranks above this node
 		}
 		id, err := peer.Decode(p)
 		if err != nil {
@@ -491,7 +496,128 @@ func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, 
 		m.Host.Peerstore().AddAddrs(id, recordAddrs(r, id), peerstore.TempAddrTTL)
 		return p
 	}
+	return m.betterOutsider(ctx, did, draining)
+}
+
+// betterOutsider returns the host outside did's group it should move to
+// (see custodyReview), or "".
+func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) string {
+	g, err := m.Custody.Group(did)
+	if err != nil {
+		return ""
+	}
+	head, man, err := m.agentManifest(did)
+	if err != nil {
+		m.Logger.Debug("custody review: manifest", "agent", did, "err", err)
+		return ""
+	}
+	hosts, err := m.cachedHosts(ctx)
+	if err != nil {
+		return ""
+	}
+	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	if err != nil {
+		return ""
+	}
+	self := m.PeerID()
+	for _, h := range ranked {
+		if h.Peer == self || slices.Contains(g.Members, h.Peer) {
+			continue
+		}
+		if !draining && hosting.Rank(agents.AgentID(did), []string{self, h.Peer})[0] != h.Peer {
+			return "" // the best outsider ranks below this node: stay
+		}
+		id, err := peer.Decode(h.Peer)
+		if err != nil {
+			continue
+		}
+		if !draining && m.connectedFor(id) < m.Custody.Timing().MoveAfter {
+			// Not settled yet (or not connected): connect now, look again
+			// at the next term end.
+			_ = m.Host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: recordAddrs(h, id)})
+			return ""
+		}
+		// The probe names the head, so the host fetches the agent and
+		// compiles its module before the agent stops here (it may take
+		// longer than the review's own limit).
+		pctx, cancel := context.WithTimeout(m.ctx, leaseFetchLimit)
+		err = m.offer(pctx, h, custodyOffer{Version: 2, DID: did, Probe: true, Head: head, From: m.PeerAddrs()})
+		cancel()
+		if err != nil {
+			m.Logger.Debug("custody review: better host declined", "agent", did, "host", h.Peer, "err", err)
+			if draining {
+				continue
+			}
+			return ""
+		}
+		return h.Peer
+	}
 	return ""
+}
+
+// reviewHostsTTL bounds how stale the host records of a review may be (or
+// Timing.MoveAfter, if shorter).
+const reviewHostsTTL = 10 * time.Second
+
+// cachedHosts is Hosts, shared by the reviews of reviewHostsTTL.
+func (m *Mesh) cachedHosts(ctx context.Context) ([]*agents.HostRecord, error) {
+	select {
+	case m.reviewSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-m.reviewSem }()
+	if time.Since(m.reviewAt) < min(reviewHostsTTL, m.Custody.Timing().MoveAfter) {
+		return m.reviewHosts, nil
+	}
+	hosts, err := m.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.reviewAt, m.reviewHosts = time.Now(), hosts
+	return hosts, nil
+}
+
+// connectedFor is how long this node has had a connection to id (its
+// oldest open one), 0 if none.
+func (m *Mesh) connectedFor(id peer.ID) time.Duration {
+	var oldest time.Time
+	for _, c := range m.Host.Network().ConnsToPeer(id) {
+		if o := c.Stat().Opened; !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
+			oldest = o
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return time.Since(oldest)
+}
+
+// agentManifest reads the accepted checkpoint (CID) and the manifest of an
+// agent this node is a custody member of.
+func (m *Mesh) agentManifest(did string) (string, *agents.Manifest, error) {
+	st, err := m.Custody.Agent(did)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := cid.Decode(st.Accepted)
+	if err != nil {
+		return "", nil, fmt.Errorf("accepted checkpoint %q: %w", st.Accepted, err)
+	}
+	data, err := m.Store.Get(c)
+	if err != nil {
+		return "", nil, err
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		return "", nil, err
+	}
+	mdata, err := m.Store.Get(cp.Manifest)
+	if err != nil {
+		return "", nil, err
+	}
+	man, err := agents.ParseManifest(mdata)
+	return st.Accepted, man, err
 }
 
 // custodyOffer is version 2 of the lease offer: membership of a custody
@@ -509,8 +635,12 @@ type custodyOffer struct {
 	Campaign bool                `json:"campaign,omitempty"`
 	Leave    bool                `json:"leave,omitempty"` // undo: the placement failed
 	Kick     bool                `json:"kick,omitempty"`  // a member: campaign now
-	DID      string              `json:"did"`
-	From     []string            `json:"from"` // where to fetch the blocks
+	Probe    bool                `json:"probe,omitempty"` // would this host take the agent now? (joins nothing)
+	// Released: a regroup's join — the old group's holder stopped at
+	// Epoch and a majority of it left, so members need not wait out a lease.
+	Released bool     `json:"released,omitempty"`
+	DID      string   `json:"did"`
+	From     []string `json:"from"` // where to fetch the blocks
 }
 
 // acceptCustody serves a custody offer: fetch the agent's DAG from the
@@ -532,6 +662,15 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	}
 	if m.Custody.Draining() {
 		return fmt.Errorf("%w: this node is draining", hosting.ErrNoCapacity)
+	}
+	if o.Probe {
+		if m.Svc.FreeSlots() <= 0 {
+			return fmt.Errorf("%w: no free slot", hosting.ErrNoCapacity)
+		}
+		if o.Head != "" {
+			return m.prewarm(ctx, o, from)
+		}
+		return nil
 	}
 	if !slices.Contains(o.Members, m.PeerID()) {
 		return fmt.Errorf("%w: this node is not in the offered group", ErrBadMessage)
@@ -557,15 +696,9 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 		}
 		m.Host.Peerstore().AddAddrs(id, mas, peerstore.TempAddrTTL)
 	}
-	fromInfos := parseAddrInfos(o.From)
-	if len(fromInfos) == 0 {
-		fromInfos = []peer.AddrInfo{{ID: from}}
-	}
 	if from != m.Host.ID() {
-		fctx, cancel := context.WithTimeout(ctx, leaseFetchLimit)
-		defer cancel()
-		if _, err := m.Ex.FetchDAG(fctx, head, exchange.FetchOptions{From: fromInfos}); err != nil {
-			return fmt.Errorf("fetch agent %s: %w", head, err)
+		if err := m.fetchOffered(ctx, head, o, from); err != nil {
+			return err
 		}
 	}
 	env, err := m.Env(ctx, nil)
@@ -584,11 +717,58 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	if o.Epoch < a.Head.Checkpoint.Epoch {
 		return fmt.Errorf("%w: offer starts the group at epoch %d, below the checkpoint's epoch %d", ErrBadMessage, o.Epoch, a.Head.Checkpoint.Epoch)
 	}
-	if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Seq: o.Seq, Epoch: o.Epoch, Campaign: o.Campaign}); err != nil {
+	if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Seq: o.Seq, Epoch: o.Epoch, Campaign: o.Campaign, Released: o.Released}); err != nil {
 		return err
 	}
 	m.kickAdvertise()
 	m.Logger.Info("custody: joined group", "agent", a.DID, "members", len(members), "campaign", o.Campaign, "from", from)
+	return nil
+}
+
+// prewarm serves a probe that names the agent's head: fetch its DAG and
+// compile its module now, so that the join that may follow (a move to this
+// node) finds everything here and the agent's pause stays short. Like a
+// join offer it costs a fetch and a compilation, under the same limits.
+func (m *Mesh) prewarm(ctx context.Context, o custodyOffer, from peer.ID) error {
+	head, err := cid.Decode(o.Head)
+	if err != nil {
+		return fmt.Errorf("%w: head %q: %v", ErrBadMessage, o.Head, err)
+	}
+	if err := m.fetchOffered(ctx, head, o, from); err != nil {
+		return err
+	}
+	data, err := m.Store.Get(head)
+	if err != nil {
+		return err
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		return err
+	}
+	wasm, err := m.Store.ReadObject(cp.Module, hosting.MaxModuleBytes)
+	if err != nil {
+		return fmt.Errorf("module %s: %w", cp.Module, err)
+	}
+	env, err := m.Env(ctx, nil)
+	if err != nil {
+		return err
+	}
+	_, err = env.Runtime.Compile(ctx, cp.Module.String(), wasm)
+	return err
+}
+
+// fetchOffered fetches the DAG under head an offer names, from the
+// offer's From addresses (or the offerer), within leaseFetchLimit.
+func (m *Mesh) fetchOffered(ctx context.Context, head cid.Cid, o custodyOffer, from peer.ID) error {
+	fromInfos := parseAddrInfos(o.From)
+	if len(fromInfos) == 0 {
+		fromInfos = []peer.AddrInfo{{ID: from}}
+	}
+	fctx, cancel := context.WithTimeout(ctx, leaseFetchLimit)
+	defer cancel()
+	if _, err := m.Ex.FetchDAG(fctx, head, exchange.FetchOptions{From: fromInfos}); err != nil {
+		return fmt.Errorf("fetch agent %s: %w", head, err)
+	}
 	return nil
 }
 
@@ -618,8 +798,11 @@ func (m *Mesh) onTick(did string, tick uint64) {
 // It checks a new placement is possible, asks the live old members to
 // leave (a majority of the old group must have left before anything else
 // happens, so the old group can never elect a holder again), leaves itself,
-// and places the agent with a new group above epoch.
-func (m *Mesh) custodyRegroup(did string, head cid.Cid, seq, epoch uint64, key ed25519.PrivateKey, members, dead []string) error {
+// and places the agent with a new group above epoch. A voluntary move
+// (p.Toward) first checks that the target still ranks in the new group and
+// answers a capacity probe; if not, the old group is kept.
+func (m *Mesh) custodyRegroup(p custody.RegroupParams) error {
+	did, head, seq, epoch, key, members, dead := p.DID, p.Head, p.Seq, p.Epoch, p.Key, p.Members, p.Dead
 	ctx, cancel := context.WithTimeout(m.ctx, 3*time.Minute)
 	defer cancel()
 	data, err := m.Store.Get(head)
@@ -648,21 +831,30 @@ func (m *Mesh) custodyRegroup(did string, head cid.Cid, seq, epoch uint64, key e
 	if err != nil || len(ranked) < size/2+1 {
 		return fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d): %v", did, len(ranked), err)
 	}
+	if p.Toward != "" {
+		i := slices.IndexFunc(ranked, func(h *agents.HostRecord) bool { return h.Peer == p.Toward })
+		if i < 0 || i >= size {
+			return fmt.Errorf("move %s: %s no longer ranks in the new group; keeping the old group", did, p.Toward)
+		}
+		if err := m.offer(ctx, ranked[i], custodyOffer{Version: 2, DID: did, Probe: true}); err != nil {
+			return fmt.Errorf("move %s: %s declined: %w; keeping the old group", did, p.Toward, err)
+		}
+	}
 	self := m.PeerID()
 	left := 1 // this node, below
 	leave := custodyOffer{Version: 2, DID: did, Leave: true}
-	for _, p := range members {
-		if p == self || slices.Contains(dead, p) {
+	for _, mp := range members {
+		if mp == self || slices.Contains(dead, mp) {
 			continue
 		}
-		h := &agents.HostRecord{Peer: p}
-		if id, err := peer.Decode(p); err == nil {
+		h := &agents.HostRecord{Peer: mp}
+		if id, err := peer.Decode(mp); err == nil {
 			for _, a := range m.Host.Peerstore().Addrs(id) {
-				h.Addrs = append(h.Addrs, a.String()+"/p2p/"+p)
+				h.Addrs = append(h.Addrs, a.String()+"/p2p/"+mp)
 			}
 		}
 		if err := m.offer(ctx, h, leave); err != nil {
-			m.Logger.Warn("custody: old member did not leave", "agent", did, "member", p, "err", err)
+			m.Logger.Warn("custody: old member did not leave", "agent", did, "member", mp, "err", err)
 			continue
 		}
 		left++
@@ -685,7 +877,7 @@ func (m *Mesh) custodyRegroup(did string, head cid.Cid, seq, epoch uint64, key e
 	res := &PublishResult{DID: did, Head: head.String(), Epoch: epoch + 1}
 	h := hosting.Head{CID: head, Checkpoint: cp}
 	for attempt := 1; ; attempt++ {
-		err = m.place(ctx, res, h, epoch, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, func(string) {})
+		err = m.place(ctx, res, h, epoch, true, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, func(string) {})
 		if err == nil {
 			break
 		}
@@ -705,7 +897,7 @@ func (m *Mesh) custodyRegroup(did string, head cid.Cid, seq, epoch uint64, key e
 	if !slices.Contains(res.Members, self) && !isPublisher {
 		_ = m.Keys.Delete(did) // not a member any more, and not its publisher
 	}
-	m.Logger.Info("custody: agent regrouped", "agent", did, "members", res.Members, "holder", res.Holder, "from seq", seq)
+	m.Logger.Info("custody: agent regrouped", "agent", did, "members", res.Members, "holder", res.Holder, "from seq", seq, "toward", p.Toward)
 	return nil
 }
 

@@ -225,7 +225,7 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
 	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1}
-	if err := m.place(ctx, res, head, 0, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+	if err := m.place(ctx, res, head, 0, false, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
 		if err := m.Home.RemoveHead(did); err != nil {
 			m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
 		}
@@ -241,7 +241,8 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 // parallel; then the best-ranked one is asked to campaign. A member that
 // refuses is replaced by the next eligible host (the members that joined
 // leave again and the group is offered afresh).
-func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head, epoch uint64, ranked []*agents.HostRecord, replicas int, termMs int64, key ed25519.PrivateKey, progress func(string)) error {
+// released marks a regroup's group (custodyOffer.Released).
+func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head, epoch uint64, released bool, ranked []*agents.HostRecord, replicas int, termMs int64, key ed25519.PrivateKey, progress func(string)) error {
 	did := head.Checkpoint.Agent
 	size := 1 + replicas
 	refused := map[string]bool{}
@@ -261,7 +262,7 @@ func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head,
 			members[i] = h.Peer
 			addrs[h.Peer] = h.Addrs
 		}
-		offer := custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seq: head.Checkpoint.Seq, Epoch: epoch,
+		offer := custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seq: head.Checkpoint.Seq, Epoch: epoch, Released: released,
 			Seed: key.Seed(), TermMs: termMs, Members: members, Addrs: addrs, From: m.PeerAddrs()}
 		progress(fmt.Sprintf("custody group of %d: %v", len(group), members))
 		// Every member fetches, verifies and compiles the agent at once; then

@@ -91,6 +91,14 @@ type Mesh struct {
 	hostSeq   uint64
 	advertise chan struct{}
 
+	// reviewHosts caches the host records term-end reviews read, so that a
+	// node holding many agents scans the DHT once per reviewHostsTTL, not
+	// once per agent. A one-slot semaphore held while fetching, so that
+	// concurrent reviews share one fetch and waiters honour their context.
+	reviewSem   chan struct{}
+	reviewAt    time.Time
+	reviewHosts []*agents.HostRecord
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -142,7 +150,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), gate: gate,
+	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), reviewSem: make(chan struct{}, 1), gate: gate,
 		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
 		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "igor_custody_commit_seconds",
 			Help: "Time from proposing a checkpoint to a majority of its custody group storing it.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
@@ -319,6 +327,15 @@ func (m *Mesh) reprovide() {
 			m.Logger.Debug("reprovide", "cid", c, "err", err)
 		}
 	}
+}
+
+// Drain moves every agent this node runs elsewhere (see custody.Manager.Drain)
+// and waits until none runs here or ctx ends. The node advertises no free
+// slot from the start, so nobody places new agents on it meanwhile.
+func (m *Mesh) Drain(ctx context.Context) error {
+	m.Custody.BeginDrain()
+	m.kickAdvertise()
+	return m.Custody.Drain(ctx)
 }
 
 func (m *Mesh) kickAdvertise() {

@@ -65,12 +65,17 @@ type Timing struct {
 	// RegroupAfter: a member the holder has not heard from for this long
 	// is replaced (Hooks.Regroup). Default 30 s.
 	RegroupAfter time.Duration
+	// MoveAfter: a host outside the group that ranks above the holder gets
+	// the agent (Hooks.Review, Regroup) only once it has been reachable
+	// this long, so a node that restarts often does not pull agents back
+	// and forth. Default 30 s.
+	MoveAfter time.Duration
 }
 
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
 	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
-		RegroupAfter: 30 * time.Second}
+		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second}
 }
 
 // Net is the network as the drivers see it.
@@ -96,19 +101,34 @@ type Hooks struct {
 	Committed func(did string, c cid.Cid, seq uint64, key ed25519.PrivateKey, leaseEnd time.Time, latency time.Duration)
 	// Review is called on the holder at each lease-term end (and at once
 	// when the node drains) with the members that are live (this node and
-	// those that acknowledge its heartbeats). It returns the member the
-	// agent should move to, or "" to keep it. It may do network I/O; it runs on the agent's driver
-	// goroutine, so it must return within a few hundred milliseconds.
+	// those that acknowledge its heartbeats). It returns the peer the agent
+	// should move to, or "" to keep it: a live member (handed off within the
+	// group), or a host outside the group (the group is replaced by one that
+	// includes it, through Regroup with Toward set). It runs on its own
+	// goroutine with a 5 s context, and may do network I/O.
 	Review func(ctx context.Context, did string, members []string, draining bool) string
-	// Regroup replaces a custody group that lost members: it is called on
-	// the holder, on its own goroutine, once the agent is stopped and its
-	// final checkpoint (head, seq, at epoch) is committed. It must make a
+	// Regroup replaces a custody group — because members are dead, or to
+	// move the agent to a better host outside it: it is called on the
+	// holder, on its own goroutine, once the agent is stopped and its final
+	// checkpoint (Head, Seq, at Epoch) is committed. It must make a
 	// majority of the old group leave (so the old group can never elect a
 	// holder again), then place the agent with a new group that starts
-	// above epoch. It returns an error if the old group is untouched (the
+	// above Epoch. It returns an error if the old group is untouched (the
 	// holder then resumes the agent); once members left, it must finish or
 	// report that the agent needs revive.
-	Regroup func(did string, head cid.Cid, seq, epoch uint64, key ed25519.PrivateKey, members, dead []string) error
+	Regroup func(p RegroupParams) error
+}
+
+// RegroupParams is what Hooks.Regroup is asked to do.
+type RegroupParams struct {
+	DID     string
+	Head    cid.Cid // the committed final checkpoint
+	Seq     uint64
+	Epoch   uint64 // the old group's epoch; the new group starts above it
+	Key     ed25519.PrivateKey
+	Members []string // the old group
+	Dead    []string // members not heard from for RegroupAfter
+	Toward  string   // a voluntary move: the non-member the agent should run on next
 }
 
 // Blocks is the part of the content store the drivers use.
@@ -153,8 +173,14 @@ func (c *Config) validate() error {
 	if c.Timing.RegroupAfter == 0 {
 		c.Timing.RegroupAfter = 30 * time.Second
 	}
+	if c.Timing.MoveAfter == 0 {
+		c.Timing.MoveAfter = 30 * time.Second
+	}
 	if c.Timing.Interval <= 0 {
 		return fmt.Errorf("custody: Timing.Interval %v must be positive", c.Timing.Interval)
+	}
+	if c.Timing.RegroupAfter < 0 || c.Timing.MoveAfter < 0 {
+		return fmt.Errorf("custody: Timing.RegroupAfter %v and MoveAfter %v must not be negative", c.Timing.RegroupAfter, c.Timing.MoveAfter)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -163,7 +189,7 @@ func (c *Config) validate() error {
 		c.Hooks.Committed = func(string, cid.Cid, uint64, ed25519.PrivateKey, time.Time, time.Duration) {}
 	}
 	if c.Hooks.Regroup == nil {
-		c.Hooks.Regroup = func(string, cid.Cid, uint64, uint64, ed25519.PrivateKey, []string, []string) error {
+		c.Hooks.Regroup = func(RegroupParams) error {
 			return errors.New("custody: no regroup hook")
 		}
 	}
@@ -256,7 +282,7 @@ func (m *Manager) Restore() error {
 		if hs.Epoch <= g.StartEpoch {
 			quiet = neverQuiet // the group never started: wait for the kick
 		}
-		if err := m.start(g, key, hs, false, quiet); err != nil {
+		if err := m.start(g, key, hs, false, quiet, false); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -277,6 +303,11 @@ type JoinParams struct {
 	// Campaign: this member asks for the first lease at once (the
 	// publisher's choice of first holder).
 	Campaign bool
+	// Released: the group replaces one whose holder stopped at Epoch and
+	// which a majority left (a regroup), so no lease at Epoch can depend on
+	// this member: it need not wait out a lease before promising
+	// (lease.Config.Released). Never for a revive.
+	Released bool
 }
 
 // Join makes this node a member of a new custody group: it stores the key
@@ -330,7 +361,7 @@ func (m *Manager) Join(p JoinParams) error {
 	if err := m.st.saveHardState(g.Agent, hs); err != nil {
 		return err
 	}
-	return m.start(g, p.Key, hs, p.Campaign, neverQuiet)
+	return m.start(g, p.Key, hs, p.Campaign, neverQuiet, p.Released)
 }
 
 // Campaign asks this member to campaign for the lease now (the publisher's
@@ -389,10 +420,12 @@ func (m *Manager) Leave(did, from string) error {
 	return errors.Join(m.st.remove(did), m.cfg.Keys.Delete(did))
 }
 
-func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, campaign bool, quiet int) error {
+func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, campaign bool, quiet int, released bool) error {
 	ranked := hosting.Rank(agents.AgentID(g.Agent), g.Members)
 	rank := slices.Index(ranked, m.cfg.Self)
-	mc, err := lease.New(m.cfg.Timing.leaseConfig(m.cfg.Self, g.Members, rank, hs, quiet))
+	cfg := m.cfg.Timing.leaseConfig(m.cfg.Self, g.Members, rank, hs, quiet)
+	cfg.Released = released
+	mc, err := lease.New(cfg)
 	if err != nil {
 		return fmt.Errorf("custody group of %s: %w", g.Agent, err)
 	}
@@ -519,12 +552,19 @@ func (m *Manager) Superseded(did string, epoch uint64) bool {
 // Draining reports whether Drain was called.
 func (m *Manager) Draining() bool { return m.draining.Load() }
 
+// BeginDrain marks the node draining (it accepts no new custody and Review
+// steers agents away) without waiting; Drain calls it first.
+func (m *Manager) BeginDrain() { m.draining.Store(true) }
+
+// Timing is the lease timing in use (defaults filled in).
+func (m *Manager) Timing() Timing { return m.cfg.Timing }
+
 // Drain hands every agent this node runs to another member of its group
 // (each at a new epoch, from a final committed checkpoint) and waits until
 // none runs here, or ctx ends. The node keeps serving as a standby; it
 // accepts no new holding (Review steers agents away from a draining node).
 func (m *Manager) Drain(ctx context.Context) error {
-	m.draining.Store(true)
+	m.BeginDrain()
 	for {
 		m.mu.Lock()
 		var running []*driver

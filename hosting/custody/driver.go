@@ -82,6 +82,7 @@ type driver struct {
 	regroup      bool                 // replacing the group: agent stopped, final checkpoint proposed
 	regrouping   bool                 // Hooks.Regroup is running
 	regroupDead  []string
+	regroupTo    string               // a voluntary regroup: the non-member host the agent moves to
 	superseded   uint64               // the lease epoch at which a higher-epoch head was seen: never start at it
 	proposed     map[uint64]time.Time // seq → when it was proposed (commit latency)
 	holder       string
@@ -211,7 +212,11 @@ func (d *driver) on(ev event) {
 		d.campaign = true
 	case evReviewed:
 		d.reviewing = false
-		d.handOff(ev.id)
+		if ev.id != "" && ev.id != d.m.cfg.Self && !slices.Contains(d.g.Members, ev.id) {
+			d.startRegroup(nil, ev.id) // a better host outside the group: move the group
+		} else {
+			d.handOff(ev.id)
+		}
 	case evSuperseded:
 		if d.mc.Epoch() < ev.epoch && d.started {
 			d.log().warn("a higher epoch holds the agent; stopping it here", fmt.Errorf("epoch %d above ours %d", ev.epoch, d.mc.Epoch()))
@@ -516,7 +521,7 @@ func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
 // that must not delay heartbeats), whether the agent should move.
 func (d *driver) review() {
 	if dead := d.deadMembers(); len(dead) > 0 && !d.m.draining.Load() {
-		d.startRegroup(dead)
+		d.startRegroup(dead, "")
 		return
 	}
 	d.reviewFor(d.m.draining.Load())
@@ -550,15 +555,21 @@ func (d *driver) deadMembers() []string {
 	return dead
 }
 
-// startRegroup begins replacing the group: stop the agent with a final
-// checkpoint and propose it; tryRegroup goes on once it is committed.
-func (d *driver) startRegroup(dead []string) {
+// startRegroup begins replacing the group — because members are dead, or
+// (toward ≠ "") to move the agent to a better-ranked host outside it: stop
+// the agent with a final checkpoint and propose it; tryRegroup goes on once
+// it is committed.
+func (d *driver) startRegroup(dead []string, toward string) {
 	if d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
 		return
 	}
-	d.m.cfg.Logger.Info("custody: replacing the custody group", "agent", d.did, "dead", dead, "epoch", d.mc.Epoch())
+	if toward != "" {
+		d.m.cfg.Logger.Info("custody: moving the agent to a better-ranked host outside its group", "agent", d.did, "to", toward, "epoch", d.mc.Epoch())
+	} else {
+		d.m.cfg.Logger.Info("custody: replacing the custody group", "agent", d.did, "dead", dead, "epoch", d.mc.Epoch())
+	}
 	d.regroup = true
-	d.regroupDead = dead
+	d.regroupDead, d.regroupTo = dead, toward
 	if h, ok := d.stopAgent(true); ok {
 		d.proposeHead(h)
 	}
@@ -604,9 +615,10 @@ func (d *driver) tryRegroup() {
 		return
 	}
 	d.regrouping = true
-	members, dead, epoch := slices.Clone(d.g.Members), slices.Clone(d.regroupDead), d.mc.Epoch()
+	members, dead, toward, epoch := slices.Clone(d.g.Members), slices.Clone(d.regroupDead), d.regroupTo, d.mc.Epoch()
 	go func() {
-		err := d.m.cfg.Hooks.Regroup(d.did, head, c.Seq, epoch, d.key, members, dead)
+		err := d.m.cfg.Hooks.Regroup(RegroupParams{DID: d.did, Head: head, Seq: c.Seq, Epoch: epoch, Key: d.key,
+			Members: members, Dead: dead, Toward: toward})
 		if err != nil {
 			select {
 			case d.inbox <- event{kind: evRegrouped, err: err}:
@@ -616,8 +628,8 @@ func (d *driver) tryRegroup() {
 	}()
 }
 
-// reviewFor runs a review; away: look only for another member (this node
-// drains, or cannot run the agent).
+// reviewFor runs a review; away: this node drains (or cannot run the
+// agent), so any live member or other host will do.
 func (d *driver) reviewFor(away bool) {
 	if d.reviewing || d.regroup || d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
 		return

@@ -133,6 +133,12 @@ type Config struct {
 	Rand func() uint64
 	// HardState as last persisted; zero for a node new to the group.
 	HardState HardState
+	// Released: no lease at HardState.Epoch can depend on this node — it
+	// has just joined a group that replaces one whose holder stopped and
+	// which a majority left (a regroup). The machine then promises at once
+	// instead of first waiting WaitTicks, which protects only leases this
+	// node may have acknowledged. Never set it on a restart or a revive.
+	Released bool
 }
 
 func (c *Config) validate() error {
@@ -271,7 +277,7 @@ func New(cfg Config) (*Machine, error) {
 	m := &Machine{cfg: cfg, majority: len(cfg.Group)/2 + 1, hs: cfg.HardState}
 	m.maxSeen = m.hs.Epoch
 	m.quietUntil = int64(cfg.QuietTicks)
-	if m.hs.Epoch == 0 {
+	if m.hs.Epoch == 0 || cfg.Released {
 		// Never acknowledged anything: no lease can depend on this node.
 		m.lapseAt = 0
 	} else {

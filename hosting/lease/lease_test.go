@@ -93,3 +93,42 @@ func TestSingleNodeGroup(t *testing.T) {
 		m.Advance()
 	}
 }
+
+// A machine that restarts (or joins) at a non-zero epoch waits WaitTicks
+// before it promises or campaigns — unless Released says no lease at that
+// epoch can depend on it (a regroup's new group): then it campaigns and
+// promises at once.
+func TestReleasedSkipsTheWait(t *testing.T) {
+	for _, released := range []bool{false, true} {
+		cfg := validConfig()
+		cfg.HardState = HardState{Epoch: 3, Accepted: Checkpoint{Seq: 7, ID: "f"}, AcceptedAt: 3}
+		cfg.Released = released
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = m.Campaign()
+		if released != (err == nil) {
+			t.Fatalf("released %v: Campaign = %v", released, err)
+		}
+		// A candidate of another member asks for epoch 4: only a released
+		// machine promises before WaitTicks.
+		p, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Step(Message{Type: MsgPromiseRequest, From: "a", To: "b", Epoch: 4}); err != nil {
+			t.Fatal(err)
+		}
+		rd := p.Ready()
+		promised := false
+		for _, msg := range rd.Messages {
+			if msg.Type == MsgPromise && !msg.Reject {
+				promised = true
+			}
+		}
+		if promised != released {
+			t.Fatalf("released %v: answer to a request at epoch 4: %s", released, DescribeReady("", rd))
+		}
+	}
+}

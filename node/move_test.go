@@ -1,0 +1,279 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/agents/keystore"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/custody"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+)
+
+// moveMeshes starts n hosting meshes with the given custody timing; every
+// tick of every node is recorded in order in *ticks (node index = position
+// in the returned slice, then further meshes started by startMoveMesh).
+type moveTicks struct {
+	mu    sync.Mutex
+	ticks []tickAt
+	at    []time.Time // when each tick ran
+}
+
+func (mt *moveTicks) startMesh(t *testing.T, i int, home string, timing custody.Timing, boot *Mesh) *Mesh {
+	t.Helper()
+	cfg := MeshConfig{Home: home, Slots: 2, Price: 1000, Logger: quietLogger(), Custody: timing,
+		Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1},
+		OnTick: func(did string, tick uint64) {
+			mt.mu.Lock()
+			mt.ticks = append(mt.ticks, tickAt{node: i, tick: tick})
+			mt.at = append(mt.at, time.Now())
+			mt.mu.Unlock()
+		}}
+	if boot != nil {
+		cfg.Bootstrap = []string{boot.PeerAddrs()[0]}
+	}
+	m, err := StartMesh(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// moves counts the changes of node in the tick sequence, failing the test
+// if any tick was lost or redone at a change (the next node's first tick
+// must follow the previous node's last), and logs each move's pause.
+func (mt *moveTicks) moves(t *testing.T) int {
+	t.Helper()
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	n := 0
+	for i := 1; i < len(mt.ticks); i++ {
+		if mt.ticks[i].node != mt.ticks[i-1].node {
+			n++
+			if mt.ticks[i].tick != mt.ticks[i-1].tick+1 {
+				t.Fatalf("move node %d → %d: last tick %d, next %d", mt.ticks[i-1].node, mt.ticks[i].node, mt.ticks[i-1].tick, mt.ticks[i].tick)
+			}
+			t.Logf("move node %d → %d after tick %d: pause %v", mt.ticks[i-1].node, mt.ticks[i].node, mt.ticks[i-1].tick, mt.at[i].Sub(mt.at[i-1]))
+		}
+	}
+	return n
+}
+
+// waitHolder waits until some mesh runs did and returns it.
+func waitHolder(t *testing.T, ms []*Mesh, did string) *Mesh {
+	t.Helper()
+	var holder *Mesh
+	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
+		if holder = holderOf(ms, did); holder == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		return nil
+	})
+	return holder
+}
+
+// homeRankingFirst makes a home whose node key ranks first for agent did
+// among members and itself (rendezvous), so a node started on it is the
+// agent's best-ranked host.
+func homeRankingFirst(t *testing.T, did string, members []string) string {
+	t.Helper()
+	for range 200 {
+		home := t.TempDir()
+		k, err := keystore.CreateNodeKey(filepath.Join(home, "node.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := agents.PeerID(k.Public().(ed25519.PublicKey))
+		if hosting.Rank(agents.AgentID(did), append(slices.Clone(members), p))[0] == p {
+			return home
+		}
+	}
+	t.Fatal("no key in 200 ranks first (rendezvous is broken?)")
+	return ""
+}
+
+// TestMoveToBetterRankedNewNode: a node joins that ranks above the agent's
+// holder. Once it has been connected for MoveAfter, at a lease-term end the
+// holder commits a final checkpoint and the agent moves to a new custody
+// group run by the new node — above the old epoch, with no tick lost or
+// redone, one chain. Then it stays there (no move back).
+func TestMoveToBetterRankedNewNode(t *testing.T) {
+	timing := custody.DefaultTiming()
+	timing.MoveAfter = time.Second
+	var mt moveTicks
+	var ms []*Mesh
+	for i := range 3 {
+		var boot *Mesh
+		if i > 0 {
+			boot = ms[0]
+		}
+		ms = append(ms, mt.startMesh(t, i, t.TempDir(), timing, boot))
+	}
+	waitHosts(t, ms, 3)
+	wasm, _ := testagents.Bytes(t, "counter")
+	man := []byte(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},"args":"state_size=64","lease":{"term_seconds":1}}`)
+	ctx := context.Background()
+	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := waitHolder(t, ms, res.DID)
+	before, _ := holder.Custody.Agent(res.DID)
+	// Let a few terms pass with the group unchanged: with no better host,
+	// reviews keep the agent where it is.
+	time.Sleep(2500 * time.Millisecond)
+	if mt.moves(t) != 0 {
+		t.Fatalf("the agent moved before any better host existed")
+	}
+	joined := time.Now()
+	fresh := mt.startMesh(t, 3, homeRankingFirst(t, res.DID, res.Members), timing, ms[0])
+	all := append(slices.Clone(ms), fresh)
+	eventually(t, "the agent to run on the better-ranked new node", 60*time.Second, func() error {
+		if h := holderOf(all, res.DID); h != fresh {
+			return fmt.Errorf("held by %v", h)
+		}
+		return nil
+	})
+	t.Logf("moved %v after the new node started", time.Since(joined))
+	st, _ := fresh.Custody.Agent(res.DID)
+	if st.Epoch <= before.Epoch || !slices.Contains(st.Members, fresh.PeerID()) || len(st.Members) != 3 {
+		t.Fatalf("new holder at epoch %d (old %d), group %v", st.Epoch, before.Epoch, st.Members)
+	}
+	// Old members outside the new group hold nothing any more.
+	for _, m := range ms {
+		if _, err := m.Custody.Agent(res.DID); (err == nil) != slices.Contains(st.Members, m.PeerID()) {
+			t.Fatalf("%s: member of the new group: %v, has a membership: %v", m.PeerID(), slices.Contains(st.Members, m.PeerID()), err)
+		}
+	}
+	// It stays: the new holder ranks first, so later reviews keep it.
+	time.Sleep(3 * time.Second)
+	if h := holderOf(all, res.DID); h != fresh {
+		t.Fatalf("the agent left the best-ranked node for %v", h)
+	}
+	if n := mt.moves(t); n != 1 {
+		t.Fatalf("%d moves, want 1", n)
+	}
+	eventually(t, "the new group's head record", 30*time.Second, func() error {
+		q, err := ms[0].QueryAgent(ctx, res.DID)
+		if err != nil {
+			return err
+		}
+		if q.Holder != fresh.PeerID() || q.Epoch <= before.Epoch {
+			return fmt.Errorf("head: holder %s epoch %d", q.Holder, q.Epoch)
+		}
+		return nil
+	})
+	rep, err := ms[0].VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || len(rep.Forks) != 0 {
+		t.Fatalf("verify after the move: %+v", rep)
+	}
+}
+
+// TestDrainMovesAgentOutOfItsGroup: both standbys of an agent drain (they
+// advertise no capacity), then its holder drains: nobody in the group can
+// take the agent, so drain moves it to a new group of hosts outside the old
+// one — no tick lost or redone, one chain, the old members let go.
+func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
+	var mt moveTicks
+	var ms []*Mesh
+	for i := range 5 {
+		var boot *Mesh
+		if i > 0 {
+			boot = ms[0]
+		}
+		ms = append(ms, mt.startMesh(t, i, t.TempDir(), custody.DefaultTiming(), boot))
+	}
+	waitHosts(t, ms, 5)
+	wasm, man := testagents.Bytes(t, "counter")
+	ctx := context.Background()
+	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := waitHolder(t, ms, res.DID)
+	var standbys, outsiders []*Mesh
+	for _, m := range ms {
+		switch {
+		case m == holder:
+		case slices.Contains(res.Members, m.PeerID()):
+			standbys = append(standbys, m)
+		default:
+			outsiders = append(outsiders, m)
+		}
+	}
+	for _, s := range standbys {
+		if err := s.Drain(ctx); err != nil { // nothing runs there: returns at once
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the holder to see both standbys advertise no capacity", 20*time.Second, func() error {
+		hosts, err := holder.Hosts(ctx)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			for _, s := range standbys {
+				if h.Peer == s.PeerID() && h.FreeSlots > 0 {
+					return fmt.Errorf("standby %s advertises %d free slots", h.Peer, h.FreeSlots)
+				}
+			}
+		}
+		return nil
+	})
+	before, _ := holder.Custody.Agent(res.DID)
+	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := holder.Drain(dctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drained in %v", time.Since(start))
+	var next *Mesh
+	eventually(t, "an outsider to run the agent", 20*time.Second, func() error {
+		if next = holderOf(ms, res.DID); next == nil || !slices.Contains(outsiders, next) {
+			return fmt.Errorf("held by %v", next)
+		}
+		return nil
+	})
+	st, _ := next.Custody.Agent(res.DID)
+	if st.Epoch <= before.Epoch {
+		t.Fatalf("new holder at epoch %d, old %d", st.Epoch, before.Epoch)
+	}
+	for _, m := range append([]*Mesh{holder}, standbys...) {
+		if _, err := m.Custody.Agent(res.DID); err == nil {
+			t.Fatalf("old member %s still has a membership", m.PeerID())
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // ticks after the move
+	if n := mt.moves(t); n != 1 {
+		t.Fatalf("%d moves, want 1", n)
+	}
+	eventually(t, "the new group's head record", 30*time.Second, func() error {
+		q, err := outsiders[0].QueryAgent(ctx, res.DID)
+		if err != nil {
+			return err
+		}
+		if q.Epoch <= before.Epoch {
+			return fmt.Errorf("head at epoch %d", q.Epoch)
+		}
+		return nil
+	})
+	rep, err := outsiders[0].VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || len(rep.Forks) != 0 {
+		t.Fatalf("verify after the drain: %+v", rep)
+	}
+}
