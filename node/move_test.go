@@ -26,7 +26,7 @@ type moveTicks struct {
 	at    []time.Time // when each tick ran
 }
 
-func (mt *moveTicks) startMesh(t *testing.T, i int, home string, timing custody.Timing, boot *Mesh) *Mesh {
+func (mt *moveTicks) startMesh(t testing.TB, i int, home string, timing custody.Timing, boot *Mesh) *Mesh {
 	t.Helper()
 	cfg := MeshConfig{Home: home, Slots: 2, Price: 1000, Logger: quietLogger(), Custody: timing,
 		Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1},
@@ -47,28 +47,38 @@ func (mt *moveTicks) startMesh(t *testing.T, i int, home string, timing custody.
 	return m
 }
 
-// moves counts the changes of node in the tick sequence, failing the test
-// if any tick was lost or redone at a change (the next node's first tick
-// must follow the previous node's last), and logs each move's pause.
-func (mt *moveTicks) moves(t *testing.T) int {
-	t.Helper()
+// pauses returns, for each change of node in the tick sequence, the pause
+// between the last tick on the old node and the first on the new. It fails
+// tb if any tick was lost or redone at a change (the next node's first tick
+// must follow the previous node's last).
+func (mt *moveTicks) pauses(tb testing.TB) []time.Duration {
+	tb.Helper()
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
-	n := 0
+	var out []time.Duration
 	for i := 1; i < len(mt.ticks); i++ {
 		if mt.ticks[i].node != mt.ticks[i-1].node {
-			n++
 			if mt.ticks[i].tick != mt.ticks[i-1].tick+1 {
-				t.Fatalf("move node %d → %d: last tick %d, next %d", mt.ticks[i-1].node, mt.ticks[i].node, mt.ticks[i-1].tick, mt.ticks[i].tick)
+				tb.Fatalf("move node %d → %d: last tick %d, next %d", mt.ticks[i-1].node, mt.ticks[i].node, mt.ticks[i-1].tick, mt.ticks[i].tick)
 			}
-			t.Logf("move node %d → %d after tick %d: pause %v", mt.ticks[i-1].node, mt.ticks[i].node, mt.ticks[i-1].tick, mt.at[i].Sub(mt.at[i-1]))
+			out = append(out, mt.at[i].Sub(mt.at[i-1]))
 		}
 	}
-	return n
+	return out
+}
+
+// moves counts the changes of node (see pauses) and logs their pauses.
+func (mt *moveTicks) moves(t *testing.T) int {
+	t.Helper()
+	ps := mt.pauses(t)
+	for i, p := range ps {
+		t.Logf("move %d: pause %v", i+1, p)
+	}
+	return len(ps)
 }
 
 // waitHolder waits until some mesh runs did and returns it.
-func waitHolder(t *testing.T, ms []*Mesh, did string) *Mesh {
+func waitHolder(t testing.TB, ms []*Mesh, did string) *Mesh {
 	t.Helper()
 	var holder *Mesh
 	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
@@ -83,7 +93,7 @@ func waitHolder(t *testing.T, ms []*Mesh, did string) *Mesh {
 // homeRankingFirst makes a home whose node key ranks first for agent did
 // among members and itself (rendezvous), so a node started on it is the
 // agent's best-ranked host.
-func homeRankingFirst(t *testing.T, did string, members []string) string {
+func homeRankingFirst(t testing.TB, did string, members []string) string {
 	t.Helper()
 	for range 200 {
 		home := t.TempDir()
