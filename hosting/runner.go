@@ -72,6 +72,9 @@ type Env struct {
 	// is durable); the mesh uses it to provide blocks and publish the head
 	// record. It runs on the runner's goroutine: keep it short or hand off.
 	OnCommit func(Head)
+	// Verified, if set, lets Load skip re-verifying the part of a lineage
+	// verified before in this process (see Verified).
+	Verified *Verified
 }
 
 func (e *Env) validate() error {
@@ -296,10 +299,11 @@ func Load(ctx context.Context, env Env, head cid.Cid, key ed25519.PrivateKey) (*
 	if err := env.validate(); err != nil {
 		return nil, err
 	}
-	lin, err := agents.VerifyLineage(head, env.Blocks, agents.VerifyOptions{})
+	lin, err := agents.VerifyLineage(head, env.Blocks, agents.VerifyOptions{Trusted: env.Verified.trusted()})
 	if err != nil {
 		return nil, err
 	}
+	env.Verified.Add(head)
 	pub, err := agents.ParseDID(lin.DID)
 	if err != nil {
 		return nil, err

@@ -58,7 +58,7 @@ func (l *logSink) log(short, msg string) {
 	l.lines = append(l.lines, "["+short+"] "+msg)
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := contentstore.Open(t.TempDir())
@@ -81,7 +81,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) create(t *testing.T, name string, budget int64) (*hosting.Loaded, ed25519.PrivateKey) {
+func (f *fixture) create(t testing.TB, name string, budget int64) (*hosting.Loaded, ed25519.PrivateKey) {
 	t.Helper()
 	wasmPath, manPath := testagents.Path(t, name)
 	wasm, _ := os.ReadFile(wasmPath)

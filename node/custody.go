@@ -408,7 +408,7 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 	cur := c
 	for depth := 0; depth < ensureMaxDepth; depth++ {
 		if stop[cur.String()] {
-			return nil
+			return n.verify(did, c)
 		}
 		data, err := n.m.Ex.Fetch(ctx, cur, from...)
 		if err != nil {
@@ -434,11 +434,24 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 					return fmt.Errorf("lineage root %s: %w", r, err)
 				}
 			}
-			return nil
+			return n.verify(did, c)
 		}
 		cur = cp.Prev
 	}
 	return fmt.Errorf("checkpoint %s: lineage deeper than %d while fetching", c, ensureMaxDepth)
+}
+
+// verify checks the lineage of checkpoint c, now complete here, against
+// every rule — only the part above a checkpoint verified before, so a
+// standby spreads the cost of its agent's history over the checkpoints it
+// accepts, and a takeover's Load finds the accepted one already verified.
+// A checkpoint that fails is not accepted.
+func (n *custodyNet) verify(did string, c cid.Cid) error {
+	if _, err := agents.VerifyLineage(c, n.m.Store, agents.VerifyOptions{ExpectDID: did, Trusted: n.m.verified.Has}); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", c, err)
+	}
+	n.m.verified.Add(c)
+	return nil
 }
 
 // custodyCommitted publishes the head record of a checkpoint a majority of

@@ -43,9 +43,17 @@ type Local struct {
 	rt     *wasmexec.Runtime
 	rtErr  error
 
+	// verified: checkpoints whose lineage this process verified; loads and
+	// standbys' fetches re-verify only what is newer (hosting.Verified).
+	verified *hosting.Verified
+
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// verifiedCheckpoints bounds the verified-lineage cache: a few per agent
+// suffice (the latest loaded or accepted), ~100 bytes each.
+const verifiedCheckpoints = 1 << 14
 
 // OpenLocal opens (creating if needed) the home at dir. A node key is
 // created on first use; an existing but unreadable or corrupt one is an
@@ -58,7 +66,7 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Local{Home: h, Logger: logger}
+	l := &Local{Home: h, Logger: logger, verified: hosting.NewVerified(verifiedCheckpoints)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.Close())
@@ -127,7 +135,7 @@ func (l *Local) Env(ctx context.Context, agentLog func(shortDID, msg string)) (h
 	if err != nil {
 		return hosting.Env{}, err
 	}
-	return hosting.Env{Runtime: rt, Blocks: l.Store, Heads: l.Home, NodeKey: l.NodeKey, Logger: l.Logger, AgentLog: agentLog}, nil
+	return hosting.Env{Runtime: rt, Blocks: l.Store, Heads: l.Home, NodeKey: l.NodeKey, Logger: l.Logger, AgentLog: agentLog, Verified: l.verified}, nil
 }
 
 // CreateAgent makes a new agent: a fresh key in the keystore, its module,
