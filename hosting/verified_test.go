@@ -3,8 +3,8 @@ package hosting_test
 import (
 	"context"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting"

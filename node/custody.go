@@ -738,10 +738,11 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	return nil
 }
 
-// prewarm serves a probe that names the agent's head: fetch its DAG and
-// compile its module now, so that the join that may follow (a move to this
-// node) finds everything here and the agent's pause stays short. Like a
-// join offer it costs a fetch and a compilation, under the same limits.
+// prewarm serves a probe that names the agent's head: fetch its DAG,
+// verify its lineage and compile its module now, so that the join that may
+// follow (a move or regroup to this node) finds everything here and the
+// agent's pause stays short. Like a join offer it costs a fetch, a
+// verification and a compilation, under the same limits.
 func (m *Mesh) prewarm(ctx context.Context, o custodyOffer, from peer.ID) error {
 	head, err := cid.Decode(o.Head)
 	if err != nil {
@@ -750,14 +751,14 @@ func (m *Mesh) prewarm(ctx context.Context, o custodyOffer, from peer.ID) error 
 	if err := m.fetchOffered(ctx, head, o, from); err != nil {
 		return err
 	}
-	data, err := m.Store.Get(head)
+	// Verify the lineage now (the join's Load then finds it verified) and
+	// make sure the head is a checkpoint of the agent named.
+	lin, err := agents.VerifyLineage(head, m.Store, agents.VerifyOptions{ExpectDID: o.DID, Trusted: m.verified.Has})
 	if err != nil {
 		return err
 	}
-	cp, err := agents.DecodeCheckpoint(data)
-	if err != nil {
-		return err
-	}
+	m.verified.Add(head)
+	cp := lin.Head().Checkpoint
 	wasm, err := m.Store.ReadObject(cp.Module, hosting.MaxModuleBytes)
 	if err != nil {
 		return fmt.Errorf("module %s: %w", cp.Module, err)
@@ -768,6 +769,40 @@ func (m *Mesh) prewarm(ctx context.Context, o custodyOffer, from peer.ID) error 
 	}
 	_, err = env.Runtime.Compile(ctx, cp.Module.String(), wasm)
 	return err
+}
+
+// prewarmGroup probes, with the head (prewarm), the best size hosts of
+// ranked other than this node, in parallel, and returns ranked without the
+// ones that declined. It fails if fewer than a majority of size remain.
+func (m *Mesh) prewarmGroup(ctx context.Context, did string, head cid.Cid, ranked []*agents.HostRecord, size int) ([]*agents.HostRecord, error) {
+	pctx, cancel := context.WithTimeout(ctx, leaseFetchLimit)
+	defer cancel()
+	n := min(size, len(ranked))
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, h := range ranked[:n] {
+		if h.Peer == m.PeerID() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.offer(pctx, h, custodyOffer{Version: 2, DID: did, Probe: true, Head: head.String(), From: m.PeerAddrs()})
+		}()
+	}
+	wg.Wait()
+	var out []*agents.HostRecord
+	for i, h := range ranked {
+		if i < n && errs[i] != nil {
+			m.Logger.Info("custody: host declined a regroup", "agent", did, "host", h.Peer, "err", errs[i])
+			continue
+		}
+		out = append(out, h)
+	}
+	if len(out) < size/2+1 {
+		return nil, fmt.Errorf("only %d eligible hosts answered (%d needed)", len(out), size/2+1)
+	}
+	return out, nil
 }
 
 // fetchOffered fetches the DAG under head an offer names, from the
@@ -845,13 +880,19 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) error {
 		return fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d): %v", did, len(ranked), err)
 	}
 	if p.Toward != "" {
-		i := slices.IndexFunc(ranked, func(h *agents.HostRecord) bool { return h.Peer == p.Toward })
-		if i < 0 || i >= size {
+		if i := slices.IndexFunc(ranked, func(h *agents.HostRecord) bool { return h.Peer == p.Toward }); i < 0 || i >= size {
 			return fmt.Errorf("move %s: %s no longer ranks in the new group; keeping the old group", did, p.Toward)
 		}
-		if err := m.offer(ctx, ranked[i], custodyOffer{Version: 2, DID: did, Probe: true}); err != nil {
-			return fmt.Errorf("move %s: %s declined: %w; keeping the old group", did, p.Toward, err)
-		}
+	}
+	// Prewarm the would-be members (fetch, verify, compile) while the old
+	// group still stands: a join after the old group left must be quick and
+	// near-certain, since a placement that fails then leaves the agent to
+	// revive. Hosts that decline are dropped; too few left keeps the group.
+	if ranked, err = m.prewarmGroup(ctx, did, head, ranked, size); err != nil {
+		return fmt.Errorf("regroup %s: %w; keeping the old group", did, err)
+	}
+	if p.Toward != "" && !slices.ContainsFunc(ranked[:min(size, len(ranked))], func(h *agents.HostRecord) bool { return h.Peer == p.Toward }) {
+		return fmt.Errorf("move %s: %s declined; keeping the old group", did, p.Toward)
 	}
 	self := m.PeerID()
 	left := 1 // this node, below
@@ -889,17 +930,23 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) error {
 	}
 	res := &PublishResult{DID: did, Head: head.String(), Epoch: epoch + 1}
 	h := hosting.Head{CID: head, Checkpoint: cp}
+	// The old group is gone: keep trying (the agent is stopped until a
+	// group forms) until the regroup's deadline, then leave it to revive.
 	for attempt := 1; ; attempt++ {
 		err = m.place(ctx, res, h, epoch, true, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, func(string) {})
 		if err == nil {
 			break
 		}
-		if attempt == 3 || ctx.Err() != nil {
+		m.Logger.Warn("custody: regroup placement failed; retrying", "agent", did, "attempt", attempt, "err", err)
+		if ctx.Err() != nil {
 			m.Logger.Error("custody: the old group left but no new group could be formed; revive the agent from this node or its publisher",
 				"agent", did, "head", head, "seq", seq, "err", err)
 			return nil // the old group is gone: nothing to resume
 		}
-		time.Sleep(5 * time.Second)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
 		if hs, herr := m.Hosts(ctx); herr == nil {
 			hs = slices.DeleteFunc(hs, func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
 			if r, perr := hosting.Place(agents.AgentID(did), man, hs, time.Now()); perr == nil {

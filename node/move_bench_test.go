@@ -69,7 +69,7 @@ func moveTrial(b *testing.B, trial int) (move, handoff time.Duration) {
 	all := append(slices.Clone(ms), fresh)
 	eventually(b, "the agent to run on the better-ranked new node", 60*time.Second, func() error {
 		if h := holderOf(all, res.DID); h != fresh {
-			return fmt.Errorf("held by %v", h)
+			return fmt.Errorf("held by %s", meshName(h))
 		}
 		return nil
 	})
@@ -81,7 +81,7 @@ func moveTrial(b *testing.B, trial int) (move, handoff time.Duration) {
 	}
 	eventually(b, "another member to run the agent", 30*time.Second, func() error {
 		if h := holderOf(all, res.DID); h == nil || h == fresh {
-			return fmt.Errorf("held by %v", h)
+			return fmt.Errorf("held by %s", meshName(h))
 		}
 		return nil
 	})

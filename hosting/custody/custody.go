@@ -230,6 +230,8 @@ type Manager struct {
 
 	draining atomic.Bool
 
+	regroups atomic.Int64 // Hooks.Regroup calls in flight (Drain waits for them)
+
 	mu      sync.Mutex // guards drivers, closed
 	drivers map[string]*driver
 	closed  bool
@@ -482,7 +484,10 @@ type Status struct {
 	Holder      string    `json:"holder,omitempty"` // latest holder heard from (or this node)
 	Members     []string  `json:"members"`
 	LeaseEnd    time.Time `json:"lease_end,omitzero"`
-	Error       string    `json:"error,omitempty"`
+	// Moving: this holder is handing the agent off or regrouping it (the
+	// agent is stopped here and not yet running elsewhere).
+	Moving bool   `json:"moving,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // Status lists every membership, by DID.
@@ -560,8 +565,9 @@ func (m *Manager) BeginDrain() { m.draining.Store(true) }
 func (m *Manager) Timing() Timing { return m.cfg.Timing }
 
 // Drain hands every agent this node runs to another member of its group
-// (each at a new epoch, from a final committed checkpoint) and waits until
-// none runs here, or ctx ends. The node keeps serving as a standby; it
+// (each at a new epoch, from a final committed checkpoint; or to a new
+// group when no member can take it) and waits until none runs or is being
+// moved here, or ctx ends. The node keeps serving as a standby; it
 // accepts no new holding (Review steers agents away from a draining node).
 func (m *Manager) Drain(ctx context.Context) error {
 	m.BeginDrain()
@@ -569,12 +575,17 @@ func (m *Manager) Drain(ctx context.Context) error {
 		m.mu.Lock()
 		var running []*driver
 		for _, d := range m.drivers {
-			if d.snapshot().Running {
+			// A handoff or regroup in flight counts: returning then (and
+			// the daemon exiting) would cut a regroup short after the old
+			// group left, stranding the agent.
+			if st := d.snapshot(); st.Running || st.Moving {
 				running = append(running, d)
 			}
 		}
 		m.mu.Unlock()
-		if len(running) == 0 {
+		// A regroup hook goes on after its driver left (placing the new
+		// group): it must finish before the node may stop.
+		if len(running) == 0 && m.regroups.Load() == 0 {
 			return nil
 		}
 		for _, d := range running {
@@ -585,7 +596,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("custody: %d agent(s) still running here: %w", len(running), ctx.Err())
+			return fmt.Errorf("custody: %d agent(s) still running or being moved here, %d regroup(s) placing a new group: %w", len(running), m.regroups.Load(), ctx.Err())
 		case <-time.After(m.cfg.Timing.Interval * 5):
 		}
 	}

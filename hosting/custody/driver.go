@@ -616,7 +616,9 @@ func (d *driver) tryRegroup() {
 	}
 	d.regrouping = true
 	members, dead, toward, epoch := slices.Clone(d.g.Members), slices.Clone(d.regroupDead), d.regroupTo, d.mc.Epoch()
+	d.m.regroups.Add(1)
 	go func() {
+		defer d.m.regroups.Add(-1)
 		err := d.m.cfg.Hooks.Regroup(RegroupParams{DID: d.did, Head: head, Seq: c.Seq, Epoch: epoch, Key: d.key,
 			Members: members, Dead: dead, Toward: toward})
 		if err != nil {
@@ -722,6 +724,7 @@ func (d *driver) publish() {
 	st := Status{
 		DID: d.did, Role: d.mc.Role().String(), Running: d.mc.Running() && d.started, Epoch: d.mc.Epoch(),
 		AcceptedSeq: acc.Seq, Accepted: acc.ID, AcceptedAt: at, Holder: d.holder, Members: d.g.Members,
+		Moving: d.mc.Running() && (d.handoff != "" || d.regroup),
 	}
 	if c := d.mc.Committed(); c.ID != "" {
 		st.Committed = c.ID
