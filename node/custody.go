@@ -540,6 +540,9 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 		if !draining && hosting.Rank(agents.AgentID(did), []string{self, h.Peer})[0] != h.Peer {
 			return "" // the best outsider ranks below this node: stay
 		}
+		if m.moveBackedOff(did, h.Peer) {
+			continue // a move there failed lately
+		}
 		id, err := peer.Decode(h.Peer)
 		if err != nil {
 			continue
@@ -589,6 +592,33 @@ func (m *Mesh) cachedHosts(ctx context.Context) ([]*agents.HostRecord, error) {
 	}
 	m.reviewAt, m.reviewHosts = time.Now(), hosts
 	return hosts, nil
+}
+
+// moveBackoff: after a move toward a host failed before the old group
+// left, the same move is not tried again for this long (each attempt stops
+// the agent briefly).
+const moveBackoff = 10 * time.Minute
+
+func (m *Mesh) moveFailed(did, to string) {
+	m.moveMu.Lock()
+	defer m.moveMu.Unlock()
+	if m.moveFails == nil {
+		m.moveFails = map[[2]string]time.Time{}
+	}
+	now := time.Now()
+	for k, t := range m.moveFails {
+		if now.Sub(t) > moveBackoff {
+			delete(m.moveFails, k)
+		}
+	}
+	m.moveFails[[2]string{did, to}] = now
+}
+
+func (m *Mesh) moveBackedOff(did, to string) bool {
+	m.moveMu.Lock()
+	defer m.moveMu.Unlock()
+	t, ok := m.moveFails[[2]string{did, to}]
+	return ok && time.Since(t) < moveBackoff
 }
 
 // connectedFor is how long this node has had a connection to id (its
@@ -849,8 +879,15 @@ func (m *Mesh) onTick(did string, tick uint64) {
 // and places the agent with a new group above epoch. A voluntary move
 // (p.Toward) first checks that the target still ranks in the new group and
 // answers a capacity probe; if not, the old group is kept.
-func (m *Mesh) custodyRegroup(p custody.RegroupParams) error {
+func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	did, head, seq, epoch, key, members, dead := p.DID, p.Head, p.Seq, p.Epoch, p.Key, p.Members, p.Dead
+	if p.Toward != "" {
+		defer func() {
+			if err != nil { // the move did not happen: do not retry it every term
+				m.moveFailed(did, p.Toward)
+			}
+		}()
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, 3*time.Minute)
 	defer cancel()
 	data, err := m.Store.Get(head)

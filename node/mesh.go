@@ -95,7 +95,10 @@ type Mesh struct {
 	// node holding many agents scans the DHT once per reviewHostsTTL, not
 	// once per agent. A one-slot semaphore held while fetching, so that
 	// concurrent reviews share one fetch and waiters honour their context.
-	reviewSem   chan struct{}
+	reviewSem chan struct{}
+
+	moveMu      sync.Mutex              // guards moveFails
+	moveFails   map[[2]string]time.Time // (agent, target) → when a move there failed
 	reviewAt    time.Time
 	reviewHosts []*agents.HostRecord
 

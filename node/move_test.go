@@ -296,3 +296,20 @@ func meshName(m *Mesh) string {
 	}
 	return m.PeerID()
 }
+
+// A move that failed before the old group left is not retried toward the
+// same host for moveBackoff; other agents and hosts are unaffected.
+func TestMoveBackoff(t *testing.T) {
+	m := &Mesh{}
+	if m.moveBackedOff("a", "p") {
+		t.Fatal("backed off before any failure")
+	}
+	m.moveFailed("a", "p")
+	if !m.moveBackedOff("a", "p") || m.moveBackedOff("a", "q") || m.moveBackedOff("b", "p") {
+		t.Fatalf("after a failed move a→p: a→p %v, a→q %v, b→p %v", m.moveBackedOff("a", "p"), m.moveBackedOff("a", "q"), m.moveBackedOff("b", "p"))
+	}
+	m.moveFails[[2]string{"a", "p"}] = time.Now().Add(-moveBackoff - time.Second)
+	if m.moveBackedOff("a", "p") {
+		t.Fatal("still backed off after moveBackoff")
+	}
+}
