@@ -95,12 +95,15 @@ type Mesh struct {
 	// node holding many agents scans the DHT once per reviewHostsTTL, not
 	// once per agent. A one-slot semaphore held while fetching, so that
 	// concurrent reviews share one fetch and waiters honour their context.
-	reviewSem chan struct{}
-
-	moveMu      sync.Mutex              // guards moveFails
-	moveFails   map[[2]string]time.Time // (agent, target) → when a move there failed
+	reviewSem   chan struct{}
 	reviewAt    time.Time
 	reviewHosts []*agents.HostRecord
+
+	moveMu    sync.Mutex              // guards moveFails
+	moveFails map[[2]string]time.Time // (agent, target) → when a move there failed
+
+	seenMu    sync.Mutex        // guards seenHeads
+	seenHeads map[string][]byte // DID → best head record read (resolveHeadRecord)
 
 	closeOnce sync.Once
 	closeErr  error

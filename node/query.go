@@ -114,17 +114,42 @@ func cidDecode(s string) (cid.Cid, error) { return cid.Decode(s) }
 
 // resolveHeadRecord reads the agent's head record from the DHT and
 // validates it; ErrUnknownAgent when there is none.
+//
+// Reads are monotonic per node: a quorum read that reaches peers still
+// holding an older record never returns it once this node saw a newer
+// valid one (kept in memory until it expires), so `agent DID` followed by
+// `verify DID` never goes back in history.
 func (m *Mesh) resolveHeadRecord(ctx context.Context, did string) (*agents.HeadRecord, error) {
-	data, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did))
-	if errors.Is(err, dht.ErrNotFound) {
-		return nil, fmt.Errorf("%w: no head record for %s in the mesh", ErrUnknownAgent, did)
-	}
-	if err != nil {
+	key := agents.HeadRecordKey(did)
+	now := time.Now().UnixNano()
+	data, err := m.DHT.GetValue(ctx, key)
+	var rec *agents.HeadRecord
+	switch {
+	case err == nil:
+		if rec, err = agents.ValidateHeadRecord(key, data, now); err != nil {
+			return nil, fmt.Errorf("head record of %s: %w", did, err)
+		}
+	case !errors.Is(err, dht.ErrNotFound):
 		return nil, err
 	}
-	rec, err := agents.ValidateHeadRecord(agents.HeadRecordKey(did), data, time.Now().UnixNano())
-	if err != nil {
-		return nil, fmt.Errorf("head record of %s: %w", did, err)
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	if seen, ok := m.seenHeads[did]; ok {
+		if old, verr := agents.ValidateHeadRecord(key, seen, now); verr != nil {
+			delete(m.seenHeads, did) // expired
+		} else if rec == nil || agents.SelectHead([]*agents.HeadRecord{rec, old}) == 1 {
+			return old, nil
+		}
 	}
+	if rec == nil {
+		return nil, fmt.Errorf("%w: no head record for %s in the mesh", ErrUnknownAgent, did)
+	}
+	if m.seenHeads == nil || len(m.seenHeads) >= maxSeenHeads {
+		m.seenHeads = map[string][]byte{} // bounded: start over rather than grow
+	}
+	m.seenHeads[did] = data
 	return rec, nil
 }
+
+// maxSeenHeads bounds the head records resolveHeadRecord remembers.
+const maxSeenHeads = 4096

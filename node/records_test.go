@@ -116,3 +116,32 @@ func TestMeshRecordValidation(t *testing.T) {
 		}
 	})
 }
+
+// Head-record reads are monotonic per node: once a node has read seq 5, a
+// DHT that still serves seq 3 (peers the newer record has not reached)
+// does not take it back; an expired remembered record is dropped.
+func TestResolveHeadRecordIsMonotonic(t *testing.T) {
+	ms := startMeshes(t, 3, 0)
+	ctx := context.Background()
+	_, key, _ := agents.GenerateKey(rand.Reader)
+	did := agents.DID(key.Public().(ed25519.PublicKey))
+	soon := time.Now().Add(5 * time.Minute)
+	if err := ms[0].DHT.PutValue(ctx, agents.HeadRecordKey(did), headRecord(t, key, ms[1].PeerID(), 3, soon)); err != nil {
+		t.Fatal(err)
+	}
+	m := ms[2]
+	m.seenMu.Lock()
+	m.seenHeads = map[string][]byte{did: headRecord(t, key, ms[1].PeerID(), 5, soon)}
+	m.seenMu.Unlock()
+	rec, err := m.resolveHeadRecord(ctx, did)
+	if err != nil || rec.Seq != 5 {
+		t.Fatalf("after seeing seq 5, the DHT's seq 3 came back: %+v, %v", rec, err)
+	}
+	// A remembered record past its expiry is not believed.
+	m.seenMu.Lock()
+	m.seenHeads[did] = headRecordIssued(t, key, ms[1].PeerID(), 9, time.Now().Add(-2*time.Minute), time.Now().Add(-time.Minute))
+	m.seenMu.Unlock()
+	if rec, err = m.resolveHeadRecord(ctx, did); err != nil || rec.Seq != 3 {
+		t.Fatalf("with an expired remembered seq 9: %+v, %v; want the DHT's seq 3", rec, err)
+	}
+}
