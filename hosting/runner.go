@@ -299,11 +299,10 @@ func Load(ctx context.Context, env Env, head cid.Cid, key ed25519.PrivateKey) (*
 	if err := env.validate(); err != nil {
 		return nil, err
 	}
-	lin, err := agents.VerifyLineage(head, env.Blocks, agents.VerifyOptions{Trusted: env.Verified.trusted()})
+	lin, err := verifyHead(env, head, "")
 	if err != nil {
 		return nil, err
 	}
-	env.Verified.Add(head)
 	pub, err := agents.ParseDID(lin.DID)
 	if err != nil {
 		return nil, err
@@ -311,27 +310,64 @@ func Load(ctx context.Context, env Env, head cid.Cid, key ed25519.PrivateKey) (*
 	if len(key) != ed25519.PrivateKeySize || !bytes.Equal(key.Public().(ed25519.PublicKey), pub) {
 		return nil, fmt.Errorf("%w: %s", ErrKeyMismatch, lin.DID)
 	}
-	last := lin.Entries[len(lin.Entries)-1]
-	mdata, err := env.Blocks.Get(last.Checkpoint.Manifest)
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", last.Checkpoint.Manifest, err)
-	}
-	man, err := agents.ParseManifest(mdata)
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", last.Checkpoint.Manifest, err)
-	}
-	if !bytes.Equal(man.Canonical(), mdata) {
-		return nil, fmt.Errorf("manifest %s is not in canonical form: %w", last.Checkpoint.Manifest, agents.ErrMalformed)
-	}
-	wasm, err := env.Blocks.ReadObject(last.Checkpoint.Module, MaxModuleBytes)
-	if err != nil {
-		return nil, fmt.Errorf("module %s: %w", last.Checkpoint.Module, err)
-	}
-	mod, err := env.Runtime.Compile(ctx, last.Checkpoint.Module.String(), wasm)
+	last := lin.Head()
+	man, mod, err := compileAgent(ctx, env, last.Checkpoint)
 	if err != nil {
 		return nil, err
 	}
 	return &Loaded{DID: lin.DID, Head: Head{CID: last.CID, Checkpoint: last.Checkpoint}, Manifest: man, Module: mod, Key: key}, nil
+}
+
+// Prepare does what Load does without the agent's key — verify head's
+// lineage (a checkpoint of did), remember it in env.Verified, compile the
+// module — so that a host about to be offered the agent can Load it
+// quickly. It returns Load's errors.
+func Prepare(ctx context.Context, env Env, head cid.Cid, did string) error {
+	if err := env.validate(); err != nil {
+		return err
+	}
+	lin, err := verifyHead(env, head, did)
+	if err != nil {
+		return err
+	}
+	_, _, err = compileAgent(ctx, env, lin.Head().Checkpoint)
+	return err
+}
+
+// verifyHead verifies head's lineage (above any checkpoint in env.Verified)
+// and remembers head as verified.
+func verifyHead(env Env, head cid.Cid, did string) (*agents.Lineage, error) {
+	lin, err := agents.VerifyLineage(head, env.Blocks, agents.VerifyOptions{ExpectDID: did, Trusted: env.Verified.trusted()})
+	if err != nil {
+		return nil, err
+	}
+	env.Verified.Add(head)
+	return lin, nil
+}
+
+// compileAgent reads cp's manifest (which must be canonical) and module, and
+// compiles the module (cached by the runtime under its CID).
+func compileAgent(ctx context.Context, env Env, cp *agents.Checkpoint) (*agents.Manifest, *wasmexec.Module, error) {
+	mdata, err := env.Blocks.Get(cp.Manifest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest %s: %w", cp.Manifest, err)
+	}
+	man, err := agents.ParseManifest(mdata)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest %s: %w", cp.Manifest, err)
+	}
+	if !bytes.Equal(man.Canonical(), mdata) {
+		return nil, nil, fmt.Errorf("manifest %s is not in canonical form: %w", cp.Manifest, agents.ErrMalformed)
+	}
+	wasm, err := env.Blocks.ReadObject(cp.Module, MaxModuleBytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("module %s: %w", cp.Module, err)
+	}
+	mod, err := env.Runtime.Compile(ctx, cp.Module.String(), wasm)
+	if err != nil {
+		return nil, nil, err
+	}
+	return man, mod, nil
 }
 
 // Run resumes the loaded agent from its head and ticks it until ctx ends,

@@ -647,20 +647,26 @@ func (m *Mesh) agentManifest(did string) (string, *agents.Manifest, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("accepted checkpoint %q: %w", st.Accepted, err)
 	}
+	_, man, err := m.checkpointManifest(c)
+	return st.Accepted, man, err
+}
+
+// checkpointManifest reads a stored checkpoint and its manifest.
+func (m *Mesh) checkpointManifest(c cid.Cid) (*agents.Checkpoint, *agents.Manifest, error) {
 	data, err := m.Store.Get(c)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	cp, err := agents.DecodeCheckpoint(data)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	mdata, err := m.Store.Get(cp.Manifest)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	man, err := agents.ParseManifest(mdata)
-	return st.Accepted, man, err
+	return cp, man, err
 }
 
 // custodyOffer is version 2 of the lease offer: membership of a custody
@@ -768,10 +774,10 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	return nil
 }
 
-// prewarm serves a probe that names the agent's head: fetch its DAG,
-// verify its lineage and compile its module now, so that the join that may
-// follow (a move or regroup to this node) finds everything here and the
-// agent's pause stays short. Like a join offer it costs a fetch, a
+// prewarm serves a probe that names the agent's head: fetch its DAG and
+// hosting.Prepare it (verify the lineage, compile the module) now, so that
+// the join that may follow (a move or regroup to this node) finds
+// everything here and the agent's pause stays short. Like a join offer it costs a fetch, a
 // verification and a compilation, under the same limits.
 func (m *Mesh) prewarm(ctx context.Context, o custodyOffer, from peer.ID) error {
 	head, err := cid.Decode(o.Head)
@@ -781,24 +787,11 @@ func (m *Mesh) prewarm(ctx context.Context, o custodyOffer, from peer.ID) error 
 	if err := m.fetchOffered(ctx, head, o, from); err != nil {
 		return err
 	}
-	// Verify the lineage now (the join's Load then finds it verified) and
-	// make sure the head is a checkpoint of the agent named.
-	lin, err := agents.VerifyLineage(head, m.Store, agents.VerifyOptions{ExpectDID: o.DID, Trusted: m.verified.Has})
-	if err != nil {
-		return err
-	}
-	m.verified.Add(head)
-	cp := lin.Head().Checkpoint
-	wasm, err := m.Store.ReadObject(cp.Module, hosting.MaxModuleBytes)
-	if err != nil {
-		return fmt.Errorf("module %s: %w", cp.Module, err)
-	}
 	env, err := m.Env(ctx, nil)
 	if err != nil {
 		return err
 	}
-	_, err = env.Runtime.Compile(ctx, cp.Module.String(), wasm)
-	return err
+	return hosting.Prepare(ctx, env, head, o.DID)
 }
 
 // prewarmGroup probes, with the head (prewarm), the best size hosts of
@@ -890,19 +883,7 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, 3*time.Minute)
 	defer cancel()
-	data, err := m.Store.Get(head)
-	if err != nil {
-		return err
-	}
-	cp, err := agents.DecodeCheckpoint(data)
-	if err != nil {
-		return err
-	}
-	mdata, err := m.Store.Get(cp.Manifest)
-	if err != nil {
-		return err
-	}
-	man, err := agents.ParseManifest(mdata)
+	cp, man, err := m.checkpointManifest(head)
 	if err != nil {
 		return err
 	}

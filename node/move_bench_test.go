@@ -2,13 +2,11 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/igor-mesh/igor-node/hosting/custody"
-	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
 // BenchmarkMovePause measures moving an agent out of its custody group to a
@@ -48,43 +46,20 @@ func moveTrial(b *testing.B, trial int) (move, handoff time.Duration) {
 	timing := custody.DefaultTiming()
 	timing.MoveAfter = time.Second
 	var mt moveTicks
-	var ms []*Mesh
-	for i := range 3 {
-		var boot *Mesh
-		if i > 0 {
-			boot = ms[0]
-		}
-		ms = append(ms, mt.startMesh(b, i, b.TempDir(), timing, boot))
-	}
-	waitHosts(b, ms, 3)
-	wasm, _ := testagents.Bytes(b, "counter")
-	man := []byte(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},"args":"state_size=64","lease":{"term_seconds":1}}`)
+	ms := mt.startMeshes(b, 3, timing)
 	ctx := context.Background()
-	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	res := publishShortTerm(b, ms[0])
 	waitHolder(b, ms, res.DID)
 	fresh := mt.startMesh(b, 3, homeRankingFirst(b, res.DID, res.Members), timing, ms[0])
 	all := append(slices.Clone(ms), fresh)
-	eventually(b, "the agent to run on the better-ranked new node", 60*time.Second, func() error {
-		if h := holderOf(all, res.DID); h != fresh {
-			return fmt.Errorf("held by %s", meshName(h))
-		}
-		return nil
-	})
+	waitHeldBy(b, all, res.DID, "the better-ranked new node", func(h *Mesh) bool { return h == fresh })
 	time.Sleep(200 * time.Millisecond)
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := fresh.Drain(dctx); err != nil {
 		b.Fatalf("trial %d: drain: %v", trial, err)
 	}
-	eventually(b, "another member to run the agent", 30*time.Second, func() error {
-		if h := holderOf(all, res.DID); h == nil || h == fresh {
-			return fmt.Errorf("held by %s", meshName(h))
-		}
-		return nil
-	})
+	waitHeldBy(b, all, res.DID, "another member", func(h *Mesh) bool { return h != fresh })
 	time.Sleep(200 * time.Millisecond)
 	pauses := mt.pauses(b)
 	if len(pauses) != 2 {

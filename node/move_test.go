@@ -77,17 +77,53 @@ func (mt *moveTicks) moves(t *testing.T) int {
 	return len(ps)
 }
 
-// waitHolder waits until some mesh runs did and returns it.
-func waitHolder(t testing.TB, ms []*Mesh, did string) *Mesh {
-	t.Helper()
-	var holder *Mesh
-	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
-		if holder = holderOf(ms, did); holder == nil {
-			return fmt.Errorf("nobody runs it")
+// startMeshes starts n meshes bootstrapped from the first, recording ticks
+// in mt, and waits until each sees n host records.
+func (mt *moveTicks) startMeshes(tb testing.TB, n int, timing custody.Timing) []*Mesh {
+	tb.Helper()
+	var ms []*Mesh
+	for i := range n {
+		var boot *Mesh
+		if i > 0 {
+			boot = ms[0]
+		}
+		ms = append(ms, mt.startMesh(tb, i, tb.TempDir(), timing, boot))
+	}
+	waitHosts(tb, ms, n)
+	return ms
+}
+
+// publishShortTerm publishes the counter agent with 64 B of state and a
+// 1 s lease term (a review every second) from m.
+func publishShortTerm(tb testing.TB, m *Mesh) *PublishResult {
+	tb.Helper()
+	wasm, _ := testagents.Bytes(tb, "counter")
+	man := []byte(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},"args":"state_size=64","lease":{"term_seconds":1}}`)
+	res, err := m.Publish(context.Background(), wasm, man, 100_000_000, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
+// waitHeldBy waits up to a minute until a mesh of ms for which ok holds
+// runs did, and returns it.
+func waitHeldBy(tb testing.TB, ms []*Mesh, did, what string, ok func(*Mesh) bool) *Mesh {
+	tb.Helper()
+	var h *Mesh
+	eventually(tb, "the agent to run on "+what, 60*time.Second, func() error {
+		if h = holderOf(ms, did); h == nil || !ok(h) {
+			return fmt.Errorf("held by %s", meshName(h))
 		}
 		return nil
 	})
-	return holder
+	return h
+}
+
+// waitHolder waits until some mesh runs did and returns it.
+func waitHolder(t testing.TB, ms []*Mesh, did string) *Mesh {
+	t.Helper()
+	return waitHeldBy(t, ms, did, "some node", func(*Mesh) bool { return true })
 }
 
 // homeRankingFirst makes a home whose node key ranks first for agent did
@@ -119,22 +155,9 @@ func TestMoveToBetterRankedNewNode(t *testing.T) {
 	timing := custody.DefaultTiming()
 	timing.MoveAfter = time.Second
 	var mt moveTicks
-	var ms []*Mesh
-	for i := range 3 {
-		var boot *Mesh
-		if i > 0 {
-			boot = ms[0]
-		}
-		ms = append(ms, mt.startMesh(t, i, t.TempDir(), timing, boot))
-	}
-	waitHosts(t, ms, 3)
-	wasm, _ := testagents.Bytes(t, "counter")
-	man := []byte(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},"args":"state_size=64","lease":{"term_seconds":1}}`)
+	ms := mt.startMeshes(t, 3, timing)
 	ctx := context.Background()
-	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := publishShortTerm(t, ms[0])
 	holder := waitHolder(t, ms, res.DID)
 	before, _ := holder.Custody.Agent(res.DID)
 	// Let a few terms pass with the group unchanged: with no better host,
@@ -146,12 +169,7 @@ func TestMoveToBetterRankedNewNode(t *testing.T) {
 	joined := time.Now()
 	fresh := mt.startMesh(t, 3, homeRankingFirst(t, res.DID, res.Members), timing, ms[0])
 	all := append(slices.Clone(ms), fresh)
-	eventually(t, "the agent to run on the better-ranked new node", 60*time.Second, func() error {
-		if h := holderOf(all, res.DID); h != fresh {
-			return fmt.Errorf("held by %s", meshName(h))
-		}
-		return nil
-	})
+	waitHeldBy(t, all, res.DID, "the better-ranked new node", func(h *Mesh) bool { return h == fresh })
 	t.Logf("moved %v after the new node started", time.Since(joined))
 	st, _ := fresh.Custody.Agent(res.DID)
 	if st.Epoch <= before.Epoch || !slices.Contains(st.Members, fresh.PeerID()) || len(st.Members) != 3 {
@@ -196,15 +214,7 @@ func TestMoveToBetterRankedNewNode(t *testing.T) {
 // one — no tick lost or redone, one chain, the old members let go.
 func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 	var mt moveTicks
-	var ms []*Mesh
-	for i := range 5 {
-		var boot *Mesh
-		if i > 0 {
-			boot = ms[0]
-		}
-		ms = append(ms, mt.startMesh(t, i, t.TempDir(), custody.DefaultTiming(), boot))
-	}
-	waitHosts(t, ms, 5)
+	ms := mt.startMeshes(t, 5, custody.DefaultTiming())
 	wasm, man := testagents.Bytes(t, "counter")
 	ctx := context.Background()
 	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
@@ -249,13 +259,7 @@ func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("drained in %v", time.Since(start))
-	var next *Mesh
-	eventually(t, "an outsider to run the agent", 60*time.Second, func() error {
-		if next = holderOf(ms, res.DID); next == nil || !slices.Contains(outsiders, next) {
-			return fmt.Errorf("held by %s", meshName(next))
-		}
-		return nil
-	})
+	next := waitHeldBy(t, ms, res.DID, "an outsider", func(h *Mesh) bool { return slices.Contains(outsiders, h) })
 	st, _ := next.Custody.Agent(res.DID)
 	if st.Epoch <= before.Epoch {
 		t.Fatalf("new holder at epoch %d, old %d", st.Epoch, before.Epoch)
