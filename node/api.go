@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -112,6 +113,9 @@ type APIOptions struct {
 	// DebugPartition serves POST /v1/debug/partition (chaos tests only;
 	// the daemon sets it from IGOR_DEBUG_PARTITION=1).
 	DebugPartition bool
+	// DebugPprof serves net/http/pprof under /debug/pprof/ (profiling a
+	// loaded daemon; the daemon sets it from IGOR_DEBUG_PPROF=1).
+	DebugPprof bool
 }
 
 // ServeAPI starts the API on addr (loopback by default: it can publish
@@ -277,6 +281,11 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 	})
 	if opts.DebugPartition {
 		mux.HandleFunc("POST /v1/debug/partition", m.apiPartition)
+	}
+	if opts.DebugPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint %s %s (see docs/API.md)", r.Method, r.URL.Path))

@@ -106,7 +106,8 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 				return err
 			}
 			defer m.Close()
-			opts := node.APIOptions{AllowRemote: apiRemote, DebugPartition: os.Getenv("IGOR_DEBUG_PARTITION") == "1"}
+			opts := node.APIOptions{AllowRemote: apiRemote, DebugPartition: os.Getenv("IGOR_DEBUG_PARTITION") == "1",
+				DebugPprof: os.Getenv("IGOR_DEBUG_PPROF") == "1"}
 			if apiTokenPath != "" || (apiRemote && !node.IsLoopbackAddr(api)) {
 				if apiTokenPath == "" {
 					apiTokenPath = filepath.Join(m.Home.Dir, apiTokenFile)

@@ -227,6 +227,7 @@ type Manager struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	t0     time.Time // origin of the tick grid every driver's ticks lie on
 
 	draining atomic.Bool
 
@@ -235,6 +236,16 @@ type Manager struct {
 	mu      sync.Mutex // guards drivers, closed
 	drivers map[string]*driver
 	closed  bool
+}
+
+// alignedNow is the first instant at or after now on the manager's tick
+// grid: every driver's tick 0 lies on it, so the ticks (and heartbeat
+// rounds) of all groups fall on the same instants and their frames to one
+// peer share a write.
+func (m *Manager) alignedNow() time.Time {
+	iv := m.cfg.Timing.Interval
+	since := time.Since(m.t0)
+	return m.t0.Add((since + iv - 1) / iv * iv)
 }
 
 // NewManager returns a manager with no groups; call Restore to resume the
@@ -247,7 +258,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, st: store{dir: cfg.Dir}, ctx: ctx, cancel: cancel, drivers: map[string]*driver{}}, nil
+	return &Manager{cfg: cfg, st: store{dir: cfg.Dir}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{}}, nil
 }
 
 // Restore resumes every group persisted under Dir as a follower (a

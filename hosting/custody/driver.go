@@ -98,7 +98,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 	acc, _ := mc.Accepted()
 	d := &driver{
 		m: m, g: g, gid: g.ID(), did: g.Agent, key: key, mc: mc, ranked: ranked,
-		t0: time.Now(), inbox: make(chan event, inboxSize), ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		t0: m.alignedNow(), inbox: make(chan event, inboxSize), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		// Persisted Accepted always has its blocks here: a checkpoint is
 		// stepped into the machine only after Ensure.
 		complete:  map[string]bool{acc.ID: true, g.Genesis: true},
@@ -121,7 +121,7 @@ func (d *driver) fence() time.Time {
 func (d *driver) loop() {
 	defer close(d.done)
 	defer d.shutdown()
-	tick := time.NewTicker(d.m.cfg.Timing.Interval)
+	tick := time.NewTimer(d.nextWake())
 	defer tick.Stop()
 	term := time.NewTicker(time.Duration(d.g.TermMs) * time.Millisecond)
 	defer term.Stop()
@@ -146,8 +146,22 @@ func (d *driver) loop() {
 			d.tryStart()
 		}
 		d.publish()
+		tick.Reset(d.nextWake())
 	}
 	<-d.ctx.Done()
+}
+
+// nextWake is how long the loop may sleep when no event arrives: until the
+// machine's next tick that does anything (lease.Machine.NextTick), so an
+// idle follower sleeps until its lease view would lapse and a holder wakes
+// once per heartbeat round — not every tick. While a campaign, handoff,
+// regroup or start retry is pending, the loop polls every tick.
+func (d *driver) nextWake() time.Duration {
+	iv := d.m.cfg.Timing.Interval
+	if d.campaign || d.handoff != "" || d.pendingStart != nil || d.regroup {
+		return iv
+	}
+	return max(time.Until(d.t0.Add(time.Duration(d.mc.NextTick())*iv)), 0)
 }
 
 // tryCampaign runs a requested campaign (first holder of a new or revived

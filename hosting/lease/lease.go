@@ -332,6 +332,27 @@ func (m *Machine) Live(p string) bool {
 	return ok && m.now-at <= int64(m.cfg.LeaseTicks) && m.match[p] >= m.committed.Seq
 }
 
+// NextTick is the earliest tick after Now at which Tick may do anything
+// (send, fence, campaign, give up), assuming no Step, Propose, Transfer or
+// Campaign before it: every Tick before it leaves the machine's outputs
+// empty. A driver with many groups sleeps until it instead of waking every
+// tick; it still calls Tick for every tick on the way (catching up), which
+// is cheap and keeps Now equal to the clock.
+func (m *Machine) NextTick() int64 {
+	next := int64(1) << 62
+	switch m.role {
+	case Holder:
+		next = min(max(m.leaseEnd, m.wonAt+int64(m.cfg.LeaseTicks)), m.lastRound+int64(m.cfg.HeartbeatTicks))
+	case Candidate:
+		next = m.attemptStart + int64(m.cfg.RetryTicks)
+		every := int64(max(1, m.cfg.HeartbeatTicks/2))
+		next = min(next, m.now+every-(m.now-m.attemptStart)%every)
+	case Follower:
+		next = max(m.lapseAt+int64(m.cfg.Rank*m.cfg.StaggerTicks), m.backoffUntil, m.quietUntil)
+	}
+	return max(next, m.now+1)
+}
+
 // Campaign starts a takeover attempt now, without waiting for the rank
 // stagger: the driver calls it for the first holder of a new group (every
 // member is at epoch 0, nothing can be live) and when the running holder

@@ -245,7 +245,11 @@ func (s *sim) run() {
 			if !nd.up || nd.gen != e.gen {
 				continue
 			}
+			next, role := nd.m.NextTick(), nd.m.Role()
 			nd.m.Tick()
+			if rd := nd.m.Ready(); nd.m.Now() < next && (!rd.Empty() || nd.m.Role() != role) {
+				s.fail("%s: tick %d before NextTick %d did something: %+v, %s -> %s", nd.name, nd.m.Now(), next, rd, role, nd.m.Role())
+			}
 			s.handle(e.node)
 			if nd.up && nd.m.Running() && s.rng.Float64() < s.p.propose {
 				s.nextID++
