@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/... ./dht/...
 FUZZTIME  ?= 5s
 
-.PHONY: help build agents test crash chaos-short soak fuzz fuzz-short bench bench-idle check demo demo-local testnet-up testnet-down clean
+.PHONY: help build agents test crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale check demo demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
@@ -16,6 +16,7 @@ help:
 	@echo "crash       kill -9 at random points while checkpointing, receiving blocks, writing keys (IGOR_CRASH_TRIALS=200); fsck after each"
 	@echo "soak        60 000 random lease schedules, then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
+	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS/membership; SCALE_ARGS adds flags)"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
 	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
@@ -59,6 +60,13 @@ bench: build agents
 # The idle cost of a 10-node local mesh (CPU % and RSS per daemon over 30 s).
 bench-idle: build
 	bash testnet/idle-cost.sh 10 30
+
+# Steady-state cost at scale: 3 daemons with 300, then 1000 heartbeat agents
+# (testnet/scale.sh --help; e.g. SCALE_ARGS="--window 120 --json bin/scale.json").
+SCALE_ARGS ?=
+bench-scale: build agents
+	bash testnet/scale.sh --nodes 3 --agents 300 $(SCALE_ARGS)
+	bash testnet/scale.sh --nodes 3 --agents 1000 $(SCALE_ARGS)
 
 check:
 	@bash scripts/check.sh

@@ -454,26 +454,32 @@ func (n *custodyNet) verify(did string, c cid.Cid) error {
 	return nil
 }
 
-// custodyCommitted publishes the head record of a checkpoint a majority of
-// the group stored.
-func (m *Mesh) custodyCommitted(did string, c cid.Cid, seq uint64, key ed25519.PrivateKey, leaseEnd time.Time, latency time.Duration) {
-	if latency > 0 {
-		m.commitLatency.Observe(latency.Seconds())
+// custodyCommitted observes a checkpoint a majority of the group stored
+// and, when the driver says the head record is due (custody.Commit.Publish:
+// a new holder or epoch, or the refresh interval), publishes it.
+func (m *Mesh) custodyCommitted(c custody.Commit) {
+	if c.Latency > 0 {
+		m.commitLatency.Observe(c.Latency.Seconds())
 	}
 	if m.cfg.OnCommitted != nil {
-		m.cfg.OnCommitted(did, seq, latency)
+		m.cfg.OnCommitted(c.DID, c.Seq, c.Latency)
 	}
-	data, err := m.Store.Get(c)
-	if err != nil {
-		m.Logger.Warn("custody: committed checkpoint not readable", "agent", did, "cid", c, "err", err)
+	if !c.Publish {
 		return
 	}
-	cp, err := agents.DecodeCheckpoint(data)
-	if err != nil {
-		m.Logger.Warn("custody: committed checkpoint", "agent", did, "cid", c, "err", err)
-		return
+	cp := c.Head
+	if cp == nil { // a recovery checkpoint: not made here, read it once
+		data, err := m.Store.Get(c.CID)
+		if err != nil {
+			m.Logger.Warn("custody: committed checkpoint not readable", "agent", c.DID, "cid", c.CID, "err", err)
+			return
+		}
+		if cp, err = agents.DecodeCheckpoint(data); err != nil {
+			m.Logger.Warn("custody: committed checkpoint", "agent", c.DID, "cid", c.CID, "err", err)
+			return
+		}
 	}
-	m.onCommit(hosting.Head{CID: c, Checkpoint: cp}, key, leaseEnd)
+	m.onCommit(hosting.Head{CID: c.CID, Checkpoint: cp}, c.Key, c.Until)
 }
 
 // custodyReview is the holder's term-end placement review (custody

@@ -274,10 +274,14 @@ func TestReviveAfterAllCustodiansDie(t *testing.T) {
 func startMeshesJoining(tb testing.TB, boot *Mesh, n, slots int) []*Mesh {
 	tb.Helper()
 	var ms []*Mesh
+	// Head records are republished every 2 s (not 30 s), so a test that
+	// waits for a dead group's record to lapse (revive) waits seconds.
+	timing := custody.DefaultTiming()
+	timing.HeadRefresh = 2 * time.Second
 	for i := 0; i < n; i++ {
 		m, err := StartMesh(context.Background(), MeshConfig{Home: tb.TempDir(), Slots: slots, Price: 1000, Logger: quietLogger(),
-			Bootstrap: []string{boot.PeerAddrs()[0]},
-			Run:       hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}})
+			Bootstrap: []string{boot.PeerAddrs()[0]}, Custody: timing,
+			Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -153,7 +153,7 @@ func kadPut(ctx context.Context, h host.Host, to peer.ID, key string, value []by
 // The limits p2phost sets per protocol name the protocols the node serves.
 func TestHostileLimitsNameTheProtocols(t *testing.T) {
 	for want, got := range map[protocol.ID]protocol.ID{
-		LeaseProtocol: p2phost.LeaseProtocol, CustodyProtocol: p2phost.CustodyProtocol,
+		LeaseProtocol: p2phost.LeaseProtocol, CustodyProtocol: p2phost.CustodyProtocol, StatusProtocol: p2phost.StatusProtocol,
 		exchange.ProtocolID: p2phost.BlocksProtocol, protocol.ID(dht.ProtocolPrefix + "/kad/1.0.0"): p2phost.KadProtocol,
 	} {
 		if want != got {

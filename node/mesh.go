@@ -102,8 +102,9 @@ type Mesh struct {
 	moveMu    sync.Mutex              // guards moveFails
 	moveFails map[[2]string]time.Time // (agent, target) → when a move there failed
 
-	seenMu    sync.Mutex        // guards seenHeads
-	seenHeads map[string][]byte // DID → best head record read (resolveHeadRecord)
+	seenMu      sync.Mutex            // guards seenHeads, holderHints
+	seenHeads   map[string][]byte     // DID → best head record read (resolveHeadRecord)
+	holderHints map[string]holderHint // DID → the holder that last answered a query, and its group
 
 	closeOnce sync.Once
 	closeErr  error
@@ -203,6 +204,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}
 	m.Host.SetStreamHandler(LeaseProtocol, m.handleLease)
 	m.Host.SetStreamHandler(CustodyProtocol, m.handleCustody)
+	m.Host.SetStreamHandler(StatusProtocol, m.handleStatus)
 	if n, err := m.DHT.Bootstrap(ctx); err != nil {
 		return nil, err
 	} else if len(boot) > 0 && n == 0 {
@@ -285,7 +287,7 @@ func (m *Mesh) advertiseLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var last, lastReprovide time.Time
-	lastTable, failed, kicked := -1, true, true
+	lastTable, lastFree, failed, kicked := -1, -1, true, true
 	for {
 		// Provider records expire after 48 h at their receivers: re-announce
 		// every pinned root (agent heads) well before that.
@@ -294,8 +296,12 @@ func (m *Mesh) advertiseLoop() {
 			m.reprovide()
 		}
 		table := m.DHT.RoutingTableSize()
-		if kicked || failed || table != lastTable || time.Since(last) >= m.cfg.AdvertiseEvery {
-			lastTable, kicked, last = table, false, time.Now()
+		// Free slots change as agents start and stop here: republish when
+		// the advertised figure would differ (checked once a second, so a
+		// burst of starts costs one put, not one per agent).
+		free := m.advertisedFree()
+		if kicked || failed || table != lastTable || free != lastFree || time.Since(last) >= m.cfg.AdvertiseEvery {
+			lastTable, lastFree, kicked, last = table, free, false, time.Now()
 			failed = false
 			if err := m.publishHostRecord(m.ctx); err != nil && m.ctx.Err() == nil {
 				m.Logger.Debug("publish host record", "err", err)
@@ -358,10 +364,7 @@ func (m *Mesh) HostRecord() (*agents.HostRecord, error) {
 	seq := m.hostSeq
 	m.mu.Unlock()
 	now := time.Now()
-	free := m.Svc.FreeSlots()
-	if m.cfg.Slots == 0 || (m.Custody != nil && m.Custody.Draining()) {
-		free = 0 // a draining node takes nothing new
-	}
+	free := m.advertisedFree()
 	perSlot := m.cfg.Memory / uint64(max(m.cfg.Slots, 1))
 	addrs := m.PeerAddrs()
 	if len(addrs) > agents.MaxHostAddrs {
@@ -379,6 +382,14 @@ func (m *Mesh) HostRecord() (*agents.HostRecord, error) {
 	return r, nil
 }
 
+// advertisedFree is the free-slot count the host record shows.
+func (m *Mesh) advertisedFree() int {
+	if m.cfg.Slots == 0 || (m.Custody != nil && m.Custody.Draining()) {
+		return 0 // a draining node takes nothing new
+	}
+	return max(m.Svc.FreeSlots(), 0)
+}
+
 func (m *Mesh) publishHostRecord(ctx context.Context) error {
 	r, err := m.HostRecord()
 	if err != nil {
@@ -391,9 +402,10 @@ func (m *Mesh) publishHostRecord(ctx context.Context) error {
 	return m.DHT.PutValue(ctx, agents.HostRecordKey(r.Peer), data)
 }
 
-// onCommit runs after every committed checkpoint of a hosted agent: it
-// publishes the agent's head record and provides the new blocks, in the
-// background so the tick loop never waits on the network.
+// onCommit publishes a hosted agent's head record naming checkpoint h and
+// provides its blocks, in the background so the tick loop never waits on
+// the network. A custody holder calls it when the record is due
+// (custody.Commit.Publish), not after every commit.
 func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time.Time) {
 	cp := h.Checkpoint
 	now := time.Now()
@@ -410,7 +422,6 @@ func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time
 		m.Logger.Error("encode head record", "agent", cp.Agent, "err", err)
 		return
 	}
-	m.kickAdvertise()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()

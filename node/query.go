@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -16,8 +17,18 @@ import (
 
 // AgentStatus is the answer to a query by DID from anywhere in the mesh.
 type AgentStatus struct {
-	DID         string    `json:"did"`
+	DID string `json:"did"`
+	// Status: running, moving, stopped, exhausted, failed (the holder's
+	// word), or no-holder (members answered, none holds a live lease: a
+	// takeover is under way) or unreachable (no member answered; the rest
+	// comes from the head record).
+	Status string `json:"status"`
+	// Source: "holder" (the holder answered and its committed checkpoint
+	// was checked), "member" (no holder: the latest checkpoint a member
+	// stored) or "record" (no member answered: the head record's).
+	Source      string    `json:"source"`
 	Holder      string    `json:"holder"`
+	Members     []string  `json:"members,omitempty"`
 	Epoch       uint64    `json:"epoch"`
 	Seq         uint64    `json:"seq"`
 	Tick        uint64    `json:"tick"`
@@ -25,7 +36,9 @@ type AgentStatus struct {
 	Head        string    `json:"head"`
 	LastUpdate  time.Time `json:"last_update"`
 	LeaseExpiry time.Time `json:"lease_expiry"`
-	RecordAge   string    `json:"record_age"`
+	RecordAge   string    `json:"record_age,omitempty"`
+	StopReason  string    `json:"stop_reason,omitempty"`
+	Error       string    `json:"error,omitempty"`
 	// Forks found among this agent's checkpoints in this node's store (the
 	// ones it stores as a custody member or fetched to verify), with both
 	// checkpoint CIDs as proof. Filled only when asked (AgentForks).
@@ -48,48 +61,192 @@ func (m *Mesh) AgentForks(ctx context.Context, did string) ([]ForkInfo, error) {
 	return out, nil
 }
 
-// QueryAgent resolves the agent's head record through the DHT (validated:
-// signed by the agent key, not expired), fetches the head checkpoint it
-// names from the holder (re-hashed against its CID), checks that it matches
-// the record and that its signatures verify. Errors wrap ErrUnknownAgent
-// when no record exists.
+// QueryAgent reports an agent's status from anywhere in the mesh. It asks
+// the holder itself over StatusProtocol — the one this node last found,
+// else the one the head record names — following what members say until
+// one answers as the holder with a live lease, then fetches the committed
+// checkpoint it names (from it, re-hashed against its CID) and checks the
+// agent's signatures and that it is not older than the head record. With
+// no holder to be found it falls back to the head record's checkpoint and
+// says so (Status no-holder or unreachable), so a dead holder is never
+// reported as running. Errors wrap ErrUnknownAgent when no record exists
+// and no member knows the agent.
 func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error) {
 	if _, err := agents.ParseDID(did); err != nil {
 		return nil, err
 	}
-	rec, err := m.resolveHeadRecord(ctx, did)
+	var (
+		rec      *agents.HeadRecord
+		recErr   error
+		resolved bool
+	)
+	resolve := func() {
+		if !resolved {
+			rec, recErr = m.resolveHeadRecord(ctx, did)
+			resolved = true
+		}
+	}
+	// The holder this node found last time (and its group) needs no DHT
+	// walk; without one, the head record names where to start.
+	tried := map[string]bool{}
+	hint := m.holderHint(did)
+	start := append([]string{hint.holder}, hint.members...)
+	if hint.holder == "" {
+		resolve()
+		if rec != nil {
+			start = []string{rec.Holder}
+		}
+	}
+	live, answers, findErr := m.findHolder(ctx, did, start, tried)
+	if live == nil && hint.holder != "" && len(answers) == 0 {
+		// No one of the remembered group answered (they may have left it
+		// in a regroup): the record may name a newer holder. When members
+		// did answer, they know the custody state first-hand (a takeover
+		// is under way) and the DHT walk — seconds while a dead peer's
+		// dial times out — is not needed.
+		resolve()
+		if rec != nil && !tried[rec.Holder] {
+			var more []*LiveStatus
+			live, more, findErr = m.findHolder(ctx, did, []string{rec.Holder}, tried)
+			answers = append(answers, more...)
+		}
+	}
+	if live != nil {
+		st, err := m.statusFromHolder(ctx, did, live)
+		if err == nil {
+			if rec == nil || rec.Epoch < st.Epoch || (rec.Epoch == st.Epoch && rec.Seq <= st.Seq) {
+				m.setHolderHint(did, holderHint{holder: live.Peer, members: live.Members})
+				if rec != nil {
+					st.RecordAge = time.Since(time.Unix(0, rec.Issued)).Round(time.Millisecond).String()
+				}
+				return st, nil
+			}
+			err = fmt.Errorf("its checkpoint (epoch %d seq %d) is older than the head record's (epoch %d seq %d)", st.Epoch, st.Seq, rec.Epoch, rec.Seq)
+		}
+		m.Logger.Debug("query: holder's answer not usable", "agent", did, "holder", live.Peer, "err", err)
+		findErr = err
+	}
+	if len(answers) > 0 {
+		// Members answered and none holds a live lease: a takeover is under
+		// way. The latest checkpoint a member stored is as new as anything
+		// committed (and needs no DHT walk).
+		best := answers[0]
+		for _, a := range answers[1:] {
+			if a.AcceptedSeq > best.AcceptedSeq {
+				best = a
+			}
+		}
+		if st, err := m.statusFromMember(ctx, did, best); err == nil {
+			st.Error = findErr.Error()
+			return st, nil
+		} else {
+			m.Logger.Debug("query: member's answer not usable", "agent", did, "member", best.Peer, "err", err)
+		}
+	}
+	resolve()
+	if rec == nil {
+		if len(answers) == 0 {
+			return nil, recErr
+		}
+		return nil, fmt.Errorf("%w: %v; and %v", ErrUnknownAgent, findErr, recErr)
+	}
+	st, err := m.statusFromRecord(ctx, did, rec)
 	if err != nil {
 		return nil, err
 	}
-	var from []peer.AddrInfo
-	if id, err := peer.Decode(rec.Holder); err == nil && id != m.Host.ID() {
-		from = append(from, peer.AddrInfo{ID: id})
-	}
-	var cpData []byte
-	if have, _ := m.Store.Has(rec.Head); have {
-		cpData, err = m.Store.Get(rec.Head)
-	} else {
-		cpData, err = m.Ex.Fetch(ctx, rec.Head, from...)
-	}
+	st.Status = "unreachable"
+	st.Error = findErr.Error()
+	return st, nil
+}
+
+// statusFromMember builds a no-holder status from a member's answer,
+// fetching and checking the latest checkpoint it stored.
+func (m *Mesh) statusFromMember(ctx context.Context, did string, a *LiveStatus) (*AgentStatus, error) {
+	c, err := cid.Decode(a.Accepted)
 	if err != nil {
-		return nil, fmt.Errorf("fetch head checkpoint %s of %s: %w", rec.Head, did, err)
+		return nil, fmt.Errorf("member %s names checkpoint %q: %w", a.Peer, a.Accepted, err)
 	}
-	cp, err := agents.DecodeCheckpoint(cpData)
+	cp, err := m.fetchCheckpoint(ctx, did, c, []string{a.Peer})
 	if err != nil {
-		return nil, fmt.Errorf("head checkpoint %s: %w", rec.Head, err)
-	}
-	if err := cp.Verify(); err != nil {
-		return nil, fmt.Errorf("head checkpoint %s: %w", rec.Head, err)
-	}
-	if cp.Agent != did || cp.Seq != rec.Seq || cp.Epoch != rec.Epoch {
-		return nil, fmt.Errorf("head checkpoint %s does not match its head record (agent %s seq %d epoch %d vs record seq %d epoch %d)",
-			rec.Head, cp.Agent, cp.Seq, cp.Epoch, rec.Seq, rec.Epoch)
+		return nil, err
 	}
 	return &AgentStatus{
-		DID: did, Holder: rec.Holder, Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget,
+		DID: did, Status: "no-holder", Source: "member", Holder: "", Members: a.Members,
+		Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget, Head: c.String(),
+		LastUpdate: time.Unix(0, cp.Time).UTC(),
+	}, nil
+}
+
+// statusFromHolder builds the status from the holder's answer, fetching
+// and checking the committed checkpoint it names.
+func (m *Mesh) statusFromHolder(ctx context.Context, did string, live *LiveStatus) (*AgentStatus, error) {
+	c, err := cid.Decode(live.Committed)
+	if err != nil {
+		return nil, fmt.Errorf("holder %s names checkpoint %q: %w", live.Peer, live.Committed, err)
+	}
+	cp, err := m.fetchCheckpoint(ctx, did, c, []string{live.Peer})
+	if err != nil {
+		return nil, err
+	}
+	return &AgentStatus{
+		DID: did, Status: live.state(), Source: "holder", Holder: live.Peer, Members: live.Members,
+		Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget, Head: c.String(),
+		LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Now().Add(time.Duration(live.LeaseLeftMs) * time.Millisecond).UTC(),
+		StopReason: live.StopReason, Error: live.RunError,
+	}, nil
+}
+
+// statusFromRecord builds the status from the head record and the
+// checkpoint it names.
+func (m *Mesh) statusFromRecord(ctx context.Context, did string, rec *agents.HeadRecord) (*AgentStatus, error) {
+	cp, err := m.fetchCheckpoint(ctx, did, rec.Head, []string{rec.Holder})
+	if err != nil {
+		return nil, err
+	}
+	if cp.Seq != rec.Seq || cp.Epoch != rec.Epoch {
+		return nil, fmt.Errorf("head checkpoint %s does not match its head record (seq %d epoch %d vs record seq %d epoch %d)",
+			rec.Head, cp.Seq, cp.Epoch, rec.Seq, rec.Epoch)
+	}
+	return &AgentStatus{
+		DID: did, Source: "record", Holder: rec.Holder, Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget,
 		Head: rec.Head.String(), LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Unix(0, rec.LeaseExpiry).UTC(),
 		RecordAge: time.Since(time.Unix(0, rec.Issued)).Round(time.Millisecond).String(),
 	}, nil
+}
+
+// fetchCheckpoint reads checkpoint c of did (from the store, else from
+// the peers in from) and checks that it is did's and that its signatures
+// verify.
+func (m *Mesh) fetchCheckpoint(ctx context.Context, did string, c cid.Cid, from []string) (*agents.Checkpoint, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if have, _ := m.Store.Has(c); have {
+		data, err = m.Store.Get(c)
+	} else {
+		var peers []peer.AddrInfo
+		for _, p := range from {
+			if id, derr := peer.Decode(p); derr == nil && id != m.Host.ID() && !slices.ContainsFunc(peers, func(a peer.AddrInfo) bool { return a.ID == id }) {
+				peers = append(peers, peer.AddrInfo{ID: id})
+			}
+		}
+		data, err = m.Ex.Fetch(ctx, c, peers...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch checkpoint %s of %s: %w", c, did, err)
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", c, err)
+	}
+	if err := cp.Verify(); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", c, err)
+	}
+	if cp.Agent != did {
+		return nil, fmt.Errorf("checkpoint %s is of agent %s, not %s", c, cp.Agent, did)
+	}
+	return cp, nil
 }
 
 // VerifyRemote fetches the agent's whole DAG from the mesh into this node's

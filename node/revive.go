@@ -117,6 +117,13 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 			return nil, fmt.Errorf("%w: holder %s committed seq %d %s ago and its lease runs until %s (+%v for clock skew); revive only an agent whose custodians are gone",
 				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.LeaseExpiry.Format(time.RFC3339Nano), reviveMargin)
 		}
+		// The record may be up to a refresh interval old: ask the members
+		// too. One that answers as the holder with a live lease is proof
+		// the group lives.
+		if live, _, _ := m.findHolder(ctx, did, []string{st.Holder}, map[string]bool{}); live != nil {
+			return nil, fmt.Errorf("%w: %s answers as its holder at epoch %d (lease %d ms left); revive only an agent whose custodians are gone",
+				ErrAgentAlive, live.Peer, live.Epoch, live.LeaseLeftMs)
+		}
 		minEpoch = st.Epoch
 		head, err = m.fetchLineage(ctx, st)
 		if err != nil {

@@ -244,9 +244,12 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "did\t%s\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\nlease ends\t%s\n",
-				st.DID, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
+			fmt.Fprintf(tw, "did\t%s\nstatus\t%s (from the %s)\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\nlease ends\t%s\n",
+				st.DID, st.Status, st.Source, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
 				st.LastUpdate.Format(time.RFC3339), st.LeaseExpiry.Format(time.RFC3339))
+			if st.Error != "" {
+				fmt.Fprintf(tw, "error\t%s\n", st.Error)
+			}
 			for _, f := range st.Forks {
 				fmt.Fprintf(tw, "FORK\t%s and %s both follow %s\n", f.A, f.B, f.Prev)
 			}

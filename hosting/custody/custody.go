@@ -70,12 +70,16 @@ type Timing struct {
 	// this long, so a node that restarts often does not pull agents back
 	// and forth. Default 30 s.
 	MoveAfter time.Duration
+	// HeadRefresh: a holder republishes its agent's head record at least
+	// this often (and on every change of holder or epoch), never more
+	// often than it commits. Capped by the agent's lease term. Default 30 s.
+	HeadRefresh time.Duration
 }
 
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
 	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
-		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second}
+		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second}
 }
 
 // Net is the network as the drivers see it.
@@ -95,10 +99,9 @@ type Net interface {
 // Hooks connect the drivers to the node.
 type Hooks struct {
 	// Committed is called on the holder for every checkpoint a majority
-	// stored (the node publishes the head record), with the time from its
-	// proposal to the majority (0 for a recovery checkpoint). It must not
-	// block.
-	Committed func(did string, c cid.Cid, seq uint64, key ed25519.PrivateKey, leaseEnd time.Time, latency time.Duration)
+	// stored; when Commit.Publish is set the node publishes the agent's
+	// head record. It must not block.
+	Committed func(Commit)
 	// Review is called on the holder at each lease-term end (and at once
 	// when the node drains) with the members that are live (this node and
 	// those that acknowledge its heartbeats). It returns the peer the agent
@@ -117,6 +120,30 @@ type Hooks struct {
 	// holder then resumes the agent); once members left, it must finish or
 	// report that the agent needs revive.
 	Regroup func(p RegroupParams) error
+}
+
+// Commit is a checkpoint a majority of the group stored (Hooks.Committed).
+type Commit struct {
+	DID   string
+	CID   cid.Cid
+	Seq   uint64
+	Epoch uint64 // the holder's lease epoch
+	// Head is the checkpoint itself when this holder made it (no re-read
+	// needed); nil for a recovery checkpoint a takeover committed.
+	Head *agents.Checkpoint
+	Key  ed25519.PrivateKey
+	// Latency is the time from the proposal to the majority (0 for a
+	// recovery checkpoint).
+	Latency time.Duration
+	// Publish: the head record is due — the first commit of this holder's
+	// epoch, the first checkpoint it made itself, or Timing.HeadRefresh
+	// since the last publication. Head records follow custody changes,
+	// not every commit (live progress comes from the holder itself).
+	Publish bool
+	// Until is when the holder will have republished by, if it keeps the
+	// lease: its lease end plus the refresh interval (the record's lease
+	// expiry; revive waits for it).
+	Until time.Time
 }
 
 // RegroupParams is what Hooks.Regroup is asked to do.
@@ -176,17 +203,20 @@ func (c *Config) validate() error {
 	if c.Timing.MoveAfter == 0 {
 		c.Timing.MoveAfter = 30 * time.Second
 	}
+	if c.Timing.HeadRefresh == 0 {
+		c.Timing.HeadRefresh = 30 * time.Second
+	}
 	if c.Timing.Interval <= 0 {
 		return fmt.Errorf("custody: Timing.Interval %v must be positive", c.Timing.Interval)
 	}
-	if c.Timing.RegroupAfter < 0 || c.Timing.MoveAfter < 0 {
-		return fmt.Errorf("custody: Timing.RegroupAfter %v and MoveAfter %v must not be negative", c.Timing.RegroupAfter, c.Timing.MoveAfter)
+	if c.Timing.RegroupAfter < 0 || c.Timing.MoveAfter < 0 || c.Timing.HeadRefresh < 0 {
+		return fmt.Errorf("custody: Timing.RegroupAfter %v, MoveAfter %v and HeadRefresh %v must not be negative", c.Timing.RegroupAfter, c.Timing.MoveAfter, c.Timing.HeadRefresh)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	if c.Hooks.Committed == nil {
-		c.Hooks.Committed = func(string, cid.Cid, uint64, ed25519.PrivateKey, time.Time, time.Duration) {}
+		c.Hooks.Committed = func(Commit) {}
 	}
 	if c.Hooks.Regroup == nil {
 		c.Hooks.Regroup = func(RegroupParams) error {

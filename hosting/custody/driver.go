@@ -32,6 +32,12 @@ const (
 	evSuperseded                   // a head record at a higher epoch exists (epoch)
 )
 
+// proposal is a checkpoint this holder made and proposed.
+type proposal struct {
+	at   time.Time // when (commit latency)
+	head *agents.Checkpoint
+}
+
 type event struct {
 	kind  evKind
 	msg   lease.Message
@@ -82,9 +88,12 @@ type driver struct {
 	regroup      bool                 // replacing the group: agent stopped, final checkpoint proposed
 	regrouping   bool                 // Hooks.Regroup is running
 	regroupDead  []string
-	regroupTo    string               // a voluntary regroup: the non-member host the agent moves to
-	superseded   uint64               // the lease epoch at which a higher-epoch head was seen: never start at it
-	proposed     map[uint64]time.Time // seq → when it was proposed (commit latency)
+	regroupTo    string              // a voluntary regroup: the non-member host the agent moves to
+	superseded   uint64              // the lease epoch at which a higher-epoch head was seen: never start at it
+	proposed     map[uint64]proposal // seq → this holder's proposal not yet committed
+	pubEpoch     uint64              // lease epoch of the last head-record publication
+	pubOwn       bool                // a checkpoint this holder made was published at pubEpoch
+	pubAt        time.Time           // when the head record was last published
 	holder       string
 	failed       error
 	lastStart    time.Time
@@ -103,7 +112,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		// stepped into the machine only after Ensure.
 		complete:  map[string]bool{acc.ID: true, g.Genesis: true},
 		held:      map[string][]lease.Message{},
-		proposed:  map[uint64]time.Time{},
+		proposed:  map[uint64]proposal{},
 		deadSince: map[string]time.Time{},
 		pinned:    acc.ID,
 	}
@@ -367,18 +376,7 @@ func (d *driver) handle() {
 		d.stopAgent(false)
 	}
 	for _, cp := range rd.Committed {
-		var latency time.Duration
-		if at, ok := d.proposed[cp.Seq]; ok {
-			latency = time.Since(at)
-		}
-		for seq := range d.proposed {
-			if seq <= cp.Seq {
-				delete(d.proposed, seq)
-			}
-		}
-		if c, err := cid.Decode(cp.ID); err == nil {
-			d.m.cfg.Hooks.Committed(d.did, c, cp.Seq, d.key, d.fence(), latency)
-		}
+		d.committed(cp)
 	}
 	if rd.Start != nil {
 		d.startAgent(*rd.Start)
@@ -394,6 +392,41 @@ func (d *driver) handle() {
 	}
 	d.mc.Advance()
 	d.leaseEnd.Store(d.mc.LeaseEnd())
+}
+
+// committed reports a checkpoint a majority stored to Hooks.Committed,
+// deciding whether the head record is due: on the first commit of an epoch
+// (a new holder), on the first checkpoint this holder made itself (the
+// record's epoch then moves up too), and every HeadRefresh (capped by the
+// lease term) — not on every commit: a record put costs a DHT walk, a
+// signature and a verification at every node storing it.
+func (d *driver) committed(cp lease.Checkpoint) {
+	c, err := cid.Decode(cp.ID)
+	if err != nil {
+		return
+	}
+	p, own := d.proposed[cp.Seq]
+	for seq := range d.proposed {
+		if seq <= cp.Seq {
+			delete(d.proposed, seq)
+		}
+	}
+	refresh := min(d.m.cfg.Timing.HeadRefresh, time.Duration(d.g.TermMs)*time.Millisecond)
+	epoch := d.mc.Epoch()
+	now := time.Now()
+	publish := d.pubEpoch != epoch || (own && !d.pubOwn) || now.Sub(d.pubAt) >= refresh
+	if publish {
+		if d.pubEpoch != epoch {
+			d.pubOwn = false
+		}
+		d.pubEpoch, d.pubAt, d.pubOwn = epoch, now, d.pubOwn || own
+	}
+	var latency time.Duration
+	if own {
+		latency = now.Sub(p.at)
+	}
+	d.m.cfg.Hooks.Committed(Commit{DID: d.did, CID: c, Seq: cp.Seq, Epoch: epoch, Head: p.head, Key: d.key,
+		Latency: latency, Publish: publish, Until: d.fence().Add(refresh)})
 }
 
 // repin keeps exactly the accepted checkpoint pinned (its predecessors are
@@ -604,7 +637,7 @@ func (d *driver) proposeHead(h hosting.Head) bool {
 		d.log().debug("propose", err)
 		return false
 	}
-	d.proposed[h.Checkpoint.Seq] = time.Now()
+	d.proposed[h.Checkpoint.Seq] = proposal{at: time.Now(), head: h.Checkpoint}
 	return true
 }
 
@@ -754,10 +787,18 @@ func (d *driver) publish() {
 	d.mu.Unlock()
 }
 
+// snapshot is the latest published status. A holder whose lease end has
+// passed is not reported running, even if its loop has not yet handled
+// the step-down (busy stopping the agent, or the process was paused): the
+// runner's fence has stopped the agent by then.
 func (d *driver) snapshot() Status {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.snap
+	st := d.snap
+	d.mu.Unlock()
+	if st.Running && !st.LeaseEnd.IsZero() && !time.Now().Before(st.LeaseEnd) {
+		st.Running = false
+	}
+	return st
 }
 
 type slogLogger struct{ d *driver }

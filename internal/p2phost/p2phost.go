@@ -49,6 +49,7 @@ const (
 	LeaseProtocol   = protocol.ID("/igor/lease/1.0.0")
 	CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
 	KadProtocol     = protocol.ID("/igor/kad/1.0.0")
+	StatusProtocol  = protocol.ID("/igor/status/1.0.0")
 )
 
 // ProtocolLimit bounds the streams of one protocol.
@@ -114,13 +115,15 @@ type Options struct {
 //   - custody 512 / 4 (one long-lived stream per direction and peer, plus
 //     room for a reopen while the old stream dies);
 //   - kad 1024 / 32 (kad-dht reuses one stream per peer; concurrent
-//     lookups may open a few more).
+//     lookups may open a few more);
+//   - status 128 / 8 (one short question per agent query).
 func DefaultProtocols() map[protocol.ID]ProtocolLimit {
 	return map[protocol.ID]ProtocolLimit{
 		BlocksProtocol:  {Inbound: 256, InboundPerPeer: 8},
 		LeaseProtocol:   {Inbound: 64, InboundPerPeer: 8},
 		CustodyProtocol: {Inbound: 512, InboundPerPeer: 4},
 		KadProtocol:     {Inbound: 1024, InboundPerPeer: 32},
+		StatusProtocol:  {Inbound: 128, InboundPerPeer: 8},
 	}
 }
 
