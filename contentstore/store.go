@@ -14,6 +14,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
 )
 
 // Sentinel errors. Every error returned by this package wraps at most one of
@@ -107,6 +109,11 @@ type Store struct {
 
 	// gcMu serialises GC runs and Pin.
 	gcMu sync.Mutex
+
+	// syncer makes writes durable in groups (one syncfs per batch of
+	// concurrent writers) where the platform has syncfs; nil: fsync each
+	// file and directory. Nil too without fsync.
+	syncer *atomicfile.Syncer
 }
 
 // Open opens (creating if needed, mode 0700) the store in dir and removes
@@ -156,6 +163,11 @@ func Open(dir string, opts ...Option) (_ *Store, err error) {
 			err = errors.Join(err, s.Close())
 		}
 	}()
+	if cfg.fsync {
+		if s.syncer, err = atomicfile.NewSyncer(dir); err != nil {
+			return nil, err
+		}
+	}
 	for _, d := range []string{s.blocksDir, s.pinsDir} {
 		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("contentstore: creating %q: %w", d, err)
@@ -180,8 +192,12 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	return unlockDir(s.lock)
+	return errors.Join(s.syncer.Close(), unlockDir(s.lock))
 }
+
+// Syncer is the store's group syncer (nil without one): other files of the
+// node on the same filesystem (lease state, heads) share its flushes.
+func (s *Store) Syncer() *atomicfile.Syncer { return s.syncer }
 
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -242,6 +258,12 @@ func shardOf(name string) string { return name[len(name)-3 : len(name)-1] }
 
 func (s *Store) syncDir(dir string) error {
 	if !s.cfg.fsync {
+		return nil
+	}
+	if s.syncer != nil {
+		if err := s.syncer.Sync(); err != nil {
+			return fmt.Errorf("contentstore: %w", err)
+		}
 		return nil
 	}
 	d, err := os.Open(dir)
@@ -311,7 +333,8 @@ func verify(c cid.Cid, data []byte) error {
 	return nil
 }
 
-// write stores verified data under c (tmp + fsync + rename + fsync dir).
+// write stores verified data under c (tmp + fsync + rename + fsync dir;
+// the two flushes are group syncs where the platform has syncfs).
 func (s *Store) write(c cid.Cid, data []byte) error {
 	if c.Type() == cid.DagCBOR {
 		// A DAG-CBOR block that does not decode would make its links
@@ -372,13 +395,20 @@ func (s *Store) writeAtomic(dir, name string, data []byte) (err error) {
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("contentstore: writing %s: %w", name, err)
 	}
-	if s.cfg.fsync {
+	if s.cfg.fsync && s.syncer == nil {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("contentstore: fsync %s: %w", name, err)
 		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("contentstore: closing %s: %w", name, err)
+	}
+	if s.syncer != nil {
+		// The data must be durable before the name points at it; writers
+		// of many blocks at once share this flush.
+		if err := s.syncer.Sync(); err != nil {
+			return fmt.Errorf("contentstore: %w", err)
+		}
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("contentstore: renaming %s into place: %w", name, err)

@@ -178,6 +178,9 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 			func() float64 { return float64(m.DHT.RoutingTableSize()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_connected_peers", Help: "Connected libp2p peers."},
 			func() float64 { return float64(len(m.Host.Network().Peers())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_store_flushes_total",
+			Help: "Group flushes (syncfs) that made this node's block, lease-state and head writes durable (0 where each file is fsynced)."},
+			func() float64 { return float64(m.Store.Syncer().Flushes()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_agent_log_lines_dropped_total",
 			Help: "Agent log lines not written to the node log by the per-agent rate limit (still recorded for replay)."},
 			func() float64 {

@@ -34,6 +34,9 @@ var (
 //	DIR/cache/wasm/       wazero compilation cache
 type Home struct {
 	Dir string
+	// sync, if set, makes head writes durable in groups with the store's
+	// (Local sets it to the content store's Syncer).
+	sync *atomicfile.Syncer
 }
 
 // OpenHome creates the layout under dir if needed and checks that it is
@@ -104,7 +107,7 @@ func (h *Home) SetHead(did string, c cid.Cid) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(p, []byte(c.String()+"\n"), 0o600, true)
+	return atomicfile.WriteSynced(p, []byte(c.String()+"\n"), 0o600, h.sync)
 }
 
 // RemoveHead forgets a local agent's head (its blocks stay until GC).

@@ -154,6 +154,49 @@ func (m *Mesh) Hosts(ctx context.Context) ([]*agents.HostRecord, error) {
 	return out, nil
 }
 
+// publishHostsTTL: publications within this long of each other share one
+// enumeration of the mesh's hosts (a DHT walk plus a record read per host),
+// so a bulk publish does not walk the DHT per agent. A host whose record
+// went stale refuses the offer and the next eligible one is asked.
+const publishHostsTTL = 2 * time.Second
+
+// publishHosts is Hosts, shared by the publications of publishHostsTTL
+// (fresh: read anew).
+func (m *Mesh) publishHosts(ctx context.Context, fresh bool) ([]*agents.HostRecord, error) {
+	m.pubMu.Lock()
+	if !fresh && time.Since(m.pubHostsAt) < publishHostsTTL {
+		hosts := m.pubHosts
+		m.pubMu.Unlock()
+		return hosts, nil
+	}
+	m.pubMu.Unlock()
+	hosts, err := m.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.pubMu.Lock()
+	m.pubHosts, m.pubHostsAt = hosts, time.Now()
+	m.pubMu.Unlock()
+	return hosts, nil
+}
+
+// firstProvide reports whether c was not provided by a publication here in
+// the last hour (and marks it), so a module shared by many agents is
+// announced once, not once per agent.
+func (m *Mesh) firstProvide(c cid.Cid) bool {
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
+	k := c.KeyString()
+	if at, ok := m.provided[k]; ok && time.Since(at) < time.Hour {
+		return false
+	}
+	if m.provided == nil || len(m.provided) >= 1024 {
+		m.provided = map[string]time.Time{} // bounded: start over rather than grow
+	}
+	m.provided[k] = time.Now()
+	return true
+}
+
 // PublishResult is what publish reports.
 type PublishResult struct {
 	DID     string   `json:"did"`
@@ -182,13 +225,20 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 	if err != nil {
 		return nil, err
 	}
-	hosts, err := m.Hosts(ctx)
+	hosts, err := m.publishHosts(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	// The agent ID is not known before the key exists; check eligibility
 	// first so a mesh without capacity creates nothing.
 	eligible, rejected := hosting.Eligible(man, hosts, time.Now())
+	if len(eligible) < 1+int(man.Lease.Replicas) {
+		// The cached view may predate hosts that joined since: look again.
+		if hosts, err = m.publishHosts(ctx, true); err != nil {
+			return nil, err
+		}
+		eligible, rejected = hosting.Eligible(man, hosts, time.Now())
+	}
 	if len(eligible) == 0 {
 		why := make([]string, 0, len(rejected))
 		for p, err := range rejected {
@@ -205,12 +255,16 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 	progress("agent created: " + did)
 	// Announce the agent's roots so any node can fetch them (best effort;
 	// the members fetch from us directly either way).
+	roots := []cid.Cid{head.CID, head.Checkpoint.Genesis}
+	if m.firstProvide(head.Checkpoint.Module) {
+		roots = append(roots, head.Checkpoint.Module) // many agents share one module
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		pctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 		defer cancel()
-		for _, c := range []cid.Cid{head.CID, head.Checkpoint.Genesis, head.Checkpoint.Module} {
+		for _, c := range roots {
 			if err := m.DHT.Provide(pctx, c); err != nil && pctx.Err() == nil {
 				m.Logger.Debug("provide", "cid", c, "err", err)
 			}

@@ -75,6 +75,8 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 	if l.Store, err = contentstore.Open(h.StoreDir()); err != nil {
 		return nil, err
 	}
+	h.sync = l.Store.Syncer().For(h.path("heads")) // heads share the store's group flushes
+
 	if l.Keys, err = keystore.Open(h.KeysDir()); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -98,6 +99,11 @@ type Mesh struct {
 	reviewSem   chan struct{}
 	reviewAt    time.Time
 	reviewHosts []*agents.HostRecord
+
+	pubMu      sync.Mutex // guards pubHosts, pubHostsAt, provided
+	pubHosts   []*agents.HostRecord
+	pubHostsAt time.Time
+	provided   map[string]time.Time // module CIDs announced by publications
 
 	moveMu    sync.Mutex              // guards moveFails
 	moveFails map[[2]string]time.Time // (agent, target) → when a move there failed
@@ -192,10 +198,13 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		return nil, err
 	}
 	m.cnet = newCustodyNet(m)
+	if err := os.MkdirAll(m.Home.path("custody"), 0o700); err != nil {
+		return nil, err
+	}
 	if m.Custody, err = custody.NewManager(custody.Config{
 		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
 		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup},
-		Timing: cfg.Custody, Logger: cfg.Logger,
+		Timing: cfg.Custody, Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")),
 	}); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,10 @@ func TestHostileAgentsAreContained(t *testing.T) {
 		t.Run(c.agent, func(t *testing.T) {
 			home := t.TempDir()
 			wasm, _ := testagents.Path(t, c.agent)
-			r := igor(t, home, "run", "--tick-interval", "5ms", "--checkpoint-every", "1", wasm)
+			// A budget large enough that failed ticks on a loaded machine
+			// (each charged for its time) cannot exhaust it before the
+			// failure limit: that stop would be a budget stop, exit 0.
+			r := igor(t, home, "run", "--tick-interval", "5ms", "--checkpoint-every", "1", "--budget", "1000", wasm)
 			if r.code != 1 {
 				t.Fatalf("exit %d, want 1\nstdout:%s\nstderr:%s", r.code, r.stdout, r.stderr)
 			}

@@ -183,6 +183,9 @@ type Config struct {
 	Hooks   Hooks
 	Timing  Timing // zero: DefaultTiming
 	Logger  *slog.Logger
+	// Syncer, if set, makes lease-state writes durable in groups with the
+	// node's other writes on the same filesystem (the content store's).
+	Syncer *atomicfile.Syncer
 }
 
 func (c *Config) validate() error {
@@ -288,7 +291,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, st: store{dir: cfg.Dir}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{}}, nil
+	return &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{}}, nil
 }
 
 // Restore resumes every group persisted under Dir as a follower (a

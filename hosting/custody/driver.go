@@ -195,12 +195,16 @@ func (d *driver) tryCampaign() {
 	}
 }
 
-// catchUp ticks the machine up to the monotonic clock, so a late timer or
-// a slow handler never makes the lease last longer in real time.
+// catchUp brings the machine to the monotonic clock's tick in one step
+// (lease.Machine.TickTo), so a late timer or a slow handler never makes
+// the lease last longer in real time, and a holder that wakes from a
+// pause past its lease end steps down before it sends anything — it does
+// not replay the heartbeat rounds it missed, which would renew the
+// standbys' lapse timers and delay their takeover by a whole wait.
 func (d *driver) catchUp() {
 	target := int64(time.Since(d.t0) / d.m.cfg.Timing.Interval)
-	for d.mc.Now() < target && d.failed == nil {
-		d.mc.Tick()
+	if d.mc.Now() < target && d.failed == nil {
+		d.mc.TickTo(target)
 		d.handle()
 	}
 }

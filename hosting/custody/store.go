@@ -91,10 +91,14 @@ func (g *Group) validate() error {
 const maxMembers = 7
 
 // store keeps the custody state of every agent this node is a member for.
-// Each write is atomic and fsynced (internal/atomicfile); every read is
-// validated, and a member whose state cannot be read does not take part
-// (it could otherwise promise an epoch twice).
-type store struct{ dir string }
+// Each write is atomic and durable before it returns (internal/atomicfile;
+// with a Syncer, the HardStates of many groups written at once share one
+// flush); every read is validated, and a member whose state cannot be read
+// does not take part (it could otherwise promise an epoch twice).
+type store struct {
+	dir  string
+	sync *atomicfile.Syncer // nil: fsync each file
+}
 
 func (s store) agentDir(did string) string { return filepath.Join(s.dir, agents.AgentID(did)) }
 
@@ -142,7 +146,7 @@ func (s store) saveHardState(did string, hs lease.HardState) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(s.agentDir(did), "hardstate"), data, 0o600, true)
+	return atomicfile.WriteSynced(filepath.Join(s.agentDir(did), "hardstate"), data, 0o600, s.sync)
 }
 
 // loadHardState returns the persisted state; a missing file is the zero

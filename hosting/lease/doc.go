@@ -7,15 +7,22 @@
 // while it holds a lease that a majority of the group acknowledged; standbys
 // store its checkpoints; a standby takes over at a higher epoch once the
 // lease has lapsed by its own clock and a majority promised it that epoch.
-// Time is logical: the driver calls Tick at a fixed local monotonic interval.
+// Time is logical: ticks of the node's local monotonic clock, which the
+// driver reports with TickTo.
 //
 // # Usage
 //
 // The driver owns one Machine per hosted agent and, from a single goroutine:
 //
-//  1. Calls Tick every tick interval of the node's monotonic clock, Step for
-//     every Message addressed to this node, Propose after each checkpoint the
-//     running agent made, and Transfer to hand the agent to a better host.
+//  1. Calls TickTo(clock tick) whenever it wakes (at the latest at
+//     NextTick), where the clock tick is the node's monotonic time divided
+//     by the tick interval; Step for every Message addressed to this node,
+//     Propose after each checkpoint the running agent made, and Transfer to
+//     hand the agent to a better host. It calls TickTo once, not Tick once
+//     per missed tick: after a pause (SIGSTOP, a long GC, a starved
+//     goroutine) TickTo fences a holder whose lease ended without first
+//     sending the missed heartbeat rounds, which would reach the standbys
+//     late and delay the takeover by a whole wait.
 //  2. After each such call (and before any other), reads Ready and handles it
 //     in this order:
 //     a. Persist: if non-nil, write it durably (fsync) BEFORE anything else.
@@ -32,9 +39,10 @@
 //  3. Calls Advance.
 //
 // The agent may tick only between a Ready with Start and the next Ready with
-// Stop. The machine emits Stop at the Tick on which the lease ends by the
-// holder's own clock, so a driver that delays Tick or Ready handling must
-// count that delay into Config.DriftTicks.
+// Stop. The machine emits Stop at the first TickTo that reaches the tick on
+// which the lease ends by the holder's own clock, so a driver that delays
+// TickTo or Ready handling must fence the agent by LeaseEnd on its monotonic
+// clock itself, or count that delay into Config.DriftTicks.
 //
 // # Errors
 //

@@ -334,10 +334,9 @@ func (m *Machine) Live(p string) bool {
 
 // NextTick is the earliest tick after Now at which Tick may do anything
 // (send, fence, campaign, give up), assuming no Step, Propose, Transfer or
-// Campaign before it: every Tick before it leaves the machine's outputs
-// empty. A driver with many groups sleeps until it instead of waking every
-// tick; it still calls Tick for every tick on the way (catching up), which
-// is cheap and keeps Now equal to the clock.
+// Campaign before it: every Tick, and TickTo(t) for t < NextTick, leaves
+// the machine's outputs empty. A driver with many groups sleeps until it
+// instead of waking every tick, then calls TickTo(its clock tick).
 func (m *Machine) NextTick() int64 {
 	next := int64(1) << 62
 	switch m.role {
@@ -367,14 +366,38 @@ func (m *Machine) Campaign() error {
 	return nil
 }
 
-// Tick advances logical time by one tick.
-func (m *Machine) Tick() {
-	m.now++
+// Tick advances logical time by one tick: TickTo(Now()+1).
+func (m *Machine) Tick() { m.TickTo(m.now + 1) }
+
+// TickTo advances logical time to target (no-op if target <= Now) as if the
+// node could not act between Now and target (a paused process, a late
+// timer): only what is due at target happens, once, and nothing missed is
+// replayed. A replayed heartbeat round or promise request would be stale: a
+// round sent late renews the followers' lapse timers (delaying a takeover
+// by a whole wait) for a lease the holder can no longer hold. For
+// target = Now+1 it is exactly one tick.
+//
+//   - Holder: at or past its fence tick it steps down (Stop) without a
+//     round; otherwise it sends at most one round, if one is due.
+//   - Candidate: past its retry deadline it gives up, backing off from
+//     target; otherwise it asks again at most once, if a request was due.
+//   - Follower: it campaigns at target if it may campaign then.
+func (m *Machine) TickTo(target int64) {
+	if target <= m.now {
+		return
+	}
+	prev := m.now
+	m.now = target
 	switch m.role {
 	case Holder:
 		if m.now >= max(m.leaseEnd, m.wonAt+int64(m.cfg.LeaseTicks)) {
 			// Self-fence: no majority renewed the lease in time. The lease
-			// ends now by our clock, before any member's wait ends by theirs.
+			// ended by our clock, before any member's wait ends by theirs.
+			// stepDown counts our view as heard at target, not at the fence
+			// tick: the agent stops only when this Ready is handled (after
+			// the pause), so we promise nobody until W after it really
+			// stopped, as after an on-time fence. Only our own promises wait
+			// longer; the takeover needs a majority of the others' views.
 			m.stepDown()
 			return
 		}
@@ -383,13 +406,17 @@ func (m *Machine) Tick() {
 		}
 	case Candidate:
 		if m.now-m.attemptStart >= int64(m.cfg.RetryTicks) {
+			// Back off from target, not from the missed deadline: the jitter
+			// must still separate us from a competitor, and what reached us
+			// during the pause (a new holder's heartbeat) gets the backoff
+			// to arrive before we campaign again.
 			m.giveUp()
 			return
 		}
 		// Every half heartbeat, ask again whoever has not promised: a
 		// request or answer may have been lost, and a member whose lease
-		// view was still live may have lapsed since.
-		if every := int64(max(1, m.cfg.HeartbeatTicks/2)); (m.now-m.attemptStart)%every != 0 {
+		// view was still live may have lapsed since. After a jump, once.
+		if every := int64(max(1, m.cfg.HeartbeatTicks/2)); (m.now-m.attemptStart)/every == (prev-m.attemptStart)/every {
 			return
 		}
 		for _, p := range m.cfg.Group {

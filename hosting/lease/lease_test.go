@@ -132,3 +132,53 @@ func TestReleasedSkipsTheWait(t *testing.T) {
 		}
 	}
 }
+
+// TickTo after a pause does only what is due at the target tick, once: a
+// candidate asks again once or, past its deadline, gives up and backs off
+// from the target; a follower campaigns once. (Holders: testdata/pause.txt.)
+func TestTickToSkipsMissedTicks(t *testing.T) {
+	m, err := New(validConfig()) // b, rank 1, H=2 (asks every tick), T=8, Rand 4
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests := func(step string) int {
+		t.Helper()
+		rd := m.Ready()
+		m.Advance()
+		n := 0
+		for _, msg := range rd.Messages {
+			if msg.Type != MsgPromiseRequest || msg.Epoch != 1 {
+				t.Fatalf("%s: %s", step, DescribeReady("", rd))
+			}
+			n++
+		}
+		return n
+	}
+	if err := m.Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests("campaign"); n != 2 {
+		t.Fatalf("campaign sent %d requests, want 2", n)
+	}
+	m.TickTo(5)
+	if n := requests("TickTo(5)"); n != 2 || m.Role() != Candidate {
+		t.Fatalf("TickTo(5) within the attempt: %d requests, role %s; want one request per member", n, m.Role())
+	}
+	m.TickTo(20) // deadline 8 passed: give up, back off 8/2+1+4 from 20
+	if n := requests("TickTo(20)"); n != 0 || m.Role() != Follower || m.NextTick() != 29 {
+		t.Fatalf("TickTo(20) past the deadline: %d requests, role %s, next tick %d; want a follower backing off until 29", n, m.Role(), m.NextTick())
+	}
+	m.TickTo(28)
+	if n := requests("TickTo(28)"); n != 0 {
+		t.Fatalf("TickTo(28) before the backoff ends sent %d requests", n)
+	}
+	m.TickTo(60)
+	if n := requests("TickTo(60)"); n != 2 || m.Role() != Candidate {
+		t.Fatalf("TickTo(60) after the backoff: %d requests, role %s; want one campaign", n, m.Role())
+	}
+	m.TickTo(60)
+	m.TickTo(3)
+	if n := requests("TickTo(past)"); n != 0 || m.Now() != 60 {
+		t.Fatalf("TickTo to the past: %d requests, now %d", n, m.Now())
+	}
+}

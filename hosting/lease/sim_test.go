@@ -18,11 +18,15 @@ var long = flag.Bool("long", false, "run many more random schedules (also LEASE_
 // The random simulation drives N machines through a seeded schedule of
 // message delay, loss, duplication and reordering, crashes (losing only what
 // was not persisted, sometimes in the middle of handling a Ready), restarts,
-// partitions and per-node clocks whose rate drifts within [1-ρ, 1+ρ]. Real
-// time is explicit (a float64); the model is the set of nodes whose agent
-// is running at each real instant. After every event it checks:
+// partitions, process pauses and per-node clocks whose rate drifts within
+// [1-ρ, 1+ρ]. Real time is explicit (a float64); the model is the set of
+// nodes whose agent is running at each real instant. A paused node (SIGSTOP,
+// a long GC) keeps its clock running but neither ticks nor steps, and its
+// agent is frozen with it; on waking it calls TickTo(its clock tick) once,
+// and only then receives what arrived meanwhile. After every event it checks:
 //
-//   - one runner: no node starts the agent while another still runs it;
+//   - one runner: no node starts the agent, or resumes it after a pause,
+//     while another still runs it;
 //   - one holder per epoch, and Starts come in increasing epoch order;
 //   - no committed checkpoint is lost or forked: every commit and every
 //     Start descends from the latest committed checkpoint;
@@ -46,6 +50,7 @@ type simParams struct {
 	chaosEvery         float64
 	duration           float64
 	propose            float64
+	pause              float64 // per tick
 }
 
 type simEvent struct {
@@ -55,6 +60,9 @@ type simEvent struct {
 	node int
 	gen  int
 	msg  Message
+	// evTick: the clock ticks to advance (TickTo(Now()+ticks)); 0 means 1
+	// and a new pause may start there.
+	ticks int64
 }
 
 const (
@@ -92,6 +100,11 @@ type simNode struct {
 	rate    float64
 	running bool
 	rnd     *rand.Rand
+	// pausedUntil: the process is paused until this real time; deliveries
+	// wait for it. suspended: it was running the agent when paused (the
+	// agent is frozen and counts as not running until the node wakes).
+	pausedUntil float64
+	suspended   bool
 }
 
 type sim struct {
@@ -123,6 +136,7 @@ type sim struct {
 
 type simStats struct {
 	starts, commits, fences, crashes, schedules, takeovers, transfers int
+	pauses, wakeFences, resumes                                       int // wakeFences: a paused runner stopped on waking
 }
 
 func (s *sim) logf(format string, a ...any) {
@@ -157,6 +171,7 @@ func newSim(seed uint64, tracing bool) *sim {
 	p.chaosEvery = 3 + rng.Float64()*30
 	p.duration = 150 + rng.Float64()*250
 	p.propose = 0.1 + rng.Float64()*0.5
+	p.pause = rng.Float64() * 0.01
 	s := &sim{p: p, rng: rng, index: map[string]int{}, parent: map[string]string{}, seqOf: map[string]uint64{"g": 0},
 		committed: map[uint64]string{0: "g"}, maxCommit: Checkpoint{ID: "g"}, epochHold: map[uint64]string{}, tracing: tracing}
 	group := make([]string, p.n)
@@ -197,6 +212,7 @@ func (s *sim) start(i int, group []string) {
 		return
 	}
 	nd.m, nd.up = m, true
+	nd.pausedUntil, nd.suspended = 0, false
 	nd.gen++
 	s.newRate(nd)
 	// A new process: its monotonic clock starts at an arbitrary phase.
@@ -223,6 +239,7 @@ func (s *sim) crash(i int) {
 	s.logf("%s crashes (running=%t)", nd.name, nd.running)
 	s.stats.crashes++
 	nd.up, nd.m, nd.running = false, nil, false
+	nd.pausedUntil, nd.suspended = 0, false
 }
 
 func (s *sim) connected(a, b int) bool {
@@ -245,12 +262,61 @@ func (s *sim) run() {
 			if !nd.up || nd.gen != e.gen {
 				continue
 			}
+			pauseP := s.p.pause
+			if nd.running {
+				pauseP *= 4 // a paused holder is the interesting case
+			}
+			if e.ticks == 0 && !s.calm && s.rng.Float64() < pauseP {
+				// Paused for k ticks of its clock, often longer than W: it
+				// wakes on the grid, at the tick its clock is at then.
+				k := 1 + s.rng.Int64N(3*simL)
+				nd.pausedUntil = s.now + float64(k)/nd.rate
+				nd.suspended, nd.running = nd.running, false
+				s.logf("%s pauses for %d ticks (running=%t)", nd.name, k, nd.suspended)
+				s.stats.pauses++
+				s.push(&simEvent{at: nd.pausedUntil, kind: evTick, node: e.node, gen: e.gen, ticks: k + 1})
+				continue
+			}
+			resumed := false
+			if e.ticks > 0 {
+				// Wakes: the frozen agent is held until this Ready's Stop.
+				nd.pausedUntil = 0
+				resumed, nd.running, nd.suspended = nd.suspended, nd.suspended, false
+			}
 			next, role := nd.m.NextTick(), nd.m.Role()
-			nd.m.Tick()
-			if rd := nd.m.Ready(); nd.m.Now() < next && (!rd.Empty() || nd.m.Role() != role) {
-				s.fail("%s: tick %d before NextTick %d did something: %+v, %s -> %s", nd.name, nd.m.Now(), next, rd, role, nd.m.Role())
+			target := nd.m.Now() + max(e.ticks, 1)
+			nd.m.TickTo(target)
+			if rd := nd.m.Ready(); target < next && (!rd.Empty() || nd.m.Role() != role) {
+				s.fail("%s: TickTo(%d) before NextTick %d did something: %+v, %s -> %s", nd.name, target, next, rd, role, nd.m.Role())
+			}
+			if nd.m.Now() != target {
+				s.fail("%s: TickTo(%d) left Now at %d", nd.name, target, nd.m.Now())
+			}
+			// Nothing missed is replayed: one message per member at most, and
+			// no heartbeat with a Stop (it would renew the followers' views
+			// of a lease that is over, delaying the takeover).
+			perTo := map[string]int{}
+			for _, msg := range nd.m.Ready().Messages {
+				if perTo[msg.To]++; perTo[msg.To] > 1 || nd.m.Ready().Stop && msg.Type == MsgAppend {
+					s.fail("%s: TickTo(%d) replays missed actions: %s", nd.name, target, DescribeReady("", nd.m.Ready()))
+				}
+			}
+			if resumed {
+				s.logf("%s wakes at tick %d", nd.name, target)
+				if nd.m.Ready().Stop {
+					s.stats.wakeFences++
+				}
 			}
 			s.handle(e.node)
+			if resumed && nd.up && nd.running {
+				for _, o := range s.nodes {
+					if o != nd && o.running {
+						s.fail("two runners: %s resumes the agent after a pause while %s runs it", nd.name, o.name)
+					}
+				}
+				s.logf("%s resumes the agent, lease end %d", nd.name, nd.m.LeaseEnd())
+				s.stats.resumes++
+			}
 			if nd.up && nd.m.Running() && s.rng.Float64() < s.p.propose {
 				s.nextID++
 				id := fmt.Sprintf("%s%d", nd.name, s.nextID)
@@ -270,6 +336,11 @@ func (s *sim) run() {
 		case evDeliver:
 			to, from := s.index[e.msg.To], s.index[e.msg.From]
 			nd := s.nodes[to]
+			if nd.up && s.now < nd.pausedUntil {
+				// Waits in the socket buffer; delivered after the wake-up TickTo.
+				s.push(&simEvent{at: nd.pausedUntil, kind: evDeliver, msg: e.msg})
+				continue
+			}
 			if !nd.up || !s.connected(from, to) {
 				continue
 			}
@@ -332,7 +403,7 @@ func (s *sim) chaos() {
 	nd := s.nodes[i]
 	switch s.rng.IntN(11) {
 	case 10: // the driver asks for a campaign (publisher's kick, revive)
-		if nd.up {
+		if nd.up && nd.pausedUntil == 0 {
 			err := nd.m.Campaign()
 			if err != nil && !errors.Is(err, ErrLeaseLive) {
 				s.fail("%s Campaign: %v", nd.name, err)
@@ -352,7 +423,7 @@ func (s *sim) chaos() {
 		}
 	case 2: // isolate the runner (or a random node) from everyone
 		for j, o := range s.nodes {
-			if o.running {
+			if o.running || o.suspended {
 				i = j
 			}
 		}
@@ -377,7 +448,7 @@ func (s *sim) chaos() {
 	case 7: // isolate the runner and bounce another node
 		r := -1
 		for j, o := range s.nodes {
-			if o.running {
+			if o.running || o.suspended {
 				r = j
 			}
 		}
@@ -622,14 +693,19 @@ func TestRandomSchedules(t *testing.T) {
 		total.crashes += s.stats.crashes
 		total.takeovers += s.stats.takeovers
 		total.transfers += s.stats.transfers
+		total.pauses += s.stats.pauses
+		total.wakeFences += s.stats.wakeFences
+		total.resumes += s.stats.resumes
 		total.schedules++
 	}
-	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers",
-		total.schedules, time.Since(begin).Round(time.Millisecond), total.starts, total.takeovers, total.fences, total.commits, total.crashes, total.transfers)
+	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed)",
+		total.schedules, time.Since(begin).Round(time.Millisecond), total.starts, total.takeovers, total.fences, total.commits, total.crashes, total.transfers,
+		total.pauses, total.wakeFences, total.resumes)
 	// The schedules must exercise what they claim to; a machine that never
 	// hands the agent over would pass the safety checks vacuously.
-	if total.takeovers < n || total.fences < n/2 || total.transfers < n/10 {
-		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers in %d schedules", total.takeovers, total.fences, total.transfers, n)
+	if total.takeovers < n || total.fences < n/2 || total.transfers < n/10 || total.wakeFences < n/10 || total.resumes < n/10 {
+		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers, %d runners stopped and %d resumed on waking in %d schedules",
+			total.takeovers, total.fences, total.transfers, total.wakeFences, total.resumes, n)
 	}
 }
 

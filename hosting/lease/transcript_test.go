@@ -121,6 +121,21 @@ type tnode struct {
 	rank int
 	up   bool
 	rnd  uint64
+	// paused (since global tick pausedAt): neither ticks nor steps;
+	// messages to it wait in deferred.
+	paused   bool
+	pausedAt int
+	deferred []Message
+}
+
+// runs reports whether the node's agent may run now. A paused node's agent
+// is frozen with it, and the driver fences it by LeaseEnd on the monotonic
+// clock, which runs on while the machine's Now stands still.
+func (nd *tnode) runs(now int) bool {
+	if !nd.up || !nd.m.Running() {
+		return false
+	}
+	return !nd.paused || nd.m.Now()+int64(now-nd.pausedAt) < nd.m.LeaseEnd()
 }
 
 func (e *tenv) fail(format string, a ...any) string { return "error: " + fmt.Sprintf(format, a...) }
@@ -179,7 +194,7 @@ func (e *tenv) run(line string) string {
 			e.now++
 			for _, name := range who {
 				nd := e.nodes[name]
-				if !nd.up {
+				if !nd.up || nd.paused {
 					continue
 				}
 				nd.m.Tick()
@@ -201,6 +216,26 @@ func (e *tenv) run(line string) string {
 				out.WriteString(l)
 			}
 		}
+	case "pause":
+		// pause name n: the process of name is paused (SIGSTOP, a long GC)
+		// for n ticks while the others run (as run n); then it calls
+		// TickTo(now) once (its output in full) and the messages that
+		// reached it meanwhile go back in flight.
+		name := pos[0]
+		n, _ := strconv.Atoi(pos[1])
+		nd := e.nodes[name]
+		nd.paused, nd.pausedAt = true, e.now
+		out.WriteString(e.run(fmt.Sprintf("run %d", n)))
+		nd.paused = false
+		if nd.up {
+			// Its clock ran on; the machine's Now counts from its own start.
+			target := nd.m.Now() + int64(e.now-nd.pausedAt)
+			fmt.Fprintf(&out, "t=%d %s: wakes, TickTo(%d) from %d\n", e.now, name, target, nd.m.Now())
+			nd.m.TickTo(target)
+			out.WriteString(e.handle(name))
+		}
+		e.queue = append(e.queue, nd.deferred...)
+		nd.deferred = nil
 	case "deliver", "stabilize":
 		rounds := 1
 		if cmd == "stabilize" {
@@ -340,6 +375,10 @@ func (e *tenv) deliver(m Message) string {
 	if to == nil || !to.up {
 		return ""
 	}
+	if to.paused {
+		to.deferred = append(to.deferred, m)
+		return ""
+	}
 	if err := to.m.Step(m); err != nil {
 		return e.fail("%v", err) + "\n"
 	}
@@ -360,7 +399,7 @@ func (e *tenv) handle(name string) string {
 	}
 	if rd.Start != nil {
 		for _, o := range e.names {
-			if o != name && e.nodes[o].up && e.nodes[o].m.Running() {
+			if o != name && e.nodes[o].runs(e.now) {
 				e.t.Errorf("t=%d: %s starts the agent while %s runs it", e.now, name, o)
 			}
 		}
