@@ -72,6 +72,11 @@ type Env struct {
 	// is durable); the mesh uses it to provide blocks and publish the head
 	// record. It runs on the runner's goroutine: keep it short or hand off.
 	OnCommit func(Head)
+	// NoPins: the runner does not pin each checkpoint it writes (nor unpin
+	// the previous one). A custody run sets it: the driver pins the
+	// group's accepted checkpoint itself, and two pins per commit were
+	// two durable writes the commit does not need.
+	NoPins bool
 	// Verified, if set, lets Load skip re-verifying the part of a lineage
 	// verified before in this process (see Verified).
 	Verified *Verified
@@ -199,8 +204,10 @@ func commit(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, state 
 		return Head{}, fmt.Errorf("store checkpoint: %w", err)
 	}
 	// Pin before publishing the head so GC can never see a head it may collect.
-	if err := env.Blocks.Pin(c); err != nil {
-		return Head{}, fmt.Errorf("pin checkpoint: %w", err)
+	if !env.NoPins {
+		if err := env.Blocks.Pin(c); err != nil {
+			return Head{}, fmt.Errorf("pin checkpoint: %w", err)
+		}
 	}
 	if err := env.Heads.SetHead(cp.Agent, c); err != nil {
 		return Head{}, fmt.Errorf("commit head: %w", err)
@@ -208,7 +215,7 @@ func commit(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, state 
 	if env.OnCommit != nil {
 		defer env.OnCommit(Head{CID: c, Checkpoint: cp})
 	}
-	if oldHead.Defined() && !oldHead.Equals(c) {
+	if oldHead.Defined() && !oldHead.Equals(c) && !env.NoPins {
 		// The old head stays reachable through Prev; only the newest needs a pin.
 		if err := env.Blocks.Unpin(oldHead); err != nil {
 			env.Logger.Warn("unpin previous head", "cid", oldHead, "err", err)

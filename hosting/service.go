@@ -190,6 +190,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	h.head = a.Head
 	env := s.env
 	key := lease.Key
+	env.NoPins = lease.OnCommit != nil // custody pins the accepted checkpoint itself
 	env.OnCommit = func(head Head) {
 		h.mu.Lock()
 		h.head = head

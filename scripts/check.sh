@@ -25,6 +25,9 @@ check_deps "./dht/..." "^$mod/(node|hosting|agents|contentstore|wasmexec|cmd)(/|
 check_deps "./wasmexec/..." "^$mod/(node|hosting|dht|contentstore|cmd)(/|\$)" "wasmexec may import only agents"
 check_deps "./hosting/..." "^$mod/(node|dht|cmd)(/|\$)" "hosting declares the interfaces it needs"
 check_deps "./node/..." "^$mod/cmd(/|\$)" "node is below cmd"
+# The lease protocol is a pure state machine: the standard library only.
+nonstd=$(go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./hosting/lease | grep -v -e "^$mod/hosting/lease\$" -e "^\$" || true)
+if [ -n "$nonstd" ]; then echo "hosting/lease must import only the standard library: $nonstd"; fail=1; fi
 # Guests must build with the stock toolchain.
 GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o /dev/null ./agents/examples/heartbeat || fail=1
 exit $fail

@@ -324,6 +324,15 @@ func (m *Manager) Restore() error {
 		if hs.Accepted.ID == "" {
 			hs.Accepted = lease.Checkpoint{ID: g.Genesis}
 		}
+		// The pin follows the accepted checkpoint lazily (driver.repin): the
+		// one persisted may not be pinned yet, and after a long downtime the
+		// GC grace period no longer protects it.
+		if c, err := cid.Decode(hs.Accepted.ID); err == nil {
+			if err := m.cfg.Blocks.Pin(c); err != nil {
+				errs = append(errs, fmt.Errorf("custody group of %s: pin accepted checkpoint: %w", g.Agent, err))
+				continue
+			}
+		}
 		quiet := m.cfg.Timing.WaitTicks
 		if hs.Epoch <= g.StartEpoch {
 			quiet = neverQuiet // the group never started: wait for the kick
@@ -452,8 +461,9 @@ func (m *Manager) Leave(did, from string) error {
 	}
 	d.cancel()
 	<-d.done
-	if acc, _ := d.mc.Accepted(); acc.ID != "" {
-		if c, err := cid.Decode(acc.ID); err == nil {
+	acc, _ := d.mc.Accepted()
+	for _, id := range []string{acc.ID, d.pinned} { // the pin may lag the accepted one
+		if c, err := cid.Decode(id); err == nil {
 			_ = m.cfg.Blocks.Unpin(c)
 		}
 	}

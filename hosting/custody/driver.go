@@ -75,9 +75,10 @@ type driver struct {
 	campaign  bool
 	complete  map[string]bool            // checkpoints whose blocks are here
 	held      map[string][]lease.Message // messages waiting for their checkpoint's blocks
-	pinned    string                     // the accepted checkpoint we pinned
-	started   bool                       // the agent runs here (Service has it)
-	handoff   string                     // transfer target while handing off
+	pinned    string                     // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
+	pinnedAt  time.Time
+	started   bool   // the agent runs here (Service has it)
+	handoff   string // transfer target while handing off
 	handoffAt time.Time
 	reviewing bool // a placement review is in flight
 	filling   bool // a lineage fetch (fillLineage) is in flight
@@ -391,7 +392,7 @@ func (d *driver) handle() {
 	if rd.Persist != nil {
 		// Pins only keep blocks from a garbage collection; they are not part
 		// of the protocol's durability (the blocks are on disk before the
-		// checkpoint is stepped), so their fsyncs stay off the ack's path.
+		// checkpoint is stepped), so their writes stay off the ack's path.
 		d.repin(rd.Persist.Accepted.ID)
 	}
 	d.mc.Advance()
@@ -433,10 +434,18 @@ func (d *driver) committed(cp lease.Checkpoint) {
 		Latency: latency, Publish: publish, Until: d.fence().Add(refresh)})
 }
 
-// repin keeps exactly the accepted checkpoint pinned (its predecessors are
-// reachable through it).
+// repinEvery bounds how often the pin follows the accepted checkpoint. A
+// pin protects its checkpoint and all predecessors from a garbage
+// collection; checkpoints accepted since the last repin are younger than
+// repinEvery and so inside the store's GC grace period (10 min), which
+// protects fresh blocks. Moving the pin on every accepted checkpoint cost
+// two durable writes per commit per member.
+const repinEvery = time.Minute
+
+// repin moves the pin to the accepted checkpoint id (its predecessors are
+// reachable through it) — at most once per repinEvery.
 func (d *driver) repin(id string) {
-	if id == d.pinned || id == "" {
+	if id == d.pinned || id == "" || time.Since(d.pinnedAt) < repinEvery {
 		return
 	}
 	c, err := cid.Decode(id)
@@ -450,7 +459,7 @@ func (d *driver) repin(id string) {
 	if old, err := cid.Decode(d.pinned); err == nil {
 		_ = d.m.cfg.Blocks.Unpin(old)
 	}
-	d.pinned = id
+	d.pinned, d.pinnedAt = id, time.Now()
 }
 
 func (d *driver) startAgent(cp lease.Checkpoint) {
