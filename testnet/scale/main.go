@@ -41,6 +41,7 @@ import (
 
 const usageText = `usage: testnet/scale.sh [--nodes N] [--agents A] [--window S] [--settle S] [--parallel P]
                         [--slots K] [--dir DIR] [--keep] [--json FILE] [--bin PATH]
+                        [--kill K [--observe S] [--seed X] [--burn]]
 
 The steady-state scale harness. Starts N daemons (testnet/up.sh N DIR, with
 SLOTS=K, TICK=1s and IGOR_DEBUG_PPROF=1), publishes A heartbeat agents through
@@ -72,6 +73,28 @@ testnet (testnet/down.sh DIR) unless --keep.
   --budget B     budget per agent in whole currency units (default 1000)
   --tick D       the daemons' tick interval (default 1s)
   --testnet DIR  where up.sh and down.sh are (default testnet)
+
+Mass failover (--kill K > 0), after the window: the harness records which node
+runs every agent at which epoch (GET /v1/custody, GET /v1/agents of every
+node), SIGKILLs K nodes at once (chosen from n1..n(N-1) by --seed; n0 always
+survives), then reads GET /v1/custody of every survivor every 250 ms for
+--observe seconds and reports: how long each agent of the killed nodes took to
+run on a survivor (p50/p99/max, and how many never did); survivor stops (an
+agent running on a survivor at the kill that a survivor later stops or moves:
+expected 0); agents seen running on 2+ nodes; a 5 s time series (running,
+running nowhere, recoveries, holder changes among survivors, stops, CPU % of
+each survivor); the survivors' log lines about regroups, hand-offs and stops
+since the kill; and GET /v1/agents/DID/verify of 10 random agents (up to 5 of
+the killed nodes') on survivors.
+  --kill K       nodes to SIGKILL at once (default 0: no failover; at most N-1)
+  --observe S    seconds to observe the survivors after the kill (default 180)
+  --seed X       picks the killed nodes and the verified agents (default 1)
+  --burn         a busy loop in the harness occupies one core from the kill to
+                 the end of the observation (a loaded machine)
+Failover failures (exit 1): an agent running on 2+ nodes in two consecutive
+samples or at the same epoch, an agent of a killed node not running on a
+survivor by the end of --observe, a verify that is not valid or shows a fork.
+Survivor stops and slow recoveries are reported, not failures.
 Progress goes to stderr, the report to stdout.
 Exit status: 0 every check passed, 1 a check failed or the run broke,
 2 bad usage, 130 interrupted.
@@ -100,6 +123,12 @@ type config struct {
 	Wasm     string
 	Testnet  string
 	Budget   int64 // microcents
+	// Mass failover (--kill K > 0): after the window, SIGKILL K nodes at
+	// once and observe the survivors.
+	Kill    int
+	Observe time.Duration
+	Seed    uint64
+	Burn    bool
 }
 
 // defaultSlots is enough slots for a node's share of the agents plus the
@@ -135,6 +164,10 @@ func parseArgs(args []string) (config, error) {
 	fs.StringVar(&cfg.Wasm, "agent", cfg.Wasm, "")
 	fs.StringVar(&cfg.Testnet, "testnet", cfg.Testnet, "")
 	budget := fs.Int64("budget", 1000, "")
+	fs.IntVar(&cfg.Kill, "kill", 0, "")
+	observe := fs.Float64("observe", 180, "")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "")
+	fs.BoolVar(&cfg.Burn, "burn", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
@@ -163,6 +196,12 @@ func parseArgs(args []string) (config, error) {
 		return cfg, fmt.Errorf("%w: --tick must be from 10ms to 1m, got %v", errUsage, cfg.Tick)
 	case *budget < 1 || *budget > 1_000_000_000:
 		return cfg, fmt.Errorf("%w: --budget must be from 1 to 1000000000 currency units, got %d", errUsage, *budget)
+	case cfg.Kill < 0 || cfg.Kill > cfg.Nodes-1:
+		return cfg, fmt.Errorf("%w: --kill must be from 0 to nodes-1 = %d (one node at least survives), got %d", errUsage, cfg.Nodes-1, cfg.Kill)
+	case *observe < 1 || *observe > 86400:
+		return cfg, fmt.Errorf("%w: --observe must be from 1 to 86400 seconds, got %v", errUsage, *observe)
+	case cfg.Burn && cfg.Kill == 0:
+		return cfg, fmt.Errorf("%w: --burn burns a core during the failover observation: it needs --kill", errUsage)
 	case set["dir"] && strings.TrimSpace(cfg.Dir) == "":
 		return cfg, fmt.Errorf("%w: --dir must not be empty", errUsage)
 	case set["json"] && strings.TrimSpace(cfg.JSON) == "":
@@ -171,6 +210,7 @@ func parseArgs(args []string) (config, error) {
 	cfg.Window = time.Duration(*window * float64(time.Second))
 	cfg.Settle = time.Duration(*settle * float64(time.Second))
 	cfg.Budget = *budget * 1_000_000
+	cfg.Observe = time.Duration(*observe * float64(time.Second))
 	cfg.Wait = defaultWait(cfg.Agents)
 	if set["wait"] {
 		cfg.Wait = time.Duration(*wait * float64(time.Second))
@@ -277,10 +317,13 @@ func cpuModel(data []byte) string {
 
 // custodyStatus is the part of GET /v1/custody (custody.Status) we use.
 type custodyStatus struct {
-	DID     string `json:"did"`
-	Role    string `json:"role"`
-	Running bool   `json:"running"`
-	Moving  bool   `json:"moving"`
+	DID     string   `json:"did"`
+	Role    string   `json:"role"`
+	Running bool     `json:"running"`
+	Moving  bool     `json:"moving"`
+	Epoch   uint64   `json:"epoch"`
+	Holder  string   `json:"holder"`
+	Members []string `json:"members"`
 }
 
 // tallyResult is how many of the published agents run exactly once.
@@ -599,6 +642,7 @@ type report struct {
 	MachineBusyPct     float64      `json:"machine_busy_pct_all_cores"`
 	HarnessCPUPct      float64      `json:"harness_cpu_pct_one_core"`
 	EndTally           *tallyResult `json:"end_tally"`
+	Failover           *failoverReport `json:"failover,omitempty"`
 	FirstEndTally      *tallyResult `json:"first_end_tally,omitempty"` // when the first look at the end differed
 	Ticks              []tickSample `json:"tick_samples"`
 	TicksOK            bool         `json:"ticks_ok"`
@@ -674,6 +718,11 @@ func (h *harness) run(ctx context.Context) int {
 	}
 	if err := h.measure(ctx); err != nil {
 		return h.abort(ctx, "measure", err)
+	}
+	if c.Kill > 0 {
+		if err := h.failover(ctx); err != nil {
+			return h.abort(ctx, "failover", err)
+		}
 	}
 	h.printReport()
 	if h.failed {
@@ -1327,6 +1376,9 @@ func (h *harness) printReport() {
 			fmt.Fprintf(&b, " (first look: %s)", r.FirstEndTally)
 		}
 		b.WriteString("\n")
+	}
+	if r.Failover != nil {
+		writeFailover(&b, r.Failover)
 	}
 	if r.OK {
 		b.WriteString("SCALE OK\n")
