@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,7 +28,12 @@ const MaxPublishBody = 96 << 20
 
 // PublishRequest is the body of POST /v1/agents.
 type PublishRequest struct {
-	Wasm     []byte          `json:"wasm"`     // the module (base64 in JSON)
+	Wasm []byte `json:"wasm,omitempty"` // the module (base64 in JSON)
+	// Module names a module already stored on this node (the "module" of
+	// an earlier publish's answer) instead of sending it again: a bulk
+	// publish of one module uploads megabytes once, not per agent.
+	// Exactly one of Wasm and Module.
+	Module   string          `json:"module,omitempty"`
 	Manifest json.RawMessage `json:"manifest"` // the manifest object
 	Budget   int64           `json:"budget_microcents"`
 }
@@ -364,6 +370,13 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 		}
 		writeErr(w, http.StatusBadRequest, err)
 		return
+	}
+	if req.Module != "" {
+		c, _ := cid.Decode(req.Module) // checked by decodePublishRequest
+		if req.Wasm, err = m.Store.ReadObject(c, hosting.MaxModuleBytes); err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: module %s is not stored on this node (%v): send the module itself as \"wasm\" once", ErrBadRequest, req.Module, err))
+			return
+		}
 	}
 	if r.Header.Get("Accept") != "application/x-ndjson" {
 		res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, nil)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/ipfs/go-cid"
 )
 
 // ErrBadRequest: an API request body or parameter is malformed; the message
@@ -30,8 +32,15 @@ func decodePublishRequest(body io.Reader) (PublishRequest, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return PublishRequest{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
 	}
-	if len(req.Wasm) == 0 {
-		return PublishRequest{}, fmt.Errorf("%w: wasm is empty", ErrBadRequest)
+	switch {
+	case len(req.Wasm) == 0 && req.Module == "":
+		return PublishRequest{}, fmt.Errorf("%w: wasm is empty (send the module as \"wasm\", or name one stored on this node as \"module\")", ErrBadRequest)
+	case len(req.Wasm) > 0 && req.Module != "":
+		return PublishRequest{}, fmt.Errorf("%w: both wasm and module are set; send one", ErrBadRequest)
+	case req.Module != "":
+		if _, err := cid.Decode(req.Module); err != nil {
+			return PublishRequest{}, fmt.Errorf("%w: module %q is not a CID: %v", ErrBadRequest, req.Module, err)
+		}
 	}
 	if req.Budget <= 0 {
 		return PublishRequest{}, fmt.Errorf("%w: budget_microcents must be positive, got %d", ErrBadRequest, req.Budget)

@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ipfs/go-cid"
 )
 
 // FuzzPublishRequest: the publish body decoder and the drain timeout parser
@@ -23,6 +25,9 @@ func FuzzPublishRequest(f *testing.F) {
 	f.Add([]byte(`{"wasm":"","manifest":{},"budget_microcents":1}`), "1h2m3.5s")
 	f.Add([]byte(`{"wasm":"AGFz","budget_microcents":"1"}`), "9223372036854775807ns")
 	f.Add([]byte(`{"wasm":"AGFz","budget_microcents":1,"extra":true}`), "0")
+	f.Add([]byte(`{"module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`), "")
+	f.Add([]byte(`{"module":"not-a-cid","manifest":{},"budget_microcents":5}`), "")
+	f.Add([]byte(`{"wasm":"AGFz","module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","budget_microcents":5}`), "")
 	f.Fuzz(func(t *testing.T, body []byte, timeout string) {
 		req, err := decodePublishRequest(bytes.NewReader(body))
 		if err != nil {
@@ -30,8 +35,11 @@ func FuzzPublishRequest(f *testing.F) {
 				t.Fatalf("error without ErrBadRequest: %v", err)
 			}
 		} else {
-			if len(req.Wasm) == 0 || req.Budget <= 0 {
-				t.Fatalf("accepted an empty module or a non-positive budget: %+v", req)
+			if (len(req.Wasm) == 0) == (req.Module == "") || req.Budget <= 0 {
+				t.Fatalf("accepted not exactly one of wasm and module, or a non-positive budget: %+v", req)
+			}
+			if _, err := cid.Decode(req.Module); req.Module != "" && err != nil {
+				t.Fatalf("accepted module %q that is not a CID", req.Module)
 			}
 			again, err := json.Marshal(req)
 			if err != nil {
@@ -42,7 +50,7 @@ func FuzzPublishRequest(f *testing.F) {
 				t.Fatalf("re-encoded request rejected: %v\n%s", err, again)
 			}
 			// RawMessage keeps the manifest's bytes; compare it as JSON.
-			if !bytes.Equal(back.Wasm, req.Wasm) || back.Budget != req.Budget || !sameJSON(back.Manifest, req.Manifest) {
+			if !bytes.Equal(back.Wasm, req.Wasm) || back.Module != req.Module || back.Budget != req.Budget || !sameJSON(back.Manifest, req.Manifest) {
 				t.Fatalf("round trip changed the request:\n %+v\n %+v", req, back)
 			}
 		}

@@ -232,6 +232,9 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/v1/agents", `{"wasm":"AAEC","budget_microcents":0}`, 400, "budget"},
 		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{"capabilities":{"x":{"version":1}}},"budget_microcents":5}`, 400, "unknown capability"},
 		{"POST", "/v1/agents", `{"wasm":"AAEC","bogus":1}`, 400, "bogus"},
+		{"POST", "/v1/agents", `{"module":"nope","manifest":{},"budget_microcents":5}`, 400, "not a CID"},
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`, 400, "both"},
+		{"POST", "/v1/agents", `{"module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`, 400, "not stored on this node"},
 		{"GET", "/v1/agents/did:key:nope", "", 400, "did"},
 		{"GET", "/v1/agents/did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "", 404, "no head record"},
 		{"GET", "/v1/nothing", "", 404, "no such endpoint"},
@@ -258,6 +261,52 @@ func TestAPIBadInput(t *testing.T) {
 	if !strings.Contains(string(body), "igor_free_slots 1") || !strings.Contains(string(body), "igor_agent_log_lines_dropped_total 0") {
 		t.Fatalf("metrics: %s", body)
 	}
+}
+
+// TestAPIPublishByModule: a bulk publisher sends a module once; later
+// publications name it by the CID the first answer reported, and create
+// new agents of the same module.
+func TestAPIPublishByModule(t *testing.T) {
+	ms := startMeshes(t, 3, 2)
+	waitHosts(t, ms, 3)
+	srv, err := ms[0].ServeAPI("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	wasm, man := testagents.Bytes(t, "counter")
+	publish := func(req map[string]any) PublishResult {
+		t.Helper()
+		req["manifest"] = json.RawMessage(man)
+		req["budget_microcents"] = 1_000_000
+		body, _ := json.Marshal(req)
+		resp, err := http.Post("http://"+srv.Addr()+"/v1/agents", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var res PublishResult
+		data, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusCreated || json.Unmarshal(data, &res) != nil {
+			t.Fatalf("publish: HTTP %d %s", resp.StatusCode, data)
+		}
+		return res
+	}
+	first := publish(map[string]any{"wasm": wasm})
+	second := publish(map[string]any{"module": first.Module})
+	if second.Module != first.Module || second.DID == first.DID || len(second.Members) != 3 {
+		t.Fatalf("by module: %+v; first: %+v", second, first)
+	}
+	eventually(t, "the agent published by module runs", 30*time.Second, func() error {
+		st, err := ms[0].QueryAgent(context.Background(), second.DID)
+		if err != nil {
+			return err
+		}
+		if st.Status != "running" || st.Seq < 1 {
+			return fmt.Errorf("%s seq %d", st.Status, st.Seq)
+		}
+		return nil
+	})
 }
 
 var testLogLevel = func() slog.Level {

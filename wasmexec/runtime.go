@@ -271,6 +271,25 @@ func (r *Runtime) Compile(ctx context.Context, key string, wasm []byte) (*Module
 	return e.mod, e.err
 }
 
+// Compiled returns the module compiled under key, if a compilation of it
+// finished successfully: a caller that holds only the key (a content
+// address) can skip reading the module's bytes. It does not wait for a
+// compilation in flight.
+func (r *Runtime) Compiled(key string) (*Module, bool) {
+	r.mu.Lock()
+	e, ok := r.modules[key]
+	r.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	select {
+	case <-e.done:
+		return e.mod, e.err == nil
+	default:
+		return nil, false
+	}
+}
+
 // useDataImage and useMemoryAllocator are on in production; tests and
 // benchmarks turn them off only to measure what they save. Without the
 // allocator the per-instance memory cap falls back to wazero's 64 MiB.

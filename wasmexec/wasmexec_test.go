@@ -61,6 +61,32 @@ func TestCompileOncePerKey(t *testing.T) {
 	}
 }
 
+// Compiled finds a module only once its compilation succeeded, under its
+// own key; a failed compilation is not cached.
+func TestCompiledLookup(t *testing.T) {
+	r := newRuntime(t, Config{})
+	wasm, _ := testagents.Bytes(t, "counter")
+	if _, ok := r.Compiled("bafy-lookup"); ok {
+		t.Fatal("Compiled found a module nobody compiled")
+	}
+	m, err := r.Compile(bg, "bafy-lookup", wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := r.Compiled("bafy-lookup"); !ok || got != m {
+		t.Fatalf("Compiled after Compile: %p %v, want %p", got, ok, m)
+	}
+	if _, ok := r.Compiled("bafy-other"); ok {
+		t.Fatal("Compiled found a module under another key")
+	}
+	if _, err := r.Compile(bg, "bafy-bad", []byte("not wasm")); err == nil {
+		t.Fatal("compiled garbage")
+	}
+	if _, ok := r.Compiled("bafy-bad"); ok {
+		t.Fatal("a failed compilation is cached")
+	}
+}
+
 func TestCompileRejects(t *testing.T) {
 	r := newRuntime(t, Config{})
 	noexport, _ := testagents.Bytes(t, "noexport")

@@ -631,22 +631,22 @@ type report struct {
 		Bin      string  `json:"bin"`
 		Agent    string  `json:"agent"`
 	} `json:"config"`
-	Machine            machineInfo  `json:"machine"`
-	Pprof              bool         `json:"pprof_served"`
-	Publish            publishStats `json:"publish"`
-	AllRunningS        *float64     `json:"all_running_after_first_publish_s"`
-	AllRunningAfterPub *float64     `json:"all_running_after_last_publish_s"`
-	WindowWallS        float64      `json:"window_wall_s"`
-	Nodes              []nodeRow    `json:"nodes"`
-	Totals             *totals      `json:"totals"`
-	MachineBusyPct     float64      `json:"machine_busy_pct_all_cores"`
-	HarnessCPUPct      float64      `json:"harness_cpu_pct_one_core"`
-	EndTally           *tallyResult `json:"end_tally"`
+	Machine            machineInfo     `json:"machine"`
+	Pprof              bool            `json:"pprof_served"`
+	Publish            publishStats    `json:"publish"`
+	AllRunningS        *float64        `json:"all_running_after_first_publish_s"`
+	AllRunningAfterPub *float64        `json:"all_running_after_last_publish_s"`
+	WindowWallS        float64         `json:"window_wall_s"`
+	Nodes              []nodeRow       `json:"nodes"`
+	Totals             *totals         `json:"totals"`
+	MachineBusyPct     float64         `json:"machine_busy_pct_all_cores"`
+	HarnessCPUPct      float64         `json:"harness_cpu_pct_one_core"`
+	EndTally           *tallyResult    `json:"end_tally"`
 	Failover           *failoverReport `json:"failover,omitempty"`
-	FirstEndTally      *tallyResult `json:"first_end_tally,omitempty"` // when the first look at the end differed
-	Ticks              []tickSample `json:"tick_samples"`
-	TicksOK            bool         `json:"ticks_ok"`
-	MeanTickHz         float64      `json:"mean_tick_hz"`
+	FirstEndTally      *tallyResult    `json:"first_end_tally,omitempty"` // when the first look at the end differed
+	Ticks              []tickSample    `json:"tick_samples"`
+	TicksOK            bool            `json:"ticks_ok"`
+	MeanTickHz         float64         `json:"mean_tick_hz"`
 }
 
 type harness struct {
