@@ -299,13 +299,16 @@ func startMeshesJoining(tb testing.TB, boot *Mesh, n, slots int) []*Mesh {
 func TestRegroupReplacesDeadStandby(t *testing.T) {
 	timing := custody.DefaultTiming()
 	timing.RegroupAfter = 2 * time.Second
+	timing.OrphanAfter = 3 * time.Second
+	var homes []string
 	var (
 		mu    sync.Mutex
 		ticks []tickAt // every tick of every node, in order
 	)
 	var ms []*Mesh
 	for i := 0; i < 5; i++ {
-		cfg := MeshConfig{Home: t.TempDir(), Slots: 2, Price: 1000, Logger: quietLogger(), Custody: timing,
+		homes = append(homes, t.TempDir())
+		cfg := MeshConfig{Home: homes[i], Slots: 2, Price: 1000, Logger: quietLogger(), Custody: timing,
 			Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1},
 			OnTick: func(did string, tick uint64) {
 				mu.Lock()
@@ -403,6 +406,34 @@ func TestRegroupReplacesDeadStandby(t *testing.T) {
 	if moves > 1 {
 		t.Fatalf("%d moves, want at most 1 (the regroup)", moves)
 	}
+	mu.Unlock()
+
+	// The dead member comes back with its old state: it never received a
+	// leave, so it restores the old group (and the agent key). It must find
+	// out that the agent lives on in a group without it, and leave.
+	deadHome := homes[slices.Index(ms, dead)]
+	back, err := StartMesh(context.Background(), MeshConfig{Home: deadHome, Slots: 2, Price: 1000, Logger: quietLogger(), Custody: timing,
+		Bootstrap: []string{rest[0].PeerAddrs()[0]}, Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if _, err := back.Custody.Agent(res.DID); err != nil {
+		t.Fatalf("the restarted member did not restore its old group: %v", err)
+	}
+	eventually(t, "the evicted member to leave the old group", 30*time.Second, func() error {
+		if st, err := back.Custody.Agent(res.DID); err == nil {
+			return fmt.Errorf("still a member: %s epoch %d members %v", st.Role, st.Epoch, st.Members)
+		}
+		return nil
+	})
+	if _, err := back.Keys.Get(res.DID); err == nil && back.PeerID() != ms[0].PeerID() {
+		t.Fatal("the evicted member kept the agent key")
+	}
+	if h := holderOf(rest, res.DID); h == nil || !slices.Contains(members, h.PeerID()) {
+		t.Fatalf("after the eviction the agent runs on %v, want a member of %v", h, members)
+	}
+	mu.Lock()
 }
 
 type tickAt struct {

@@ -224,6 +224,8 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		defer m.wg.Done()
 		m.greetMembers()
 	}()
+	m.wg.Add(1)
+	go m.evictLoop()
 	if cfg.Slots > 0 {
 		m.wg.Add(1)
 		go m.advertiseLoop()

@@ -74,12 +74,16 @@ type Timing struct {
 	// this often (and on every change of holder or epoch), never more
 	// often than it commits. Capped by the agent's lease term. Default 30 s.
 	HeadRefresh time.Duration
+	// OrphanAfter: a member that has heard no holder for this long asks
+	// whether its group still exists (the node's eviction check: a member
+	// cut off during a regroup never received its leave). Default 1 min.
+	OrphanAfter time.Duration
 }
 
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
 	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
-		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second}
+		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second, OrphanAfter: time.Minute}
 }
 
 // Net is the network as the drivers see it.
@@ -209,11 +213,15 @@ func (c *Config) validate() error {
 	if c.Timing.HeadRefresh == 0 {
 		c.Timing.HeadRefresh = 30 * time.Second
 	}
+	if c.Timing.OrphanAfter == 0 {
+		c.Timing.OrphanAfter = time.Minute
+	}
 	if c.Timing.Interval <= 0 {
 		return fmt.Errorf("custody: Timing.Interval %v must be positive", c.Timing.Interval)
 	}
-	if c.Timing.RegroupAfter < 0 || c.Timing.MoveAfter < 0 || c.Timing.HeadRefresh < 0 {
-		return fmt.Errorf("custody: Timing.RegroupAfter %v, MoveAfter %v and HeadRefresh %v must not be negative", c.Timing.RegroupAfter, c.Timing.MoveAfter, c.Timing.HeadRefresh)
+	if c.Timing.RegroupAfter < 0 || c.Timing.MoveAfter < 0 || c.Timing.HeadRefresh < 0 || c.Timing.OrphanAfter < 0 {
+		return fmt.Errorf("custody: Timing.RegroupAfter %v, MoveAfter %v, HeadRefresh %v and OrphanAfter %v must not be negative",
+			c.Timing.RegroupAfter, c.Timing.MoveAfter, c.Timing.HeadRefresh, c.Timing.OrphanAfter)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -540,8 +548,14 @@ type Status struct {
 	LeaseEnd    time.Time `json:"lease_end,omitzero"`
 	// Moving: this holder is handing the agent off or regrouping it (the
 	// agent is stopped here and not yet running elsewhere).
-	Moving bool   `json:"moving,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Moving bool `json:"moving,omitempty"`
+	// Since: when this membership's driver started (join or restart).
+	// LastHeard: when it last heard its holder (the holder: now). Started:
+	// the group has had a holder (epoch above its start).
+	Since     time.Time `json:"since"`
+	LastHeard time.Time `json:"last_heard,omitzero"`
+	Started   bool      `json:"started"`
+	Error     string    `json:"error,omitempty"`
 }
 
 // Status lists every membership, by DID.

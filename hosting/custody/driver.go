@@ -96,6 +96,8 @@ type driver struct {
 	pubOwn       bool                // a checkpoint this holder made was published at pubEpoch
 	pubAt        time.Time           // when the head record was last published
 	holder       string
+	heard        time.Time // when a holder's heartbeat was last stepped (follower)
+	since        time.Time // when this driver started
 	failed       error
 	lastStart    time.Time
 
@@ -116,6 +118,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		proposed:  map[uint64]proposal{},
 		deadSince: map[string]time.Time{},
 		pinned:    acc.ID,
+		since:     time.Now(),
 	}
 	d.publish()
 	return d
@@ -303,7 +306,7 @@ func (d *driver) step(msg lease.Message) {
 			hb := msg
 			hb.Checkpoint = acc
 			if err := d.mc.Step(hb); err == nil {
-				d.holder = msg.From
+				d.holder, d.heard = msg.From, time.Now()
 				d.handle()
 			}
 		}
@@ -314,7 +317,7 @@ func (d *driver) step(msg lease.Message) {
 		return
 	}
 	if msg.Type == lease.MsgAppend && msg.Epoch >= d.mc.Epoch() {
-		d.holder = msg.From
+		d.holder, d.heard = msg.From, time.Now()
 	}
 	d.handle()
 }
@@ -785,6 +788,10 @@ func (d *driver) publish() {
 		DID: d.did, Role: d.mc.Role().String(), Running: d.mc.Running() && d.started, Epoch: d.mc.Epoch(),
 		AcceptedSeq: acc.Seq, Accepted: acc.ID, AcceptedAt: at, Holder: d.holder, Members: d.g.Members,
 		Moving: d.mc.Running() && (d.handoff != "" || d.regroup),
+		Since:  d.since, LastHeard: d.heard, Started: d.mc.Epoch() > d.g.StartEpoch,
+	}
+	if d.mc.Role() == lease.Holder {
+		st.LastHeard = time.Now()
 	}
 	if c := d.mc.Committed(); c.ID != "" {
 		st.Committed = c.ID
