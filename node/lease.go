@@ -379,13 +379,27 @@ func (m *Mesh) offer(ctx context.Context, h *agents.HostRecord, offer custodyOff
 	info := peer.AddrInfo{ID: id, Addrs: recordAddrs(h, id)}
 	cctx, cancel := context.WithTimeout(ctx, leaseFetchLimit+10*time.Second)
 	defer cancel()
-	if err := m.Host.Connect(cctx, info); err != nil {
-		return fmt.Errorf("connect: %w", err)
+	// Reaching the host gets seconds, not the offer's minutes (which are
+	// for fetching the agent): a host that died but is still advertised
+	// must not hold up a placement — a regroup's agent is stopped meanwhile
+	// (once 63 s, dialling such a host).
+	dctx, dcancel := context.WithTimeout(cctx, offerDialLimit)
+	err = m.Host.Connect(dctx, info)
+	if err == nil {
+		var s network.Stream
+		if s, err = m.Host.NewStream(dctx, id, LeaseProtocol); err == nil {
+			dcancel()
+			return m.offerOn(cctx, s, offer)
+		}
 	}
-	s, err := m.Host.NewStream(cctx, id, LeaseProtocol)
-	if err != nil {
-		return err
-	}
+	dcancel()
+	return fmt.Errorf("reach host %s within %v: %w", h.Peer, offerDialLimit, err)
+}
+
+// offerDialLimit bounds connecting to a host and opening the offer stream.
+const offerDialLimit = 5 * time.Second
+
+func (m *Mesh) offerOn(cctx context.Context, s network.Stream, offer custodyOffer) error {
 	defer s.Close()
 	if dl, ok := cctx.Deadline(); ok {
 		s.SetDeadline(dl)
