@@ -105,6 +105,8 @@ type agentTrack struct {
 	LostAgain      bool
 	LostAgainAt    time.Duration
 	LostAgainKind  string
+	LostBack       bool
+	LostBackAt     time.Duration
 
 	// An agent of a survivor: the first sample at which that survivor
 	// did not run it any more, and when it ran again somewhere.
@@ -288,6 +290,9 @@ func (t *tracker) add(s obsSample) {
 		if a.Stopped && !a.Back && len(ons) > 0 {
 			a.Back, a.BackAt, a.BackOn = true, s.At, ons[0].node
 		}
+		if a.LostAgain && !a.LostBack && len(ons) > 0 {
+			a.LostBack, a.LostBackAt = true, s.At
+		}
 	}
 	if complete {
 		t.lastRunning, t.lastMissing, t.haveComplete = nRunning, nMissing, true
@@ -329,9 +334,36 @@ type recoveryStats struct {
 	TimesS     []float64 `json:"times_s"` // sorted
 	EpochUpMin uint64    `json:"epoch_increase_min"`
 	EpochUpMax uint64    `json:"epoch_increase_max"`
-	// LostAgain: recovered, then later running nowhere or moved again.
+	// LostAgain: recovered, then later running nowhere or moved again;
+	// the gaps (running nowhere) of those that ran again.
 	LostAgain        int      `json:"lost_again"`
+	LostAgainBack    int      `json:"lost_again_running_again"`
+	LostAgainGap     gapStats `json:"lost_again_gap"`
 	LostAgainExample []string `json:"lost_again_examples,omitempty"`
+}
+
+// gapStats summarise how long agents ran nowhere (seconds between the
+// sample that saw them stop and the first that saw them run again).
+type gapStats struct {
+	N    int     `json:"n"`
+	P50S float64 `json:"p50_s"`
+	P99S float64 `json:"p99_s"`
+	MaxS float64 `json:"max_s"`
+}
+
+func gaps(g []float64) gapStats {
+	sort.Float64s(g)
+	if len(g) == 0 {
+		return gapStats{}
+	}
+	return gapStats{N: len(g), P50S: percentile(g, 50), P99S: percentile(g, 99), MaxS: g[len(g)-1]}
+}
+
+func (g gapStats) String() string {
+	if g.N == 0 {
+		return "no gaps"
+	}
+	return fmt.Sprintf("p50 %.2fs, p99 %.2fs, max %.2fs", g.P50S, g.P99S, g.MaxS)
 }
 
 // dupStats are the agents seen on 2+ nodes.
@@ -348,6 +380,7 @@ type outcome struct {
 	SurvivorStops  int           `json:"survivor_stops"`
 	Stops          []stopEvent   `json:"stop_events"` // by time
 	StopsBack      int           `json:"stops_running_again"`
+	StopGap        gapStats      `json:"stop_gap"` // of the stops that ran again
 	HolderChanges  int           `json:"holder_changes"`
 	Dups           dupStats      `json:"on_2plus_nodes"`
 	Samples        int           `json:"samples"`
@@ -365,6 +398,7 @@ func (t *tracker) result() outcome {
 	r.TimesS = []float64{}
 	o.Stops = []stopEvent{}
 	first := true
+	var stopGaps, lostGaps []float64
 	for _, d := range t.order {
 		a := t.agents[d]
 		if a.DupSamples > 0 {
@@ -389,6 +423,7 @@ func (t *tracker) result() outcome {
 					b := a.BackAt.Seconds()
 					e.BackS = &b
 					o.StopsBack++
+					stopGaps = append(stopGaps, (a.BackAt - a.StoppedAt).Seconds())
 				}
 				o.Stops = append(o.Stops, e)
 			}
@@ -409,6 +444,10 @@ func (t *tracker) result() outcome {
 		r.EpochUpMin, r.EpochUpMax = min(r.EpochUpMin, up), max(r.EpochUpMax, up)
 		if a.LostAgain {
 			r.LostAgain++
+			if a.LostBack {
+				r.LostAgainBack++
+				lostGaps = append(lostGaps, (a.LostBackAt - a.LostAgainAt).Seconds())
+			}
 			if len(r.LostAgainExample) < 5 {
 				r.LostAgainExample = append(r.LostAgainExample, fmt.Sprintf("%s: back at %.2fs on %s, then %s at %.2fs",
 					d, a.RecoveredAt.Seconds(), a.RecoveredOn, a.LostAgainKind, a.LostAgainAt.Seconds()))
@@ -416,6 +455,7 @@ func (t *tracker) result() outcome {
 		}
 	}
 	o.SurvivorStops = len(o.Stops)
+	o.StopGap, r.LostAgainGap = gaps(stopGaps), gaps(lostGaps)
 	sort.SliceStable(o.Stops, func(i, j int) bool { return o.Stops[i].AtS < o.Stops[j].AtS })
 	sort.Float64s(r.TimesS)
 	if n := len(r.TimesS); n > 0 {
@@ -995,7 +1035,11 @@ func writeFailover(b *strings.Builder, f *failoverReport) {
 	if len(r.NeverDIDs) > 0 {
 		fmt.Fprintf(b, "  never back, e.g. %s\n", strings.Join(r.NeverDIDs[:min(3, len(r.NeverDIDs))], ", "))
 	}
-	fmt.Fprintf(b, "  stopped or moved again after recovering: %d\n", r.LostAgain)
+	fmt.Fprintf(b, "  stopped or moved again after recovering: %d", r.LostAgain)
+	if r.LostAgain > 0 {
+		fmt.Fprintf(b, " (%d running again by the end; running nowhere %s)", r.LostAgainBack, r.LostAgainGap)
+	}
+	b.WriteString("\n")
 	for _, e := range r.LostAgainExample {
 		fmt.Fprintf(b, "    %s\n", e)
 	}
@@ -1005,7 +1049,7 @@ func writeFailover(b *strings.Builder, f *failoverReport) {
 		for _, e := range o.Stops {
 			at = append(at, fmt.Sprintf("%.1f", e.AtS))
 		}
-		fmt.Fprintf(b, "; first seen at s: %s; %d running again by the end", clip(strings.Join(at, " "), 400), o.StopsBack)
+		fmt.Fprintf(b, "; first seen at s: %s\n  %d running again by the end; running nowhere %s", clip(strings.Join(at, " "), 300), o.StopsBack, o.StopGap)
 	}
 	b.WriteString("\n")
 	for i, e := range o.Stops {

@@ -186,6 +186,12 @@ func TestTrackerSurvivorStops(t *testing.T) {
 		d.BackS == nil || *d.BackS != 9 || d.BackOn != "n0" {
 		t.Errorf("d: %+v", d)
 	}
+	if g := o.StopGap; g.N != 2 || g.P50S != 0 || g.P99S != 3.5 || g.MaxS != 3.5 {
+		t.Errorf("stop gaps: %+v", g)
+	}
+	if g := o.Recovery.LostAgainGap; o.Recovery.LostAgainBack != 1 || g.N != 1 || g.MaxS != 0 {
+		t.Errorf("lost-again gaps: %d %+v", o.Recovery.LostAgainBack, g)
+	}
 	// c n0→n2, d n2→n0, a n0→n2 (after its recovery; the recovery itself
 	// is no holder change).
 	if o.HolderChanges != 3 {
@@ -211,6 +217,9 @@ func TestTrackerStopNotBack(t *testing.T) {
 	o := tr.result()
 	if o.SurvivorStops != 1 || o.StopsBack != 0 || o.Stops[0].BackS != nil || o.Stops[0].Role != "follower" || o.Stops[0].Kind != "stopped" {
 		t.Errorf("%+v", o.Stops)
+	}
+	if o.StopGap.N != 0 || o.StopGap.String() != "no gaps" {
+		t.Errorf("gaps of a stop that never ran again: %+v", o.StopGap)
 	}
 	if o.FinalMissing != 1 || o.FinalRunning != 0 {
 		t.Errorf("final %d running, %d nowhere", o.FinalRunning, o.FinalMissing)
@@ -310,5 +319,25 @@ func TestWriteFailover(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+func TestTrackerLostAgainStopped(t *testing.T) {
+	base, dead := testBase()
+	tr := newTracker([]string{"a"}, base, dead)
+	tr.add(at(2, view("n0", "a@2"), view("n2")))
+	tr.add(at(31, view("n0", "~a@2"), view("n2")))
+	tr.add(at(32, down("n0"), view("n2"))) // partial: not counted as running nowhere
+	tr.add(at(35, view("n0", "a@3"), view("n2")))
+	r := tr.result().Recovery
+	if r.LostAgain != 1 || r.LostAgainBack != 1 || r.LostAgainGap.MaxS != 4 || !strings.Contains(r.LostAgainExample[0], "then stopped at 31.00s") {
+		t.Errorf("%+v", r)
+	}
+}
+
+func TestGaps(t *testing.T) {
+	g := gaps([]float64{3, 1, 2})
+	if g.N != 3 || g.P50S != 2 || g.P99S != 3 || g.MaxS != 3 || g.String() != "p50 2.00s, p99 3.00s, max 3.00s" {
+		t.Errorf("%+v %s", g, g)
 	}
 }
