@@ -519,7 +519,11 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			r.opts.OnTick(r.tick)
 		}
 		if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
-			if err := r.checkpoint(ctx); err != nil {
+			// Nor is a checkpoint in progress (its deadline bounds it): a
+			// stop for a handoff or regroup that cancelled it killed the
+			// instance, lost the ticks since the last checkpoint and made
+			// the next holder run them again (seen in a mass failover).
+			if err := r.checkpoint(context.WithoutCancel(ctx)); err != nil {
 				return r.res, err
 			}
 			if r.failures >= r.opts.MaxFailures {

@@ -60,6 +60,8 @@ testnet (testnet/down.sh DIR) unless --keep.
   --window S     measurement window in seconds (default 60)
   --settle S     seconds from all-running to the window (default 15)
   --parallel P   concurrent publishes (default 16)
+  --upload-each  send the module with every publish (default: upload it once per node,
+                 then publish by its CID)
   --slots K      agent slots per daemon (default ceil(A/N)*2+8: a node's share
                  plus the share of a dead node)
   --wait S       how long to wait for every agent to run (default 60 + A/5)
@@ -110,19 +112,23 @@ type config struct {
 	Nodes    int
 	Agents   int
 	Parallel int
-	Slots    int
-	Window   time.Duration
-	Settle   time.Duration
-	Wait     time.Duration // for all agents to run
-	Tick     time.Duration
-	Dir      string
-	TempDir  bool // Dir was created by the harness
-	Keep     bool
-	JSON     string
-	Bin      string
-	Wasm     string
-	Testnet  string
-	Budget   int64 // microcents
+	// UploadEach sends the module with every publish; by default the
+	// first publish through each node uploads it and the others name it
+	// by CID ({"module": CID}), as a bulk publisher does.
+	UploadEach bool
+	Slots      int
+	Window     time.Duration
+	Settle     time.Duration
+	Wait       time.Duration // for all agents to run
+	Tick       time.Duration
+	Dir        string
+	TempDir    bool // Dir was created by the harness
+	Keep       bool
+	JSON       string
+	Bin        string
+	Wasm       string
+	Testnet    string
+	Budget     int64 // microcents
 	// Mass failover (--kill K > 0): after the window, SIGKILL K nodes at
 	// once and observe the survivors.
 	Kill    int
@@ -152,6 +158,7 @@ func parseArgs(args []string) (config, error) {
 	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "")
 	fs.IntVar(&cfg.Agents, "agents", cfg.Agents, "")
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "")
+	fs.BoolVar(&cfg.UploadEach, "upload-each", false, "")
 	slots := fs.Int("slots", 0, "")
 	window := fs.Float64("window", 60, "")
 	settle := fs.Float64("settle", 15, "")
@@ -650,16 +657,18 @@ type report struct {
 }
 
 type harness struct {
-	cfg    config
-	out    io.Writer // the report
-	logw   io.Writer // progress
-	t0     time.Time
-	http   *http.Client
-	nodes  []*node
-	dids   []string // published, in publish order
-	rep    report
-	logMu  sync.Mutex
-	failed bool
+	modMu   sync.Mutex        // guards modules
+	modules map[string]string // node API → module CID it stored (publish by CID)
+	cfg     config
+	out     io.Writer // the report
+	logw    io.Writer // progress
+	t0      time.Time
+	http    *http.Client
+	nodes   []*node
+	dids    []string // published, in publish order
+	rep     report
+	logMu   sync.Mutex
+	failed  bool
 }
 
 func newHarness(cfg config, stdout, stderr io.Writer) *harness {
@@ -938,6 +947,19 @@ func (h *harness) publishBody() ([]byte, error) {
 	}{wasm, man, h.cfg.Budget})
 }
 
+// moduleBody is a publish request naming a module stored on the node.
+func (h *harness) moduleBody(module string) ([]byte, error) {
+	man, err := os.ReadFile(manifestPath(h.cfg.Wasm))
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(struct {
+		Module   string          `json:"module"`
+		Manifest json.RawMessage `json:"manifest"`
+		Budget   int64           `json:"budget_microcents"`
+	}{module, man, h.cfg.Budget})
+}
+
 // publishOne posts one publish to api and returns the new DID.
 func (h *harness) publishOne(ctx context.Context, api string, body []byte) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -960,12 +982,40 @@ func (h *harness) publishOne(ctx context.Context, api string, body []byte) (stri
 		return "", apiError(resp.StatusCode, data)
 	}
 	var res struct {
-		DID string `json:"did"`
+		DID    string `json:"did"`
+		Module string `json:"module"`
 	}
 	if err := json.Unmarshal(data, &res); err != nil || res.DID == "" {
 		return "", fmt.Errorf("publish answered no DID: %.200q", data)
 	}
+	h.modMu.Lock()
+	if h.modules == nil {
+		h.modules = map[string]string{}
+	}
+	if h.modules[api] == "" {
+		h.modules[api] = res.Module
+	}
+	h.modMu.Unlock()
 	return res.DID, nil
+}
+
+// bodyFor is the request for a publish through api: the module by CID once
+// that node stored it (unless --upload-each), else the module itself.
+func (h *harness) bodyFor(api string, full []byte) []byte {
+	if h.cfg.UploadEach {
+		return full
+	}
+	h.modMu.Lock()
+	mod := h.modules[api]
+	h.modMu.Unlock()
+	if mod == "" {
+		return full
+	}
+	b, err := h.moduleBody(mod)
+	if err != nil {
+		return full
+	}
+	return b
 }
 
 // publish creates the agents: agent i through node i mod N, P at a time,
@@ -991,7 +1041,7 @@ func (h *harness) publish(ctx context.Context) (first, last time.Time, err error
 			for i := range jobs {
 				n := h.nodes[i%len(h.nodes)]
 				for try := 1; ; try++ {
-					did, err := h.publishOne(ctx, n.API, body)
+					did, err := h.publishOne(ctx, n.API, h.bodyFor(n.API, body))
 					if err == nil {
 						dids[i] = did
 						done.Add(1)
