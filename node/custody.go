@@ -878,6 +878,28 @@ func (m *Mesh) onTick(did string, tick uint64) {
 // and places the agent with a new group above epoch. A voluntary move
 // (p.Toward) first checks that the target still ranks in the new group and
 // answers a capacity probe; if not, the old group is kept.
+// custodyPrepare prewarms the hosts a regroup replacing dead would place
+// did with (custody Hooks.Prepare), from the committed head, while the
+// agent still runs.
+func (m *Mesh) custodyPrepare(ctx context.Context, did string, head cid.Cid, members, dead []string) error {
+	_, man, err := m.checkpointManifest(head)
+	if err != nil {
+		return err
+	}
+	hosts, err := m.cachedHosts(ctx)
+	if err != nil {
+		return err
+	}
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
+	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	size := 1 + int(man.Lease.Replicas)
+	if err != nil || len(ranked) < size/2+1 {
+		return fmt.Errorf("too few eligible hosts for a new group of %s (%d): %v", did, len(ranked), err)
+	}
+	_, err = m.prewarmGroup(ctx, did, head, ranked, size)
+	return err
+}
+
 func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	did, head, seq, epoch, key, members, dead := p.DID, p.Head, p.Seq, p.Epoch, p.Key, p.Members, p.Dead
 	if p.Toward != "" {
@@ -893,11 +915,14 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	if err != nil {
 		return err
 	}
-	hosts, err := m.Hosts(ctx)
+	// The host records the review or Prepare just read (≤ 10 s old): a DHT
+	// enumeration now would keep the agent stopped for seconds (dials to
+	// the dead member time out). A stale record costs a declined probe.
+	hosts, err := m.cachedHosts(ctx)
 	if err != nil {
 		return err
 	}
-	hosts = slices.DeleteFunc(hosts, func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
 	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
 	size := 1 + int(man.Lease.Replicas)
 	if err != nil || len(ranked) < size/2+1 {

@@ -124,6 +124,12 @@ type Hooks struct {
 	// holder then resumes the agent); once members left, it must finish or
 	// report that the agent needs revive.
 	Regroup func(p RegroupParams) error
+	// Prepare is called on the holder before it stops the agent to replace
+	// dead members (Regroup): it prewarms the hosts the new group would
+	// have (fetch and verify the lineage up to head, compile the module),
+	// so the agent's pause covers one more checkpoint only. An error keeps
+	// the group for now. Off the driver goroutine, with a 1 min context.
+	Prepare func(ctx context.Context, did string, head cid.Cid, members, dead []string) error
 }
 
 // Commit is a checkpoint a majority of the group stored (Hooks.Committed).
@@ -233,6 +239,9 @@ func (c *Config) validate() error {
 		c.Hooks.Regroup = func(RegroupParams) error {
 			return errors.New("custody: no regroup hook")
 		}
+	}
+	if c.Hooks.Prepare == nil {
+		c.Hooks.Prepare = func(context.Context, string, cid.Cid, []string, []string) error { return nil }
 	}
 	if c.Hooks.Review == nil {
 		c.Hooks.Review = func(context.Context, string, []string, bool) string { return "" }

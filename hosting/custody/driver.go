@@ -30,6 +30,7 @@ const (
 	evFilled                       // a lineage fetch ended
 	evRegrouped                    // a regroup failed before any member left (err)
 	evSuperseded                   // a head record at a higher epoch exists (epoch)
+	evPrepared                     // a regroup's new members were prewarmed (err; dead in dead)
 )
 
 // proposal is a checkpoint this holder made and proposed.
@@ -45,6 +46,7 @@ type event struct {
 	err   error
 	head  hosting.Head // evCommit
 	epoch uint64       // evSuperseded
+	dead  []string     // evPrepared
 }
 
 const (
@@ -81,6 +83,7 @@ type driver struct {
 	handoff   string // transfer target while handing off
 	handoffAt time.Time
 	reviewing bool // a placement review is in flight
+	preparing bool // a regroup's new members are being prewarmed (Hooks.Prepare)
 	filling   bool // a lineage fetch (fillLineage) is in flight
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
@@ -264,6 +267,13 @@ func (d *driver) on(ev event) {
 				}
 			}
 		}
+	case evPrepared:
+		d.preparing = false
+		if ev.err != nil {
+			d.log().warn("prewarm a new custody group; keeping this one until the next review", ev.err)
+			return
+		}
+		d.startRegroup(ev.dead, "")
 	case evRegrouped:
 		// The old group is untouched: run the agent again here.
 		d.regroup, d.regrouping = false, false
@@ -584,11 +594,41 @@ func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
 // that must not delay heartbeats), whether the agent should move.
 func (d *driver) review() {
 	if dead := d.deadMembers(); len(dead) > 0 && !d.m.draining.Load() {
-		d.startRegroup(dead, "")
+		d.prepareRegroup(dead)
 		return
 	}
 	d.reviewFor(d.m.draining.Load())
 }
+
+// prepareRegroup prewarms the members a regroup would place the agent with
+// (Hooks.Prepare: they fetch and verify its lineage up to the committed
+// checkpoint and compile its module) while the agent still runs, and
+// starts the regroup only once that succeeded: the stop that follows then
+// waits for one more checkpoint, not for a whole lineage. Off the driver
+// goroutine; a failure keeps the group as it is until the next review.
+func (d *driver) prepareRegroup(dead []string) {
+	if d.preparing || d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
+		return
+	}
+	c, err := cid.Decode(d.mc.Committed().ID)
+	if err != nil {
+		return
+	}
+	d.preparing = true
+	members := slices.Clone(d.g.Members)
+	go func() {
+		ctx, cancel := context.WithTimeout(d.ctx, prepareLimit)
+		err := d.m.cfg.Hooks.Prepare(ctx, d.did, c, members, dead)
+		cancel()
+		select {
+		case d.inbox <- event{kind: evPrepared, err: err, dead: dead}:
+		case <-d.ctx.Done():
+		}
+	}()
+}
+
+// prepareLimit bounds a regroup's prewarm (Hooks.Prepare).
+const prepareLimit = time.Minute
 
 // watchMembers tracks, on the running holder, since when each member has
 // not been live (acknowledging heartbeats, holding the committed checkpoint).
