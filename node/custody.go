@@ -539,11 +539,17 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 		return ""
 	}
 	self := m.PeerID()
+	// A group below its replica count (placed when too few hosts were
+	// eligible) is filled by the first eligible outsider that answers: the
+	// regroup toward it forms a group of full size. Durability, not rank,
+	// decides; and it does not wait for the outsider to settle.
+	short := len(g.Members) < 1+int(man.Lease.Replicas)
+	anyHost := draining || short
 	for _, h := range ranked {
 		if h.Peer == self || slices.Contains(g.Members, h.Peer) {
 			continue
 		}
-		if !draining && hosting.Rank(agents.AgentID(did), []string{self, h.Peer})[0] != h.Peer {
+		if !anyHost && hosting.Rank(agents.AgentID(did), []string{self, h.Peer})[0] != h.Peer {
 			return "" // the best outsider ranks below this node: stay
 		}
 		if m.moveBackedOff(did, h.Peer) {
@@ -553,7 +559,7 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 		if err != nil {
 			continue
 		}
-		if !draining && m.connectedFor(id) < m.Custody.Timing().MoveAfter {
+		if !anyHost && m.connectedFor(id) < m.Custody.Timing().MoveAfter {
 			// Not settled yet (or not connected): connect now, look again
 			// at the next term end.
 			_ = m.Host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: recordAddrs(h, id)})
@@ -567,10 +573,13 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 		cancel()
 		if err != nil {
 			m.Logger.Debug("custody review: better host declined", "agent", did, "host", h.Peer, "err", err)
-			if draining {
+			if anyHost {
 				continue
 			}
 			return ""
+		}
+		if short {
+			m.Logger.Info("custody: filling a custody group below its replica count", "agent", did, "members", len(g.Members), "want", 1+int(man.Lease.Replicas), "with", h.Peer)
 		}
 		return h.Peer
 	}

@@ -317,3 +317,45 @@ func TestMoveBackoff(t *testing.T) {
 		t.Fatal("still backed off after moveBackoff")
 	}
 }
+
+// TestShortGroupIsFilled: published when only two hosts were eligible, an
+// agent's group has two members (no standby to spare); once a third host
+// joins, the holder's review fills the group to its replica count —
+// whatever that host's rank, without waiting MoveAfter — with no tick lost
+// or redone and one chain.
+func TestShortGroupIsFilled(t *testing.T) {
+	timing := custody.DefaultTiming()
+	timing.MoveAfter = time.Hour // filling must not wait for it
+	var mt moveTicks
+	ms := mt.startMeshes(t, 2, timing)
+	ctx := context.Background()
+	res := publishShortTerm(t, ms[0])
+	if len(res.Members) != 2 {
+		t.Fatalf("placed with %v; want the two hosts there are", res.Members)
+	}
+	waitHolder(t, ms, res.DID)
+	fresh := mt.startMesh(t, 2, t.TempDir(), timing, ms[0])
+	all := append(slices.Clone(ms), fresh)
+	var st custody.Status
+	eventually(t, "a full group of 3", 60*time.Second, func() error {
+		h := holderOf(all, res.DID)
+		if h == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		st, _ = h.Custody.Agent(res.DID)
+		if len(st.Members) != 3 || !slices.Contains(st.Members, fresh.PeerID()) {
+			return fmt.Errorf("group %v", st.Members)
+		}
+		return nil
+	})
+	if n := mt.moves(t); n > 1 {
+		t.Fatalf("%d moves, want at most 1 (the regroup that filled the group)", n)
+	}
+	rep, err := ms[0].VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || len(rep.Forks) != 0 {
+		t.Fatalf("verify after filling the group: %+v", rep)
+	}
+}
