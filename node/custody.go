@@ -879,14 +879,6 @@ func (m *Mesh) onTick(did string, tick uint64) {
 	}
 }
 
-// custodyRegroup replaces a custody group that lost members (custody
-// Hooks.Regroup): the agent is stopped and its final checkpoint committed.
-// It checks a new placement is possible, asks the live old members to
-// leave (a majority of the old group must have left before anything else
-// happens, so the old group can never elect a holder again), leaves itself,
-// and places the agent with a new group above epoch. A voluntary move
-// (p.Toward) first checks that the target still ranks in the new group and
-// answers a capacity probe; if not, the old group is kept.
 // custodyPrepare prewarms the hosts a regroup replacing dead would place
 // did with (custody Hooks.Prepare), from the committed head, while the
 // agent still runs.
@@ -895,20 +887,41 @@ func (m *Mesh) custodyPrepare(ctx context.Context, did string, head cid.Cid, mem
 	if err != nil {
 		return err
 	}
-	hosts, err := m.cachedHosts(ctx)
+	ranked, size, err := m.regroupCandidates(ctx, did, man, dead)
 	if err != nil {
 		return err
-	}
-	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
-	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
-	size := 1 + int(man.Lease.Replicas)
-	if err != nil || len(ranked) < size/2+1 {
-		return fmt.Errorf("too few eligible hosts for a new group of %s (%d): %v", did, len(ranked), err)
 	}
 	_, err = m.prewarmGroup(ctx, did, head, ranked, size)
 	return err
 }
 
+// regroupCandidates ranks the eligible hosts for a new group of did without
+// the dead members, from the host records the review or Prepare just read
+// (≤ 10 s old): a DHT enumeration with the agent stopped kept it stopped
+// for seconds (dials to the dead member time out); a stale record costs a
+// declined probe. It fails below a majority of the group's size.
+func (m *Mesh) regroupCandidates(ctx context.Context, did string, man *agents.Manifest, dead []string) ([]*agents.HostRecord, int, error) {
+	hosts, err := m.cachedHosts(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
+	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	size := 1 + int(man.Lease.Replicas)
+	if err != nil || len(ranked) < size/2+1 {
+		return nil, 0, fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d): %v", did, len(ranked), err)
+	}
+	return ranked, size, nil
+}
+
+// custodyRegroup replaces a custody group that lost members (custody
+// Hooks.Regroup): the agent is stopped and its final checkpoint committed.
+// It checks a new placement is possible, asks the live old members to
+// leave (a majority of the old group must have left before anything else
+// happens, so the old group can never elect a holder again), leaves itself,
+// and places the agent with a new group above epoch. A voluntary move
+// (p.Toward) first checks that the target still ranks in the new group and
+// answers a capacity probe; if not, the old group is kept.
 func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	did, head, seq, epoch, key, members, dead := p.DID, p.Head, p.Seq, p.Epoch, p.Key, p.Members, p.Dead
 	if p.Toward != "" {
@@ -924,18 +937,9 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	if err != nil {
 		return err
 	}
-	// The host records the review or Prepare just read (≤ 10 s old): a DHT
-	// enumeration now would keep the agent stopped for seconds (dials to
-	// the dead member time out). A stale record costs a declined probe.
-	hosts, err := m.cachedHosts(ctx)
+	ranked, size, err := m.regroupCandidates(ctx, did, man, dead)
 	if err != nil {
 		return err
-	}
-	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
-	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
-	size := 1 + int(man.Lease.Replicas)
-	if err != nil || len(ranked) < size/2+1 {
-		return fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d): %v", did, len(ranked), err)
 	}
 	if p.Toward != "" {
 		if i := slices.IndexFunc(ranked, func(h *agents.HostRecord) bool { return h.Peer == p.Toward }); i < 0 || i >= size {

@@ -30,6 +30,16 @@ func Write(path string, data []byte, perm os.FileMode, sync bool) error {
 // WriteFrom is Write for content produced by a function that streams into w.
 // If fill fails, path is left untouched.
 func WriteFrom(path string, perm os.FileMode, sync bool, fill func(w io.Writer) error) error {
+	if !sync {
+		return write(path, perm, fill, nil, nil, nil)
+	}
+	return write(path, perm, fill, (*os.File).Sync, nil, SyncDir)
+}
+
+// write is the one write protocol: temp file → fill → flushFile (before
+// close) → flushData (after close, before the rename) → rename →
+// flushName(dir). Nil steps are skipped.
+func write(path string, perm os.FileMode, fill func(w io.Writer) error, flushFile func(*os.File) error, flushData func() error, flushName func(dir string) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+TempSuffix)
 	if err != nil {
@@ -49,20 +59,25 @@ func WriteFrom(path string, perm os.FileMode, sync bool, fill func(w io.Writer) 
 	if err := fill(f); err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if sync {
-		if err := f.Sync(); err != nil {
+	if flushFile != nil {
+		if err := flushFile(f); err != nil {
 			return fmt.Errorf("fsync %s: %w", tmp, err)
 		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
+	if flushData != nil {
+		if err := flushData(); err != nil {
+			return err
+		}
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
 	}
 	ok = true
-	if sync {
-		return SyncDir(dir)
+	if flushName != nil {
+		return flushName(dir)
 	}
 	return nil
 }

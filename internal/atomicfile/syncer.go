@@ -2,8 +2,8 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 )
@@ -112,36 +112,11 @@ func WriteSynced(path string, data []byte, perm os.FileMode, s *Syncer) error {
 	if s == nil {
 		return Write(path, data, perm, true)
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+TempSuffix)
-	if err != nil {
-		return fmt.Errorf("create temporary file in %s: %w", dir, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := s.Sync(); err != nil {
+	fill := func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	ok = true
-	return s.Sync()
+	return write(path, perm, fill, nil, s.Sync, func(string) error { return s.Sync() })
 }
 
 // SyncDirWith makes changes to dir's entries durable: one group sync, or
