@@ -130,6 +130,15 @@ func TestResolveHeadRecordIsMonotonic(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := ms[2]
+	// The put may land before the routing tables fill (CI: node 2 then
+	// found no record at all): wait until node 2's DHT serves seq 3.
+	eventually(t, "node 2 to read seq 3 from the DHT", 30*time.Second, func() error {
+		if _, err := m.DHT.GetValue(ctx, agents.HeadRecordKey(did)); err != nil {
+			_ = ms[0].DHT.PutValue(ctx, agents.HeadRecordKey(did), headRecord(t, key, ms[1].PeerID(), 3, soon))
+			return err
+		}
+		return nil
+	})
 	m.seenMu.Lock()
 	m.seenHeads = map[string][]byte{did: headRecord(t, key, ms[1].PeerID(), 5, soon)}
 	m.seenMu.Unlock()
