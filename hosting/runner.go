@@ -108,7 +108,11 @@ func (e *Env) validate() error {
 
 // CreateParams describe a new agent.
 type CreateParams struct {
-	Wasm     []byte
+	Wasm []byte
+	// Module, if defined, names a module already stored (Wasm is then
+	// ignored): a bulk publish of one module neither reads it back nor
+	// stores it again, and compiles it once.
+	Module   cid.Cid
 	Manifest *agents.Manifest
 	Budget   int64 // microcents
 	Price    int64 // microcents per second of tick wall time
@@ -137,19 +141,31 @@ func Create(ctx context.Context, env Env, p CreateParams) (Head, error) {
 	if p.Price < 0 {
 		return Head{}, fmt.Errorf("hosting: price must not be negative, got %d µc/s", p.Price)
 	}
-	if len(p.Wasm) > MaxModuleBytes {
-		return Head{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrModuleTooLarge, len(p.Wasm), MaxModuleBytes)
-	}
 	did := agents.DID(p.AgentKey.Public().(ed25519.PublicKey))
-	modCID, err := env.Blocks.PutObjectBytes(p.Wasm)
-	if err != nil {
-		return Head{}, fmt.Errorf("store module: %w", err)
+	modCID, wasm := p.Module, p.Wasm
+	if !modCID.Defined() {
+		if len(wasm) > MaxModuleBytes {
+			return Head{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrModuleTooLarge, len(wasm), MaxModuleBytes)
+		}
+		var err error
+		if modCID, err = env.Blocks.PutObjectBytes(wasm); err != nil {
+			return Head{}, fmt.Errorf("store module: %w", err)
+		}
 	}
 	// Compile before writing anything else, so a bad module leaves only an
 	// unpinned block that GC reclaims.
-	mod, err := env.Runtime.Compile(ctx, modCID.String(), p.Wasm)
-	if err != nil {
-		return Head{}, err
+	mod, ok := env.Runtime.Compiled(modCID.String())
+	if !ok {
+		if wasm == nil || p.Module.Defined() {
+			var err error
+			if wasm, err = env.Blocks.ReadObject(modCID, MaxModuleBytes); err != nil {
+				return Head{}, fmt.Errorf("module %s: %w", modCID, err)
+			}
+		}
+		var err error
+		if mod, err = env.Runtime.Compile(ctx, modCID.String(), wasm); err != nil {
+			return Head{}, err
+		}
 	}
 	manCID, err := env.Blocks.Put(cid.Raw, p.Manifest.Canonical())
 	if err != nil {

@@ -243,3 +243,47 @@ func TestCancelCommitsFinalCheckpoint(t *testing.T) {
 		t.Fatalf("ran %d ticks, final checkpoint at tick %d", res.Ticks, res.Head.Checkpoint.Tick)
 	}
 }
+
+// Create from a stored module's CID: no bytes needed, the same module, and
+// a runtime that never compiled it (a restarted node) reads it from the
+// store; a CID that is not stored is refused with its name.
+func TestCreateFromStoredModule(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a, _ := f.create(t, "counter", 1_000_000_000)
+	_, manPath := testagents.Path(t, "counter")
+	manJSON, _ := os.ReadFile(manPath)
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := a.Head.Checkpoint.Module
+	_, key, _ := agents.GenerateKey(rand.Reader)
+	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Module: mod, Manifest: man, Budget: 1_000_000, AgentKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !head.Checkpoint.Module.Equals(mod) || head.Checkpoint.Agent == a.DID {
+		t.Fatalf("created %s with module %s; want a new agent of module %s", head.Checkpoint.Agent, head.Checkpoint.Module, mod)
+	}
+	if _, err := hosting.Load(ctx, f.env, head.CID, key); err != nil {
+		t.Fatalf("load the agent created by module CID: %v", err)
+	}
+	// A fresh runtime has no compiled copy: the module comes from the store.
+	rt, err := wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	env := f.env
+	env.Runtime = rt
+	_, key2, _ := agents.GenerateKey(rand.Reader)
+	if _, err := hosting.Create(ctx, env, hosting.CreateParams{Module: mod, Manifest: man, Budget: 1_000_000, AgentKey: key2}); err != nil {
+		t.Fatalf("create by module CID on a runtime that never compiled it: %v", err)
+	}
+	missing, _ := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: 0x12, MhLength: -1}.Sum([]byte("no such module"))
+	_, key3, _ := agents.GenerateKey(rand.Reader)
+	if _, err := hosting.Create(ctx, env, hosting.CreateParams{Module: missing, Manifest: man, Budget: 1_000_000, AgentKey: key3}); err == nil || !strings.Contains(err.Error(), missing.String()) {
+		t.Fatalf("create from a module that is not stored: %v", err)
+	}
+}

@@ -371,15 +371,15 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	if req.Module != "" {
-		c, _ := cid.Decode(req.Module) // checked by decodePublishRequest
-		if req.Wasm, err = m.Store.ReadObject(c, hosting.MaxModuleBytes); err != nil {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: module %s is not stored on this node (%v): send the module itself as \"wasm\" once", ErrBadRequest, req.Module, err))
-			return
+	module, _ := cid.Decode(req.Module) // checked by decodePublishRequest; Undef when absent
+	publish := func(progress func(string)) (*PublishResult, error) {
+		if module.Defined() {
+			return m.PublishModule(r.Context(), module, req.Manifest, req.Budget, progress)
 		}
+		return m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, progress)
 	}
 	if r.Header.Get("Accept") != "application/x-ndjson" {
-		res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, nil)
+		res, err := publish(nil)
 		if err != nil {
 			writeErr(w, statusOf(err), err)
 			return
@@ -397,7 +397,7 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-	res, err := m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, func(msg string) {
+	res, err := publish(func(msg string) {
 		_ = enc.Encode(map[string]string{"progress": msg})
 		flush()
 	})
@@ -413,7 +413,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrUnknownAgent), errors.Is(err, keystore.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest):
+	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest), errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrAgentAlive):
 		return http.StatusConflict

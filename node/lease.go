@@ -218,6 +218,20 @@ type PublishResult struct {
 // fewer eligible hosts than a majority of 1+R, nothing is left behind: the
 // new agent's head and key are removed again.
 func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
+	return m.publish(ctx, wasm, cid.Undef, manifestJSON, budget, progress)
+}
+
+// PublishModule is Publish of a module already stored on this node (the
+// Module of an earlier PublishResult): nothing is read back or stored
+// again, and a module compiled before is not compiled again.
+func (m *Mesh) PublishModule(ctx context.Context, module cid.Cid, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
+	if have, err := m.Store.Has(module); err != nil || !have {
+		return nil, fmt.Errorf("%w: module %s is not stored on this node (%v): publish the module itself once", ErrBadRequest, module, err)
+	}
+	return m.publish(ctx, nil, module, manifestJSON, budget, progress)
+}
+
+func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
 	if progress == nil {
 		progress = func(string) {}
 	}
@@ -248,7 +262,7 @@ func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget in
 		return nil, fmt.Errorf("%w: %d host(s) known, none eligible %v", ErrNoHost, len(hosts), why)
 	}
 	progress(fmt.Sprintf("%d eligible host(s) of %d", len(eligible), len(hosts)))
-	did, head, err := m.CreateAgent(ctx, wasm, manifestJSON, budget, m.cfg.Price, nil)
+	did, head, err := m.createAgent(ctx, wasm, module, manifestJSON, budget, m.cfg.Price, nil)
 	if err != nil {
 		return nil, err
 	}

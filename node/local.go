@@ -143,6 +143,12 @@ func (l *Local) Env(ctx context.Context, agentLog func(shortDID, msg string)) (h
 // CreateAgent makes a new agent: a fresh key in the keystore, its module,
 // manifest, genesis and checkpoint 0 in the store, and its head here.
 func (l *Local) CreateAgent(ctx context.Context, wasm, manifestJSON []byte, budget, price int64, agentLog func(string, string)) (string, hosting.Head, error) {
+	return l.createAgent(ctx, wasm, cid.Undef, manifestJSON, budget, price, agentLog)
+}
+
+// createAgent is CreateAgent from the module's bytes or, when module is
+// defined, from a module already in the store.
+func (l *Local) createAgent(ctx context.Context, wasm []byte, module cid.Cid, manifestJSON []byte, budget, price int64, agentLog func(string, string)) (string, hosting.Head, error) {
 	man, err := agents.ParseManifest(manifestJSON)
 	if err != nil {
 		return "", hosting.Head{}, err
@@ -162,7 +168,7 @@ func (l *Local) CreateAgent(ctx context.Context, wasm, manifestJSON []byte, budg
 	if _, err := l.Keys.Put(priv); err != nil {
 		return "", hosting.Head{}, fmt.Errorf("save key of %s: %w", did, err)
 	}
-	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: budget, Price: price, AgentKey: priv})
+	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Module: module, Manifest: man, Budget: budget, Price: price, AgentKey: priv})
 	if err != nil {
 		if derr := l.Keys.Delete(did); derr != nil {
 			err = errors.Join(err, fmt.Errorf("remove the unused key of %s: %w", did, derr))
