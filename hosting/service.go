@@ -36,10 +36,12 @@ type Lease struct {
 	// Fence, if set, is passed to RunOptions.Fence: the custody driver's
 	// lease end in local time.
 	Fence func() time.Time
-	// OnCommit, if set, replaces ServiceConfig.OnCommit for this agent (the
-	// custody driver proposes each checkpoint to its group instead of
-	// publishing it at once).
-	OnCommit func(Head)
+	// OnCheckpoint, if set, replaces ServiceConfig.OnCommit for this agent:
+	// each checkpoint the runner wrote locally is handed to it (the custody
+	// driver proposes it to its group; it is committed only once a majority
+	// stored it, which is what "commit" means there). The runner then does
+	// not pin its checkpoints (the driver pins what the group accepted).
+	OnCheckpoint func(Head)
 	// OnExit, if set, is called once when the run ends by itself (budget,
 	// failures, MaxTicks) — not when Stop or Close ended it.
 	OnExit func(Result, error)
@@ -190,7 +192,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	h.head = a.Head
 	env := s.env
 	key := lease.Key
-	env.NoPins = lease.OnCommit != nil // custody pins the accepted checkpoint itself
+	env.NoPins = lease.OnCheckpoint != nil // custody pins the accepted checkpoint itself
 	env.OnCommit = func(head Head) {
 		h.mu.Lock()
 		h.head = head
@@ -200,8 +202,8 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		h.status.LeaseExpiry = s.env.Now().Add(term)
 		expiry := h.status.LeaseExpiry
 		h.mu.Unlock()
-		if lease.OnCommit != nil {
-			lease.OnCommit(head)
+		if lease.OnCheckpoint != nil {
+			lease.OnCheckpoint(head)
 		} else if s.cfg.OnCommit != nil {
 			s.cfg.OnCommit(head, key, expiry)
 		}

@@ -22,7 +22,7 @@ type evKind int
 const (
 	evMsg        evKind = iota + 1 // a message from a member
 	evEnsured                      // a checkpoint fetch ended
-	evCommit                       // the running agent committed a checkpoint
+	evCheckpoint                   // the running agent wrote a checkpoint locally (to propose)
 	evExit                         // the running agent stopped by itself
 	evReview                       // review placement now (drain)
 	evCampaign                     // campaign now (first holder of a new group)
@@ -44,7 +44,7 @@ type event struct {
 	msg   lease.Message
 	id    string // evEnsured: checkpoint ID
 	err   error
-	head  hosting.Head // evCommit
+	head  hosting.Head // evCheckpoint
 	epoch uint64       // evSuperseded
 	dead  []string     // evPrepared
 }
@@ -231,13 +231,13 @@ func (d *driver) on(ev event) {
 		for _, msg := range msgs {
 			d.step(msg)
 		}
-	case evCommit:
+	case evCheckpoint:
 		if d.proposeHead(ev.head) {
 			d.handle()
 		}
 	case evExit:
 		// Budget exhausted or repeated failures: the final head was proposed
-		// through evCommit; the agent stays held (not running) so no other
+		// through evCheckpoint; the agent stays held (not running) so no other
 		// member restarts it only to fail the same way.
 		d.started = false
 	case evReview:
@@ -506,7 +506,7 @@ func (d *driver) tryStart() {
 		_ = d.m.cfg.Service.Forget(d.did)
 		_, err = d.m.cfg.Service.Accept(d.ctx, hosting.Lease{
 			Head: c, Key: d.key, Epoch: d.mc.Epoch(), Term: time.Duration(d.g.TermMs) * time.Millisecond,
-			Fence: d.fence, OnCommit: d.onCommit, OnExit: d.onExit,
+			Fence: d.fence, OnCheckpoint: d.onCheckpoint, OnExit: d.onExit,
 		})
 	}
 	d.holder = d.m.cfg.Self
@@ -559,9 +559,9 @@ func (d *driver) others() []string {
 	return out
 }
 
-func (d *driver) onCommit(h hosting.Head) {
+func (d *driver) onCheckpoint(h hosting.Head) {
 	select {
-	case d.inbox <- event{kind: evCommit, head: h}:
+	case d.inbox <- event{kind: evCheckpoint, head: h}:
 	case <-d.ctx.Done():
 	}
 }
@@ -679,7 +679,7 @@ func (d *driver) startRegroup(dead []string, toward string) {
 	d.handle()
 }
 
-// proposeHead marks a checkpoint the runner committed locally as stored
+// proposeHead marks a checkpoint the runner wrote locally as stored
 // here and proposes it to the group when it is newer than the accepted one
 // (a handoff's final checkpoint may already be proposed), recording when,
 // for the commit-latency metric. It reports whether it proposed.
