@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -733,21 +732,10 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 			return fmt.Errorf("%w: no free slot", hosting.ErrNoCapacity)
 		}
 		if o.Head != "" {
-			release, err := m.heavyWork(ctx)
-			if err != nil {
-				return err
-			}
-			defer release()
 			return m.prewarm(ctx, o, from)
 		}
 		return nil
 	}
-	// A join fetches, verifies and compiles: heavy work, bounded per node.
-	release, err := m.heavyWork(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
 	if !slices.Contains(o.Members, m.PeerID()) {
 		return fmt.Errorf("%w: this node is not in the offered group", ErrBadMessage)
 	}
@@ -888,21 +876,6 @@ func (m *Mesh) onTick(did string, tick uint64) {
 	m.ticks.Inc()
 	if m.cfg.OnTick != nil {
 		m.cfg.OnTick(did, tick)
-	}
-}
-
-// heavyWork takes one of the node's slots for the heavy custody work it
-// serves — joins and prewarms (fetch, verify, compile) — so that a burst
-// of it (every group a dead node was in being repaired, a bulk publish)
-// queues instead of starving this node's lease drivers. Only work done
-// here holds a slot, never a wait on another node's work (two nodes
-// prewarming for each other would deadlock). It fails when ctx ends first.
-func (m *Mesh) heavyWork(ctx context.Context) (func(), error) {
-	select {
-	case m.heavy <- struct{}{}:
-		return func() { <-m.heavy }, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for a heavy-work slot: %w", ctx.Err())
 	}
 }
 
@@ -1110,8 +1083,3 @@ const (
 	greetAttempts = 12
 	greetRetry    = 5 * time.Second
 )
-
-// heavySlots bounds the node's concurrent heavy custody work (heavyWork):
-// a few per core keeps the cores busy with it while leaving the lease
-// drivers room; waiting offers keep their own deadlines.
-var heavySlots = 2*runtime.GOMAXPROCS(0) + 2

@@ -100,8 +100,6 @@ type Mesh struct {
 	reviewAt    time.Time
 	reviewHosts []*agents.HostRecord
 
-	heavy chan struct{} // slots for heavy custody work (heavyWork)
-
 	pubMu      sync.Mutex // guards pubHosts, pubHostsAt, provided
 	pubHosts   []*agents.HostRecord
 	pubHostsAt time.Time
@@ -166,7 +164,6 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		return nil, err
 	}
 	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), reviewSem: make(chan struct{}, 1), gate: gate,
-		heavy: make(chan struct{}, heavySlots),
 		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
 		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "igor_custody_commit_seconds",
 			Help: "Time from proposing a checkpoint to a majority of its custody group storing it.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
