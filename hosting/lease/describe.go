@@ -27,9 +27,22 @@ func (t MsgType) String() string {
 // String prints a checkpoint as seq:id.
 func (c Checkpoint) String() string { return fmt.Sprintf("%d:%s", c.Seq, c.ID) }
 
-// String prints the hard state on one line.
+// String prints a configuration: c3[a b n] or, joint, c3[a b n|a b d].
+func (c Conf) String() string {
+	if len(c.Joint) == 0 {
+		return fmt.Sprintf("c%d%v", c.Index, c.Members)
+	}
+	return fmt.Sprintf("c%d[%s|%s]", c.Index, strings.Join(c.Members, " "), strings.Join(c.Joint, " "))
+}
+
+// String prints the hard state on one line (the configuration only once
+// it changed).
 func (hs HardState) String() string {
-	return fmt.Sprintf("epoch=%d accepted=%s@%d", hs.Epoch, hs.Accepted, hs.AcceptedAt)
+	s := fmt.Sprintf("epoch=%d accepted=%s@%d", hs.Epoch, hs.Accepted, hs.AcceptedAt)
+	if hs.Conf.Index > 0 {
+		s += " conf=" + hs.Conf.String()
+	}
+	return s
 }
 
 // DescribeMessage prints m on one line, with only the fields its type uses.
@@ -39,17 +52,26 @@ func DescribeMessage(m Message) string {
 	switch m.Type {
 	case MsgAppend:
 		fmt.Fprintf(&b, " r%d cp=%s commit=%d", m.Round, m.Checkpoint, m.Commit)
+		if m.Conf.Index > 0 {
+			fmt.Fprintf(&b, " conf=%s", m.Conf)
+		}
 	case MsgAppendAck:
 		if m.Reject {
 			fmt.Fprintf(&b, " r%d REJECT hint=%d", m.Round, m.Hint)
 		} else {
 			fmt.Fprintf(&b, " r%d seq=%d", m.Round, m.Checkpoint.Seq)
+			if m.Conf.Index > 0 {
+				fmt.Fprintf(&b, " conf=%d", m.Conf.Index)
+			}
 		}
 	case MsgPromise:
 		if m.Reject {
 			fmt.Fprintf(&b, " REJECT hint=%d", m.Hint)
 		} else {
 			fmt.Fprintf(&b, " accepted=%s@%d", m.Checkpoint, m.AcceptedAt)
+			if m.Conf.Index > 0 {
+				fmt.Fprintf(&b, " conf=%s", m.Conf)
+			}
 		}
 	case MsgRelease, MsgHandoff:
 		fmt.Fprintf(&b, " commit=%d", m.Commit)
@@ -76,6 +98,9 @@ func DescribeReady(prefix string, rd Ready) string {
 	for _, m := range rd.Messages {
 		fmt.Fprintf(&b, "%s%s\n", prefix, DescribeMessage(m))
 	}
+	if rd.Removed {
+		fmt.Fprintf(&b, "%sREMOVED from the group\n", prefix)
+	}
 	return b.String()
 }
 
@@ -83,6 +108,9 @@ func DescribeReady(prefix string, rd Ready) string {
 func (m *Machine) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s t=%d %s %s", m.cfg.Self, m.now, m.role, m.hs)
+	if m.removed {
+		b.WriteString(" REMOVED")
+	}
 	switch m.role {
 	case Holder:
 		fmt.Fprintf(&b, " running=%t lease-end=%d commit=%d", m.running, m.leaseEnd, m.committed.Seq)

@@ -22,7 +22,87 @@ var (
 	ErrNotCommitted = errors.New("lease: latest checkpoint not committed yet")
 	// ErrLeaseLive: a campaign while the lease is live in this node's view.
 	ErrLeaseLive = errors.New("lease: lease still live here")
+	// ErrNotMember: a message from a node outside every configuration this
+	// machine knows (e.g. a member removed by a configuration change). It
+	// also wraps ErrInvalidMessage; drivers may drop such messages quietly.
+	ErrNotMember = errors.New("lease: sender is not a member")
+	// ErrChangeInFlight: a configuration change while an earlier one, or a
+	// checkpoint, is not committed yet.
+	ErrChangeInFlight = errors.New("lease: a proposal is not committed yet")
 )
+
+// MaxMembers bounds a configuration (and each of a joint pair).
+const MaxMembers = 9
+
+// Conf is the configuration of a custody group: the members whose
+// majority decides. It is replicated with the checkpoints (PROTOCOL.md,
+// "Membership change in place"). Index 0 is the founding group
+// (Config.Group) and carries no lists; every change raises Index by one.
+type Conf struct {
+	Index   uint64
+	Members []string // sorted; empty when Index is 0
+	// Joint: while a change is in flight, the members before it. Every
+	// quorum (lease, commit, promises) then needs a majority of both.
+	Joint []string
+}
+
+func (c Conf) equal(o Conf) bool {
+	return c.Index == o.Index && slices.Equal(c.Members, o.Members) && slices.Equal(c.Joint, o.Joint)
+}
+
+func (c Conf) clone() Conf {
+	return Conf{Index: c.Index, Members: slices.Clone(c.Members), Joint: slices.Clone(c.Joint)}
+}
+
+// check reports what is wrong with a configuration read from the wire or
+// disk ("" when nothing).
+func (c Conf) check() string {
+	if c.Index == 0 {
+		if len(c.Members) != 0 || len(c.Joint) != 0 {
+			return "configuration 0 (the founding group) carries member lists"
+		}
+		return ""
+	}
+	if len(c.Members) == 0 {
+		return fmt.Sprintf("configuration %d has no members", c.Index)
+	}
+	for _, set := range [][]string{c.Members, c.Joint} {
+		if msg := checkSet(set); msg != "" {
+			return fmt.Sprintf("configuration %d: %s", c.Index, msg)
+		}
+	}
+	return ""
+}
+
+func checkSet(set []string) string {
+	if len(set) > MaxMembers {
+		return fmt.Sprintf("%d members, the limit is %d", len(set), MaxMembers)
+	}
+	if !slices.IsSorted(set) {
+		return "members not sorted"
+	}
+	for i, p := range set {
+		if p == "" || len(p) > maxIDLen {
+			return fmt.Sprintf("member %q is not a peer ID", p)
+		}
+		if i > 0 && set[i-1] == p {
+			return fmt.Sprintf("member %q listed twice", p)
+		}
+	}
+	return ""
+}
+
+// pos orders the values one holder proposes: checkpoints raise seq,
+// configuration changes raise conf.
+type pos struct{ seq, conf uint64 }
+
+func (a pos) less(b pos) bool { return a.seq < b.seq || a.seq == b.seq && a.conf < b.conf }
+
+// entry is a value the holder proposed: its position and checkpoint.
+type entry struct {
+	at pos
+	cp Checkpoint
+}
 
 // Checkpoint names one checkpoint of the agent. ID is opaque to the machine
 // (the driver uses the checkpoint CID).
@@ -42,6 +122,16 @@ type HardState struct {
 	// the highest (AcceptedAt, Seq) among a majority.
 	Accepted   Checkpoint
 	AcceptedAt uint64
+	// Conf is the configuration accepted with Accepted (part of the same
+	// value): the newest this node knows, which it counts quorums by.
+	Conf Conf
+}
+
+func (hs HardState) pos() pos { return pos{hs.Accepted.Seq, hs.Conf.Index} }
+
+// Equal reports whether two hard states are the same.
+func (hs HardState) Equal(o HardState) bool {
+	return hs.Epoch == o.Epoch && hs.Accepted == o.Accepted && hs.AcceptedAt == o.AcceptedAt && hs.Conf.equal(o.Conf)
 }
 
 // MsgType is the kind of a Message.
@@ -78,6 +168,17 @@ type Message struct {
 	AcceptedAt uint64     // MsgPromise
 	Reject     bool       // MsgAppendAck, MsgPromise
 	Hint       uint64     // on Reject: the responder's epoch
+	// Conf: MsgAppend and MsgPromise, the configuration of Checkpoint's
+	// value; MsgAppendAck, only its Index (with Checkpoint.Seq, the
+	// member's accepted position).
+	Conf Conf
+}
+
+// Equal reports whether two messages are the same.
+func (m Message) Equal(o Message) bool {
+	return m.Type == o.Type && m.From == o.From && m.To == o.To && m.Epoch == o.Epoch && m.Round == o.Round &&
+		m.Commit == o.Commit && m.Checkpoint == o.Checkpoint && m.AcceptedAt == o.AcceptedAt &&
+		m.Reject == o.Reject && m.Hint == o.Hint && m.Conf.equal(o.Conf)
 }
 
 // Ready is the batch of outputs to handle, in the order given in the
@@ -88,18 +189,25 @@ type Ready struct {
 	Committed []Checkpoint // newly committed, in seq order
 	Start     *Checkpoint  // resume the agent from this committed checkpoint
 	Messages  []Message    // send last
+	// Removed: this node accepted a configuration without itself. It takes
+	// no further part; the driver leaves the group (deletes its state and
+	// the agent key) after persisting.
+	Removed bool
 }
 
 // Empty reports whether the Ready asks for nothing.
 func (rd Ready) Empty() bool {
-	return rd.Persist == nil && !rd.Stop && len(rd.Committed) == 0 && rd.Start == nil && len(rd.Messages) == 0
+	return rd.Persist == nil && !rd.Stop && len(rd.Committed) == 0 && rd.Start == nil && len(rd.Messages) == 0 && !rd.Removed
 }
 
 // Config configures one Machine. Durations are in ticks of the node's local
 // monotonic clock.
 type Config struct {
-	Self  string   // this node's peer ID
-	Group []string // the custody group, sorted, including Self
+	Self string // this node's peer ID
+	// Group is the founding configuration (Conf index 0), sorted. It
+	// includes Self unless HardState.Conf names a later configuration (a
+	// member added by a change joins with that configuration).
+	Group []string
 	// Rank is Self's position in the rendezvous order of the standbys
 	// (0 = first to try a takeover). It staggers takeover attempts.
 	Rank int
@@ -159,11 +267,14 @@ func (c *Config) validate() error {
 			return bad("Group lists %q twice", c.Group[i])
 		}
 	}
-	if _, ok := slices.BinarySearch(c.Group, c.Self); !ok {
+	if _, ok := slices.BinarySearch(c.Group, c.Self); !ok && c.HardState.Conf.Index == 0 {
 		return bad("Group does not contain Self %q", c.Self)
 	}
-	if c.Rank < 0 || c.Rank >= len(c.Group) {
-		return bad("Rank %d is outside 0..%d", c.Rank, len(c.Group)-1)
+	if msg := c.HardState.Conf.check(); msg != "" {
+		return bad("HardState: %s", msg)
+	}
+	if n := max(len(c.Group), len(c.HardState.Conf.Members)+len(c.HardState.Conf.Joint)); c.Rank < 0 || c.Rank >= n {
+		return bad("Rank %d is outside 0..%d", c.Rank, n-1)
 	}
 	if c.HeartbeatTicks == 0 {
 		c.HeartbeatTicks = 1
@@ -222,8 +333,7 @@ func (r Role) String() string {
 // Machine is one node's view of one agent's custody group. It is not safe
 // for concurrent use.
 type Machine struct {
-	cfg      Config
-	majority int
+	cfg Config
 
 	hs      HardState
 	hsDirty bool
@@ -243,6 +353,7 @@ type Machine struct {
 	promisedAt   uint64
 	released     uint64 // highest epoch whose holder released it to us (Release/Handoff)
 	votes        map[string]Message
+	asked        []string // sorted: every member of a configuration this attempt knows of
 
 	// holder
 	running   bool
@@ -252,17 +363,26 @@ type Machine struct {
 	round     uint64
 	sent      map[uint64]int64           // round → tick sent
 	acks      map[uint64]map[string]bool // round → members that acknowledged
-	match     map[string]uint64          // member → accepted seq at our epoch
+	match     map[string]pos             // member → accepted position at our epoch
 	lastAck   map[string]int64           // member → tick of its latest acknowledgement
-	pending   []Checkpoint               // proposed, not committed (first: recovery)
+	pending   []entry                    // proposed, not committed (first: recovery)
 	committed Checkpoint
+	commitPos pos
 	hasCommit bool
+	// leaving: members the committed configuration dropped that have not
+	// acknowledged it yet; they get the holder's heartbeats, which tell
+	// them they are out, only once the change is committed.
+	leaving []string
+
+	// removed: this node accepted a configuration without itself.
+	removed bool
 
 	// outputs
 	msgs           []Message
 	start          *Checkpoint
 	stop           bool
 	newlyCommitted []Checkpoint
+	removedOut     bool
 }
 
 // New returns a Machine for cfg. A node restarting with a non-zero
@@ -274,7 +394,9 @@ func New(cfg Config) (*Machine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	m := &Machine{cfg: cfg, majority: len(cfg.Group)/2 + 1, hs: cfg.HardState}
+	m := &Machine{cfg: cfg, hs: cfg.HardState}
+	m.hs.Conf = m.hs.Conf.clone()
+	m.removed = !slices.Contains(m.voters(m.hs.Conf), cfg.Self)
 	m.maxSeen = m.hs.Epoch
 	m.quietUntil = int64(cfg.QuietTicks)
 	if m.hs.Epoch == 0 || cfg.Released {
@@ -313,6 +435,20 @@ func (m *Machine) LeaseEnd() int64 {
 // accepted it at.
 func (m *Machine) Accepted() (Checkpoint, uint64) { return m.hs.Accepted, m.hs.AcceptedAt }
 
+// Conf is the configuration this node counts quorums by (the one accepted
+// with its latest value); for index 0 the founding group.
+func (m *Machine) Conf() Conf {
+	c := m.hs.Conf.clone()
+	if c.Index == 0 {
+		c.Members = slices.Clone(m.cfg.Group)
+	}
+	return c
+}
+
+// Removed reports whether this node accepted a configuration without
+// itself: it takes no further part in the group.
+func (m *Machine) Removed() bool { return m.removed }
+
 // Committed is the latest checkpoint this holder knows committed (zero when
 // not a holder or none yet).
 func (m *Machine) Committed() Checkpoint { return m.committed }
@@ -329,7 +465,7 @@ func (m *Machine) Live(p string) bool {
 		return false
 	}
 	at, ok := m.lastAck[p]
-	return ok && m.now-at <= int64(m.cfg.LeaseTicks) && m.match[p] >= m.committed.Seq
+	return ok && m.now-at <= int64(m.cfg.LeaseTicks) && !m.match[p].less(m.commitPos)
 }
 
 // NextTick is the earliest tick after Now at which Tick may do anything
@@ -339,6 +475,9 @@ func (m *Machine) Live(p string) bool {
 // instead of waking every tick, then calls TickTo(its clock tick).
 func (m *Machine) NextTick() int64 {
 	next := int64(1) << 62
+	if m.removed {
+		return next
+	}
 	switch m.role {
 	case Holder:
 		next = min(max(m.leaseEnd, m.wonAt+int64(m.cfg.LeaseTicks)), m.lastRound+int64(m.cfg.HeartbeatTicks))
@@ -359,7 +498,7 @@ func (m *Machine) NextTick() int64 {
 // ErrLeaseLive when this node's view of the lease has not lapsed (or it is
 // not a follower): a live lease is never cut short by a campaign.
 func (m *Machine) Campaign() error {
-	if m.role != Follower || !m.lapsed() {
+	if m.role != Follower || !m.lapsed() || m.removed {
 		return fmt.Errorf("%w: %s is %s, lease lapses here at tick %d, now %d", ErrLeaseLive, m.cfg.Self, m.role, m.lapseAt, m.now)
 	}
 	m.campaign()
@@ -388,6 +527,9 @@ func (m *Machine) TickTo(target int64) {
 	}
 	prev := m.now
 	m.now = target
+	if m.removed {
+		return
+	}
 	switch m.role {
 	case Holder:
 		if m.now >= max(m.leaseEnd, m.wonAt+int64(m.cfg.LeaseTicks)) {
@@ -419,7 +561,7 @@ func (m *Machine) TickTo(target int64) {
 		if every := int64(max(1, m.cfg.HeartbeatTicks/2)); (m.now-m.attemptStart)/every == (prev-m.attemptStart)/every {
 			return
 		}
-		for _, p := range m.cfg.Group {
+		for _, p := range m.asked {
 			if v, ok := m.votes[p]; p != m.cfg.Self && (!ok || v.Reject && v.Hint < m.attempt) {
 				m.send(Message{Type: MsgPromiseRequest, To: p, Epoch: m.attempt})
 			}
@@ -438,11 +580,25 @@ func (m *Machine) Step(msg Message) error {
 	if msg.To != m.cfg.Self {
 		return fmt.Errorf("%w: addressed to %q, this is %q", ErrInvalidMessage, msg.To, m.cfg.Self)
 	}
-	if msg.From == m.cfg.Self || !m.member(msg.From) {
-		return fmt.Errorf("%w: sender %q is not another member of the group", ErrInvalidMessage, msg.From)
+	if msg.From == m.cfg.Self {
+		return fmt.Errorf("%w: a message from this node to itself", ErrInvalidMessage)
 	}
 	if msg.Epoch == 0 {
 		return fmt.Errorf("%w: epoch 0 from %q", ErrInvalidMessage, msg.From)
+	}
+	if bad := msg.checkConf(); bad != "" {
+		return fmt.Errorf("%w: from %q: %s", ErrInvalidMessage, msg.From, bad)
+	}
+	if m.removed {
+		// No further part in the group; only tell a holder that keeps
+		// telling us we are out that we know.
+		if msg.Type == MsgAppend && msg.Epoch == m.hs.AcceptedAt {
+			m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Checkpoint: Checkpoint{Seq: m.hs.Accepted.Seq}, Conf: Conf{Index: m.hs.Conf.Index}})
+		}
+		return nil
+	}
+	if !m.member(msg) {
+		return fmt.Errorf("%w: %w: %q is in no configuration %s knows", ErrInvalidMessage, ErrNotMember, msg.From, m.cfg.Self)
 	}
 	switch msg.Type {
 	case MsgAppend:
@@ -475,9 +631,51 @@ func (m *Machine) Propose(cp Checkpoint) error {
 	}
 	m.hs.Accepted, m.hs.AcceptedAt = cp, m.hs.Epoch
 	m.hsDirty = true
-	m.pending = append(m.pending, cp)
+	m.pending = append(m.pending, entry{m.hs.pos(), cp})
 	m.broadcastRound()
 	return nil
+}
+
+// ChangeConfig replaces the group's members by members (sorted, including
+// this holder) without stopping the agent: a joint configuration of the old
+// and new members is replicated first and, once a majority of both stored
+// it, the new one alone (PROTOCOL.md, "Membership change in place"). A
+// member added must have joined with a HardState naming the joint
+// configuration (JoinConf), or it ignores the holder until it hears of the
+// change. It returns ErrNotHolder, ErrChangeInFlight (a change or a
+// checkpoint is not committed yet: retry after the next commit) or
+// ErrInvalidConfig.
+func (m *Machine) ChangeConfig(members []string) error {
+	if m.role != Holder || !m.running {
+		return fmt.Errorf("%w: %s is %s", ErrNotHolder, m.cfg.Self, m.role)
+	}
+	if len(m.pending) > 0 || len(m.hs.Conf.Joint) > 0 {
+		return fmt.Errorf("%w: %d proposals pending", ErrChangeInFlight, len(m.pending))
+	}
+	next, err := m.JoinConf(members)
+	if err != nil {
+		return err
+	}
+	if slices.Equal(next.Members, m.members(m.hs.Conf)) {
+		return nil
+	}
+	m.hs.Conf = next
+	m.hsDirty = true
+	m.pending = append(m.pending, entry{m.hs.pos(), m.hs.Accepted})
+	m.broadcastRound()
+	return nil
+}
+
+// JoinConf is the joint configuration ChangeConfig(members) would propose
+// now: the configuration a member being added joins with.
+func (m *Machine) JoinConf(members []string) (Conf, error) {
+	if msg := checkSet(members); msg != "" || len(members) == 0 || !slices.Contains(members, m.cfg.Self) {
+		if msg == "" {
+			msg = "it must include this holder " + m.cfg.Self
+		}
+		return Conf{}, fmt.Errorf("%w: new members %v: %s", ErrInvalidConfig, members, msg)
+	}
+	return Conf{Index: m.hs.Conf.Index + 1, Members: slices.Clone(members), Joint: slices.Clone(m.members(m.hs.Conf))}, nil
 }
 
 // Transfer hands the agent to member to (a better host) at the next epoch:
@@ -488,11 +686,14 @@ func (m *Machine) Transfer(to string) error {
 	if m.role != Holder || !m.running {
 		return fmt.Errorf("%w: %s is %s", ErrNotHolder, m.cfg.Self, m.role)
 	}
-	if to == m.cfg.Self || !m.member(to) {
+	if to == m.cfg.Self || !slices.Contains(m.members(m.hs.Conf), to) {
 		return fmt.Errorf("%w: transfer target %q is not another member", ErrInvalidMessage, to)
 	}
 	if len(m.pending) > 0 {
-		return fmt.Errorf("%w: seq %d pending", ErrNotCommitted, m.pending[len(m.pending)-1].Seq)
+		return fmt.Errorf("%w: seq %d pending", ErrNotCommitted, m.pending[len(m.pending)-1].cp.Seq)
+	}
+	if len(m.hs.Conf.Joint) > 0 {
+		return fmt.Errorf("%w: a configuration change is in flight", ErrNotCommitted)
 	}
 	commit := m.committed.Seq
 	m.stepDown()
@@ -501,7 +702,7 @@ func (m *Machine) Transfer(to string) error {
 	// the target, not we, takes the next epoch.
 	m.lapseAt = m.now
 	m.backoffUntil = m.now + int64(m.cfg.RetryTicks)
-	for _, p := range m.cfg.Group {
+	for _, p := range m.voters(m.hs.Conf) {
 		if p != m.cfg.Self && p != to {
 			m.send(Message{Type: MsgRelease, To: p, Epoch: m.hs.Epoch, Commit: commit})
 		}
@@ -512,9 +713,10 @@ func (m *Machine) Transfer(to string) error {
 
 // Ready returns the outputs accumulated since the last Advance.
 func (m *Machine) Ready() Ready {
-	rd := Ready{Stop: m.stop, Start: m.start, Messages: m.msgs, Committed: m.newlyCommitted}
+	rd := Ready{Stop: m.stop, Start: m.start, Messages: m.msgs, Committed: m.newlyCommitted, Removed: m.removedOut}
 	if m.hsDirty {
 		hs := m.hs
+		hs.Conf = hs.Conf.clone()
 		rd.Persist = &hs
 	}
 	return rd
@@ -522,12 +724,56 @@ func (m *Machine) Ready() Ready {
 
 // Advance acknowledges that the last Ready was handled.
 func (m *Machine) Advance() {
-	m.hsDirty, m.stop, m.start, m.msgs, m.newlyCommitted = false, false, nil, nil, nil
+	m.hsDirty, m.stop, m.start, m.msgs, m.newlyCommitted, m.removedOut = false, false, nil, nil, nil, false
 }
 
-func (m *Machine) member(p string) bool {
-	_, ok := slices.BinarySearch(m.cfg.Group, p)
-	return ok
+// members is c's member list (the founding group for index 0).
+func (m *Machine) members(c Conf) []string {
+	if c.Index == 0 {
+		return m.cfg.Group
+	}
+	return c.Members
+}
+
+// voters is every node whose vote a quorum of c counts, sorted.
+func (m *Machine) voters(c Conf) []string {
+	if len(c.Joint) == 0 {
+		return m.members(c)
+	}
+	v := append(slices.Clone(c.Members), c.Joint...)
+	slices.Sort(v)
+	return slices.Compact(v)
+}
+
+// quorum reports whether the nodes for which has is true are a majority
+// of c (of both halves of a joint configuration).
+func (m *Machine) quorum(c Conf, has func(p string) bool) bool {
+	maj := func(set []string) bool {
+		n := 0
+		for _, p := range set {
+			if has(p) {
+				n++
+			}
+		}
+		return n >= len(set)/2+1
+	}
+	return maj(m.members(c)) && (len(c.Joint) == 0 || maj(c.Joint))
+}
+
+// member reports whether msg comes from a node this machine may hear: one
+// of its configuration, one a candidate learned of from promises, or the
+// holder of an Append whose configuration includes both (a member that
+// missed a change learns it from the holder's heartbeat).
+func (m *Machine) member(msg Message) bool {
+	if slices.Contains(m.voters(m.hs.Conf), msg.From) || m.role == Candidate && slices.Contains(m.asked, msg.From) ||
+		m.role == Holder && msg.Type == MsgAppendAck && slices.Contains(m.leaving, msg.From) {
+		return true
+	}
+	if msg.Type == MsgAppend && msg.Conf.Index > m.hs.Conf.Index {
+		v := m.voters(msg.Conf)
+		return slices.Contains(v, msg.From) && slices.Contains(v, m.cfg.Self)
+	}
+	return false
 }
 
 func (m *Machine) send(msg Message) {
@@ -549,7 +795,7 @@ func (m *Machine) becomeFollower() {
 		m.stop = true
 	}
 	m.role = Follower
-	m.votes, m.sent, m.acks, m.match, m.pending = nil, nil, nil, nil, nil
+	m.votes, m.sent, m.acks, m.match, m.pending, m.leaving = nil, nil, nil, nil, nil, nil
 }
 
 // stepDown ends this node's holding; it treats its own lease as just heard,
@@ -574,6 +820,12 @@ func (m *Machine) stepAppend(msg Message) {
 		m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Reject: true, Hint: m.hs.Epoch})
 		return
 	}
+	if m.hs.AcceptedAt == 0 && m.hs.Conf.Index > 0 && msg.Epoch == m.hs.Epoch && (pos{msg.Checkpoint.Seq, msg.Conf.Index}).less(m.hs.pos()) {
+		// We joined at this epoch with the change that adds us (JoinConf);
+		// a heartbeat from before it is stale (it may even tell us we are
+		// out of an older configuration). Ignoring a message is safe.
+		return
+	}
 	if m.role == Holder {
 		if msg.Epoch == m.hs.Epoch {
 			return // impossible: one holder per epoch; ignore rather than obey
@@ -590,11 +842,18 @@ func (m *Machine) stepAppend(msg Message) {
 	m.heard()
 	m.quietUntil = 0 // the group has a holder: from now on the lease timing rules
 	m.commit = max(m.commit, msg.Commit)
-	if msg.Epoch > m.hs.AcceptedAt || (msg.Epoch == m.hs.AcceptedAt && msg.Checkpoint.Seq > m.hs.Accepted.Seq) {
-		m.hs.Accepted, m.hs.AcceptedAt = msg.Checkpoint, msg.Epoch
+	if msg.Epoch > m.hs.AcceptedAt || (msg.Epoch == m.hs.AcceptedAt && m.hs.pos().less(pos{msg.Checkpoint.Seq, msg.Conf.Index})) {
+		m.hs.Accepted, m.hs.AcceptedAt, m.hs.Conf = msg.Checkpoint, msg.Epoch, msg.Conf.clone()
 		m.hsDirty = true
+		if !slices.Contains(m.voters(m.hs.Conf), m.cfg.Self) {
+			// Removed by a committed change (the holder tells a dropped
+			// member only once the change is committed, so no holder can
+			// ever need our vote again): persist it, acknowledge so the
+			// holder stops telling us, and let the driver leave.
+			m.removed, m.removedOut = true, true
+		}
 	}
-	m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Checkpoint: Checkpoint{Seq: m.hs.Accepted.Seq}})
+	m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Checkpoint: Checkpoint{Seq: m.hs.Accepted.Seq}, Conf: Conf{Index: m.hs.Conf.Index}})
 }
 
 func (m *Machine) stepPromiseRequest(msg Message) {
@@ -604,7 +863,7 @@ func (m *Machine) stepPromiseRequest(msg Message) {
 	// changed since — an accepted checkpoint at this epoch could only come
 	// from that candidate after it won, and then it asks no more.
 	if m.role == Follower && msg.Epoch == m.hs.Epoch && msg.Epoch == m.promisedAt && msg.From == m.promisedTo && m.lapsed() {
-		m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt})
+		m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt, Conf: m.hs.Conf.clone()})
 		return
 	}
 	// Two candidates for the same epoch refuse each other and, with a
@@ -629,7 +888,7 @@ func (m *Machine) stepPromiseRequest(msg Message) {
 	m.hs.Epoch = msg.Epoch
 	m.hsDirty = true
 	m.promisedTo, m.promisedAt = msg.From, msg.Epoch
-	m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt})
+	m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt, Conf: m.hs.Conf.clone()})
 }
 
 func (m *Machine) stepRelease(msg Message) {
@@ -658,7 +917,8 @@ func (m *Machine) campaign() {
 	m.attempt = max(m.hs.Epoch, m.maxSeen) + 1
 	m.attemptStart = m.now
 	m.votes = map[string]Message{}
-	for _, p := range m.cfg.Group {
+	m.asked = slices.Clone(m.voters(m.hs.Conf))
+	for _, p := range m.asked {
 		if p != m.cfg.Self {
 			m.send(Message{Type: MsgPromiseRequest, To: p, Epoch: m.attempt})
 		}
@@ -685,13 +945,11 @@ func (m *Machine) stepPromise(msg Message) {
 		// A refusal with a hint at or above our attempt is final (that
 		// member promised or attempts this epoch or a later one); one for a
 		// live lease may turn into a promise when the member's view lapses.
-		final := 0
-		for _, v := range m.votes {
-			if v.Reject && v.Hint >= m.attempt {
-				final++
-			}
-		}
-		if final > len(m.cfg.Group)-m.majority {
+		_, _, conf := m.best()
+		if !m.quorum(conf, func(p string) bool {
+			v, ok := m.votes[p]
+			return !ok || !v.Reject || v.Hint < m.attempt
+		}) {
 			m.giveUp()
 		}
 		return
@@ -699,30 +957,53 @@ func (m *Machine) stepPromise(msg Message) {
 	m.maybeWin()
 }
 
-func (m *Machine) maybeWin() {
-	granted := 1 // ourselves
-	for _, v := range m.votes {
-		if !v.Reject {
-			granted++
-		}
-	}
-	if granted < m.majority || m.attempt <= m.hs.Epoch {
-		return
-	}
-	// Promise ourselves the attempt; choose the highest (AcceptedAt, Seq)
-	// among the majority: it extends every committed checkpoint.
-	best, bestAt := m.hs.Accepted, m.hs.AcceptedAt
-	for _, p := range m.cfg.Group {
+// best is the value with the highest (AcceptedAt, seq, conf) among this
+// candidate's own and the promises it holds. Two promises at the same
+// position are the same value (one holder proposed it).
+func (m *Machine) best() (Checkpoint, uint64, Conf) {
+	best, bestAt, conf := m.hs.Accepted, m.hs.AcceptedAt, m.hs.Conf
+	for _, p := range m.asked {
 		v, ok := m.votes[p]
 		if !ok || v.Reject {
 			continue
 		}
-		if v.AcceptedAt > bestAt || (v.AcceptedAt == bestAt && v.Checkpoint.Seq > best.Seq) {
-			best, bestAt = v.Checkpoint, v.AcceptedAt
+		if v.AcceptedAt > bestAt || (v.AcceptedAt == bestAt && (pos{best.Seq, conf.Index}).less(pos{v.Checkpoint.Seq, v.Conf.Index})) {
+			best, bestAt, conf = v.Checkpoint, v.AcceptedAt, v.Conf
 		}
 	}
+	return best, bestAt, conf
+}
+
+func (m *Machine) maybeWin() {
+	if m.attempt <= m.hs.Epoch {
+		return
+	}
+	// The highest (AcceptedAt, seq, conf) among a quorum extends every
+	// committed value; its configuration is the one to count by, so a
+	// promise naming a newer configuration makes us ask its members too.
+	best, _, conf := m.best()
+	for _, p := range m.voters(conf) {
+		if i, found := slices.BinarySearch(m.asked, p); !found {
+			m.asked = slices.Insert(m.asked, i, p)
+			if p != m.cfg.Self {
+				m.send(Message{Type: MsgPromiseRequest, To: p, Epoch: m.attempt})
+			}
+		}
+	}
+	if !slices.Contains(m.members(conf), m.cfg.Self) {
+		// The group went on without us (or is changing to members without
+		// us): only a member of the new configuration may hold it.
+		m.giveUp()
+		return
+	}
+	if !m.quorum(conf, func(p string) bool {
+		v, ok := m.votes[p]
+		return p == m.cfg.Self || ok && !v.Reject
+	}) {
+		return
+	}
 	m.hs.Epoch = m.attempt
-	m.hs.Accepted, m.hs.AcceptedAt = best, m.attempt
+	m.hs.Accepted, m.hs.AcceptedAt, m.hs.Conf = best, m.attempt, conf.clone()
 	m.hsDirty = true
 	m.role = Holder
 	m.votes = nil
@@ -731,11 +1012,11 @@ func (m *Machine) maybeWin() {
 	m.round = 0
 	m.sent = map[uint64]int64{}
 	m.acks = map[uint64]map[string]bool{}
-	m.match = map[string]uint64{}
+	m.match = map[string]pos{}
 	m.lastAck = map[string]int64{}
-	m.pending = []Checkpoint{best}
+	m.pending = []entry{{m.hs.pos(), best}}
 	m.hasCommit = false
-	m.committed = Checkpoint{}
+	m.committed, m.commitPos = Checkpoint{}, pos{}
 	// The recovered checkpoint is re-accepted at the new epoch by a majority
 	// (committed) before the agent starts from it.
 	m.broadcastRound()
@@ -754,10 +1035,15 @@ func (m *Machine) broadcastRound() {
 		}
 	}
 	m.acks[m.round] = map[string]bool{m.cfg.Self: true}
-	m.match[m.cfg.Self] = m.hs.Accepted.Seq
-	for _, p := range m.cfg.Group {
+	m.match[m.cfg.Self] = m.hs.pos()
+	to := m.voters(m.hs.Conf)
+	m.leaving = slices.DeleteFunc(m.leaving, func(p string) bool { return slices.Contains(to, p) }) // added back
+	if len(m.pending) == 0 && len(m.hs.Conf.Joint) == 0 {
+		to = append(slices.Clone(to), m.leaving...) // the change is committed: tell them
+	}
+	for _, p := range to {
 		if p != m.cfg.Self {
-			m.send(Message{Type: MsgAppend, To: p, Epoch: m.hs.Epoch, Round: m.round, Commit: m.committed.Seq, Checkpoint: m.hs.Accepted})
+			m.send(Message{Type: MsgAppend, To: p, Epoch: m.hs.Epoch, Round: m.round, Commit: m.committed.Seq, Checkpoint: m.hs.Accepted, Conf: m.hs.Conf.clone()})
 		}
 	}
 	m.progress(m.round)
@@ -774,7 +1060,15 @@ func (m *Machine) stepAppendAck(msg Message) {
 	if m.role != Holder || msg.Epoch != m.hs.Epoch {
 		return
 	}
-	m.match[msg.From] = max(m.match[msg.From], msg.Checkpoint.Seq)
+	if i := slices.Index(m.leaving, msg.From); i >= 0 {
+		if !(pos{msg.Checkpoint.Seq, msg.Conf.Index}).less(m.hs.pos()) {
+			m.leaving = slices.Delete(m.leaving, i, i+1) // it knows it is out
+		}
+		return
+	}
+	if at, had := (pos{msg.Checkpoint.Seq, msg.Conf.Index}), m.match[msg.From]; !m.hasMatch(msg.From) || had.less(at) {
+		m.match[msg.From] = at
+	}
 	m.lastAck[msg.From] = m.now
 	if a, ok := m.acks[msg.Round]; ok {
 		a[msg.From] = true
@@ -782,30 +1076,47 @@ func (m *Machine) stepAppendAck(msg Message) {
 	m.progress(msg.Round)
 }
 
+func (m *Machine) hasMatch(p string) bool { _, ok := m.match[p]; return ok }
+
 // progress extends the lease by round r if a majority acknowledged it,
 // commits what a majority stored, and starts the agent once both hold.
+//
+// Quorums count by the holder's newest configuration, which is at least as
+// strict as the one a pending value was proposed under: a joint
+// configuration needs a majority of the old members too, and the new one
+// alone is proposed only once the joint one is committed (so everything
+// before it is).
 func (m *Machine) progress(r uint64) {
-	if a, ok := m.acks[r]; ok && len(a) >= m.majority {
+	if a, ok := m.acks[r]; ok && m.quorum(m.hs.Conf, func(p string) bool { return a[p] }) {
 		m.leaseEnd = max(m.leaseEnd, m.sent[r]+int64(m.cfg.LeaseTicks))
 	}
 	for len(m.pending) > 0 {
-		cp := m.pending[0]
-		n := 0
-		for _, s := range m.match {
-			if s >= cp.Seq {
-				n++
-			}
-		}
-		if n < m.majority {
+		e := m.pending[0]
+		if !m.quorum(m.hs.Conf, func(p string) bool { s, ok := m.match[p]; return ok && !s.less(e.at) }) {
 			break
 		}
 		m.pending = m.pending[1:]
-		m.committed, m.hasCommit = cp, true
-		m.newlyCommitted = append(m.newlyCommitted, cp)
+		if !m.hasCommit || e.cp.Seq > m.committed.Seq {
+			m.committed = e.cp // a configuration change carries the checkpoint before it
+			m.newlyCommitted = append(m.newlyCommitted, e.cp)
+		}
+		m.commitPos, m.hasCommit = e.at, true
 	}
 	if !m.running && m.hasCommit && m.now < m.leaseEnd {
 		m.running = true
 		cp := m.committed
 		m.start = &cp
+	}
+	if len(m.pending) == 0 && len(m.hs.Conf.Joint) > 0 && m.hasCommit {
+		// The joint configuration is committed: now the new members alone.
+		for _, p := range m.hs.Conf.Joint {
+			if !slices.Contains(m.hs.Conf.Members, p) && !slices.Contains(m.leaving, p) {
+				m.leaving = append(m.leaving, p)
+			}
+		}
+		m.hs.Conf = Conf{Index: m.hs.Conf.Index + 1, Members: m.hs.Conf.Members}
+		m.hsDirty = true
+		m.pending = append(m.pending, entry{m.hs.pos(), m.hs.Accepted})
+		m.broadcastRound()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,6 +106,9 @@ type simNode struct {
 	// agent is frozen and counts as not running until the node wakes).
 	pausedUntil float64
 	suspended   bool
+	// absent: not a member and no state (a spare host, or one that left
+	// after a configuration change removed it).
+	absent bool
 }
 
 type sim struct {
@@ -127,6 +131,8 @@ type sim struct {
 	lastStart uint64
 	nextID    int
 
+	founders []string // the founding configuration (Config.Group)
+
 	violation  string
 	calmCommit int
 	trace      []string
@@ -136,6 +142,7 @@ type sim struct {
 
 type simStats struct {
 	starts, commits, fences, crashes, schedules, takeovers, transfers int
+	changes, removals                                                 int // ChangeConfig accepted; members that learned they are out
 	pauses, wakeFences, resumes                                       int // wakeFences: a paused runner stopped on waking
 }
 
@@ -174,31 +181,27 @@ func newSim(seed uint64, tracing bool) *sim {
 	p.pause = rng.Float64() * 0.01
 	s := &sim{p: p, rng: rng, index: map[string]int{}, parent: map[string]string{}, seqOf: map[string]uint64{"g": 0},
 		committed: map[uint64]string{0: "g"}, maxCommit: Checkpoint{ID: "g"}, epochHold: map[uint64]string{}, tracing: tracing}
-	group := make([]string, p.n)
-	for i := range p.n {
-		group[i] = string(rune('a' + i))
-	}
-	ranks := rng.Perm(p.n)
-	for i, name := range group {
-		nd := &simNode{name: name, rank: ranks[i], hs: HardState{Accepted: Checkpoint{ID: "g"}},
-			rnd: rand.New(rand.NewPCG(seed+uint64(i)+1, 7))}
+	// The founders, and two spare hosts a configuration change may add.
+	const spares = 2
+	ranks := rng.Perm(p.n + spares)
+	for i := range p.n + spares {
+		name := string(rune('a' + i))
+		nd := &simNode{name: name, rank: ranks[i] % p.n, hs: HardState{Accepted: Checkpoint{ID: "g"}},
+			rnd: rand.New(rand.NewPCG(seed+uint64(i)+1, 7)), absent: i >= p.n}
 		s.nodes = append(s.nodes, nd)
 		s.index[name] = i
+		if i < p.n {
+			s.founders = append(s.founders, name)
+		}
 	}
-	for i := range s.nodes {
-		s.start(i, group)
+	for i := range p.n {
+		s.start(i, s.founders)
 	}
 	s.push(&simEvent{at: p.chaosEvery * rng.Float64(), kind: evChaos})
 	return s
 }
 
-func (s *sim) group() []string {
-	g := make([]string, len(s.nodes))
-	for i, nd := range s.nodes {
-		g[i] = nd.name
-	}
-	return g
-}
+func (s *sim) group() []string { return s.founders }
 
 func (s *sim) start(i int, group []string) {
 	nd := s.nodes[i]
@@ -211,9 +214,15 @@ func (s *sim) start(i int, group []string) {
 		s.fail("New(%s): %v", nd.name, err)
 		return
 	}
-	nd.m, nd.up = m, true
+	nd.m, nd.up, nd.absent = m, true, false
 	nd.pausedUntil, nd.suspended = 0, false
 	nd.gen++
+	if m.Removed() {
+		// Crashed after persisting its removal, before leaving.
+		s.logf("%s restarts removed", nd.name)
+		s.leave(i)
+		return
+	}
 	s.newRate(nd)
 	// A new process: its monotonic clock starts at an arbitrary phase.
 	s.push(&simEvent{at: s.now + s.rng.Float64()/nd.rate, kind: evTick, node: i, gen: nd.gen})
@@ -229,6 +238,17 @@ func (s *sim) newRate(nd *simNode) {
 	default:
 		nd.rate = 1 - simRho + 2*simRho*s.rng.Float64()
 	}
+}
+
+// leave: a member told it is out deletes its state, as the driver does.
+func (s *sim) leave(i int) {
+	nd := s.nodes[i]
+	if nd.running {
+		s.fail("%s leaves the group while running the agent", nd.name)
+	}
+	s.logf("%s leaves the group", nd.name)
+	nd.up, nd.m, nd.absent, nd.hs = false, nil, true, HardState{}
+	nd.gen++
 }
 
 func (s *sim) crash(i int) {
@@ -341,7 +361,7 @@ func (s *sim) run() {
 				s.push(&simEvent{at: nd.pausedUntil, kind: evDeliver, msg: e.msg})
 				continue
 			}
-			if !nd.up || !s.connected(from, to) {
+			if !nd.up || nd.absent || !s.connected(from, to) {
 				continue
 			}
 			msg := e.msg
@@ -356,7 +376,7 @@ func (s *sim) run() {
 				hb := msg
 				hb.Checkpoint = acc
 				s.logf("deliver (fetching %s) %s", msg.Checkpoint.ID, DescribeMessage(hb))
-				if err := nd.m.Step(hb); err != nil {
+				if err := nd.m.Step(hb); err != nil && !errors.Is(err, ErrNotMember) {
 					s.fail("Step: %v", err)
 				}
 				s.handle(to)
@@ -366,12 +386,14 @@ func (s *sim) run() {
 				continue
 			}
 			s.logf("deliver %s", DescribeMessage(msg))
-			if err := nd.m.Step(msg); err != nil {
+			if err := nd.m.Step(msg); err != nil && !errors.Is(err, ErrNotMember) {
 				s.fail("Step: %v", err)
+			} else if err != nil {
+				s.logf("  refused: %v", err)
 			}
 			s.handle(to)
 		case evRestart:
-			if !s.nodes[e.node].up && !s.calm {
+			if !s.nodes[e.node].up && !s.nodes[e.node].absent && !s.calm {
 				s.start(e.node, s.group())
 			}
 		case evChaos:
@@ -391,7 +413,7 @@ func (s *sim) beginCalm() {
 	s.side, s.cut = nil, nil
 	s.logf("calm: heal, restart all, no loss")
 	for i, nd := range s.nodes {
-		if !nd.up {
+		if !nd.up && !nd.absent {
 			s.start(i, s.group())
 		}
 	}
@@ -401,7 +423,9 @@ func (s *sim) beginCalm() {
 func (s *sim) chaos() {
 	i := s.rng.IntN(len(s.nodes))
 	nd := s.nodes[i]
-	switch s.rng.IntN(11) {
+	switch s.rng.IntN(13) {
+	case 11, 12: // the holder changes the group's members in place
+		s.reconfigure()
 	case 10: // the driver asks for a campaign (publisher's kick, revive)
 		if nd.up && nd.pausedUntil == 0 {
 			err := nd.m.Campaign()
@@ -416,7 +440,7 @@ func (s *sim) chaos() {
 	case 1: // restart a crashed node
 		for k := range s.nodes {
 			j := (i + k) % len(s.nodes)
-			if !s.nodes[j].up {
+			if !s.nodes[j].up && !s.nodes[j].absent {
 				s.start(j, s.group())
 				break
 			}
@@ -477,12 +501,84 @@ func (s *sim) chaos() {
 					s.stats.transfers++
 					s.logf("%s transfers to %s", o.name, nd.name)
 					s.handle(j)
+				case errors.Is(err, ErrInvalidMessage) && !slices.Contains(o.m.Conf().Members, nd.name):
 				case !errors.Is(err, ErrNotCommitted):
 					s.fail("%s Transfer(%s): %v", o.name, nd.name, err)
 				}
 			}
 		}
 	}
+}
+
+// reconfigure: the running holder swaps a member for a spare, adds one or
+// drops one, as the custody driver does to replace a dead member or fill
+// a short group. An added host joins first, with the joint configuration
+// and the committed checkpoint (custody.Manager.Join), like the driver's.
+func (s *sim) reconfigure() {
+	h := -1
+	for j, o := range s.nodes {
+		if o.running && o.pausedUntil == 0 {
+			h = j
+		}
+	}
+	if h < 0 {
+		return
+	}
+	hm := s.nodes[h].m
+	members := hm.Conf().Members
+	var spare []int
+	for j, o := range s.nodes {
+		if o.absent && !slices.Contains(members, o.name) {
+			spare = append(spare, j)
+		}
+	}
+	var others []string
+	for _, p := range members {
+		if p != s.nodes[h].name {
+			others = append(others, p)
+		}
+	}
+	next := slices.Clone(members)
+	var added []int
+	switch op := s.rng.IntN(3); {
+	case op == 0 && len(spare) > 0 && len(others) > 0: // swap
+		out := others[s.rng.IntN(len(others))]
+		next = slices.DeleteFunc(next, func(p string) bool { return p == out })
+		fallthrough
+	case op == 1 && len(spare) > 0 && len(members) < 5: // add
+		j := spare[s.rng.IntN(len(spare))]
+		added = append(added, j)
+		next = append(next, s.nodes[j].name)
+	case len(others) > 1: // drop
+		out := others[s.rng.IntN(len(others))]
+		next = slices.DeleteFunc(next, func(p string) bool { return p == out })
+	default:
+		return
+	}
+	slices.Sort(next)
+	jc, err := hm.JoinConf(next)
+	if err != nil {
+		s.fail("%s JoinConf(%v): %v", s.nodes[h].name, next, err)
+		return
+	}
+	for _, j := range added {
+		nd := s.nodes[j]
+		nd.hs = HardState{Epoch: hm.Epoch(), Accepted: hm.Committed(), Conf: jc}
+		s.start(j, s.group())
+		s.logf("%s joins with %s", nd.name, nd.hs)
+	}
+	if err := hm.ChangeConfig(next); err != nil {
+		if !errors.Is(err, ErrChangeInFlight) {
+			s.fail("%s ChangeConfig(%v): %v", s.nodes[h].name, next, err)
+		}
+		for _, j := range added {
+			s.leave(j) // the holder asks them to leave again
+		}
+		return
+	}
+	s.stats.changes++
+	s.logf("%s changes the members to %v", s.nodes[h].name, next)
+	s.handle(h)
 }
 
 func (s *sim) bounce(i int) {
@@ -511,7 +607,7 @@ func (s *sim) handle(i int) {
 		if err != nil {
 			s.fail("%s: encode %s: %v", nd.name, hs, err)
 		}
-		if back, err := DecodeHardState(data); err != nil || back != hs {
+		if back, err := DecodeHardState(data); err != nil || !back.Equal(hs) {
 			s.fail("%s: HardState %s does not survive encoding: %v", nd.name, hs, err)
 		}
 		nd.hs = hs
@@ -544,12 +640,16 @@ func (s *sim) handle(i int) {
 			s.fail("%s: encode %v: %v", nd.name, m, err)
 		}
 		back, err := DecodeMessage(data)
-		if err != nil || back != m {
+		if err != nil || !back.Equal(m) {
 			s.fail("%s: message %v does not survive the wire: %v", nd.name, m, err)
 		}
 		s.send(back)
 	}
 	nd.m.Advance()
+	if rd.Removed {
+		s.stats.removals++
+		s.leave(i)
+	}
 }
 
 func (s *sim) commit(nd *simNode, c Checkpoint) {
@@ -652,6 +752,14 @@ func simSchedules(t *testing.T) int {
 	return 4000
 }
 
+// simTail: how many trace lines a failure prints (LEASE_SIM_TAIL).
+var simTail = func() int {
+	if n, err := strconv.Atoi(os.Getenv("LEASE_SIM_TAIL")); err == nil && n > 0 {
+		return n
+	}
+	return 80
+}()
+
 func TestRandomSchedules(t *testing.T) {
 	n := simSchedules(t)
 	base := uint64(1)
@@ -678,8 +786,8 @@ func TestRandomSchedules(t *testing.T) {
 				tr.checkLiveness()
 			}
 			tail := tr.trace
-			if len(tail) > 80 {
-				tail = tail[len(tail)-80:]
+			if len(tail) > simTail {
+				tail = tail[len(tail)-simTail:]
 			}
 			if tr.violation != s.violation {
 				t.Errorf("seed %d: traced rerun differs (%q): the simulation is not deterministic", seed, tr.violation)
@@ -696,16 +804,19 @@ func TestRandomSchedules(t *testing.T) {
 		total.pauses += s.stats.pauses
 		total.wakeFences += s.stats.wakeFences
 		total.resumes += s.stats.resumes
+		total.changes += s.stats.changes
+		total.removals += s.stats.removals
 		total.schedules++
 	}
-	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed)",
+	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed), %d membership changes, %d members removed",
 		total.schedules, time.Since(begin).Round(time.Millisecond), total.starts, total.takeovers, total.fences, total.commits, total.crashes, total.transfers,
-		total.pauses, total.wakeFences, total.resumes)
+		total.pauses, total.wakeFences, total.resumes, total.changes, total.removals)
 	// The schedules must exercise what they claim to; a machine that never
 	// hands the agent over would pass the safety checks vacuously.
-	if total.takeovers < n || total.fences < n/2 || total.transfers < n/10 || total.wakeFences < n/10 || total.resumes < n/10 {
-		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers, %d runners stopped and %d resumed on waking in %d schedules",
-			total.takeovers, total.fences, total.transfers, total.wakeFences, total.resumes, n)
+	if total.takeovers < n || total.fences < n/2 || total.transfers < n/10 || total.wakeFences < n/10 || total.resumes < n/10 ||
+		total.changes < n/2 || total.removals < n/4 {
+		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers, %d runners stopped and %d resumed on waking, %d membership changes, %d removals in %d schedules",
+			total.takeovers, total.fences, total.transfers, total.wakeFences, total.resumes, total.changes, total.removals, n)
 	}
 }
 

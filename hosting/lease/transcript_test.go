@@ -126,6 +126,7 @@ type tnode struct {
 	paused   bool
 	pausedAt int
 	deferred []Message
+	left     bool // removed by a configuration change
 }
 
 // runs reports whether the node's agent may run now. A paused node's agent
@@ -334,6 +335,31 @@ func (e *tenv) run(line string) string {
 			return e.fail("%v", err)
 		}
 		out.WriteString(e.handle(name))
+	case "join":
+		// join n via=h members=a,b,n: n joins as the holder h's driver
+		// adds it (custody JoinParams.Conf): its epoch, its committed
+		// checkpoint (at epoch 0) and the joint configuration h's
+		// ChangeConfig(members) will propose.
+		name, h := pos[0], e.nodes[kv["via"]]
+		jc, err := h.m.JoinConf(strings.Split(kv["members"], ","))
+		if err != nil {
+			return e.fail("%v", err)
+		}
+		if e.nodes[name] == nil {
+			e.names = append(e.names, name)
+		}
+		e.nodes[name] = &tnode{rank: len(e.names) - 1, rnd: uint64(len(e.names)),
+			hs: HardState{Epoch: h.m.Epoch(), Accepted: h.m.Committed(), Conf: jc}}
+		if s := e.start(name); s != "" {
+			return s
+		}
+		out.WriteString(e.nodes[name].m.Describe() + "\n")
+	case "reconfigure":
+		name := pos[0]
+		if err := e.nodes[name].m.ChangeConfig(strings.Split(kv["members"], ",")); err != nil {
+			return e.fail("%v", err)
+		}
+		out.WriteString(e.handle(name))
 	case "campaign":
 		name := pos[0]
 		if err := e.nodes[name].m.Campaign(); err != nil {
@@ -344,6 +370,8 @@ func (e *tenv) run(line string) string {
 		for _, n := range e.names {
 			if nd := e.nodes[n]; nd.up {
 				out.WriteString(nd.m.Describe() + "\n")
+			} else if nd.left {
+				fmt.Fprintf(&out, "%s left the group\n", n)
 			} else {
 				fmt.Fprintf(&out, "%s down, persisted %s\n", n, nd.hs)
 			}
@@ -380,7 +408,7 @@ func (e *tenv) deliver(m Message) string {
 		return ""
 	}
 	if err := to.m.Step(m); err != nil {
-		return e.fail("%v", err) + "\n"
+		return fmt.Sprintf("t=%d %s: refused %s: %v\n", e.now, m.To, DescribeMessage(m), err)
 	}
 	return e.handle(m.To)
 }
@@ -406,5 +434,8 @@ func (e *tenv) handle(name string) string {
 	}
 	e.queue = append(e.queue, rd.Messages...)
 	nd.m.Advance()
+	if rd.Removed {
+		nd.up, nd.m, nd.left = false, nil, true // the driver leaves: state and key deleted
+	}
 	return DescribeReady(fmt.Sprintf("t=%d %s: ", e.now, name), rd)
 }

@@ -15,10 +15,18 @@ import (
 // HardState from disk, and a lenient decoder is where a fencing bug hides.
 
 const (
-	wireVersion  = 1
+	wireVersion = 1
+	// wireConf: version 2 appends a configuration (index, members, joint
+	// members). It is used only when the configuration index is non-zero,
+	// so a group that never changed encodes exactly as before.
+	wireConf     = 2
 	maxIDLen     = 128 // peer IDs and checkpoint IDs (CIDs) are far shorter
-	maxWireBytes = 1 + 1 + 3*(1+maxIDLen) + 7*binary.MaxVarintLen64 + 1
+	maxConfBytes = binary.MaxVarintLen64 + 2*(1+MaxMembers*(1+maxIDLen))
+	maxWireBytes = 1 + 1 + 3*(1+maxIDLen) + 7*binary.MaxVarintLen64 + 1 + maxConfBytes
 )
+
+// MaxMessageBytes bounds an encoded Message (transports size frames by it).
+const MaxMessageBytes = maxWireBytes
 
 // ErrBadEncoding wraps every decoding error of this file.
 var ErrBadEncoding = errors.New("lease: bad encoding")
@@ -27,6 +35,66 @@ type wbuf struct{ b []byte }
 
 func (w *wbuf) uvarint(v uint64) { w.b = binary.AppendUvarint(w.b, v) }
 func (w *wbuf) str(s string)     { w.uvarint(uint64(len(s))); w.b = append(w.b, s...) }
+
+func (w *wbuf) conf(c Conf) {
+	w.uvarint(c.Index)
+	for _, set := range [][]string{c.Members, c.Joint} {
+		w.b = append(w.b, byte(len(set)))
+		for _, p := range set {
+			w.str(p)
+		}
+	}
+}
+
+func (r *rbuf) conf() Conf {
+	var c Conf
+	c.Index = r.uvarint("configuration index")
+	for i, what := range []string{"members", "joint members"} {
+		n := int(r.byte1(what + " count"))
+		if r.err != nil {
+			break
+		}
+		if n > MaxMembers {
+			r.fail("%d %s, the limit is %d", n, what, MaxMembers)
+			break
+		}
+		var set []string
+		for range n {
+			set = append(set, r.str(what))
+		}
+		if i == 0 {
+			c.Members = set
+		} else {
+			c.Joint = set
+		}
+	}
+	return c
+}
+
+// checkConf reports what is wrong with m's configuration field ("" when
+// nothing): an Append or granted Promise carries a whole configuration, an
+// AppendAck only its index, other messages none.
+func (m Message) checkConf() string {
+	switch {
+	case m.Type == MsgAppend || m.Type == MsgPromise && !m.Reject:
+		return m.Conf.check()
+	case m.Type == MsgAppendAck && !m.Reject:
+		if len(m.Conf.Members)+len(m.Conf.Joint) > 0 {
+			return "member lists on an AppendAck"
+		}
+		return ""
+	case !m.Conf.equal(Conf{}):
+		return fmt.Sprintf("a configuration on a %s", m.Type)
+	}
+	return ""
+}
+
+func version(c Conf) byte {
+	if c.Index == 0 {
+		return wireVersion
+	}
+	return wireConf
+}
 
 type rbuf struct {
 	b   []byte
@@ -90,8 +158,11 @@ func EncodeMessage(m Message) ([]byte, error) {
 			return nil, fmt.Errorf("%w: ID of %d bytes (limit %d)", ErrInvalidMessage, len(s), maxIDLen)
 		}
 	}
+	if msg := m.checkConf(); msg != "" {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidMessage, msg)
+	}
 	w := &wbuf{b: make([]byte, 0, 96)}
-	w.b = append(w.b, wireVersion, byte(m.Type))
+	w.b = append(w.b, version(m.Conf), byte(m.Type))
 	w.str(m.From)
 	w.str(m.To)
 	w.uvarint(m.Epoch)
@@ -106,6 +177,9 @@ func EncodeMessage(m Message) ([]byte, error) {
 		flags = 1
 	}
 	w.b = append(w.b, flags)
+	if m.Conf.Index > 0 {
+		w.conf(m.Conf)
+	}
 	return w.b, nil
 }
 
@@ -117,8 +191,9 @@ func DecodeMessage(data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrBadEncoding, len(data), maxWireBytes)
 	}
 	r := &rbuf{b: data}
-	if v := r.byte1("version"); r.err == nil && v != wireVersion {
-		r.fail("version %d, this node speaks %d", v, wireVersion)
+	v := r.byte1("version")
+	if r.err == nil && v != wireVersion && v != wireConf {
+		r.fail("version %d, this node speaks %d and %d", v, wireVersion, wireConf)
 	}
 	var m Message
 	m.Type = MsgType(r.byte1("type"))
@@ -141,6 +216,12 @@ func DecodeMessage(data []byte) (Message, error) {
 	default:
 		m.Reject = f == 1
 	}
+	if v == wireConf {
+		m.Conf = r.conf()
+		if msg := m.checkConf(); r.err == nil && msg != "" {
+			r.fail("%s", msg)
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("%d trailing bytes", len(r.b))
 	}
@@ -158,12 +239,18 @@ func EncodeHardState(h HardState) ([]byte, error) {
 	if len(h.Accepted.ID) > maxIDLen {
 		return nil, fmt.Errorf("%w: checkpoint ID of %d bytes (limit %d)", ErrInvalidCheckpoint, len(h.Accepted.ID), maxIDLen)
 	}
+	if msg := h.Conf.check(); msg != "" {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, msg)
+	}
 	w := &wbuf{}
-	w.b = append(w.b, wireVersion)
+	w.b = append(w.b, version(h.Conf))
 	w.uvarint(h.Epoch)
 	w.uvarint(h.Accepted.Seq)
 	w.str(h.Accepted.ID)
 	w.uvarint(h.AcceptedAt)
+	if h.Conf.Index > 0 {
+		w.conf(h.Conf)
+	}
 	return w.b, nil
 }
 
@@ -172,14 +259,21 @@ func EncodeHardState(h HardState) ([]byte, error) {
 // the error is for the operator, never a reason to start from zero.
 func DecodeHardState(data []byte) (HardState, error) {
 	r := &rbuf{b: data}
-	if v := r.byte1("version"); r.err == nil && v != wireVersion {
-		r.fail("version %d, this node reads %d", v, wireVersion)
+	v := r.byte1("version")
+	if r.err == nil && v != wireVersion && v != wireConf {
+		r.fail("version %d, this node reads %d and %d", v, wireVersion, wireConf)
 	}
 	var h HardState
 	h.Epoch = r.uvarint("epoch")
 	h.Accepted.Seq = r.uvarint("accepted seq")
 	h.Accepted.ID = r.str("accepted id")
 	h.AcceptedAt = r.uvarint("acceptedAt")
+	if v == wireConf {
+		h.Conf = r.conf()
+		if msg := h.Conf.check(); r.err == nil && msg != "" {
+			r.fail("%s", msg)
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("%d trailing bytes", len(r.b))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"testing/quick"
@@ -14,6 +15,20 @@ func TestMessageRoundTrip(t *testing.T) {
 	f := func(typ uint8, from, to, id string, epoch, round, commit, seq, at, hint uint64, reject bool) bool {
 		m := Message{Type: MsgType(typ%6 + 1), From: clipID(from), To: clipID(to), Epoch: epoch, Round: round,
 			Commit: commit, Checkpoint: Checkpoint{Seq: seq, ID: clipID(id)}, AcceptedAt: at, Reject: reject, Hint: hint}
+		if round%3 == 1 && m.checkConf() == "" { // a changed configuration (joint every other time)
+			m.Conf = Conf{Index: 1 + commit%5, Members: []string{clipID(from + "m"), clipID(to + "n")}}
+			slices.Sort(m.Conf.Members)
+			m.Conf.Members = slices.Compact(m.Conf.Members)
+			if seq%2 == 0 {
+				m.Conf.Joint = []string{"x", "y", "z"}
+			}
+			if m.checkConf() != "" { // only the index, or nothing, on this type
+				m.Conf = Conf{Index: m.Conf.Index}
+				if m.checkConf() != "" {
+					m.Conf = Conf{}
+				}
+			}
+		}
 		data, err := EncodeMessage(m)
 		if err != nil {
 			return false
@@ -40,20 +55,45 @@ func TestDecodeMessageRejects(t *testing.T) {
 	i := bytes.IndexByte(nonCanonical[6:], 3) + 6
 	nonCanonical = append(nonCanonical[:i], append([]byte{0x83, 0x00}, nonCanonical[i+1:]...)...)
 	cases := map[string][]byte{
-		"empty":          {},
-		"version 2":      append([]byte{2}, good[1:]...),
-		"unknown type":   append([]byte{1, 9}, good[2:]...),
-		"truncated":      good[:len(good)-1],
-		"trailing":       append(append([]byte{}, good...), 0),
-		"bad flags":      append(append([]byte{}, good[:len(good)-1]...), 2),
-		"long id":        append([]byte{1, 1, 0xff, 0x01}, bytes.Repeat([]byte{'x'}, 255)...),
-		"non-canonical":  nonCanonical,
-		"oversized blob": bytes.Repeat([]byte{1}, maxWireBytes+1),
+		"empty":                       {},
+		"version 2, no configuration": append([]byte{2}, good[1:]...),
+		"version 3":                   append([]byte{3}, good[1:]...),
+		"unknown type":                append([]byte{1, 9}, good[2:]...),
+		"truncated":                   good[:len(good)-1],
+		"trailing":                    append(append([]byte{}, good...), 0),
+		"bad flags":                   append(append([]byte{}, good[:len(good)-1]...), 2),
+		"long id":                     append([]byte{1, 1, 0xff, 0x01}, bytes.Repeat([]byte{'x'}, 255)...),
+		"non-canonical":               nonCanonical,
+		"oversized blob":              bytes.Repeat([]byte{1}, maxWireBytes+1),
 	}
 	for name, data := range cases {
 		if _, err := DecodeMessage(data); !errors.Is(err, ErrBadEncoding) {
 			t.Errorf("%s: want ErrBadEncoding, got %v", name, err)
 		}
+	}
+	confMsg := func(c Conf) []byte {
+		// Encoded by hand: EncodeMessage refuses what the decoder must refuse.
+		w := &wbuf{b: append([]byte{}, good...)}
+		w.b[0] = wireConf
+		w.conf(c)
+		return w.b
+	}
+	for name, c := range map[string]Conf{
+		"configuration 0 with lists": {Members: []string{"a"}},
+		"no members":                 {Index: 2},
+		"unsorted members":           {Index: 2, Members: []string{"b", "a"}},
+		"duplicate joint member":     {Index: 2, Members: []string{"a"}, Joint: []string{"a", "a"}},
+		"too many members":           {Index: 2, Members: strings.Split("a b c d e f g h i j", " ")},
+	} {
+		if _, err := DecodeMessage(confMsg(c)); !errors.Is(err, ErrBadEncoding) {
+			t.Errorf("%s: want ErrBadEncoding, got %v", name, err)
+		}
+	}
+	if _, err := DecodeMessage(confMsg(Conf{Index: 2, Members: []string{"a", "b"}, Joint: []string{"a", "c"}})); err != nil {
+		t.Errorf("a valid configuration is refused: %v", err)
+	}
+	if _, err := EncodeMessage(Message{Type: MsgAppend, Conf: Conf{Index: 1}}); !errors.Is(err, ErrInvalidMessage) {
+		t.Errorf("a configuration without members encodes: %v", err)
 	}
 	if _, err := EncodeMessage(Message{Type: 0}); !errors.Is(err, ErrInvalidMessage) {
 		t.Errorf("unknown type encodes: %v", err)
@@ -70,8 +110,20 @@ func TestHardStateRoundTripAndRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := DecodeHardState(data)
-	if err != nil || got != h {
+	if err != nil || !got.Equal(h) {
 		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	if data[0] != wireVersion {
+		t.Fatalf("a HardState of the founding configuration encodes as version %d; it must stay version 1 (older homes)", data[0])
+	}
+	hc := h
+	hc.Conf = Conf{Index: 3, Members: []string{"a", "b", "n"}, Joint: []string{"a", "b", "d"}}
+	dc, err := EncodeHardState(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeHardState(dc); err != nil || !got.Equal(hc) {
+		t.Fatalf("round trip with a configuration: %+v %v", got, err)
 	}
 	bad, _ := EncodeHardState(HardState{Epoch: 1, AcceptedAt: 2})
 	for name, d := range map[string][]byte{
