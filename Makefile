@@ -22,8 +22,9 @@ help:
 	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
 	@echo "testnet-up  N=5 daemons under testnet/run (testnet-down stops them)"
 
+# -buildvcs=auto stamps the git revision for `igor-node version` even where GOFLAGS says -buildvcs=false.
 build:
-	$(GO) build -o $(BIN)/igor-node ./cmd/igor-node
+	$(GO) build -buildvcs=auto -o $(BIN)/igor-node ./cmd/igor-node
 
 agents:
 	bash scripts/build-agents.sh $(AGENTS)

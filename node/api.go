@@ -21,6 +21,7 @@ import (
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/agents/keystore"
 	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/buildinfo"
 )
 
 // MaxPublishBody caps a publish request: a 64 MiB module, base64-encoded, plus the manifest.
@@ -173,7 +174,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		return nil, fmt.Errorf("%w: API listen on %s: %w", ErrAPIConfig, addr, err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.ticks, m.commitLatency,
+	reg.MustRegister(m.ticks, m.commitLatency, buildInfoGauge(buildinfo.Read()),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_custody_groups", Help: "Custody groups this node is a member of."},
 			func() float64 { return float64(len(m.Custody.Status())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_hosted_agents", Help: "Agents running on this node."},
@@ -218,6 +219,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+	mux.HandleFunc("POST /v1/peers/connect", m.apiConnect)
 	mux.HandleFunc("GET /v1/hosts", func(w http.ResponseWriter, r *http.Request) {
 		hs, err := m.Hosts(r.Context())
 		if err != nil {
@@ -283,7 +285,11 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		if err := m.Drain(ctx); err != nil {
-			writeErr(w, http.StatusGatewayTimeout, err)
+			code := http.StatusGatewayTimeout
+			if errors.Is(err, ErrNowhereToDrain) {
+				code = http.StatusServiceUnavailable
+			}
+			writeErr(w, code, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"drained": true, "custody": m.Custody.Status()})
@@ -409,11 +415,47 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 	flush()
 }
 
+// buildInfoGauge is igor_build_info: always 1, with the build as labels
+// (the Prometheus convention for version information).
+func buildInfoGauge(bi buildinfo.Info) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_build_info",
+		Help: "The running igor-node build (always 1): release, module version, VCS revision, Go version.",
+		ConstLabels: prometheus.Labels{"version": bi.Release, "module_version": bi.ModuleVersion,
+			"revision": bi.ShortRevision(), "go_version": bi.GoVersion}},
+		func() float64 { return 1 })
+}
+
+// apiConnect is POST /v1/peers/connect[?timeout=10s] {"addr": MULTIADDR}.
+func (m *Mesh) apiConnect(w http.ResponseWriter, r *http.Request) {
+	timeout, err := parseTimeout(r.URL.Query().Get("timeout"), DefaultConnectTimeout)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	req, err := decodeConnectRequest(r.Body)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	id, err := m.Connect(ctx, req.Addr)
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	res := ConnectResult{Peer: id.String(), Addrs: []string{}}
+	for _, c := range m.Host.Network().ConnsToPeer(id) {
+		res.Addrs = append(res.Addrs, c.RemoteMultiaddr().String())
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrUnknownAgent), errors.Is(err, keystore.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest), errors.Is(err, ErrBadRequest):
+	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest), errors.Is(err, ErrBadRequest), errors.Is(err, ErrBadPeerAddr):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrAgentAlive):
 		return http.StatusConflict

@@ -23,14 +23,9 @@ const DefaultDrainTimeout = 60 * time.Second
 // agents.ParseManifest's full validation). Errors wrap ErrBadRequest; a body
 // cut off by http.MaxBytesReader also wraps the *http.MaxBytesError.
 func decodePublishRequest(body io.Reader) (PublishRequest, error) {
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
 	var req PublishRequest
-	if err := dec.Decode(&req); err != nil {
-		return PublishRequest{}, fmt.Errorf("%w: body is not a publish request: %w (want {\"wasm\": base64, \"manifest\": {...}, \"budget_microcents\": N})", ErrBadRequest, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return PublishRequest{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	if err := decodeStrict(body, &req, "publish", `{"wasm": base64, "manifest": {...}, "budget_microcents": N}`); err != nil {
+		return PublishRequest{}, err
 	}
 	switch {
 	case len(req.Wasm) == 0 && req.Module == "":
@@ -51,9 +46,55 @@ func decodePublishRequest(body io.Reader) (PublishRequest, error) {
 // parseDrainTimeout reads the timeout query parameter of POST /v1/drain: ""
 // means DefaultDrainTimeout, anything else must be a positive Go duration.
 // Errors wrap ErrBadRequest.
-func parseDrainTimeout(v string) (time.Duration, error) {
+func parseDrainTimeout(v string) (time.Duration, error) { return parseTimeout(v, DefaultDrainTimeout) }
+
+// ConnectRequest is the body of POST /v1/peers/connect.
+type ConnectRequest struct {
+	// Addr is the peer's multiaddr, ending in /p2p/<peer id>.
+	Addr string `json:"addr"`
+}
+
+// ConnectResult answers POST /v1/peers/connect.
+type ConnectResult struct {
+	Peer  string   `json:"peer"`
+	Addrs []string `json:"addrs"` // the remote addresses of the connections to it
+}
+
+// decodeConnectRequest reads the body of POST /v1/peers/connect strictly
+// (one JSON object, no unknown fields, an address). The address itself is
+// checked by Mesh.Connect. Errors wrap ErrBadRequest.
+func decodeConnectRequest(body io.Reader) (ConnectRequest, error) {
+	const want = `{"addr": "/ip4/…/tcp/…/p2p/<peer id>"}`
+	var req ConnectRequest
+	if err := decodeStrict(body, &req, "connect", want); err != nil {
+		return ConnectRequest{}, err
+	}
+	if req.Addr == "" {
+		return ConnectRequest{}, fmt.Errorf("%w: addr is empty (want %s)", ErrBadRequest, want)
+	}
+	return req, nil
+}
+
+// decodeStrict decodes body into v: one JSON object, no unknown fields,
+// nothing after it. Errors wrap ErrBadRequest (and, for a body cut off by
+// http.MaxBytesReader, the *http.MaxBytesError) and show want.
+func decodeStrict(body io.Reader, v any, what, want string) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: body is not a %s request: %w (want %s)", ErrBadRequest, what, err, want)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	}
+	return nil
+}
+
+// parseTimeout reads a timeout query parameter: "" means def, anything
+// else must be a positive Go duration. Errors wrap ErrBadRequest.
+func parseTimeout(v string, def time.Duration) (time.Duration, error) {
 	if v == "" {
-		return DefaultDrainTimeout, nil
+		return def, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {

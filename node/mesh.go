@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,12 +22,14 @@ import (
 	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/custody"
+	"github.com/igor-mesh/igor-node/internal/buildinfo"
 	"github.com/igor-mesh/igor-node/internal/p2phost"
 	"github.com/igor-mesh/igor-node/node/exchange"
 )
 
-// Version is the software version advertised in host records.
-const Version = "igor-node/0.2.0"
+// Version is the software version advertised in host records
+// (buildinfo.Release; `igor-node version` adds the revision).
+const Version = "igor-node/" + buildinfo.Release
 
 // HostingCID is the well-known CID every hosting node provides, so hosts
 // can be enumerated with FindProviders.
@@ -79,7 +81,8 @@ type Mesh struct {
 	// custody-group member for.
 	Custody *custody.Manager
 	cnet    *custodyNet
-	gate    *partitionGate // test partitions (POST /v1/debug/partition)
+	gate    *partitionGate  // test partitions (POST /v1/debug/partition)
+	boot    []peer.AddrInfo // bootstrap peers, dialled again while isolated (bootstrap.go)
 
 	ticks         prometheus.Counter   // ticks of hosted agents
 	commitLatency prometheus.Histogram // custody commit latency
@@ -149,15 +152,11 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}
 	var boot []peer.AddrInfo
 	for _, a := range cfg.Bootstrap {
-		ma, err := multiaddr.NewMultiaddr(a)
+		ai, err := ParsePeerAddr(a)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q: %v", ErrBadBootstrap, a, err)
+			return nil, fmt.Errorf("%w: %w", ErrBadBootstrap, err)
 		}
-		ai, err := peer.AddrInfoFromP2pAddr(ma)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %q must end in /p2p/<peer id>: %v", ErrBadBootstrap, a, err)
-		}
-		boot = append(boot, *ai)
+		boot = append(boot, ai)
 	}
 	l, err := OpenLocal(cfg.Home, cfg.Logger)
 	if err != nil {
@@ -214,10 +213,17 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	m.Host.SetStreamHandler(LeaseProtocol, m.handleLease)
 	m.Host.SetStreamHandler(CustodyProtocol, m.handleCustody)
 	m.Host.SetStreamHandler(StatusProtocol, m.handleStatus)
-	if n, err := m.DHT.Bootstrap(ctx); err != nil {
+	n, err := m.DHT.Bootstrap(ctx)
+	if err != nil {
 		return nil, err
-	} else if len(boot) > 0 && n == 0 {
-		cfg.Logger.Warn("no bootstrap peer reachable; running alone until a peer connects", "tried", len(boot))
+	}
+	m.boot = slices.DeleteFunc(boot, func(ai peer.AddrInfo) bool { return ai.ID == m.Host.ID() })
+	if len(m.boot) > 0 {
+		if n == 0 {
+			cfg.Logger.Warn("no bootstrap peer reachable; retrying in the background (every few seconds, backing off to 20 s)", "tried", len(m.boot))
+		}
+		m.wg.Add(1)
+		go m.rebootstrapLoop(n > 0)
 	}
 	m.wg.Add(1)
 	go func() {
@@ -350,15 +356,6 @@ func (m *Mesh) reprovide() {
 			m.Logger.Debug("reprovide", "cid", c, "err", err)
 		}
 	}
-}
-
-// Drain moves every agent this node runs elsewhere (see custody.Manager.Drain)
-// and waits until none runs here or ctx ends. The node advertises no free
-// slot from the start, so nobody places new agents on it meanwhile.
-func (m *Mesh) Drain(ctx context.Context) error {
-	m.Custody.BeginDrain()
-	m.kickAdvertise()
-	return m.Custody.Drain(ctx)
 }
 
 func (m *Mesh) kickAdvertise() {

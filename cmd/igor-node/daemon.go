@@ -73,7 +73,12 @@ func newDaemonCmd(g *globalFlags) *cobra.Command {
 		Short: "Join the mesh, host agents, and serve the local API",
 		Long: `Starts a mesh node: a libp2p host (TCP + QUIC), the /igor Kademlia DHT in server
 mode, block exchange, and the hosting service. With no --bootstrap peers it runs
-as a one-node mesh. The HTTP/JSON API (and Prometheus metrics at /metrics) listens
+as a one-node mesh. Whenever it has no peer (its bootstrap peers were down at
+start-up, or it lost them all) it dials its bootstrap peers again, after 1 s and
+backing off to every 20 s, so nodes may start in any order; 'igor-node connect'
+adds a peer by hand. On SIGINT/SIGTERM it hands the agents it runs to other
+custody members (--drain-timeout) and stops; it stops at once on a second
+signal, or when no other node is connected to take them. The HTTP/JSON API (and Prometheus metrics at /metrics) listens
 on loopback; its address is written to HOME/api.addr for the other commands.
 With --api-remote and a non-loopback --api, every request needs the bearer token
 kept in --api-token-file (default HOME/api.token); the other commands send it.`,
@@ -96,8 +101,8 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext()
-			defer stop()
+			ctx, now, release := shutdownSignals()
+			defer release()
 			m, err := node.StartMesh(ctx, node.MeshConfig{
 				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns,
 				Run: hosting.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
@@ -134,19 +139,31 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 			<-ctx.Done()
 			// A graceful stop hands every agent running here to another
 			// member of its custody group (final checkpoint committed, no
-			// tick lost). What cannot move in time stops without a final
-			// checkpoint and is taken over after the lease wait.
-			lg.Info("shutting down: handing hosted agents off", "timeout", drainTimeout)
+			// tick lost). What cannot move in time, or has nowhere to go,
+			// stops without a final checkpoint and is taken over after the
+			// lease wait. A second signal cuts the drain short.
 			if drainTimeout > 0 {
-				dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
-				if err := m.Drain(dctx); err != nil {
+				lg.Info("shutting down: handing hosted agents off (signal again to stop at once)", "timeout", drainTimeout)
+				dctx, dcancel := context.WithTimeout(now, drainTimeout)
+				err := m.Drain(dctx)
+				dcancel()
+				switch {
+				case err == nil:
+				case errors.Is(err, node.ErrNowhereToDrain):
+					lg.Warn("not draining: agents resume from their last committed checkpoint", "reason", err)
+				case now.Err() != nil:
+					lg.Warn("second signal: stopping at once without handing the remaining agents off", "err", err)
+				default:
 					lg.Warn("drain incomplete", "err", err)
 				}
-				dcancel()
 			}
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			lg.Info("shutting down")
+			sctx, cancel := context.WithTimeout(now, 30*time.Second)
 			defer cancel()
-			return srv.Close(sctx)
+			if err := srv.Close(sctx); err != nil && now.Err() == nil {
+				return err
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -157,7 +174,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 	f.StringVar(&apiTokenPath, "api-token-file", "", "file holding the API bearer token, created 0600 with a random token if absent (default HOME/api.token when the API is not loopback-only)")
 	f.IntVar(&slots, "slots", 8, "agents this node hosts at once (0: do not host)")
 	f.IntVar(&maxConns, "max-conns", 0, "libp2p connection limit (0: the default 256; half inbound, trimmed from half to a quarter)")
-	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once)")
+	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once; a second signal, or no connected peer, also stops at once)")
 	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
 	lf.add(cmd)
 	cmd.Flags().Lookup("max-ticks").Hidden = true

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "igor-node")
-	build := exec.Command("go", "build", "-o", binPath, ".")
+	build := exec.Command("go", "build", "-buildvcs=auto", "-o", binPath, ".") // stamped like `make build` (TestVersion)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build igor-node:", err)
@@ -234,17 +234,34 @@ func TestBudgetExhaustion(t *testing.T) {
 	}
 }
 
+// cliCase is a command line that must fail with an exit status and a
+// message that mentions want.
+type cliCase struct {
+	name string
+	args []string
+	want string
+	code int
+}
+
+// cliCases runs each case in home as a subtest.
+func cliCases(t *testing.T, home string, cases []cliCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := igor(t, home, c.args...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.want) {
+				t.Fatalf("exit %d (want %d), stderr %q (want it to mention %q)", r.code, c.code, r.stderr, c.want)
+			}
+		})
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	home := t.TempDir()
 	wasm, manifest := testagents.Path(t, "heartbeat")
 	tmp := t.TempDir()
 
-	cases := []struct {
-		name string
-		args []string
-		want string
-		code int
-	}{
+	cliCases(t, home, []cliCase{
 		{"unknown DID", []string{"inspect", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}, "unknown agent", 1},
 		{"garbage ref", []string{"inspect", "not-a-thing"}, "neither a DID", 1},
 		{"bad DID verify", []string{"verify", "did:key:zzz"}, "neither a DID nor a CAR", 2},
@@ -254,15 +271,7 @@ func TestBadInput(t *testing.T) {
 		{"no args", []string{"run"}, "needs AGENT.wasm", 2},
 		{"unknown flag", []string{"run", "--bogus", wasm}, "unknown flag", 2},
 		{"export without -o", []string{"export", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}, "-o", 2},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			r := igor(t, home, c.args...)
-			if r.code != c.code || !strings.Contains(r.stderr, c.want) {
-				t.Fatalf("exit %d (want %d), stderr %q (want it to mention %q)", r.code, c.code, r.stderr, c.want)
-			}
-		})
-	}
+	})
 
 	t.Run("malformed manifest creates nothing", func(t *testing.T) {
 		bad := filepath.Join(tmp, "bad.json")

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/igor-mesh/igor-node/internal/buildinfo"
 )
 
 // exitError carries a process exit code chosen by a command (e.g. 1 for an
@@ -50,6 +52,9 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.Version = buildinfo.Read().String()
+	root.SetVersionTemplate("igor-node {{.Version}}\n")
+	commandGroup(root)
 	root.PersistentFlags().StringVar(&g.home, "home", "", "node home directory (default $IGOR_HOME or ~/.igor)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
@@ -57,7 +62,7 @@ func newRootCmd() *cobra.Command {
 		newExportCmd(g), newImportCmd(g), newKeysCmd(g), newListCmd(g),
 		newDaemonCmd(g), newPublishCmd(g), newAgentCmd(g), newPeersCmd(g), newHostsCmd(g),
 		newDrainCmd(g), newReviveCmd(g), newCustodyCmd(g),
-		newFsckCmd(g),
+		newFsckCmd(g), newConnectCmd(g), newVersionCmd(),
 	)
 	return root
 }
