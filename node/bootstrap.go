@@ -151,7 +151,7 @@ func (m *Mesh) rebootstrapLoop(started bool) {
 			continue
 		}
 		wait = nextRebootstrap(wait)
-		m.Logger.Info("re-bootstrap: no bootstrap peer reachable; retrying", "in", wait)
+		m.Logger.Debug("re-bootstrap: no bootstrap peer reachable; retrying", "in", wait)
 		timer.Reset(jitter(wait))
 	}
 }
