@@ -140,12 +140,15 @@ func (m *Mesh) rebootstrapLoop(started bool) {
 		for _, ai := range m.boot {
 			m.clearDialBackoff(ai.ID)
 		}
+		alone := len(m.Host.Network().Peers()) == 0
 		n, err := m.DHT.Bootstrap(m.ctx)
 		if m.ctx.Err() != nil {
 			return
 		}
 		if err == nil && n > 0 {
-			m.Logger.Info("re-bootstrap: reached bootstrap peers", "connected", n)
+			if alone { // not while connected, waiting for the routing table to fill
+				m.Logger.Info("re-bootstrap: reached bootstrap peers", "connected", n)
+			}
 			wait = rebootstrapFirst
 			timer.Reset(rebootstrapCheck)
 			continue
