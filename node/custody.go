@@ -39,7 +39,7 @@ import (
 const CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
 
 const (
-	maxCustodyFrame = 1024
+	maxCustodyFrame = 256 + lease.MaxMessageBytes // DID, group ID and a message naming a whole configuration
 	custodyQueue    = 1024
 	custodyDial     = 3 * time.Second
 	custodyIdle     = 2 * time.Minute  // an inbound stream silent this long is closed
@@ -521,10 +521,11 @@ func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, 
 // betterOutsider returns the host outside did's group it should move to
 // (see custodyReview), or "".
 func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) string {
-	g, err := m.Custody.Group(did)
+	st, err := m.Custody.Agent(did)
 	if err != nil {
 		return ""
 	}
+	members := st.Members // the current configuration, not the founding one
 	head, man, err := m.agentManifest(did)
 	if err != nil {
 		m.Logger.Debug("custody review: manifest", "agent", did, "err", err)
@@ -543,10 +544,10 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 	// eligible) is filled by the first eligible outsider that answers: the
 	// regroup toward it forms a group of full size. Durability, not rank,
 	// decides; and it does not wait for the outsider to settle.
-	short := len(g.Members) < 1+int(man.Lease.Replicas)
+	short := len(members) < 1+int(man.Lease.Replicas)
 	anyHost := draining || short
 	for _, h := range ranked {
-		if h.Peer == self || slices.Contains(g.Members, h.Peer) {
+		if h.Peer == self || slices.Contains(members, h.Peer) {
 			continue
 		}
 		if !anyHost && hosting.Rank(agents.AgentID(did), []string{self, h.Peer})[0] != h.Peer {
@@ -579,7 +580,7 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 			return ""
 		}
 		if short {
-			m.Logger.Info("custody: filling a custody group below its replica count", "agent", did, "members", len(g.Members), "want", 1+int(man.Lease.Replicas), "with", h.Peer)
+			m.Logger.Info("custody: filling a custody group below its replica count", "agent", did, "members", len(members), "want", 1+int(man.Lease.Replicas), "with", h.Peer)
 		}
 		return h.Peer
 	}
@@ -705,6 +706,21 @@ type custodyOffer struct {
 	Released bool     `json:"released,omitempty"`
 	DID      string   `json:"did"`
 	From     []string `json:"from"` // where to fetch the blocks
+	// Add: join a running group as a member added in place. Members,
+	// Genesis and StartEpoch are the group's record (its ID), Head/Seq the
+	// holder's committed checkpoint, Epoch the holder's epoch and Conf the
+	// joint configuration it proposes.
+	Add        bool       `json:"add,omitempty"`
+	Genesis    string     `json:"genesis,omitempty"`
+	StartEpoch uint64     `json:"start_epoch,omitempty"`
+	Conf       *offerConf `json:"conf,omitempty"`
+}
+
+// offerConf is a lease configuration in an offer.
+type offerConf struct {
+	Index   uint64   `json:"index"`
+	Members []string `json:"members"`
+	Joint   []string `json:"joint,omitempty"`
 }
 
 // acceptCustody serves a custody offer: fetch the agent's DAG from the
@@ -736,7 +752,11 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 		}
 		return nil
 	}
-	if !slices.Contains(o.Members, m.PeerID()) {
+	if o.Add {
+		if o.Conf == nil || !slices.Contains(o.Conf.Members, m.PeerID()) {
+			return fmt.Errorf("%w: an add offer must carry a configuration that includes this node", ErrBadMessage)
+		}
+	} else if !slices.Contains(o.Members, m.PeerID()) {
 		return fmt.Errorf("%w: this node is not in the offered group", ErrBadMessage)
 	}
 	head, err := cid.Decode(o.Head)
@@ -778,6 +798,16 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	}
 	members := slices.Sorted(slices.Values(o.Members))
 	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs, Publisher: from.String()}
+	if o.Add {
+		g.Genesis, g.StartEpoch = o.Genesis, o.StartEpoch
+		conf := lease.Conf{Index: o.Conf.Index, Members: o.Conf.Members, Joint: o.Conf.Joint}
+		if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Add: &custody.AddParams{Head: head, Seq: o.Seq, Epoch: o.Epoch, Conf: conf}}); err != nil {
+			return err
+		}
+		m.kickAdvertise()
+		m.Logger.Info("custody: added to a running group", "agent", a.DID, "configuration", conf.String(), "from", from)
+		return nil
+	}
 	if o.Epoch < a.Head.Checkpoint.Epoch {
 		return fmt.Errorf("%w: offer starts the group at epoch %d, below the checkpoint's epoch %d", ErrBadMessage, o.Epoch, a.Head.Checkpoint.Epoch)
 	}
@@ -879,24 +909,112 @@ func (m *Mesh) onTick(did string, tick uint64) {
 	}
 }
 
-// custodyPrepare prewarms the hosts a regroup replacing dead would place
-// did with (custody Hooks.Prepare), from the committed head, while the
-// agent still runs.
-func (m *Mesh) custodyPrepare(ctx context.Context, did string, head cid.Cid, members, dead []string) error {
-	_, man, err := m.checkpointManifest(head)
+// custodyReplace changes did's custody group in place (custody
+// Hooks.Replace): the dead members out, the group filled to its replica
+// count with the best-ranked eligible hosts outside it (p's toward hint
+// first: a review found and prewarmed it). The would-be members are probed
+// with the head in parallel (fetch, verify, compile) and those that answer
+// join with the joint configuration; if one of them then fails, the others
+// are asked to leave and the group stays as it is. The agent runs
+// throughout.
+func (m *Mesh) custodyReplace(ctx context.Context, p custody.ReplaceParams) ([]string, error) {
+	_, man, err := m.checkpointManifest(p.Head)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ranked, size, err := m.regroupCandidates(ctx, did, man, dead)
+	keep := slices.DeleteFunc(slices.Clone(p.Members), func(x string) bool { return slices.Contains(p.Dead, x) })
+	need := 1 + int(man.Lease.Replicas) - len(keep)
+	if need <= 0 {
+		if len(p.Dead) == 0 {
+			return nil, custody.ErrNoChange
+		}
+		return keep, nil
+	}
+	hosts, err := m.cachedHosts(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = m.prewarmGroup(ctx, did, head, ranked, size)
-	return err
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool {
+		return slices.Contains(p.Members, h.Peer) || slices.Contains(p.Dead, h.Peer)
+	})
+	ranked, err := hosting.Place(agents.AgentID(p.DID), man, hosts, time.Now())
+	if err != nil || len(ranked) == 0 {
+		if len(p.Dead) == 0 {
+			return nil, custody.ErrNoChange
+		}
+		return nil, fmt.Errorf("replace %v of %s: no eligible host outside the group: %v", p.Dead, p.DID, err)
+	}
+	// Probe twice as many as needed at once, so one that declines or is
+	// gone does not cost another round.
+	n := min(len(ranked), 2*need)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	pctx, cancel := context.WithTimeout(ctx, leaseFetchLimit)
+	for i, h := range ranked[:n] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.offer(pctx, h, custodyOffer{Version: 2, DID: p.DID, Probe: true, Head: p.Head.String(), From: m.PeerAddrs()})
+		}()
+	}
+	wg.Wait()
+	cancel()
+	var picked []*agents.HostRecord
+	for i, h := range ranked[:n] {
+		if errs[i] == nil && len(picked) < need {
+			picked = append(picked, h)
+		}
+	}
+	if len(picked) == 0 {
+		return nil, fmt.Errorf("replace %v of %s: no eligible host answered: %v", p.Dead, p.DID, errors.Join(errs...))
+	}
+	next := slices.Clone(keep)
+	for _, h := range picked {
+		next = append(next, h.Peer)
+	}
+	slices.Sort(next)
+	conf, err := p.Conf(ctx, next)
+	if err != nil {
+		return nil, err
+	}
+	addrs := map[string][]string{}
+	for _, x := range keep {
+		if id, err := peer.Decode(x); err == nil {
+			for _, a := range m.Host.Peerstore().Addrs(id) {
+				addrs[x] = append(addrs[x], a.String())
+			}
+		}
+	}
+	add := custodyOffer{Version: 2, DID: p.DID, Add: true, Head: p.Head.String(), Seq: p.Seq, Epoch: p.Epoch,
+		Seed: p.Key.Seed(), TermMs: p.Group.TermMs, Members: p.Group.Members, Genesis: p.Group.Genesis,
+		StartEpoch: p.Group.StartEpoch, Conf: &offerConf{Index: conf.Index, Members: conf.Members, Joint: conf.Joint},
+		Addrs: addrs, From: m.PeerAddrs()}
+	jerrs := make([]error, len(picked))
+	for i, h := range picked {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			jerrs[i] = m.offer(ctx, h, add)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(jerrs...); err != nil {
+		leave := custodyOffer{Version: 2, DID: p.DID, Leave: true}
+		for i, h := range picked {
+			if jerrs[i] == nil {
+				if lerr := m.offer(ctx, h, leave); lerr != nil {
+					m.Logger.Warn("custody: undo an added member", "agent", p.DID, "host", h.Peer, "err", lerr)
+				}
+			}
+		}
+		return nil, fmt.Errorf("replace %v of %s: a new member did not join: %w", p.Dead, p.DID, err)
+	}
+	m.Logger.Info("custody: new members joined; the holder proposes them", "agent", p.DID, "members", next, "dead", p.Dead)
+	return next, nil
 }
 
 // regroupCandidates ranks the eligible hosts for a new group of did without
-// the dead members, from the host records the review or Prepare just read
+// the dead members, from the host records the review just read
 // (≤ 10 s old): a DHT enumeration with the agent stopped kept it stopped
 // for seconds (dials to the dead member time out); a stale record costs a
 // declined probe. It fails below a majority of the group's size.

@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -21,12 +22,12 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	did, ggot, got, err := readFrame(bufio.NewReader(bytes.NewReader(frame)))
-	if err != nil || did != fuzzDID || got != msg || ggot != gid {
+	if err != nil || did != fuzzDID || !got.Equal(msg) || ggot != gid {
 		t.Fatalf("round trip: %q %v %+v %v", did, ggot, got, err)
 	}
 	bad := map[string][]byte{
 		"zero length": {0},
-		"too long":    {0xff, 0x10},
+		"too long":    binary.AppendUvarint(nil, maxCustodyFrame+1),
 		"bad DID":     append([]byte{6, 4}, "abcd\x01\x01"...),
 		"truncated":   frame[:len(frame)-1],
 	}

@@ -55,14 +55,16 @@ func (m *Mesh) orphaned(st custody.Status) bool {
 
 // checkEvicted leaves st's group if the agent lives on in another: its head
 // record (signed by the agent key) names a higher epoch, and the holder it
-// names answers with a member list that is not ours. No proof, no leave: a
+// names answers with a member list without this node. No proof, no leave: a
 // member merely cut off from its own group (the holder answers with our
 // list, or does not answer) stays, and its holder regroups it if needed.
 func (m *Mesh) checkEvicted(st custody.Status) {
 	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
 	defer cancel()
 	rec, err := m.resolveHeadRecord(ctx, st.DID)
-	if err != nil || rec.Epoch <= st.Epoch || rec.Holder == m.PeerID() {
+	// The same epoch counts: a change in place keeps the epoch, and a member
+	// removed while it was down never heard that it was out.
+	if err != nil || rec.Epoch < st.Epoch || rec.Holder == m.PeerID() {
 		return
 	}
 	id, err := peer.Decode(rec.Holder)
@@ -70,8 +72,8 @@ func (m *Mesh) checkEvicted(st custody.Status) {
 		return
 	}
 	live, err := m.askStatus(ctx, id, st.DID)
-	if err != nil || !live.OK || live.Epoch <= st.Epoch || slices.Equal(live.Members, st.Members) {
-		return
+	if err != nil || !live.OK || live.Epoch < st.Epoch || slices.Contains(live.Members, m.PeerID()) {
+		return // no proof: the holder counts us (its list may be newer than ours after a change in place)
 	}
 	m.Logger.Warn("custody: this node's group of the agent was replaced without it; leaving and deleting its state and key",
 		"agent", st.DID, "our epoch", st.Epoch, "our members", st.Members, "holder", rec.Holder, "their epoch", live.Epoch, "their members", live.Members)

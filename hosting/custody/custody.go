@@ -124,13 +124,36 @@ type Hooks struct {
 	// holder then resumes the agent); once members left, it must finish or
 	// report that the agent needs revive.
 	Regroup func(p RegroupParams) error
-	// Prepare is called on the holder before it stops the agent to replace
-	// dead members (Regroup): it prewarms the hosts the new group would
-	// have (fetch and verify the lineage up to head, compile the module),
-	// so the agent's pause covers one more checkpoint only. An error keeps
-	// the group for now. Off the driver goroutine, with a 1 min context.
-	Prepare func(ctx context.Context, did string, head cid.Cid, members, dead []string) error
+	// Replace changes the group's members in place, without stopping the
+	// agent (docs/PROTOCOL.md, "Membership change in place"): it is called
+	// on the running holder when members are dead (Dead), or when a review
+	// found the group below its replica count. It picks and prewarms new
+	// hosts, makes them join (Manager.Join with JoinParams.Add, the joint
+	// configuration from p.Conf) and returns the new member list, which the
+	// holder then proposes. ErrNoChange: nothing to replace or fill. Off the
+	// driver goroutine, with a 1 min context.
+	Replace func(ctx context.Context, p ReplaceParams) ([]string, error)
 }
+
+// ErrNoChange: Hooks.Replace found nothing to replace or fill.
+var ErrNoChange = errors.New("custody: no membership change needed")
+
+// ReplaceParams is what Hooks.Replace is asked to do.
+type ReplaceParams struct {
+	DID     string
+	Head    cid.Cid // the latest committed checkpoint: new members start from it
+	Seq     uint64
+	Epoch   uint64 // the holder's epoch
+	Key     ed25519.PrivateKey
+	Group   Group    // the group's record (its ID fields go to new members)
+	Members []string // the current members
+	Dead    []string // members not heard from for RegroupAfter
+	// Conf reserves the joint configuration the holder will propose for
+	// members (lease.Machine.JoinConf, on the driver's goroutine): what
+	// the new members join with. Call it once the member list is final.
+	Conf func(ctx context.Context, members []string) (lease.Conf, error)
+}
+
 
 // Commit is a checkpoint a majority of the group stored (Hooks.Committed).
 type Commit struct {
@@ -240,8 +263,8 @@ func (c *Config) validate() error {
 			return errors.New("custody: no regroup hook")
 		}
 	}
-	if c.Hooks.Prepare == nil {
-		c.Hooks.Prepare = func(context.Context, string, cid.Cid, []string, []string) error { return nil }
+	if c.Hooks.Replace == nil {
+		c.Hooks.Replace = func(context.Context, ReplaceParams) ([]string, error) { return nil, ErrNoChange }
 	}
 	if c.Hooks.Review == nil {
 		c.Hooks.Review = func(context.Context, string, []string, bool) string { return "" }
@@ -380,6 +403,18 @@ type JoinParams struct {
 	// this member: it need not wait out a lease before promising
 	// (lease.Config.Released). Never for a revive.
 	Released bool
+	// Add: this node joins a running group as a member added in place
+	// (Hooks.Replace on its holder). Group then is the group's record as
+	// its members have it (same ID).
+	Add *AddParams
+}
+
+// AddParams describe a membership added in place.
+type AddParams struct {
+	Head  cid.Cid    // the holder's committed checkpoint, its blocks here and verified
+	Seq   uint64     // its seq
+	Epoch uint64     // the holder's epoch
+	Conf  lease.Conf // the joint configuration the holder proposes, including this node
 }
 
 // Join makes this node a member of a new custody group: it stores the key
@@ -390,13 +425,19 @@ func (m *Manager) Join(p JoinParams) error {
 	if err := g.validate(); err != nil {
 		return err
 	}
-	if _, ok := slices.BinarySearch(g.Members, m.cfg.Self); !ok {
+	if p.Add != nil {
+		if p.Add.Conf.Index == 0 || !slices.Contains(p.Add.Conf.Members, m.cfg.Self) || p.Add.Epoch == 0 {
+			return fmt.Errorf("%w: an added member needs the holder's epoch and a changed configuration that includes it (%s)", ErrBadGroup, p.Add.Conf)
+		}
+	} else if _, ok := slices.BinarySearch(g.Members, m.cfg.Self); !ok {
 		return fmt.Errorf("%w: this node %s is not in the member list", ErrBadGroup, m.cfg.Self)
 	}
 	if len(p.Key) != ed25519.PrivateKeySize || agents.DID(p.Key.Public().(ed25519.PublicKey)) != g.Agent {
 		return fmt.Errorf("%w: the escrowed key is not the key of %s", ErrBadGroup, g.Agent)
 	}
-	g.StartEpoch = p.Epoch
+	if p.Add == nil {
+		g.StartEpoch = p.Epoch
+	}
 	m.mu.Lock()
 	old, exists := m.drivers[g.Agent]
 	m.mu.Unlock()
@@ -406,7 +447,10 @@ func (m *Manager) Join(p JoinParams) error {
 		// membership whose group the others have left; anything else is a
 		// duplicate or stale offer.
 		st := old.snapshot()
-		if old.gid == g.ID() || g.StartEpoch < st.Epoch || st.Running {
+		// A repeated add (the holder's first attempt was not proposed)
+		// replaces an added membership that never heard a holder.
+		readd := p.Add != nil && old.gid == g.ID() && st.Conf > 0 && st.LastHeard.IsZero() && !st.Running
+		if !readd && (old.gid == g.ID() || g.StartEpoch < st.Epoch || st.Running || p.Add != nil) {
 			return fmt.Errorf("%w: %s (group %s at epoch %d)", ErrExists, g.Agent, old.gid, st.Epoch)
 		}
 		m.cfg.Logger.Info("custody: a newer group replaces this membership", "agent", g.Agent, "old group", old.gid, "epoch", st.Epoch, "new start epoch", g.StartEpoch)
@@ -420,6 +464,18 @@ func (m *Manager) Join(p JoinParams) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadGroup, err)
 	}
+	hs := lease.HardState{Epoch: p.Epoch, Accepted: lease.Checkpoint{Seq: p.Seq, ID: g.Genesis}, AcceptedAt: p.Epoch}
+	if p.Add != nil {
+		// The committed checkpoint with the joint configuration the holder
+		// reserved, accepted at the holder's epoch: this fresh state then
+		// never promises an epoch a former incarnation of this node
+		// promised, and its vote never counts in a configuration older
+		// than the one it joined (at ballot 0, a re-added member's vote
+		// with a stale member's made a majority of the founding members and
+		// lost a committed checkpoint in the simulator).
+		head = p.Add.Head
+		hs = lease.HardState{Epoch: p.Add.Epoch, Accepted: lease.Checkpoint{Seq: p.Add.Seq, ID: head.String()}, AcceptedAt: p.Add.Epoch, Conf: p.Add.Conf}
+	}
 	if err := m.cfg.Blocks.Pin(head); err != nil {
 		return err
 	}
@@ -429,7 +485,6 @@ func (m *Manager) Join(p JoinParams) error {
 	if err := m.st.saveGroup(g); err != nil {
 		return err
 	}
-	hs := lease.HardState{Epoch: p.Epoch, Accepted: lease.Checkpoint{Seq: p.Seq, ID: g.Genesis}, AcceptedAt: p.Epoch}
 	if err := m.st.saveHardState(g.Agent, hs); err != nil {
 		return err
 	}
@@ -466,7 +521,12 @@ func (m *Manager) Leave(did, from string) error {
 	d, ok := m.drivers[did]
 	if ok && from != "" && from != m.cfg.Self {
 		st := d.snapshot()
-		if !(st.Epoch == d.g.StartEpoch && from == d.g.Publisher) && !(from == st.Holder && st.Role == lease.Follower.String()) {
+		// The publisher may undo a placement before the group's first
+		// epoch, the holder that added this node in place may undo the add
+		// before it took effect (no value accepted from a holder yet), and
+		// the holder this member follows may ask it to leave (a regroup).
+		undoAdd := from == d.g.Publisher && st.LastHeard.IsZero() && st.Conf > 0
+		if !(st.Epoch == d.g.StartEpoch && from == d.g.Publisher) && !undoAdd && !(from == st.Holder && st.Role == lease.Follower.String()) {
 			m.mu.Unlock()
 			return fmt.Errorf("%w: %s asked this node to leave the group of %s; only its holder (%s) may", ErrNotAllowed, from, did, st.Holder)
 		}
@@ -494,10 +554,17 @@ func (m *Manager) Leave(did, from string) error {
 }
 
 func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, campaign bool, quiet int, released bool) error {
-	ranked := hosting.Rank(agents.AgentID(g.Agent), g.Members)
-	rank := slices.Index(ranked, m.cfg.Self)
+	members := g.Members
+	if hs.Conf.Index > 0 {
+		members = slices.Sorted(slices.Values(append(slices.Clone(hs.Conf.Members), hs.Conf.Joint...)))
+		members = slices.Compact(members)
+	}
+	ranked := hosting.Rank(agents.AgentID(g.Agent), members)
+	rank := max(slices.Index(ranked, m.cfg.Self), 0) // 0 for a member removed before it left: it leaves at once
 	cfg := m.cfg.Timing.leaseConfig(m.cfg.Self, g.Members, rank, hs, quiet)
 	cfg.Released = released
+	aid, self := agents.AgentID(g.Agent), m.cfg.Self
+	cfg.RankIn = func(members []string) int { return slices.Index(hosting.Rank(aid, members), self) }
 	mc, err := lease.New(cfg)
 	if err != nil {
 		return fmt.Errorf("custody group of %s: %w", g.Agent, err)
@@ -544,17 +611,20 @@ func (m *Manager) Deliver(did string, gid GroupID, from string, msg lease.Messag
 
 // Status is one membership as this node sees it.
 type Status struct {
-	DID         string    `json:"did"`
-	Role        string    `json:"role"` // follower, candidate, holder
-	Running     bool      `json:"running"`
-	Epoch       uint64    `json:"epoch"`
-	AcceptedSeq uint64    `json:"accepted_seq"`
-	Accepted    string    `json:"accepted"`
-	AcceptedAt  uint64    `json:"accepted_at"`
-	Committed   string    `json:"committed,omitempty"`
-	Holder      string    `json:"holder,omitempty"` // latest holder heard from (or this node)
-	Members     []string  `json:"members"`
-	LeaseEnd    time.Time `json:"lease_end,omitzero"`
+	DID         string   `json:"did"`
+	Role        string   `json:"role"` // follower, candidate, holder
+	Running     bool     `json:"running"`
+	Epoch       uint64   `json:"epoch"`
+	AcceptedSeq uint64   `json:"accepted_seq"`
+	Accepted    string   `json:"accepted"`
+	AcceptedAt  uint64   `json:"accepted_at"`
+	Committed   string   `json:"committed,omitempty"`
+	Holder      string   `json:"holder,omitempty"` // latest holder heard from (or this node)
+	Members     []string `json:"members"`
+	// Conf is the index of the lease configuration Members come from (0:
+	// the founding members; each change in place adds one).
+	Conf     uint64    `json:"conf,omitempty"`
+	LeaseEnd time.Time `json:"lease_end,omitzero"`
 	// Moving: this holder is handing the agent off or regrouping it (the
 	// agent is stopped here and not yet running elsewhere).
 	Moving bool `json:"moving,omitempty"`

@@ -30,7 +30,8 @@ const (
 	evFilled                       // a lineage fetch ended
 	evRegrouped                    // a regroup failed before any member left (err)
 	evSuperseded                   // a head record at a higher epoch exists (epoch)
-	evPrepared                     // a regroup's new members were prewarmed (err; dead in dead)
+	evReplaced                     // Hooks.Replace ended: new members in members (err; toward in id)
+	evJoinConf                     // Hooks.Replace reserves a configuration for members (answer on reply)
 )
 
 // proposal is a checkpoint this holder made and proposed.
@@ -40,13 +41,20 @@ type proposal struct {
 }
 
 type event struct {
-	kind  evKind
-	msg   lease.Message
-	id    string // evEnsured: checkpoint ID
-	err   error
-	head  hosting.Head // evCheckpoint
-	epoch uint64       // evSuperseded
-	dead  []string     // evPrepared
+	kind    evKind
+	msg     lease.Message
+	id      string // evEnsured: checkpoint ID
+	err     error
+	head    hosting.Head // evCheckpoint
+	epoch   uint64       // evSuperseded
+	conf    lease.Conf   // evReplaced: the configuration the new members joined with
+	members []string     // evReplaced, evJoinConf
+	reply   chan joinConf // evJoinConf
+}
+
+type joinConf struct {
+	conf lease.Conf
+	err  error
 }
 
 const (
@@ -59,13 +67,15 @@ const (
 // driver owns one agent's lease.Machine; only its loop goroutine touches
 // the machine and the fields below mu.
 type driver struct {
-	m      *Manager
-	g      *Group
-	gid    GroupID
-	did    string
-	key    ed25519.PrivateKey
-	mc     *lease.Machine
-	ranked []string // members in rendezvous order
+	m       *Manager
+	g       *Group
+	gid     GroupID
+	did     string
+	key     ed25519.PrivateKey
+	mc      *lease.Machine
+	ranked  []string // current members in rendezvous order
+	members []string // current members (lease configuration), sorted
+	confIdx uint64   // the configuration index ranked and members follow
 
 	t0       time.Time    // lease tick 0 on the monotonic clock
 	leaseEnd atomic.Int64 // machine's LeaseEnd, for the runner's fence
@@ -83,8 +93,13 @@ type driver struct {
 	handoff   string // transfer target while handing off
 	handoffAt time.Time
 	reviewing bool // a placement review is in flight
-	preparing bool // a regroup's new members are being prewarmed (Hooks.Prepare)
-	filling   bool // a lineage fetch (fillLineage) is in flight
+	replacing bool // Hooks.Replace is running
+	// changeTo: new members Hooks.Replace made join, to propose (lease
+	// ChangeConfig) as soon as nothing else is pending; until changeBy.
+	changeTo *lease.Conf
+	changeBy time.Time
+	leaving  bool // removed by a configuration change: Leave is under way
+	filling  bool // a lineage fetch (fillLineage) is in flight
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
 	pendingStart *lease.Checkpoint
@@ -123,8 +138,28 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		pinned:    acc.ID,
 		since:     time.Now(),
 	}
+	d.members = mc.Conf().Members
+	d.confIdx = mc.Conf().Index
 	d.publish()
 	return d
+}
+
+// followConf updates the member lists after the lease configuration
+// changed (a membership change in place).
+func (d *driver) followConf() {
+	c := d.mc.Conf()
+	if c.Index == d.confIdx {
+		return
+	}
+	d.confIdx, d.members = c.Index, c.Members
+	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...))))
+	d.ranked = hosting.Rank(agents.AgentID(d.did), all)
+	for p := range d.deadSince {
+		if !slices.Contains(all, p) {
+			delete(d.deadSince, p)
+		}
+	}
+	d.m.cfg.Logger.Info("custody: group members changed in place", "agent", d.did, "configuration", c.String(), "epoch", d.mc.Epoch())
 }
 
 func (d *driver) log() *slogLogger { return &slogLogger{d} }
@@ -156,6 +191,7 @@ func (d *driver) loop() {
 			d.on(ev)
 		}
 		d.tryTransfer()
+		d.tryChange()
 		d.watchMembers()
 		d.tryRegroup()
 		if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
@@ -174,7 +210,7 @@ func (d *driver) loop() {
 // regroup or start retry is pending, the loop polls every tick.
 func (d *driver) nextWake() time.Duration {
 	iv := d.m.cfg.Timing.Interval
-	if d.campaign || d.handoff != "" || d.pendingStart != nil || d.regroup {
+	if d.campaign || d.handoff != "" || d.pendingStart != nil || d.regroup || d.changeTo != nil {
 		return iv
 	}
 	return max(time.Until(d.t0.Add(time.Duration(d.mc.NextTick())*iv)), 0)
@@ -246,8 +282,10 @@ func (d *driver) on(ev event) {
 		d.campaign = true
 	case evReviewed:
 		d.reviewing = false
-		if ev.id != "" && ev.id != d.m.cfg.Self && !slices.Contains(d.g.Members, ev.id) {
-			d.startRegroup(nil, ev.id) // a better host outside the group: move the group
+		if ev.id != "" && ev.id != d.m.cfg.Self && !slices.Contains(d.members, ev.id) {
+			// A host outside the group: fill the group in place if it is
+			// short, or else move the group to it.
+			d.replace(nil, ev.id)
 		} else {
 			d.handOff(ev.id)
 		}
@@ -267,13 +305,21 @@ func (d *driver) on(ev event) {
 				}
 			}
 		}
-	case evPrepared:
-		d.preparing = false
-		if ev.err != nil {
-			d.log().warn("prewarm a new custody group; keeping this one until the next review", ev.err)
-			return
+	case evJoinConf:
+		var jc joinConf
+		jc.conf, jc.err = d.mc.JoinConf(slices.Sorted(slices.Values(ev.members)))
+		ev.reply <- jc // buffered
+	case evReplaced:
+		d.replacing = false
+		switch {
+		case errors.Is(ev.err, ErrNoChange) && ev.id != "":
+			d.startRegroup(nil, ev.id) // not short: a voluntary move to a better host outside
+		case ev.err != nil && !errors.Is(ev.err, ErrNoChange):
+			d.log().warn("replace members in place; keeping the group until the next review", ev.err)
+		case ev.err == nil:
+			d.changeTo, d.changeBy = &ev.conf, time.Now().Add(changeLimit)
+			d.tryChange()
 		}
-		d.startRegroup(ev.dead, "")
 	case evRegrouped:
 		// The old group is untouched: run the agent again here.
 		d.regroup, d.regrouping = false, false
@@ -402,7 +448,15 @@ func (d *driver) handle() {
 	for _, msg := range rd.Messages {
 		d.m.cfg.Net.Send(d.did, d.gid, msg)
 	}
+	if rd.Removed && !d.leaving {
+		// A committed change removed this member: leave (state and key
+		// deleted) off the loop, which Leave waits for.
+		d.leaving = true
+		d.m.cfg.Logger.Info("custody: removed from the group by a membership change; leaving", "agent", d.did, "configuration", d.mc.Conf().String())
+		go func() { _ = d.m.Leave(d.did, "") }()
+	}
 	if rd.Persist != nil {
+		d.followConf()
 		// Pins only keep blocks from a garbage collection; they are not part
 		// of the protocol's durability (the blocks are on disk before the
 		// checkpoint is stepped), so their writes stay off the ack's path.
@@ -594,40 +648,91 @@ func (d *driver) stopAgent(final bool) (hosting.Head, bool) {
 // that must not delay heartbeats), whether the agent should move.
 func (d *driver) review() {
 	if dead := d.deadMembers(); len(dead) > 0 && !d.m.draining.Load() {
-		d.prepareRegroup(dead)
+		d.replace(dead, "")
 		return
 	}
 	d.reviewFor(d.m.draining.Load())
 }
 
-// prepareRegroup prewarms the members a regroup would place the agent with
-// (Hooks.Prepare: they fetch and verify its lineage up to the committed
-// checkpoint and compile its module) while the agent still runs, and
-// starts the regroup only once that succeeded: the stop that follows then
-// waits for one more checkpoint, not for a whole lineage. Off the driver
-// goroutine; a failure keeps the group as it is until the next review.
-func (d *driver) prepareRegroup(dead []string) {
-	if d.preparing || d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
+// changeLimit bounds how long new members that joined wait for the holder
+// to propose them (it waits for pending checkpoints to commit).
+const changeLimit = 10 * time.Second
+
+// replace changes the members in place while the agent runs: Hooks.Replace
+// picks, prewarms and joins new hosts for the dead members (or to fill a
+// short group; toward is the outsider a review found), then tryChange
+// proposes the new members. Off the driver goroutine.
+func (d *driver) replace(dead []string, toward string) {
+	if d.replacing || d.changeTo != nil || d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
 		return
 	}
-	c, err := cid.Decode(d.mc.Committed().ID)
+	c := d.mc.Committed()
+	head, err := cid.Decode(c.ID)
 	if err != nil {
 		return
 	}
-	d.preparing = true
-	members := slices.Clone(d.g.Members)
+	d.replacing = true
+	var reserved lease.Conf // written by p.Conf, read after Replace returned
+	p := ReplaceParams{DID: d.did, Head: head, Seq: c.Seq, Epoch: d.mc.Epoch(), Key: d.key, Group: *d.g,
+		Members: slices.Clone(d.members), Dead: slices.Clone(dead),
+		Conf: func(ctx context.Context, members []string) (lease.Conf, error) {
+			reply := make(chan joinConf, 1)
+			select {
+			case d.inbox <- event{kind: evJoinConf, members: members, reply: reply}:
+			case <-ctx.Done():
+				return lease.Conf{}, ctx.Err()
+			}
+			select {
+			case r := <-reply:
+				reserved = r.conf
+				return r.conf, r.err
+			case <-ctx.Done():
+				return lease.Conf{}, ctx.Err()
+			}
+		}}
 	go func() {
 		ctx, cancel := context.WithTimeout(d.ctx, prepareLimit)
-		err := d.m.cfg.Hooks.Prepare(ctx, d.did, c, members, dead)
+		members, err := d.m.cfg.Hooks.Replace(ctx, p)
 		cancel()
+		if err == nil && !slices.Equal(slices.Sorted(slices.Values(members)), reserved.Members) {
+			err = fmt.Errorf("custody: Hooks.Replace returned %v, not the members it reserved a configuration for (%v)", members, reserved.Members)
+		}
 		select {
-		case d.inbox <- event{kind: evPrepared, err: err, dead: dead}:
+		case d.inbox <- event{kind: evReplaced, members: members, conf: reserved, err: err, id: toward}:
 		case <-d.ctx.Done():
 		}
 	}()
 }
 
-// prepareLimit bounds a regroup's prewarm (Hooks.Prepare).
+// tryChange proposes the members Hooks.Replace made join, once nothing
+// else is pending (lease.ErrChangeInFlight), with the configuration they
+// joined with; past changeLimit, or if the configuration moved on, it
+// gives up (the joined hosts find themselves outside the group and leave:
+// "Evicted members").
+func (d *driver) tryChange() {
+	if d.changeTo == nil {
+		return
+	}
+	conf := *d.changeTo
+	if !d.mc.Running() || time.Now().After(d.changeBy) {
+		d.changeTo = nil
+		d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed in time (running=%t)", conf, d.mc.Running()))
+		return
+	}
+	err := d.mc.ChangeConfig(conf)
+	if errors.Is(err, lease.ErrChangeInFlight) {
+		return
+	}
+	d.changeTo = nil
+	if err != nil {
+		d.log().warn("propose new members", err)
+		return
+	}
+	d.m.cfg.Logger.Info("custody: replacing members in place", "agent", d.did, "configuration", conf.String(), "epoch", d.mc.Epoch())
+	d.handle()
+}
+
+// prepareLimit bounds a membership change's prewarm and joins (Hooks.Replace).
 const prepareLimit = time.Minute
 
 // watchMembers tracks, on the running holder, since when each member has
@@ -638,7 +743,7 @@ func (d *driver) watchMembers() {
 		return
 	}
 	now := time.Now()
-	for _, p := range d.g.Members {
+	for _, p := range d.members {
 		if d.mc.Live(p) {
 			delete(d.deadSince, p)
 		} else if _, ok := d.deadSince[p]; !ok {
@@ -650,7 +755,7 @@ func (d *driver) watchMembers() {
 // deadMembers lists the members not live for RegroupAfter.
 func (d *driver) deadMembers() []string {
 	var dead []string
-	for _, p := range d.g.Members {
+	for _, p := range d.members {
 		if since, ok := d.deadSince[p]; ok && time.Since(since) >= d.m.cfg.Timing.RegroupAfter {
 			dead = append(dead, p)
 		}
@@ -718,7 +823,7 @@ func (d *driver) tryRegroup() {
 		return
 	}
 	d.regrouping = true
-	members, dead, toward, epoch := slices.Clone(d.g.Members), slices.Clone(d.regroupDead), d.regroupTo, d.mc.Epoch()
+	members, dead, toward, epoch := slices.Clone(d.members), slices.Clone(d.regroupDead), d.regroupTo, d.mc.Epoch()
 	d.m.regroups.Add(1)
 	go func() {
 		defer d.m.regroups.Add(-1)
@@ -743,7 +848,7 @@ func (d *driver) reviewFor(away bool) {
 	// Only members that answer heartbeats and hold the committed checkpoint
 	// are candidates; a dead one would be handed the agent only to lose it.
 	var live []string
-	for _, p := range d.g.Members {
+	for _, p := range d.members {
 		if d.mc.Live(p) {
 			live = append(live, p)
 		}
@@ -762,7 +867,7 @@ func (d *driver) reviewFor(away bool) {
 // handOff stops the agent with a final checkpoint, proposes it, and
 // transfers the lease to target once it is committed (tryTransfer).
 func (d *driver) handOff(target string) {
-	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.g.Members, target) {
+	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.members, target) {
 		return
 	}
 	if d.handoff != "" || d.regroup || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
@@ -826,7 +931,7 @@ func (d *driver) publish() {
 	acc, at := d.mc.Accepted()
 	st := Status{
 		DID: d.did, Role: d.mc.Role().String(), Running: d.mc.Running() && d.started, Epoch: d.mc.Epoch(),
-		AcceptedSeq: acc.Seq, Accepted: acc.ID, AcceptedAt: at, Holder: d.holder, Members: d.g.Members,
+		AcceptedSeq: acc.Seq, Accepted: acc.ID, AcceptedAt: at, Holder: d.holder, Members: d.members, Conf: d.confIdx,
 		Moving: d.mc.Running() && (d.handoff != "" || d.regroup),
 		Since:  d.since, LastHeard: d.heard, Started: d.mc.Epoch() > d.g.StartEpoch,
 	}

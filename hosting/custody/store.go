@@ -20,7 +20,9 @@ import (
 
 // Group is what a member persists about one custody group when it joins
 // (HOME/custody/<agent id>/group.json). It never changes while the group
-// lives (membership change is specified, not implemented: docs/PROTOCOL.md).
+// lives: Members are the founding members, which with the other fields
+// identify the group (ID). The current members are replicated with the
+// lease state (lease.HardState.Conf), changed in place by the holder.
 type Group struct {
 	Version int      `json:"version"`
 	Agent   string   `json:"agent"`   // the agent's DID

@@ -35,14 +35,14 @@ func TestStoreRoundTripAndCrashSafety(t *testing.T) {
 		t.Fatalf("loadGroup: %+v %v", got, err)
 	}
 	// No hardstate yet: the zero state of a member that never persisted.
-	if hs, err := st.loadHardState(g.Agent); err != nil || hs != (lease.HardState{}) {
+	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(lease.HardState{}) {
 		t.Fatalf("missing hardstate: %+v %v", hs, err)
 	}
 	want := lease.HardState{Epoch: 7, Accepted: lease.Checkpoint{Seq: 12, ID: "bafy-x"}, AcceptedAt: 6}
 	if err := st.saveHardState(g.Agent, want); err != nil {
 		t.Fatal(err)
 	}
-	if hs, err := st.loadHardState(g.Agent); err != nil || hs != want {
+	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(want) {
 		t.Fatalf("hardstate round trip: %+v %v", hs, err)
 	}
 	for _, f := range []string{"group.json", "hardstate"} {

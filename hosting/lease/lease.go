@@ -211,6 +211,11 @@ type Config struct {
 	// Rank is Self's position in the rendezvous order of the standbys
 	// (0 = first to try a takeover). It staggers takeover attempts.
 	Rank int
+	// RankIn, if set, gives Self's rank among a configuration's members
+	// (sorted, joint ones included): after a membership change the ranks
+	// must stay distinct, or two members lapse at the same tick and duel.
+	// Rank then serves until the first change.
+	RankIn func(members []string) int
 	// HeartbeatTicks between heartbeat rounds of the holder. Default 1.
 	HeartbeatTicks int
 	// LeaseTicks: a round acknowledged by a majority lets the holder run
@@ -373,6 +378,9 @@ type Machine struct {
 	// acknowledged it yet; they get the holder's heartbeats, which tell
 	// them they are out, only once the change is committed.
 	leaving []string
+	// reserved: the highest configuration index JoinConf handed out at
+	// this epoch.
+	reserved uint64
 
 	// removed: this node accepted a configuration without itself.
 	removed bool
@@ -486,7 +494,7 @@ func (m *Machine) NextTick() int64 {
 		every := int64(max(1, m.cfg.HeartbeatTicks/2))
 		next = min(next, m.now+every-(m.now-m.attemptStart)%every)
 	case Follower:
-		next = max(m.lapseAt+int64(m.cfg.Rank*m.cfg.StaggerTicks), m.backoffUntil, m.quietUntil)
+		next = max(m.lapseAt+int64(m.rank()*m.cfg.StaggerTicks), m.backoffUntil, m.quietUntil)
 	}
 	return max(next, m.now+1)
 }
@@ -567,7 +575,7 @@ func (m *Machine) TickTo(target int64) {
 			}
 		}
 	case Follower:
-		if m.now >= m.lapseAt+int64(m.cfg.Rank*m.cfg.StaggerTicks) && m.now >= m.backoffUntil && m.now >= m.quietUntil {
+		if m.now >= m.lapseAt+int64(m.rank()*m.cfg.StaggerTicks) && m.now >= m.backoffUntil && m.now >= m.quietUntil {
 			m.campaign()
 		}
 	}
@@ -636,46 +644,51 @@ func (m *Machine) Propose(cp Checkpoint) error {
 	return nil
 }
 
-// ChangeConfig replaces the group's members by members (sorted, including
-// this holder) without stopping the agent: a joint configuration of the old
-// and new members is replicated first and, once a majority of both stored
-// it, the new one alone (PROTOCOL.md, "Membership change in place"). A
-// member added must have joined with a HardState naming the joint
-// configuration (JoinConf), or it ignores the holder until it hears of the
-// change. It returns ErrNotHolder, ErrChangeInFlight (a change or a
-// checkpoint is not committed yet: retry after the next commit) or
-// ErrInvalidConfig.
-func (m *Machine) ChangeConfig(members []string) error {
-	if m.role != Holder || !m.running {
-		return fmt.Errorf("%w: %s is %s", ErrNotHolder, m.cfg.Self, m.role)
-	}
-	if len(m.pending) > 0 || len(m.hs.Conf.Joint) > 0 {
-		return fmt.Errorf("%w: %d proposals pending", ErrChangeInFlight, len(m.pending))
-	}
-	next, err := m.JoinConf(members)
-	if err != nil {
-		return err
-	}
-	if slices.Equal(next.Members, m.members(m.hs.Conf)) {
-		return nil
-	}
-	m.hs.Conf = next
-	m.hsDirty = true
-	m.pending = append(m.pending, entry{m.hs.pos(), m.hs.Accepted})
-	m.broadcastRound()
-	return nil
-}
-
-// JoinConf is the joint configuration ChangeConfig(members) would propose
-// now: the configuration a member being added joins with.
+// JoinConf reserves the joint configuration of a change to members
+// (sorted, including this holder): the current members with members, at
+// a configuration index never handed out before at this epoch. A member
+// being added joins with it (at this epoch, with the committed checkpoint);
+// ChangeConfig then proposes it. Reserving matters: a member that joined
+// for a change the holder abandoned holds that configuration at this
+// epoch, and no other value may ever have the same position. It returns
+// ErrNotHolder or ErrInvalidConfig.
 func (m *Machine) JoinConf(members []string) (Conf, error) {
+	if m.role != Holder || !m.running {
+		return Conf{}, fmt.Errorf("%w: %s is %s", ErrNotHolder, m.cfg.Self, m.role)
+	}
 	if msg := checkSet(members); msg != "" || len(members) == 0 || !slices.Contains(members, m.cfg.Self) {
 		if msg == "" {
 			msg = "it must include this holder " + m.cfg.Self
 		}
 		return Conf{}, fmt.Errorf("%w: new members %v: %s", ErrInvalidConfig, members, msg)
 	}
-	return Conf{Index: m.hs.Conf.Index + 1, Members: slices.Clone(members), Joint: slices.Clone(m.members(m.hs.Conf))}, nil
+	m.reserved = max(m.reserved, m.hs.Conf.Index) + 1
+	return Conf{Index: m.reserved, Members: slices.Clone(members), Joint: slices.Clone(m.members(m.hs.Conf))}, nil
+}
+
+// ChangeConfig proposes c, the latest configuration JoinConf reserved:
+// the group's members change without the agent stopping. The joint
+// configuration is replicated first and, once a majority of both the old
+// and the new members stored it, the new members alone (PROTOCOL.md,
+// "Membership change in place"). It returns ErrNotHolder,
+// ErrChangeInFlight (a change or a checkpoint is not committed yet: retry
+// after the next commit) or ErrInvalidConfig (c is not the latest
+// reservation, or the members changed since).
+func (m *Machine) ChangeConfig(c Conf) error {
+	if m.role != Holder || !m.running {
+		return fmt.Errorf("%w: %s is %s", ErrNotHolder, m.cfg.Self, m.role)
+	}
+	if c.Index == 0 || c.Index != m.reserved || c.Index <= m.hs.Conf.Index || !slices.Equal(c.Joint, m.members(m.hs.Conf)) || c.check() != "" {
+		return fmt.Errorf("%w: %s is not the configuration reserved last (index %d) from the current members %v", ErrInvalidConfig, c, m.reserved, m.members(m.hs.Conf))
+	}
+	if len(m.pending) > 0 || len(m.hs.Conf.Joint) > 0 {
+		return fmt.Errorf("%w: %d proposals pending", ErrChangeInFlight, len(m.pending))
+	}
+	m.hs.Conf = c.clone()
+	m.hsDirty = true
+	m.pending = append(m.pending, entry{m.hs.pos(), m.hs.Accepted})
+	m.broadcastRound()
+	return nil
 }
 
 // Transfer hands the agent to member to (a better host) at the next epoch:
@@ -725,6 +738,14 @@ func (m *Machine) Ready() Ready {
 // Advance acknowledges that the last Ready was handled.
 func (m *Machine) Advance() {
 	m.hsDirty, m.stop, m.start, m.msgs, m.newlyCommitted, m.removedOut = false, false, nil, nil, nil, false
+}
+
+// rank is Self's takeover rank in its current configuration.
+func (m *Machine) rank() int {
+	if m.cfg.RankIn == nil || m.hs.Conf.Index == 0 {
+		return m.cfg.Rank
+	}
+	return max(m.cfg.RankIn(m.voters(m.hs.Conf)), 0)
 }
 
 // members is c's member list (the founding group for index 0).
@@ -818,12 +839,6 @@ func (m *Machine) stepAppend(msg Message) {
 	}
 	if msg.Epoch < m.hs.Epoch {
 		m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Reject: true, Hint: m.hs.Epoch})
-		return
-	}
-	if m.hs.AcceptedAt == 0 && m.hs.Conf.Index > 0 && msg.Epoch == m.hs.Epoch && (pos{msg.Checkpoint.Seq, msg.Conf.Index}).less(m.hs.pos()) {
-		// We joined at this epoch with the change that adds us (JoinConf);
-		// a heartbeat from before it is stale (it may even tell us we are
-		// out of an older configuration). Ignoring a message is safe.
 		return
 	}
 	if m.role == Holder {
@@ -1014,6 +1029,7 @@ func (m *Machine) maybeWin() {
 	m.acks = map[uint64]map[string]bool{}
 	m.match = map[string]pos{}
 	m.lastAck = map[string]int64{}
+	m.reserved = 0
 	m.pending = []entry{{m.hs.pos(), best}}
 	m.hasCommit = false
 	m.committed, m.commitPos = Checkpoint{}, pos{}

@@ -109,6 +109,7 @@ type simNode struct {
 	// absent: not a member and no state (a spare host, or one that left
 	// after a configuration change removed it).
 	absent bool
+	prio   int // rank order across all hosts (RankIn)
 }
 
 type sim struct {
@@ -186,12 +187,20 @@ func newSim(seed uint64, tracing bool) *sim {
 	ranks := rng.Perm(p.n + spares)
 	for i := range p.n + spares {
 		name := string(rune('a' + i))
-		nd := &simNode{name: name, rank: ranks[i] % p.n, hs: HardState{Accepted: Checkpoint{ID: "g"}},
+		nd := &simNode{name: name, rank: ranks[i] % p.n, prio: ranks[i], hs: HardState{Accepted: Checkpoint{ID: "g"}},
 			rnd: rand.New(rand.NewPCG(seed+uint64(i)+1, 7)), absent: i >= p.n}
 		s.nodes = append(s.nodes, nd)
 		s.index[name] = i
 		if i < p.n {
 			s.founders = append(s.founders, name)
+		}
+	}
+	for i := range p.n { // founders' ranks: their order by priority
+		s.nodes[i].rank = 0
+		for j := range p.n {
+			if s.nodes[j].prio < s.nodes[i].prio {
+				s.nodes[i].rank++
+			}
 		}
 	}
 	for i := range p.n {
@@ -209,7 +218,18 @@ func (s *sim) start(i int, group []string) {
 	// ones for longer (QuietTicks); any value must be safe.
 	quiet := s.rng.IntN(3 * simW)
 	m, err := New(Config{Self: nd.name, Group: group, Rank: nd.rank, HeartbeatTicks: simH, LeaseTicks: simL,
-		WaitTicks: simW, DriftTicks: simD, Rand: nd.rnd.Uint64, HardState: nd.hs, QuietTicks: quiet})
+		WaitTicks: simW, DriftTicks: simD, Rand: nd.rnd.Uint64, HardState: nd.hs, QuietTicks: quiet,
+		RankIn: func(members []string) int {
+			// The order of a fixed per-schedule priority, as the driver's
+			// rendezvous order is fixed per agent.
+			r := 0
+			for _, p := range members {
+				if s.nodes[s.index[p]].prio < nd.prio {
+					r++
+				}
+			}
+			return r
+		}})
 	if err != nil {
 		s.fail("New(%s): %v", nd.name, err)
 		return
@@ -423,8 +443,8 @@ func (s *sim) beginCalm() {
 func (s *sim) chaos() {
 	i := s.rng.IntN(len(s.nodes))
 	nd := s.nodes[i]
-	switch s.rng.IntN(13) {
-	case 11, 12: // the holder changes the group's members in place
+	switch s.rng.IntN(14) {
+	case 11, 12, 13: // the holder changes the group's members in place
 		s.reconfigure()
 	case 10: // the driver asks for a campaign (publisher's kick, revive)
 		if nd.up && nd.pausedUntil == 0 {
@@ -563,11 +583,23 @@ func (s *sim) reconfigure() {
 	}
 	for _, j := range added {
 		nd := s.nodes[j]
-		nd.hs = HardState{Epoch: hm.Epoch(), Accepted: hm.Committed(), Conf: jc}
+		nd.hs = HardState{Epoch: hm.Epoch(), Accepted: hm.Committed(), AcceptedAt: hm.Epoch(), Conf: jc}
 		s.start(j, s.group())
 		s.logf("%s joins with %s", nd.name, nd.hs)
 	}
-	if err := hm.ChangeConfig(next); err != nil {
+	if s.rng.IntN(4) == 0 {
+		// The driver gives up (a join failed, or too long): the hosts that
+		// joined are asked to leave — or do not hear it (kept, harmless: a
+		// configuration nobody proposed). The reservation is spent.
+		for _, j := range added {
+			if s.rng.IntN(2) == 0 {
+				s.leave(j)
+			}
+		}
+		s.logf("%s abandons the change to %v", s.nodes[h].name, next)
+		return
+	}
+	if err := hm.ChangeConfig(jc); err != nil {
 		if !errors.Is(err, ErrChangeInFlight) {
 			s.fail("%s ChangeConfig(%v): %v", s.nodes[h].name, next, err)
 		}

@@ -113,6 +113,9 @@ type tenv struct {
 	side  map[string]int     // partition side; nil = healed
 	cut   map[[2]string]bool // one-way cuts from→to
 	now   int
+	// reserved: the configuration the latest join reserved (reconfigure
+	// proposes it).
+	reserved Conf
 }
 
 type tnode struct {
@@ -349,14 +352,15 @@ func (e *tenv) run(line string) string {
 			e.names = append(e.names, name)
 		}
 		e.nodes[name] = &tnode{rank: len(e.names) - 1, rnd: uint64(len(e.names)),
-			hs: HardState{Epoch: h.m.Epoch(), Accepted: h.m.Committed(), Conf: jc}}
+			hs: HardState{Epoch: h.m.Epoch(), Accepted: h.m.Committed(), AcceptedAt: h.m.Epoch(), Conf: jc}}
+		e.reserved = jc
 		if s := e.start(name); s != "" {
 			return s
 		}
 		out.WriteString(e.nodes[name].m.Describe() + "\n")
 	case "reconfigure":
 		name := pos[0]
-		if err := e.nodes[name].m.ChangeConfig(strings.Split(kv["members"], ",")); err != nil {
+		if err := e.nodes[name].m.ChangeConfig(e.reserved); err != nil {
 			return e.fail("%v", err)
 		}
 		out.WriteString(e.handle(name))
