@@ -174,7 +174,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		return nil, fmt.Errorf("%w: API listen on %s: %w", ErrAPIConfig, addr, err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.ticks, m.commitLatency, buildInfoGauge(buildinfo.Read()),
+	reg.MustRegister(m.ticks, m.pushed, m.commitLatency, buildInfoGauge(buildinfo.Read()),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_custody_groups", Help: "Custody groups this node is a member of."},
 			func() float64 { return float64(len(m.Custody.Status())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_hosted_agents", Help: "Agents running on this node."},

@@ -39,7 +39,9 @@ import (
 const CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
 
 const (
-	maxCustodyFrame = 256 + lease.MaxMessageBytes // DID, group ID and a message naming a whole configuration
+	// A frame: DID, group ID and a lease message (naming a whole
+	// configuration at most) or pushed blocks (pushLimit).
+	maxCustodyFrame = 256 + max(lease.MaxMessageBytes, pushLimit+pushMaxBlocks*80)
 	custodyQueue    = 1024
 	custodyDial     = 3 * time.Second
 	custodyIdle     = 2 * time.Minute  // an inbound stream silent this long is closed
@@ -80,11 +82,89 @@ func newCustodyNet(m *Mesh) *custodyNet {
 	return n
 }
 
+// Pushed checkpoint blocks (custody.Net.Push) travel as a frame whose body
+// starts with pushTag instead of a lease message's version byte (1 or 2):
+// then a uvarint count and, per block, its CID and data (uvarint-length
+// prefixed). Only checkpoints whose blocks total pushLimit or less are
+// pushed; larger ones are fetched as before.
+const (
+	pushTag       = 0xB1
+	pushLimit     = 64 << 10
+	pushMaxBlocks = 16
+)
+
+// pushedBlock is one block of a push frame, not yet verified.
+type pushedBlock struct {
+	c    cid.Cid
+	data []byte
+}
+
+// frame is one decoded custody frame: a lease message, or pushed blocks.
+type frame struct {
+	did    string
+	gid    custody.GroupID
+	msg    lease.Message
+	blocks []pushedBlock // a push frame
+}
+
 func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, error) {
 	body, err := lease.EncodeMessage(msg)
 	if err != nil {
 		return nil, err
 	}
+	return wrapFrame(did, gid, body)
+}
+
+func encodePush(did string, gid custody.GroupID, blocks []pushedBlock) ([]byte, error) {
+	body := []byte{pushTag}
+	body = binary.AppendUvarint(body, uint64(len(blocks)))
+	for _, b := range blocks {
+		body = binary.AppendUvarint(body, uint64(b.c.ByteLen()))
+		body = append(body, b.c.Bytes()...)
+		body = binary.AppendUvarint(body, uint64(len(b.data)))
+		body = append(body, b.data...)
+	}
+	return wrapFrame(did, gid, body)
+}
+
+func decodePush(body []byte) ([]pushedBlock, error) {
+	n, k := binary.Uvarint(body)
+	if k <= 0 || n == 0 || n > pushMaxBlocks {
+		return nil, fmt.Errorf("%w: push frame: %d blocks (1..%d)", ErrBadMessage, n, pushMaxBlocks)
+	}
+	body = body[k:]
+	next := func(limit uint64) ([]byte, bool) {
+		l, k := binary.Uvarint(body)
+		if k <= 0 || l > limit || uint64(len(body)-k) < l {
+			return nil, false
+		}
+		v := body[k : k+int(l)]
+		body = body[k+int(l):]
+		return v, true
+	}
+	out := make([]pushedBlock, 0, n)
+	for range n {
+		cb, ok := next(128)
+		if !ok {
+			return nil, fmt.Errorf("%w: push frame: bad CID length", ErrBadMessage)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return nil, fmt.Errorf("%w: push frame: %v", ErrBadMessage, err)
+		}
+		data, ok := next(pushLimit)
+		if !ok {
+			return nil, fmt.Errorf("%w: push frame: bad block length", ErrBadMessage)
+		}
+		out = append(out, pushedBlock{c: c, data: data})
+	}
+	if len(body) != 0 {
+		return nil, fmt.Errorf("%w: push frame: %d trailing bytes", ErrBadMessage, len(body))
+	}
+	return out, nil
+}
+
+func wrapFrame(did string, gid custody.GroupID, body []byte) ([]byte, error) {
 	inner := binary.AppendUvarint(nil, uint64(len(did)))
 	inner = append(inner, did...)
 	inner = append(inner, gid[:]...)
@@ -96,38 +176,43 @@ func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, er
 }
 
 // readFrame reads one frame; errors wrap ErrBadMessage (or are I/O errors).
-func readFrame(r *bufio.Reader) (string, custody.GroupID, lease.Message, error) {
+func readFrame(r *bufio.Reader) (frame, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
-		return "", custody.GroupID{}, lease.Message{}, err
+		return frame{}, err
 	}
 	if n == 0 || n > maxCustodyFrame {
-		return "", custody.GroupID{}, lease.Message{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
+		return frame{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return "", custody.GroupID{}, lease.Message{}, err
+		return frame{}, err
 	}
 	return decodeFrame(buf)
 }
 
-func decodeFrame(buf []byte) (string, custody.GroupID, lease.Message, error) {
-	var gid custody.GroupID
+func decodeFrame(buf []byte) (frame, error) {
+	var f frame
 	l, k := binary.Uvarint(buf)
-	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l+uint64(len(gid)) {
-		return "", gid, lease.Message{}, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
+	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l+uint64(len(f.gid)) {
+		return f, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
 	}
-	did := string(buf[k : k+int(l)])
-	if _, err := agents.ParseDID(did); err != nil {
-		return "", gid, lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	f.did = string(buf[k : k+int(l)])
+	if _, err := agents.ParseDID(f.did); err != nil {
+		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
 	}
 	rest := buf[k+int(l):]
-	copy(gid[:], rest)
-	msg, err := lease.DecodeMessage(rest[len(gid):])
-	if err != nil {
-		return "", gid, lease.Message{}, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	copy(f.gid[:], rest)
+	body := rest[len(f.gid):]
+	var err error
+	if len(body) > 0 && body[0] == pushTag {
+		f.blocks, err = decodePush(body[1:])
+		return f, err
 	}
-	return did, gid, msg, nil
+	if f.msg, err = lease.DecodeMessage(body); err != nil {
+		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	}
+	return f, nil
 }
 
 // Send queues the message for its recipient; a full queue drops it.
@@ -137,7 +222,67 @@ func (n *custodyNet) Send(did string, gid custody.GroupID, msg lease.Message) {
 		n.m.Logger.Warn("custody: encode message", "agent", did, "err", err)
 		return
 	}
-	to, err := peer.Decode(msg.To)
+	n.enqueue(msg.To, frame)
+}
+
+// Push queues checkpoint c's blocks (the checkpoint and its state) for the
+// members in to, ahead of the heartbeat that proposes it on the same
+// ordered stream, so their Ensure finds them here instead of fetching them
+// over a new exchange stream each (custody.Net). Checkpoints above
+// pushLimit are left to the fetch.
+func (n *custodyNet) Push(did string, gid custody.GroupID, c cid.Cid, to []string) {
+	data, err := n.m.Store.Get(c)
+	if err != nil {
+		return
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		return
+	}
+	blocks := []pushedBlock{{c: c, data: data}}
+	size := len(data)
+	ids, err := n.m.Store.ObjectCIDs(cp.State)
+	if err != nil || len(ids)+1 > pushMaxBlocks {
+		return
+	}
+	for _, id := range ids {
+		b, err := n.m.Store.Get(id)
+		if size += len(b); err != nil || size > pushLimit {
+			return
+		}
+		blocks = append(blocks, pushedBlock{c: id, data: b})
+	}
+	f, err := encodePush(did, gid, blocks)
+	if err != nil {
+		return
+	}
+	for _, p := range to {
+		n.enqueue(p, f)
+	}
+	n.m.pushed.Add(float64(len(blocks) * len(to)))
+}
+
+// acceptPush stores blocks a member of did's group pushed (custodyNet.Push),
+// each verified against its CID; it refuses pushes for groups this node is
+// not in, or from a peer outside them.
+func (m *Mesh) acceptPush(f frame, from string) error {
+	st, err := m.Custody.Agent(f.did)
+	if err != nil || !slices.Contains(st.Members, from) {
+		return fmt.Errorf("%w: %s pushed blocks of %s, whose group does not include it here", custody.ErrNotMember, from, f.did)
+	}
+	if g, err := m.Custody.Group(f.did); err != nil || g.ID() != f.gid {
+		return fmt.Errorf("%w: push for another group of %s", custody.ErrNotMember, f.did)
+	}
+	for _, b := range f.blocks {
+		if err := m.Store.PutBlock(b.c, b.data); err != nil {
+			return fmt.Errorf("%w: pushed block: %v", ErrBadMessage, err)
+		}
+	}
+	return nil
+}
+
+func (n *custodyNet) enqueue(peerID string, frame []byte) {
+	to, err := peer.Decode(peerID)
 	if err != nil {
 		return
 	}
@@ -374,7 +519,7 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			return
 		}
 		s.SetReadDeadline(time.Now().Add(custodyFrame))
-		did, gid, msg, err := readFrame(r)
+		f, err := readFrame(r)
 		if err != nil {
 			if errors.Is(err, ErrBadMessage) {
 				m.Logger.Info("custody: bad frame; closing the stream", "from", from, "err", err)
@@ -383,6 +528,18 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			return
 		}
 		heard.Store(time.Now().UnixNano())
+		if f.blocks != nil {
+			if err := m.acceptPush(f, from); err != nil {
+				if errors.Is(err, ErrBadMessage) {
+					m.Logger.Info("custody: bad push; closing the stream", "from", from, "err", err)
+					s.Reset()
+					return
+				}
+				m.Logger.Debug("custody: push not stored", "from", from, "agent", f.did, "err", err)
+			}
+			continue
+		}
+		did, gid, msg := f.did, f.gid, f.msg
 		if err := m.Custody.Deliver(did, gid, from, msg); err != nil {
 			if errors.Is(err, lease.ErrInvalidMessage) {
 				m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)

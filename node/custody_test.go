@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"slices"
 	"strings"
 	"sync"
@@ -375,6 +376,11 @@ func TestDeadStandbyReplacedInPlace(t *testing.T) {
 		if _, err := m.Custody.Agent(res.DID); (err == nil) != slices.Contains(members, m.PeerID()) {
 			t.Fatalf("%s: member of the new group: %v, has a membership: %v", m.PeerID(), slices.Contains(members, m.PeerID()), err)
 		}
+	}
+	// The holder pushed its checkpoints' blocks to the members with each
+	// proposal (they are small), instead of each member fetching them.
+	if n := testutil.ToFloat64(holder.pushed); n == 0 {
+		t.Fatal("the holder pushed no checkpoint blocks")
 	}
 	// In place: the same holder at the same epoch, never stopped.
 	if h := holderOf(rest, res.DID); h != holder {

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+
 	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/hosting/lease"
 )
@@ -21,9 +24,9 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	did, ggot, got, err := readFrame(bufio.NewReader(bytes.NewReader(frame)))
-	if err != nil || did != fuzzDID || !got.Equal(msg) || ggot != gid {
-		t.Fatalf("round trip: %q %v %+v %v", did, ggot, got, err)
+	got, err := readFrame(bufio.NewReader(bytes.NewReader(frame)))
+	if err != nil || got.did != fuzzDID || !got.msg.Equal(msg) || got.gid != gid || got.blocks != nil {
+		t.Fatalf("round trip: %+v %v", got, err)
 	}
 	bad := map[string][]byte{
 		"zero length": {0},
@@ -32,9 +35,51 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 		"truncated":   frame[:len(frame)-1],
 	}
 	for name, b := range bad {
-		if _, _, _, err := readFrame(bufio.NewReader(bytes.NewReader(b))); err == nil {
+		if _, err := readFrame(bufio.NewReader(bytes.NewReader(b))); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else if name != "truncated" && !errors.Is(err, ErrBadMessage) {
+			t.Errorf("%s: %v, want ErrBadMessage", name, err)
+		}
+	}
+}
+
+func mustHash(b []byte) multihash.Multihash {
+	h, err := multihash.Sum(b, multihash.SHA2_256, -1)
+	if err != nil {
+		panic(err)
+	}
+	return h
+}
+
+// TestPushFrame: pushed blocks round-trip; malformed pushes are refused
+// with ErrBadMessage.
+func TestPushFrame(t *testing.T) {
+	gid := custody.GroupID{7}
+	blocks := []pushedBlock{
+		{c: cid.NewCidV1(cid.DagCBOR, mustHash([]byte{0xa0})), data: []byte{0xa0}},
+		{c: cid.NewCidV1(cid.Raw, mustHash([]byte("state"))), data: []byte("state")},
+	}
+	fr, err := encodePush(fuzzDID, gid, blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readFrame(bufio.NewReader(bytes.NewReader(fr)))
+	if err != nil || got.did != fuzzDID || got.gid != gid || len(got.blocks) != 2 ||
+		!got.blocks[0].c.Equals(blocks[0].c) || !bytes.Equal(got.blocks[1].data, blocks[1].data) {
+		t.Fatalf("push round trip: %+v %v", got, err)
+	}
+	_, k := binary.Uvarint(fr) // the outer length prefix
+	inner := fr[k:]
+	prefix := inner[:1+len(fuzzDID)+len(gid)+1] // DID (one-byte length), group ID and the tag
+	for name, body := range map[string][]byte{
+		"no blocks":       {0},
+		"too many blocks": binary.AppendUvarint(nil, pushMaxBlocks+1),
+		"bad CID":         {1, 3, 1, 2, 3, 1, 'x'},
+		"block too large": append([]byte{1, byte(blocks[1].c.ByteLen())}, append(blocks[1].c.Bytes(), binary.AppendUvarint(nil, pushLimit+1)...)...),
+		"trailing":        append(append([]byte{}, inner[len(prefix):]...), 0),
+	} {
+		b := append(append([]byte{}, prefix...), body...)
+		if _, err := decodeFrame(b); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("%s: %v, want ErrBadMessage", name, err)
 		}
 	}
@@ -48,19 +93,26 @@ func FuzzCustodyFrame(f *testing.F) {
 	f.Add(frame[1:])
 	f.Add([]byte{})
 	f.Add([]byte{5, 'd', 'i', 'd', ':', 'k'})
+	push, _ := encodePush(fuzzDID, custody.GroupID{9}, []pushedBlock{{c: cid.NewCidV1(cid.Raw, mustHash([]byte("x"))), data: []byte("x")}})
+	f.Add(push[1:])
 	f.Fuzz(func(t *testing.T, body []byte) {
-		did, gid, m, err := decodeFrame(body)
+		fr, err := decodeFrame(body)
 		if err != nil {
 			if !errors.Is(err, ErrBadMessage) {
 				t.Fatalf("error without ErrBadMessage: %v", err)
 			}
 			return
 		}
-		again, err := encodeFrame(did, gid, m)
+		var again []byte
+		if fr.blocks != nil {
+			again, err = encodePush(fr.did, fr.gid, fr.blocks)
+		} else {
+			again, err = encodeFrame(fr.did, fr.gid, fr.msg)
+		}
 		if err != nil {
 			t.Fatalf("decoded frame does not re-encode: %v", err)
 		}
-		if _, _, _, err := readFrame(bufio.NewReader(bytes.NewReader(again))); err != nil {
+		if _, err := readFrame(bufio.NewReader(bytes.NewReader(again))); err != nil {
 			t.Fatalf("re-encoded frame does not decode: %v", err)
 		}
 	})

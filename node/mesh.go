@@ -85,6 +85,7 @@ type Mesh struct {
 	boot    []peer.AddrInfo // bootstrap peers, dialled again while isolated (bootstrap.go)
 
 	ticks         prometheus.Counter   // ticks of hosted agents
+	pushed        prometheus.Counter   // checkpoint blocks pushed to custody members
 	commitLatency prometheus.Histogram // custody commit latency
 
 	ctx    context.Context
@@ -164,6 +165,8 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}
 	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), reviewSem: make(chan struct{}, 1), gate: gate,
 		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_custody_pushed_blocks_total",
+			Help: "Checkpoint blocks sent to custody members with their proposal (one per block and member), instead of fetched by each."}),
 		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "igor_custody_commit_seconds",
 			Help: "Time from proposing a checkpoint to a majority of its custody group storing it.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}

@@ -799,6 +799,9 @@ func (d *driver) proposeHead(h hosting.Head) bool {
 		return false
 	}
 	d.proposed[h.Checkpoint.Seq] = proposal{at: time.Now(), head: h.Checkpoint}
+	// The blocks go ahead of the heartbeat that proposes them (handle sends
+	// it next, on the same ordered stream per member).
+	d.m.cfg.Net.Push(d.did, d.gid, h.CID, d.others())
 	return true
 }
 
