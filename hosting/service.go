@@ -31,7 +31,7 @@ var (
 type Lease struct {
 	Head  cid.Cid
 	Key   ed25519.PrivateKey // the agent key, escrowed to the holder
-	Epoch uint64             // must be greater than the head checkpoint's epoch
+	Epoch uint64             // must be greater than the head checkpoint's epoch (see Exclusive)
 	Term  time.Duration      // lease term; the head record advertises its end
 	// Fence, if set, is passed to RunOptions.Fence: the custody driver's
 	// lease end in local time.
@@ -45,6 +45,11 @@ type Lease struct {
 	// OnExit, if set, is called once when the run ends by itself (budget,
 	// failures, MaxTicks) — not when Stop or Close ended it.
 	OnExit func(Result, error)
+	// Exclusive: the epoch is this holder's alone (a custody lease: one
+	// holder per epoch), so the run may resume a head made at this very
+	// epoch — the holder's own final checkpoint, after a move that did not
+	// happen. Without it the epoch must exceed the head's.
+	Exclusive bool
 }
 
 // Status is what the node reports about an agent it hosts.
@@ -152,7 +157,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	if lease.Epoch <= a.Head.Checkpoint.Epoch {
+	if lease.Epoch < a.Head.Checkpoint.Epoch || lease.Epoch == a.Head.Checkpoint.Epoch && !lease.Exclusive {
 		return Status{}, fmt.Errorf("%w: offer at epoch %d, head %s is at epoch %d", ErrStaleEpoch, lease.Epoch, a.Head.CID, a.Head.Checkpoint.Epoch)
 	}
 	if a.Head.Checkpoint.Budget == 0 {

@@ -650,6 +650,7 @@ func (m *Mesh) custodyCommitted(c custody.Commit) {
 // rank: it is the manifest's eligibility filter (DECISIONS D41).
 func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, draining bool) string {
 	self := m.PeerID()
+	cached, _ := m.cachedHosts(ctx) // ≤ 10 s old: a draining holder must not wait on DHT reads
 	for _, p := range hosting.Rank(agents.AgentID(did), members) {
 		if p == self {
 			if draining {
@@ -661,12 +662,19 @@ func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, 
 		if err != nil {
 			continue
 		}
-		data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(p))
-		if err != nil {
-			continue
+		var r *agents.HostRecord
+		if i := slices.IndexFunc(cached, func(h *agents.HostRecord) bool { return h.Peer == p }); i >= 0 {
+			r = cached[i]
+		} else {
+			data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(p))
+			if err != nil {
+				continue
+			}
+			if r, err = agents.DecodeHostRecord(data); err != nil || r.Verify() != nil || r.Peer != p {
+				continue
+			}
 		}
-		r, err := agents.DecodeHostRecord(data)
-		if err != nil || r.Verify() != nil || r.Peer != p || r.Expires < time.Now().UnixNano() || r.FreeSlots == 0 {
+		if r.Expires < time.Now().UnixNano() || r.FreeSlots == 0 {
 			continue
 		}
 		m.Host.Peerstore().AddAddrs(id, recordAddrs(r, id), peerstore.TempAddrTTL)
@@ -1184,7 +1192,7 @@ func (m *Mesh) regroupCandidates(ctx context.Context, did string, man *agents.Ma
 	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
 	size := 1 + int(man.Lease.Replicas)
 	if err != nil || len(ranked) < size/2+1 {
-		return nil, 0, fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d): %v", did, len(ranked), err)
+		return nil, 0, fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d of %d known, %d excluded as dead): %v", did, len(ranked), len(hosts), len(dead), err)
 	}
 	return ranked, size, nil
 }

@@ -362,8 +362,10 @@ func TestDeadStandbyReplacedInPlace(t *testing.T) {
 			return fmt.Errorf("nobody runs it")
 		}
 		st, _ := h.Custody.Agent(res.DID)
-		if slices.Contains(st.Members, dead.PeerID()) {
-			return fmt.Errorf("holder %s still in the old group %v", h.PeerID(), st.Members)
+		if slices.Contains(st.Members, dead.PeerID()) || st.Conf < 2 {
+			// Index 1 is the joint configuration (new members listed, not
+			// committed alone yet); 2 the new members alone.
+			return fmt.Errorf("holder %s: configuration %d members %v", h.PeerID(), st.Conf, st.Members)
 		}
 		members = st.Members
 		return nil

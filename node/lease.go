@@ -120,39 +120,53 @@ func (m *Mesh) Hosts(ctx context.Context) ([]*agents.HostRecord, error) {
 	if err != nil && !errors.Is(err, dht.ErrNotFound) {
 		return nil, err
 	}
-	seen := map[peer.ID]bool{}
 	var out []*agents.HostRecord
-	add := func(id peer.ID) {
-		if seen[id] {
-			return
-		}
-		seen[id] = true
-		if id == m.Host.ID() {
-			if m.cfg.Slots > 0 {
-				if r, err := m.HostRecord(); err == nil {
-					out = append(out, r)
-				}
-			}
-			return
-		}
-		data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(id.String()))
-		if err != nil {
-			return
-		}
-		r, err := agents.DecodeHostRecord(data)
-		if err != nil || r.Verify() != nil || r.Peer != id.String() {
-			return
-		}
-		out = append(out, r)
-	}
 	if m.cfg.Slots > 0 {
-		add(m.Host.ID())
+		if r, err := m.HostRecord(); err == nil {
+			out = append(out, r)
+		}
 	}
+	// The records are read in parallel: one read that waits on a dead
+	// peer (a stale routing-table entry) must not hold up the others — a
+	// review or regroup waits for this enumeration.
+	seen := map[peer.ID]bool{m.Host.ID(): true}
+	var ids []peer.ID
 	for _, p := range provs {
-		add(p.ID)
+		if !seen[p.ID] {
+			seen[p.ID] = true
+			ids = append(ids, p.ID)
+		}
+	}
+	recs := make([]*agents.HostRecord, len(ids))
+	sem := make(chan struct{}, hostsParallel)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(id.String()))
+			if err != nil {
+				return
+			}
+			r, err := agents.DecodeHostRecord(data)
+			if err != nil || r.Verify() != nil || r.Peer != id.String() {
+				return
+			}
+			recs[i] = r
+		}()
+	}
+	wg.Wait()
+	for _, r := range recs {
+		if r != nil {
+			out = append(out, r)
+		}
 	}
 	return out, nil
 }
+
+// hostsParallel bounds the host-record reads of one enumeration in flight.
+const hostsParallel = 16
 
 // publishHostsTTL: publications within this long of each other share one
 // enumeration of the mesh's hosts (a DHT walk plus a record read per host),

@@ -232,25 +232,7 @@ func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 			outsiders = append(outsiders, m)
 		}
 	}
-	for _, s := range standbys {
-		if err := s.Drain(ctx); err != nil { // nothing runs there: returns at once
-			t.Fatal(err)
-		}
-	}
-	eventually(t, "the holder to see both standbys advertise no capacity", 20*time.Second, func() error {
-		hosts, err := holder.Hosts(ctx)
-		if err != nil {
-			return err
-		}
-		for _, h := range hosts {
-			for _, s := range standbys {
-				if h.Peer == s.PeerID() && h.FreeSlots > 0 {
-					return fmt.Errorf("standby %s advertises %d free slots", h.Peer, h.FreeSlots)
-				}
-			}
-		}
-		return nil
-	})
+	drainAll(t, holder, standbys)
 	before, _ := holder.Custody.Agent(res.DID)
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -289,6 +271,77 @@ func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 	}
 	if !rep.Valid || len(rep.Forks) != 0 {
 		t.Fatalf("verify after the drain: %+v", rep)
+	}
+}
+
+// drainAll drains ms (nothing runs there: each returns at once) and waits
+// until from sees them all advertise no capacity.
+func drainAll(t *testing.T, from *Mesh, ms []*Mesh) {
+	t.Helper()
+	ctx := context.Background()
+	for _, s := range ms {
+		if err := s.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the drained nodes to advertise no capacity", 20*time.Second, func() error {
+		hosts, err := from.Hosts(ctx)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			for _, s := range ms {
+				if h.Peer == s.PeerID() && h.FreeSlots > 0 {
+					return fmt.Errorf("%s advertises %d free slots", h.Peer, h.FreeSlots)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// TestNoMemberCanRunWhenHolderDies: the holder dies while neither standby
+// can run the agent (both drained). One of them takes the lease, cannot
+// start the agent, and moves the group to an eligible outsider at once —
+// the agent ticks again within seconds (it once stayed stopped for 84 s,
+// until the drained node took it). Its lineage stays valid. (Ticks after
+// the last committed checkpoint are run again, as after any crash.)
+func TestNoMemberCanRunWhenHolderDies(t *testing.T) {
+	var mt moveTicks
+	ms := mt.startMeshes(t, 5, custody.DefaultTiming())
+	wasm, man := testagents.Bytes(t, "counter")
+	ctx := context.Background()
+	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := waitHolder(t, ms, res.DID)
+	var standbys, outsiders []*Mesh
+	for _, m := range ms {
+		switch {
+		case m == holder:
+		case slices.Contains(res.Members, m.PeerID()):
+			standbys = append(standbys, m)
+		default:
+			outsiders = append(outsiders, m)
+		}
+	}
+	drainAll(t, outsiders[0], standbys)
+	start := time.Now()
+	holder.Close()
+	rest := slices.DeleteFunc(slices.Clone(ms), func(m *Mesh) bool { return m == holder })
+	next := waitHeldBy(t, rest, res.DID, "an outsider", func(h *Mesh) bool { return slices.Contains(outsiders, h) })
+	took := time.Since(start)
+	t.Logf("the agent runs on an outsider %v after its holder stopped", took.Round(time.Millisecond))
+	if took > 15*time.Second {
+		t.Fatalf("the agent was stopped for %v; want seconds", took)
+	}
+	rep, err := next.VerifyRemote(ctx, res.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid || len(rep.Forks) != 0 {
+		t.Fatalf("verify: %+v", rep)
 	}
 }
 

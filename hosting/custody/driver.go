@@ -99,6 +99,8 @@ type driver struct {
 	changeTo *lease.Conf
 	changeBy time.Time
 	leaving  bool // removed by a configuration change: Leave is under way
+	// reviewedAt: when the latest placement review started.
+	reviewedAt time.Time
 	filling  bool // a lineage fetch (fillLineage) is in flight
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
@@ -197,6 +199,9 @@ func (d *driver) loop() {
 		if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
 			d.tryStart()
 		}
+		if d.started && d.m.draining.Load() && time.Since(d.reviewedAt) >= drainReviewEvery {
+			d.reviewFor(true) // a draining holder keeps looking for a way out
+		}
 		d.publish()
 		tick.Reset(d.nextWake())
 	}
@@ -282,12 +287,18 @@ func (d *driver) on(ev event) {
 		d.campaign = true
 	case evReviewed:
 		d.reviewing = false
-		if ev.id != "" && ev.id != d.m.cfg.Self && !slices.Contains(d.members, ev.id) {
+		switch {
+		case ev.id == "" || ev.id == d.m.cfg.Self || slices.Contains(d.members, ev.id):
+			d.handOff(ev.id)
+		case !d.started && d.pendingStart != nil:
+			// This holder cannot run the agent (no slot, draining) and no
+			// member can: move the group to the outsider now — nothing runs
+			// that a regroup would stop.
+			d.startRegroup(nil, ev.id)
+		default:
 			// A host outside the group: fill the group in place if it is
 			// short, or else move the group to it.
 			d.replace(nil, ev.id)
-		} else {
-			d.handOff(ev.id)
 		}
 	case evSuperseded:
 		if d.mc.Epoch() < ev.epoch && d.started {
@@ -561,6 +572,9 @@ func (d *driver) tryStart() {
 		_, err = d.m.cfg.Service.Accept(d.ctx, hosting.Lease{
 			Head: c, Key: d.key, Epoch: d.mc.Epoch(), Term: time.Duration(d.g.TermMs) * time.Millisecond,
 			Fence: d.fence, OnCheckpoint: d.onCheckpoint, OnExit: d.onExit,
+			// The lease machine gives each epoch one holder: resuming our own
+			// final checkpoint at our epoch (a regroup that failed) is safe.
+			Exclusive: true,
 		})
 	}
 	d.holder = d.m.cfg.Self
@@ -568,6 +582,12 @@ func (d *driver) tryStart() {
 		d.started = true
 		d.pendingStart = nil
 		d.m.cfg.Logger.Info("custody: running agent", "agent", d.did, "epoch", d.mc.Epoch(), "from", cp.ID, "seq", cp.Seq)
+		if d.m.draining.Load() {
+			// Taken over by a draining node (its holder died and no better
+			// member was live): it runs here meanwhile, but moves on now,
+			// not at the term's end.
+			d.reviewFor(true)
+		}
 		return
 	}
 	if errors.Is(err, hosting.ErrBudgetExhausted) {
@@ -732,6 +752,15 @@ func (d *driver) tryChange() {
 	d.handle()
 }
 
+// reviewLimit bounds a placement review (Hooks.Review): it may enumerate
+// the mesh's hosts, which waits on reads from peers that just died. It
+// runs off the driver goroutine, so only the move waits for it.
+const reviewLimit = 20 * time.Second
+
+// drainReviewEvery: how often a draining node's running agents look again
+// for a host, when a review found none (or took over as the node drained).
+const drainReviewEvery = 5 * time.Second
+
 // prepareLimit bounds a membership change's prewarm and joins (Hooks.Replace).
 const prepareLimit = time.Minute
 
@@ -768,8 +797,17 @@ func (d *driver) deadMembers() []string {
 // the agent with a final checkpoint and propose it; tryRegroup goes on once
 // it is committed.
 func (d *driver) startRegroup(dead []string, toward string) {
-	if d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
+	if d.regroup || d.handoff != "" || (!d.started && d.pendingStart == nil) || !d.mc.Running() {
 		return
+	}
+	d.pendingStart = nil // a holder that could not start: the regroup takes over
+	for _, p := range d.members {
+		if !d.mc.Live(p) && !slices.Contains(dead, p) {
+			// Not live now (a holder that died, as a rule): not asked to
+			// leave — a dial to a dead host costs the agent seconds — nor
+			// placed. A majority of the old group must still leave.
+			dead = append(dead, p)
+		}
 	}
 	if toward != "" {
 		d.m.cfg.Logger.Info("custody: moving the agent to a better-ranked host outside its group", "agent", d.did, "to", toward, "epoch", d.mc.Epoch())
@@ -848,6 +886,7 @@ func (d *driver) reviewFor(away bool) {
 		return
 	}
 	d.reviewing = true
+	d.reviewedAt = time.Now()
 	// Only members that answer heartbeats and hold the committed checkpoint
 	// are candidates; a dead one would be handed the agent only to lose it.
 	var live []string
@@ -857,7 +896,7 @@ func (d *driver) reviewFor(away bool) {
 		}
 	}
 	go func() {
-		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(d.ctx, reviewLimit)
 		target := d.m.cfg.Hooks.Review(ctx, d.did, live, away)
 		cancel()
 		select {

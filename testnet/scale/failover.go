@@ -467,6 +467,8 @@ func (t *tracker) result() outcome {
 // logPatterns are counted in the survivors' daemon.log after the kill
 // (case-insensitive substrings of the line).
 var logPatterns = []string{
+	"replacing members in place", // the holder proposes a membership change
+	"added to a running group",   // a host joined a group in place
 	"replacing the custody group",
 	"handing agent off",
 	"agent regrouped",
