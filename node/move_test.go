@@ -214,24 +214,8 @@ func TestMoveToBetterRankedNewNode(t *testing.T) {
 // one — no tick lost or redone, one chain, the old members let go.
 func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 	var mt moveTicks
-	ms := mt.startMeshes(t, 5, custody.DefaultTiming())
-	wasm, man := testagents.Bytes(t, "counter")
+	ms, res, holder, standbys, outsiders := publishOnFive(t, &mt)
 	ctx := context.Background()
-	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := waitHolder(t, ms, res.DID)
-	var standbys, outsiders []*Mesh
-	for _, m := range ms {
-		switch {
-		case m == holder:
-		case slices.Contains(res.Members, m.PeerID()):
-			standbys = append(standbys, m)
-		default:
-			outsiders = append(outsiders, m)
-		}
-	}
 	drainAll(t, holder, standbys)
 	before, _ := holder.Custody.Agent(res.DID)
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -274,6 +258,30 @@ func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 	}
 }
 
+// publishOnFive starts 5 meshes, publishes the counter agent from the first
+// and waits for its holder; it returns the meshes, the publish result, the
+// holder, the standbys and the nodes outside the group.
+func publishOnFive(t *testing.T, mt *moveTicks) (ms []*Mesh, res *PublishResult, holder *Mesh, standbys, outsiders []*Mesh) {
+	t.Helper()
+	ms = mt.startMeshes(t, 5, custody.DefaultTiming())
+	wasm, man := testagents.Bytes(t, "counter")
+	res, err := ms[0].Publish(context.Background(), wasm, man, 100_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder = waitHolder(t, ms, res.DID)
+	for _, m := range ms {
+		switch {
+		case m == holder:
+		case slices.Contains(res.Members, m.PeerID()):
+			standbys = append(standbys, m)
+		default:
+			outsiders = append(outsiders, m)
+		}
+	}
+	return ms, res, holder, standbys, outsiders
+}
+
 // drainAll drains ms (nothing runs there: each returns at once) and waits
 // until from sees them all advertise no capacity.
 func drainAll(t *testing.T, from *Mesh, ms []*Mesh) {
@@ -308,24 +316,8 @@ func drainAll(t *testing.T, from *Mesh, ms []*Mesh) {
 // the last committed checkpoint are run again, as after any crash.)
 func TestNoMemberCanRunWhenHolderDies(t *testing.T) {
 	var mt moveTicks
-	ms := mt.startMeshes(t, 5, custody.DefaultTiming())
-	wasm, man := testagents.Bytes(t, "counter")
+	ms, res, holder, standbys, outsiders := publishOnFive(t, &mt)
 	ctx := context.Background()
-	res, err := ms[0].Publish(ctx, wasm, man, 100_000_000, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := waitHolder(t, ms, res.DID)
-	var standbys, outsiders []*Mesh
-	for _, m := range ms {
-		switch {
-		case m == holder:
-		case slices.Contains(res.Members, m.PeerID()):
-			standbys = append(standbys, m)
-		default:
-			outsiders = append(outsiders, m)
-		}
-	}
 	drainAll(t, outsiders[0], standbys)
 	start := time.Now()
 	holder.Close()

@@ -159,7 +159,6 @@ type ReplaceParams struct {
 	Conf func(ctx context.Context, members []string) (lease.Conf, error)
 }
 
-
 // Commit is a checkpoint a majority of the group stored (Hooks.Committed).
 type Commit struct {
 	DID   string

@@ -45,10 +45,10 @@ type event struct {
 	msg     lease.Message
 	id      string // evEnsured: checkpoint ID
 	err     error
-	head    hosting.Head // evCheckpoint
-	epoch   uint64       // evSuperseded
-	conf    lease.Conf   // evReplaced: the configuration the new members joined with
-	members []string     // evReplaced, evJoinConf
+	head    hosting.Head  // evCheckpoint
+	epoch   uint64        // evSuperseded
+	conf    lease.Conf    // evReplaced: the configuration the new members joined with
+	members []string      // evReplaced, evJoinConf
 	reply   chan joinConf // evJoinConf
 }
 
@@ -101,7 +101,7 @@ type driver struct {
 	leaving  bool // removed by a configuration change: Leave is under way
 	// reviewedAt: when the latest placement review started.
 	reviewedAt time.Time
-	filling  bool // a lineage fetch (fillLineage) is in flight
+	filling    bool // a lineage fetch (fillLineage) is in flight
 	// pendingStart: the committed checkpoint to run from, while a start
 	// failed and is being retried.
 	pendingStart *lease.Checkpoint
