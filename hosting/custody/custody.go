@@ -278,6 +278,10 @@ func (c *Config) validate() error {
 	return err
 }
 
+// replaceSlots bounds the membership changes (Hooks.Replace) a node runs
+// at once.
+const replaceSlots = 2
+
 // neverQuiet: a member of a group that has not started never campaigns on
 // its own: only the member the publisher kicks (Manager.Campaign) does, and
 // the others follow once they hear it. A group whose placement was undone
@@ -310,6 +314,8 @@ type Manager struct {
 
 	regroups atomic.Int64 // Hooks.Regroup calls in flight (Drain waits for them)
 
+	replaceSem chan struct{} // Hooks.Replace calls in flight (replaceSlots)
+
 	mu      sync.Mutex // guards drivers, closed
 	drivers map[string]*driver
 	closed  bool
@@ -335,7 +341,8 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{}}, nil
+	return &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{},
+		replaceSem: make(chan struct{}, replaceSlots)}, nil
 }
 
 // Restore resumes every group persisted under Dir as a follower (a
