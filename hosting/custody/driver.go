@@ -174,6 +174,11 @@ func (d *driver) fence() time.Time {
 func (d *driver) loop() {
 	defer close(d.done)
 	defer d.shutdown()
+	if d.mc.Removed() {
+		// Restarted after persisting its removal, before the Leave ran.
+		d.leaving = true
+		go func() { _ = d.m.Leave(d.did, "") }()
+	}
 	tick := time.NewTimer(d.nextWake())
 	defer tick.Stop()
 	term := time.NewTicker(time.Duration(d.g.TermMs) * time.Millisecond)
