@@ -325,8 +325,10 @@ func TestNoMemberCanRunWhenHolderDies(t *testing.T) {
 	next := waitHeldBy(t, rest, res.DID, "an outsider", func(h *Mesh) bool { return slices.Contains(outsiders, h) })
 	took := time.Since(start)
 	t.Logf("the agent runs on an outsider %v after its holder stopped", took.Round(time.Millisecond))
-	if took > 15*time.Second {
-		t.Fatalf("the agent was stopped for %v; want seconds", took)
+	// 8–9 s here (BENCHMARKS.md); the race run (-short) is several times
+	// slower, so there it only has to move within waitHeldBy's minute.
+	if limit := 15 * time.Second; took > limit && !testing.Short() {
+		t.Fatalf("the agent was stopped for %v; want under %v", took, limit)
 	}
 	rep, err := next.VerifyRemote(ctx, res.DID)
 	if err != nil {
