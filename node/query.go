@@ -128,12 +128,22 @@ func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error)
 	}
 	if len(answers) > 0 {
 		// Members answered and none holds a live lease: a takeover is under
-		// way. The latest checkpoint a member stored is as new as anything
-		// committed (and needs no DHT walk).
+		// way. The latest checkpoint a member stored may not be committed
+		// (its holder was cut off before a majority stored it) and then
+		// never becomes part of the lineage; reporting it as the head showed
+		// a checkpoint that later vanished (the chaos soak counted it as a
+		// fork). The head record names only committed checkpoints: use it,
+		// and a member's checkpoint only before the first record exists.
 		best := answers[0]
 		for _, a := range answers[1:] {
 			if a.AcceptedSeq > best.AcceptedSeq {
 				best = a
+			}
+		}
+		if resolve(); rec != nil {
+			if st, err := m.statusFromRecord(ctx, did, rec); err == nil {
+				st.Status, st.Members, st.Error = "no-holder", best.Members, findErr.Error()
+				return st, nil
 			}
 		}
 		if st, err := m.statusFromMember(ctx, did, best); err == nil {
