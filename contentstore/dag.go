@@ -196,6 +196,29 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		keep[c] = true
 	}
 	grace := s.cfg.gcGrace
+	err = s.forEachPacked(func(c cid.Cid) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if keep[c] {
+			return nil
+		}
+		st.Scanned++
+		removed, size, err := s.removePackedIfOld(c, grace)
+		if err != nil {
+			return fmt.Errorf("contentstore: GC of %s: %w", c, err)
+		}
+		if removed {
+			st.Removed++
+			st.Freed += size
+		} else {
+			st.KeptFresh++
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
 	err = s.forEachFile(func(c cid.Cid, path string) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -240,4 +263,26 @@ func (s *Store) removeIfOld(path string, grace time.Duration) (bool, int64, erro
 		return false, 0, err
 	}
 	return true, fi.Size(), nil
+}
+
+// removePackedIfOld is removeIfOld for a packed block.
+func (s *Store) removePackedIfOld(c cid.Cid, grace time.Duration) (bool, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, 0, ErrClosed
+	}
+	data, at, err := s.pack.get(c)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, 0, nil
+	} else if err != nil && !errors.Is(err, ErrCorrupt) {
+		return false, 0, err
+	}
+	if err == nil && time.Since(at) < grace {
+		return false, 0, nil
+	}
+	if err := s.pack.delete(c); err != nil {
+		return false, 0, err
+	}
+	return true, int64(len(data)), nil
 }

@@ -43,6 +43,8 @@ var (
 	// creation was interrupted (blocks/ or pins/ missing, nothing stored):
 	// not damage — the next Open completes it.
 	ErrUninitialized = errors.New("contentstore: store directory not initialised")
+	// ErrNoPack: a Meta record was written to a store opened without WithPack.
+	ErrNoPack = errors.New("contentstore: the store has no pack (open it with WithPack)")
 )
 
 const (
@@ -61,6 +63,7 @@ type Option func(*config) error
 type config struct {
 	fsync   bool
 	gcGrace time.Duration
+	packMax int // blocks up to this size go to the pack; 0: none
 }
 
 func defaults(c *config) error {
@@ -109,6 +112,9 @@ type Store struct {
 
 	// gcMu serialises GC runs and Pin.
 	gcMu sync.Mutex
+
+	// pack holds small blocks and Meta records (pack.go); nil: none.
+	pack *pack
 
 	// syncer makes writes durable in groups (one syncfs per batch of
 	// concurrent writers) where the platform has syncfs; nil: fsync each
@@ -176,6 +182,9 @@ func Open(dir string, opts ...Option) (_ *Store, err error) {
 	if err := s.syncDir(dir); err != nil {
 		return nil, err
 	}
+	if s.pack, err = openPack(dir, cfg.packMax > 0, false); err != nil {
+		return nil, err
+	}
 	// We hold the directory lock, so every *.tmp is a leftover of a crash.
 	if err := s.removeStaleTmp(); err != nil {
 		return nil, err
@@ -192,7 +201,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	return errors.Join(s.syncer.Close(), unlockDir(s.lock))
+	return errors.Join(s.pack.close(), s.syncer.Close(), unlockDir(s.lock))
 }
 
 // Syncer is the store's group syncer (nil without one): other files of the
@@ -348,6 +357,10 @@ func (s *Store) write(c cid.Cid, data []byte) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if s.pack != nil && len(data) <= s.cfg.packMax {
+		// Always rewritten: the write restarts the grace, as below.
+		return s.pack.put(c, data, s.cfg.fsync)
+	}
 	dir, path := s.blockPath(c)
 	if st, err := os.Stat(path); err == nil {
 		if st.Mode().IsRegular() && st.Size() == int64(len(data)) {
@@ -429,6 +442,18 @@ func (s *Store) Get(c cid.Cid) ([]byte, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if s.pack != nil {
+		data, _, err := s.pack.get(c)
+		if err == nil {
+			if err := verify(c, data); err != nil {
+				return nil, err
+			}
+			return data, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
 	_, path := s.blockPath(c)
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -467,6 +492,11 @@ func (s *Store) Has(c cid.Cid) (bool, error) {
 	if s.closed {
 		return false, ErrClosed
 	}
+	if s.pack != nil {
+		if ok, err := s.pack.has(c); ok || err != nil {
+			return ok, err
+		}
+	}
 	_, path := s.blockPath(c)
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -491,6 +521,11 @@ func (s *Store) Delete(c cid.Cid) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if s.pack != nil {
+		if err := s.pack.delete(c); err != nil {
+			return err
+		}
+	}
 	_, path := s.blockPath(c)
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("contentstore: deleting %s: %w", c, err)
@@ -506,7 +541,30 @@ func (s *Store) Delete(c cid.Cid) error {
 //
 // Errors: ErrClosed, fn's error, OS listing errors.
 func (s *Store) ForEach(fn func(cid.Cid) error) error {
+	if err := s.forEachPacked(func(c cid.Cid) error { return fn(c) }); err != nil {
+		return err
+	}
 	return s.forEachFile(func(c cid.Cid, _ string) error { return fn(c) })
+}
+
+// forEachPacked calls fn for every packed block (none without a pack).
+func (s *Store) forEachPacked(fn func(cid.Cid) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if s.pack == nil {
+		return nil
+	}
+	cids, _, err := s.pack.cids()
+	if err != nil {
+		return err
+	}
+	for _, c := range cids {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) isClosed() bool {

@@ -206,7 +206,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if m.Custody, err = custody.NewManager(custody.Config{
 		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
 		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup, Replace: m.custodyReplace},
-		Timing: cfg.Custody, Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")),
+		Timing: cfg.Custody, Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")), Meta: l.Store,
 	}); err != nil {
 		return nil, err
 	}

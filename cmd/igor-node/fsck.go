@@ -232,7 +232,11 @@ func fsck(ctx context.Context, dir string) (*fsckReport, error) {
 
 	// Custody memberships.
 	cdir := filepath.Join(h.Dir, "custody")
-	ps, err := custody.LoadPersisted(cdir)
+	var meta custody.Meta // lease states: in the store's pack (files on older nodes)
+	if st != nil {
+		meta = st
+	}
+	ps, err := custody.LoadPersisted(cdir, meta)
 	if err != nil {
 		for _, e := range unjoin(err) {
 			problem("custody: %v", e)

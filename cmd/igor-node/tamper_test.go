@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/go-cid"
 
 	"github.com/igor-mesh/igor-node/agents"
@@ -43,25 +44,54 @@ func lineageOf(t *testing.T, home, did string) *agents.Lineage {
 	return lin
 }
 
-func blockFile(t *testing.T, home string, c cid.Cid) string {
+// tamperBlock rewrites a stored block below the store, as a disk fault or
+// an attacker with the files would: fn gets the block's bytes and returns
+// new ones (nil: remove the block). Small blocks live in the store's pack
+// (a Pebble database; key 'b' + CID, value = 8-byte write time + bytes),
+// large ones in files.
+func tamperBlock(t *testing.T, home string, c cid.Cid, fn func([]byte) []byte) {
 	t.Helper()
-	m, _ := filepath.Glob(filepath.Join(home, "store", "blocks", "*", c.String()))
-	if len(m) != 1 {
-		t.Fatalf("block file of %s: %v", c, m)
+	if m, _ := filepath.Glob(filepath.Join(home, "store", "blocks", "*", c.String())); len(m) == 1 {
+		data, err := os.ReadFile(m[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data = fn(data); data == nil {
+			err = os.Remove(m[0])
+		} else {
+			err = os.WriteFile(m[0], data, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
-	return m[0]
-}
-
-func flipByte(t *testing.T, path string) {
-	t.Helper()
-	data, err := os.ReadFile(path)
+	db, err := pebble.Open(filepath.Join(home, "store", "pack"), &pebble.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	data[len(data)/2] ^= 0x01
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	defer db.Close()
+	key := append([]byte{'b'}, c.Bytes()...)
+	v, closer, err := db.Get(key)
+	if err != nil {
+		t.Fatalf("block %s is neither a file nor in the pack: %v", c, err)
+	}
+	v = append([]byte(nil), v...)
+	closer.Close()
+	data := fn(v[8:])
+	if data == nil {
+		err = db.Delete(key, pebble.Sync)
+	} else {
+		err = db.Set(key, append(v[:8:8], data...), pebble.Sync)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func flipByte(t *testing.T, home string, c cid.Cid) {
+	t.Helper()
+	tamperBlock(t, home, c, func(data []byte) []byte { data[len(data)/2] ^= 0x01; return data })
 }
 
 func wantInvalid(t *testing.T, home, did string, mention ...string) {
@@ -140,19 +170,19 @@ func TestVerifyCatchesTampering(t *testing.T) {
 	t.Run("flipped byte in a checkpoint", func(t *testing.T) {
 		home := fresh(t)
 		mid := lineageOf(t, home, did).Entries[1].CID
-		flipByte(t, blockFile(t, home, mid))
+		flipByte(t, home, mid)
 		wantInvalid(t, home, did, mid.String())
 	})
 	t.Run("flipped byte in a state block", func(t *testing.T) {
 		home := fresh(t)
 		state := lineageOf(t, home, did).Entries[2].Checkpoint.State
-		flipByte(t, blockFile(t, home, state))
+		flipByte(t, home, state)
 		wantInvalid(t, home, did, state.String())
 	})
 	t.Run("flipped byte in the genesis", func(t *testing.T) {
 		home := fresh(t)
 		g := lineageOf(t, home, did).GenesisCID
-		flipByte(t, blockFile(t, home, g))
+		flipByte(t, home, g)
 		wantInvalid(t, home, did, g.String())
 	})
 	t.Run("flipped byte in the module", func(t *testing.T) {
@@ -165,7 +195,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			t.Fatalf("module %s should be chunked: %v %v", mod, blocks, err)
 		}
 		victim := blocks[len(blocks)-1]
-		flipByte(t, blockFile(t, home, victim))
+		flipByte(t, home, victim)
 		wantInvalid(t, home, did, victim.String())
 		if r := igor(t, home, "resume", "--max-ticks", "1", did); r.code == 0 || !strings.Contains(r.stderr, victim.String()) {
 			t.Fatalf("resume with a damaged module: exit %d %s", r.code, r.stderr)
@@ -174,7 +204,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 	t.Run("truncated history", func(t *testing.T) {
 		home := fresh(t)
 		mid := lineageOf(t, home, did).Entries[1].CID
-		os.Remove(blockFile(t, home, mid))
+		tamperBlock(t, home, mid, func([]byte) []byte { return nil })
 		wantInvalid(t, home, did, mid.String())
 	})
 	t.Run("swapped module", func(t *testing.T) {

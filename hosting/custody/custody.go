@@ -223,6 +223,9 @@ type Config struct {
 	// Syncer, if set, makes lease-state writes durable in groups with the
 	// node's other writes on the same filesystem (the content store's).
 	Syncer *atomicfile.Syncer
+	// Meta, if set, keeps the lease states of all groups in one log
+	// (the content store's pack) instead of a file per group.
+	Meta Meta
 }
 
 func (c *Config) validate() error {
@@ -341,7 +344,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{},
+	return &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer, meta: cfg.Meta}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{},
 		replaceSem: make(chan struct{}, replaceSlots)}, nil
 }
 
@@ -360,6 +363,10 @@ func (m *Manager) Restore() error {
 		g, err := m.st.loadGroup(id)
 		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if err := m.st.migrate(g.Agent); err != nil {
+			errs = append(errs, fmt.Errorf("custody group of %s: moving its lease state into the node's log: %w", g.Agent, err))
 			continue
 		}
 		hs, err := m.st.loadHardState(g.Agent)

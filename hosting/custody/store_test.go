@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting/lease"
 )
 
@@ -135,5 +136,69 @@ func TestGroupIDDistinguishesIncarnations(t *testing.T) {
 	same.Publisher, same.TermMs = "12D3KooWZ", 1000
 	if same.ID() != base {
 		t.Errorf("publisher/term changed the group ID")
+	}
+}
+
+// The node keeps lease states in its content store's pack (Meta): the same
+// round trip, a file left by an older node moved in, and removal.
+func TestStoreLeaseStateInMeta(t *testing.T) {
+	cs, err := contentstore.Open(t.TempDir(), contentstore.WithPack(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	dir := t.TempDir()
+	files, st := store{dir: dir}, store{dir: dir, meta: cs}
+	g := testGroup(t)
+	if err := st.saveGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(lease.HardState{}) {
+		t.Fatalf("no lease state yet: %+v %v", hs, err)
+	}
+	// An older node's file is read, then moved into the log.
+	old := lease.HardState{Epoch: 3, Accepted: lease.Checkpoint{Seq: 4, ID: "bafy-old"}, AcceptedAt: 3}
+	if err := files.saveHardState(g.Agent, old); err != nil {
+		t.Fatal(err)
+	}
+	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(old) {
+		t.Fatalf("file of an older node: %+v %v", hs, err)
+	}
+	if err := st.migrate(g.Agent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(st.agentDir(g.Agent), "hardstate")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the file stayed after migrate: %v", err)
+	}
+	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(old) {
+		t.Fatalf("after migrate: %+v %v", hs, err)
+	}
+	// New states go to the log only, and win.
+	want := lease.HardState{Epoch: 7, Accepted: lease.Checkpoint{Seq: 12, ID: "bafy-x"}, AcceptedAt: 6}
+	if err := st.saveHardState(g.Agent, want); err != nil {
+		t.Fatal(err)
+	}
+	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(want) {
+		t.Fatalf("round trip: %+v %v", hs, err)
+	}
+	if _, err := os.Stat(filepath.Join(st.agentDir(g.Agent), "hardstate")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a lease state file was written beside the log: %v", err)
+	}
+	ps, err := LoadPersisted(dir, cs)
+	if err != nil || len(ps) != 1 || !ps[0].HardState.Equal(want) {
+		t.Fatalf("LoadPersisted: %+v %v", ps, err)
+	}
+	// A damaged record is refused like a damaged file.
+	if err := cs.PutMeta(hardStateKey(g.Agent), []byte{1, 7}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.loadHardState(g.Agent); err == nil || !strings.Contains(err.Error(), "must not take part") {
+		t.Fatalf("corrupt lease state record: %v", err)
+	}
+	if err := st.remove(g.Agent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.GetMeta(hardStateKey(g.Agent)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("lease state record after remove: %v", err)
 	}
 }

@@ -1,0 +1,262 @@
+package contentstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/ipfs/go-cid"
+)
+
+// The pack keeps small blocks, and small records of the store's owner
+// (Meta), in one embedded log-structured database (Pebble) under
+// <dir>/pack instead of one file each: a write is an append to its
+// write-ahead log, and concurrent durable writes share one fsync of that
+// log. A node committing checkpoints of hundreds of agents otherwise pays
+// a file creation, a rename and a filesystem flush per block (DECISIONS
+// D52). Large blocks (module chunks, large states) stay files: they are
+// few, and a log-structured store would copy them again at each compaction.
+//
+// Keys: 'b' + CID bytes → 8-byte big-endian write time (Unix ns, for the
+// GC grace) + the block; 'm' + key → a Meta record.
+const (
+	packDirName = "pack"
+	packBlock   = 'b'
+	packMeta    = 'm'
+	// DefaultPackMax is the largest block WithPack(0) keeps in the pack:
+	// checkpoint objects and small states (the custody push limit).
+	DefaultPackMax = 64 << 10
+	// MaxMetaSize bounds one Meta record.
+	MaxMetaSize = 64 << 10
+	// packStamp is the write-time prefix of a packed block.
+	packStamp = 8
+)
+
+// WithPack keeps blocks of at most maxSize bytes (0: DefaultPackMax) in the
+// store's pack instead of one file each, and enables Meta. A store whose
+// pack directory exists always reads it, with or without this option.
+func WithPack(maxSize int) Option {
+	return func(c *config) error {
+		if maxSize < 0 || maxSize > MaxBlockSize {
+			return fmt.Errorf("contentstore: pack block limit %d must be within 0..%d (0: the default, %d)", maxSize, MaxBlockSize, DefaultPackMax)
+		}
+		if maxSize == 0 {
+			maxSize = DefaultPackMax
+		}
+		c.packMax = maxSize
+		return nil
+	}
+}
+
+type pack struct {
+	db *pebble.DB
+}
+
+// openPack opens (create: creating) the pack in dir; it returns nil, nil
+// when the pack does not exist and create is false.
+func openPack(dir string, create, readOnly bool) (*pack, error) {
+	path := filepath.Join(dir, packDirName)
+	if !create {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	opts := &pebble.Options{
+		Logger:   packLogger{},
+		ReadOnly: readOnly,
+		// A small memtable: the pack holds what a node commits in the
+		// last minutes, mostly overwritten or collected soon after.
+		MemTableSize: 4 << 20,
+	}
+	db, err := pebble.Open(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("contentstore: opening the pack %q: %w (if it is damaged, move it away and let the custody group re-replicate: its blocks are copies)", path, err)
+	}
+	return &pack{db: db}, nil
+}
+
+func (p *pack) close() error {
+	if p == nil {
+		return nil
+	}
+	return p.db.Close()
+}
+
+func writeOpts(sync bool) *pebble.WriteOptions {
+	if sync {
+		return pebble.Sync
+	}
+	return pebble.NoSync
+}
+
+func blockKey(c cid.Cid) []byte { return append([]byte{packBlock}, c.Bytes()...) }
+
+func metaKey(k string) []byte { return append([]byte{packMeta}, k...) }
+
+// put stores (or re-stores, restarting its grace) a block.
+func (p *pack) put(c cid.Cid, data []byte, sync bool) error {
+	v := make([]byte, packStamp+len(data))
+	binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
+	copy(v[packStamp:], data)
+	if err := p.db.Set(blockKey(c), v, writeOpts(sync)); err != nil {
+		return fmt.Errorf("contentstore: writing %s to the pack: %w", c, err)
+	}
+	return nil
+}
+
+// get returns a packed block's bytes (unverified) and write time, or
+// fs.ErrNotExist.
+func (p *pack) get(c cid.Cid) ([]byte, time.Time, error) {
+	return p.getKey(blockKey(c), c.String())
+}
+
+func (p *pack) getKey(key []byte, name string) ([]byte, time.Time, error) {
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, time.Time{}, fs.ErrNotExist
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("contentstore: reading %s from the pack: %w", name, err)
+	}
+	defer closer.Close()
+	if len(v) < packStamp {
+		return nil, time.Time{}, fmt.Errorf("%w: block %s: pack entry of %d bytes has no write time", ErrCorrupt, name, len(v))
+	}
+	if len(v)-packStamp > MaxBlockSize {
+		return nil, time.Time{}, fmt.Errorf("%w: block %s: pack entry is %d bytes, more than MaxBlockSize", ErrCorrupt, name, len(v)-packStamp)
+	}
+	at := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+	return append([]byte(nil), v[packStamp:]...), at, nil
+}
+
+func (p *pack) has(c cid.Cid) (bool, error) {
+	_, closer, err := p.db.Get(blockKey(c))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("contentstore: reading %s from the pack: %w", c, err)
+	}
+	closer.Close()
+	return true, nil
+}
+
+func (p *pack) delete(c cid.Cid) error {
+	// Not synced: a deletion a crash undoes leaves a block GC finds again.
+	if err := p.db.Delete(blockKey(c), pebble.NoSync); err != nil {
+		return fmt.Errorf("contentstore: deleting %s from the pack: %w", c, err)
+	}
+	return nil
+}
+
+// cids lists the packed blocks. It collects them first, so the caller's
+// callbacks run with no iterator open (they may write to the store).
+// Keys that are not a CID this store holds are returned in bad.
+func (p *pack) cids() (out []cid.Cid, bad []string, err error) {
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{packBlock}, UpperBound: []byte{packBlock + 1}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("contentstore: listing the pack: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[1:]
+		c, err := cid.Cast(k)
+		if err != nil || checkCID(c) != nil {
+			bad = append(bad, fmt.Sprintf("pack key %x", it.Key()))
+			continue
+		}
+		out = append(out, c)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, nil, fmt.Errorf("contentstore: listing the pack: %w", err)
+	}
+	return out, bad, nil
+}
+
+// packLogger drops Pebble's informational messages (every open prints
+// some) and passes its errors to the default logger.
+type packLogger struct{}
+
+func (packLogger) Infof(string, ...any) {}
+func (packLogger) Errorf(format string, args ...any) {
+	slog.Default().Error("contentstore pack: " + fmt.Sprintf(format, args...))
+}
+func (packLogger) Fatalf(format string, args ...any) {
+	slog.Default().Error("contentstore pack (fatal): " + fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
+
+// PutMeta stores a small record of the store's owner under key, durably
+// when the store fsyncs, in the pack's log (so such records and the blocks
+// written beside them share flushes: the node keeps its custody lease
+// state here). Records are not blocks: GC, Check and CAR export ignore them.
+//
+// Errors: ErrNoPack (opened without WithPack), ErrTooLarge, ErrClosed.
+func (s *Store) PutMeta(key string, value []byte) error {
+	if len(value) > MaxMetaSize || len(key) == 0 || len(key) > 1024 {
+		return fmt.Errorf("%w: meta record %q: key of %d bytes (want 1..1024), value of %d (at most %d)", ErrTooLarge, key, len(key), len(value), MaxMetaSize)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.pack == nil || s.cfg.packMax == 0 {
+		return ErrNoPack
+	}
+	if err := s.pack.db.Set(metaKey(key), value, writeOpts(s.cfg.fsync)); err != nil {
+		return fmt.Errorf("contentstore: writing meta record %q: %w", key, err)
+	}
+	return nil
+}
+
+// GetMeta returns the record stored under key.
+//
+// Errors: ErrNotFound (no such record, or no pack; it also wraps
+// fs.ErrNotExist, so callers need not import this package), ErrClosed.
+func (s *Store) GetMeta(key string) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.pack == nil {
+		return nil, fmt.Errorf("%w: meta record %q (the store has no pack): %w", ErrNotFound, key, fs.ErrNotExist)
+	}
+	v, closer, err := s.pack.db.Get(metaKey(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: meta record %q: %w", ErrNotFound, key, fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("contentstore: reading meta record %q: %w", key, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// DeleteMeta removes the record under key (absent: no error), durably when
+// the store fsyncs.
+//
+// Errors: ErrNoPack, ErrClosed.
+func (s *Store) DeleteMeta(key string) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.pack == nil || s.cfg.packMax == 0 {
+		return ErrNoPack
+	}
+	if err := s.pack.db.Delete(metaKey(key), writeOpts(s.cfg.fsync)); err != nil {
+		return fmt.Errorf("contentstore: deleting meta record %q: %w", key, err)
+	}
+	return nil
+}
+
+// HasPack reports whether Meta records can be written (WithPack).
+func (s *Store) HasPack() bool { return s.pack != nil && s.cfg.packMax > 0 }
