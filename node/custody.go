@@ -650,7 +650,8 @@ func (m *Mesh) custodyCommitted(c custody.Commit) {
 // rank: it is the manifest's eligibility filter (DECISIONS D41).
 func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, draining bool) string {
 	self := m.PeerID()
-	cached, _ := m.cachedHosts(ctx) // ≤ 10 s old: a draining holder must not wait on DHT reads
+	cached, _ := m.cachedHosts(ctx) // the host view: a draining holder must not wait on DHT reads
+	warm := m.view.warm()
 	for _, p := range hosting.Rank(agents.AgentID(did), members) {
 		if p == self {
 			if draining {
@@ -665,6 +666,8 @@ func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, 
 		var r *agents.HostRecord
 		if i := slices.IndexFunc(cached, func(h *agents.HostRecord) bool { return h.Peer == p }); i >= 0 {
 			r = cached[i]
+		} else if warm {
+			continue // not in a warm view: gone, unreachable, or not hosting
 		} else {
 			data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(p))
 			if err != nil {
@@ -753,11 +756,17 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 }
 
 // reviewHostsTTL bounds how stale the host records of a review may be (or
-// Timing.MoveAfter, if shorter).
+// Timing.MoveAfter, if shorter) while the host view is cold.
 const reviewHostsTTL = 10 * time.Second
 
-// cachedHosts is Hosts, shared by the reviews of reviewHostsTTL.
+// cachedHosts returns the hosts reviews, regroups and replacements place
+// among: the host view's (no DHT walk, and peers found unreachable are left
+// out, so a placement does not wait on a dead host's record); while the
+// view is cold, Hosts shared by the reviews of reviewHostsTTL.
 func (m *Mesh) cachedHosts(ctx context.Context) ([]*agents.HostRecord, error) {
+	if hosts, ok := m.viewHosts(); ok {
+		return hosts, nil
+	}
 	select {
 	case m.reviewSem <- struct{}{}:
 	case <-ctx.Done():
@@ -1179,10 +1188,10 @@ func (m *Mesh) custodyReplace(ctx context.Context, p custody.ReplaceParams) ([]s
 }
 
 // regroupCandidates ranks the eligible hosts for a new group of did without
-// the dead members, from the host records the review just read
-// (≤ 10 s old): a DHT enumeration with the agent stopped kept it stopped
-// for seconds (dials to the dead member time out); a stale record costs a
-// declined probe. It fails below a majority of the group's size.
+// the dead members, from the host view (cachedHosts): a DHT enumeration
+// with the agent stopped kept it stopped for seconds (dials to the dead
+// member time out); a stale record costs a declined probe. It fails below
+// a majority of the group's size.
 func (m *Mesh) regroupCandidates(ctx context.Context, did string, man *agents.Manifest, dead []string) ([]*agents.HostRecord, int, error) {
 	hosts, err := m.cachedHosts(ctx)
 	if err != nil {
@@ -1240,8 +1249,8 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 		return fmt.Errorf("move %s: %s declined; keeping the old group", did, p.Toward)
 	}
 	self := m.PeerID()
-	left := 1 // this node, below
 	leave := custodyOffer{Version: 2, DID: did, Leave: true}
+	var old []*agents.HostRecord
 	for _, mp := range members {
 		if mp == self || slices.Contains(dead, mp) {
 			continue
@@ -1252,11 +1261,17 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 				h.Addrs = append(h.Addrs, a.String()+"/p2p/"+mp)
 			}
 		}
-		if err := m.offer(ctx, h, leave); err != nil {
-			m.Logger.Warn("custody: old member did not leave", "agent", did, "member", mp, "err", err)
-			continue
+		old = append(old, h)
+	}
+	// In parallel: the agent is stopped meanwhile, and one slow member must
+	// not hold up the others.
+	left := 1 // this node, below
+	for _, err := range m.offerAll(ctx, old, leave, func(h *agents.HostRecord, err error) {
+		m.Logger.Warn("custody: old member did not leave", "agent", did, "member", h.Peer, "err", err)
+	}) {
+		if err == nil {
+			left++
 		}
-		left++
 	}
 	if left < len(members)/2+1 {
 		return fmt.Errorf("regroup %s: only %d of %d old members could leave; keeping the old group", did, left, len(members))
@@ -1292,8 +1307,8 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):
 		}
-		if hs, herr := m.Hosts(ctx); herr == nil {
-			hs = slices.DeleteFunc(hs, func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
+		if hs, herr := m.cachedHosts(ctx); herr == nil {
+			hs = slices.DeleteFunc(slices.Clone(hs), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
 			if r, perr := hosting.Place(agents.AgentID(did), man, hs, time.Now()); perr == nil {
 				ranked = r
 			}

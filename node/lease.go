@@ -114,8 +114,12 @@ func (m *Mesh) handleLease(s network.Stream) {
 	reply(m.acceptCustody(m.ctx, offer, remote))
 }
 
-// Hosts enumerates the mesh's hosting nodes with their valid host records.
+// Hosts enumerates the mesh's hosting nodes with their valid host records
+// through the DHT: a provider walk for HostingCID plus one record read per
+// host. Placement reads the host view instead (hostview.go); Hosts seeds
+// a cold view, and serves `igor-node hosts` and tests.
 func (m *Mesh) Hosts(ctx context.Context) ([]*agents.HostRecord, error) {
+	m.walks.Add(1)
 	provs, err := m.DHT.FindProviders(ctx, HostingCID, 200)
 	if err != nil && !errors.Is(err, dht.ErrNotFound) {
 		return nil, err
@@ -162,21 +166,32 @@ func (m *Mesh) Hosts(ctx context.Context) ([]*agents.HostRecord, error) {
 			out = append(out, r)
 		}
 	}
+	if m.view != nil {
+		m.view.seed(out)
+	}
 	return out, nil
 }
 
 // hostsParallel bounds the host-record reads of one enumeration in flight.
 const hostsParallel = 16
 
-// publishHostsTTL: publications within this long of each other share one
-// enumeration of the mesh's hosts (a DHT walk plus a record read per host),
-// so a bulk publish does not walk the DHT per agent. A host whose record
-// went stale refuses the offer and the next eligible one is asked.
+// publishHostsTTL: while the host view is cold, publications within this
+// long of each other share one enumeration of the mesh's hosts (a DHT walk
+// plus a record read per host), so a bulk publish does not walk the DHT per
+// agent; and a warm view is checked against the DHT at most this often when
+// it has too few eligible hosts. A host whose record went stale refuses the
+// offer and the next eligible one is asked.
 const publishHostsTTL = 2 * time.Second
 
-// publishHosts is Hosts, shared by the publications of publishHostsTTL
-// (fresh: read anew).
+// publishHosts returns the hosts a publication places among: the host
+// view's, or — when the view is cold, or fresh is asked for — an
+// enumeration of the DHT shared by the publications of publishHostsTTL.
 func (m *Mesh) publishHosts(ctx context.Context, fresh bool) ([]*agents.HostRecord, error) {
+	if !fresh {
+		if hosts, ok := m.viewHosts(); ok {
+			return hosts, nil
+		}
+	}
 	m.pubMu.Lock()
 	if !fresh && time.Since(m.pubHostsAt) < publishHostsTTL {
 		hosts := m.pubHosts
@@ -261,9 +276,14 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 	// first so a mesh without capacity creates nothing.
 	eligible, rejected := hosting.Eligible(man, hosts, time.Now())
 	if len(eligible) < 1+int(man.Lease.Replicas) {
-		// The cached view may predate hosts that joined since: look again.
-		if hosts, err = m.publishHosts(ctx, true); err != nil {
+		// The view may lack hosts that joined since (their first record
+		// not gossiped to us yet): look in the DHT too.
+		fresh, err := m.publishHosts(ctx, true)
+		if err != nil {
 			return nil, err
+		}
+		if hosts, _ = m.viewHosts(); hosts == nil {
+			hosts = fresh // no view: the enumeration alone
 		}
 		eligible, rejected = hosting.Eligible(man, hosts, time.Now())
 	}
@@ -385,13 +405,11 @@ func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head,
 			progress("placed: first holder " + res.Holder)
 			return nil
 		}
-		for _, h := range joined {
-			o := offer
-			o.Seed, o.Leave = nil, true
-			if err := m.offer(ctx, h, o); err != nil {
-				m.Logger.Warn("undo custody membership", "host", h.Peer, "err", err)
-			}
-		}
+		leave := offer
+		leave.Seed, leave.Leave = nil, true
+		m.offerAll(ctx, joined, leave, func(h *agents.HostRecord, err error) {
+			m.Logger.Warn("undo custody membership", "host", h.Peer, "err", err)
+		})
 	}
 	return fmt.Errorf("%w: not enough eligible hosts accepted custody: %v", ErrNoHost, res.Refused)
 }
@@ -421,7 +439,30 @@ func (m *Mesh) offer(ctx context.Context, h *agents.HostRecord, offer custodyOff
 		}
 	}
 	dcancel()
+	if ctx.Err() == nil {
+		// Left out of placements until it is connected again or gossips a
+		// newer record: the next placement must not wait on it too.
+		m.view.markDown(id, time.Now())
+	}
 	return fmt.Errorf("reach host %s within %v: %w", h.Peer, offerDialLimit, err)
+}
+
+// offerAll sends offer to every host of hs in parallel and waits; failed,
+// if not nil, is called for each host that did not accept (concurrently).
+func (m *Mesh) offerAll(ctx context.Context, hs []*agents.HostRecord, offer custodyOffer, failed func(*agents.HostRecord, error)) []error {
+	errs := make([]error, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = m.offer(ctx, h, offer); errs[i] != nil && failed != nil {
+				failed(h, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // offerDialLimit bounds connecting to a host and opening the offer stream.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -61,6 +62,9 @@ type MeshConfig struct {
 	AdvertiseEvery time.Duration
 	// Custody is the lease timing of custody groups; zero: custody.DefaultTiming.
 	Custody custody.Timing
+	// HostView configures the gossiped view of the mesh's hosts (hostview.go);
+	// zero fields: DefaultHostViewOptions.
+	HostView HostViewOptions
 	// OnTick and OnCommitted, if set, observe every tick of a hosted agent
 	// and every checkpoint committed at a majority with its commit latency
 	// (propose → majority). Tests and benchmarks use them; they must not block.
@@ -82,6 +86,8 @@ type Mesh struct {
 	Custody *custody.Manager
 	cnet    *custodyNet
 	gate    *partitionGate  // test partitions (POST /v1/debug/partition)
+	view    *hostView       // the mesh's host records, gossiped (hostview.go)
+	walks   atomic.Int64    // DHT enumerations of the hosts (Hosts), for tests and metrics
 	boot    []peer.AddrInfo // bootstrap peers, dialled again while isolated (bootstrap.go)
 
 	ticks         prometheus.Counter   // ticks of hosted agents
@@ -189,6 +195,10 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	); err != nil {
 		return nil, err
 	}
+	// The view exists before anything that reads it (custody reviews).
+	if m.view, err = newHostView(m.Host, cfg.HostView, cfg.Logger); err != nil {
+		return nil, err
+	}
 	if m.Ex, err = exchange.New(m.Host, l.Store, exchange.WithProviders(m.DHT), exchange.WithLogger(cfg.Logger)); err != nil {
 		return nil, err
 	}
@@ -235,7 +245,10 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}()
 	m.wg.Add(1)
 	go m.evictLoop()
+	m.wg.Add(1)
+	go m.seedHostView()
 	if cfg.Slots > 0 {
+		m.view.startGossip(m.HostRecord)
 		m.wg.Add(1)
 		go m.advertiseLoop()
 	}
@@ -282,6 +295,9 @@ func (m *Mesh) close() error {
 		cancel()
 	}
 	m.wg.Wait()
+	if m.view != nil {
+		m.view.close()
+	}
 	if m.Ex != nil {
 		errs = append(errs, m.Ex.Close())
 	}
@@ -298,16 +314,19 @@ func (m *Mesh) close() error {
 }
 
 // advertiseLoop publishes this node's host record and provides HostingCID:
-// at start, every AdvertiseEvery, whenever its free slots change, and —
-// checked every second — whenever the routing table changes size or the
-// last attempt failed (a node that starts before its peers must advertise
-// as soon as it has any).
+// at start, every AdvertiseEvery, when it becomes or stops being full or
+// drained, and — checked every second — whenever the routing table changes
+// size or the last attempt failed (a node that starts before its peers
+// must advertise as soon as it has any). Every other change of its free
+// slots (checked every second, and at once when kicked) is only gossiped
+// to the peers' host views (D51): a DHT put and provide per change cost
+// two DHT walks per node per second during a bulk publish.
 func (m *Mesh) advertiseLoop() {
 	defer m.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var last, lastReprovide time.Time
-	lastTable, lastFree, failed, kicked := -1, -1, true, true
+	lastTable, lastFree, failed := -1, -1, true
 	for {
 		// Provider records expire after 48 h at their receivers: re-announce
 		// every pinned root (agent heads) well before that.
@@ -316,12 +335,10 @@ func (m *Mesh) advertiseLoop() {
 			m.reprovide()
 		}
 		table := m.DHT.RoutingTableSize()
-		// Free slots change as agents start and stop here: republish when
-		// the advertised figure would differ (checked once a second, so a
-		// burst of starts costs one put, not one per agent).
 		free := m.advertisedFree()
-		if kicked || failed || table != lastTable || free != lastFree || time.Since(last) >= m.cfg.AdvertiseEvery {
-			lastTable, lastFree, kicked, last = table, free, false, time.Now()
+		switch {
+		case failed || table != lastTable || (free == 0) != (lastFree == 0) || time.Since(last) >= m.cfg.AdvertiseEvery:
+			lastTable, last = table, time.Now()
 			failed = false
 			if err := m.publishHostRecord(m.ctx); err != nil && m.ctx.Err() == nil {
 				m.Logger.Debug("publish host record", "err", err)
@@ -331,13 +348,20 @@ func (m *Mesh) advertiseLoop() {
 				m.Logger.Debug("provide hosting CID", "err", err)
 				failed = failed || table > 0
 			}
+		case free != lastFree:
+			if r, err := m.HostRecord(); err == nil {
+				err = m.view.publish(m.ctx, r)
+				if err != nil && m.ctx.Err() == nil {
+					m.Logger.Debug("gossip host record", "err", err)
+				}
+			}
 		}
+		lastFree = free
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-t.C:
-		case <-m.advertise:
-			kicked = true
+		case <-m.advertise: // look now (a join, a drain)
 		}
 	}
 }
@@ -409,6 +433,11 @@ func (m *Mesh) publishHostRecord(ctx context.Context) error {
 	data, err := r.Encode()
 	if err != nil {
 		return err
+	}
+	// The peers' host views hear of a change at once; the DHT record stays
+	// for the cold start and for other readers.
+	if err := m.view.publish(ctx, r); err != nil && ctx.Err() == nil {
+		m.Logger.Debug("gossip host record", "err", err)
 	}
 	return m.DHT.PutValue(ctx, agents.HostRecordKey(r.Peer), data)
 }

@@ -1,0 +1,107 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+)
+
+// BenchmarkPublishBulk publishes heartbeat agents 16 at a time through 5
+// in-process meshes (round robin, by module CID, as testnet/scale.sh
+// does), with the host views warm; it reports agents/s. One process, so a
+// CPU profile (-cpuprofile) shows where a publication's time goes on
+// every side: the publisher's offers, the members' joins, the first
+// holder's campaign. It logs the latency of each stage of a publication
+// and the process's CPU use.
+func BenchmarkPublishBulk(b *testing.B) {
+	const nodes, parallel = 5, 16
+	agentsN := 100
+	var ms []*Mesh
+	for i := range nodes {
+		cfg := MeshConfig{Home: b.TempDir(), Slots: 200, Price: 1000, Logger: quietLogger(),
+			Run: hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1}}
+		if i > 0 {
+			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
+		}
+		m, err := StartMesh(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	waitViews(b, ms, 60*time.Second)
+	wasm, man := testagents.Bytes(b, "heartbeat")
+	ctx := context.Background()
+	mods := make([]cid.Cid, nodes)
+	for i, m := range ms {
+		res, err := m.Publish(ctx, wasm, man, 1_000_000_000, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if mods[i], err = cid.Decode(res.Module); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		var (
+			mu  sync.Mutex
+			all [][]time.Duration
+		)
+		start := time.Now()
+		cpu0 := cpuTime()
+		jobs := make(chan int)
+		var wg sync.WaitGroup
+		for range parallel {
+			wg.Go(func() {
+				for i := range jobs {
+					t0 := time.Now()
+					var marks []time.Duration // at each progress report, then at the end
+					prog := func(string) { marks = append(marks, time.Since(t0)) }
+					if _, err := ms[i%nodes].PublishModule(ctx, mods[i%nodes], man, 1_000_000_000, prog); err != nil {
+						b.Error(err)
+					}
+					marks = append(marks, time.Since(t0))
+					mu.Lock()
+					all = append(all, marks)
+					mu.Unlock()
+				}
+			})
+		}
+		for i := range agentsN {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		b.ReportMetric(float64(agentsN)/time.Since(start).Seconds(), "agents/s")
+		// Progress reports: hosts read, agent created, group chosen, placed.
+		for k, stage := range []string{"read hosts", "create the agent", "choose the group", "offers (fetch, verify, join) and kick"} {
+			var ds []time.Duration
+			for _, m := range all {
+				if k < len(m) {
+					d := m[k]
+					if k > 0 {
+						d -= m[k-1]
+					}
+					ds = append(ds, d)
+				}
+			}
+			b.Logf("%-40s p50 %7.1f ms  p90 %7.1f ms", stage, pctMs(ds, .5), pctMs(ds, .9))
+		}
+		b.Logf("CPU %.0f%% of one core", 100*(cpuTime()-cpu0).Seconds()/time.Since(start).Seconds())
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
