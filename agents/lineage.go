@@ -36,6 +36,11 @@ type VerifyOptions struct {
 	// upward. The Lineage then starts at it (Lineage.Partial). A caller
 	// that reports or audits the whole history must not set it.
 	Trusted func(c cid.Cid) bool
+	// SignaturesChecked, when set, names checkpoints whose signatures the
+	// caller has just checked (a custody member verifies each checkpoint
+	// it fetches before it fetches the state): a CID fixes the bytes, so
+	// they are not checked again. Every other rule still applies to them.
+	SignaturesChecked func(c cid.Cid) bool
 }
 
 // Entry is one checkpoint of a lineage.
@@ -144,8 +149,10 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 			partial = true
 			break // verified before, with everything below it
 		}
-		if err := cp.Verify(); err != nil {
-			return nil, verifyErr(cur, cp.Seq, true, ErrBadSignature, err)
+		if opts.SignaturesChecked == nil || !opts.SignaturesChecked(cur) {
+			if err := cp.Verify(); err != nil {
+				return nil, verifyErr(cur, cp.Seq, true, ErrBadSignature, err)
+			}
 		}
 		rev = append(rev, Entry{CID: cur, Checkpoint: cp})
 		if !cp.Prev.Defined() {
@@ -180,7 +187,8 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 			Reason: fmt.Sprintf("genesis link %s points to %s", gc, what)}
 	}
 	g, err := DecodeGenesis(gdata)
-	if err == nil {
+	if err == nil && !partial {
+		// A trusted base was verified with its genesis (the one it names).
 		err = g.Verify()
 	}
 	if err != nil {

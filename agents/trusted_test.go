@@ -79,3 +79,46 @@ func TestVerifyLineageTrusted(t *testing.T) {
 		t.Fatalf("trusted head of another agent: %v, want ErrIdentityChanged", err)
 	}
 }
+
+// SignaturesChecked skips only the signatures of the checkpoints it names
+// (the caller checked them); every other rule still applies to them, and
+// the others' signatures are checked.
+func TestVerifyLineageSignaturesChecked(t *testing.T) {
+	f := newFixture(t, 8)
+	base := f.entries[6].CID
+	trusted := func(c cid.Cid) bool { return c.Equals(base) }
+	f.truncate(7)
+	cp := f.next()
+	if err := cp.Sign(f.agentKey, f.holderFor(t, cp)); err != nil {
+		t.Fatal(err)
+	}
+	cp.AgentSig[0] ^= 1
+	f.appendSigned(t, cp)
+	bad := f.head()
+	if _, err := VerifyLineage(bad, f.store, VerifyOptions{Trusted: trusted}); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("bad signature: %v, want ErrBadSignature", err)
+	}
+	if _, err := VerifyLineage(bad, f.store, VerifyOptions{Trusted: trusted, SignaturesChecked: func(c cid.Cid) bool { return c.Equals(bad) }}); err != nil {
+		t.Fatalf("the caller said it checked this one's signatures: %v", err)
+	}
+	// Named, but another rule fails: still refused.
+	f.truncate(7)
+	cp = f.next()
+	cp.Budget = f.cp(6).Budget + 1
+	f.append(t, cp)
+	rising := f.head()
+	if _, err := VerifyLineage(rising, f.store, VerifyOptions{Trusted: trusted, SignaturesChecked: func(c cid.Cid) bool { return c.Equals(rising) }}); !errors.Is(err, ErrBudgetIncreased) {
+		t.Fatalf("budget rising on a checkpoint whose signatures were checked: %v, want ErrBudgetIncreased", err)
+	}
+	// Naming another checkpoint does not excuse a bad one.
+	f.truncate(7)
+	cp = f.next()
+	if err := cp.Sign(f.agentKey, f.holderFor(t, cp)); err != nil {
+		t.Fatal(err)
+	}
+	cp.HolderSig[0] ^= 1
+	f.appendSigned(t, cp)
+	if _, err := VerifyLineage(f.head(), f.store, VerifyOptions{Trusted: trusted, SignaturesChecked: func(c cid.Cid) bool { return c.Equals(base) }}); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("bad holder signature: %v, want ErrBadSignature", err)
+	}
+}

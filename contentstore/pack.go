@@ -75,6 +75,11 @@ func openPack(dir string, create, readOnly bool) (*pack, error) {
 		MemTableSize: 4 << 20,
 	}
 	db, err := pebble.Open(path, opts)
+	if readOnly && errors.Is(err, pebble.ErrDBDoesNotExist) {
+		// Its creation was cut short (a crash in the first Open): nothing
+		// was ever stored in it, and the next Open creates it.
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("contentstore: opening the pack %q: %w (if it is damaged, move it away and let the custody group re-replicate: its blocks are copies)", path, err)
 	}
@@ -260,3 +265,37 @@ func (s *Store) DeleteMeta(key string) error {
 
 // HasPack reports whether Meta records can be written (WithPack).
 func (s *Store) HasPack() bool { return s.pack != nil && s.cfg.packMax > 0 }
+
+// MetaKeys lists the Meta records' keys that start with prefix, sorted.
+//
+// Errors: ErrClosed.
+func (s *Store) MetaKeys(prefix string) ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.pack == nil {
+		return nil, nil
+	}
+	lo := metaKey(prefix)
+	hi := []byte{packMeta + 1}
+	if prefix != "" {
+		// The first key after every key with this prefix: the prefix with
+		// its last byte incremented (prefixes are text: never 0xff).
+		hi = metaKey(prefix)
+		hi[len(hi)-1]++
+	}
+	it, err := s.pack.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("contentstore: listing meta records: %w", err)
+	}
+	var out []string
+	for it.First(); it.Valid(); it.Next() {
+		out = append(out, string(it.Key()[1:]))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("contentstore: listing meta records: %w", err)
+	}
+	return out, nil
+}

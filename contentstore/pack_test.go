@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -190,6 +191,17 @@ func TestPackMeta(t *testing.T) {
 	if err := s.PutMeta("", []byte("x")); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("empty key: %v", err)
 	}
+	for _, k := range []string{"heads/x", "heads/y", "headsz", "other"} {
+		if err := s.PutMeta(k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.MetaKeys("heads/"); err != nil || fmt.Sprint(got) != "[heads/x heads/y]" {
+		t.Fatalf("MetaKeys(heads/) = %v, %v", got, err)
+	}
+	if got, err := s.MetaKeys(""); err != nil || len(got) != 5 {
+		t.Fatalf("MetaKeys() = %v, %v", got, err)
+	}
 	// Meta records are not blocks.
 	if got := allBlocks(t, s); len(got) != 0 {
 		t.Fatalf("ForEach lists meta records: %v", got)
@@ -261,5 +273,33 @@ func TestWithPackRejectsBadLimit(t *testing.T) {
 		if _, err := Open(t.TempDir(), WithPack(n)); err == nil {
 			t.Fatalf("WithPack(%d) accepted", n)
 		}
+	}
+}
+
+// A crash in the first Open can leave an empty pack directory: no damage
+// for fsck (nothing was stored in it), and the next Open creates the pack.
+func TestPackInterruptedCreation(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	c := mustPut(t, s, cid.Raw, []byte("a file block"))
+	s.Close()
+	if err := os.Mkdir(filepath.Join(dir, packDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chk, err := OpenForCheck(dir)
+	if err != nil {
+		t.Fatalf("OpenForCheck with an empty pack directory: %v", err)
+	}
+	r, err := chk.Check(context.Background())
+	chk.Close()
+	if err != nil || !r.Clean() || r.Blocks != 1 {
+		t.Fatalf("Check: %+v, %v", r, err)
+	}
+	s = openStore(t, dir, WithPack(0))
+	if err := s.PutMeta("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(c); err != nil || string(got) != "a file block" {
+		t.Fatalf("Get: %q, %v", got, err)
 	}
 }

@@ -563,9 +563,10 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 		}
 	}
 	cur := c
+	signed := map[cid.Cid]bool{} // signatures checked below: verify need not check them again
 	for depth := 0; depth < ensureMaxDepth; depth++ {
 		if stop[cur.String()] {
-			return n.verify(did, c)
+			return n.verify(did, c, signed)
 		}
 		data, err := n.m.Ex.Fetch(ctx, cur, from...)
 		if err != nil {
@@ -581,6 +582,7 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 		if err := cp.Verify(); err != nil {
 			return fmt.Errorf("checkpoint %s: %w", cur, err)
 		}
+		signed[cur] = true
 		if _, err := n.m.Ex.FetchDAG(ctx, cp.State, exchange.FetchOptions{From: from}); err != nil {
 			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
 		}
@@ -591,7 +593,7 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 					return fmt.Errorf("lineage root %s: %w", r, err)
 				}
 			}
-			return n.verify(did, c)
+			return n.verify(did, c, signed)
 		}
 		cur = cp.Prev
 	}
@@ -603,8 +605,9 @@ func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []
 // standby spreads the cost of its agent's history over the checkpoints it
 // accepts, and a takeover's Load finds the accepted one already verified.
 // A checkpoint that fails is not accepted.
-func (n *custodyNet) verify(did string, c cid.Cid) error {
-	if _, err := agents.VerifyLineage(c, n.m.Store, agents.VerifyOptions{ExpectDID: did, Trusted: n.m.verified.Has}); err != nil {
+func (n *custodyNet) verify(did string, c cid.Cid, signed map[cid.Cid]bool) error {
+	opts := agents.VerifyOptions{ExpectDID: did, Trusted: n.m.verified.Has, SignaturesChecked: func(c cid.Cid) bool { return signed[c] }}
+	if _, err := agents.VerifyLineage(c, n.m.Store, opts); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", c, err)
 	}
 	n.m.verified.Add(c)

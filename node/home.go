@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -30,14 +31,35 @@ var (
 //	DIR/node.key          node identity (Ed25519, 0600)
 //	DIR/store/            content store (blocks, pins)
 //	DIR/keys/             agent keystore (0700, files 0600)
-//	DIR/heads/<agent id>  CID of each local agent's committed head
+//	DIR/heads/<agent id>  CID of each local agent's committed head (nodes
+//	                      before the store's pack; now a Meta record
+//	                      heads/<agent id> in the store's pack)
 //	DIR/cache/wasm/       wazero compilation cache
 type Home struct {
 	Dir string
 	// sync, if set, makes head writes durable in groups with the store's
 	// (Local sets it to the content store's Syncer).
 	sync *atomicfile.Syncer
+	// meta, if set, keeps the heads in the store's pack: a head moves at
+	// every commit, and an append to the pack's log costs far less than a
+	// file, a rename and a flush (DECISIONS D52). Heads in files (older
+	// nodes) are still read; a record wins over a file.
+	meta HeadStore
 }
+
+// HeadStore is where a Home keeps heads (the content store's Meta).
+type HeadStore interface {
+	PutMeta(key string, value []byte) error
+	GetMeta(key string) ([]byte, error)
+	DeleteMeta(key string) error
+	MetaKeys(prefix string) ([]string, error)
+}
+
+// UseHeadStore keeps heads in hs from now on (fsck sets the store it opened).
+func (h *Home) UseHeadStore(hs HeadStore) { h.meta = hs }
+
+const headPrefix = "heads/"
+
 
 // OpenHome creates the layout under dir if needed and checks that it is
 // writable, so a bad --home fails before any work is done.
@@ -87,7 +109,18 @@ func (h *Home) Head(did string) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, err
 	}
-	data, err := os.ReadFile(p)
+	var data []byte
+	if h.meta != nil {
+		data, err = h.meta.GetMeta(headPrefix + agents.AgentID(did))
+		if err == nil {
+			p = "head record " + headPrefix + agents.AgentID(did)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return cid.Undef, err
+		}
+	}
+	if data == nil {
+		data, err = os.ReadFile(p)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return cid.Undef, fmt.Errorf("%w: %s has no checkpoint in %s (run 'igor-node import FILE.car' to bring it here)", ErrUnknownAgent, did, h.Dir)
 	}
@@ -107,6 +140,9 @@ func (h *Home) SetHead(did string, c cid.Cid) error {
 	if err != nil {
 		return err
 	}
+	if h.meta != nil {
+		return h.meta.PutMeta(headPrefix+agents.AgentID(did), []byte(c.String()+"\n"))
+	}
 	return atomicfile.WriteSynced(p, []byte(c.String()+"\n"), 0o600, h.sync)
 }
 
@@ -116,7 +152,14 @@ func (h *Home) RemoveHead(did string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if h.meta != nil {
+		if err := h.meta.DeleteMeta(headPrefix + agents.AgentID(did)); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(p); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	return atomicfile.SyncDir(filepath.Dir(p))
@@ -128,9 +171,23 @@ func (h *Home) Agents() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		name := e.Name()
+		names = append(names, e.Name())
+	}
+	if h.meta != nil {
+		keys, err := h.meta.MetaKeys(headPrefix)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			names = append(names, strings.TrimPrefix(k, headPrefix))
+		}
+	}
+	sort.Strings(names)
+	names = slices.Compact(names)
+	var out []string
+	for _, name := range names {
 		if strings.HasSuffix(name, atomicfile.TempSuffix) || strings.HasPrefix(name, ".") {
 			continue
 		}

@@ -76,6 +76,9 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 		return nil, err
 	}
 	h.sync = l.Store.Syncer().For(h.path("heads")) // heads share the store's group flushes
+	if l.Store.HasPack() {
+		h.meta = l.Store
+	}
 
 	if l.Keys, err = keystore.Open(h.KeysDir()); err != nil {
 		return nil, err

@@ -135,6 +135,7 @@ func fsck(ctx context.Context, dir string) (*fsckReport, error) {
 			problem("content store: %v", err)
 		} else {
 			defer st.Close()
+			h.UseHeadStore(st) // heads are records in the store's pack
 			r, err := st.Check(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("checking the content store: %w", err)

@@ -21,22 +21,31 @@ import (
 	"github.com/igor-mesh/igor-node/node"
 )
 
-// lineageOf reads an agent's committed lineage straight from a home.
-func lineageOf(t *testing.T, home, did string) *agents.Lineage {
+// openHomeStore opens a stopped node's home and content store as the node
+// does: heads are records in the store's pack.
+func openHomeStore(t *testing.T, home string) (*node.Home, *contentstore.Store) {
 	t.Helper()
 	h, err := node.OpenHome(home)
 	if err != nil {
 		t.Fatal(err)
 	}
+	st, err := contentstore.Open(h.StoreDir(), contentstore.WithPack(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.UseHeadStore(st)
+	return h, st
+}
+
+// lineageOf reads an agent's committed lineage straight from a home.
+func lineageOf(t *testing.T, home, did string) *agents.Lineage {
+	t.Helper()
+	h, st := openHomeStore(t, home)
+	defer st.Close()
 	head, err := h.Head(did)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := contentstore.Open(h.StoreDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	lin, err := agents.VerifyLineage(head, st, agents.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +121,8 @@ func wantInvalid(t *testing.T, home, did string, mention ...string) {
 func appendForged(t *testing.T, home, did string, mutate func(cp *agents.Checkpoint, st *contentstore.Store), agentKeyOverride []byte) cid.Cid {
 	t.Helper()
 	lin := lineageOf(t, home, did)
-	h, _ := node.OpenHome(home)
+	h, st := openHomeStore(t, home)
+	defer st.Close()
 	ks, err := keystore.Open(h.KeysDir())
 	if err != nil {
 		t.Fatal(err)
@@ -128,11 +138,6 @@ func appendForged(t *testing.T, home, did string, mutate func(cp *agents.Checkpo
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := contentstore.Open(h.StoreDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	last := lin.Head()
 	cp := *last.Checkpoint
 	cp.Prev, cp.Seq, cp.Tick = last.CID, cp.Seq+1, cp.Tick+1
@@ -229,8 +234,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		// correctly and then replacing the agent signature with the
 		// impostor's signature over the same bytes.
 		forged := appendForged(t, home, did, func(cp *agents.Checkpoint, st *contentstore.Store) {}, nil)
-		h, _ := node.OpenHome(home)
-		st, _ := contentstore.Open(h.StoreDir())
+		h, st := openHomeStore(t, home)
 		data, _ := st.Get(forged)
 		cp, err := agents.DecodeCheckpoint(data)
 		if err != nil {
@@ -244,8 +248,8 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			t.Fatal(err)
 		}
 		st.Put(cid.DagCBOR, data)
-		st.Close()
 		h.SetHead(did, c)
+		st.Close()
 		wantInvalid(t, home, did, c.String(), "signature")
 	})
 	t.Run("fork", func(t *testing.T) {
