@@ -60,7 +60,6 @@ func (h *Home) UseHeadStore(hs HeadStore) { h.meta = hs }
 
 const headPrefix = "heads/"
 
-
 // OpenHome creates the layout under dir if needed and checks that it is
 // writable, so a bad --home fails before any work is done.
 func OpenHome(dir string) (*Home, error) {
