@@ -5,10 +5,16 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/internal/atomicfile"
 )
 
 // sha256NsPerOp measures plain sha256.Sum256 over data on this machine, now:
@@ -96,4 +102,92 @@ func sizeName(n int) string {
 		return fmt.Sprintf("%dMiB", n>>20)
 	}
 	return fmt.Sprintf("%dKiB", n>>10)
+}
+
+// BenchmarkCommitShape prices one custody commit at one node as the node
+// writes it: two small blocks (a ~1 KiB state, a ~600-byte checkpoint)
+// and a ~100-byte lease-state record, durable before the commit returns,
+// with W commits of different agents at once. Shapes: "files" (a file per
+// block and per record, group flushes by syncfs where the platform has it:
+// the node before D52), "pack" (blocks and the record in the pack, each
+// durable), "pack-deferred" (blocks deferred, the record's flush covers
+// them: the node now). Reported per commit: CPU time of the whole process
+// (user+system, so kernel flush work in this process counts) and x_files,
+// the ratio to the files shape measured in the same run.
+func BenchmarkCommitShape(b *testing.B) {
+	for _, writers := range []int{1, 8} {
+		base := 0.0
+		for _, shape := range []string{"files", "pack", "pack-deferred"} {
+			b.Run(fmt.Sprintf("writers=%d/shape=%s", writers, shape), func(b *testing.B) {
+				var opts []Option
+				switch shape {
+				case "pack":
+					opts = append(opts, WithPack(0))
+				case "pack-deferred":
+					opts = append(opts, WithPack(0), WithDeferredPackSync())
+				}
+				s := newStore(b, opts...)
+				dir := b.TempDir()
+				state, cp, rec := randBytes(b, 1024), randBytes(b, 600), randBytes(b, 100)
+				var next atomic.Int64
+				commit := func(i int64) error {
+					st := append(binary.LittleEndian.AppendUint64(nil, uint64(i)), state...)
+					c := append(binary.LittleEndian.AppendUint64(nil, uint64(i)), cp...)
+					if _, err := s.Put(cid.Raw, st); err != nil {
+						return err
+					}
+					if _, err := s.Put(cid.Raw, c); err != nil {
+						return err
+					}
+					key := fmt.Sprintf("rec%d", i%512)
+					if shape == "files" {
+						return atomicfile.WriteSynced(filepath.Join(dir, key), rec, 0o600, s.Syncer().For(dir))
+					}
+					return s.PutMeta(key, rec)
+				}
+				cpu0 := processCPU()
+				b.ResetTimer()
+				var wg sync.WaitGroup
+				errs := make(chan error, writers)
+				for range writers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							i := next.Add(1)
+							if i > int64(b.N) {
+								return
+							}
+							if err := commit(i); err != nil {
+								errs <- err
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+				perCommit := float64((processCPU() - cpu0).Microseconds()) / float64(b.N)
+				b.ReportMetric(perCommit, "cpu_us/commit")
+				if shape == "files" {
+					base = perCommit
+				} else if base > 0 {
+					b.ReportMetric(perCommit/base, "x_files")
+				}
+			})
+		}
+	}
+}
+
+// processCPU is this process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

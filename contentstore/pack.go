@@ -54,6 +54,19 @@ func WithPack(maxSize int) Option {
 	}
 }
 
+// WithDeferredPackSync writes packed blocks without waiting for a flush of
+// the pack's log: each becomes durable, in order, with the next durable
+// write to the pack — a Meta record (PutMeta, DeleteMeta). The log is
+// sequential, so a durable record is never without the blocks written
+// before it. This suits a caller that commits by a Meta record naming the
+// blocks it wrote (the node: a head, a custody lease state), and saves a
+// flush per block; a block put with nothing durable after it may be lost
+// in a crash (it was never named by a commit). Blocks above the pack limit
+// are files and stay durable on return. Requires WithPack.
+func WithDeferredPackSync() Option {
+	return func(c *config) error { c.deferPack = true; return nil }
+}
+
 type pack struct {
 	db *pebble.DB
 }

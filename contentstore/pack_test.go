@@ -268,6 +268,23 @@ func TestPackConcurrentWriters(t *testing.T) {
 	}
 }
 
+func TestDeferredPackSync(t *testing.T) {
+	if _, err := Open(t.TempDir(), WithDeferredPackSync()); err == nil {
+		t.Fatal("WithDeferredPackSync without WithPack accepted")
+	}
+	dir := t.TempDir()
+	s := openStore(t, dir, WithPack(0), WithDeferredPackSync())
+	c := mustPut(t, s, cid.Raw, []byte("deferred"))
+	if err := s.PutMeta("head", []byte(c.String())); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir, WithPack(0))
+	if got, err := s.Get(c); err != nil || string(got) != "deferred" {
+		t.Fatalf("after reopen: %q, %v", got, err)
+	}
+}
+
 func TestWithPackRejectsBadLimit(t *testing.T) {
 	for _, n := range []int{-1, MaxBlockSize + 1} {
 		if _, err := Open(t.TempDir(), WithPack(n)); err == nil {

@@ -64,6 +64,8 @@ type config struct {
 	fsync   bool
 	gcGrace time.Duration
 	packMax int // blocks up to this size go to the pack; 0: none
+	// deferPack: packed blocks are not flushed on their own (WithDeferredPackSync).
+	deferPack bool
 }
 
 func defaults(c *config) error {
@@ -75,6 +77,9 @@ func defaults(c *config) error {
 func (c *config) validate() error {
 	if c.gcGrace < 0 {
 		return fmt.Errorf("contentstore: GC grace period %v is negative", c.gcGrace)
+	}
+	if c.deferPack && c.packMax == 0 {
+		return errors.New("contentstore: WithDeferredPackSync needs WithPack")
 	}
 	return nil
 }
@@ -359,7 +364,7 @@ func (s *Store) write(c cid.Cid, data []byte) error {
 	}
 	if s.pack != nil && len(data) <= s.cfg.packMax {
 		// Always rewritten: the write restarts the grace, as below.
-		return s.pack.put(c, data, s.cfg.fsync)
+		return s.pack.put(c, data, s.cfg.fsync && !s.cfg.deferPack)
 	}
 	dir, path := s.blockPath(c)
 	if st, err := os.Stat(path); err == nil {

@@ -72,7 +72,7 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 			err = errors.Join(err, l.Close())
 		}
 	}()
-	if l.Store, err = contentstore.Open(h.StoreDir(), contentstore.WithPack(0)); err != nil {
+	if l.Store, err = contentstore.Open(h.StoreDir(), contentstore.WithPack(0), contentstore.WithDeferredPackSync()); err != nil {
 		return nil, err
 	}
 	h.sync = l.Store.Syncer().For(h.path("heads")) // heads share the store's group flushes
