@@ -891,6 +891,16 @@ type custodyOffer struct {
 	Genesis    string     `json:"genesis,omitempty"`
 	StartEpoch uint64     `json:"start_epoch,omitempty"`
 	Conf       *offerConf `json:"conf,omitempty"`
+	// Blocks: the new blocks of the head (checkpoint, genesis, manifest,
+	// state) when they are small, so a join need not fetch them back from
+	// the offerer over the exchange (offerBlocks). Each is re-hashed.
+	Blocks []offerBlock `json:"blocks,omitempty"`
+}
+
+// offerBlock is one block carried by a join offer.
+type offerBlock struct {
+	CID  string `json:"cid"`
+	Data []byte `json:"data"`
 }
 
 // offerConf is a lease configuration in an offer.
@@ -958,7 +968,10 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 		m.Host.Peerstore().AddAddrs(id, mas, peerstore.TempAddrTTL)
 	}
 	if from != m.Host.ID() {
-		if err := m.fetchOffered(ctx, head, o, from); err != nil {
+		if err := m.storeOffered(o.Blocks); err != nil {
+			return err
+		}
+		if err := m.fetchOffered(ctx, head, o, from); err != nil { // what the offer did not carry
 			return err
 		}
 	}
@@ -1048,6 +1061,26 @@ func (m *Mesh) prewarmGroup(ctx context.Context, did string, head cid.Cid, ranke
 		return nil, fmt.Errorf("only %d eligible hosts answered (%d needed)", len(out), size/2+1)
 	}
 	return out, nil
+}
+
+// storeOffered stores the blocks a join offer carried, each re-hashed
+// against its CID (a block that does not match refuses the offer). They
+// are ordinary unpinned blocks until the join pins the head; the lineage is
+// verified after the fetch, as for fetched blocks.
+func (m *Mesh) storeOffered(blocks []offerBlock) error {
+	if len(blocks) > offerMaxBlocks {
+		return fmt.Errorf("%w: %d blocks in an offer, the limit is %d", ErrBadMessage, len(blocks), offerMaxBlocks)
+	}
+	for _, b := range blocks {
+		c, err := cid.Decode(b.CID)
+		if err != nil {
+			return fmt.Errorf("%w: offered block %q: %v", ErrBadMessage, b.CID, err)
+		}
+		if err := m.Store.PutBlock(c, b.Data); err != nil {
+			return fmt.Errorf("%w: offered block: %v", ErrBadMessage, err)
+		}
+	}
+	return nil
 }
 
 // fetchOffered fetches the DAG under head an offer names, from the

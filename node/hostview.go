@@ -286,8 +286,9 @@ func (v *hostView) validate(_ context.Context, from peer.ID, msg *pubsub.Message
 	}
 	v.mu.Lock()
 	e := v.entries[msg.GetFrom()]
+	old := e != nil && e.rec.Seq >= r.Seq
 	v.mu.Unlock()
-	if e != nil && e.rec.Seq >= r.Seq {
+	if old {
 		return pubsub.ValidationIgnore // old news: do not forward it again
 	}
 	msg.ValidatorData = r
@@ -468,22 +469,6 @@ func (v *hostView) hosts(now time.Time) (out []*agents.HostRecord, warm bool) {
 		}
 	}
 	return out, len(v.entries) > 0
-}
-
-// get returns the record of peer p in the view, if any and not known
-// unreachable.
-func (v *hostView) get(p string) (*agents.HostRecord, bool) {
-	id, err := peer.Decode(p)
-	if err != nil {
-		return nil, false
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	e := v.entries[id]
-	if e == nil || !e.down.IsZero() || time.Since(e.at) > v.opts.TTL || e.rec.Expires <= time.Now().UnixNano() {
-		return nil, false
-	}
-	return e.rec, true
 }
 
 // warm reports whether the view holds an entry of another peer (nil: no).

@@ -433,3 +433,47 @@ func FuzzCheckHostGossip(f *testing.F) {
 		}
 	})
 }
+
+// TestOfferedBlocks: a join offer carries the new agent's small blocks
+// (checkpoint, genesis, manifest, state); the member stores each only if
+// it hashes to its CID, and refuses an offer with too many.
+func TestOfferedBlocks(t *testing.T) {
+	l, err := OpenLocal(t.TempDir(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	wasm, man := testagents.Bytes(t, "counter")
+	_, head, err := l.CreateAgent(context.Background(), wasm, man, 1_000_000, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &Mesh{Local: l}
+	blocks := pub.offerBlocks(head)
+	if len(blocks) != 4 || blocks[0].CID != head.CID.String() {
+		t.Fatalf("offer blocks %d (first %s), want the checkpoint, genesis, manifest and state", len(blocks), blocks[0].CID)
+	}
+	l2, err := OpenLocal(t.TempDir(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l2.Close() })
+	member := &Mesh{Local: l2}
+	forged := slices.Clone(blocks)
+	forged[1] = offerBlock{CID: blocks[1].CID, Data: append([]byte{0}, blocks[1].Data...)}
+	if err := member.storeOffered(forged); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("a block that does not hash to its CID: %v", err)
+	}
+	if err := member.storeOffered(make([]offerBlock, offerMaxBlocks+1)); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("too many blocks: %v", err)
+	}
+	if err := member.storeOffered(blocks); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blocks {
+		c, _ := cid.Decode(b.CID)
+		if ok, err := l2.Store.Has(c); err != nil || !ok {
+			t.Fatalf("offered block %s not stored: %v", c, err)
+		}
+	}
+}

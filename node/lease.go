@@ -348,6 +348,7 @@ func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head,
 	did := head.Checkpoint.Agent
 	size := 1 + replicas
 	refused := map[string]bool{}
+	blocks := m.offerBlocks(head)
 	for attempt := 0; ; attempt++ {
 		var group []*agents.HostRecord
 		for _, h := range ranked {
@@ -365,7 +366,7 @@ func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head,
 			addrs[h.Peer] = h.Addrs
 		}
 		offer := custodyOffer{Version: 2, DID: did, Head: head.CID.String(), Seq: head.Checkpoint.Seq, Epoch: epoch, Released: released,
-			Seed: key.Seed(), TermMs: termMs, Members: members, Addrs: addrs, From: m.PeerAddrs()}
+			Seed: key.Seed(), TermMs: termMs, Members: members, Addrs: addrs, From: m.PeerAddrs(), Blocks: blocks}
 		progress(fmt.Sprintf("custody group of %d: %v", len(group), members))
 		// Every member fetches, verifies and compiles the agent at once; then
 		// the best-ranked one is asked to campaign for the first lease.
@@ -406,12 +407,51 @@ func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head,
 			return nil
 		}
 		leave := offer
-		leave.Seed, leave.Leave = nil, true
+		leave.Seed, leave.Leave, leave.Blocks = nil, true, nil
 		m.offerAll(ctx, joined, leave, func(h *agents.HostRecord, err error) {
 			m.Logger.Warn("undo custody membership", "host", h.Peer, "err", err)
 		})
 	}
 	return fmt.Errorf("%w: not enough eligible hosts accepted custody: %v", ErrNoHost, res.Refused)
+}
+
+// Limits of the blocks a join offer carries (offerBlocks): well inside
+// the 64 KiB offer once base64-encoded.
+const (
+	offerMaxBlocks = 16
+	offerMaxBytes  = 24 << 10
+)
+
+// offerBlocks returns the blocks a member needs besides the module to load
+// the agent at head — the checkpoint, its state, and for a new agent
+// (seq 0) its genesis and manifest — if they total at most offerMaxBytes;
+// else none (the members fetch them). Members used to fetch them back
+// from the publisher, block by block over the exchange: at 16 concurrent
+// publications, a quarter of a second per join.
+func (m *Mesh) offerBlocks(head hosting.Head) []offerBlock {
+	cp := head.Checkpoint
+	ids := []cid.Cid{head.CID}
+	if cp.Seq == 0 {
+		ids = append(ids, cp.Genesis, cp.Manifest)
+	}
+	state, err := m.Store.ObjectCIDs(cp.State)
+	if err != nil {
+		return nil
+	}
+	ids = append(ids, state...)
+	if len(ids) > offerMaxBlocks {
+		return nil
+	}
+	out := make([]offerBlock, 0, len(ids))
+	size := 0
+	for _, c := range ids {
+		data, err := m.Store.Get(c)
+		if size += len(data); err != nil || size > offerMaxBytes {
+			return nil
+		}
+		out = append(out, offerBlock{CID: c.String(), Data: data})
+	}
+	return out
 }
 
 func (m *Mesh) offer(ctx context.Context, h *agents.HostRecord, offer custodyOffer) error {

@@ -325,9 +325,11 @@ func TestNoMemberCanRunWhenHolderDies(t *testing.T) {
 	next := waitHeldBy(t, rest, res.DID, "an outsider", func(h *Mesh) bool { return slices.Contains(outsiders, h) })
 	took := time.Since(start)
 	t.Logf("the agent runs on an outsider %v after its holder stopped", took.Round(time.Millisecond))
-	// 8–9 s here (BENCHMARKS.md); the race run (-short) is several times
-	// slower, so there it only has to move within waitHeldBy's minute.
-	if limit := 15 * time.Second; took > limit && !testing.Short() {
+	// 3.3–4.7 s here with the host view (BENCHMARKS.md; 8–11 s before it,
+	// waiting on a DHT walk); the bound leaves room for a loaded machine.
+	// The race run (-short) is several times slower, so there it only has
+	// to move within waitHeldBy's minute.
+	if limit := 8 * time.Second; took > limit && !testing.Short() {
 		t.Fatalf("the agent was stopped for %v; want under %v", took, limit)
 	}
 	rep, err := next.VerifyRemote(ctx, res.DID)

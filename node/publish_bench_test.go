@@ -96,7 +96,9 @@ func BenchmarkPublishBulk(b *testing.B) {
 			}
 			b.Logf("%-40s p50 %7.1f ms  p90 %7.1f ms", stage, pctMs(ds, .5), pctMs(ds, .9))
 		}
-		b.Logf("CPU %.0f%% of one core", 100*(cpuTime()-cpu0).Seconds()/time.Since(start).Seconds())
+		cpu, wall := cpuTime()-cpu0, time.Since(start)
+		b.ReportMetric(float64(cpu.Milliseconds())/float64(agentsN), "cpu-ms/agent")
+		b.Logf("CPU %.0f%% of one core over %v", 100*cpu.Seconds()/wall.Seconds(), wall.Round(time.Millisecond))
 	}
 }
 
