@@ -56,7 +56,9 @@ func WithPack(maxSize int) Option {
 
 // WithDeferredPackSync writes packed blocks without waiting for a flush of
 // the pack's log: each becomes durable, in order, with the next durable
-// write to the pack — a Meta record (PutMeta, DeleteMeta). The log is
+// write to the pack — a Meta record (PutMeta, DeleteMeta), a Pin (which
+// flushes first: a pin file must never name a block a crash can lose), or
+// Sync. The log is
 // sequential, so a durable record is never without the blocks written
 // before it. This suits a caller that commits by a Meta record naming the
 // blocks it wrote (the node: a head, a custody lease state), and saves a
@@ -311,4 +313,29 @@ func (s *Store) MetaKeys(prefix string) ([]string, error) {
 		return nil, fmt.Errorf("contentstore: listing meta records: %w", err)
 	}
 	return out, nil
+}
+
+// Sync makes every write so far durable: with WithDeferredPackSync, the
+// packed blocks that no durable write has followed yet. A caller that names
+// blocks in a file of its own (not a Meta record) calls it first; Pin does.
+//
+// Errors: ErrClosed.
+func (s *Store) Sync() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.syncPack()
+}
+
+// syncPack flushes the pack's log if packed blocks may be waiting for it.
+func (s *Store) syncPack() error {
+	if s.pack == nil || !s.cfg.deferPack || !s.cfg.fsync {
+		return nil
+	}
+	if err := s.pack.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("contentstore: flushing the pack: %w", err)
+	}
+	return nil
 }

@@ -643,6 +643,11 @@ func (s *Store) Pin(c cid.Cid) error {
 	if s.closed {
 		return ErrClosed
 	}
+	// Blocks written before the pin must be durable before it: a pin of
+	// a block a crash loses would stop every GC (an incomplete pinned DAG).
+	if err := s.syncPack(); err != nil {
+		return err
+	}
 	// An empty file has no content to tear: creating it and fsyncing the
 	// directory is enough to make it durable.
 	f, err := os.OpenFile(filepath.Join(s.pinsDir, c.String()), os.O_CREATE|os.O_WRONLY, 0o600)

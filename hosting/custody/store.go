@@ -108,10 +108,15 @@ type store struct {
 // appends share flushes, instead of a file, a rename and a flush per
 // group per commit (DECISIONS D52). GetMeta of an absent key returns an
 // error wrapping fs.ErrNotExist.
+//
+// Sync makes every earlier write of the store durable: the group file names
+// the agent's genesis, whose blocks a member may just have fetched into
+// the log without a flush of their own (contentstore.WithDeferredPackSync).
 type Meta interface {
 	PutMeta(key string, value []byte) error
 	GetMeta(key string) ([]byte, error)
 	DeleteMeta(key string) error
+	Sync() error
 }
 
 func hardStateKey(did string) string { return "custody/hardstate/" + agents.AgentID(did) }
@@ -125,6 +130,11 @@ func (s store) saveGroup(g *Group) error {
 	data, err := json.MarshalIndent(g, "", "  ")
 	if err != nil {
 		return err
+	}
+	if s.meta != nil {
+		if err := s.meta.Sync(); err != nil {
+			return err
+		}
 	}
 	dir := s.agentDir(g.Agent)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
