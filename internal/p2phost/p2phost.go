@@ -50,6 +50,7 @@ const (
 	CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
 	KadProtocol     = protocol.ID("/igor/kad/1.0.0")
 	StatusProtocol  = protocol.ID("/igor/status/1.0.0")
+	GossipProtocol  = protocol.ID("/igor/meshsub/1.2.0") // GossipSub: the host view
 )
 
 // ProtocolLimit bounds the streams of one protocol.
@@ -116,7 +117,9 @@ type Options struct {
 //     room for a reopen while the old stream dies);
 //   - kad 1024 / 32 (kad-dht reuses one stream per peer; concurrent
 //     lookups may open a few more);
-//   - status 128 / 8 (one short question per agent query).
+//   - status 128 / 8 (one short question per agent query);
+//   - gossip 512 / 4 (GossipSub keeps one long-lived stream per direction
+//     and peer, as custody does).
 func DefaultProtocols() map[protocol.ID]ProtocolLimit {
 	return map[protocol.ID]ProtocolLimit{
 		BlocksProtocol:  {Inbound: 256, InboundPerPeer: 8},
@@ -124,6 +127,7 @@ func DefaultProtocols() map[protocol.ID]ProtocolLimit {
 		CustodyProtocol: {Inbound: 512, InboundPerPeer: 4},
 		KadProtocol:     {Inbound: 1024, InboundPerPeer: 32},
 		StatusProtocol:  {Inbound: 128, InboundPerPeer: 8},
+		GossipProtocol:  {Inbound: 512, InboundPerPeer: 4},
 	}
 }
 
