@@ -196,7 +196,8 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		keep[c] = true
 	}
 	grace := s.cfg.gcGrace
-	err = s.forEachPacked(func(c cid.Cid) error {
+	// sweep removes c (by remove) unless it is marked or young.
+	sweep := func(c cid.Cid, remove func() (bool, int64, error)) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -204,7 +205,7 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 			return nil
 		}
 		st.Scanned++
-		removed, size, err := s.removePackedIfOld(c, grace)
+		removed, size, err := remove()
 		if err != nil {
 			return fmt.Errorf("contentstore: GC of %s: %w", c, err)
 		}
@@ -215,29 +216,15 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 			st.KeptFresh++
 		}
 		return nil
+	}
+	err = s.forEachPacked(func(c cid.Cid) error {
+		return sweep(c, func() (bool, int64, error) { return s.removePackedIfOld(c, grace) })
 	})
 	if err != nil {
 		return st, err
 	}
 	err = s.forEachFile(func(c cid.Cid, path string) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if keep[c] {
-			return nil
-		}
-		st.Scanned++
-		removed, size, err := s.removeIfOld(path, grace)
-		if err != nil {
-			return fmt.Errorf("contentstore: GC of %s: %w", c, err)
-		}
-		if removed {
-			st.Removed++
-			st.Freed += size
-		} else {
-			st.KeptFresh++
-		}
-		return nil
+		return sweep(c, func() (bool, int64, error) { return s.removeIfOld(path, grace) })
 	})
 	return st, err
 }

@@ -223,11 +223,8 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	if s.pack == nil || s.cfg.packMax == 0 {
-		return ErrNoPack
+	if err := s.metaWritable(); err != nil {
+		return err
 	}
 	if err := s.pack.db.Set(metaKey(key), value, writeOpts(s.cfg.fsync)); err != nil {
 		return fmt.Errorf("contentstore: writing meta record %q: %w", key, err)
@@ -266,14 +263,22 @@ func (s *Store) GetMeta(key string) ([]byte, error) {
 func (s *Store) DeleteMeta(key string) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	if s.pack == nil || s.cfg.packMax == 0 {
-		return ErrNoPack
+	if err := s.metaWritable(); err != nil {
+		return err
 	}
 	if err := s.pack.db.Delete(metaKey(key), writeOpts(s.cfg.fsync)); err != nil {
 		return fmt.Errorf("contentstore: deleting meta record %q: %w", key, err)
+	}
+	return nil
+}
+
+// metaWritable: Meta records may be written now (s.mu held).
+func (s *Store) metaWritable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if !s.HasPack() {
+		return ErrNoPack
 	}
 	return nil
 }
