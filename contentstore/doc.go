@@ -10,7 +10,9 @@
 //
 // Writes go to a temporary file in the block's directory, which is fsynced,
 // renamed into place, and the directory fsynced, so a crash leaves either the
-// whole block or nothing (stale *.tmp files are removed by Open). Every read
+// whole block or nothing (stale *.tmp files are removed by Open). With
+// WithPack, small blocks are appended to the pack's write-ahead log instead
+// (pack.go): a crash leaves them whole or absent there too. Every read
 // re-hashes the block against its CID: Get never returns bytes that do not
 // match the CID it was asked for.
 //

@@ -96,7 +96,7 @@ func openPack(dir string, create, readOnly bool) (*pack, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("contentstore: opening the pack %q: %w (if it is damaged, move it away and let the custody group re-replicate: its blocks are copies)", path, err)
+		return nil, fmt.Errorf("contentstore: opening the pack %q: %w (it also holds the node's custody lease states and agent heads: do not delete it; stop the node, keep a copy of the directory and run 'igor-node fsck')", path, err)
 	}
 	return &pack{db: db}, nil
 }
