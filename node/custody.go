@@ -53,7 +53,7 @@ const (
 // custodyNet implements custody.Net over libp2p.
 type custodyNet struct {
 	m  *Mesh
-	mu sync.Mutex // guards out, stale
+	mu sync.Mutex // guards out, stale, corks, held
 	// out: one sender goroutine per peer, created on first use.
 	out map[peer.ID]chan []byte
 	// stale: set when a peer (re)connects or disconnects; its sender then
@@ -67,6 +67,70 @@ type custodyNet struct {
 	// back for custodySilence gets a fresh stream, since a dead QUIC
 	// connection accepts writes until its idle timeout.
 	heard map[peer.ID]*atomic.Int64
+	// corks, peerCorks, held: while corked (custody.Batcher, by the
+	// engine's tick pass) or while the peer's stream reader works through
+	// a burst of frames (corkPeer), frames to a peer wait here and go to
+	// its sender as one write: the heartbeat rounds of all groups, and the
+	// acknowledgements of a burst.
+	corks     int
+	peerCorks map[peer.ID]int
+	held      map[peer.ID][]byte
+}
+
+// Cork holds frames back until the matching Uncork (custody.Batcher).
+func (n *custodyNet) Cork() {
+	n.mu.Lock()
+	n.corks++
+	n.mu.Unlock()
+}
+
+// Uncork releases the frames held since the first Cork, one batch per
+// peer (but not to a peer whose reader still holds them: corkPeer).
+func (n *custodyNet) Uncork() {
+	n.mu.Lock()
+	n.corks--
+	var out map[peer.ID][]byte
+	if n.corks == 0 {
+		for to, b := range n.held {
+			if n.peerCorks[to] == 0 {
+				if out == nil {
+					out = map[peer.ID][]byte{}
+				}
+				out[to] = b
+				delete(n.held, to)
+			}
+		}
+	}
+	n.mu.Unlock()
+	for to, b := range out {
+		n.push(to, b)
+	}
+}
+
+// corkPeer holds frames to one peer back until uncorkPeer.
+func (n *custodyNet) corkPeer(to peer.ID) {
+	n.mu.Lock()
+	if n.peerCorks == nil {
+		n.peerCorks = map[peer.ID]int{}
+	}
+	n.peerCorks[to]++
+	n.mu.Unlock()
+}
+
+func (n *custodyNet) uncorkPeer(to peer.ID) {
+	n.mu.Lock()
+	if n.peerCorks[to]--; n.peerCorks[to] <= 0 {
+		delete(n.peerCorks, to)
+	}
+	b, release := n.held[to]
+	release = release && n.corks == 0 && n.peerCorks[to] == 0
+	if release {
+		delete(n.held, to)
+	}
+	n.mu.Unlock()
+	if release {
+		n.push(to, b)
+	}
 }
 
 func newCustodyNet(m *Mesh) *custodyNet {
@@ -290,6 +354,22 @@ func (n *custodyNet) enqueue(peerID string, frame []byte) {
 		return
 	}
 	n.mu.Lock()
+	if n.corks > 0 || n.peerCorks[to] > 0 {
+		if n.held == nil {
+			n.held = map[peer.ID][]byte{}
+		}
+		n.held[to] = append(n.held[to], frame...)
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Unlock()
+	n.push(to, frame)
+}
+
+// push queues frames (one or more, whole) for the peer's sender, starting
+// it on first use.
+func (n *custodyNet) push(to peer.ID, frames []byte) {
+	n.mu.Lock()
 	q, ok := n.out[to]
 	if !ok {
 		if n.m.ctx.Err() != nil {
@@ -307,7 +387,7 @@ func (n *custodyNet) enqueue(peerID string, frame []byte) {
 	}
 	n.mu.Unlock()
 	select {
-	case q <- frame:
+	case q <- frames:
 	default:
 		n.m.Logger.Debug("custody: send queue full; message dropped", "to", to)
 	}
@@ -509,7 +589,22 @@ func (m *Mesh) handleCustody(s network.Stream) {
 	from := remote.String()
 	heard := m.cnet.heardFrom(remote)
 	r := bufio.NewReader(s)
+	// While whole frames are already read, the replies they cause to the
+	// peer are held (corkPeer) and leave together once the reader has
+	// caught up, or after corkFrames frames. It never waits for the
+	// network while corked.
+	corked, n := false, 0
+	uncork := func() {
+		if corked {
+			m.cnet.uncorkPeer(remote)
+			corked = false
+		}
+	}
+	defer uncork()
 	for {
+		if corked && (n >= corkFrames || !wholeFrame(r)) {
+			uncork()
+		}
 		// Idle between frames for up to custodyIdle, but once a frame has
 		// begun it must arrive whole within custodyFrame: a peer that
 		// stalls mid-frame does not hold the stream (and its slot) for
@@ -528,6 +623,11 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			return
 		}
 		heard.Store(time.Now().UnixNano())
+		if !corked && wholeFrame(r) {
+			m.cnet.corkPeer(remote)
+			corked, n = true, 0
+		}
+		n++
 		if f.blocks != nil {
 			if err := m.acceptPush(f, from); err != nil {
 				if errors.Is(err, ErrBadMessage) {
@@ -549,6 +649,17 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			m.Logger.Debug("custody: message not delivered", "from", from, "agent", did, "err", err)
 		}
 	}
+}
+
+// corkFrames bounds the frames whose replies a stream reader holds back.
+const corkFrames = 256
+
+// wholeFrame reports whether r's buffer holds a whole frame (reading it
+// cannot block).
+func wholeFrame(r *bufio.Reader) bool {
+	b, _ := r.Peek(r.Buffered())
+	l, k := binary.Uvarint(b)
+	return k > 0 && uint64(len(b)-k) >= l
 }
 
 // Ensure makes checkpoint c of did present here with its state and every

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/testagents"
@@ -292,11 +294,6 @@ func startMeshesJoining(tb testing.TB, boot *Mesh, n, slots int) []*Mesh {
 	return ms
 }
 
-// TestRegroupReplacesDeadStandby: a standby dies for good; once the holder
-// has not heard from it for RegroupAfter, at its next lease-term end it
-// commits a final checkpoint, the old members leave, and a new group of
-// live hosts takes over above the old epoch — same DID, no tick lost, one
-// chain.
 // TestDeadStandbyReplacedInPlace: a dead standby is replaced by a
 // membership change in place — the agent keeps running on its holder at
 // its epoch, no tick is redone — and when the dead member comes back with
@@ -451,4 +448,144 @@ func TestDeadStandbyReplacedInPlace(t *testing.T) {
 type tickAt struct {
 	node int
 	tick uint64
+}
+
+// TestLostLeaseStateRefused: a member whose lease state record is gone (a
+// damaged pack) but whose group file is here does not take part again
+// from a zero state — it could promise an epoch twice. It restores the
+// membership as refused (custody.ErrNoLeaseState at start-up), and the
+// agent runs on in the group.
+func TestLostLeaseStateRefused(t *testing.T) {
+	var homes []string
+	var ms []*Mesh
+	cfgFor := func(home string, boot []string) MeshConfig {
+		return MeshConfig{Home: home, Slots: 2, Price: 1000, Logger: quietLogger(), Bootstrap: boot,
+			Run: hosting.RunOptions{TickInterval: 20 * time.Millisecond, CheckpointEvery: 3, Price: -1}}
+	}
+	for i := 0; i < 3; i++ {
+		homes = append(homes, t.TempDir())
+		var boot []string
+		if i > 0 {
+			boot = []string{ms[0].PeerAddrs()[0]}
+		}
+		m, err := StartMesh(context.Background(), cfgFor(homes[i], boot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	waitHosts(t, ms, 3)
+	wasm, man := testagents.Bytes(t, "counter")
+	res, err := ms[0].Publish(context.Background(), wasm, man, 10_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holder *Mesh
+	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
+		if holder = holderOf(ms, res.DID); holder == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		return nil
+	})
+	i := slices.IndexFunc(ms, func(m *Mesh) bool { return m != holder && m != ms[0] && slices.Contains(res.Members, m.PeerID()) })
+	if i < 0 {
+		t.Fatalf("no standby member besides the bootstrap node in %v", res.Members)
+	}
+	ms[i].Close()
+	cs, err := contentstore.Open(filepath.Join(homes[i], "store"), contentstore.WithPack(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.GetMeta(custody.LeaseStateKey(res.DID)); err != nil {
+		t.Fatalf("the member's lease state record before the damage: %v", err)
+	}
+	if err := cs.DeleteMeta(custody.LeaseStateKey(res.DID)); err != nil {
+		t.Fatal(err)
+	}
+	cs.Close()
+	back, err := StartMesh(context.Background(), cfgFor(homes[i], []string{ms[0].PeerAddrs()[0]}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if st, err := back.Custody.Agent(res.DID); !errors.Is(err, custody.ErrNotMember) {
+		t.Fatalf("a member without its lease state took part again: %+v %v", st, err)
+	}
+	// The refusal keeps the evidence: group file and key stay for the operator.
+	if _, err := back.Keys.Get(res.DID); err != nil {
+		t.Fatalf("the refused membership's key: %v", err)
+	}
+	if _, err := custody.LoadPersisted(filepath.Join(homes[i], "custody"), back.Store); !errors.Is(err, custody.ErrNoLeaseState) {
+		t.Fatalf("LoadPersisted (fsck) on the damaged home: %v", err)
+	}
+	rest := []*Mesh{ms[0], ms[3-i]}
+	eventually(t, "the agent to run on in its group", 20*time.Second, func() error {
+		if holderOf(rest, res.DID) == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		return nil
+	})
+}
+
+// TestEngineCarriesLeaseTraffic: at steady state (no checkpoint due) the
+// heartbeats, acknowledgements and ticks of every group are stepped by the
+// engine without waking the groups' driver goroutines (DECISIONS D53), and
+// the agents keep running exactly once.
+func TestEngineCarriesLeaseTraffic(t *testing.T) {
+	ms := benchMeshes(t, 3, 8, hosting.RunOptions{TickInterval: 100 * time.Millisecond, CheckpointEvery: 1000, Price: -1})
+	waitHosts(t, ms, 3)
+	wasm, man := testagents.Bytes(t, "counter")
+	const agents = 6
+	var dids []string
+	for i := 0; i < agents; i++ {
+		res, err := ms[i%3].Publish(context.Background(), wasm, man, 100_000_000, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dids = append(dids, res.DID)
+	}
+	eventually(t, "every agent to run", 20*time.Second, func() error {
+		for _, did := range dids {
+			if holderOf(ms, did) == nil {
+				return fmt.Errorf("%s runs nowhere", did)
+			}
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // the groups' first commits and fetches settle
+	stats := func() (s custody.EngineStats) {
+		for _, m := range ms {
+			e := m.Custody.EngineStats()
+			s.Inline += e.Inline
+			s.Loop += e.Loop
+		}
+		return s
+	}
+	const window = 4 * time.Second
+	before := stats()
+	time.Sleep(window)
+	after := stats()
+	inline, loop := after.Inline-before.Inline, after.Loop-before.Loop
+	// Each group sends 2 heartbeat rounds a second to 2 standbys, and each
+	// heartbeat is acknowledged: ≥ 8 steps per group-second, counted at
+	// half for slack.
+	if min := uint64(agents * 4 * window / time.Second); inline < min {
+		t.Fatalf("%d inline steps in %v for %d groups, want ≥ %d", inline, window, agents, min)
+	}
+	if loop*10 > inline {
+		t.Fatalf("driver goroutines woke %d times against %d inline steps: lease traffic is not carried by the engine", loop, inline)
+	}
+	for _, did := range dids {
+		n := 0
+		for _, m := range ms {
+			if st, err := m.Custody.Agent(did); err == nil && st.Running {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%s runs on %d nodes", did, n)
+		}
+	}
+	t.Logf("%v: %d inline steps, %d driver wake-ups", window, inline, loop)
 }

@@ -45,6 +45,12 @@ var (
 	ErrNotAllowed = errors.New("custody: not allowed")
 	// ErrClosed: the manager has shut down.
 	ErrClosed = errors.New("custody: closed")
+	// ErrNoLeaseState: a membership's group file is here but its lease
+	// state is not (lost with a damaged pack, or deleted by hand). Join
+	// writes the lease state first, so this is never a crash's leftover;
+	// the member may have promised an epoch it no longer remembers and
+	// must not take part.
+	ErrNoLeaseState = errors.New("custody: lease state missing")
 )
 
 // Timing is the lease timing of every group on this node, in lease ticks
@@ -322,16 +328,20 @@ type Manager struct {
 	mu      sync.Mutex // guards drivers, closed
 	drivers map[string]*driver
 	closed  bool
+
+	engineDone chan struct{} // closed when runEngine returned
+	inline     atomic.Uint64 // EngineStats
+	loops      atomic.Uint64
 }
 
 // alignedNow is the first instant at or after now on the manager's tick
 // grid: every driver's tick 0 lies on it, so the ticks (and heartbeat
 // rounds) of all groups fall on the same instants and their frames to one
 // peer share a write.
-func (m *Manager) alignedNow() time.Time {
+func (m *Manager) alignedNow() (time.Time, int64) {
 	iv := m.cfg.Timing.Interval
-	since := time.Since(m.t0)
-	return m.t0.Add((since + iv - 1) / iv * iv)
+	k := int64((time.Since(m.t0) + iv - 1) / iv)
+	return m.t0.Add(time.Duration(k) * iv), k
 }
 
 // NewManager returns a manager with no groups; call Restore to resume the
@@ -344,8 +354,10 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer, meta: cfg.Meta}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{},
-		replaceSem: make(chan struct{}, replaceSlots)}, nil
+	m := &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer, meta: cfg.Meta}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{},
+		replaceSem: make(chan struct{}, replaceSlots), engineDone: make(chan struct{})}
+	go m.runEngine()
+	return m, nil
 }
 
 // Restore resumes every group persisted under Dir as a follower (a
@@ -500,10 +512,13 @@ func (m *Manager) Join(p JoinParams) error {
 	if _, err := m.cfg.Keys.Put(p.Key); err != nil {
 		return err
 	}
-	if err := m.st.saveGroup(g); err != nil {
+	// The lease state goes first: the group file makes the membership, and
+	// saveGroup flushes the log before writing it, so a group file always
+	// has its lease state (a missing one is then damage: ErrNoLeaseState).
+	if err := m.st.saveHardState(g.Agent, hs); err != nil {
 		return err
 	}
-	if err := m.st.saveHardState(g.Agent, hs); err != nil {
+	if err := m.st.saveGroup(g); err != nil {
 		return err
 	}
 	return m.start(g, p.Key, hs, p.Campaign, neverQuiet, p.Released)
@@ -520,12 +535,10 @@ func (m *Manager) Campaign(did string) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotMember, did)
 	}
-	select {
-	case d.inbox <- event{kind: evCampaign}:
-		return nil
-	case <-m.ctx.Done():
+	if !d.send(m.ctx, event{kind: evCampaign}) {
 		return ErrClosed
 	}
+	return nil
 }
 
 // Leave ends this node's membership: the driver stops (and the agent, if it
@@ -556,8 +569,11 @@ func (m *Manager) Leave(did, from string) error {
 	}
 	d.cancel()
 	<-d.done
+	d.own.Lock() // an inline step may still be finishing
 	acc, _ := d.mc.Accepted()
-	for _, id := range []string{acc.ID, d.pinned} { // the pin may lag the accepted one
+	pinned := d.pinned
+	d.own.Unlock()
+	for _, id := range []string{acc.ID, pinned} { // the pin may lag the accepted one
 		if c, err := cid.Decode(id); err == nil {
 			_ = m.cfg.Blocks.Unpin(c)
 		}
@@ -602,7 +618,8 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 	return nil
 }
 
-// Deliver hands an incoming message to the agent's driver. from must be the
+// Deliver steps an incoming message in the agent's driver (inline when it is
+// quiet, engine.go; else through its inbox). from must be the
 // authenticated sender; a message whose From differs is refused. It
 // returns ErrNotMember when this node has no group for did; a full inbox
 // drops the message (loss is part of the protocol's model).
@@ -619,9 +636,10 @@ func (m *Manager) Deliver(did string, gid GroupID, from string, msg lease.Messag
 	if !ok || d.gid != gid {
 		return fmt.Errorf("%w: %s (group %s)", ErrNotMember, did, gid)
 	}
-	select {
-	case d.inbox <- event{kind: evMsg, msg: msg}:
-	default:
+	if d.stepInline(&msg) {
+		return nil
+	}
+	if !d.trySend(event{kind: evMsg, msg: msg}) {
 		m.cfg.Logger.Debug("custody inbox full; message dropped", "agent", did, "from", from)
 	}
 	return nil
@@ -712,10 +730,7 @@ func (m *Manager) Superseded(did string, epoch uint64) bool {
 	if !st.Running || st.Epoch >= epoch {
 		return false
 	}
-	select {
-	case d.inbox <- event{kind: evSuperseded, epoch: epoch}:
-	case <-m.ctx.Done():
-	}
+	d.send(m.ctx, event{kind: evSuperseded, epoch: epoch})
 	return true
 }
 
@@ -754,10 +769,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 			return nil
 		}
 		for _, d := range running {
-			select {
-			case d.inbox <- event{kind: evReview}:
-			default:
-			}
+			d.trySend(event{kind: evReview})
 		}
 		select {
 		case <-ctx.Done():
@@ -783,5 +795,6 @@ func (m *Manager) Close() error {
 	for _, d := range ds {
 		<-d.done
 	}
+	<-m.engineDone
 	return nil
 }

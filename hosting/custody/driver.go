@@ -2,6 +2,7 @@ package custody
 
 import (
 	"context"
+	"math"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -64,9 +65,12 @@ const (
 	stopLimit   = 30 * time.Second // waiting for a tick in flight (≤ tick_timeout) and a final checkpoint
 )
 
-// driver owns one agent's lease.Machine; only its loop goroutine touches
-// the machine and the fields below mu.
+// driver owns one agent's lease.Machine. Whoever holds own — the driver's
+// loop goroutine, or the engine stepping it inline (engine.go) — touches
+// the machine and the fields below it up to mu.
 type driver struct {
+	own sync.Mutex
+
 	m       *Manager
 	g       *Group
 	gid     GroupID
@@ -78,8 +82,20 @@ type driver struct {
 	confIdx uint64   // the configuration index ranked and members follow
 
 	t0       time.Time    // lease tick 0 on the monotonic clock
+	base     int64        // t0 as a tick of the manager's grid
 	leaseEnd atomic.Int64 // machine's LeaseEnd, for the runner's fence
 	inbox    chan event
+	// queued: events sent to inbox and not yet handled. Only with none
+	// may a message be stepped inline (it would overtake them).
+	queued atomic.Int32
+	poke   chan struct{} // wakes the loop (capacity 1: never lost)
+	// wake: the manager-grid tick at which the engine steps this quiet
+	// driver next; never while the loop polls by itself.
+	wake atomic.Int64
+	// inl: a step runs inline; handle leaves a Ready that needs I/O
+	// beyond sending (persist, stop, start, leave) pending for the loop.
+	inl     bool
+	pending bool
 	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -130,7 +146,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 	acc, _ := mc.Accepted()
 	d := &driver{
 		m: m, g: g, gid: g.ID(), did: g.Agent, key: key, mc: mc, ranked: ranked,
-		t0: m.alignedNow(), inbox: make(chan event, inboxSize), ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		inbox: make(chan event, inboxSize), poke: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		// Persisted Accepted always has its blocks here: a checkpoint is
 		// stepped into the machine only after Ensure.
 		complete:  map[string]bool{acc.ID: true, g.Genesis: true},
@@ -140,10 +156,49 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		pinned:    acc.ID,
 		since:     time.Now(),
 	}
+	d.t0, d.base = m.alignedNow()
+	d.wake.Store(never)
 	d.members = mc.Conf().Members
 	d.confIdx = mc.Conf().Index
 	d.publish()
 	return d
+}
+
+// never: a wake tick the engine never reaches.
+const never = math.MaxInt64
+
+// send queues ev for the loop, waiting while the inbox is full unless
+// the driver stops or ctx ends; it reports whether ev was queued.
+func (d *driver) send(ctx context.Context, ev event) bool {
+	d.queued.Add(1)
+	select {
+	case d.inbox <- ev:
+		return true
+	case <-d.ctx.Done():
+	case <-ctx.Done():
+	}
+	d.queued.Add(-1)
+	return false
+}
+
+// trySend queues ev unless the inbox is full.
+func (d *driver) trySend(ev event) bool {
+	d.queued.Add(1)
+	select {
+	case d.inbox <- ev:
+		return true
+	default:
+		d.queued.Add(-1)
+		return false
+	}
+}
+
+// kick wakes the loop.
+func (d *driver) kick() {
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
 }
 
 // followConf updates the member lists after the lease configuration
@@ -174,56 +229,96 @@ func (d *driver) fence() time.Time {
 func (d *driver) loop() {
 	defer close(d.done)
 	defer d.shutdown()
+	d.own.Lock()
 	if d.mc.Removed() {
 		// Restarted after persisting its removal, before the Leave ran.
 		d.leaving = true
 		go func() { _ = d.m.Leave(d.did, "") }()
 	}
-	tick := time.NewTimer(d.nextWake())
+	tick := time.NewTimer(time.Hour)
 	defer tick.Stop()
+	d.schedule(tick)
+	d.own.Unlock()
 	term := time.NewTicker(time.Duration(d.g.TermMs) * time.Millisecond)
 	defer term.Stop()
-	for d.failed == nil {
-		d.tryCampaign()
+	for {
+		var ev *event
+		termEnd := false
 		select {
 		case <-d.ctx.Done():
 			return
 		case <-tick.C:
-			d.catchUp()
+		case <-d.poke:
 		case <-term.C:
-			d.catchUp()
+			termEnd = true
+		case e := <-d.inbox:
+			ev = &e
+		}
+		d.own.Lock()
+		d.m.loops.Add(1)
+		if ev != nil {
+			d.queued.Add(-1)
+		}
+		if d.failed != nil {
+			d.own.Unlock()
+			<-d.ctx.Done()
+			return
+		}
+		if d.pending {
+			// A Ready an inline step left for this goroutine (engine.go):
+			// handled before anything else is stepped.
+			d.pending = false
+			d.handle()
+		}
+		d.tryCampaign()
+		d.catchUp()
+		if termEnd {
 			d.review()
-		case ev := <-d.inbox:
-			d.catchUp()
-			d.on(ev)
 		}
-		d.tryTransfer()
-		d.tryChange()
-		d.watchMembers()
-		d.tryRegroup()
-		if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
-			d.tryStart()
+		if ev != nil {
+			d.on(*ev)
 		}
-		if d.started && d.m.draining.Load() && time.Since(d.reviewedAt) >= drainReviewEvery {
-			d.reviewFor(true) // a draining holder keeps looking for a way out
-		}
-		d.publish()
-		tick.Reset(d.nextWake())
+		d.after()
+		d.schedule(tick)
+		d.own.Unlock()
 	}
-	<-d.ctx.Done()
 }
 
-// nextWake is how long the loop may sleep when no event arrives: until the
-// machine's next tick that does anything (lease.Machine.NextTick), so an
-// idle follower sleeps until its lease view would lapse and a holder wakes
-// once per heartbeat round — not every tick. While a campaign, handoff,
-// regroup or start retry is pending, the loop polls every tick.
-func (d *driver) nextWake() time.Duration {
-	iv := d.m.cfg.Timing.Interval
-	if d.campaign || d.handoff != "" || d.pendingStart != nil || d.regroup || d.changeTo != nil {
-		return iv
+// after runs the checks every step is followed by (on the driver's
+// goroutine or inline), and publishes the status.
+func (d *driver) after() {
+	d.tryTransfer()
+	d.tryChange()
+	d.watchMembers()
+	d.tryRegroup()
+	if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
+		d.tryStart()
 	}
-	return max(time.Until(d.t0.Add(time.Duration(d.mc.NextTick())*iv)), 0)
+	if d.started && d.m.draining.Load() && time.Since(d.reviewedAt) >= drainReviewEvery {
+		d.reviewFor(true) // a draining holder keeps looking for a way out
+	}
+	d.publish()
+}
+
+// schedule arms the driver's own timer only while it is not quiet (a
+// campaign, handoff, regroup, start retry or configuration change polls
+// every tick); a quiet driver has none: the engine steps it at the
+// machine's next active tick (wake).
+func (d *driver) schedule(tick *time.Timer) {
+	if d.quiet() {
+		tick.Stop()
+		d.wake.Store(d.base + d.mc.NextTick())
+		return
+	}
+	d.wake.Store(never)
+	tick.Reset(d.m.cfg.Timing.Interval)
+}
+
+// quiet reports whether the driver's next steps are lease traffic only,
+// which the engine may run inline (engine.go).
+func (d *driver) quiet() bool {
+	return d.failed == nil && !d.pending && !d.leaving && !d.campaign && d.handoff == "" && d.pendingStart == nil &&
+		!d.regroup && d.changeTo == nil
 }
 
 // tryCampaign runs a requested campaign (first holder of a new or revived
@@ -425,10 +520,7 @@ func (d *driver) hold(id string, msg lease.Message) {
 		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
 		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, stop)
-		select {
-		case d.inbox <- event{kind: evEnsured, id: id, err: err}:
-		case <-d.ctx.Done():
-		}
+		d.send(d.ctx, event{kind: evEnsured, id: id, err: err})
 	}()
 }
 
@@ -440,6 +532,12 @@ func (d *driver) handle() {
 	// even before the Stop below has waited for the one in flight.
 	d.leaseEnd.Store(d.mc.LeaseEnd())
 	if rd.Empty() {
+		return
+	}
+	if d.inl && (rd.Persist != nil || rd.Stop || rd.Start != nil || rd.Removed) {
+		// Waits on disk or on the runner: the loop handles it, first
+		// (nothing more is stepped inline until then).
+		d.pending = true
 		return
 	}
 	if rd.Persist != nil {
@@ -620,10 +718,7 @@ func (d *driver) fillLineage(c cid.Cid) {
 		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
 		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, nil)
-		select {
-		case d.inbox <- event{kind: evFilled, err: err}:
-		case <-d.ctx.Done():
-		}
+		d.send(d.ctx, event{kind: evFilled, err: err})
 	}()
 }
 
@@ -639,17 +734,11 @@ func (d *driver) others() []string {
 }
 
 func (d *driver) onCheckpoint(h hosting.Head) {
-	select {
-	case d.inbox <- event{kind: evCheckpoint, head: h}:
-	case <-d.ctx.Done():
-	}
+	d.send(d.ctx, event{kind: evCheckpoint, head: h})
 }
 
 func (d *driver) onExit(res hosting.Result, err error) {
-	select {
-	case d.inbox <- event{kind: evExit, err: err}:
-	case <-d.ctx.Done():
-	}
+	d.send(d.ctx, event{kind: evExit, err: err})
 }
 
 // stopAgent stops the agent if it runs here. final: commit a last
@@ -702,10 +791,8 @@ func (d *driver) replace(dead []string, toward string) {
 		Members: slices.Clone(d.members), Dead: slices.Clone(dead),
 		Conf: func(ctx context.Context, members []string) (lease.Conf, error) {
 			reply := make(chan joinConf, 1)
-			select {
-			case d.inbox <- event{kind: evJoinConf, members: members, reply: reply}:
-			case <-ctx.Done():
-				return lease.Conf{}, ctx.Err()
+			if !d.send(ctx, event{kind: evJoinConf, members: members, reply: reply}) {
+				return lease.Conf{}, errors.Join(ErrClosed, ctx.Err())
 			}
 			select {
 			case r := <-reply:
@@ -734,10 +821,7 @@ func (d *driver) replace(dead []string, toward string) {
 		if err == nil && !slices.Equal(slices.Sorted(slices.Values(members)), reserved.Members) {
 			err = fmt.Errorf("custody: Hooks.Replace returned %v, not the members it reserved a configuration for (%v)", members, reserved.Members)
 		}
-		select {
-		case d.inbox <- event{kind: evReplaced, members: members, conf: reserved, err: err, id: toward}:
-		case <-d.ctx.Done():
-		}
+		d.send(d.ctx, event{kind: evReplaced, members: members, conf: reserved, err: err, id: toward})
 	}()
 }
 
@@ -888,10 +972,7 @@ func (d *driver) tryRegroup() {
 		err := d.m.cfg.Hooks.Regroup(RegroupParams{DID: d.did, Head: head, Seq: c.Seq, Epoch: epoch, Key: d.key,
 			Members: members, Dead: dead, Toward: toward})
 		if err != nil {
-			select {
-			case d.inbox <- event{kind: evRegrouped, err: err}:
-			case <-d.ctx.Done():
-			}
+			d.send(d.ctx, event{kind: evRegrouped, err: err})
 		}
 	}()
 }
@@ -916,10 +997,7 @@ func (d *driver) reviewFor(away bool) {
 		ctx, cancel := context.WithTimeout(d.ctx, reviewLimit)
 		target := d.m.cfg.Hooks.Review(ctx, d.did, live, away)
 		cancel()
-		select {
-		case d.inbox <- event{kind: evReviewed, id: target}:
-		case <-d.ctx.Done():
-		}
+		d.send(d.ctx, event{kind: evReviewed, id: target})
 	}()
 }
 
@@ -982,6 +1060,9 @@ func (d *driver) tryTransfer() {
 }
 
 func (d *driver) shutdown() {
+	d.own.Lock()
+	defer d.own.Unlock()
+	d.wake.Store(never)
 	d.stopAgent(false)
 	d.publish()
 }

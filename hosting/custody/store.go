@@ -121,6 +121,10 @@ type Meta interface {
 
 func hardStateKey(did string) string { return "custody/hardstate/" + agents.AgentID(did) }
 
+// LeaseStateKey is the Meta key of did's lease state (for tools and tests
+// that inspect or damage a home).
+func LeaseStateKey(did string) string { return hardStateKey(did) }
+
 func (s store) agentDir(did string) string { return filepath.Join(s.dir, agents.AgentID(did)) }
 
 func (s store) saveGroup(g *Group) error {
@@ -175,11 +179,16 @@ func (s store) saveHardState(did string, hs lease.HardState) error {
 	if s.meta != nil {
 		return s.meta.PutMeta(hardStateKey(did), data)
 	}
+	if err := os.MkdirAll(s.agentDir(did), 0o700); err != nil {
+		return err
+	}
 	return atomicfile.WriteSynced(filepath.Join(s.agentDir(did), "hardstate"), data, 0o600, s.sync)
 }
 
-// loadHardState returns the persisted state; none at all is the zero
-// state of a member that never persisted anything. With Meta, a record
+// loadHardState returns the persisted state of a membership whose group
+// file is here. Join writes the lease state before the group file, so
+// none at all is damage (ErrNoLeaseState), never the zero state: a member
+// restarted from zero could promise an epoch twice. With Meta, a record
 // there wins over a file (a file is what an older node wrote; migrate
 // moves it).
 func (s store) loadHardState(did string) (lease.HardState, error) {
@@ -198,7 +207,9 @@ func (s store) loadHardState(did string) (lease.HardState, error) {
 		data, err = os.ReadFile(path)
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		return lease.HardState{}, nil
+		return lease.HardState{}, fmt.Errorf("custody group of %s: %w: neither %s nor a lease state file; this node must not take part in the group "+
+			"(it may have promised an epoch it no longer remembers): remove the membership (HOME/custody/%s) and the group replaces this member",
+			did, ErrNoLeaseState, hardStateKey(did), agents.AgentID(did))
 	}
 	if err != nil {
 		return lease.HardState{}, err

@@ -35,9 +35,10 @@ func TestStoreRoundTripAndCrashSafety(t *testing.T) {
 	if err != nil || got.Agent != g.Agent || len(got.Members) != 3 || got.TermMs != g.TermMs {
 		t.Fatalf("loadGroup: %+v %v", got, err)
 	}
-	// No hardstate yet: the zero state of a member that never persisted.
-	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(lease.HardState{}) {
-		t.Fatalf("missing hardstate: %+v %v", hs, err)
+	// A group file without a lease state is damage (Join writes the lease
+	// state first): refused, never read as the zero state.
+	if _, err := st.loadHardState(g.Agent); !errors.Is(err, ErrNoLeaseState) || !strings.Contains(err.Error(), "must not take part") {
+		t.Fatalf("missing hardstate: %v", err)
 	}
 	want := lease.HardState{Epoch: 7, Accepted: lease.Checkpoint{Seq: 12, ID: "bafy-x"}, AcceptedAt: 6}
 	if err := st.saveHardState(g.Agent, want); err != nil {
@@ -153,8 +154,11 @@ func TestStoreLeaseStateInMeta(t *testing.T) {
 	if err := st.saveGroup(g); err != nil {
 		t.Fatal(err)
 	}
-	if hs, err := st.loadHardState(g.Agent); err != nil || !hs.Equal(lease.HardState{}) {
-		t.Fatalf("no lease state yet: %+v %v", hs, err)
+	if _, err := st.loadHardState(g.Agent); !errors.Is(err, ErrNoLeaseState) {
+		t.Fatalf("no lease state: %v", err)
+	}
+	if _, err := LoadPersisted(dir, cs); !errors.Is(err, ErrNoLeaseState) {
+		t.Fatalf("LoadPersisted of a group without its lease state: %v", err)
 	}
 	// An older node's file is read, then moved into the log.
 	old := lease.HardState{Epoch: 3, Accepted: lease.Checkpoint{Seq: 4, ID: "bafy-old"}, AcceptedAt: 3}

@@ -1,0 +1,148 @@
+package custody
+
+import (
+	"time"
+
+	"github.com/igor-mesh/igor-node/hosting/lease"
+)
+
+// The engine: how a node's groups are stepped (DECISIONS D53).
+//
+// Each driver keeps its goroutine, but only for work that waits — a
+// persist, starting or stopping the agent, the results of fetches, reviews
+// and membership changes. Lease traffic in the steady state does not wake
+// it:
+//
+//   - Ticks: one engine goroutine per manager wakes on the manager's tick
+//     grid and steps, in one pass, every quiet driver whose machine has
+//     something to do at this tick (driver.wake: lease.Machine.NextTick).
+//     A holder's heartbeat rounds of all its groups thus leave in one pass,
+//     and with a Net that batches (Batcher) as one write per peer.
+//   - Messages: Deliver steps a quiet driver's machine on the caller's
+//     goroutine (the node's stream reader), so an acknowledgement or a
+//     heartbeat costs no goroutine switch.
+//
+// A driver is quiet when it has no campaign, handoff, regroup, start retry
+// or configuration change in flight (those poll on the driver's own timer
+// every tick, as before). An inline step that produces a Ready needing more
+// than sends — a persist, a stop, a start, a removal — leaves it pending and
+// kicks the loop, which handles it before stepping anything else: the order
+// of the Ready (persist, stop, committed, start, send) is kept, and nothing
+// a persist precedes is sent before it. A message is stepped inline only
+// when no event for the driver is queued, so it never overtakes one.
+//
+// The lock (driver.own) hands ownership of the machine to one goroutine at
+// a time; inline callers only TryLock it, so a driver busy in a slow call
+// never blocks the engine or a stream reader: the work is queued for it.
+
+// Batcher is implemented by a Net that can hold back sends and write them
+// to each peer together: between Cork and the matching Uncork, messages
+// and pushes are buffered per peer. Corks nest.
+type Batcher interface {
+	Cork()
+	Uncork()
+}
+
+// stepInline catches the machine up to the clock and steps msg (if not
+// nil) on the caller's goroutine, when the driver is quiet and idle. It
+// reports false when it did not, and the caller must hand the work to the
+// loop (kick, or queue the message).
+func (d *driver) stepInline(msg *lease.Message) bool {
+	if !d.own.TryLock() {
+		return false
+	}
+	if d.ctx.Err() != nil {
+		d.own.Unlock()
+		return true // the driver stopped: nothing to do
+	}
+	if d.queued.Load() != 0 || !d.quiet() {
+		d.own.Unlock()
+		return false
+	}
+	d.m.inline.Add(1)
+	d.inl = true
+	d.catchUp()
+	if msg != nil {
+		if d.pending {
+			// The catch-up left work for the loop: the message waits
+			// behind it (or is lost if the inbox is full).
+			d.trySend(event{kind: evMsg, msg: *msg})
+		} else {
+			d.step(*msg)
+		}
+	}
+	if !d.pending {
+		d.after()
+	}
+	d.inl = false
+	busy := !d.quiet()
+	if busy {
+		d.wake.Store(never)
+	} else {
+		d.wake.Store(d.base + d.mc.NextTick())
+	}
+	d.own.Unlock()
+	if busy {
+		d.kick()
+	}
+	return true
+}
+
+// runEngine is the manager's tick loop.
+func (m *Manager) runEngine() {
+	defer close(m.engineDone)
+	iv := m.cfg.Timing.Interval
+	t := time.NewTimer(iv)
+	defer t.Stop()
+	var ds []*driver
+	b, batch := m.cfg.Net.(Batcher)
+	for {
+		next := (time.Since(m.t0)/iv + 1) * iv
+		t.Reset(time.Until(m.t0.Add(next)))
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := int64(time.Since(m.t0) / iv)
+		ds = m.appendDrivers(ds[:0])
+		if batch {
+			b.Cork()
+		}
+		for _, d := range ds {
+			if d.wake.Load() > now {
+				continue
+			}
+			if !d.stepInline(nil) {
+				d.kick()
+			}
+		}
+		if batch {
+			b.Uncork()
+		}
+		clear(ds) // no references kept to drivers that leave
+	}
+}
+
+// EngineStats counts how the drivers were stepped since the manager
+// started: Inline, steps the engine or Deliver ran on their own goroutine;
+// Loop, wake-ups of drivers' goroutines (slow work, or a driver not
+// quiet). At steady state Inline carries the lease traffic and Loop grows
+// with commits only.
+type EngineStats struct {
+	Inline, Loop uint64
+}
+
+// EngineStats reports the counts so far.
+func (m *Manager) EngineStats() EngineStats {
+	return EngineStats{Inline: m.inline.Load(), Loop: m.loops.Load()}
+}
+
+func (m *Manager) appendDrivers(ds []*driver) []*driver {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.drivers {
+		ds = append(ds, d)
+	}
+	return ds
+}
