@@ -2,10 +2,10 @@ package custody
 
 import (
 	"context"
-	"math"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -96,9 +96,9 @@ type driver struct {
 	// beyond sending (persist, stop, start, leave) pending for the loop.
 	inl     bool
 	pending bool
-	ctx      context.Context
-	cancel   context.CancelFunc
-	done     chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
 
 	campaign  bool
 	complete  map[string]bool            // checkpoints whose blocks are here
