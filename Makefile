@@ -14,7 +14,7 @@ help:
 	@echo "agents      every example agent -> bin/agents/<name>.wasm (+ .manifest.json)"
 	@echo "test        everything make test runs in CI (unit, race, e2e, short chaos, short fuzz)"
 	@echo "crash       kill -9 at random points while checkpointing, receiving blocks, writing keys (IGOR_CRASH_TRIALS=200); fsck after each"
-	@echo "soak        60 000 random lease schedules, then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
+	@echo "soak        60 000 random lease schedules, a 5-min engine simulation (40 groups, 5 nodes), then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
 	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS/membership; SCALE_ARGS adds flags)"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
@@ -45,6 +45,7 @@ chaos-short: build agents
 
 soak: build agents
 	LEASE_SIM_SCHEDULES=60000 $(GO) test -count=1 -timeout 60m -run TestRandomSchedules ./hosting/lease
+	IGOR_ENGINE_SIM_SECONDS=300 $(GO) test -count=1 -timeout 30m -run TestEngineSimManyGroups ./hosting/custody
 	SLOTS=8 bash testnet/chaos.sh $(BIN)/chaos-soak --minutes 10 --nodes 7 --agents 20 --partitions 0.3
 
 # Each fuzz target for FUZZTIME (5 s: ~30 targets must stay under ~6 min in make test); make fuzz runs 2 min each.

@@ -232,6 +232,28 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	return nil
 }
 
+// PutMetaDeferred stores a record like PutMeta but does not wait for a
+// flush: it becomes durable with the next durable write to the pack (a
+// PutMeta, a Pin, Sync) — the log is sequential. For a record that such a
+// write always follows (the node's heads of agents run under custody: the
+// lease state that commits the checkpoint comes next), it saves a flush.
+//
+// Errors: as PutMeta.
+func (s *Store) PutMetaDeferred(key string, value []byte) error {
+	if len(value) > MaxMetaSize || len(key) == 0 || len(key) > 1024 {
+		return fmt.Errorf("%w: meta record %q: key of %d bytes (want 1..1024), value of %d (at most %d)", ErrTooLarge, key, len(key), len(value), MaxMetaSize)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.metaWritable(); err != nil {
+		return err
+	}
+	if err := s.pack.db.Set(metaKey(key), value, pebble.NoSync); err != nil {
+		return fmt.Errorf("contentstore: writing meta record %q: %w", key, err)
+	}
+	return nil
+}
+
 // GetMeta returns the record stored under key.
 //
 // Errors: ErrNotFound (no such record, or no pack; it also wraps

@@ -278,10 +278,30 @@ func TestDeferredPackSync(t *testing.T) {
 	if err := s.PutMeta("head", []byte(c.String())); err != nil {
 		t.Fatal(err)
 	}
+	// A deferred record reads back at once, and a later durable write
+	// (here Sync) makes it durable with everything before it.
+	if err := s.PutMetaDeferred("head2", []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetMeta("head2"); err != nil || string(got) != "second" {
+		t.Fatalf("deferred record: %q, %v", got, err)
+	}
+	if err := s.PutMetaDeferred("", nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("empty key: %v", err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
+	if err := s.PutMetaDeferred("late", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
 	s = openStore(t, dir, WithPack(0))
 	if got, err := s.Get(c); err != nil || string(got) != "deferred" {
 		t.Fatalf("after reopen: %q, %v", got, err)
+	}
+	if got, err := s.GetMeta("head2"); err != nil || string(got) != "second" {
+		t.Fatalf("deferred record after reopen: %q, %v", got, err)
 	}
 }
 

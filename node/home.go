@@ -145,6 +145,29 @@ func (h *Home) SetHead(did string, c cid.Cid) error {
 	return atomicfile.WriteSynced(p, []byte(c.String()+"\n"), 0o600, h.sync)
 }
 
+// DeferredHeads is a Home whose SetHead does not flush on its own when
+// heads are records in the store's pack (HeadStore with PutMetaDeferred):
+// the daemon's runner uses it for agents run under custody, whose every
+// checkpoint is followed by a durable lease-state write in the same log
+// (the holder accepting its own proposal). A crash before that loses at
+// most the head's last move — never a committed checkpoint, which custody
+// resumes from.
+type DeferredHeads struct{ *Home }
+
+// SetHead records c as the agent's head, durable with the next flush.
+func (h DeferredHeads) SetHead(did string, c cid.Cid) error {
+	d, ok := h.meta.(interface {
+		PutMetaDeferred(key string, value []byte) error
+	})
+	if !ok {
+		return h.Home.SetHead(did, c)
+	}
+	if _, err := h.headPath(did); err != nil {
+		return err
+	}
+	return d.PutMetaDeferred(headPrefix+agents.AgentID(did), []byte(c.String()+"\n"))
+}
+
 // RemoveHead forgets a local agent's head (its blocks stay until GC).
 func (h *Home) RemoveHead(did string) error {
 	p, err := h.headPath(did)

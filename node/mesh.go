@@ -206,6 +206,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
+	env.Heads = DeferredHeads{l.Home} // one flush per holder commit, not two (DeferredHeads)
 	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCommit: m.onCommit, OnTick: m.onTick}); err != nil {
 		return nil, err
 	}

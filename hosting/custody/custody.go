@@ -214,12 +214,21 @@ type Keys interface {
 	Delete(did string) error
 }
 
+// Runner is the part of the hosting service the drivers use
+// (*hosting.Service implements it): start an agent under a lease, stop it,
+// forget it.
+type Runner interface {
+	Accept(ctx context.Context, l hosting.Lease) (hosting.Status, error)
+	Stop(ctx context.Context, did string, final bool) (hosting.Head, error)
+	Forget(did string) error
+}
+
 // Config configures a Manager. Dir, Self, Service, Blocks, Keys and Net are
 // required.
 type Config struct {
 	Dir     string // HOME/custody
 	Self    string // this node's peer ID
-	Service *hosting.Service
+	Service Runner
 	Blocks  Blocks
 	Keys    Keys
 	Net     Net
