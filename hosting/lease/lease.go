@@ -913,6 +913,12 @@ func (m *Machine) stepRelease(msg Message) {
 		m.lapseAt = m.now
 		m.released = max(m.released, msg.Epoch)
 		m.commit = max(m.commit, msg.Commit)
+		// The target campaigns now: grant it a promise, but do not race it
+		// (ranked above the target, this member campaigned after its
+		// stagger whenever the Handoff was slow to reach the target, and
+		// the agent landed here: testdata/handoff-race.txt). If the target
+		// fails, this member campaigns after the backoff.
+		m.backoffUntil = max(m.backoffUntil, m.now+int64(m.cfg.RetryTicks))
 	}
 }
 
