@@ -517,6 +517,15 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		res, err := r.inst.Tick(context.WithoutCancel(ctx))
 		r.res.Ticks++
 		r.bill(res.Elapsed)
+		if err != nil && errors.Is(err, wasmexec.ErrHostPaused) {
+			// The host paused during the tick and its time could not be
+			// granted back (the lease fence): not the agent's failure.
+			r.env.Logger.Warn("agent tick cut by a host pause; replacing the instance from the last checkpoint (not counted as the agent's failure)",
+				"agent", r.a.DID, "tick", r.tick+1, "head", r.head.CID, "err", err)
+			r.discard()
+			timer.Reset(r.opts.TickInterval)
+			continue
+		}
 		if err != nil {
 			r.failures++
 			r.res.Failures++
@@ -569,7 +578,9 @@ func (r *run) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("state %s: %w", r.head.Checkpoint.State, err)
 	}
-	inst, err := r.env.Runtime.Instantiate(ctx, r.a.Module, instanceConfig(r.env, r.a.Manifest, r.a.DID))
+	cfg := instanceConfig(r.env, r.a.Manifest, r.a.DID)
+	cfg.Fence = r.opts.Fence // paused time is granted back only within the lease
+	inst, err := r.env.Runtime.Instantiate(ctx, r.a.Module, cfg)
 	if err != nil {
 		return err
 	}
@@ -600,6 +611,9 @@ func (r *run) checkpoint(ctx context.Context) error {
 		r.env.Logger.Error("agent checkpoint failed; rolling back to the last checkpoint",
 			"agent", r.a.DID, "head", r.head.CID, "err", err)
 		r.discard()
+		if errors.Is(err, wasmexec.ErrHostPaused) {
+			return nil // the host's pause, not the agent's failure
+		}
 		r.failures++
 		r.res.Failures++
 		r.lastFailure = err

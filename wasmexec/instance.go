@@ -32,13 +32,17 @@ type InstanceConfig struct {
 	// Log receives each log_emit message (the caller adds the agent's name).
 	// nil means the Runtime's Logger at Info level with an "agent" attribute.
 	Log func(msg string)
+	// Fence, if set, is the instance's lease end: time a host pause took
+	// from a call is granted back only up to it (pause.go).
+	Fence func() time.Time
 }
 
 // TickResult is the outcome of one tick.
 type TickResult struct {
 	// More is agent_tick's non-zero result: tick again soon.
 	More bool
-	// Elapsed is the wall time of the agent_tick call, hostcalls included.
+	// Elapsed is the wall time of the agent_tick call, hostcalls included,
+	// less any time the host itself was paused meanwhile (pause.go).
 	Elapsed time.Duration
 	// Log holds the tick's observations, TickTime first.
 	Log TickLog
@@ -61,10 +65,14 @@ type Instance struct {
 	memCap   uint64          // bytes, a multiple of 64 KiB
 	stateCap uint64
 	timeout  time.Duration
-	clock    func() int64
-	rand     io.Reader
-	logf     func(string)
-	logLimit *logLimiter // agent lines shown in the node's log
+	fence    func() time.Time // InstanceConfig.Fence
+	// lastPause: how long the host was paused during the last call (not
+	// the agent's time: not in TickResult.Elapsed, not billed).
+	lastPause time.Duration
+	clock     func() int64
+	rand      io.Reader
+	logf      func(string)
+	logLimit  *logLimiter // agent lines shown in the node's log
 
 	gm                                          api.Module
 	mem                                         *linearMemory
@@ -120,7 +128,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, cfg InstanceConfig
 	}
 	i := &Instance{rt: r, mod: m, did: cfg.AgentDID, replay: rep, args: cfg.Manifest.Args,
 		granted: make(map[string]bool, len(cfg.Manifest.Capabilities)),
-		clock:   cfg.Clock, rand: cfg.Rand, logf: cfg.Log}
+		clock:   cfg.Clock, rand: cfg.Rand, logf: cfg.Log, fence: cfg.Fence}
 	for c := range cfg.Manifest.Capabilities {
 		i.granted[c] = true
 	}
@@ -361,18 +369,72 @@ func (i *Instance) call(ctx context.Context, name string, fn api.Function, param
 	i.mem.growRefused = false
 	i.stderr.reset()
 	i.stdout.reset()
-	cctx, cancel := context.WithTimeout(ctx, i.timeout)
+	cctx, cancel := context.WithCancel(ctx)
+	dl := i.deadline(cancel)
 	err := fn.CallWithStack(context.WithValue(cctx, instanceKey{}, i), stack)
+	hostPaused, pausedFor := dl.stop()
+	i.lastPause = pausedFor
 	cancel()
 	i.stdout.flush()
 	i.stderr.flush()
 	i.reportDroppedLogs(false)
 	if err != nil {
 		err = i.classify(ctx, name, err)
+		if hostPaused && errors.Is(err, ErrDeadline) {
+			err = fmt.Errorf("%w: %s was stopped at its %v deadline, but the host did not run for part of it; not the agent's fault", ErrHostPaused, name, i.timeout)
+		}
 		i.kill(err)
 		return nil, err
 	}
 	return stack, nil
+}
+
+// callDeadline stops a guest call after the instance's timeout of the
+// host's running time: paused time (pause.go) is granted on top, within
+// the fence and maxPauseGrant.
+type callDeadline struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	p0      time.Duration // pauseClock at the start
+	granted time.Duration
+	fired   bool // the call was cancelled at its deadline
+	paused  bool // ... with a pause that could not be granted
+}
+
+func (i *Instance) deadline(cancel context.CancelFunc) *callDeadline {
+	d := &callDeadline{p0: pauseClock()}
+	d.mu.Lock() // the callback sees d.t set
+	defer d.mu.Unlock()
+	d.t = time.AfterFunc(i.timeout, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.t == nil {
+			return // the call returned
+		}
+		extra := pauseClock() - d.p0 - d.granted
+		if extra > 0 {
+			if d.granted+extra <= maxPauseGrant && (i.fence == nil || time.Now().Add(extra).Before(i.fence())) {
+				d.granted += extra
+				d.t.Reset(extra)
+				return
+			}
+			d.paused = true
+		}
+		d.fired = true
+		cancel()
+	})
+	return d
+}
+
+// stop ends the deadline when the call returned; it reports whether the
+// call was cut after a pause it could not be granted, and how long the
+// host was paused during the call.
+func (d *callDeadline) stop() (bool, time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.t.Stop()
+	d.t = nil
+	return d.fired && d.paused, max(pauseClock()-d.p0, 0)
 }
 
 // classify turns a failed call's error into one of the package's sentinels,
@@ -480,7 +542,7 @@ func (i *Instance) Tick(ctx context.Context) (TickResult, error) {
 	i.wasiNow, i.inTick = now, true
 	start := time.Now()
 	res, err := i.call(ctx, "agent_tick", i.fnTick)
-	elapsed := time.Since(start)
+	elapsed := max(time.Since(start)-i.lastPause, 0)
 	i.wasiNow, i.inTick = i.loadInstant, false
 	tr := TickResult{Elapsed: elapsed, Log: TickLog{Entries: i.tickLog}}
 	i.tickLog = nil
