@@ -57,7 +57,23 @@ type simWorld struct {
 	ticks     atomic.Int64
 	dropped   atomic.Int64
 
+	// tickEvery, ckEvery: the fake agents' tick interval and checkpoint period;
+	// delay, dropPct: each frame's random delay bound and loss.
+	tickEvery time.Duration
+	ckEvery   int
+	delay     time.Duration
+	dropPct   int
+	// starts, stops: every Accept and every Stop of a running agent (did →
+	// node, when), for the mass-failover figures.
+	starts map[string][]simEvent
+	stops  map[string][]simEvent
+
 	nodes map[string]*simNode
+}
+
+type simEvent struct {
+	node string
+	at   time.Time
 }
 
 type simNode struct {
@@ -164,12 +180,14 @@ func (n *simNode) push(to string, fs []simFrame) {
 
 func (w *simWorld) reader(from, to string, q chan simFrame) {
 	for f := range q {
-		time.Sleep(time.Duration(w.randN(3000)) * time.Microsecond)
+		if w.delay > 0 {
+			time.Sleep(time.Duration(w.randN(int(w.delay/time.Microsecond))) * time.Microsecond)
+		}
 		w.mu.Lock()
 		cut := w.cut[from] || w.cut[to]
 		dst := w.nodes[to]
 		w.mu.Unlock()
-		if cut || dst == nil || w.randN(100) < 2 {
+		if cut || dst == nil || (w.dropPct > 0 && w.randN(100) < w.dropPct) {
 			w.dropped.Add(1)
 			continue
 		}
@@ -222,20 +240,48 @@ func (k *simKeys) Delete(did string) error {
 	return nil
 }
 
+// memMeta keeps lease states in memory (the large simulation: a Pebble
+// store per node would cost ~12 MiB each; nothing restarts there).
+type memMeta struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (m *memMeta) PutMeta(k string, v []byte) error {
+	m.mu.Lock()
+	m.m[k] = slices.Clone(v)
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memMeta) GetMeta(k string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.m[k]; ok {
+		return v, nil
+	}
+	return nil, fmt.Errorf("%s: %w", k, os.ErrNotExist)
+}
+
+func (m *memMeta) DeleteMeta(k string) error {
+	m.mu.Lock()
+	delete(m.m, k)
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memMeta) Sync() error { return nil }
+
 type simBlocks struct{}
 
 func (simBlocks) Pin(cid.Cid) error   { return nil }
 func (simBlocks) Unpin(cid.Cid) error { return nil }
 
-// The runner: an agent that ticks every simTick, each tick lasting
+// The runner: an agent that ticks every w.tick, each tick lasting
 // simTickLen, and only when the tick would end before the lease fence (as
-// hosting's runner); a checkpoint every simCheckpointEvery ticks.
+// hosting's runner); a checkpoint every w.ckEvery ticks.
 
-const (
-	simTick            = 10 * time.Millisecond
-	simTickLen         = 2 * time.Millisecond
-	simCheckpointEvery = 3
-)
+const simTickLen = 2 * time.Millisecond
 
 type simRun struct {
 	did   string
@@ -276,13 +322,16 @@ func (n *simNode) Accept(ctx context.Context, l hosting.Lease) (hosting.Status, 
 	}
 	r := &simRun{did: did, epoch: l.Epoch, seq: seq, l: l, stop: make(chan bool, 1), done: make(chan hosting.Head, 1)}
 	n.runs[did] = r
+	w.mu.Lock()
+	w.starts[did] = append(w.starts[did], simEvent{node: n.self, at: time.Now()})
+	w.mu.Unlock()
 	go n.run(r)
 	return hosting.Status{DID: did, Running: true, Epoch: l.Epoch}, nil
 }
 
 func (n *simNode) run(r *simRun) {
 	w := n.w
-	t := time.NewTicker(simTick)
+	t := time.NewTicker(w.tickEvery)
 	defer t.Stop()
 	ticks := 0
 	checkpoint := func() hosting.Head {
@@ -307,7 +356,7 @@ func (n *simNode) run(r *simRun) {
 		}
 		time.Sleep(simTickLen)
 		w.tick(r.did, n.self, start.Sub(w.start), time.Since(w.start))
-		if ticks++; ticks%simCheckpointEvery == 0 {
+		if ticks++; ticks%w.ckEvery == 0 {
 			r.l.OnCheckpoint(checkpoint())
 		}
 	}
@@ -340,6 +389,9 @@ func (n *simNode) Stop(ctx context.Context, did string, final bool) (hosting.Hea
 	if !ok {
 		return hosting.Head{}, hosting.ErrNotHosted
 	}
+	n.w.mu.Lock()
+	n.w.stops[did] = append(n.w.stops[did], simEvent{node: n.self, at: time.Now()})
+	n.w.mu.Unlock()
 	time.Sleep(time.Duration(n.slow.Load()))
 	r.stop <- final
 	select {
@@ -396,73 +448,142 @@ func simSeconds(tb testing.TB) time.Duration {
 	return time.Duration(n) * time.Second
 }
 
-func TestEngineSimManyGroups(t *testing.T) {
-	const nodes, groups = 5, 40
+func simSeed(t testing.TB) uint64 {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("IGOR_ENGINE_SIM_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	t.Logf("seed %d (IGOR_ENGINE_SIM_SEED reruns it)", seed)
+	return seed
+}
+
+// newSimWorld starts a Manager per name. pack: lease states in a real
+// Pebble pack per node (else in memory).
+func newSimWorld(t testing.TB, seed uint64, names []string, timing Timing, pack bool) *simWorld {
+	dir := func() string { return t.TempDir() }
+	if !pack {
+		// Group files only: on tmpfs where there is one (thousands of
+		// memberships, each a durable write).
+		if root, err := os.MkdirTemp("/dev/shm", "igor-sim-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(root) })
+			k := 0
+			dir = func() string {
+				k++
+				d := fmt.Sprintf("%s/%d", root, k)
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				return d
+			}
+		}
+	}
 	w := &simWorld{t: t, start: time.Now(), rng: rand.New(rand.NewPCG(seed, 1)), cut: map[string]bool{},
 		seqOf: map[string]uint64{}, committed: map[string]uint64{}, last: map[string]map[string][2]time.Duration{},
-		epochs: map[string]map[string]uint64{}, nodes: map[string]*simNode{}}
+		epochs: map[string]map[string]uint64{}, nodes: map[string]*simNode{},
+		tickEvery: 10 * time.Millisecond, ckEvery: 3, delay: 3 * time.Millisecond, dropPct: 2,
+		starts: map[string][]simEvent{}, stops: map[string][]simEvent{}}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, name := range names {
+		n := &simNode{w: w, self: name, keys: &simKeys{keys: map[string]ed25519.PrivateKey{}},
+			out: map[string]chan simFrame{}, runs: map[string]*simRun{}}
+		var meta Meta = &memMeta{m: map[string][]byte{}}
+		if pack {
+			st, err := contentstore.Open(t.TempDir(), contentstore.WithPack(0), contentstore.WithDeferredPackSync())
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.store, meta = st, st
+		}
+		var err error
+		n.m, err = NewManager(Config{Dir: dir(), Self: name, Service: n, Blocks: simBlocks{}, Keys: n.keys, Net: n,
+			Hooks: Hooks{Committed: w.committedHook}, Timing: timing, Logger: logger, Meta: meta})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.nodes[name] = n
+	}
+	return w
+}
+
+// close stops every node (once each).
+func (w *simWorld) close() {
+	var wg sync.WaitGroup
+	for _, n := range w.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.shut()
+		}()
+	}
+	wg.Wait()
+}
+
+// shut stops a node's manager (its agents without a final checkpoint, as
+// at a crash: it sends nothing more) and its streams.
+func (n *simNode) shut() {
+	n.m.Close()
+	n.mu.Lock()
+	if !n.closed {
+		n.closed = true
+		for _, q := range n.out {
+			close(q)
+		}
+	}
+	n.mu.Unlock()
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+// simAgent is agent g's key and DID.
+func simAgent(g int) (ed25519.PrivateKey, string) {
+	seedKey := sha256.Sum256([]byte(fmt.Sprintf("sim-agent-%d", g)))
+	key := ed25519.NewKeyFromSeed(seedKey[:])
+	return key, agents.DID(key.Public().(ed25519.PublicKey))
+}
+
+// addGroup forms agent g's group on members; first campaigns.
+func (w *simWorld) addGroup(g int, members []string, first string) string {
+	key, did := simAgent(g)
+	members = slices.Sorted(slices.Values(members))
+	genesis := w.checkpointCID(did, "genesis", 0, 0)
+	for _, p := range members {
+		grp := &Group{Version: 1, Agent: did, Members: members, Genesis: genesis.String(), TermMs: 600_000, Publisher: members[0]}
+		if err := w.nodes[p].m.Join(JoinParams{Group: grp, Key: key, Campaign: p == first}); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	return did
+}
+
+// runningOn lists the nodes whose manager reports did running.
+func (w *simWorld) runningOn(did string, among []string) []string {
+	var on []string
+	for _, name := range among {
+		if st, err := w.nodes[name].m.Agent(did); err == nil && st.Running {
+			on = append(on, name)
+		}
+	}
+	return on
+}
+
+func TestEngineSimManyGroups(t *testing.T) {
+	const nodes, groups = 5, 40
 	timing := DefaultTiming()
 	timing.Interval = 10 * time.Millisecond // heartbeats every 50 ms, leases of 150 ms
 	var names []string
 	for i := 0; i < nodes; i++ {
 		names = append(names, fmt.Sprintf("node%d", i))
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for _, name := range names {
-		st, err := contentstore.Open(t.TempDir(), contentstore.WithPack(0), contentstore.WithDeferredPackSync())
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := &simNode{w: w, self: name, store: st, keys: &simKeys{keys: map[string]ed25519.PrivateKey{}},
-			out: map[string]chan simFrame{}, runs: map[string]*simRun{}}
-		n.m, err = NewManager(Config{Dir: t.TempDir(), Self: name, Service: n, Blocks: simBlocks{}, Keys: n.keys, Net: n,
-			Hooks: Hooks{Committed: w.committedHook}, Timing: timing, Logger: logger, Meta: st})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.nodes[name] = n
-	}
-	defer func() {
-		for _, n := range w.nodes {
-			n.m.Close()
-			n.mu.Lock()
-			n.closed = true
-			for _, q := range n.out {
-				close(q)
-			}
-			n.mu.Unlock()
-			n.store.Close()
-		}
-	}()
+	w := newSimWorld(t, simSeed(t), names, timing, true)
+	defer w.close()
 	var dids []string
 	for g := 0; g < groups; g++ {
-		seedKey := sha256.Sum256([]byte(fmt.Sprintf("sim-agent-%d", g)))
-		key := ed25519.NewKeyFromSeed(seedKey[:])
-		did := agents.DID(key.Public().(ed25519.PublicKey))
-		dids = append(dids, did)
-		members := slices.Sorted(slices.Values([]string{names[g%nodes], names[(g+1)%nodes], names[(g+2)%nodes]}))
-		genesis := w.checkpointCID(did, "genesis", 0, 0)
-		for _, p := range members {
-			grp := &Group{Version: 1, Agent: did, Members: members, Genesis: genesis.String(), TermMs: 600_000, Publisher: members[0]}
-			if err := w.nodes[p].m.Join(JoinParams{Group: grp, Key: key, Campaign: p == names[g%nodes]}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		dids = append(dids, w.addGroup(g, []string{names[g%nodes], names[(g+1)%nodes], names[(g+2)%nodes]}, names[g%nodes]))
 	}
 	runningOnce := func() error {
 		for _, did := range dids {
-			var on []string
-			for _, n := range w.nodes {
-				if st, err := n.m.Agent(did); err == nil && st.Running {
-					on = append(on, n.self)
-				}
-			}
-			if len(on) != 1 {
+			if on := w.runningOn(did, names); len(on) != 1 {
 				return fmt.Errorf("%s runs on %v", short(did), on)
 			}
 		}
@@ -531,4 +652,201 @@ func TestEngineSimManyGroups(t *testing.T) {
 	}
 	t.Logf("%d groups on %d nodes, %d isolations: %d ticks, %d frames lost, %d inline steps, %d driver wake-ups",
 		groups, nodes, faults, w.ticks.Load(), w.dropped.Load(), inline, loops)
+}
+
+func simEnvInt(tb testing.TB, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		tb.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return n
+}
+
+// TestEngineSimMassFailover: placement spread and mass failover of many
+// agents on many nodes, past what this machine runs as daemons — real
+// Managers and engines, the lease timing of the daemon (100 ms ticks),
+// agents ticking every second and checkpointing every 5 ticks, groups of
+// 3 placed by rendezvous rank over all nodes (as hosting.Rank places
+// them). K nodes are killed at once; every agent whose holder died must
+// tick on a survivor within 5 s (unless its group lost a majority, which
+// by design it cannot survive), no agent held by a survivor may stop, and
+// the invariants hold throughout. make test runs 30 nodes and 150 agents;
+// IGOR_ENGINE_SIM_NODES / _AGENTS / _KILL scale it (make bench-scale: 1,000
+// nodes, 3,000 agents, 50 killed; figures in BENCHMARKS.md).
+func TestEngineSimMassFailover(t *testing.T) {
+	nodes := simEnvInt(t, "IGOR_ENGINE_SIM_NODES", 30)
+	groups := simEnvInt(t, "IGOR_ENGINE_SIM_AGENTS", 150)
+	kill := simEnvInt(t, "IGOR_ENGINE_SIM_KILL", 3)
+	if kill >= nodes {
+		t.Fatalf("IGOR_ENGINE_SIM_KILL=%d: want fewer than the %d nodes", kill, nodes)
+	}
+	var names []string
+	for i := 0; i < nodes; i++ {
+		names = append(names, fmt.Sprintf("node%04d", i))
+	}
+	built := time.Now()
+	w := newSimWorld(t, simSeed(t), names, DefaultTiming(), false)
+	defer w.close()
+	w.tickEvery, w.ckEvery, w.delay, w.dropPct = time.Second, 5, 0, 0
+	members := map[string][]string{}
+	perNode := map[string]int{}
+	var dids []string
+	for g := 0; g < groups; g++ {
+		_, did := simAgent(g)
+		ranked := hosting.Rank(agents.AgentID(did), names)[:3]
+		w.addGroup(g, ranked, ranked[0])
+		dids = append(dids, did)
+		members[did] = ranked
+		for _, p := range ranked {
+			perNode[p]++
+		}
+	}
+	minM, maxM := groups, 0
+	for _, name := range names {
+		minM, maxM = min(minM, perNode[name]), max(maxM, perNode[name])
+	}
+	holderOf := func(did string) string {
+		on := w.runningOn(did, members[did])
+		if len(on) != 1 {
+			return ""
+		}
+		return on[0]
+	}
+	deadline := time.Now().Add(time.Duration(60+groups/20) * time.Second)
+	for {
+		n := 0
+		for _, did := range dids {
+			if holderOf(did) != "" {
+				n++
+			}
+		}
+		if n == groups {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d agents run exactly once after %v", n, groups, time.Since(built))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d nodes, %d agents: all running %v after the first join; memberships per node min %d, mean %.1f, max %d",
+		nodes, groups, time.Since(built).Round(time.Millisecond), minM, float64(3*groups)/float64(nodes), maxM)
+	time.Sleep(3 * time.Second) // steady state: commits flowing
+
+	// The kill.
+	victims := map[string]bool{}
+	for len(victims) < kill {
+		victims[names[w.randN(nodes)]] = true
+	}
+	holders := map[string]string{}
+	held := map[string]int{}
+	for _, did := range dids {
+		holders[did] = holderOf(did)
+		held[holders[did]]++
+	}
+	minH, maxH := groups, 0
+	for _, name := range names {
+		minH, maxH = min(minH, held[name]), max(maxH, held[name])
+	}
+	var orphans, lostMajority []string
+	for _, did := range dids {
+		dead := 0
+		for _, p := range members[did] {
+			if victims[p] {
+				dead++
+			}
+		}
+		switch {
+		case dead >= 2:
+			lostMajority = append(lostMajority, did)
+		case victims[holders[did]]:
+			orphans = append(orphans, did)
+		}
+	}
+	w.mu.Lock()
+	for v := range victims {
+		w.cut[v] = true
+	}
+	w.mu.Unlock()
+	killed := time.Now()
+	for v := range victims {
+		go w.nodes[v].shut()
+	}
+	// Recovery: the first start of each orphan on a survivor after the kill.
+	var times []time.Duration
+	for _, did := range orphans {
+		var at time.Duration
+		for time.Since(killed) < 30*time.Second && at == 0 {
+			w.mu.Lock()
+			for _, e := range w.starts[did] {
+				if e.at.After(killed) && !victims[e.node] {
+					at = e.at.Sub(killed)
+					break
+				}
+			}
+			w.mu.Unlock()
+			if at == 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		if at == 0 {
+			t.Fatalf("%s (holder %s killed) did not run on a survivor within 30 s", short(did), holders[did])
+		}
+		times = append(times, at)
+	}
+	slices.Sort(times)
+	pct := func(q float64) time.Duration {
+		if len(times) == 0 {
+			return 0
+		}
+		return times[min(len(times)-1, int(q*float64(len(times))))]
+	}
+	time.Sleep(5 * time.Second) // survivors' groups settle
+	// A survivor's agent in a group that kept its majority must not stop
+	// (one that lost it stops by design: its holder cannot renew).
+	w.mu.Lock()
+	survivorStops := 0
+	for _, did := range dids {
+		if slices.Contains(lostMajority, did) {
+			continue
+		}
+		for _, e := range w.stops[did] {
+			if e.at.After(killed) && !victims[e.node] {
+				survivorStops++
+			}
+		}
+	}
+	fail := w.fail
+	w.mu.Unlock()
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	t.Logf("killed %d of %d nodes holding %d agents (per node: min %d, max %d); %d groups lost a majority (cannot recover by design)",
+		kill, nodes, len(orphans), minH, maxH, len(lostMajority))
+	t.Logf("recovery of %d agents: p50 %v, p99 %v, max %v; survivors' agents stopped: %d",
+		len(times), pct(0.5).Round(time.Millisecond), pct(0.99).Round(time.Millisecond), pct(1).Round(time.Millisecond), survivorStops)
+	if p99 := pct(0.99); p99 > 5*time.Second {
+		t.Fatalf("recovery p99 %v, want ≤ 5 s", p99)
+	}
+	if survivorStops != 0 {
+		t.Fatalf("%d agents held by survivors were stopped", survivorStops)
+	}
+	for _, did := range dids {
+		if slices.Contains(lostMajority, did) {
+			continue
+		}
+		var alive []string
+		for _, p := range members[did] {
+			if !victims[p] {
+				alive = append(alive, p)
+			}
+		}
+		if on := w.runningOn(did, alive); len(on) != 1 {
+			t.Fatalf("%s runs on %v after the kill", short(did), on)
+		}
+	}
+	t.Logf("%d ticks, %d frames lost to the killed nodes", w.ticks.Load(), w.dropped.Load())
 }
