@@ -16,7 +16,7 @@ help:
 	@echo "crash       kill -9 at random points while checkpointing, receiving blocks, writing keys (IGOR_CRASH_TRIALS=200); fsck after each"
 	@echo "soak        60 000 random lease schedules, a 5-min engine simulation (40 groups, 5 nodes), then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
-	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS/membership; SCALE_ARGS adds flags)"
+	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS/membership; SCALE_ARGS adds flags); a 1,000-node engine simulation of mass failover"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
 	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
@@ -69,6 +69,7 @@ SCALE_ARGS ?=
 bench-scale: build agents
 	bash testnet/scale.sh --nodes 3 --agents 300 $(SCALE_ARGS)
 	bash testnet/scale.sh --nodes 3 --agents 1000 $(SCALE_ARGS)
+	IGOR_ENGINE_SIM_NODES=1000 IGOR_ENGINE_SIM_AGENTS=3000 IGOR_ENGINE_SIM_KILL=50 $(GO) test -count=1 -timeout 30m -v -run TestEngineSimMassFailover ./hosting/custody
 
 check:
 	@bash scripts/check.sh
