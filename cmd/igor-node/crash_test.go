@@ -114,10 +114,10 @@ func (p *proc) exited() bool {
 
 // fsckOK runs fsck on a stopped node's home and fails the test unless it
 // is clean. Leftover temporary files are allowed (they are reported).
-func fsckOK(t *testing.T, home, when string) fsckReport {
+func fsckOK(t *testing.T, home, when string) node.FsckReport {
 	t.Helper()
 	r := igor(t, home, "fsck", "--json")
-	var rep fsckReport
+	var rep node.FsckReport
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatalf("%s: fsck --json: exit %d, %v\nstdout:\n%s\nstderr:\n%s", when, r.code, err, r.stdout, r.stderr)
 	}
@@ -333,7 +333,7 @@ func TestCrashBlockReceipt(t *testing.T) {
 		if rep.Store != nil {
 			tempsSeen += len(rep.Store.TempFiles)
 		}
-		var disk *fsckCustody
+		var disk *node.FsckCustody
 		for i := range rep.Custody {
 			if rep.Custody[i].DID == pub.DID {
 				disk = &rep.Custody[i]

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/igor-mesh/igor-node/agents"
-	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/node"
 )
 
@@ -37,7 +36,7 @@ runs here any more; the daemon keeps serving as a standby until it is stopped.`,
 			}
 			start := time.Now()
 			var out struct {
-				Custody []custody.Status `json:"custody"`
+				Custody []node.CustodyStatus `json:"custody"`
 			}
 			if err := c.do("POST", "/v1/drain?timeout="+url.QueryEscape(timeout.String()), nil, &out); err != nil {
 				return err
@@ -111,7 +110,7 @@ func newCustodyCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var sts []custody.Status
+			var sts []node.CustodyStatus
 			if err := c.do("GET", "/v1/custody", nil, &sts); err != nil {
 				return err
 			}

@@ -14,8 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/igor-mesh/igor-node/hosting"
-	"github.com/igor-mesh/igor-node/internal/atomicfile"
 	"github.com/igor-mesh/igor-node/node"
 )
 
@@ -38,7 +36,7 @@ func loadOrCreateToken(path string) (string, error) {
 			return "", err
 		}
 		tok := hex.EncodeToString(b[:])
-		if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600, true); err != nil {
+		if err := node.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("create API token file %s: %w", path, err)
 		}
 		return tok, nil
@@ -105,7 +103,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 			defer release()
 			m, err := node.StartMesh(ctx, node.MeshConfig{
 				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns,
-				Run: hosting.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
+				Run: node.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
 			})
 			if err != nil {
 				return err
@@ -126,7 +124,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 				return err
 			}
 			apiPath := filepath.Join(m.Home.Dir, apiAddrFile)
-			if err := atomicfile.Write(apiPath, []byte(srv.Addr()+"\n"), 0o600, true); err != nil {
+			if err := node.WriteFileAtomic(apiPath, []byte(srv.Addr()+"\n"), 0o600); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()

@@ -9,8 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/igor-mesh/igor-node/agents"
-	"github.com/igor-mesh/igor-node/agents/keystore"
-	"github.com/igor-mesh/igor-node/internal/atomicfile"
+	"github.com/igor-mesh/igor-node/node"
 )
 
 func newKeysCmd(g *globalFlags) *cobra.Command {
@@ -50,7 +49,7 @@ copies you no longer need.`,
 			if err != nil {
 				return err
 			}
-			if err := atomicfile.Write(out, keystore.EncodeKeyFile(priv), 0o600, true); err != nil {
+			if err := node.WriteFileAtomic(out, node.EncodeKeyFile(priv), 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s now holds the private key of %s; anyone with it can sign as the agent\n", out, args[0])
@@ -68,7 +67,7 @@ copies you no longer need.`,
 			if err != nil {
 				return err
 			}
-			priv, err := keystore.DecodeKeyFile(data)
+			priv, err := node.DecodeKeyFile(data)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}

@@ -13,8 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/igor-mesh/igor-node/agents"
-	"github.com/igor-mesh/igor-node/contentstore"
-	"github.com/igor-mesh/igor-node/internal/atomicfile"
 	"github.com/igor-mesh/igor-node/node"
 )
 
@@ -107,7 +105,7 @@ daemon. Exit status 0 only if everything is valid.`,
 			if _, derr := agents.ParseDID(args[0]); derr == nil {
 				l, oerr := g.openLocal(cmd)
 				switch {
-				case errors.Is(oerr, contentstore.ErrInUse):
+				case errors.Is(oerr, node.ErrStoreInUse):
 					// A daemon owns this home: it answers for it.
 					err = node.ErrUnknownAgent
 				case oerr != nil:
@@ -200,7 +198,7 @@ moves separately with 'igor-node keys export'. Use -o - for standard output.`,
 			}
 			var head cid.Cid
 			var n int
-			err = atomicfile.WriteFrom(out, 0o644, true, func(w io.Writer) error {
+			err = node.WriteFileAtomicFrom(out, 0o644, func(w io.Writer) error {
 				var err error
 				head, n, err = l.Export(cmd.Context(), args[0], w)
 				return err

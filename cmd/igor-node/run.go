@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/igor-mesh/igor-node/agents"
-	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/node"
 )
 
@@ -136,10 +135,10 @@ func runLoaded(ctx context.Context, cmd *cobra.Command, l *node.Local, did strin
 		return err
 	}
 	if a.Head.Checkpoint.Budget == 0 {
-		return fmt.Errorf("%w: %s has no budget left (head %s, tick %d); it cannot run again", hosting.ErrBudgetExhausted, did, a.Head.CID, a.Head.Checkpoint.Tick)
+		return fmt.Errorf("%w: %s has no budget left (head %s, tick %d); it cannot run again", node.ErrBudgetExhausted, did, a.Head.CID, a.Head.Checkpoint.Tick)
 	}
 	l.Logger.Info("agent resuming", "did", did, "head", a.Head.CID, "seq", a.Head.Checkpoint.Seq, "tick", a.Head.Checkpoint.Tick, "budget", formatAmount(a.Head.Checkpoint.Budget))
-	res, err := hosting.Run(ctx, env, a, hosting.RunOptions{
+	res, err := node.RunAgent(ctx, env, a, node.RunOptions{
 		TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, MaxTicks: lf.maxTicks, Price: price,
 	})
 	h := res.Head
@@ -147,7 +146,7 @@ func runLoaded(ctx context.Context, cmd *cobra.Command, l *node.Local, did strin
 		l.Logger.Info("agent stopped", "did", did, "reason", string(res.Reason), "head", h.CID, "seq", h.Checkpoint.Seq,
 			"tick", h.Checkpoint.Tick, "budget", formatAmount(h.Checkpoint.Budget), "failures", res.Failures)
 	}
-	if errors.Is(err, hosting.ErrBudgetExhausted) {
+	if errors.Is(err, node.ErrBudgetExhausted) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "budget exhausted: %s stopped at tick %d; final checkpoint %s (budget 0) is verifiable with 'igor-node verify %s'\n",
 			did, h.Checkpoint.Tick, h.CID, did)
 		return nil
