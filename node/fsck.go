@@ -233,4 +233,3 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
-

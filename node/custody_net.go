@@ -1,0 +1,793 @@
+// The custody transport: custody.Net (and custody.Batcher) over libp2p —
+// frames, per-peer senders and corks, stream choice, the reader that steps
+// messages into the custody engine, and the members' checkpoint fetch
+// (Ensure). The hooks the drivers call are in custody.go.
+
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/multiformats/go-multiaddr"
+	msmux "github.com/multiformats/go-multistream"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting/custody"
+	"github.com/igor-mesh/igor-node/hosting/lease"
+	"github.com/igor-mesh/igor-node/node/exchange"
+)
+
+// CustodyProtocol carries lease messages between custody-group members
+// (docs/PROTOCOL.md "Custody transport"): one long-lived stream per
+// direction and peer, frames of uvarint length + uvarint-prefixed agent DID
+// + the 8-byte custody group ID + lease.EncodeMessage. A sender batches
+// every frame queued for a peer into one write.
+const CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
+
+const (
+	// A frame: DID, group ID and a lease message (naming a whole
+	// configuration at most) or pushed blocks (pushLimit).
+	maxCustodyFrame = 256 + max(lease.MaxMessageBytes, pushLimit+pushMaxBlocks*80)
+	custodyQueue    = 1024
+	custodyDial     = 3 * time.Second
+	custodyIdle     = 2 * time.Minute  // an inbound stream silent this long is closed
+	custodyFrame    = 10 * time.Second // a frame, once begun, must arrive whole within this
+	custodySilence  = 3 * time.Second  // nothing heard from a peer we write to: reopen
+	ensureMaxDepth  = 100_000
+)
+
+// custodyNet implements custody.Net over libp2p.
+type custodyNet struct {
+	m  *Mesh
+	mu sync.Mutex // guards out, stale, corks, held
+	// out: one sender goroutine per peer, created on first use.
+	out map[peer.ID]chan []byte
+	// stale: set when a peer (re)connects or disconnects; its sender then
+	// drops its stream and opens a new one. A stream on the connection to
+	// a killed peer can otherwise swallow frames until QUIC's idle timeout
+	// (~30 s) — in the failover benchmark that lost exactly the promise
+	// requests of the next takeover.
+	stale map[peer.ID]*atomic.Bool
+	// heard: when a frame last arrived from each peer (unix ns). A member
+	// answers every heartbeat; a peer we keep writing to without hearing
+	// back for custodySilence gets a fresh stream, since a dead QUIC
+	// connection accepts writes until its idle timeout.
+	heard map[peer.ID]*atomic.Int64
+	// corks, peerCorks, held: while corked (custody.Batcher, by the
+	// engine's tick pass) or while the peer's stream reader works through
+	// a burst of frames (corkPeer), frames to a peer wait here and go to
+	// its sender as one write: the heartbeat rounds of all groups, and the
+	// acknowledgements of a burst.
+	corks     int
+	peerCorks map[peer.ID]int
+	held      map[peer.ID][]byte
+}
+
+// Cork holds frames back until the matching Uncork (custody.Batcher).
+func (n *custodyNet) Cork() {
+	n.mu.Lock()
+	n.corks++
+	n.mu.Unlock()
+}
+
+// Uncork releases the frames held since the first Cork, one batch per
+// peer (but not to a peer whose reader still holds them: corkPeer).
+func (n *custodyNet) Uncork() {
+	n.mu.Lock()
+	n.corks--
+	var out map[peer.ID][]byte
+	if n.corks == 0 {
+		for to, b := range n.held {
+			if n.peerCorks[to] == 0 {
+				if out == nil {
+					out = map[peer.ID][]byte{}
+				}
+				out[to] = b
+				delete(n.held, to)
+			}
+		}
+	}
+	n.mu.Unlock()
+	for to, b := range out {
+		n.push(to, b)
+	}
+}
+
+// corkPeer holds frames to one peer back until uncorkPeer.
+func (n *custodyNet) corkPeer(to peer.ID) {
+	n.mu.Lock()
+	if n.peerCorks == nil {
+		n.peerCorks = map[peer.ID]int{}
+	}
+	n.peerCorks[to]++
+	n.mu.Unlock()
+}
+
+func (n *custodyNet) uncorkPeer(to peer.ID) {
+	n.mu.Lock()
+	if n.peerCorks[to]--; n.peerCorks[to] <= 0 {
+		delete(n.peerCorks, to)
+	}
+	b, release := n.held[to]
+	release = release && n.corks == 0 && n.peerCorks[to] == 0
+	if release {
+		delete(n.held, to)
+	}
+	n.mu.Unlock()
+	if release {
+		n.push(to, b)
+	}
+}
+
+func newCustodyNet(m *Mesh) *custodyNet {
+	n := &custodyNet{m: m, out: map[peer.ID]chan []byte{}, stale: map[peer.ID]*atomic.Bool{}, heard: map[peer.ID]*atomic.Int64{}}
+	mark := func(_ network.Network, c network.Conn) {
+		n.mu.Lock()
+		if f, ok := n.stale[c.RemotePeer()]; ok {
+			f.Store(true)
+		}
+		n.mu.Unlock()
+	}
+	m.Host.Network().Notify(&network.NotifyBundle{ConnectedF: mark, DisconnectedF: mark})
+	return n
+}
+
+// Pushed checkpoint blocks (custody.Net.Push) travel as a frame whose body
+// starts with pushTag instead of a lease message's version byte (1 or 2):
+// then a uvarint count and, per block, its CID and data (uvarint-length
+// prefixed). Only checkpoints whose blocks total pushLimit or less are
+// pushed; larger ones are fetched as before.
+const (
+	pushTag       = 0xB1
+	pushLimit     = 64 << 10
+	pushMaxBlocks = 16
+)
+
+// pushedBlock is one block of a push frame, not yet verified.
+type pushedBlock struct {
+	c    cid.Cid
+	data []byte
+}
+
+// frame is one decoded custody frame: a lease message, or pushed blocks.
+type frame struct {
+	did    string
+	gid    custody.GroupID
+	msg    lease.Message
+	blocks []pushedBlock // a push frame
+}
+
+func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, error) {
+	body, err := lease.EncodeMessage(msg)
+	if err != nil {
+		return nil, err
+	}
+	return wrapFrame(did, gid, body)
+}
+
+func encodePush(did string, gid custody.GroupID, blocks []pushedBlock) ([]byte, error) {
+	body := []byte{pushTag}
+	body = binary.AppendUvarint(body, uint64(len(blocks)))
+	for _, b := range blocks {
+		body = binary.AppendUvarint(body, uint64(b.c.ByteLen()))
+		body = append(body, b.c.Bytes()...)
+		body = binary.AppendUvarint(body, uint64(len(b.data)))
+		body = append(body, b.data...)
+	}
+	return wrapFrame(did, gid, body)
+}
+
+func decodePush(body []byte) ([]pushedBlock, error) {
+	n, k := binary.Uvarint(body)
+	if k <= 0 || n == 0 || n > pushMaxBlocks {
+		return nil, fmt.Errorf("%w: push frame: %d blocks (1..%d)", ErrBadMessage, n, pushMaxBlocks)
+	}
+	body = body[k:]
+	next := func(limit uint64) ([]byte, bool) {
+		l, k := binary.Uvarint(body)
+		if k <= 0 || l > limit || uint64(len(body)-k) < l {
+			return nil, false
+		}
+		v := body[k : k+int(l)]
+		body = body[k+int(l):]
+		return v, true
+	}
+	out := make([]pushedBlock, 0, n)
+	for range n {
+		cb, ok := next(128)
+		if !ok {
+			return nil, fmt.Errorf("%w: push frame: bad CID length", ErrBadMessage)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return nil, fmt.Errorf("%w: push frame: %v", ErrBadMessage, err)
+		}
+		data, ok := next(pushLimit)
+		if !ok {
+			return nil, fmt.Errorf("%w: push frame: bad block length", ErrBadMessage)
+		}
+		out = append(out, pushedBlock{c: c, data: data})
+	}
+	if len(body) != 0 {
+		return nil, fmt.Errorf("%w: push frame: %d trailing bytes", ErrBadMessage, len(body))
+	}
+	return out, nil
+}
+
+func wrapFrame(did string, gid custody.GroupID, body []byte) ([]byte, error) {
+	inner := binary.AppendUvarint(nil, uint64(len(did)))
+	inner = append(inner, did...)
+	inner = append(inner, gid[:]...)
+	inner = append(inner, body...)
+	if len(inner) > maxCustodyFrame {
+		return nil, fmt.Errorf("%w: custody frame of %d bytes", ErrBadMessage, len(inner))
+	}
+	return append(binary.AppendUvarint(nil, uint64(len(inner))), inner...), nil
+}
+
+// readFrame reads one frame; errors wrap ErrBadMessage (or are I/O errors).
+func readFrame(r *bufio.Reader) (frame, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return frame{}, err
+	}
+	if n == 0 || n > maxCustodyFrame {
+		return frame{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return frame{}, err
+	}
+	return decodeFrame(buf)
+}
+
+func decodeFrame(buf []byte) (frame, error) {
+	var f frame
+	l, k := binary.Uvarint(buf)
+	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l+uint64(len(f.gid)) {
+		return f, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
+	}
+	f.did = string(buf[k : k+int(l)])
+	if _, err := agents.ParseDID(f.did); err != nil {
+		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	}
+	rest := buf[k+int(l):]
+	copy(f.gid[:], rest)
+	body := rest[len(f.gid):]
+	var err error
+	if len(body) > 0 && body[0] == pushTag {
+		f.blocks, err = decodePush(body[1:])
+		return f, err
+	}
+	if f.msg, err = lease.DecodeMessage(body); err != nil {
+		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	}
+	return f, nil
+}
+
+// Send queues the message for its recipient; a full queue drops it.
+func (n *custodyNet) Send(did string, gid custody.GroupID, msg lease.Message) {
+	frame, err := encodeFrame(did, gid, msg)
+	if err != nil {
+		n.m.Logger.Warn("custody: encode message", "agent", did, "err", err)
+		return
+	}
+	n.enqueue(msg.To, frame)
+}
+
+// Push queues checkpoint c's blocks (the checkpoint and its state) for the
+// members in to, ahead of the heartbeat that proposes it on the same
+// ordered stream, so their Ensure finds them here instead of fetching them
+// over a new exchange stream each (custody.Net). Checkpoints above
+// pushLimit are left to the fetch.
+func (n *custodyNet) Push(did string, gid custody.GroupID, c cid.Cid, to []string) {
+	data, err := n.m.Store.Get(c)
+	if err != nil {
+		return
+	}
+	cp, err := agents.DecodeCheckpoint(data)
+	if err != nil {
+		return
+	}
+	blocks := []pushedBlock{{c: c, data: data}}
+	size := len(data)
+	ids, err := n.m.Store.ObjectCIDs(cp.State)
+	if err != nil || len(ids)+1 > pushMaxBlocks {
+		return
+	}
+	for _, id := range ids {
+		b, err := n.m.Store.Get(id)
+		if size += len(b); err != nil || size > pushLimit {
+			return
+		}
+		blocks = append(blocks, pushedBlock{c: id, data: b})
+	}
+	f, err := encodePush(did, gid, blocks)
+	if err != nil {
+		return
+	}
+	for _, p := range to {
+		n.enqueue(p, f)
+	}
+	n.m.pushed.Add(float64(len(blocks) * len(to)))
+}
+
+// acceptPush stores blocks a member of did's group pushed (custodyNet.Push),
+// each verified against its CID; it refuses pushes for groups this node is
+// not in, or from a peer outside them.
+func (m *Mesh) acceptPush(f frame, from string) error {
+	st, err := m.Custody.Agent(f.did)
+	if err != nil || !slices.Contains(st.Members, from) {
+		return fmt.Errorf("%w: %s pushed blocks of %s, whose group does not include it here", custody.ErrNotMember, from, f.did)
+	}
+	if g, err := m.Custody.Group(f.did); err != nil || g.ID() != f.gid {
+		return fmt.Errorf("%w: push for another group of %s", custody.ErrNotMember, f.did)
+	}
+	for _, b := range f.blocks {
+		if err := m.Store.PutBlock(b.c, b.data); err != nil {
+			return fmt.Errorf("%w: pushed block: %v", ErrBadMessage, err)
+		}
+	}
+	return nil
+}
+
+func (n *custodyNet) enqueue(peerID string, frame []byte) {
+	to, err := peer.Decode(peerID)
+	if err != nil {
+		return
+	}
+	if to == n.m.Host.ID() {
+		return
+	}
+	n.mu.Lock()
+	if n.corks > 0 || n.peerCorks[to] > 0 {
+		if n.held == nil {
+			n.held = map[peer.ID][]byte{}
+		}
+		n.held[to] = append(n.held[to], frame...)
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Unlock()
+	n.push(to, frame)
+}
+
+// push queues frames (one or more, whole) for the peer's sender, starting
+// it on first use.
+func (n *custodyNet) push(to peer.ID, frames []byte) {
+	n.mu.Lock()
+	q, ok := n.out[to]
+	if !ok {
+		if n.m.ctx.Err() != nil {
+			n.mu.Unlock()
+			return
+		}
+		q = make(chan []byte, custodyQueue)
+		n.out[to] = q
+		n.stale[to] = &atomic.Bool{}
+		if n.heard[to] == nil {
+			n.heard[to] = &atomic.Int64{}
+		}
+		n.m.wg.Add(1)
+		go n.sender(to, q, n.stale[to], n.heard[to])
+	}
+	n.mu.Unlock()
+	select {
+	case q <- frames:
+	default:
+		n.m.Logger.Debug("custody: send queue full; message dropped", "to", to)
+	}
+}
+
+// sender owns the outbound stream to one peer. It writes every queued
+// frame, flushing when the queue is empty (batching under load). After a
+// failed write it reopens the stream and tries the batch once more; frames
+// that fail twice are lost (the protocol tolerates loss).
+func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard *atomic.Int64) {
+	defer n.m.wg.Done()
+	var (
+		s      network.Stream
+		opened time.Time
+	)
+	closeStream := func(reset bool) {
+		if s != nil {
+			if reset {
+				s.Reset()
+			} else {
+				s.Close()
+			}
+			s = nil
+		}
+	}
+	defer closeStream(false)
+	var batch bytes.Buffer
+	for {
+		var frame []byte
+		select {
+		case <-n.m.ctx.Done():
+			return
+		case frame = <-q:
+		}
+		batch.Reset()
+		batch.Write(frame)
+		for len(q) > 0 && batch.Len() < 64<<10 {
+			batch.Write(<-q)
+		}
+		if stale.Swap(false) {
+			closeStream(true)
+		}
+		if s != nil && time.Since(opened) > custodySilence && time.Since(time.Unix(0, heard.Load())) > custodySilence {
+			closeStream(true) // writing into the void: reconnect
+		}
+		for attempt := 0; attempt < 2; attempt++ {
+			if s == nil {
+				var err error
+				if s, err = n.open(to); err != nil {
+					n.m.Logger.Debug("custody: open stream", "to", to, "err", err)
+					break
+				}
+				opened = time.Now()
+			}
+			s.SetWriteDeadline(time.Now().Add(custodyDial))
+			if _, err := s.Write(batch.Bytes()); err != nil {
+				n.m.Logger.Debug("custody: write", "to", to, "attempt", attempt, "err", err)
+				closeStream(true)
+				continue
+			}
+			break
+		}
+	}
+}
+
+// open returns a stream to the peer: on one of its connections, newest
+// first, if one answers (onConn), else by dialling it, learning its
+// addresses from its host record when the peerstore has none that work (a
+// restarted node listens on new ports). Each step has its own deadline: a
+// dial to a killed peer's old QUIC address hangs until its timeout and must
+// not eat the lookup's time.
+func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
+	conns := n.m.Host.Network().ConnsToPeer(to)
+	slices.SortFunc(conns, func(a, b network.Conn) int { return b.Stat().Opened.Compare(a.Stat().Opened) })
+	for i, c := range conns {
+		s, err := n.onConn(c, time.Second)
+		if err != nil {
+			n.m.Logger.Debug("custody: connection does not answer", "to", to, "addr", c.RemoteMultiaddr(), "err", err)
+			continue
+		}
+		if i == 0 && len(conns) > 1 {
+			n.m.wg.Add(1)
+			go n.closeDead(conns[1:])
+		}
+		return s, nil
+	}
+	try := func(d time.Duration) (network.Stream, error) {
+		ctx, cancel := context.WithTimeout(n.m.ctx, d)
+		defer cancel()
+		return n.m.Host.NewStream(ctx, to, CustodyProtocol)
+	}
+	s, err := try(time.Second)
+	if err == nil {
+		return s, nil
+	}
+	lctx, cancel := context.WithTimeout(n.m.ctx, 2*time.Second)
+	addrs := n.m.lookupAddrs(lctx, to)
+	cancel()
+	if len(addrs) == 0 {
+		return nil, err
+	}
+	n.m.Host.Peerstore().AddAddrs(to, addrs, peerstore.TempAddrTTL)
+	if sw, ok := n.m.Host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(to) // the new addresses deserve a dial now
+	}
+	return try(custodyDial)
+}
+
+// onConn opens a custody stream on connection c and negotiates the protocol
+// at once, which takes a round trip: a connection that does not answer
+// within d fails. Host.NewStream cannot be used for this. It picks the
+// connection with the most streams and negotiates lazily, so after a member
+// was killed and restarted on new ports, the holder kept opening streams
+// on its QUIC connection to the dead process (which libp2p keeps until
+// QUIC's 30 s idle timeout, and on which hung streams pile up) although the
+// member had connected again: the member received nothing for those 30 s.
+// The holder did not notice either: it heard the member on the new
+// connection, so its silence check (custodySilence) did not fire.
+func (n *custodyNet) onConn(c network.Conn, d time.Duration) (network.Stream, error) {
+	ctx, cancel := context.WithTimeout(n.m.ctx, d)
+	defer cancel()
+	s, err := c.NewStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetProtocol(CustodyProtocol); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	s.SetDeadline(time.Now().Add(d))
+	if err := msmux.SelectProtoOrFail(CustodyProtocol, s); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	s.SetDeadline(time.Time{})
+	return s, nil
+}
+
+// closeDead closes those of a peer's older connections that do not answer
+// within custodyDial (its newest answered within a second): what remains of
+// a previous incarnation of the peer, which the DHT and the block exchange
+// would otherwise go on using too until QUIC's idle timeout.
+func (n *custodyNet) closeDead(conns []network.Conn) {
+	defer n.m.wg.Done()
+	for _, c := range conns {
+		if c.IsClosed() {
+			continue
+		}
+		s, err := n.onConn(c, custodyDial)
+		if err == nil {
+			s.Reset()
+			continue
+		}
+		if n.m.ctx.Err() != nil {
+			return
+		}
+		// Only silence condemns it: a refusal (say, a resource limit) is
+		// an answer.
+		var ne net.Error
+		if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+			continue
+		}
+		n.m.Logger.Debug("custody: closing a connection that does not answer", "to", c.RemotePeer(), "addr", c.RemoteMultiaddr(), "err", err)
+		c.Close()
+	}
+}
+
+// lookupAddrs finds a peer's addresses in its host record.
+func (m *Mesh) lookupAddrs(ctx context.Context, id peer.ID) []multiaddr.Multiaddr {
+	data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(id.String()))
+	if err != nil {
+		return nil
+	}
+	r, err := agents.DecodeHostRecord(data)
+	if err != nil || r.Verify() != nil || r.Peer != id.String() {
+		return nil
+	}
+	return recordAddrs(r, id)
+}
+
+func recordAddrs(r *agents.HostRecord, id peer.ID) []multiaddr.Multiaddr {
+	var out []multiaddr.Multiaddr
+	for _, a := range r.Addrs {
+		if ma, err := multiaddr.NewMultiaddr(a); err == nil {
+			if ai, err := peer.AddrInfoFromP2pAddr(ma); err == nil && ai.ID == id {
+				out = append(out, ai.Addrs...)
+			}
+		}
+	}
+	return out
+}
+
+// handleCustody reads frames from one member until the stream ends. The
+// sender is the stream's authenticated peer; a frame claiming another
+// sender, or a malformed frame, ends the stream.
+func (m *Mesh) handleCustody(s network.Stream) {
+	defer s.Close()
+	remote := s.Conn().RemotePeer()
+	from := remote.String()
+	heard := m.cnet.heardFrom(remote)
+	r := bufio.NewReader(s)
+	// While whole frames are already read, the replies they cause to the
+	// peer are held (corkPeer) and leave together once the reader has
+	// caught up, or after corkFrames frames. It never waits for the
+	// network while corked.
+	corked, n := false, 0
+	uncork := func() {
+		if corked {
+			m.cnet.uncorkPeer(remote)
+			corked = false
+		}
+	}
+	defer uncork()
+	for {
+		if corked && (n >= corkFrames || !wholeFrame(r)) {
+			uncork()
+		}
+		// Idle between frames for up to custodyIdle, but once a frame has
+		// begun it must arrive whole within custodyFrame: a peer that
+		// stalls mid-frame does not hold the stream (and its slot) for
+		// minutes.
+		s.SetReadDeadline(time.Now().Add(custodyIdle))
+		if _, err := r.Peek(1); err != nil {
+			return
+		}
+		s.SetReadDeadline(time.Now().Add(custodyFrame))
+		f, err := readFrame(r)
+		if err != nil {
+			if errors.Is(err, ErrBadMessage) {
+				m.Logger.Info("custody: bad frame; closing the stream", "from", from, "err", err)
+				s.Reset()
+			}
+			return
+		}
+		heard.Store(time.Now().UnixNano())
+		if !corked && wholeFrame(r) {
+			m.cnet.corkPeer(remote)
+			corked, n = true, 0
+		}
+		n++
+		if f.blocks != nil {
+			if err := m.acceptPush(f, from); err != nil {
+				if errors.Is(err, ErrBadMessage) {
+					m.Logger.Info("custody: bad push; closing the stream", "from", from, "err", err)
+					s.Reset()
+					return
+				}
+				m.Logger.Debug("custody: push not stored", "from", from, "agent", f.did, "err", err)
+			}
+			continue
+		}
+		did, gid, msg := f.did, f.gid, f.msg
+		if err := m.Custody.Deliver(did, gid, from, msg); err != nil {
+			if errors.Is(err, lease.ErrInvalidMessage) {
+				m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)
+				s.Reset()
+				return
+			}
+			m.Logger.Debug("custody: message not delivered", "from", from, "agent", did, "err", err)
+		}
+	}
+}
+
+// corkFrames bounds the frames whose replies a stream reader holds back.
+const corkFrames = 256
+
+// wholeFrame reports whether r's buffer holds a whole frame (reading it
+// cannot block).
+func wholeFrame(r *bufio.Reader) bool {
+	b, _ := r.Peek(r.Buffered())
+	l, k := binary.Uvarint(b)
+	return k > 0 && uint64(len(b)-k) >= l
+}
+
+// Ensure makes checkpoint c of did present here with its state and every
+// predecessor back to one in stop (custody.Net). Blocks already here are
+// not fetched again, but the walk goes on through them: a fetch cut short
+// by a crash leaves present blocks above missing ones.
+func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error {
+	var from []peer.AddrInfo
+	for _, p := range peers {
+		if id, err := peer.Decode(p); err == nil && id != n.m.Host.ID() {
+			from = append(from, peer.AddrInfo{ID: id})
+		}
+	}
+	cur := c
+	signed := map[cid.Cid]bool{} // signatures checked below: verify need not check them again
+	for depth := 0; depth < ensureMaxDepth; depth++ {
+		if stop[cur.String()] {
+			return n.verify(did, c, signed)
+		}
+		data, err := n.m.Ex.Fetch(ctx, cur, from...)
+		if err != nil {
+			return err
+		}
+		cp, err := agents.DecodeCheckpoint(data)
+		if err != nil {
+			return fmt.Errorf("checkpoint %s: %w", cur, err)
+		}
+		if cp.Agent != did {
+			return fmt.Errorf("checkpoint %s belongs to %s, not %s", cur, cp.Agent, did)
+		}
+		if err := cp.Verify(); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", cur, err)
+		}
+		signed[cur] = true
+		if _, err := n.m.Ex.FetchDAG(ctx, cp.State, exchange.FetchOptions{From: from}); err != nil {
+			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
+		}
+		if !cp.Prev.Defined() {
+			// Seq 0: its genesis, module and manifest complete the lineage.
+			for _, r := range []cid.Cid{cp.Genesis, cp.Manifest, cp.Module} {
+				if _, err := n.m.Ex.FetchDAG(ctx, r, exchange.FetchOptions{From: from}); err != nil {
+					return fmt.Errorf("lineage root %s: %w", r, err)
+				}
+			}
+			return n.verify(did, c, signed)
+		}
+		cur = cp.Prev
+	}
+	return fmt.Errorf("checkpoint %s: lineage deeper than %d while fetching", c, ensureMaxDepth)
+}
+
+// verify checks the lineage of checkpoint c, now complete here, against
+// every rule — only the part above a checkpoint verified before, so a
+// standby spreads the cost of its agent's history over the checkpoints it
+// accepts, and a takeover's Load finds the accepted one already verified.
+// A checkpoint that fails is not accepted.
+func (n *custodyNet) verify(did string, c cid.Cid, signed map[cid.Cid]bool) error {
+	opts := agents.VerifyOptions{ExpectDID: did, Trusted: n.m.verified.Has, SignaturesChecked: func(c cid.Cid) bool { return signed[c] }}
+	if _, err := agents.VerifyLineage(c, n.m.Store, opts); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", c, err)
+	}
+	n.m.verified.Add(c)
+	return nil
+}
+
+// custodyCommitted observes a checkpoint a majority of the group stored
+// and, when the driver says the head record is due (custody.Commit.Publish:
+// a new holder or epoch, or the refresh interval), publishes it.
+func (n *custodyNet) heardFrom(p peer.ID) *atomic.Int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.heard[p]
+	if h == nil {
+		h = &atomic.Int64{}
+		n.heard[p] = h
+	}
+	return h
+}
+
+// greetMembers connects to the other members of every custody group this
+// node restored, so that they learn its new addresses at once (and drop
+// streams to its previous incarnation) instead of after their dead
+// connection times out.
+func (m *Mesh) greetMembers() {
+	// Retried: right after a start the DHT may not answer yet, and a member
+	// that restarted on new ports is only reachable once its fresh host
+	// record is found — until someone connects, the others keep dialling
+	// the addresses it had before.
+	for attempt := 0; attempt < greetAttempts; attempt++ {
+		missing := 0
+		seen := map[string]bool{m.PeerID(): true}
+		for _, st := range m.Custody.Status() {
+			for _, p := range st.Members {
+				if seen[p] {
+					continue
+				}
+				seen[p] = true
+				id, err := peer.Decode(p)
+				if err != nil || m.Host.Network().Connectedness(id) == network.Connected {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+				if addrs := m.lookupAddrs(ctx, id); len(addrs) > 0 {
+					_ = m.Host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
+				}
+				cancel()
+				if m.Host.Network().Connectedness(id) != network.Connected {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(greetRetry):
+		}
+	}
+}
+
+// greetMembers tries for about a minute; members still unreachable after
+// that are dead or partitioned, which the lease protocol handles.
+const (
+	greetAttempts = 12
+	greetRetry    = 5 * time.Second
+)
