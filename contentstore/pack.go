@@ -218,6 +218,10 @@ func (packLogger) Fatalf(format string, args ...any) {
 //
 // Errors: ErrNoPack (opened without WithPack), ErrTooLarge, ErrClosed.
 func (s *Store) PutMeta(key string, value []byte) error {
+	return s.putMeta(key, value, writeOpts(s.cfg.fsync))
+}
+
+func (s *Store) putMeta(key string, value []byte, opts *pebble.WriteOptions) error {
 	if len(value) > MaxMetaSize || len(key) == 0 || len(key) > 1024 {
 		return fmt.Errorf("%w: meta record %q: key of %d bytes (want 1..1024), value of %d (at most %d)", ErrTooLarge, key, len(key), len(value), MaxMetaSize)
 	}
@@ -226,7 +230,7 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	if err := s.metaWritable(); err != nil {
 		return err
 	}
-	if err := s.pack.db.Set(metaKey(key), value, writeOpts(s.cfg.fsync)); err != nil {
+	if err := s.pack.db.Set(metaKey(key), value, opts); err != nil {
 		return fmt.Errorf("contentstore: writing meta record %q: %w", key, err)
 	}
 	return nil
@@ -240,18 +244,7 @@ func (s *Store) PutMeta(key string, value []byte) error {
 //
 // Errors: as PutMeta.
 func (s *Store) PutMetaDeferred(key string, value []byte) error {
-	if len(value) > MaxMetaSize || len(key) == 0 || len(key) > 1024 {
-		return fmt.Errorf("%w: meta record %q: key of %d bytes (want 1..1024), value of %d (at most %d)", ErrTooLarge, key, len(key), len(value), MaxMetaSize)
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.metaWritable(); err != nil {
-		return err
-	}
-	if err := s.pack.db.Set(metaKey(key), value, pebble.NoSync); err != nil {
-		return fmt.Errorf("contentstore: writing meta record %q: %w", key, err)
-	}
-	return nil
+	return s.putMeta(key, value, pebble.NoSync)
 }
 
 // GetMeta returns the record stored under key.

@@ -41,13 +41,7 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var holder *Mesh
-	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
-		if holder = holderOf(ms, res.DID); holder == nil {
-			return fmt.Errorf("nobody runs it")
-		}
-		return nil
-	})
+	holder := waitHolder(t, ms, res.DID)
 	if holder.PeerID() != res.Holder {
 		t.Fatalf("running on %s, publish chose %s", holder.PeerID(), res.Holder)
 	}
@@ -335,13 +329,7 @@ func TestDeadStandbyReplacedInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var holder *Mesh
-	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
-		if holder = holderOf(ms, res.DID); holder == nil {
-			return fmt.Errorf("nobody runs it")
-		}
-		return nil
-	})
+	holder := waitHolder(t, ms, res.DID)
 	var dead *Mesh
 	for _, m := range ms {
 		if m != holder && slices.Contains(res.Members, m.PeerID()) {
@@ -481,13 +469,7 @@ func TestLostLeaseStateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var holder *Mesh
-	eventually(t, "a holder runs the agent", 15*time.Second, func() error {
-		if holder = holderOf(ms, res.DID); holder == nil {
-			return fmt.Errorf("nobody runs it")
-		}
-		return nil
-	})
+	holder := waitHolder(t, ms, res.DID)
 	i := slices.IndexFunc(ms, func(m *Mesh) bool { return m != holder && m != ms[0] && slices.Contains(res.Members, m.PeerID()) })
 	if i < 0 {
 		t.Fatalf("no standby member besides the bootstrap node in %v", res.Members)
