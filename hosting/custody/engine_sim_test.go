@@ -48,7 +48,6 @@ type simWorld struct {
 	rngMu sync.Mutex
 
 	mu        sync.Mutex
-	cut       map[string]bool // isolated nodes: nothing in or out
 	seqOf     map[string]uint64
 	committed map[string]uint64                      // did → highest committed seq
 	last      map[string]map[string][2]time.Duration // did → node → last tick interval
@@ -93,6 +92,7 @@ type simNode struct {
 	// by a tick in flight, or a starved process): only the fence keeps the
 	// runner from ticking past the lease meanwhile.
 	slow atomic.Int64
+	cut  atomic.Bool // isolated: nothing in or out
 }
 
 type simFrame struct {
@@ -183,11 +183,10 @@ func (w *simWorld) reader(from, to string, q chan simFrame) {
 		if w.delay > 0 {
 			time.Sleep(time.Duration(w.randN(int(w.delay/time.Microsecond))) * time.Microsecond)
 		}
-		w.mu.Lock()
-		cut := w.cut[from] || w.cut[to]
-		dst := w.nodes[to]
-		w.mu.Unlock()
-		if cut || dst == nil || (w.dropPct > 0 && w.randN(100) < w.dropPct) {
+		// w.nodes is not written after setup; the cut flags are atomic: no
+		// lock per frame (24,000 frames a second in the 1,000-node run).
+		src, dst := w.nodes[from], w.nodes[to]
+		if src == nil || dst == nil || src.cut.Load() || dst.cut.Load() || (w.dropPct > 0 && w.randN(100) < w.dropPct) {
 			w.dropped.Add(1)
 			continue
 		}
@@ -482,7 +481,7 @@ func newSimWorld(t testing.TB, seed uint64, names []string, timing Timing, pack 
 			}
 		}
 	}
-	w := &simWorld{t: t, start: time.Now(), rng: rand.New(rand.NewPCG(seed, 1)), cut: map[string]bool{},
+	w := &simWorld{t: t, start: time.Now(), rng: rand.New(rand.NewPCG(seed, 1)),
 		seqOf: map[string]uint64{}, committed: map[string]uint64{}, last: map[string]map[string][2]time.Duration{},
 		epochs: map[string]map[string]uint64{}, nodes: map[string]*simNode{},
 		tickEvery: 10 * time.Millisecond, ckEvery: 3, delay: 3 * time.Millisecond, dropPct: 2,
@@ -626,18 +625,16 @@ func TestEngineSimManyGroups(t *testing.T) {
 	faults := 0
 	for time.Now().Before(end) {
 		victim := names[w.randN(nodes)]
-		w.mu.Lock()
-		w.cut[victim] = true
-		w.mu.Unlock()
+		w.nodes[victim].cut.Store(true)
 		w.nodes[victim].slow.Store(int64(time.Duration(w.randN(400)) * time.Millisecond))
 		faults++
 		hold := time.Duration(100+w.randN(500)) * time.Millisecond
 		for stop := time.Now().Add(hold); time.Now().Before(stop); time.Sleep(20 * time.Millisecond) {
 			w.sampleEpochs()
 		}
-		w.mu.Lock()
-		delete(w.cut, victim)
+		w.nodes[victim].cut.Store(false)
 		w.nodes[victim].slow.Store(0)
+		w.mu.Lock()
 		fail := w.fail
 		w.mu.Unlock()
 		if fail != nil {
@@ -796,11 +793,9 @@ func TestEngineSimMassFailover(t *testing.T) {
 			orphans = append(orphans, did)
 		}
 	}
-	w.mu.Lock()
 	for v := range victims {
-		w.cut[v] = true
+		w.nodes[v].cut.Store(true)
 	}
-	w.mu.Unlock()
 	killed := time.Now()
 	for v := range victims {
 		go w.nodes[v].shut()
