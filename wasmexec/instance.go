@@ -370,7 +370,7 @@ func (i *Instance) call(ctx context.Context, name string, fn api.Function, param
 	i.stderr.reset()
 	i.stdout.reset()
 	cctx, cancel := context.WithCancel(ctx)
-	dl := i.deadline(cancel)
+	dl := i.deadline(name, cancel)
 	err := fn.CallWithStack(context.WithValue(cctx, instanceKey{}, i), stack)
 	hostPaused, pausedFor := dl.stop()
 	i.lastPause = pausedFor
@@ -401,7 +401,7 @@ type callDeadline struct {
 	paused  bool // ... with a pause that could not be granted
 }
 
-func (i *Instance) deadline(cancel context.CancelFunc) *callDeadline {
+func (i *Instance) deadline(name string, cancel context.CancelFunc) *callDeadline {
 	d := &callDeadline{p0: pauseClock()}
 	d.mu.Lock() // the callback sees d.t set
 	defer d.mu.Unlock()
@@ -416,6 +416,8 @@ func (i *Instance) deadline(cancel context.CancelFunc) *callDeadline {
 			if d.granted+extra <= maxPauseGrant && (i.fence == nil || time.Now().Add(extra).Before(i.fence())) {
 				d.granted += extra
 				d.t.Reset(extra)
+				i.rt.logger.Info("wasmexec: the host paused during a call; its deadline moves by the pause (not the agent's time)",
+					"agent", i.did, "call", name, "paused", extra.Round(time.Millisecond))
 				return
 			}
 			d.paused = true

@@ -2,6 +2,8 @@ package wasmexec
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,9 +43,9 @@ func setPauses(t *testing.T, f func() time.Duration) {
 func TestDeadlineGrantsPausedTime(t *testing.T) {
 	var paused atomic.Int64
 	setPauses(t, func() time.Duration { return time.Duration(paused.Load()) })
-	i := &Instance{timeout: 50 * time.Millisecond}
+	i := &Instance{rt: &Runtime{logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, timeout: 50 * time.Millisecond}
 	var cancelled atomic.Bool
-	d := i.deadline(func() { cancelled.Store(true) })
+	d := i.deadline("test", func() { cancelled.Store(true) })
 	paused.Store(int64(300 * time.Millisecond)) // the host "paused" 300 ms
 	time.Sleep(150 * time.Millisecond)
 	if cancelled.Load() {
@@ -56,7 +58,7 @@ func TestDeadlineGrantsPausedTime(t *testing.T) {
 	// No pause: cut at the deadline, and not blamed on the host.
 	paused.Store(0)
 	cancelled.Store(false)
-	d = i.deadline(func() { cancelled.Store(true) })
+	d = i.deadline("test", func() { cancelled.Store(true) })
 	time.Sleep(150 * time.Millisecond)
 	if !cancelled.Load() {
 		t.Fatal("a call without a pause was not cut at its deadline")
@@ -72,9 +74,9 @@ func TestDeadlineGrantStopsAtFence(t *testing.T) {
 	var paused atomic.Int64
 	setPauses(t, func() time.Duration { return time.Duration(paused.Load()) })
 	fence := time.Now().Add(100 * time.Millisecond)
-	i := &Instance{timeout: 50 * time.Millisecond, fence: func() time.Time { return fence }}
+	i := &Instance{rt: &Runtime{logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, timeout: 50 * time.Millisecond, fence: func() time.Time { return fence }}
 	var cancelled atomic.Bool
-	d := i.deadline(func() { cancelled.Store(true) })
+	d := i.deadline("test", func() { cancelled.Store(true) })
 	paused.Store(int64(time.Second))
 	time.Sleep(150 * time.Millisecond)
 	if !cancelled.Load() {
