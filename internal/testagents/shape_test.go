@@ -54,6 +54,7 @@ var expected = map[string]struct {
 }{
 	"heartbeat": {imports: []string{"clock_now", "log_emit", "rand_bytes"}, sdk: true},
 	"counter":   {imports: []string{"args_get", "log_emit"}, sdk: true},
+	"slowtick":  {imports: []string{"args_get", "clock_now", "log_emit"}, sdk: true},
 	"runaway":   {sdk: true},
 	"memhog":    {sdk: true},
 	"traptick":  {imports: []string{"log_emit"}, sdk: true},
