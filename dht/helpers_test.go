@@ -20,6 +20,7 @@ import (
 
 	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/internal/p2phost"
+	"github.com/igor-mesh/igor-node/internal/testutil"
 )
 
 // newHost starts a real libp2p host on loopback (TCP without SO_REUSEPORT and
@@ -222,23 +223,7 @@ func eventually(tb testing.TB, within time.Duration, what string, cond func() bo
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 func slogTo(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))

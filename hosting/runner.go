@@ -517,7 +517,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		res, err := r.inst.Tick(context.WithoutCancel(ctx))
 		r.res.Ticks++
 		r.bill(res.Elapsed)
-		if err != nil && errors.Is(err, wasmexec.ErrHostPaused) {
+		if errors.Is(err, wasmexec.ErrHostPaused) {
 			// The host paused during the tick and its time could not be
 			// granted back (the lease fence): not the agent's failure.
 			r.env.Logger.Warn("agent tick cut by a host pause; replacing the instance from the last checkpoint (not counted as the agent's failure)",

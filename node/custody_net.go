@@ -92,22 +92,26 @@ func (n *custodyNet) Cork() {
 func (n *custodyNet) Uncork() {
 	n.mu.Lock()
 	n.corks--
-	var out map[peer.ID][]byte
-	if n.corks == 0 {
-		for to, b := range n.held {
-			if n.peerCorks[to] == 0 {
-				if out == nil {
-					out = map[peer.ID][]byte{}
-				}
-				out[to] = b
-				delete(n.held, to)
-			}
+	out := map[peer.ID][]byte{}
+	for to := range n.held {
+		if b, ok := n.releaseLocked(to); ok {
+			out[to] = b
 		}
 	}
 	n.mu.Unlock()
 	for to, b := range out {
 		n.push(to, b)
 	}
+}
+
+// releaseLocked takes the frames held for a peer once no cork holds them.
+func (n *custodyNet) releaseLocked(to peer.ID) ([]byte, bool) {
+	b, ok := n.held[to]
+	if !ok || n.corks > 0 || n.peerCorks[to] > 0 {
+		return nil, false
+	}
+	delete(n.held, to)
+	return b, true
 }
 
 // corkPeer holds frames to one peer back until uncorkPeer.
@@ -125,11 +129,7 @@ func (n *custodyNet) uncorkPeer(to peer.ID) {
 	if n.peerCorks[to]--; n.peerCorks[to] <= 0 {
 		delete(n.peerCorks, to)
 	}
-	b, release := n.held[to]
-	release = release && n.corks == 0 && n.peerCorks[to] == 0
-	if release {
-		delete(n.held, to)
-	}
+	b, release := n.releaseLocked(to)
 	n.mu.Unlock()
 	if release {
 		n.push(to, b)

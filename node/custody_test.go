@@ -552,8 +552,8 @@ func TestEngineCarriesLeaseTraffic(t *testing.T) {
 	// Each group sends 2 heartbeat rounds a second to 2 standbys, and each
 	// heartbeat is acknowledged: ≥ 8 steps per group-second, counted at
 	// half for slack.
-	if min := uint64(agents * 4 * window / time.Second); inline < min {
-		t.Fatalf("%d inline steps in %v for %d groups, want ≥ %d", inline, window, agents, min)
+	if want := uint64(agents * 4 * window / time.Second); inline < want {
+		t.Fatalf("%d inline steps in %v for %d groups, want ≥ %d", inline, window, agents, want)
 	}
 	if loop*10 > inline {
 		t.Fatalf("driver goroutines woke %d times against %d inline steps: lease traffic is not carried by the engine", loop, inline)

@@ -397,8 +397,7 @@ type callDeadline struct {
 	t       *time.Timer
 	p0      time.Duration // pauseClock at the start
 	granted time.Duration
-	fired   bool // the call was cancelled at its deadline
-	paused  bool // ... with a pause that could not be granted
+	cut     bool // cancelled at its deadline after a pause it could not be granted
 }
 
 func (i *Instance) deadline(name string, cancel context.CancelFunc) *callDeadline {
@@ -420,9 +419,8 @@ func (i *Instance) deadline(name string, cancel context.CancelFunc) *callDeadlin
 					"agent", i.did, "call", name, "paused", extra.Round(time.Millisecond))
 				return
 			}
-			d.paused = true
+			d.cut = true
 		}
-		d.fired = true
 		cancel()
 	})
 	return d
@@ -436,7 +434,7 @@ func (d *callDeadline) stop() (bool, time.Duration) {
 	defer d.mu.Unlock()
 	d.t.Stop()
 	d.t = nil
-	return d.fired && d.paused, max(pauseClock()-d.p0, 0)
+	return d.cut, max(pauseClock()-d.p0, 0)
 }
 
 // classify turns a failed call's error into one of the package's sentinels,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/internal/testutil"
 )
 
 var bg = context.Background()
@@ -805,20 +806,4 @@ func TestOnDiskCache(t *testing.T) {
 
 var _ io.Reader = deniedRand{}
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer

@@ -189,7 +189,7 @@ func TestSIGINTCommitsFinalCheckpoint(t *testing.T) {
 	home := t.TempDir()
 	wasm, _ := testagents.Path(t, "heartbeat")
 	cmd := exec.Command(binPath, "--home", home, "run", "--tick-interval", "20ms", "--checkpoint-every", "1000", wasm)
-	var out, errb bytes.Buffer
+	var out, errb syncBuffer // read while the process writes
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -305,13 +305,23 @@ func (d *driver) after() {
 // every tick); a quiet driver has none: the engine steps it at the
 // machine's next active tick (wake).
 func (d *driver) schedule(tick *time.Timer) {
-	if d.quiet() {
+	if d.setWake() {
 		tick.Stop()
-		d.wake.Store(d.base + d.mc.NextTick())
 		return
 	}
-	d.wake.Store(never)
 	tick.Reset(d.m.cfg.Timing.Interval)
+}
+
+// setWake records when the engine steps this driver next: at the
+// machine's next active tick if it is quiet, never if not (its loop polls).
+// It reports whether the driver is quiet.
+func (d *driver) setWake() bool {
+	if d.quiet() {
+		d.wake.Store(d.base + d.mc.NextTick())
+		return true
+	}
+	d.wake.Store(never)
+	return false
 }
 
 // quiet reports whether the driver's next steps are lease traffic only,

@@ -75,15 +75,10 @@ func (d *driver) stepInline(msg *lease.Message) bool {
 		d.after()
 	}
 	d.inl = false
-	busy := !d.quiet()
-	if busy {
-		d.wake.Store(never)
-	} else {
-		d.wake.Store(d.base + d.mc.NextTick())
-	}
+	quiet := d.setWake()
 	d.own.Unlock()
-	if busy {
-		d.kick()
+	if !quiet {
+		d.kick() // its loop takes over (and arms its timer)
 	}
 	return true
 }
@@ -125,8 +120,8 @@ func (m *Manager) runEngine() {
 }
 
 // EngineStats counts how the drivers were stepped since the manager
-// started: Inline, steps the engine or Deliver ran on their own goroutine;
-// Loop, wake-ups of drivers' goroutines (slow work, or a driver not
+// started: Inline, steps the engine or Deliver ran on the caller's
+// goroutine; Loop, wake-ups of drivers' goroutines (slow work, or a driver not
 // quiet). At steady state Inline carries the lease traffic and Loop grows
 // with commits only.
 type EngineStats struct {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/internal/p2phost"
+	"github.com/igor-mesh/igor-node/internal/testutil"
 )
 
 // newHost starts a real libp2p host on loopback: TCP without SO_REUSEPORT
@@ -86,23 +87,7 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // providerMap is a plain table CID → holders, standing in for the DHT.
 type providerMap struct {
