@@ -23,7 +23,7 @@ func newFsckCmd(g *globalFlags) *cobra.Command {
     and the node key loads;
   - every agent head's lineage verifies back to genesis (signatures, links,
     state and module blocks);
-  - every custody membership's group and hard-state files load, and the agent
+  - every custody membership's group file and lease-state record load, and the agent
     key and the accepted checkpoint they need are here and verify.
 Leftover *.tmp files of interrupted writes are listed; they are not damage
 (the content store removes its own when the node next starts; others may be
