@@ -1,6 +1,8 @@
 // Package custody drives the custody-group lease protocol (hosting/lease)
-// for every agent this node is a member for: one goroutine per agent owns
-// its lease.Machine, maps lease ticks to the local monotonic clock,
+// for every agent this node is a member for: one driver per agent owns its
+// lease.Machine and a phase machine of its own (phase.go), one engine per
+// node steps their lease traffic (engine.go); a driver maps lease ticks to
+// the local monotonic clock,
 // persists HardState before anything leaves the node, replicates
 // checkpoints before it acknowledges them, and starts and stops the agent
 // in the hosting.Service as the machine says. docs/PROTOCOL.md is the
@@ -338,9 +340,16 @@ type Manager struct {
 	drivers map[string]*driver
 	closed  bool
 
+	// now and spawn are the clock and the way off the driver's goroutine
+	// (time.Now, a goroutine); the driver transcripts replace both.
+	now   func() time.Time
+	spawn func(func())
+	man   *manual // nil but in the driver transcripts
+
 	engineDone chan struct{} // closed when runEngine returned
 	inline     atomic.Uint64 // EngineStats
 	loops      atomic.Uint64
+	badMoves   atomic.Uint64 // phase moves refused (driver.to): bugs
 }
 
 // alignedNow is the first instant at or after now on the manager's tick
@@ -349,13 +358,28 @@ type Manager struct {
 // peer share a write.
 func (m *Manager) alignedNow() (time.Time, int64) {
 	iv := m.cfg.Timing.Interval
-	k := int64((time.Since(m.t0) + iv - 1) / iv)
+	k := int64((m.now().Sub(m.t0) + iv - 1) / iv)
 	return m.t0.Add(time.Duration(k) * iv), k
 }
 
 // NewManager returns a manager with no groups; call Restore to resume the
 // groups persisted under cfg.Dir.
 func NewManager(cfg Config) (*Manager, error) {
+	return newManager(cfg, nil)
+}
+
+// manual makes a Manager whose drivers a test steps itself (the driver
+// transcripts): no engine, no driver goroutines; its clock, its way off
+// the drivers' goroutines and the lease machines' randomness are the
+// test's.
+type manual struct {
+	now   func() time.Time
+	spawn func(func())
+	man   *manual // nil but in the driver transcripts
+	rand  func() uint64
+}
+
+func newManager(cfg Config, man *manual) (*Manager, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -363,9 +387,16 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer, meta: cfg.Meta}, ctx: ctx, cancel: cancel, t0: time.Now(), drivers: map[string]*driver{},
-		replaceSem: make(chan struct{}, replaceSlots), engineDone: make(chan struct{})}
-	go m.runEngine()
+	m := &Manager{cfg: cfg, st: store{dir: cfg.Dir, sync: cfg.Syncer, meta: cfg.Meta}, ctx: ctx, cancel: cancel, drivers: map[string]*driver{},
+		replaceSem: make(chan struct{}, replaceSlots), engineDone: make(chan struct{}),
+		now: time.Now, spawn: func(f func()) { go f() }, man: man}
+	if man != nil {
+		m.now, m.spawn = man.now, man.spawn
+		close(m.engineDone)
+	} else {
+		go m.runEngine()
+	}
+	m.t0 = m.now()
 	return m, nil
 }
 
@@ -606,6 +637,9 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 	rank := max(slices.Index(ranked, m.cfg.Self), 0) // 0 for a member removed before it left: it leaves at once
 	cfg := m.cfg.Timing.leaseConfig(m.cfg.Self, g.Members, rank, hs, quiet)
 	cfg.Released = released
+	if m.man != nil {
+		cfg.Rand = m.man.rand
+	}
 	aid, self := agents.AgentID(g.Agent), m.cfg.Self
 	cfg.RankIn = func(members []string) int { return slices.Index(hosting.Rank(aid, members), self) }
 	mc, err := lease.New(cfg)
@@ -621,8 +655,14 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 		return fmt.Errorf("%w: %s", ErrExists, g.Agent)
 	}
 	d := newDriver(m, g, key, mc, ranked)
-	d.campaign = campaign
+	if campaign {
+		d.phase = phCampaign
+	}
 	m.drivers[g.Agent] = d
+	if m.man != nil {
+		go d.manual() // the test steps it
+		return nil
+	}
 	go d.loop()
 	return nil
 }
@@ -673,6 +713,10 @@ type Status struct {
 	// Moving: this holder is handing the agent off or regrouping it (the
 	// agent is stopped here and not yet running elsewhere).
 	Moving bool `json:"moving,omitempty"`
+	// Phase: what the driver is doing about the agent (idle, campaign,
+	// starting, holding, changing, handoff, regroup, regrouping, leaving,
+	// failed; DECISIONS D56).
+	Phase string `json:"phase"`
 	// Since: when this membership's driver started (join or restart).
 	// LastHeard: when it last heard its holder (the holder: now). Started:
 	// the group has had a holder (epoch above its start).

@@ -100,42 +100,38 @@ type driver struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
-	campaign  bool
-	complete  map[string]bool            // checkpoints whose blocks are here
-	held      map[string][]lease.Message // messages waiting for their checkpoint's blocks
-	pinned    string                     // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
-	pinnedAt  time.Time
-	started   bool   // the agent runs here (Service has it)
-	handoff   string // transfer target while handing off
-	handoffAt time.Time
-	reviewing bool // a placement review is in flight
-	replacing bool // Hooks.Replace is running
-	// changeTo: new members Hooks.Replace made join, to propose (lease
-	// ChangeConfig) as soon as nothing else is pending; until changeBy.
-	changeTo *lease.Conf
-	changeBy time.Time
-	leaving  bool // removed by a configuration change: Leave is under way
+	// phase: what the driver does about its agent (phase.go); the fields
+	// after it are that phase's data.
+	phase     phase
+	startFrom lease.Checkpoint // phStarting: the committed checkpoint to run from
+	target    string           // phHandoff: the member the lease goes to
+	targetAt  time.Time        // phHandoff: since when
+	change    lease.Conf       // phChanging: the configuration to propose
+	changeBy  time.Time        // phChanging: given up after
+	// phRegroup, phRegrouping: members not live (not asked to leave), and
+	// the non-member host a voluntary move goes to.
+	regroupDead []string
+	regroupTo   string
+	failed      error // phFailed: why
+	jobs        jobs  // work in flight off the goroutine (phase.go)
+
+	complete map[string]bool            // checkpoints whose blocks are here
+	held     map[string][]lease.Message // messages waiting for their checkpoint's blocks
+	pinned   string                     // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
+	pinnedAt time.Time
+	started  bool // the agent runs here (the Runner has it)
 	// reviewedAt: when the latest placement review started.
 	reviewedAt time.Time
-	filling    bool // a lineage fetch (fillLineage) is in flight
-	// pendingStart: the committed checkpoint to run from, while a start
-	// failed and is being retried.
-	pendingStart *lease.Checkpoint
-	deadSince    map[string]time.Time // holder: members not live, since when
-	regroup      bool                 // replacing the group: agent stopped, final checkpoint proposed
-	regrouping   bool                 // Hooks.Regroup is running
-	regroupDead  []string
-	regroupTo    string              // a voluntary regroup: the non-member host the agent moves to
-	superseded   uint64              // the lease epoch at which a higher-epoch head was seen: never start at it
-	proposed     map[uint64]proposal // seq → this holder's proposal not yet committed
-	pubEpoch     uint64              // lease epoch of the last head-record publication
-	pubOwn       bool                // a checkpoint this holder made was published at pubEpoch
-	pubAt        time.Time           // when the head record was last published
-	holder       string
-	heard        time.Time // when a holder's heartbeat was last stepped (follower)
-	since        time.Time // when this driver started
-	failed       error
-	lastStart    time.Time
+	deadSince  map[string]time.Time // holder: members not live, since when
+	superseded uint64               // the lease epoch at which a higher-epoch head was seen: never start at it
+	proposed   map[uint64]proposal  // seq → this holder's proposal not yet committed
+	pubEpoch   uint64               // lease epoch of the last head-record publication
+	pubOwn     bool                 // a checkpoint this holder made was published at pubEpoch
+	pubAt      time.Time            // when the head record was last published
+	holder     string
+	heard      time.Time // when a holder's heartbeat was last stepped (follower)
+	since      time.Time // when this driver started
+	lastStart  time.Time
 
 	mu   sync.Mutex // guards snap
 	snap Status
@@ -154,7 +150,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		proposed:  map[uint64]proposal{},
 		deadSince: map[string]time.Time{},
 		pinned:    acc.ID,
-		since:     time.Now(),
+		since:     m.now(),
 	}
 	d.t0, d.base = m.alignedNow()
 	d.wake.Store(never)
@@ -232,8 +228,7 @@ func (d *driver) loop() {
 	d.own.Lock()
 	if d.mc.Removed() {
 		// Restarted after persisting its removal, before the Leave ran.
-		d.leaving = true
-		go func() { _ = d.m.Leave(d.did, "") }()
+		d.leave()
 	}
 	tick := time.NewTimer(time.Hour)
 	defer tick.Stop()
@@ -259,45 +254,95 @@ func (d *driver) loop() {
 		if ev != nil {
 			d.queued.Add(-1)
 		}
-		if d.failed != nil {
+		if d.phase == phFailed {
 			d.own.Unlock()
 			<-d.ctx.Done()
 			return
 		}
-		if d.pending {
-			// A Ready an inline step left for this goroutine (engine.go):
-			// handled before anything else is stepped.
-			d.pending = false
-			d.handle()
-		}
-		d.tryCampaign()
-		d.catchUp()
-		if termEnd {
-			d.review()
-		}
-		if ev != nil {
-			d.on(*ev)
-		}
-		d.after()
+		d.iterate(ev, termEnd)
 		d.schedule(tick)
 		d.own.Unlock()
 	}
 }
 
+// manual stands in for loop when a test steps the driver (Manager.man):
+// it only ends the driver as loop does.
+func (d *driver) manual() {
+	defer close(d.done)
+	defer d.shutdown()
+	<-d.ctx.Done()
+}
+
+// iterate is one turn of the driver's loop, with ownership held: the
+// Ready an inline step left, a requested campaign, the clock, the event
+// (or the lease term's end), then the checks every step is followed by.
+func (d *driver) iterate(ev *event, termEnd bool) {
+	if d.pending {
+		// A Ready an inline step left for this goroutine (engine.go):
+		// handled before anything else is stepped.
+		d.pending = false
+		d.handle()
+	}
+	d.tryCampaign()
+	d.catchUp()
+	if termEnd {
+		d.review()
+	}
+	if ev != nil {
+		d.on(*ev)
+	}
+	d.after()
+}
+
 // after runs the checks every step is followed by (on the driver's
 // goroutine or inline), and publishes the status.
 func (d *driver) after() {
-	d.tryTransfer()
-	d.tryChange()
+	d.leaseEnded()
+	switch d.phase {
+	case phHandoff:
+		d.tryTransfer()
+	case phChanging:
+		d.tryChange()
+	case phRegroup:
+		d.tryRegroup()
+	case phStarting:
+		if d.m.now().Sub(d.lastStart) >= startRetry {
+			d.tryStart()
+		}
+	case phHolding:
+		if d.started && d.m.draining.Load() && d.m.now().Sub(d.reviewedAt) >= drainReviewEvery {
+			d.reviewFor(true) // a draining holder keeps looking for a way out
+		}
+	}
+	d.leaseEnded()
 	d.watchMembers()
-	d.tryRegroup()
-	if d.pendingStart != nil && time.Since(d.lastStart) >= startRetry {
-		d.tryStart()
-	}
-	if d.started && d.m.draining.Load() && time.Since(d.reviewedAt) >= drainReviewEvery {
-		d.reviewFor(true) // a draining holder keeps looking for a way out
-	}
 	d.publish()
+}
+
+// leaseEnded ends a holder's phase once the lease machine no longer runs
+// the agent (stepped down, transferred, lapsed): whatever the holder was
+// doing ends with the lease.
+func (d *driver) leaseEnded() {
+	if !d.phase.holding() || d.mc.Running() {
+		return
+	}
+	if d.phase == phChanging {
+		d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed: the lease ended", d.change))
+	}
+	d.to(phIdle)
+}
+
+// to moves the driver to phase p, if that is a move of the phase machine
+// (phase.go); any other is a bug: refused, logged and counted
+// (Manager.badMoves, which the tests check).
+func (d *driver) to(p phase) bool {
+	if !canMove(d.phase, p) {
+		d.m.badMoves.Add(1)
+		d.m.cfg.Logger.Error("custody: driver phase move refused (a bug)", "agent", d.did, "from", d.phase.String(), "to", p.String())
+		return false
+	}
+	d.phase = p
+	return true
 }
 
 // schedule arms the driver's own timer only while it is not quiet (a
@@ -327,8 +372,7 @@ func (d *driver) setWake() bool {
 // quiet reports whether the driver's next steps are lease traffic only,
 // which the engine may run inline (engine.go).
 func (d *driver) quiet() bool {
-	return d.failed == nil && !d.pending && !d.leaving && !d.campaign && d.handoff == "" && d.pendingStart == nil &&
-		!d.regroup && d.changeTo == nil
+	return !d.pending && d.phase.quiet()
 }
 
 // tryCampaign runs a requested campaign (first holder of a new or revived
@@ -338,12 +382,12 @@ func (d *driver) quiet() bool {
 // attempt (a member still joining, a promise dropped under load) would
 // otherwise leave it without a holder for good.
 func (d *driver) tryCampaign() {
-	if !d.campaign {
+	if d.phase != phCampaign {
 		return
 	}
 	switch {
 	case d.mc.Role() == lease.Holder, d.holder != "" && d.holder != d.m.cfg.Self:
-		d.campaign = false
+		d.to(phIdle)
 		return
 	case d.mc.Role() == lease.Candidate:
 		return // an attempt is running
@@ -360,8 +404,8 @@ func (d *driver) tryCampaign() {
 // not replay the heartbeat rounds it missed, which would renew the
 // standbys' lapse timers and delay their takeover by a whole wait.
 func (d *driver) catchUp() {
-	target := int64(time.Since(d.t0) / d.m.cfg.Timing.Interval)
-	if d.mc.Now() < target && d.failed == nil {
+	target := int64(d.m.now().Sub(d.t0) / d.m.cfg.Timing.Interval)
+	if d.mc.Now() < target && d.phase != phFailed {
 		d.mc.TickTo(target)
 		d.handle()
 	}
@@ -394,13 +438,15 @@ func (d *driver) on(ev event) {
 	case evReview:
 		d.review()
 	case evCampaign:
-		d.campaign = true
+		if d.phase == phIdle {
+			d.to(phCampaign)
+		}
 	case evReviewed:
-		d.reviewing = false
+		d.jobs.done(jobReview)
 		switch {
 		case ev.id == "" || ev.id == d.m.cfg.Self || slices.Contains(d.members, ev.id):
 			d.handOff(ev.id)
-		case !d.started && d.pendingStart != nil:
+		case d.phase == phStarting:
 			// This holder cannot run the agent (no slot, draining) and no
 			// member can: move the group to the outsider now — nothing runs
 			// that a regroup would stop.
@@ -415,13 +461,16 @@ func (d *driver) on(ev event) {
 			d.log().warn("a higher epoch holds the agent; stopping it here", fmt.Errorf("epoch %d above ours %d", ev.epoch, d.mc.Epoch()))
 			d.stopAgent(false)
 			d.superseded = d.mc.Epoch()
-			d.pendingStart = nil
+			if d.phase.holding() {
+				d.to(phHolding)
+			}
 			// Give up the lease too, or a majority that still acknowledges
 			// us would keep the agent stopped (a forged record must not
 			// stall it): hand it to a live member, which campaigns above.
 			for _, p := range d.others() {
-				if d.mc.Live(p) {
-					d.handoff, d.handoffAt = p, time.Now()
+				if d.mc.Live(p) && d.phase == phHolding {
+					d.target, d.targetAt = p, d.m.now()
+					d.to(phHandoff)
 					break
 				}
 			}
@@ -431,25 +480,34 @@ func (d *driver) on(ev event) {
 		jc.conf, jc.err = d.mc.JoinConf(slices.Sorted(slices.Values(ev.members)))
 		ev.reply <- jc // buffered
 	case evReplaced:
-		d.replacing = false
+		d.jobs.done(jobReplace)
 		switch {
 		case errors.Is(ev.err, ErrNoChange) && ev.id != "":
 			d.startRegroup(nil, ev.id) // not short: a voluntary move to a better host outside
 		case ev.err != nil && !errors.Is(ev.err, ErrNoChange):
 			d.log().warn("replace members in place; keeping the group until the next review", ev.err)
-		case ev.err == nil:
-			d.changeTo, d.changeBy = &ev.conf, time.Now().Add(changeLimit)
+		case ev.err == nil && d.phase == phHolding:
+			d.change, d.changeBy = ev.conf, d.m.now().Add(changeLimit)
+			d.to(phChanging)
 			d.tryChange()
+		case ev.err == nil:
+			// The joined hosts find themselves outside the group and leave
+			// ("Evicted members").
+			d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed: the driver is %s", ev.conf, d.phase))
 		}
 	case evRegrouped:
+		if d.phase != phRegrouping {
+			return
+		}
 		// The old group is untouched: run the agent again here.
-		d.regroup, d.regrouping = false, false
 		d.log().warn("regroup failed; resuming the agent in its group", ev.err)
 		if c := d.mc.Committed(); c.ID != "" && d.mc.Running() {
 			d.startAgent(c)
+		} else {
+			d.to(phIdle)
 		}
 	case evFilled:
-		d.filling = false
+		d.jobs.done(jobFill)
 		if ev.err != nil {
 			d.log().warn("fetch missing lineage", ev.err)
 		}
@@ -483,7 +541,7 @@ func (d *driver) step(msg lease.Message) {
 			hb := msg
 			hb.Checkpoint = acc
 			if err := d.mc.Step(hb); err == nil {
-				d.holder, d.heard = msg.From, time.Now()
+				d.holder, d.heard = msg.From, d.m.now()
 				d.handle()
 			}
 		}
@@ -494,7 +552,7 @@ func (d *driver) step(msg lease.Message) {
 		return
 	}
 	if msg.Type == lease.MsgAppend && msg.Epoch >= d.mc.Epoch() {
-		d.holder, d.heard = msg.From, time.Now()
+		d.holder, d.heard = msg.From, d.m.now()
 	}
 	d.handle()
 }
@@ -526,12 +584,12 @@ func (d *driver) hold(id string, msg lease.Message) {
 	// that happens to be present, which a fetch cut short leaves behind.
 	acc, _ := d.mc.Accepted()
 	stop := map[string]bool{acc.ID: true}
-	go func() {
+	d.m.spawn(func() {
 		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
 		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, stop)
 		d.send(d.ctx, event{kind: evEnsured, id: id, err: err})
-	}()
+	})
 }
 
 // handle carries out the machine's Ready in the order the protocol needs:
@@ -555,6 +613,7 @@ func (d *driver) handle() {
 			// Without durable state this member could promise an epoch twice:
 			// it stops taking part (nothing of this Ready is sent).
 			d.failed = err
+			d.to(phFailed)
 			d.log().error("persist lease state; leaving the group until restarted", err)
 			d.stopAgent(false)
 			return
@@ -572,12 +631,9 @@ func (d *driver) handle() {
 	for _, msg := range rd.Messages {
 		d.m.cfg.Net.Send(d.did, d.gid, msg)
 	}
-	if rd.Removed && !d.leaving {
-		// A committed change removed this member: leave (state and key
-		// deleted) off the loop, which Leave waits for.
-		d.leaving = true
+	if rd.Removed && d.phase != phLeaving {
 		d.m.cfg.Logger.Info("custody: removed from the group by a membership change; leaving", "agent", d.did, "configuration", d.mc.Conf().String())
-		go func() { _ = d.m.Leave(d.did, "") }()
+		d.leave()
 	}
 	if rd.Persist != nil {
 		d.followConf()
@@ -609,7 +665,7 @@ func (d *driver) committed(cp lease.Checkpoint) {
 	}
 	refresh := min(d.m.cfg.Timing.HeadRefresh, time.Duration(d.g.TermMs)*time.Millisecond)
 	epoch := d.mc.Epoch()
-	now := time.Now()
+	now := d.m.now()
 	publish := d.pubEpoch != epoch || (own && !d.pubOwn) || now.Sub(d.pubAt) >= refresh
 	if publish {
 		if d.pubEpoch != epoch {
@@ -636,7 +692,7 @@ const repinEvery = time.Minute
 // repin moves the pin to the accepted checkpoint id (its predecessors are
 // reachable through it) — at most once per repinEvery.
 func (d *driver) repin(id string) {
-	if id == d.pinned || id == "" || time.Since(d.pinnedAt) < repinEvery {
+	if id == d.pinned || id == "" || d.m.now().Sub(d.pinnedAt) < repinEvery {
 		return
 	}
 	c, err := cid.Decode(id)
@@ -650,12 +706,20 @@ func (d *driver) repin(id string) {
 	if old, err := cid.Decode(d.pinned); err == nil {
 		_ = d.m.cfg.Blocks.Unpin(old)
 	}
-	d.pinned, d.pinnedAt = id, time.Now()
+	d.pinned, d.pinnedAt = id, d.m.now()
 }
 
 func (d *driver) startAgent(cp lease.Checkpoint) {
-	d.pendingStart = &cp
+	d.startFrom = cp
+	d.to(phStarting)
 	d.tryStart()
+}
+
+// leave moves to phLeaving and runs Leave (state and key deleted) off the
+// goroutine, which Leave waits for.
+func (d *driver) leave() {
+	d.to(phLeaving)
+	d.m.spawn(func() { _ = d.m.Leave(d.did, "") })
 }
 
 // startRetry: a holder that could not start its agent (full, or blocks
@@ -666,19 +730,20 @@ const startRetry = 2 * time.Second
 
 // tryStart starts the agent from the pending committed checkpoint.
 func (d *driver) tryStart() {
-	cp := d.pendingStart
-	if cp == nil || d.started {
+	if d.phase != phStarting {
 		return
 	}
-	if d.superseded != 0 && d.superseded == d.mc.Epoch() {
-		d.pendingStart = nil
+	switch {
+	case !d.mc.Running():
+		d.to(phIdle)
+		return
+	case d.started, d.superseded != 0 && d.superseded == d.mc.Epoch():
+		// Runs already; or a higher epoch was seen: held, not run, at this one.
+		d.to(phHolding)
 		return
 	}
-	if !d.mc.Running() {
-		d.pendingStart = nil
-		return
-	}
-	d.lastStart = time.Now()
+	cp := d.startFrom
+	d.lastStart = d.m.now()
 	c, err := cid.Decode(cp.ID)
 	if err == nil {
 		_ = d.m.cfg.Service.Forget(d.did)
@@ -693,7 +758,7 @@ func (d *driver) tryStart() {
 	d.holder = d.m.cfg.Self
 	if err == nil {
 		d.started = true
-		d.pendingStart = nil
+		d.to(phHolding)
 		d.m.cfg.Logger.Info("custody: running agent", "agent", d.did, "epoch", d.mc.Epoch(), "from", cp.ID, "seq", cp.Seq)
 		if d.m.draining.Load() {
 			// Taken over by a draining node (its holder died and no better
@@ -704,7 +769,7 @@ func (d *driver) tryStart() {
 		return
 	}
 	if errors.Is(err, hosting.ErrBudgetExhausted) {
-		d.pendingStart = nil
+		d.to(phHolding) // held, not run
 		d.m.cfg.Logger.Info("custody: agent's budget is exhausted; holding it without running", "agent", d.did)
 		return
 	}
@@ -719,17 +784,17 @@ func (d *driver) tryStart() {
 
 // fillLineage fetches whatever of c's lineage is missing here.
 func (d *driver) fillLineage(c cid.Cid) {
-	if d.filling {
+	if d.jobs.has(jobFill) {
 		return
 	}
-	d.filling = true
+	d.jobs.add(jobFill)
 	peers := d.others()
-	go func() {
+	d.m.spawn(func() {
 		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
 		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, nil)
 		d.send(d.ctx, event{kind: evFilled, err: err})
-	}()
+	})
 }
 
 // others lists the other members in rendezvous order.
@@ -787,7 +852,7 @@ const changeLimit = 10 * time.Second
 // short group; toward is the outsider a review found), then tryChange
 // proposes the new members. Off the driver goroutine.
 func (d *driver) replace(dead []string, toward string) {
-	if d.replacing || d.changeTo != nil || d.regroup || d.handoff != "" || !d.started || !d.mc.Running() {
+	if d.jobs.has(jobReplace) || d.phase != phHolding || !d.started || !d.mc.Running() {
 		return
 	}
 	c := d.mc.Committed()
@@ -795,7 +860,7 @@ func (d *driver) replace(dead []string, toward string) {
 	if err != nil {
 		return
 	}
-	d.replacing = true
+	d.jobs.add(jobReplace)
 	var reserved lease.Conf // written by p.Conf, read after Replace returned
 	p := ReplaceParams{DID: d.did, Head: head, Seq: c.Seq, Epoch: d.mc.Epoch(), Key: d.key, Group: *d.g,
 		Members: slices.Clone(d.members), Dead: slices.Clone(dead),
@@ -812,7 +877,7 @@ func (d *driver) replace(dead []string, toward string) {
 				return lease.Conf{}, ctx.Err()
 			}
 		}}
-	go func() {
+	d.m.spawn(func() {
 		// A node that died leaves a change to make in every group it was
 		// in, all due at once; the agents keep running meanwhile, so the
 		// changes queue (replaceSlots at a time) rather than burst: their
@@ -832,7 +897,7 @@ func (d *driver) replace(dead []string, toward string) {
 			err = fmt.Errorf("custody: Hooks.Replace returned %v, not the members it reserved a configuration for (%v)", members, reserved.Members)
 		}
 		d.send(d.ctx, event{kind: evReplaced, members: members, conf: reserved, err: err, id: toward})
-	}()
+	})
 }
 
 // tryChange proposes the members Hooks.Replace made join, once nothing
@@ -841,25 +906,24 @@ func (d *driver) replace(dead []string, toward string) {
 // gives up (the joined hosts find themselves outside the group and leave:
 // "Evicted members").
 func (d *driver) tryChange() {
-	if d.changeTo == nil {
+	if d.phase != phChanging {
 		return
 	}
-	conf := *d.changeTo
-	if !d.mc.Running() || time.Now().After(d.changeBy) {
-		d.changeTo = nil
-		d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed in time (running=%t)", conf, d.mc.Running()))
+	if d.m.now().After(d.changeBy) {
+		d.to(phHolding)
+		d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed in time", d.change))
 		return
 	}
-	err := d.mc.ChangeConfig(conf)
+	err := d.mc.ChangeConfig(d.change)
 	if errors.Is(err, lease.ErrChangeInFlight) {
 		return
 	}
-	d.changeTo = nil
+	d.to(phHolding)
 	if err != nil {
 		d.log().warn("propose new members", err)
 		return
 	}
-	d.m.cfg.Logger.Info("custody: replacing members in place", "agent", d.did, "configuration", conf.String(), "epoch", d.mc.Epoch())
+	d.m.cfg.Logger.Info("custody: replacing members in place", "agent", d.did, "configuration", d.change.String(), "epoch", d.mc.Epoch())
 	d.handle()
 }
 
@@ -882,7 +946,7 @@ func (d *driver) watchMembers() {
 		clear(d.deadSince)
 		return
 	}
-	now := time.Now()
+	now := d.m.now()
 	for _, p := range d.members {
 		if d.mc.Live(p) {
 			delete(d.deadSince, p)
@@ -896,7 +960,7 @@ func (d *driver) watchMembers() {
 func (d *driver) deadMembers() []string {
 	var dead []string
 	for _, p := range d.members {
-		if since, ok := d.deadSince[p]; ok && time.Since(since) >= d.m.cfg.Timing.RegroupAfter {
+		if since, ok := d.deadSince[p]; ok && d.m.now().Sub(since) >= d.m.cfg.Timing.RegroupAfter {
 			dead = append(dead, p)
 		}
 	}
@@ -908,10 +972,9 @@ func (d *driver) deadMembers() []string {
 // the agent with a final checkpoint and propose it; tryRegroup goes on once
 // it is committed.
 func (d *driver) startRegroup(dead []string, toward string) {
-	if d.regroup || d.handoff != "" || (!d.started && d.pendingStart == nil) || !d.mc.Running() {
+	if !d.mayMove() {
 		return
 	}
-	d.pendingStart = nil // a holder that could not start: the regroup takes over
 	for _, p := range d.members {
 		if !d.mc.Live(p) && !slices.Contains(dead, p) {
 			// Not live now (a holder that died, as a rule): not asked to
@@ -925,12 +988,19 @@ func (d *driver) startRegroup(dead []string, toward string) {
 	} else {
 		d.m.cfg.Logger.Info("custody: replacing the custody group", "agent", d.did, "dead", dead, "epoch", d.mc.Epoch())
 	}
-	d.regroup = true
+	d.to(phRegroup) // a holder that could not start: the regroup takes over
 	d.regroupDead, d.regroupTo = dead, toward
 	if h, ok := d.stopAgent(true); ok {
 		d.proposeHead(h)
 	}
 	d.handle()
+}
+
+// mayMove reports whether the agent may be handed off or regrouped now: a
+// holder running it, or one that cannot start it (phStarting) — not one
+// already moving it, changing its members, or holding it stopped.
+func (d *driver) mayMove() bool {
+	return d.mc.Running() && (d.phase == phStarting || d.phase == phHolding && d.started)
 }
 
 // proposeHead marks a checkpoint the runner wrote locally as stored
@@ -947,7 +1017,7 @@ func (d *driver) proposeHead(h hosting.Head) bool {
 		d.log().debug("propose", err)
 		return false
 	}
-	d.proposed[h.Checkpoint.Seq] = proposal{at: time.Now(), head: h.Checkpoint}
+	d.proposed[h.Checkpoint.Seq] = proposal{at: d.m.now(), head: h.Checkpoint}
 	// The blocks go ahead of the heartbeat that proposes them (handle sends
 	// it next, on the same ordered stream per member).
 	d.m.cfg.Net.Push(d.did, d.gid, h.CID, d.others())
@@ -958,11 +1028,7 @@ func (d *driver) proposeHead(h hosting.Head) bool {
 // checkpoint is committed. If the lease ends first, the group takes over as
 // after a crash (and the new holder regroups in its turn).
 func (d *driver) tryRegroup() {
-	if !d.regroup || d.regrouping {
-		return
-	}
-	if !d.mc.Running() {
-		d.regroup = false
+	if d.phase != phRegroup {
 		return
 	}
 	acc, _ := d.mc.Accepted()
@@ -974,27 +1040,27 @@ func (d *driver) tryRegroup() {
 	if err != nil {
 		return
 	}
-	d.regrouping = true
+	d.to(phRegrouping)
 	members, dead, toward, epoch := slices.Clone(d.members), slices.Clone(d.regroupDead), d.regroupTo, d.mc.Epoch()
 	d.m.regroups.Add(1)
-	go func() {
+	d.m.spawn(func() {
 		defer d.m.regroups.Add(-1)
 		err := d.m.cfg.Hooks.Regroup(RegroupParams{DID: d.did, Head: head, Seq: c.Seq, Epoch: epoch, Key: d.key,
 			Members: members, Dead: dead, Toward: toward})
 		if err != nil {
 			d.send(d.ctx, event{kind: evRegrouped, err: err})
 		}
-	}()
+	})
 }
 
 // reviewFor runs a review; away: this node drains (or cannot run the
 // agent), so any live member or other host will do.
 func (d *driver) reviewFor(away bool) {
-	if d.reviewing || d.regroup || d.handoff != "" || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
+	if d.jobs.has(jobReview) || !d.mayMove() {
 		return
 	}
-	d.reviewing = true
-	d.reviewedAt = time.Now()
+	d.jobs.add(jobReview)
+	d.reviewedAt = d.m.now()
 	// Only members that answer heartbeats and hold the committed checkpoint
 	// are candidates; a dead one would be handed the agent only to lose it.
 	var live []string
@@ -1003,27 +1069,23 @@ func (d *driver) reviewFor(away bool) {
 			live = append(live, p)
 		}
 	}
-	go func() {
+	d.m.spawn(func() {
 		ctx, cancel := context.WithTimeout(d.ctx, reviewLimit)
 		target := d.m.cfg.Hooks.Review(ctx, d.did, live, away)
 		cancel()
 		d.send(d.ctx, event{kind: evReviewed, id: target})
-	}()
+	})
 }
 
 // handOff stops the agent with a final checkpoint, proposes it, and
 // transfers the lease to target once it is committed (tryTransfer).
 func (d *driver) handOff(target string) {
-	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.members, target) {
-		return
-	}
-	if d.handoff != "" || d.regroup || !d.mc.Running() || (!d.started && d.pendingStart == nil) {
+	if target == "" || target == d.m.cfg.Self || !slices.Contains(d.members, target) || !d.mayMove() {
 		return
 	}
 	d.m.cfg.Logger.Info("custody: handing agent off", "agent", d.did, "to", target, "epoch", d.mc.Epoch())
-	d.handoff = target
-	d.handoffAt = time.Now()
-	d.pendingStart = nil
+	d.target, d.targetAt = target, d.m.now()
+	d.to(phHandoff)
 	if h, ok := d.stopAgent(true); ok {
 		d.proposeHead(h)
 	}
@@ -1034,39 +1096,40 @@ func (d *driver) handOff(target string) {
 // committed. If the lease ends first the machine stops by itself and the
 // group takes over as after a crash.
 func (d *driver) tryTransfer() {
-	if d.handoff == "" {
-		return
-	}
-	if !d.mc.Running() {
-		d.handoff = ""
+	if d.phase != phHandoff {
 		return
 	}
 	// Hand over only once the target itself stored the final checkpoint
 	// (a majority did, but not necessarily the target): a target still
 	// fetching it would campaign without it and lose time. After a second,
 	// any live member that has it will do.
-	if !d.mc.Live(d.handoff) {
-		if time.Since(d.handoffAt) < time.Second {
+	if !d.mc.Live(d.target) {
+		if d.m.now().Sub(d.targetAt) < time.Second {
 			return
 		}
 		for _, p := range d.others() {
 			if d.mc.Live(p) {
-				d.handoff = p
+				d.target = p
 				break
 			}
 		}
 	}
-	err := d.mc.Transfer(d.handoff)
+	err := d.mc.Transfer(d.target)
 	if errors.Is(err, lease.ErrNotCommitted) {
 		return
 	}
-	to := d.handoff
-	d.handoff = ""
 	if err != nil {
-		d.log().warn("transfer to "+to, err)
+		// Still holding, the agent stopped: run it again here from the
+		// committed checkpoint (the next review may try another move).
+		d.log().warn("transfer to "+d.target+"; running the agent here again", err)
+		if c := d.mc.Committed(); c.ID != "" && !d.started {
+			d.startAgent(c)
+		} else {
+			d.to(phHolding)
+		}
 		return
 	}
-	d.handle()
+	d.handle() // releases the lease: after() ends the phase
 }
 
 func (d *driver) shutdown() {
@@ -1082,11 +1145,11 @@ func (d *driver) publish() {
 	st := Status{
 		DID: d.did, Role: d.mc.Role().String(), Running: d.mc.Running() && d.started, Epoch: d.mc.Epoch(),
 		AcceptedSeq: acc.Seq, Accepted: acc.ID, AcceptedAt: at, Holder: d.holder, Members: d.members, Conf: d.confIdx,
-		Moving: d.mc.Running() && (d.handoff != "" || d.regroup),
-		Since:  d.since, LastHeard: d.heard, Started: d.mc.Epoch() > d.g.StartEpoch,
+		Moving: d.mc.Running() && (d.phase == phHandoff || d.phase == phRegroup || d.phase == phRegrouping), Phase: d.phase.String(),
+		Since: d.since, LastHeard: d.heard, Started: d.mc.Epoch() > d.g.StartEpoch,
 	}
 	if d.mc.Role() == lease.Holder {
-		st.LastHeard = time.Now()
+		st.LastHeard = d.m.now()
 	}
 	if c := d.mc.Committed(); c.ID != "" {
 		st.Committed = c.ID
@@ -1110,7 +1173,7 @@ func (d *driver) snapshot() Status {
 	d.mu.Lock()
 	st := d.snap
 	d.mu.Unlock()
-	if st.Running && !st.LeaseEnd.IsZero() && !time.Now().Before(st.LeaseEnd) {
+	if st.Running && !st.LeaseEnd.IsZero() && !d.m.now().Before(st.LeaseEnd) {
 		st.Running = false
 	}
 	return st

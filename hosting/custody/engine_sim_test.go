@@ -510,6 +510,16 @@ func newSimWorld(t testing.TB, seed uint64, names []string, timing Timing, pack 
 	return w
 }
 
+// checkMoves fails the run if any driver's phase machine refused a move
+// (driver.to: a bug).
+func (w *simWorld) checkMoves() {
+	for _, n := range w.nodes {
+		if bad := n.m.badMoves.Load(); bad != 0 {
+			w.failf("node %s: %d driver phase moves refused (see the log)", n.self, bad)
+		}
+	}
+}
+
 // close stops every node (once each).
 func (w *simWorld) close() {
 	var wg sync.WaitGroup
@@ -655,6 +665,7 @@ func TestEngineSimManyGroups(t *testing.T) {
 		}
 		w.nodes[victim].cut.Store(false)
 		w.nodes[victim].slow.Store(0)
+		w.checkMoves()
 		w.mu.Lock()
 		fail := w.fail
 		w.mu.Unlock()
@@ -664,6 +675,7 @@ func TestEngineSimManyGroups(t *testing.T) {
 		time.Sleep(time.Duration(100+w.randN(200)) * time.Millisecond)
 	}
 	waitFor("every agent running once after the faults healed", 60*time.Second, runningOnce)
+	w.checkMoves()
 	w.mu.Lock()
 	fail := w.fail
 	w.mu.Unlock()
@@ -865,6 +877,7 @@ func TestEngineSimMassFailover(t *testing.T) {
 			}
 		}
 	}
+	w.checkMoves()
 	fail := w.fail
 	w.mu.Unlock()
 	if fail != nil {
