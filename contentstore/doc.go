@@ -33,6 +33,6 @@
 // makes "block already exists → refresh its age" in Put atomic with respect
 // to GC's "re-check age → delete": Put, Get, Has and friends hold it shared,
 // GC deletions, Delete and Close hold it exclusively, one block at a time.
-// Store.gcMu serialises GC runs with Pin, so a pin created during GC's mark
-// phase cannot be missed by its sweep.
+// Store.gcMu serialises GC runs with Pin (pins share it with each other),
+// so a pin created during GC's mark phase cannot be missed by its sweep.
 package contentstore

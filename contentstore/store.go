@@ -115,8 +115,10 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// gcMu serialises GC runs and Pin.
-	gcMu sync.Mutex
+	// gcMu serialises GC runs (exclusive) with Pins (shared: pins of
+	// different blocks are independent, and each waits on disk flushes
+	// that concurrent pins share).
+	gcMu sync.RWMutex
 
 	// pack holds small blocks and Meta records (pack.go); nil: none.
 	pack *pack
@@ -636,8 +638,8 @@ func (s *Store) Pin(c cid.Cid) error {
 	if err := checkCID(c); err != nil {
 		return err
 	}
-	s.gcMu.Lock()
-	defer s.gcMu.Unlock()
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,7 +15,7 @@ import (
 	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
-// BenchmarkPublishBulk publishes heartbeat agents 16 at a time through 5
+// BenchmarkPublishBulk publishes 100 heartbeat agents 16 at a time through 5
 // in-process meshes (round robin, by module CID, as testnet/scale.sh
 // does), with the host views warm; it reports agents/s. One process, so a
 // CPU profile (-cpuprofile) shows where a publication's time goes on
@@ -21,8 +23,11 @@ import (
 // holder's campaign. It logs the latency of each stage of a publication
 // and the process's CPU use.
 func BenchmarkPublishBulk(b *testing.B) {
-	const nodes, parallel = 5, 16
-	agentsN := 100
+	const nodes = 5
+	// IGOR_PUBLISH_PARALLEL and IGOR_PUBLISH_AGENTS change the defaults
+	// (16 at a time, 100 agents).
+	parallel := benchEnvInt(b, "IGOR_PUBLISH_PARALLEL", 16)
+	agentsN := benchEnvInt(b, "IGOR_PUBLISH_AGENTS", 100)
 	var ms []*Mesh
 	for i := range nodes {
 		cfg := MeshConfig{Home: b.TempDir(), Slots: 200, Price: 1000, Logger: quietLogger(),
@@ -100,6 +105,18 @@ func BenchmarkPublishBulk(b *testing.B) {
 		b.ReportMetric(float64(cpu.Milliseconds())/float64(agentsN), "cpu-ms/agent")
 		b.Logf("CPU %.0f%% of one core over %v", 100*cpu.Seconds()/wall.Seconds(), wall.Round(time.Millisecond))
 	}
+}
+
+func benchEnvInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
 }
 
 func cpuTime() time.Duration {
