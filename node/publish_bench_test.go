@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -25,7 +26,8 @@ import (
 func BenchmarkPublishBulk(b *testing.B) {
 	const nodes = 5
 	// IGOR_PUBLISH_PARALLEL and IGOR_PUBLISH_AGENTS change the defaults
-	// (16 at a time, 100 agents).
+	// (16 at a time, 100 agents); IGOR_PUBLISH_PROFILE=path writes a CPU
+	// profile of the timed part.
 	parallel := benchEnvInt(b, "IGOR_PUBLISH_PARALLEL", 16)
 	agentsN := benchEnvInt(b, "IGOR_PUBLISH_AGENTS", 100)
 	var ms []*Mesh
@@ -61,6 +63,19 @@ func BenchmarkPublishBulk(b *testing.B) {
 			mu  sync.Mutex
 			all [][]time.Duration
 		)
+		if p := os.Getenv("IGOR_PUBLISH_PROFILE"); p != "" {
+			// A CPU profile of the timed part only (not the meshes' start
+			// and the first compile of the module on every node).
+			f, err := os.Create(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 		start := time.Now()
 		cpu0 := cpuTime()
 		jobs := make(chan int)

@@ -1,0 +1,122 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+)
+
+// BenchmarkSteadyState is testnet/scale.sh's steady state in one process:
+// 3 meshes, IGOR_STEADY_AGENTS heartbeat agents (default 150; 1 s ticks, a
+// checkpoint every 5) in custody groups of 3, so each node holds a third and
+// stands by for the rest. Once every agent runs it measures the process's
+// CPU over IGOR_STEADY_SECONDS (default 10) and reports CPU ms per
+// agent-second — the figure — and the Go heap per membership.
+// IGOR_STEADY_PROFILE=path writes a CPU profile of the measured window only.
+//
+// One process carries all three nodes (one GC, one scheduler), and agent
+// log lines go to the test's logger; testnet/scale.sh measures separate
+// daemons. Use this to compare builds and to profile, the testnet for the
+// figures in BENCHMARKS.md.
+func BenchmarkSteadyState(b *testing.B) {
+	const nodes = 3
+	agentsN := benchEnvInt(b, "IGOR_STEADY_AGENTS", 150)
+	window := time.Duration(benchEnvInt(b, "IGOR_STEADY_SECONDS", 10)) * time.Second
+	var ms []*Mesh
+	for i := range nodes {
+		cfg := MeshConfig{Home: b.TempDir(), Slots: agentsN, Price: 1000, Logger: quietLogger(),
+			Run: hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1}}
+		if i > 0 {
+			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
+		}
+		m, err := StartMesh(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	waitViews(b, ms, 60*time.Second)
+	wasm, man := testagents.Bytes(b, "heartbeat")
+	ctx := context.Background()
+	mods := make([]cid.Cid, nodes)
+	for i, m := range ms {
+		res, err := m.Publish(ctx, wasm, man, 1_000_000_000, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if mods[i], err = cid.Decode(res.Module); err != nil {
+			b.Fatal(err)
+		}
+	}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range jobs {
+				if _, err := ms[i%nodes].PublishModule(ctx, mods[i%nodes], man, 1_000_000_000, nil); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	for i := range agentsN - nodes {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	running := func() (run, members int) {
+		for _, m := range ms {
+			for _, s := range m.Custody.Status() {
+				members++
+				if s.Running {
+					run++
+				}
+			}
+		}
+		return run, members
+	}
+	eventually(b, "every agent running", 2*time.Minute, func() error {
+		if r, _ := running(); r != agentsN {
+			return fmt.Errorf("%d of %d agents running", r, agentsN)
+		}
+		return nil
+	})
+	time.Sleep(5 * time.Second) // first commits, head records, pins
+	b.ResetTimer()
+	for range b.N {
+		if p := os.Getenv("IGOR_STEADY_PROFILE"); p != "" {
+			f, err := os.Create(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+		cpu0, t0 := cpuTime(), time.Now()
+		time.Sleep(window)
+		cpu, wall := cpuTime()-cpu0, time.Since(t0)
+		r, members := running()
+		if r != agentsN {
+			b.Errorf("%d of %d agents running at the end of the window", r, agentsN)
+		}
+		var mst runtime.MemStats
+		runtime.ReadMemStats(&mst)
+		b.ReportMetric(float64(cpu.Microseconds())/1000/(float64(agentsN)*wall.Seconds()), "cpu-ms/agent-s")
+		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "%core")
+		b.ReportMetric(float64(mst.HeapInuse)/float64(members)/(1<<20), "heap-MiB/membership")
+	}
+}
