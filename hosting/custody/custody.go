@@ -392,11 +392,13 @@ func newManager(cfg Config, man *manual) (*Manager, error) {
 		now: time.Now, spawn: func(f func()) { go f() }, man: man}
 	if man != nil {
 		m.now, m.spawn = man.now, man.spawn
+	}
+	m.t0 = m.now()
+	if man != nil {
 		close(m.engineDone)
 	} else {
 		go m.runEngine()
 	}
-	m.t0 = m.now()
 	return m, nil
 }
 
