@@ -61,39 +61,36 @@ func (m *Mesh) custodyCommitted(c custody.Commit) {
 // often must not pull agents back and forth). Price is not part of the
 // rank: it is the manifest's eligibility filter (DECISIONS D41).
 func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, draining bool) string {
-	self := m.PeerID()
 	cached, _ := m.cachedHosts(ctx) // the host view: a draining holder must not wait on DHT reads
 	warm := m.view.warm()
-	for _, p := range hosting.Rank(agents.AgentID(did), members) {
-		if p == self {
-			if draining {
-				continue
-			}
-			break // nobody in the group ranks above this node
-		}
-		id, err := peer.Decode(p)
-		if err != nil {
-			continue
-		}
-		var r *agents.HostRecord
+	read := map[string]*agents.HostRecord{}
+	lookup := func(p string) *agents.HostRecord {
 		if i := slices.IndexFunc(cached, func(h *agents.HostRecord) bool { return h.Peer == p }); i >= 0 {
-			r = cached[i]
-		} else if warm {
-			continue // not in a warm view: gone, unreachable, or not hosting
-		} else {
-			data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(p))
-			if err != nil {
-				continue
-			}
-			if r, err = agents.DecodeHostRecord(data); err != nil || r.Verify() != nil || r.Peer != p {
-				continue
-			}
+			return cached[i]
 		}
-		if r.Expires < time.Now().UnixNano() || r.FreeSlots == 0 {
-			continue
+		if warm {
+			return nil // not in a warm view: gone, unreachable, or not hosting
 		}
-		m.Host.Peerstore().AddAddrs(id, recordAddrs(r, id), peerstore.TempAddrTTL)
-		return p
+		if r, ok := read[p]; ok {
+			return r
+		}
+		read[p] = nil
+		data, err := m.DHT.GetValue(ctx, agents.HostRecordKey(p))
+		if err != nil {
+			return nil
+		}
+		r, err := agents.DecodeHostRecord(data)
+		if err != nil || r.Verify() != nil || r.Peer != p {
+			return nil
+		}
+		read[p] = r
+		return r
+	}
+	if p := hosting.ReviewMember(agents.AgentID(did), members, m.PeerID(), draining, time.Now(), lookup); p != "" {
+		if id, err := peer.Decode(p); err == nil {
+			m.Host.Peerstore().AddAddrs(id, recordAddrs(lookup(p), id), peerstore.TempAddrTTL)
+			return p
+		}
 	}
 	return m.betterOutsider(ctx, did, draining)
 }
@@ -119,20 +116,13 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 	if err != nil {
 		return ""
 	}
-	self := m.PeerID()
 	// A group below its replica count (placed when too few hosts were
 	// eligible) is filled by the first eligible outsider that answers: the
 	// regroup toward it forms a group of full size. Durability, not rank,
 	// decides; and it does not wait for the outsider to settle.
-	short := len(members) < 1+int(man.Lease.Replicas)
+	short := hosting.ShortGroup(man, members)
 	anyHost := draining || short
-	for _, h := range ranked {
-		if h.Peer == self || slices.Contains(members, h.Peer) {
-			continue
-		}
-		if !anyHost && hosting.Rank(agents.AgentID(did), []string{self, h.Peer})[0] != h.Peer {
-			return "" // the best outsider ranks below this node: stay
-		}
+	for _, h := range hosting.OutsiderCandidates(agents.AgentID(did), ranked, members, m.PeerID(), anyHost) {
 		if m.moveBackedOff(did, h.Peer) {
 			continue // a move there failed lately
 		}
