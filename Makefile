@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/... ./dht/...
 FUZZTIME  ?= 5s
 
-.PHONY: help build agents test crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale check demo demo-local testnet-up testnet-down clean
+.PHONY: help build agents test crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale faults check demo demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
@@ -17,6 +17,7 @@ help:
 	@echo "soak        60 000 random lease schedules, a 5-min engine simulation (40 groups, 5 nodes), then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
 	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS/membership; SCALE_ARGS adds flags); a 1,000-node engine simulation of mass failover"
+	@echo "faults      real network faults in network namespaces (root): 5 daemons, isolation, one-way loss, flaps, SIGSTOP mid-tick, kill -9; ~8 min (FAULTS_ARGS adds flags)"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
 	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
@@ -70,6 +71,15 @@ bench-scale: build agents
 	bash testnet/scale.sh --nodes 3 --agents 300 $(SCALE_ARGS)
 	bash testnet/scale.sh --nodes 3 --agents 1000 $(SCALE_ARGS)
 	IGOR_ENGINE_SIM_NODES=1000 IGOR_ENGINE_SIM_AGENTS=3000 IGOR_ENGINE_SIM_KILL=50 $(GO) test -count=1 -timeout 30m -v -run TestEngineSimMassFailover ./hosting/custody
+
+# Real faults in network namespaces (needs root; not part of make test):
+# ~5 min of faults, a 75 s final settle, verify (testnet/faults.sh --help).
+FAULTS_ARGS ?=
+# It refuses (exit 2) before building when not root or without 'ip netns'.
+faults:
+	@bash testnet/faults.sh --preflight
+	$(MAKE) build agents
+	bash testnet/faults.sh $(FAULTS_ARGS)
 
 check:
 	@bash scripts/check.sh

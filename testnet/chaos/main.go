@@ -36,6 +36,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/igor-mesh/igor-node/testnet/internal/daemonapi"
 )
 
 const usageText = `usage: testnet/chaos.sh [DIR] [--minutes M | --seconds S] [--nodes N] [--agents A] [--seed S] [--partitions F]
@@ -931,11 +933,7 @@ func (h *harness) debugGate() string {
 }
 
 // cleanEnv keeps IGOR_HOME/IGOR_API of the caller from redirecting commands.
-func cleanEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(s string) bool {
-		return strings.HasPrefix(s, "IGOR_HOME=") || strings.HasPrefix(s, "IGOR_API=")
-	})
-}
+var cleanEnv = daemonapi.CleanEnv
 
 // publish creates the agents, spread over the nodes.
 func (h *harness) publish(ctx context.Context) error {
@@ -1036,46 +1034,16 @@ func (h *harness) observe(ctx context.Context, a *agentObs, rng *rand.Rand) {
 }
 
 // httpError is a non-2xx answer of the API.
-type httpError struct {
-	Status int
-	Msg    string
-}
-
-func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Msg) }
+type httpError = daemonapi.HTTPError
 
 // get fetches one API path; timeout 0 means the client's 2 s.
 func (h *harness) get(ctx context.Context, api, path string, timeout time.Duration) ([]byte, error) {
 	if timeout == 0 {
 		timeout = h.http.Timeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+api+path, nil)
-	if err != nil {
-		return nil, err
-	}
 	client := *h.http
 	client.Timeout = timeout
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return nil, &httpError{resp.StatusCode, msg}
-	}
-	return data, nil
+	return daemonapi.Do(ctx, &client, "GET", "http://"+api+path, nil, timeout, 64<<20)
 }
 
 // finalTimeout bounds verify and lineage, which fetch the whole DAG.
@@ -1300,26 +1268,13 @@ func (h *harness) post(ctx context.Context, api, path string, body any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return &httpError{resp.StatusCode, strings.TrimSpace(string(msg))}
+		return &httpError{Status: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
 	}
 	return nil
 }
 
-// alive reports whether pid runs (a zombie does not: the daemons up.sh
-// started are reparented, and their reaper may be slow).
-func alive(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
-	}
-	if i := strings.LastIndexByte(string(data), ')'); i >= 0 && i+2 < len(data) {
-		return data[i+2] != 'Z'
-	}
-	return true
-}
+// alive reports whether pid runs (not a zombie).
+var alive = daemonapi.Alive
 
 func (h *harness) kill(ctx context.Context, n *nodeProc) error {
 	if err := syscall.Kill(n.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {

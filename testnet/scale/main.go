@@ -37,6 +37,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/igor-mesh/igor-node/testnet/internal/daemonapi"
 )
 
 const usageText = `usage: testnet/scale.sh [--nodes N] [--agents A] [--window S] [--settle S] [--parallel P]
@@ -844,11 +846,7 @@ func clkTck() int64 {
 }
 
 // cleanEnv keeps IGOR_HOME/IGOR_API of the caller from redirecting commands.
-func cleanEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(s string) bool {
-		return strings.HasPrefix(s, "IGOR_HOME=") || strings.HasPrefix(s, "IGOR_API=")
-	})
-}
+var cleanEnv = daemonapi.CleanEnv
 
 // up runs testnet/up.sh and reads nodes.json. up.sh starts the daemons
 // with its own environment, so IGOR_DEBUG_PPROF reaches them.
@@ -886,44 +884,12 @@ func (h *harness) pprofServed(ctx context.Context) bool {
 }
 
 // httpError is a non-2xx answer of the API.
-type httpError struct {
-	Status int
-	Msg    string
-}
+type httpError = daemonapi.HTTPError
 
-func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Msg) }
-
-func apiError(status int, data []byte) error {
-	var e struct {
-		Error string `json:"error"`
-	}
-	msg := strings.TrimSpace(string(data))
-	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		msg = e.Error
-	}
-	return &httpError{status, msg}
-}
+var apiError = daemonapi.ErrorOf
 
 func (h *harness) get(ctx context.Context, api, path string, timeout time.Duration) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+api+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := h.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		return nil, apiError(resp.StatusCode, data)
-	}
-	return data, nil
+	return daemonapi.Do(ctx, h.http, "GET", "http://"+api+path, nil, timeout, 256<<20)
 }
 
 // publishBody is the POST /v1/agents request (node.PublishRequest), the
@@ -1353,20 +1319,8 @@ func (h *harness) measure(ctx context.Context) error {
 	return nil
 }
 
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
-	}
-	if i := strings.LastIndexByte(string(data), ')'); i >= 0 && i+2 < len(data) {
-		return data[i+2] != 'Z'
-	}
-	return true
-}
+// alive reports whether pid runs (not a zombie).
+var alive = daemonapi.Alive
 
 // printReport writes what the run measured to stdout.
 func (h *harness) printReport() {
