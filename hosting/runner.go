@@ -68,10 +68,12 @@ type Env struct {
 	Logger   *slog.Logger
 	AgentLog func(shortDID, msg string) // agent log lines; default: Logger
 	Now      func() time.Time           // wall clock for checkpoint times; default time.Now
-	// OnCommit, if set, is called after every committed checkpoint (the head
-	// is durable); the mesh uses it to provide blocks and publish the head
-	// record. It runs on the runner's goroutine: keep it short or hand off.
-	OnCommit func(Head)
+	// OnCheckpoint, if set, is called after every checkpoint the runner
+	// wrote (the head is durable here). Alone on a node that is the commit;
+	// under custody it is only the local write, which the driver then
+	// proposes to its group (committed once a majority stored it). It runs
+	// on the runner's goroutine: keep it short or hand off.
+	OnCheckpoint func(Head)
 	// NoPins: the runner does not pin each checkpoint it writes (nor unpin
 	// the previous one). A custody run sets it: the driver pins the
 	// group's accepted checkpoint itself, and two pins per commit were
@@ -228,8 +230,8 @@ func commit(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, state 
 	if err := env.Heads.SetHead(cp.Agent, c); err != nil {
 		return Head{}, fmt.Errorf("commit head: %w", err)
 	}
-	if env.OnCommit != nil {
-		defer env.OnCommit(Head{CID: c, Checkpoint: cp})
+	if env.OnCheckpoint != nil {
+		defer env.OnCheckpoint(Head{CID: c, Checkpoint: cp})
 	}
 	if oldHead.Defined() && !oldHead.Equals(c) && !env.NoPins {
 		// The old head stays reachable through Prev; only the newest needs a pin.

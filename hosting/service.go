@@ -36,7 +36,7 @@ type Lease struct {
 	// Fence, if set, is passed to RunOptions.Fence: the custody driver's
 	// lease end in local time.
 	Fence func() time.Time
-	// OnCheckpoint, if set, replaces ServiceConfig.OnCommit for this agent:
+	// OnCheckpoint, if set, replaces ServiceConfig.OnCheckpoint for this agent:
 	// each checkpoint the runner wrote locally is handed to it (the custody
 	// driver proposes it to its group; it is committed only once a majority
 	// stored it, which is what "commit" means there). The runner then does
@@ -71,10 +71,11 @@ type Status struct {
 type ServiceConfig struct {
 	Slots int        // agents this node runs at once; default 16
 	Run   RunOptions // tick loop options for every hosted agent
-	// OnCommit is called after each committed checkpoint of a hosted agent
-	// with its key and lease (the node publishes the head record and
-	// provides the blocks). It must not block for long.
-	OnCommit func(h Head, key ed25519.PrivateKey, leaseExpiry time.Time)
+	// OnCheckpoint is called after each checkpoint a hosted agent without
+	// a custody lease wrote (there, its commit), with its key and lease (the
+	// node publishes the head record and provides the blocks). It must not
+	// block for long.
+	OnCheckpoint func(h Head, key ed25519.PrivateKey, leaseExpiry time.Time)
 	// OnTick, if set, is called after every successful tick of every hosted
 	// agent (RunOptions.OnTick). It must not block.
 	OnTick func(did string, tick uint64)
@@ -198,7 +199,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	env := s.env
 	key := lease.Key
 	env.NoPins = lease.OnCheckpoint != nil // custody pins the accepted checkpoint itself
-	env.OnCommit = func(head Head) {
+	env.OnCheckpoint = func(head Head) {
 		h.mu.Lock()
 		h.head = head
 		h.status.Head, h.status.Seq, h.status.Tick = head.CID.String(), head.Checkpoint.Seq, head.Checkpoint.Tick
@@ -209,8 +210,8 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		h.mu.Unlock()
 		if lease.OnCheckpoint != nil {
 			lease.OnCheckpoint(head)
-		} else if s.cfg.OnCommit != nil {
-			s.cfg.OnCommit(head, key, expiry)
+		} else if s.cfg.OnCheckpoint != nil {
+			s.cfg.OnCheckpoint(head, key, expiry)
 		}
 	}
 	opts := s.cfg.Run

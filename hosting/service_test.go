@@ -30,9 +30,9 @@ func TestServiceHostsAgentsAtNewEpoch(t *testing.T) {
 	svc, err := hosting.NewService(f.env, hosting.ServiceConfig{
 		Slots: 2,
 		Run:   hosting.RunOptions{TickInterval: time.Millisecond, CheckpointEvery: 2, Price: -1},
-		OnCommit: func(h hosting.Head, key ed25519.PrivateKey, _ time.Time) {
+		OnCheckpoint: func(h hosting.Head, key ed25519.PrivateKey, _ time.Time) {
 			if agents.DID(key.Public().(ed25519.PublicKey)) != h.Checkpoint.Agent {
-				t.Errorf("OnCommit got a key that is not the agent's")
+				t.Errorf("OnCheckpoint got a key that is not the agent's")
 			}
 			mu.Lock()
 			commits = append(commits, h)
@@ -88,7 +88,7 @@ func TestServiceHostsAgentsAtNewEpoch(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(commits) < 4 {
-		t.Fatalf("OnCommit called %d times", len(commits))
+		t.Fatalf("OnCheckpoint called %d times", len(commits))
 	}
 	if _, err := svc.Accept(context.Background(), hosting.Lease{Head: c.Head.CID, Key: keyC, Epoch: 1}); !errors.Is(err, hosting.ErrServiceClosed) {
 		t.Fatalf("accept after close: %v", err)

@@ -48,7 +48,7 @@ func (m *Mesh) custodyCommitted(c custody.Commit) {
 			return
 		}
 	}
-	m.onCommit(hosting.Head{CID: c.CID, Checkpoint: cp}, c.Key, c.Until)
+	m.publishHead(hosting.Head{CID: c.CID, Checkpoint: cp}, c.Key, c.Until)
 }
 
 // custodyReview is the holder's term-end placement review (custody

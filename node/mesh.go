@@ -207,7 +207,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		return nil, err
 	}
 	env.Heads = DeferredHeads{l.Home} // one flush per holder commit, not two (DeferredHeads)
-	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCommit: m.onCommit, OnTick: m.onTick}); err != nil {
+	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCheckpoint: m.publishHead, OnTick: m.onTick}); err != nil {
 		return nil, err
 	}
 	m.cnet = newCustodyNet(m)
@@ -443,11 +443,11 @@ func (m *Mesh) publishHostRecord(ctx context.Context) error {
 	return m.DHT.PutValue(ctx, agents.HostRecordKey(r.Peer), data)
 }
 
-// onCommit publishes a hosted agent's head record naming checkpoint h and
+// publishHead publishes a hosted agent's head record naming checkpoint h and
 // provides its blocks, in the background so the tick loop never waits on
 // the network. A custody holder calls it when the record is due
 // (custody.Commit.Publish), not after every commit.
-func (m *Mesh) onCommit(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time.Time) {
+func (m *Mesh) publishHead(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time.Time) {
 	cp := h.Checkpoint
 	now := time.Now()
 	rec := &agents.HeadRecord{
