@@ -20,6 +20,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -32,6 +33,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/x/rate"
 )
 
 // ErrBadOptions: an Options value that cannot work (a negative or zero
@@ -232,6 +234,40 @@ func New(priv crypto.PrivKey, listen []string) (host.Host, error) {
 	return NewWithOptions(priv, listen, DefaultOptions())
 }
 
+// newResourceManager is libp2p's resource manager with our limits and our
+// connection rate limit.
+func newResourceManager(o Options) (network.ResourceManager, error) {
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(o.limits()), rcmgr.WithConnRateLimiters(connRateLimiter()))
+}
+
+// connRateLimiter bounds new connections per remote address, inbound and
+// outbound alike (libp2p counts both). libp2p's default allows one every
+// 5 s per IPv4 address after a burst of 16, and exempts loopback — so the
+// local testnets never met it, while on a real network a node that redials
+// a peer cut off for 30 s (custody senders reopen a silent peer about once
+// a second, over TCP and QUIC, and the peer dials back) spent the burst
+// and was refused by its own limiter and by the peer's for up to 30 s after
+// the cut healed (the network-namespace fault suite, DECISIONS D57). Two a
+// second with a burst of 32 covers that redial rate with room, and still
+// bounds a flood from one address; /48s of IPv6 get proportionally more, as
+// in libp2p's defaults.
+func connRateLimiter() *rate.Limiter {
+	return &rate.Limiter{
+		NetworkPrefixLimits: []rate.PrefixLimit{
+			{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Limit: rate.Limit{}},
+			{Prefix: netip.MustParsePrefix("::1/128"), Limit: rate.Limit{}},
+		},
+		SubnetRateLimiter: rate.SubnetLimiter{
+			IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: rate.Limit{RPS: 2, Burst: 32}}},
+			IPv6SubnetLimits: []rate.SubnetLimit{
+				{PrefixLength: 56, Limit: rate.Limit{RPS: 2, Burst: 32}},
+				{PrefixLength: 48, Limit: rate.Limit{RPS: 5, Burst: 160}},
+			},
+			GracePeriod: time.Minute,
+		},
+	}
+}
+
 // NewWithOptions starts a host with identity priv (a fresh Ed25519 key when
 // nil) listening on listen, with the resource limits and connection manager
 // of o: TCP without SO_REUSEPORT (simultaneous dials on loopback flake with
@@ -256,7 +292,7 @@ func NewWithOptions(priv crypto.PrivKey, listen []string, o Options) (host.Host,
 	}
 	var rm network.ResourceManager = &network.NullResourceManager{}
 	if !o.NoResourceManager {
-		if rm, err = rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(o.limits())); err != nil {
+		if rm, err = newResourceManager(o); err != nil {
 			cm.Close()
 			return nil, fmt.Errorf("%w: resource manager: %v", ErrBadOptions, err)
 		}

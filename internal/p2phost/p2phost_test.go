@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -115,5 +116,48 @@ func TestNoResourceManager(t *testing.T) {
 	defer h.Close()
 	if _, ok := h.Network().ResourceManager().(*network.NullResourceManager); !ok {
 		t.Fatalf("resource manager %T, want the null one", h.Network().ResourceManager())
+	}
+}
+
+// A peer cut off is redialled about once a second over TCP and QUIC, and
+// dials back, all counted per remote address by the resource manager's
+// connection rate limit: when the cut heals, the limit must still let the
+// next connection through. libp2p's default (one every 5 s per IPv4
+// address after a burst of 16, loopback exempt) refused them for up to
+// 30 s after a 30 s cut in the network-namespace fault suite.
+func TestConnRateLimitAllowsRedials(t *testing.T) {
+	rm, err := newResourceManager(DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Close()
+	addr := multiaddr.StringCast("/ip4/10.77.0.2/udp/4001/quic-v1")
+	open := func(i int) {
+		t.Helper()
+		scope, err := rm.OpenConnection(network.DirOutbound, true, addr)
+		if err != nil {
+			t.Fatalf("connection %d to one address refused: %v", i, err)
+		}
+		scope.Done()
+	}
+	for i := 1; i <= 32; i++ { // the burst: ~20 s of a cut's redials at once
+		open(i)
+	}
+	for i := 33; i <= 36; i++ { // then 1.5 a second
+		time.Sleep(667 * time.Millisecond)
+		open(i)
+	}
+	// Still a limit: a flood from one address is refused.
+	refused := false
+	for range 100 {
+		scope, err := rm.OpenConnection(network.DirInbound, true, addr)
+		if err != nil {
+			refused = true
+			break
+		}
+		scope.Done()
+	}
+	if !refused {
+		t.Fatal("100 connections from one address at once were all admitted")
 	}
 }
