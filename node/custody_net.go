@@ -433,13 +433,15 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard
 		if stale.Swap(false) {
 			closeStream(true)
 		}
-		if s != nil && time.Since(opened) > custodySilence && time.Since(time.Unix(0, heard.Load())) > custodySilence {
+		// silent: we heard the peer once, but not for custodySilence.
+		silent := heard.Load() != 0 && time.Since(time.Unix(0, heard.Load())) > custodySilence
+		if s != nil && time.Since(opened) > custodySilence && silent {
 			closeStream(true) // writing into the void: reconnect
 		}
 		for attempt := 0; attempt < 2; attempt++ {
 			if s == nil {
 				var err error
-				if s, err = n.open(to); err != nil {
+				if s, err = n.open(to, silent); err != nil {
 					n.m.Logger.Debug("custody: open stream", "to", to, "err", err)
 					break
 				}
@@ -462,13 +464,29 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard
 // restarted node listens on new ports). Each step has its own deadline: a
 // dial to a killed peer's old QUIC address hangs until its timeout and must
 // not eat the lookup's time.
-func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
+//
+// silent says the peer has not been heard for custodySilence: then a
+// connection that does not answer is closed, not kept, and the peer is
+// dialled afresh. After a network cut heals, the old TCP and QUIC
+// connections stay mute until their retransmission timers fire — seconds
+// after a cut of a few seconds, tens after a longer one — and Host.NewStream
+// would go on opening streams on them (its negotiation is lazy), so a node
+// healed after a 30 s cut stayed deaf for ~10 s (make faults, DECISIONS
+// D57). A new connection answers in a round trip. The dial backoff the
+// failed dials of the cut left is cleared too.
+func (n *custodyNet) open(to peer.ID, silent bool) (network.Stream, error) {
 	conns := n.m.Host.Network().ConnsToPeer(to)
 	slices.SortFunc(conns, func(a, b network.Conn) int { return b.Stat().Opened.Compare(a.Stat().Opened) })
+	closed := false
 	for i, c := range conns {
 		s, err := n.onConn(c, time.Second)
 		if err != nil {
 			n.m.Logger.Debug("custody: connection does not answer", "to", to, "addr", c.RemoteMultiaddr(), "err", err)
+			if silent && isTimeout(err) {
+				n.m.Logger.Debug("custody: closing a silent connection", "to", to, "addr", c.RemoteMultiaddr())
+				c.Close()
+				closed = true
+			}
 			continue
 		}
 		if i == 0 && len(conns) > 1 {
@@ -476,6 +494,11 @@ func (n *custodyNet) open(to peer.ID) (network.Stream, error) {
 			go n.closeDead(conns[1:])
 		}
 		return s, nil
+	}
+	if closed || silent {
+		if sw, ok := n.m.Host.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(to)
+		}
 	}
 	try := func(d time.Duration) (network.Stream, error) {
 		ctx, cancel := context.WithTimeout(n.m.ctx, d)
@@ -549,8 +572,7 @@ func (n *custodyNet) closeDead(conns []network.Conn) {
 		}
 		// Only silence condemns it: a refusal (say, a resource limit) is
 		// an answer.
-		var ne net.Error
-		if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+		if !isTimeout(err) {
 			continue
 		}
 		n.m.Logger.Debug("custody: closing a connection that does not answer", "to", c.RemotePeer(), "addr", c.RemoteMultiaddr(), "err", err)
@@ -581,6 +603,12 @@ func recordAddrs(r *agents.HostRecord, id peer.ID) []multiaddr.Multiaddr {
 		}
 	}
 	return out
+}
+
+// isTimeout: err is a deadline passing (silence), not a refusal.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // handleCustody reads frames from one member until the stream ends. The
