@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -309,14 +310,56 @@ type offerConf struct {
 	Joint   []string `json:"joint,omitempty"`
 }
 
+// offerKind is what a custody offer asks: the wire form sets at most one
+// of kick, leave, probe and add (none: a join); kind decodes it in one place.
+type offerKind int
+
+const (
+	offerJoin  offerKind = iota // join a new group (publish, regroup, revive)
+	offerAdd                    // join a running group in place (a membership change)
+	offerProbe                  // would this host take the agent now? (prewarms; joins nothing)
+	offerLeave                  // leave the group (undo a placement; a regroup)
+	offerKick                   // a member: campaign for the first lease now
+)
+
+// kind returns what o asks, or ErrBadMessage for an offer that asks two
+// things at once, or carries a join's options on another kind.
+func (o custodyOffer) kind() (offerKind, error) {
+	var kinds []string
+	k := offerJoin
+	for _, f := range []struct {
+		set  bool
+		kind offerKind
+		name string
+	}{{o.Kick, offerKick, "kick"}, {o.Leave, offerLeave, "leave"}, {o.Probe, offerProbe, "probe"}, {o.Add, offerAdd, "add"}} {
+		if f.set {
+			k = f.kind
+			kinds = append(kinds, f.name)
+		}
+	}
+	switch {
+	case len(kinds) > 1:
+		return 0, fmt.Errorf("%w: an offer asks one thing; this one sets %s", ErrBadMessage, strings.Join(kinds, " and "))
+	case k != offerJoin && (o.Campaign || o.Released):
+		return 0, fmt.Errorf("%w: campaign and released are options of a join, not of an offer to %s", ErrBadMessage, kinds[0])
+	case o.DID == "":
+		return 0, fmt.Errorf("%w: the offer names no agent (did)", ErrBadMessage)
+	}
+	return k, nil
+}
+
 // acceptCustody serves a custody offer: fetch the agent's DAG from the
 // offerer, verify its whole lineage and compile its module (so this member
 // could run it), then join the group.
 func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) error {
-	if o.Kick {
-		return m.Custody.Campaign(o.DID)
+	kind, err := o.kind()
+	if err != nil {
+		return err
 	}
-	if o.Leave {
+	switch kind {
+	case offerKick:
+		return m.Custody.Campaign(o.DID)
+	case offerLeave:
 		if err := m.Custody.Leave(o.DID, from.String()); err != nil {
 			return err
 		}
@@ -329,7 +372,7 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	if m.Custody.Draining() {
 		return fmt.Errorf("%w: this node is draining", hosting.ErrNoCapacity)
 	}
-	if o.Probe {
+	if kind == offerProbe {
 		if m.Svc.FreeSlots() <= 0 {
 			return fmt.Errorf("%w: no free slot", hosting.ErrNoCapacity)
 		}
@@ -338,7 +381,7 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 		}
 		return nil
 	}
-	if o.Add {
+	if kind == offerAdd {
 		if o.Conf == nil || !slices.Contains(o.Conf.Members, m.PeerID()) {
 			return fmt.Errorf("%w: an add offer must carry a configuration that includes this node", ErrBadMessage)
 		}
@@ -387,7 +430,7 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	}
 	members := slices.Sorted(slices.Values(o.Members))
 	g := &custody.Group{Version: 1, Agent: a.DID, Members: members, Genesis: head.String(), TermMs: o.TermMs, Publisher: from.String()}
-	if o.Add {
+	if kind == offerAdd {
 		g.Genesis, g.StartEpoch = o.Genesis, o.StartEpoch
 		conf := lease.Conf{Index: o.Conf.Index, Members: o.Conf.Members, Joint: o.Conf.Joint}
 		if err := m.Custody.Join(custody.JoinParams{Group: g, Key: key, Add: &custody.AddParams{Head: head, Seq: o.Seq, Epoch: o.Epoch, Conf: conf}}); err != nil {
