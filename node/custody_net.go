@@ -50,7 +50,6 @@ const (
 	custodyIdle     = 2 * time.Minute  // an inbound stream silent this long is closed
 	custodyFrame    = 10 * time.Second // a frame, once begun, must arrive whole within this
 	custodySilence  = 3 * time.Second  // nothing heard from a peer we write to: reopen
-	ensureMaxDepth  = 100_000
 )
 
 // custodyNet implements custody.Net over libp2p.
@@ -693,72 +692,35 @@ func wholeFrame(r *bufio.Reader) bool {
 	return k > 0 && uint64(len(b)-k) >= l
 }
 
-// Ensure makes checkpoint c of did present here with its state and every
-// predecessor back to one in stop (custody.Net). Blocks already here are
-// not fetched again, but the walk goes on through them: a fetch cut short
-// by a crash leaves present blocks above missing ones.
+// Ensure implements custody.Net: the lineage walk is custody.EnsureLineage,
+// over the block exchange (the local store first, then the peers given).
 func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error {
-	var from []peer.AddrInfo
+	return custody.EnsureLineage(ctx, exchangeFetcher{n.m}, n.m.Store, n.m.verified, did, c, peers, stop)
+}
+
+// exchangeFetcher is custody.Fetcher over the block exchange.
+type exchangeFetcher struct{ m *Mesh }
+
+func (f exchangeFetcher) from(peers []string) []peer.AddrInfo {
+	var out []peer.AddrInfo
 	for _, p := range peers {
-		if id, err := peer.Decode(p); err == nil && id != n.m.Host.ID() {
-			from = append(from, peer.AddrInfo{ID: id})
+		if id, err := peer.Decode(p); err == nil && id != f.m.Host.ID() {
+			out = append(out, peer.AddrInfo{ID: id})
 		}
 	}
-	cur := c
-	signed := map[cid.Cid]bool{} // signatures checked below: verify need not check them again
-	for depth := 0; depth < ensureMaxDepth; depth++ {
-		if stop[cur.String()] {
-			return n.verify(did, c, signed)
-		}
-		data, err := n.m.Ex.Fetch(ctx, cur, from...)
-		if err != nil {
-			return err
-		}
-		cp, err := agents.DecodeCheckpoint(data)
-		if err != nil {
-			return fmt.Errorf("checkpoint %s: %w", cur, err)
-		}
-		if cp.Agent != did {
-			return fmt.Errorf("checkpoint %s belongs to %s, not %s", cur, cp.Agent, did)
-		}
-		if err := cp.Verify(); err != nil {
-			return fmt.Errorf("checkpoint %s: %w", cur, err)
-		}
-		signed[cur] = true
-		if _, err := n.m.Ex.FetchDAG(ctx, cp.State, exchange.FetchOptions{From: from}); err != nil {
-			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
-		}
-		if !cp.Prev.Defined() {
-			// Seq 0: its genesis, module and manifest complete the lineage.
-			for _, r := range []cid.Cid{cp.Genesis, cp.Manifest, cp.Module} {
-				if _, err := n.m.Ex.FetchDAG(ctx, r, exchange.FetchOptions{From: from}); err != nil {
-					return fmt.Errorf("lineage root %s: %w", r, err)
-				}
-			}
-			return n.verify(did, c, signed)
-		}
-		cur = cp.Prev
-	}
-	return fmt.Errorf("checkpoint %s: lineage deeper than %d while fetching", c, ensureMaxDepth)
+	return out
 }
 
-// verify checks the lineage of checkpoint c, now complete here, against
-// every rule — only the part above a checkpoint verified before, so a
-// standby spreads the cost of its agent's history over the checkpoints it
-// accepts, and a takeover's Load finds the accepted one already verified.
-// A checkpoint that fails is not accepted.
-func (n *custodyNet) verify(did string, c cid.Cid, signed map[cid.Cid]bool) error {
-	opts := agents.VerifyOptions{ExpectDID: did, Trusted: n.m.verified.Has, SignaturesChecked: func(c cid.Cid) bool { return signed[c] }}
-	if _, err := agents.VerifyLineage(c, n.m.Store, opts); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", c, err)
-	}
-	n.m.verified.Add(c)
-	return nil
+func (f exchangeFetcher) Fetch(ctx context.Context, c cid.Cid, peers []string) ([]byte, error) {
+	return f.m.Ex.Fetch(ctx, c, f.from(peers)...)
 }
 
-// custodyCommitted observes a checkpoint a majority of the group stored
-// and, when the driver says the head record is due (custody.Commit.Publish:
-// a new holder or epoch, or the refresh interval), publishes it.
+func (f exchangeFetcher) FetchDAG(ctx context.Context, root cid.Cid, peers []string) error {
+	_, err := f.m.Ex.FetchDAG(ctx, root, exchange.FetchOptions{From: f.from(peers)})
+	return err
+}
+
+// heardFrom is when p was last heard from (its frames), for the silence rule.
 func (n *custodyNet) heardFrom(p peer.ID) *atomic.Int64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()

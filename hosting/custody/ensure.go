@@ -1,0 +1,97 @@
+package custody
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+)
+
+// Fetch before acknowledge (docs/PROTOCOL.md): a member steps a message
+// that carries a checkpoint only once the checkpoint and everything
+// resuming it needs are stored here and verified. EnsureLineage is that
+// walk; the node supplies where blocks come from (Fetcher: the local store
+// first, then the peers, every block re-hashed) and its cache of verified
+// checkpoints.
+
+// Fetcher gets blocks into the local store: a block, or a whole DAG under
+// a root, from the store if present, else from the peers given (in order).
+type Fetcher interface {
+	Fetch(ctx context.Context, c cid.Cid, peers []string) ([]byte, error)
+	FetchDAG(ctx context.Context, root cid.Cid, peers []string) error
+}
+
+// VerifiedSet remembers checkpoints whose whole lineage was verified here
+// (hosting.Verified), so a lineage is verified once, above its last
+// verified checkpoint.
+type VerifiedSet interface {
+	Has(c cid.Cid) bool
+	Add(c cid.Cid)
+}
+
+// ensureMaxDepth bounds the walk back (a lineage deeper than this is
+// refused rather than walked forever).
+const ensureMaxDepth = 100_000
+
+// EnsureLineage makes checkpoint c of agent did present in store together
+// with what resuming it needs — its state, and every predecessor with its
+// state back to a checkpoint in stop (whose lineage is known complete
+// here), or to seq 0 with the genesis, manifest and module — fetching what
+// is missing through f from peers, and verifies the lineage by every rule
+// (agents.VerifyLineage), only above a checkpoint verified before. Each
+// checkpoint fetched on the way is checked to be did's, with valid
+// signatures, before its state is fetched. Blocks already here are not
+// fetched again, but the walk goes on through them: a fetch cut short by a
+// crash leaves present blocks above missing ones. A checkpoint that fails
+// is not added to verified.
+func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, verified VerifiedSet, did string, c cid.Cid, peers []string, stop map[string]bool) error {
+	cur := c
+	signed := map[cid.Cid]bool{} // signatures checked on the way: not again below
+	for range ensureMaxDepth {
+		if stop[cur.String()] {
+			return verifyLineage(store, verified, did, c, signed)
+		}
+		data, err := f.Fetch(ctx, cur, peers)
+		if err != nil {
+			return err
+		}
+		cp, err := agents.DecodeCheckpoint(data)
+		if err != nil {
+			return fmt.Errorf("checkpoint %s: %w", cur, err)
+		}
+		if cp.Agent != did {
+			return fmt.Errorf("checkpoint %s belongs to %s, not %s", cur, cp.Agent, did)
+		}
+		if err := cp.Verify(); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", cur, err)
+		}
+		signed[cur] = true
+		if err := f.FetchDAG(ctx, cp.State, peers); err != nil {
+			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
+		}
+		if !cp.Prev.Defined() {
+			// Seq 0: its genesis, module and manifest complete the lineage.
+			for _, r := range []cid.Cid{cp.Genesis, cp.Manifest, cp.Module} {
+				if err := f.FetchDAG(ctx, r, peers); err != nil {
+					return fmt.Errorf("lineage root %s: %w", r, err)
+				}
+			}
+			return verifyLineage(store, verified, did, c, signed)
+		}
+		cur = cp.Prev
+	}
+	return fmt.Errorf("checkpoint %s: lineage deeper than %d while fetching", c, ensureMaxDepth)
+}
+
+// verifyLineage checks the lineage of c, now complete in store, above the
+// last checkpoint verified before, and remembers c as verified.
+func verifyLineage(store agents.BlockGetter, verified VerifiedSet, did string, c cid.Cid, signed map[cid.Cid]bool) error {
+	opts := agents.VerifyOptions{ExpectDID: did, Trusted: verified.Has, SignaturesChecked: func(c cid.Cid) bool { return signed[c] }}
+	if _, err := agents.VerifyLineage(c, store, opts); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", c, err)
+	}
+	verified.Add(c)
+	return nil
+}
