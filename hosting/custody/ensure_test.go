@@ -1,0 +1,152 @@
+package custody
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/contentstore"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/wasmexec"
+)
+
+// copyFetcher fetches from another store (the "peers"), as the block
+// exchange does: into the local store, re-hashed by PutBlock. It counts
+// what it fetched and can refuse everything (a peer that is gone).
+type copyFetcher struct {
+	from, to *contentstore.Store
+	fetched  int
+	gone     bool
+}
+
+func (f *copyFetcher) Fetch(_ context.Context, c cid.Cid, _ []string) ([]byte, error) {
+	if data, err := f.to.Get(c); err == nil {
+		return data, nil
+	}
+	if f.gone {
+		return nil, errors.New("peer gone")
+	}
+	data, err := f.from.Get(c)
+	if err != nil {
+		return nil, err
+	}
+	f.fetched++
+	return data, f.to.PutBlock(c, data)
+}
+
+func (f *copyFetcher) FetchDAG(ctx context.Context, root cid.Cid, peers []string) error {
+	data, err := f.Fetch(ctx, root, peers)
+	if err != nil {
+		return err
+	}
+	links, err := contentstore.Links(root, data)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if err := f.FetchDAG(ctx, l, peers); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestEnsureLineage: a standby's fetch-before-acknowledge walk over a real
+// agent's lineage (checkpoint 0 from hosting.Create: genesis, manifest,
+// module, state), from another node's store into an empty one.
+func TestEnsureLineage(t *testing.T) {
+	ctx := context.Background()
+	open := func() *contentstore.Store {
+		st, err := contentstore.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	remote := open()
+	rt, err := wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	_, nodeKey, _ := ed25519.GenerateKey(rand.Reader)
+	env := hosting.Env{Runtime: rt, Blocks: remote, Heads: nopHeads{}, NodeKey: nodeKey,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	wasm, manJSON := testagents.Bytes(t, "counter")
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func() hosting.Head {
+		_, key, _ := agents.GenerateKey(rand.Reader)
+		head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1, AgentKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return head
+	}
+	a, b := create(), create()
+	did := a.Checkpoint.Agent
+
+	local := open()
+	f := &copyFetcher{from: remote, to: local}
+	verified := hosting.NewVerified(16)
+	if err := EnsureLineage(ctx, f, local, verified, did, a.CID, []string{"peer"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !verified.Has(a.CID) {
+		t.Fatal("a verified lineage is not remembered")
+	}
+	// Everything resuming needs is here now: the whole DAG of checkpoint 0.
+	if _, err := local.Reachable(ctx, []cid.Cid{a.CID}); err != nil {
+		t.Fatalf("lineage incomplete after EnsureLineage: %v", err)
+	}
+	// Again: nothing fetched (all here), still verified.
+	n := f.fetched
+	f.gone = true
+	if err := EnsureLineage(ctx, f, local, verified, did, a.CID, nil, nil); err != nil || f.fetched != n {
+		t.Fatalf("second walk: %v, fetched %d more", err, f.fetched-n)
+	}
+
+	// Another agent's checkpoint under this agent's DID: refused, not
+	// remembered.
+	f.gone = false
+	err = EnsureLineage(ctx, f, local, verified, did, b.CID, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "belongs to") || verified.Has(b.CID) {
+		t.Fatalf("another agent's checkpoint: %v (verified %t)", err, verified.Has(b.CID))
+	}
+	// Its state missing everywhere: the walk fails, the checkpoint is not
+	// remembered as verified.
+	local2 := open()
+	if err := local2.PutBlock(b.CID, mustGet(t, remote, b.CID)); err != nil {
+		t.Fatal(err)
+	}
+	f2 := &copyFetcher{from: local2, to: local2, gone: true}
+	verified2 := hosting.NewVerified(16)
+	if err := EnsureLineage(ctx, f2, local2, verified2, b.Checkpoint.Agent, b.CID, nil, nil); err == nil || verified2.Has(b.CID) {
+		t.Fatalf("state missing: %v (verified %t)", err, verified2.Has(b.CID))
+	}
+}
+
+func mustGet(t *testing.T, st *contentstore.Store, c cid.Cid) []byte {
+	t.Helper()
+	data, err := st.Get(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+type nopHeads struct{}
+
+func (nopHeads) SetHead(string, cid.Cid) error { return nil }
