@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/lease"
+	"github.com/igor-mesh/igor-node/internal/transcript"
 )
 
 var rewriteDriver = flag.Bool("rewrite", false, "rewrite testdata/driver/*.txt transcripts with the actual output")
@@ -31,7 +31,7 @@ var rewriteDriver = flag.Bool("rewrite", false, "rewrite testdata/driver/*.txt t
 // machine, phase machine, store and Manager — on node a, with a fake clock,
 // the other members' messages written by hand, and fakes for the runner,
 // the network and the node's hooks that print what the driver asks of
-// them. The format is hosting/lease's: a command, ----, its output.
+// them. The format is internal/transcript's: a command, ----, its output.
 //
 // Commands:
 //
@@ -66,79 +66,15 @@ func TestDriverTranscripts(t *testing.T) {
 }
 
 func runDriverTranscript(t *testing.T, path string) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := &denv{t: t, names: map[string]string{}, cids: map[string]cid.Cid{}, seqs: map[string]uint64{}, now: time.Unix(1_000_000, 0),
 		answers: map[string]string{}}
 	defer e.close()
-	var out strings.Builder
-	for _, b := range parseBlocks(t, path, string(data)) {
-		for _, c := range b.comments {
-			out.WriteString(c + "\n")
-		}
-		if b.cmd == "" {
-			continue
-		}
-		got := strings.TrimRight(e.run(b.cmd), "\n")
-		if got == "" {
-			got = "ok"
-		}
-		fmt.Fprintf(&out, "%s\n----\n%s\n\n", b.cmd, got)
-		if !*rewriteDriver && got != b.want {
-			t.Errorf("%s:%d: %s\n--- got:\n%s\n--- want:\n%s", path, b.line, b.cmd, got, b.want)
-		}
-	}
+	transcript.Run(t, path, *rewriteDriver, e.run)
 	if e.m != nil {
 		if bad := e.m.badMoves.Load(); bad != 0 {
 			t.Errorf("%d phase moves refused", bad)
 		}
 	}
-	if *rewriteDriver {
-		if err := os.WriteFile(path, []byte(strings.TrimRight(out.String(), "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-type dblock struct {
-	comments []string
-	cmd      string
-	want     string
-	line     int
-}
-
-func parseBlocks(t *testing.T, path, data string) []dblock {
-	lines := strings.Split(data, "\n")
-	var out []dblock
-	var cur dblock
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		switch {
-		case strings.TrimSpace(l) == "":
-			continue
-		case strings.HasPrefix(l, "#"):
-			cur.comments = append(cur.comments, l)
-			continue
-		}
-		cur.cmd, cur.line = strings.TrimSpace(l), i+1
-		if i+1 >= len(lines) || lines[i+1] != "----" {
-			t.Fatalf("%s:%d: command %q is not followed by a ---- line", path, i+1, l)
-		}
-		i += 2
-		var want []string
-		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
-			want = append(want, lines[i])
-		}
-		cur.want = strings.Join(want, "\n")
-		out = append(out, cur)
-		cur = dblock{}
-	}
-	if len(cur.comments) > 0 {
-		out = append(out, cur)
-	}
-	return out
 }
 
 // denv is the driver's world: it implements Net, Runner, Meta and the

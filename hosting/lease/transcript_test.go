@@ -3,69 +3,19 @@ package lease
 import (
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/igor-mesh/igor-node/internal/transcript"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt transcripts with the actual output")
 
-// A transcript file is a list of blocks:
-//
-//	# comments (kept on rewrite)
-//	command arg key=value ...
-//	----
-//	expected output (no blank lines)
-//
-// separated by blank lines. Run with -rewrite to regenerate the outputs and
-// review the diff.
-type block struct {
-	comments []string
-	cmd      string
-	want     string
-	line     int
-}
-
-func parseTranscript(t *testing.T, path string) []block {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
-	var out []block
-	var cur block
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		switch {
-		case strings.TrimSpace(l) == "":
-			continue
-		case strings.HasPrefix(l, "#"):
-			cur.comments = append(cur.comments, l)
-			continue
-		}
-		cur.cmd, cur.line = strings.TrimSpace(l), i+1
-		if i+1 >= len(lines) || lines[i+1] != "----" {
-			t.Fatalf("%s:%d: command %q is not followed by a ---- line", path, i+1, l)
-		}
-		i += 2
-		var want []string
-		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
-			want = append(want, lines[i])
-		}
-		cur.want = strings.Join(want, "\n")
-		out = append(out, cur)
-		cur = block{}
-	}
-	if len(cur.comments) > 0 {
-		out = append(out, cur) // trailing comments
-	}
-	return out
-}
-
+// TestTranscripts runs testdata/*.txt (internal/transcript's format); with
+// -rewrite it rewrites them with the actual output.
 func TestTranscripts(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
 	if err != nil || len(files) == 0 {
@@ -73,30 +23,8 @@ func TestTranscripts(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
-			blocks := parseTranscript(t, f)
 			env := &tenv{t: t}
-			var rewritten strings.Builder
-			for _, b := range blocks {
-				for _, c := range b.comments {
-					rewritten.WriteString(c + "\n")
-				}
-				if b.cmd == "" {
-					continue
-				}
-				got := strings.TrimRight(env.run(b.cmd), "\n")
-				if got == "" {
-					got = "ok"
-				}
-				fmt.Fprintf(&rewritten, "%s\n----\n%s\n\n", b.cmd, got)
-				if !*rewrite && got != b.want {
-					t.Errorf("%s:%d: %s\n--- got:\n%s\n--- want:\n%s", f, b.line, b.cmd, got, b.want)
-				}
-			}
-			if *rewrite {
-				if err := os.WriteFile(f, []byte(strings.TrimRight(rewritten.String(), "\n")+"\n"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			transcript.Run(t, f, *rewrite, env.run)
 		})
 	}
 }
