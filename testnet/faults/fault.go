@@ -34,6 +34,9 @@ type faultRecord struct {
 	// takeover.
 	Takeovers []float64 `json:"takeover_s"`
 	Kept      int       `json:"kept"`
+	// Moved: agents another node ran less than minTakeover after the
+	// fault began (a handoff already under way), not counted as takeovers.
+	Moved int `json:"moved_before"`
 	// RejoinS: from the heal (kill9: the restart) until the node hears, and
 	// is heard by, every group it is a member of; nil if not within 30 s.
 	RejoinS       *float64       `json:"rejoin_s"`
@@ -42,6 +45,7 @@ type faultRecord struct {
 	Changes       []memberChange `json:"membership_changes"`
 	Needless      int            `json:"needless_regroups"`
 	AtBound       int            `json:"regroups_at_bound"`
+	Moves         int            `json:"moves_dropping_victim"`
 	OtherChanges  int            `json:"other_changes"`
 	NewStale      []string       `json:"stale_after_settle"`
 	Violations    []violation    `json:"violations"`
@@ -160,10 +164,16 @@ func (h *harness) fault(ctx context.Context, id int, f faultSpec, rng *rand.Rand
 
 	h.mu.Lock()
 	for _, d := range held {
-		if at, ok := w.found[d]; ok {
-			rec.Takeovers = append(rec.Takeovers, round2(at.Sub(start).Seconds()))
-		} else {
+		at, ok := w.found[d]
+		switch {
+		case !ok:
 			rec.Kept++
+		case at.Sub(start) < minTakeover:
+			// Faster than any takeover can be (a standby waits 1.8 s after
+			// the last heartbeat it heard): a handoff that was under way.
+			rec.Moved++
+		default:
+			rec.Takeovers = append(rec.Takeovers, round2(at.Sub(start).Seconds()))
 		}
 	}
 	rec.PastLease = len(h.tr.pastLease) - nPast
@@ -176,6 +186,8 @@ func (h *harness) fault(ctx context.Context, id int, f faultSpec, rng *rand.Rand
 			rec.Needless++
 		case "at bound":
 			rec.AtBound++
+		case "move":
+			rec.Moves++
 		default:
 			rec.OtherChanges++
 		}
@@ -196,24 +208,33 @@ func (h *harness) fault(ctx context.Context, id int, f faultSpec, rng *rand.Rand
 	default:
 		rj2 = "NOT within 30s (" + strings.Join(rec.RejoinPending, ",") + ")"
 	}
-	h.logf("fault %d %s on %s: takeovers %v, kept %d, rejoin %s, membership changes %d (needless %d, at bound %d), stale %v, violations %d, past lease %d",
-		id, f.Kind, victim.name(), rec.Takeovers, rec.Kept, rj2, len(rec.Changes), rec.Needless, rec.AtBound, rec.NewStale, len(rec.Violations), rec.PastLease)
+	h.logf("fault %d %s on %s: takeovers %v, kept %d, rejoin %s, membership changes %d (needless %d, at bound %d, moves %d), stale %v, violations %d, past lease %d",
+		id, f.Kind, victim.name(), rec.Takeovers, rec.Kept, rj2, len(rec.Changes), rec.Needless, rec.AtBound, rec.Moves, rec.NewStale, len(rec.Violations), rec.PastLease)
 	for _, c := range rec.Changes {
 		h.logf("  membership …%s at t+%.1fs: %s -> %s (%s)", tail(c.DID, 6), c.AtS, c.FromS, c.ToS, classifyChange(c, victim.Peer, start, heal))
 	}
 	return nil
 }
 
+// minTakeover: no takeover can follow a fault sooner. A standby acts 1.8 s
+// after the last heartbeat it heard and the holder renews every 0.5 s.
+const minTakeover = time.Second
+
 // classifyChange says whether a membership change during a fault was
 // needed. Removing the victim is "at bound" when the cut itself lasted
 // regroupAfter or more (the holder had to replace a member it could not
 // hear, even if the change commits after the heal); after a shorter cut it
 // is "needless" — also when the node stayed deaf after the heal until the
-// bound passed (a slow rejoin is the cause then). Other changes (adding
-// the victim back, groups it was not in) are "other".
+// bound passed (a slow rejoin is the cause then). Removing it in a move
+// back toward a former member (Returning: a placement review's regroup,
+// which leaves out members not live at that instant) is a "move". Other
+// changes (adding the victim back, groups it was not in) are "other".
 func classifyChange(c memberChange, victim string, start, heal time.Time) string {
 	if !slices.Contains(c.From, victim) || slices.Contains(c.To, victim) {
 		return "other"
+	}
+	if c.Returning {
+		return "move"
 	}
 	if heal.Sub(start) >= regroupAfter {
 		return "at bound"
@@ -526,6 +547,7 @@ type kindSummary struct {
 	NoRejoin    int     `json:"rejoin_missing"`
 	Needless    int     `json:"needless_regroups"`
 	AtBound     int     `json:"regroups_at_bound"`
+	Moves       int     `json:"moves_dropping_victim"`
 	Other       int     `json:"other_changes"`
 	Stale       int     `json:"stale_after_settle"`
 	StaleLeft   int     `json:"stale_left_at_end"`
@@ -554,6 +576,7 @@ func summarize(faults []*faultRecord, left map[int]int) []kindSummary {
 			}
 			s.Needless += f.Needless
 			s.AtBound += f.AtBound
+			s.Moves += f.Moves
 			s.Other += f.OtherChanges
 			s.Stale += len(f.NewStale)
 			s.StaleLeft += left[f.ID]
@@ -590,7 +613,7 @@ func (h *harness) report() int {
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tKIND\tNODE\tPARAMS\tHELD\tTAKEOVER s\tKEPT\tREJOIN s\tCHANGES (needless/bound/other)\tSTALE\tVIOL\tPAST LEASE")
+	fmt.Fprintln(tw, "#\tKIND\tNODE\tPARAMS\tHELD\tTAKEOVER s\tKEPT\tREJOIN s\tCHANGES (needless/bound/move/other)\tSTALE\tVIOL\tPAST LEASE")
 	for _, f := range h.faults {
 		rj := "NONE"
 		if f.NoGroup {
@@ -603,17 +626,17 @@ func (h *harness) report() int {
 		for _, t := range f.Takeovers {
 			tk = append(tk, fmt.Sprintf("%.1f", t))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%d/%d/%d\t%d\t%d\t%d\n", f.ID, f.Kind, f.Victim, f.Params, f.Held,
-			strings.Join(tk, ","), f.Kept, rj, f.Needless, f.AtBound, f.OtherChanges, len(f.NewStale), len(f.Violations), f.PastLease)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%d/%d/%d/%d\t%d\t%d\t%d\n", f.ID, f.Kind, f.Victim, f.Params, f.Held,
+			strings.Join(tk, ","), f.Kept, rj, f.Needless, f.AtBound, f.Moves, f.OtherChanges, len(f.NewStale), len(f.Violations), f.PastLease)
 	}
 	tw.Flush()
 	sums := summarize(h.faults, left)
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tN\tTAKEOVERS p50/max s\tREJOIN p50/max s\t>2s\tNONE\tNEEDLESS\tAT BOUND\tOTHER\tSTALE (left)\tVIOL\tPAST LEASE")
+	fmt.Fprintln(tw, "KIND\tN\tTAKEOVERS p50/max s\tREJOIN p50/max s\t>2s\tNONE\tNEEDLESS\tAT BOUND\tMOVE\tOTHER\tSTALE (left)\tVIOL\tPAST LEASE")
 	for _, s := range sums {
-		fmt.Fprintf(tw, "%s\t%d\t%d: %.2f/%.2f\t%.2f/%.2f\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%d\n", s.Kind, s.Count, s.Takeovers, s.TakeoverP50, s.TakeoverMax,
-			s.RejoinP50, s.RejoinMax, s.RejoinOver, s.NoRejoin, s.Needless, s.AtBound, s.Other, s.Stale, s.StaleLeft, s.Violations, s.PastLease)
+		fmt.Fprintf(tw, "%s\t%d\t%d: %.2f/%.2f\t%.2f/%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%d\n", s.Kind, s.Count, s.Takeovers, s.TakeoverP50, s.TakeoverMax,
+			s.RejoinP50, s.RejoinMax, s.RejoinOver, s.NoRejoin, s.Needless, s.AtBound, s.Moves, s.Other, s.Stale, s.StaleLeft, s.Violations, s.PastLease)
 	}
 	tw.Flush()
 	valid := 0

@@ -123,6 +123,13 @@ func TestTrackerMembershipChangesAndTakeover(t *testing.T) {
 	if got := w.found["d"]; !got.Equal(at(3.5)) {
 		t.Fatalf("takeover seen at %v, want %v", got, at(3.5))
 	}
+	if tr.changes[0].Returning {
+		t.Error("e was never a member: not a return")
+	}
+	tr.add(sample{At: at(4), Views: []nodeView{view("b", at(4), holder("d", 2, 1, at(5), "a", "b", "c"))}}, dids)
+	if len(tr.changes) != 2 || !tr.changes[1].Returning {
+		t.Fatalf("a back in the group: %+v", tr.changes)
+	}
 	if d := tr.maxNowhere["d"]; d != 1500*time.Millisecond {
 		t.Fatalf("running nowhere %v, want 1.5s", d)
 	}
@@ -148,6 +155,11 @@ func TestClassifyChange(t *testing.T) {
 		if got := classifyChange(c, "v", start, tc.heal); got != tc.want {
 			t.Errorf("change at %.1fs, heal %v: %s, want %s", tc.at, tc.heal.Sub(t0), got, tc.want)
 		}
+	}
+	back := rm
+	back.At, back.Returning = at(2), true
+	if got := classifyChange(back, "v", start, heal); got != "move" {
+		t.Errorf("a move back to a former member: %s", got)
 	}
 	add := memberChange{At: at(2), From: []string{"b", "c"}, To: []string{"b", "c", "v"}}
 	if got := classifyChange(add, "v", start, heal); got != "other" {

@@ -83,6 +83,8 @@ removes the namespaces, the bridge and the daemons.
   --json FILE        the report (default DIR/faults-report.json)
   --bin PATH         igor-node binary (default bin/igor-node)
   --agents-dir DIR   example agents (default bin/agents)
+  --term S           the agents' lease.term_seconds (default 10: a dead member
+                     is replaced at the holder's first term end after 30 s)
   --kinds K,K        run only these kinds of fault
   --log-level L      the daemons' log level (default info)
   --cleanup          only remove what an earlier run left (processes in
@@ -114,6 +116,7 @@ type config struct {
 	Tick                      string
 	Slots                     int
 	SpinMs                    int
+	TermS                     int // the agents' lease.term_seconds
 	Cleanup                   bool
 	Kinds                     []string // only these kinds (default all)
 	LogLevel                  string   // the daemons' --log-level
@@ -121,7 +124,7 @@ type config struct {
 
 func parseArgs(args []string) (config, error) {
 	cfg := config{Dir: "testnet/faults-run", Bin: "bin/igor-node", AgentsDir: "bin/agents", Nodes: 5, Agents: 15, Slow: 2,
-		Tick: "1s", SpinMs: 300}
+		Tick: "1s", SpinMs: 300, TermS: 10}
 	fs := flag.NewFlagSet("igor-faults", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	minutes := fs.Float64("minutes", 6, "")
@@ -138,6 +141,7 @@ func parseArgs(args []string) (config, error) {
 	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "")
 	fs.StringVar(&cfg.AgentsDir, "agents-dir", cfg.AgentsDir, "")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "")
+	fs.IntVar(&cfg.TermS, "term", cfg.TermS, "")
 	only := fs.String("kinds", "", "")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "")
 	if err := fs.Parse(args); err != nil {
@@ -172,6 +176,8 @@ func parseArgs(args []string) (config, error) {
 		return cfg, fmt.Errorf("%w: --long-cut must be from 1s to 5m, got %v", errUsage, cfg.LongCut)
 	case cfg.EvictCut < time.Second || cfg.EvictCut > 5*time.Minute:
 		return cfg, fmt.Errorf("%w: --evict-cut must be from 1s to 5m, got %v", errUsage, cfg.EvictCut)
+	case cfg.TermS < 2 || cfg.TermS > 3600:
+		return cfg, fmt.Errorf("%w: --term must be from 2 to 3600 seconds, got %d", errUsage, cfg.TermS)
 	case cfg.FinalSettle < 0 || cfg.FinalSettle > 10*time.Minute:
 		return cfg, fmt.Errorf("%w: --final-settle must be from 0 to 10m, got %v", errUsage, cfg.FinalSettle)
 	}
@@ -747,6 +753,10 @@ func (h *harness) publish(ctx context.Context) error {
 		if args != "" {
 			man["args"] = args
 		}
+		// A short lease term: the holder replaces a member unheard for
+		// RegroupAfter at its next term end, so the 45 s cut evicts within
+		// the cut (30–40 s) and the 30 s cut never may.
+		man["lease"] = map[string]any{"term_seconds": h.cfg.TermS}
 		return json.Marshal(map[string]any{"wasm": wasm, "manifest": man, "budget_microcents": int64(1000) * 1_000_000})
 	}
 	hb, err := body("heartbeat", "")

@@ -118,6 +118,10 @@ type memberChange struct {
 	From, To []string  `json:"-"`
 	FromS    string    `json:"from"`
 	ToS      string    `json:"to"`
+	// Returning: every member it adds was a member of this agent's group
+	// earlier in the run (a move back toward a host the group lost, after
+	// it had been reachable for MoveAfter: DECISIONS D41), not a repair.
+	Returning bool `json:"returning"`
 }
 
 // takeoverWatch waits for the agents a victim ran to run elsewhere.
@@ -138,6 +142,7 @@ type tracker struct {
 	dupPrev      map[string]bool
 	committed    map[string]uint64 // highest bound seen in earlier samples
 	members      map[string][]string
+	everMembers  map[string]map[string]bool
 	violations   []violation
 	pastLease    []violation
 	changes      []memberChange
@@ -150,7 +155,7 @@ type tracker struct {
 
 func newTracker(t0 time.Time, name func(string) string) *tracker {
 	return &tracker{t0: t0, name: name, dupPrev: map[string]bool{}, committed: map[string]uint64{},
-		members: map[string][]string{}, nowhereSince: map[string]time.Time{}, maxNowhere: map[string]time.Duration{}}
+		members: map[string][]string{}, everMembers: map[string]map[string]bool{}, nowhereSince: map[string]time.Time{}, maxNowhere: map[string]time.Duration{}}
 }
 
 func (t *tracker) names(peers []string) string {
@@ -212,8 +217,22 @@ func (t *tracker) add(s sample, dids []string) {
 			}
 			ms := slices.Clone(r.St.Members)
 			slices.Sort(ms)
+			ever := t.everMembers[did]
+			if ever == nil {
+				ever = map[string]bool{}
+				t.everMembers[did] = ever
+			}
 			if old, ok := t.members[did]; ok && !slices.Equal(old, ms) {
-				t.changes = append(t.changes, memberChange{s.At, round1(s.At.Sub(t.t0).Seconds()), did, old, ms, t.names(old), t.names(ms)})
+				returning := true
+				for _, m := range ms {
+					if !slices.Contains(old, m) && !ever[m] {
+						returning = false
+					}
+				}
+				t.changes = append(t.changes, memberChange{s.At, round1(s.At.Sub(t.t0).Seconds()), did, old, ms, t.names(old), t.names(ms), returning})
+			}
+			for _, m := range ms {
+				ever[m] = true
 			}
 			t.members[did] = ms
 		}
