@@ -30,52 +30,19 @@ func BenchmarkPublishBulk(b *testing.B) {
 	// profile of the timed part.
 	parallel := benchEnvInt(b, "IGOR_PUBLISH_PARALLEL", 16)
 	agentsN := benchEnvInt(b, "IGOR_PUBLISH_AGENTS", 100)
-	var ms []*Mesh
-	for i := range nodes {
-		cfg := MeshConfig{Home: b.TempDir(), Slots: 200, Price: 1000, Logger: quietLogger(),
-			Run: hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1}}
-		if i > 0 {
-			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
-		}
-		m, err := StartMesh(context.Background(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { m.Close() })
-		ms = append(ms, m)
-	}
+	ms := benchMeshes(b, nodes, 200, hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1})
 	waitViews(b, ms, 60*time.Second)
-	wasm, man := testagents.Bytes(b, "heartbeat")
 	ctx := context.Background()
-	mods := make([]cid.Cid, nodes)
-	for i, m := range ms {
-		res, err := m.Publish(ctx, wasm, man, 1_000_000_000, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if mods[i], err = cid.Decode(res.Module); err != nil {
-			b.Fatal(err)
-		}
-	}
+	man, mods := heartbeatModules(b, ms)
 	b.ResetTimer()
 	for range b.N {
 		var (
 			mu  sync.Mutex
 			all [][]time.Duration
 		)
-		if p := os.Getenv("IGOR_PUBLISH_PROFILE"); p != "" {
-			// A CPU profile of the timed part only (not the meshes' start
-			// and the first compile of the module on every node).
-			f, err := os.Create(p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			defer pprof.StopCPUProfile()
-		}
+		// A CPU profile of the timed part only (not the meshes' start and
+		// the first compile of the module on every node).
+		defer startCPUProfile(b, "IGOR_PUBLISH_PROFILE")()
 		start := time.Now()
 		cpu0 := cpuTime()
 		jobs := make(chan int)
@@ -138,4 +105,42 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// heartbeatModules publishes one heartbeat agent from every mesh, so each
+// node stores and compiles the module once, and returns the manifest and
+// each node's module CID (to publish more by CID, as testnet/scale.sh does).
+func heartbeatModules(b *testing.B, ms []*Mesh) ([]byte, []cid.Cid) {
+	wasm, man := testagents.Bytes(b, "heartbeat")
+	mods := make([]cid.Cid, len(ms))
+	for i, m := range ms {
+		res, err := m.Publish(context.Background(), wasm, man, 1_000_000_000, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if mods[i], err = cid.Decode(res.Module); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return man, mods
+}
+
+// startCPUProfile writes a CPU profile to the path in the environment
+// variable env, if set, until the returned function is called.
+func startCPUProfile(b *testing.B, env string) func() {
+	p := os.Getenv(env)
+	if p == "" {
+		return func() {}
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

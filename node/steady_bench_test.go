@@ -3,17 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
-	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/ipfs/go-cid"
-
 	"github.com/igor-mesh/igor-node/hosting"
-	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
 // BenchmarkSteadyState is testnet/scale.sh's steady state in one process:
@@ -32,33 +27,10 @@ func BenchmarkSteadyState(b *testing.B) {
 	const nodes = 3
 	agentsN := benchEnvInt(b, "IGOR_STEADY_AGENTS", 150)
 	window := time.Duration(benchEnvInt(b, "IGOR_STEADY_SECONDS", 10)) * time.Second
-	var ms []*Mesh
-	for i := range nodes {
-		cfg := MeshConfig{Home: b.TempDir(), Slots: agentsN, Price: 1000, Logger: quietLogger(),
-			Run: hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1}}
-		if i > 0 {
-			cfg.Bootstrap = []string{ms[0].PeerAddrs()[0]}
-		}
-		m, err := StartMesh(context.Background(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { m.Close() })
-		ms = append(ms, m)
-	}
+	ms := benchMeshes(b, nodes, agentsN, hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1})
 	waitViews(b, ms, 60*time.Second)
-	wasm, man := testagents.Bytes(b, "heartbeat")
 	ctx := context.Background()
-	mods := make([]cid.Cid, nodes)
-	for i, m := range ms {
-		res, err := m.Publish(ctx, wasm, man, 1_000_000_000, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if mods[i], err = cid.Decode(res.Module); err != nil {
-			b.Fatal(err)
-		}
-	}
+	man, mods := heartbeatModules(b, ms)
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range 16 {
@@ -95,17 +67,7 @@ func BenchmarkSteadyState(b *testing.B) {
 	time.Sleep(5 * time.Second) // first commits, head records, pins
 	b.ResetTimer()
 	for range b.N {
-		if p := os.Getenv("IGOR_STEADY_PROFILE"); p != "" {
-			f, err := os.Create(p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			defer pprof.StopCPUProfile()
-		}
+		defer startCPUProfile(b, "IGOR_STEADY_PROFILE")()
 		cpu0, t0 := cpuTime(), time.Now()
 		time.Sleep(window)
 		cpu, wall := cpuTime()-cpu0, time.Since(t0)
