@@ -635,8 +635,12 @@ func (h *harness) report() int {
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tN\tTAKEOVERS p50/max s\tREJOIN p50/max s\t>2s\tNONE\tNEEDLESS\tAT BOUND\tMOVE\tOTHER\tSTALE (left)\tVIOL\tPAST LEASE")
 	for _, s := range sums {
-		fmt.Fprintf(tw, "%s\t%d\t%d: %.2f/%.2f\t%.2f/%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%d\n", s.Kind, s.Count, s.Takeovers, s.TakeoverP50, s.TakeoverMax,
-			s.RejoinP50, s.RejoinMax, s.RejoinOver, s.NoRejoin, s.Needless, s.AtBound, s.Moves, s.Other, s.Stale, s.StaleLeft, s.Violations, s.PastLease)
+		rj := "—" // every heal left the node in no live group
+		if s.Rejoins > 0 {
+			rj = fmt.Sprintf("%.2f/%.2f", s.RejoinP50, s.RejoinMax)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d: %.2f/%.2f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%d\n", s.Kind, s.Count, s.Takeovers, s.TakeoverP50, s.TakeoverMax,
+			rj, s.RejoinOver, s.NoRejoin, s.Needless, s.AtBound, s.Moves, s.Other, s.Stale, s.StaleLeft, s.Violations, s.PastLease)
 	}
 	tw.Flush()
 	valid := 0
