@@ -975,6 +975,19 @@ func (d *driver) startRegroup(dead []string, toward string) {
 	if !d.mayMove() {
 		return
 	}
+	if toward != "" && d.started {
+		// A move while the agent runs is never urgent: not while a member
+		// is briefly unreachable (not live, but for less than RegroupAfter),
+		// which would count it as dead — not asked to leave, dropped from
+		// the group for a blip, left holding a stale group. The next review
+		// tries again.
+		for _, p := range d.members {
+			if since, ok := d.deadSince[p]; ok && d.m.now().Sub(since) < d.m.cfg.Timing.RegroupAfter {
+				d.m.cfg.Logger.Info("custody: move deferred: a member is briefly unreachable", "agent", d.did, "to", toward, "member", p)
+				return
+			}
+		}
+	}
 	for _, p := range d.members {
 		if !d.mc.Live(p) && !slices.Contains(dead, p) {
 			// Not live now (a holder that died, as a rule): not asked to
