@@ -975,11 +975,12 @@ func (d *driver) startRegroup(dead []string, toward string) {
 	if !d.mayMove() {
 		return
 	}
-	if toward != "" && d.started {
-		// A move while the agent runs is never urgent: not while a member
-		// is briefly unreachable (not live, but for less than RegroupAfter),
-		// which would count it as dead — not asked to leave, dropped from
-		// the group for a blip, left holding a stale group. The next review
+	if toward != "" && d.started && !d.m.draining.Load() {
+		// A move toward a better host while the agent runs here is never
+		// urgent (a draining node's is): not while a member is briefly
+		// unreachable (not live, but for less than RegroupAfter), which
+		// would count it as dead — not asked to leave, dropped from the
+		// group for a blip, left holding a stale group. The next review
 		// tries again.
 		for _, p := range d.members {
 			if since, ok := d.deadSince[p]; ok && d.m.now().Sub(since) < d.m.cfg.Timing.RegroupAfter {
