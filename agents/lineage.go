@@ -54,6 +54,7 @@ type Lineage struct {
 	DID        string
 	GenesisCID cid.Cid
 	Genesis    *Genesis
+	Manifest   *Manifest // the genesis's
 	// Entries is seq 0 .. head (Entries[i].Checkpoint.Seq == i), or, when
 	// Partial, from a trusted checkpoint (VerifyOptions.Trusted) to head.
 	Entries []Entry
@@ -203,56 +204,18 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 	if err != nil {
 		return nil, err
 	}
-	timeoutNs := man.ResourceLimits.TickTimeoutMs * 1e6 // ≤ MaxTickTimeoutMs: no overflow
 
 	// The rules, in history order, so the first culprit is reported.
 	for i, e := range entries {
 		if i == 0 && partial {
 			continue // trusted: the base the rules above it start from
 		}
-		cp := e.Checkpoint
-		fail := func(sentinel error, format string, args ...any) error {
-			return &VerifyError{CID: e.CID, Seq: cp.Seq, SeqKnown: true, Err: sentinel, Reason: fmt.Sprintf(format, args...)}
-		}
-		if cp.Agent != g.Agent {
-			return nil, fail(ErrIdentityChanged, "agent is %s, but the genesis is %s's", cp.Agent, g.Agent)
-		}
-		if !cp.Genesis.Equals(gc) {
-			return nil, fail(ErrBrokenLink, "links genesis %s, but its history starts at genesis %s", cp.Genesis, gc)
-		}
-		budgetBefore, before, tickBefore := g.Budget, "the genesis's", uint64(0)
+		var prev *Checkpoint
 		if i > 0 {
-			p := entries[i-1].Checkpoint
-			if cp.Tick <= p.Tick {
-				return nil, fail(ErrOrder, "tick %d does not advance past its predecessor's tick %d", cp.Tick, p.Tick)
-			}
-			if cp.Epoch < p.Epoch {
-				return nil, fail(ErrOrder, "epoch %d is lower than its predecessor's epoch %d", cp.Epoch, p.Epoch)
-			}
-			budgetBefore, before, tickBefore = p.Budget, "its predecessor's", p.Tick
+			prev = entries[i-1].Checkpoint
 		}
-		if cp.Budget > budgetBefore {
-			return nil, fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
-		}
-		if want := BudgetAfter(budgetBefore, cp.Metered, cp.Price); cp.Budget != want {
-			return nil, fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) leaves %d µc",
-				cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), want)
-		}
-		if ticks := cp.Tick - tickBefore; cp.Calls < ticks {
-			return nil, fail(ErrMetering, "%d ticks since its predecessor but only %d billed agent_tick calls", ticks, cp.Calls)
-		}
-		if hi, lo := bits.Mul64(cp.Calls, timeoutNs); hi == 0 && cp.Metered > lo {
-			return nil, fail(ErrMetering, "metered %d ns over %d calls: more than the manifest's %d ms tick timeout per call",
-				cp.Metered, cp.Calls, man.ResourceLimits.TickTimeoutMs)
-		}
-		if limit := man.MigrationPolicy.MaxPricePerSecond; limit > 0 && cp.Price > limit {
-			return nil, fail(ErrMetering, "price %d µc/s is above the manifest's max_price_per_second %d", cp.Price, limit)
-		}
-		if !cp.Module.Equals(g.Module) {
-			return nil, fail(ErrModuleMismatch, "module %s differs from the genesis module %s", cp.Module, g.Module)
-		}
-		if !cp.Manifest.Equals(g.Manifest) {
-			return nil, fail(ErrManifestMismatch, "manifest %s differs from the genesis manifest %s", cp.Manifest, g.Manifest)
+		if err := checkStep(g, gc, man, prev, e); err != nil {
+			return nil, err
 		}
 	}
 
@@ -273,7 +236,108 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 			}
 		}
 	}
-	return &Lineage{DID: g.Agent, GenesisCID: gc, Genesis: g, Entries: entries, Partial: partial}, nil
+	return &Lineage{DID: g.Agent, GenesisCID: gc, Genesis: g, Manifest: man, Entries: entries, Partial: partial}, nil
+}
+
+// checkStep applies the rules of one step of a lineage to e, whose
+// predecessor is prev (nil for seq 0, which steps from the genesis g, CID
+// gc). Its signatures, its CID and the seq/prev link are checked by the
+// caller.
+func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry) error {
+	cp := e.Checkpoint
+	fail := func(sentinel error, format string, args ...any) error {
+		return &VerifyError{CID: e.CID, Seq: cp.Seq, SeqKnown: true, Err: sentinel, Reason: fmt.Sprintf(format, args...)}
+	}
+	if cp.Agent != g.Agent {
+		return fail(ErrIdentityChanged, "agent is %s, but the genesis is %s's", cp.Agent, g.Agent)
+	}
+	if !cp.Genesis.Equals(gc) {
+		return fail(ErrBrokenLink, "links genesis %s, but its history starts at genesis %s", cp.Genesis, gc)
+	}
+	budgetBefore, before, tickBefore := g.Budget, "the genesis's", uint64(0)
+	if prev != nil {
+		if cp.Tick <= prev.Tick {
+			return fail(ErrOrder, "tick %d does not advance past its predecessor's tick %d", cp.Tick, prev.Tick)
+		}
+		if cp.Epoch < prev.Epoch {
+			return fail(ErrOrder, "epoch %d is lower than its predecessor's epoch %d", cp.Epoch, prev.Epoch)
+		}
+		budgetBefore, before, tickBefore = prev.Budget, "its predecessor's", prev.Tick
+	}
+	if cp.Budget > budgetBefore {
+		return fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
+	}
+	if want := BudgetAfter(budgetBefore, cp.Metered, cp.Price); cp.Budget != want {
+		return fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) leaves %d µc",
+			cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), want)
+	}
+	if ticks := cp.Tick - tickBefore; cp.Calls < ticks {
+		return fail(ErrMetering, "%d ticks since its predecessor but only %d billed agent_tick calls", ticks, cp.Calls)
+	}
+	timeoutNs := man.ResourceLimits.TickTimeoutMs * 1e6 // ≤ MaxTickTimeoutMs: no overflow
+	if hi, lo := bits.Mul64(cp.Calls, timeoutNs); hi == 0 && cp.Metered > lo {
+		return fail(ErrMetering, "metered %d ns over %d calls: more than the manifest's %d ms tick timeout per call",
+			cp.Metered, cp.Calls, man.ResourceLimits.TickTimeoutMs)
+	}
+	if limit := man.MigrationPolicy.MaxPricePerSecond; limit > 0 && cp.Price > limit {
+		return fail(ErrMetering, "price %d µc/s is above the manifest's max_price_per_second %d", cp.Price, limit)
+	}
+	if !cp.Module.Equals(g.Module) {
+		return fail(ErrModuleMismatch, "module %s differs from the genesis module %s", cp.Module, g.Module)
+	}
+	if !cp.Manifest.Equals(g.Manifest) {
+		return fail(ErrManifestMismatch, "manifest %s differs from the genesis manifest %s", cp.Manifest, g.Manifest)
+	}
+	return nil
+}
+
+// Base is a verified checkpoint with what checking its successor needs:
+// the genesis it descends from and that genesis's manifest. A node keeps
+// the Base of each head it verified, so the next checkpoint of a running
+// agent is checked in one step (VerifyNext) instead of a walk.
+type Base struct {
+	Entry      Entry
+	GenesisCID cid.Cid
+	Genesis    *Genesis
+	Manifest   *Manifest
+}
+
+// Base returns the head of l with its genesis and manifest.
+func (l *Lineage) Base() Base {
+	return Base{Entry: l.Head(), GenesisCID: l.GenesisCID, Genesis: l.Genesis, Manifest: l.Manifest}
+}
+
+// VerifyNext checks cp, the checkpoint with CID c, as the successor of
+// base by the rules VerifyLineage applies to every step: it links base
+// with seq one above it, and the step's identity, genesis, tick, epoch,
+// budget, metering, module and manifest rules hold. Its signatures are
+// verified unless sigChecked (the caller just verified them). The caller
+// vouches that cp was decoded from the bytes of c (a store or fetch that
+// re-hashes). It returns the Base of cp; failures are *VerifyError as in
+// VerifyLineage.
+func VerifyNext(base Base, c cid.Cid, cp *Checkpoint, sigChecked bool) (Base, error) {
+	if cp == nil || base.Entry.Checkpoint == nil || base.Genesis == nil || base.Manifest == nil {
+		return Base{}, fmt.Errorf("%w: VerifyNext: incomplete base or checkpoint", ErrMalformed)
+	}
+	prev := base.Entry.Checkpoint
+	if !cp.Prev.Equals(base.Entry.CID) {
+		return Base{}, &VerifyError{CID: c, Seq: cp.Seq, SeqKnown: true, Err: ErrBrokenLink,
+			Reason: fmt.Sprintf("prev is %s, not %s", cp.Prev, base.Entry.CID)}
+	}
+	if cp.Seq != prev.Seq+1 {
+		return Base{}, &VerifyError{CID: c, Seq: cp.Seq, SeqKnown: true, Err: ErrOrder,
+			Reason: fmt.Sprintf("seq %d follows %s with seq %d (a gap or a repeat; want %d)", cp.Seq, base.Entry.CID, prev.Seq, prev.Seq+1)}
+	}
+	if !sigChecked {
+		if err := cp.Verify(); err != nil {
+			return Base{}, verifyErr(c, cp.Seq, true, ErrBadSignature, err)
+		}
+	}
+	e := Entry{CID: c, Checkpoint: cp}
+	if err := checkStep(base.Genesis, base.GenesisCID, base.Manifest, prev, e); err != nil {
+		return Base{}, err
+	}
+	return Base{Entry: e, GenesisCID: base.GenesisCID, Genesis: base.Genesis, Manifest: base.Manifest}, nil
 }
 
 // Fork is proof that an agent's history split: two distinct checkpoints,

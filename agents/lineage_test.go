@@ -123,17 +123,24 @@ func rebuild(t *testing.T, f *fixture, i int, resign bool, mut func(*Checkpoint)
 	return c
 }
 
-func TestVerifyLineageTamper(t *testing.T) {
-	const n = 8
+// tamperLen is the length of the lineages tamperCases tamper with.
+const tamperLen = 8
+
+type tamperCase struct {
+	name     string
+	sentinel error
+	// tamper changes f and returns the culprit's CID and seq.
+	tamper func(t *testing.T, f *fixture) (cid.Cid, uint64)
+}
+
+// tamperCases are rewrites of a valid lineage of tamperLen checkpoints
+// that verification must refuse, with the culprit it must name.
+func tamperCases() []tamperCase {
+	const n = tamperLen
 	other := keyFromLabel("intruder")
 	otherCID := contentCID([]byte("another module"))
 
-	cases := []struct {
-		name     string
-		sentinel error
-		// tamper changes f and returns the culprit's CID and seq.
-		tamper func(t *testing.T, f *fixture) (cid.Cid, uint64)
-	}{
+	return []tamperCase{
 		{"flipped field in the head", ErrBadSignature, func(t *testing.T, f *fixture) (cid.Cid, uint64) {
 			cp := f.cp(n - 1)
 			f.truncate(n - 1)
@@ -262,9 +269,12 @@ func TestVerifyLineageTamper(t *testing.T) {
 			return rebuild(t, f, 0, true, func(c *Checkpoint) { c.Genesis = g.entries[0].CID }), 0
 		}},
 	}
-	for _, tc := range cases {
+}
+
+func TestVerifyLineageTamper(t *testing.T) {
+	for _, tc := range tamperCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, n)
+			f := newFixture(t, tamperLen)
 			culprit, seq := tc.tamper(t, f)
 			_, err := VerifyLineage(f.head(), f.store, VerifyOptions{})
 			if tc.name == "missing head" {
@@ -506,5 +516,73 @@ func testSuperseded(t *testing.T, f *fixture) {
 	forks := DetectForks(append(slices.Clone(f.entries), nextE, lateE))
 	if len(forks) != 1 || !forks[0].Prev.Equals(f.entries[3].CID) {
 		t.Fatalf("concurrent branches at epoch %d: forks %v, want one after seq 3", old+1, forks)
+	}
+}
+
+// TestVerifyNextAgreesWithVerifyLineage steps through every lineage of
+// tamperCases (and a valid one) one checkpoint at a time with VerifyNext,
+// from the Base of seq 0: it must accept exactly what VerifyLineage
+// accepts and name the same culprit. Cases about block bytes and the
+// genesis are VerifyLineage's alone (VerifyNext's caller vouches for the
+// bytes, and its base carries a verified genesis).
+func TestVerifyNextAgreesWithVerifyLineage(t *testing.T) {
+	cases := append([]tamperCase{{name: "valid", tamper: func(*testing.T, *fixture) (cid.Cid, uint64) { return cid.Undef, 0 }}}, tamperCases()...)
+	for _, tc := range cases {
+		if tc.sentinel == ErrMissingBlock || tc.sentinel == ErrMalformed || tc.sentinel == ErrNotGenesis {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tamperLen)
+			tc.tamper(t, f)
+			lin, want := VerifyLineage(f.head(), f.store, VerifyOptions{})
+			var got error
+			var base Base
+			if l0, err := VerifyLineage(f.entries[0].CID, f.store, VerifyOptions{}); err != nil {
+				got = err
+			} else {
+				base = l0.Base()
+				for _, e := range f.entries[1:] {
+					cp, err := DecodeCheckpoint(f.store[e.CID])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if base, got = VerifyNext(base, e.CID, cp, false); got != nil {
+						break
+					}
+				}
+			}
+			if (want == nil) != (got == nil) {
+				t.Fatalf("VerifyLineage: %v; stepping with VerifyNext: %v", want, got)
+			}
+			if want == nil {
+				if h := lin.Base(); !base.Entry.CID.Equals(h.Entry.CID) || !base.GenesisCID.Equals(h.GenesisCID) || base.Manifest == nil {
+					t.Fatalf("stepped to %s, VerifyLineage's head is %s", base.Entry.CID, h.Entry.CID)
+				}
+				return
+			}
+			var wv, gv *VerifyError
+			if !errors.As(want, &wv) || !errors.As(got, &gv) || !errors.Is(got, wv.Err) || !gv.CID.Equals(wv.CID) {
+				t.Fatalf("VerifyLineage: %v; stepping with VerifyNext: %v", want, got)
+			}
+		})
+	}
+}
+
+func TestVerifyNextBadArguments(t *testing.T) {
+	f := newFixture(t, 3)
+	lin, err := VerifyLineage(f.entries[1].CID, f.store, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := f.cp(2)
+	if _, err := VerifyNext(Base{}, f.entries[2].CID, next, false); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("empty base: %v", err)
+	}
+	if _, err := VerifyNext(lin.Base(), f.entries[2].CID, nil, false); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("nil checkpoint: %v", err)
+	}
+	// Its own predecessor is not its successor.
+	if _, err := VerifyNext(lin.Base(), f.entries[1].CID, f.cp(1), false); !errors.Is(err, ErrBrokenLink) {
+		t.Fatalf("a checkpoint after itself: %v", err)
 	}
 }

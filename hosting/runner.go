@@ -366,7 +366,7 @@ func verifyHead(env Env, head cid.Cid, did string) (*agents.Lineage, error) {
 	if err != nil {
 		return nil, err
 	}
-	env.Verified.Add(head)
+	env.Verified.AddBase(lin.Base())
 	return lin, nil
 }
 

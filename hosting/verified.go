@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/igor-mesh/igor-node/agents"
 )
 
 // Verified remembers checkpoints whose whole lineage this process has
@@ -14,9 +16,15 @@ import (
 // entries are forgotten first) and in memory only: after a restart the
 // first load of each agent verifies everything again. The zero value is
 // not usable; a nil *Verified remembers nothing.
+//
+// With a checkpoint it may keep its agents.Base (AddBase), so that the
+// successor of a head this node follows — a standby acknowledging the
+// holder's next checkpoint, every few seconds for every group — is checked
+// in one step (agents.VerifyNext) without re-reading and re-decoding the
+// checkpoint below, the genesis and the manifest.
 type Verified struct {
 	mu    sync.Mutex
-	set   map[string]struct{}
+	set   map[string]*agents.Base // nil: verified, no base kept
 	order []string // ring of keys in insertion order
 	next  int
 }
@@ -24,7 +32,7 @@ type Verified struct {
 // NewVerified returns a set holding at most size checkpoints (at least 1).
 func NewVerified(size int) *Verified {
 	size = max(size, 1)
-	return &Verified{set: make(map[string]struct{}, size), order: make([]string, size)}
+	return &Verified{set: make(map[string]*agents.Base, size), order: make([]string, size)}
 }
 
 // Has reports whether c's lineage was verified.
@@ -39,14 +47,42 @@ func (v *Verified) Has(c cid.Cid) bool {
 }
 
 // Add records that c's whole lineage verified.
-func (v *Verified) Add(c cid.Cid) {
+func (v *Verified) Add(c cid.Cid) { v.add(c, nil) }
+
+// AddBase records that b's checkpoint's whole lineage verified, keeping b
+// for Base.
+func (v *Verified) AddBase(b agents.Base) {
+	if b.Entry.Checkpoint == nil || b.Genesis == nil || b.Manifest == nil {
+		v.add(b.Entry.CID, nil)
+		return
+	}
+	v.add(b.Entry.CID, &b)
+}
+
+// Base returns the base kept for c, if c is verified with one.
+func (v *Verified) Base(c cid.Cid) (agents.Base, bool) {
+	if v == nil {
+		return agents.Base{}, false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if b := v.set[c.KeyString()]; b != nil {
+		return *b, true
+	}
+	return agents.Base{}, false
+}
+
+func (v *Verified) add(c cid.Cid, b *agents.Base) {
 	if v == nil {
 		return
 	}
 	k := c.KeyString()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if _, ok := v.set[k]; ok {
+	if old, ok := v.set[k]; ok {
+		if old == nil && b != nil {
+			v.set[k] = b
+		}
 		return
 	}
 	if old := v.order[v.next]; old != "" {
@@ -54,7 +90,7 @@ func (v *Verified) Add(c cid.Cid) {
 	}
 	v.order[v.next] = k
 	v.next = (v.next + 1) % len(v.order)
-	v.set[k] = struct{}{}
+	v.set[k] = b
 }
 
 // trusted is the VerifyOptions.Trusted of v (nil when v is nil).

@@ -25,10 +25,12 @@ type Fetcher interface {
 
 // VerifiedSet remembers checkpoints whose whole lineage was verified here
 // (hosting.Verified), so a lineage is verified once, above its last
-// verified checkpoint.
+// verified checkpoint — and, with a checkpoint's agents.Base, the next
+// ones in one step each.
 type VerifiedSet interface {
 	Has(c cid.Cid) bool
-	Add(c cid.Cid)
+	Base(c cid.Cid) (agents.Base, bool)
+	AddBase(b agents.Base)
 }
 
 // ensureMaxDepth bounds the walk back (a lineage deeper than this is
@@ -49,8 +51,14 @@ const ensureMaxDepth = 100_000
 func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, verified VerifiedSet, did string, c cid.Cid, peers []string, stop map[string]bool) error {
 	cur := c
 	signed := map[cid.Cid]bool{} // signatures checked on the way: not again below
+	var walked []agents.Entry    // c first, down to the last fetched
 	for range ensureMaxDepth {
 		if stop[cur.String()] {
+			if base, ok := verified.Base(cur); ok {
+				// The common case — a standby's next checkpoint from the
+				// holder it follows — in one step per checkpoint walked.
+				return verifyForward(verified, base, walked, c)
+			}
 			return verifyLineage(store, verified, did, c, signed)
 		}
 		data, err := f.Fetch(ctx, cur, peers)
@@ -68,6 +76,7 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 			return fmt.Errorf("checkpoint %s: %w", cur, err)
 		}
 		signed[cur] = true
+		walked = append(walked, agents.Entry{CID: cur, Checkpoint: cp})
 		if err := f.FetchDAG(ctx, cp.State, peers); err != nil {
 			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
 		}
@@ -89,9 +98,25 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 // last checkpoint verified before, and remembers c as verified.
 func verifyLineage(store agents.BlockGetter, verified VerifiedSet, did string, c cid.Cid, signed map[cid.Cid]bool) error {
 	opts := agents.VerifyOptions{ExpectDID: did, Trusted: verified.Has, SignaturesChecked: func(c cid.Cid) bool { return signed[c] }}
-	if _, err := agents.VerifyLineage(c, store, opts); err != nil {
+	lin, err := agents.VerifyLineage(c, store, opts)
+	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", c, err)
 	}
-	verified.Add(c)
+	verified.AddBase(lin.Base())
+	return nil
+}
+
+// verifyForward checks walked (head c first, signatures verified) upward
+// from base, its oldest entry's predecessor, by agents.VerifyNext, and
+// remembers each as verified.
+func verifyForward(verified VerifiedSet, base agents.Base, walked []agents.Entry, c cid.Cid) error {
+	for i := len(walked) - 1; i >= 0; i-- {
+		next, err := agents.VerifyNext(base, walked[i].CID, walked[i].Checkpoint, true)
+		if err != nil {
+			return fmt.Errorf("checkpoint %s: %w", c, err)
+		}
+		verified.AddBase(next)
+		base = next
+	}
 	return nil
 }

@@ -87,15 +87,16 @@ func TestEnsureLineage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	create := func() hosting.Head {
+	create := func() (hosting.Head, ed25519.PrivateKey) {
 		_, key, _ := agents.GenerateKey(rand.Reader)
 		head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1, AgentKey: key})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return head
+		return head, key
 	}
-	a, b := create(), create()
+	a, aKey := create()
+	b, _ := create()
 	did := a.Checkpoint.Agent
 
 	local := open()
@@ -118,9 +119,46 @@ func TestEnsureLineage(t *testing.T) {
 		t.Fatalf("second walk: %v, fetched %d more", err, f.fetched-n)
 	}
 
+	// The holder's next checkpoint, its predecessor accepted here (stop):
+	// checked in one step from the base kept for it — the store (genesis,
+	// manifest, the checkpoint below) is not read at all.
+	next := func(mut func(*agents.Checkpoint)) cid.Cid {
+		cp := *a.Checkpoint
+		cp.Seq, cp.Prev, cp.Tick, cp.Calls, cp.Metered = 1, a.CID, a.Checkpoint.Tick+1, 1, 0
+		mut(&cp)
+		if err := cp.Sign(aKey, nodeKey); err != nil {
+			t.Fatal(err)
+		}
+		data, c, err := cp.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.PutBlock(c, data); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	f.gone = false
+	if _, ok := verified.Base(a.CID); !ok {
+		t.Fatal("no base kept for a verified checkpoint")
+	}
+	stop := map[string]bool{a.CID.String(): true}
+	counted := &countingGetter{BlockGetter: local}
+	good := next(func(*agents.Checkpoint) {})
+	if err := EnsureLineage(ctx, f, counted, verified, did, good, []string{"peer"}, stop); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := verified.Base(good); !ok || counted.n != 0 {
+		t.Fatalf("next checkpoint: base kept %t, %d store reads (want one step, none)", ok, counted.n)
+	}
+	// A rule broken in that step is caught there: a budget that grows.
+	bad := next(func(cp *agents.Checkpoint) { cp.Budget++ })
+	if err := EnsureLineage(ctx, f, counted, verified, did, bad, []string{"peer"}, stop); !errors.Is(err, agents.ErrBudgetIncreased) || verified.Has(bad) {
+		t.Fatalf("budget increased in one step: %v (verified %t)", err, verified.Has(bad))
+	}
+
 	// Another agent's checkpoint under this agent's DID: refused, not
 	// remembered.
-	f.gone = false
 	err = EnsureLineage(ctx, f, local, verified, did, b.CID, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "belongs to") || verified.Has(b.CID) {
 		t.Fatalf("another agent's checkpoint: %v (verified %t)", err, verified.Has(b.CID))
@@ -136,6 +174,16 @@ func TestEnsureLineage(t *testing.T) {
 	if err := EnsureLineage(ctx, f2, local2, verified2, b.Checkpoint.Agent, b.CID, nil, nil); err == nil || verified2.Has(b.CID) {
 		t.Fatalf("state missing: %v (verified %t)", err, verified2.Has(b.CID))
 	}
+}
+
+type countingGetter struct {
+	agents.BlockGetter
+	n int
+}
+
+func (g *countingGetter) Get(c cid.Cid) ([]byte, error) {
+	g.n++
+	return g.BlockGetter.Get(c)
 }
 
 func mustGet(t *testing.T, st *contentstore.Store, c cid.Cid) []byte {
