@@ -25,7 +25,7 @@ import (
 type Verified struct {
 	mu    sync.Mutex
 	set   map[string]*agents.Base // nil: verified, no base kept
-	order []string // ring of keys in insertion order
+	order []string                // ring of keys in insertion order
 	next  int
 }
 
