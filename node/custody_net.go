@@ -56,8 +56,9 @@ const (
 type custodyNet struct {
 	m  *Mesh
 	mu sync.Mutex // guards out, stale, corks, held
-	// out: one sender goroutine per peer, created on first use.
-	out map[peer.ID]chan []byte
+	// out: one sender goroutine per peer, created on first use; each item
+	// is frames to write together.
+	out map[peer.ID]chan [][]byte
 	// stale: set when a peer (re)connects or disconnects; its sender then
 	// drops its stream and opens a new one. A stream on the connection to
 	// a killed peer can otherwise swallow frames until QUIC's idle timeout
@@ -76,7 +77,10 @@ type custodyNet struct {
 	// acknowledgements of a burst.
 	corks     int
 	peerCorks map[peer.ID]int
-	held      map[peer.ID][]byte
+	held      map[peer.ID][][]byte
+	// ids caches peer.Decode of the recipients' IDs (a handful of peers,
+	// a message to one of them in every heartbeat round of every group).
+	ids map[string]peer.ID
 }
 
 // Cork holds frames back until the matching Uncork (custody.Batcher).
@@ -91,7 +95,7 @@ func (n *custodyNet) Cork() {
 func (n *custodyNet) Uncork() {
 	n.mu.Lock()
 	n.corks--
-	out := map[peer.ID][]byte{}
+	out := map[peer.ID][][]byte{}
 	for to := range n.held {
 		if b, ok := n.releaseLocked(to); ok {
 			out[to] = b
@@ -104,7 +108,7 @@ func (n *custodyNet) Uncork() {
 }
 
 // releaseLocked takes the frames held for a peer once no cork holds them.
-func (n *custodyNet) releaseLocked(to peer.ID) ([]byte, bool) {
+func (n *custodyNet) releaseLocked(to peer.ID) ([][]byte, bool) {
 	b, ok := n.held[to]
 	if !ok || n.corks > 0 || n.peerCorks[to] > 0 {
 		return nil, false
@@ -136,7 +140,7 @@ func (n *custodyNet) uncorkPeer(to peer.ID) {
 }
 
 func newCustodyNet(m *Mesh) *custodyNet {
-	n := &custodyNet{m: m, out: map[peer.ID]chan []byte{}, stale: map[peer.ID]*atomic.Bool{}, heard: map[peer.ID]*atomic.Int64{}}
+	n := &custodyNet{m: m, out: map[peer.ID]chan [][]byte{}, ids: map[string]peer.ID{}, stale: map[peer.ID]*atomic.Bool{}, heard: map[peer.ID]*atomic.Int64{}}
 	mark := func(_ network.Network, c network.Conn) {
 		n.mu.Lock()
 		if f, ok := n.stale[c.RemotePeer()]; ok {
@@ -174,12 +178,30 @@ type frame struct {
 }
 
 func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, error) {
-	body, err := lease.EncodeMessage(msg)
+	// One buffer: room for the length prefix (filled in last, right-aligned
+	// in frameLenRoom bytes), the DID and group ID, then the message.
+	b := make([]byte, frameLenRoom, frameLenRoom+1+len(did)+len(gid)+128)
+	b = binary.AppendUvarint(b, uint64(len(did)))
+	b = append(b, did...)
+	b = append(b, gid[:]...)
+	b, err := lease.AppendMessage(b, msg)
 	if err != nil {
 		return nil, err
 	}
-	return wrapFrame(did, gid, body)
+	inner := len(b) - frameLenRoom
+	if inner > maxCustodyFrame {
+		return nil, fmt.Errorf("%w: custody frame of %d bytes", ErrBadMessage, inner)
+	}
+	var l [binary.MaxVarintLen64]byte
+	prefix := binary.PutUvarint(l[:], uint64(inner))
+	start := frameLenRoom - prefix
+	copy(b[start:], l[:prefix])
+	return b[start:], nil
 }
+
+// frameLenRoom is the most bytes a frame's length prefix takes
+// (maxCustodyFrame < 1<<21).
+const frameLenRoom = 3
 
 func encodePush(did string, gid custody.GroupID, blocks []pushedBlock) ([]byte, error) {
 	body := []byte{pushTag}
@@ -243,6 +265,25 @@ func wrapFrame(did string, gid custody.GroupID, body []byte) ([]byte, error) {
 
 // readFrame reads one frame; errors wrap ErrBadMessage (or are I/O errors).
 func readFrame(r *bufio.Reader) (frame, error) {
+	var fr frameReader
+	return fr.read(r)
+}
+
+// frameReader reads the frames of one stream. It reuses its buffer, and
+// the strings the frames repeat — the agent DIDs (parsed once), the peer
+// IDs, the checkpoint IDs of the heartbeats between two commits — so that
+// a heartbeat costs no allocation for them (a stream carries the rounds
+// of every group two nodes share). The zero value works.
+type frameReader struct {
+	buf  []byte
+	strs map[string]string // interned; cleared when it reaches maxInterned
+	dids map[string]bool   // interned DIDs that parsed
+}
+
+// maxInterned bounds a frameReader's strings.
+const maxInterned = 4096
+
+func (fr *frameReader) read(r *bufio.Reader) (frame, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		return frame{}, err
@@ -250,32 +291,57 @@ func readFrame(r *bufio.Reader) (frame, error) {
 	if n == 0 || n > maxCustodyFrame {
 		return frame{}, fmt.Errorf("%w: custody frame length %d outside 1..%d", ErrBadMessage, n, maxCustodyFrame)
 	}
-	buf := make([]byte, n)
+	if uint64(cap(fr.buf)) < n {
+		fr.buf = make([]byte, n)
+	}
+	buf := fr.buf[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return frame{}, err
 	}
-	return decodeFrame(buf)
+	return fr.decode(buf)
+}
+
+func (fr *frameReader) intern(b []byte) string {
+	if s, ok := fr.strs[string(b)]; ok {
+		return s
+	}
+	if fr.strs == nil || len(fr.strs) >= maxInterned {
+		fr.strs, fr.dids = make(map[string]string), make(map[string]bool)
+	}
+	s := string(b)
+	fr.strs[s] = s
+	return s
 }
 
 func decodeFrame(buf []byte) (frame, error) {
+	var fr frameReader
+	return fr.decode(buf)
+}
+
+// decode decodes buf, which it does not keep: a push frame's blocks are
+// copied out.
+func (fr *frameReader) decode(buf []byte) (frame, error) {
 	var f frame
 	l, k := binary.Uvarint(buf)
 	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l+uint64(len(f.gid)) {
 		return f, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
 	}
-	f.did = string(buf[k : k+int(l)])
-	if _, err := agents.ParseDID(f.did); err != nil {
-		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+	f.did = fr.intern(buf[k : k+int(l)])
+	if !fr.dids[f.did] {
+		if _, err := agents.ParseDID(f.did); err != nil {
+			return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
+		}
+		fr.dids[f.did] = true
 	}
 	rest := buf[k+int(l):]
 	copy(f.gid[:], rest)
 	body := rest[len(f.gid):]
 	var err error
 	if len(body) > 0 && body[0] == pushTag {
-		f.blocks, err = decodePush(body[1:])
+		f.blocks, err = decodePush(bytes.Clone(body[1:]))
 		return f, err
 	}
-	if f.msg, err = lease.DecodeMessage(body); err != nil {
+	if f.msg, err = lease.DecodeMessageInterned(body, fr.intern); err != nil {
 		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
 	}
 	return f, nil
@@ -348,29 +414,41 @@ func (m *Mesh) acceptPush(f frame, from string) error {
 }
 
 func (n *custodyNet) enqueue(peerID string, frame []byte) {
-	to, err := peer.Decode(peerID)
-	if err != nil {
-		return
+	n.mu.Lock()
+	to, ok := n.ids[peerID]
+	if !ok {
+		var err error
+		if to, err = peer.Decode(peerID); err != nil {
+			n.mu.Unlock()
+			return
+		}
+		if len(n.ids) >= maxPeerIDs {
+			clear(n.ids)
+		}
+		n.ids[peerID] = to
 	}
 	if to == n.m.Host.ID() {
+		n.mu.Unlock()
 		return
 	}
-	n.mu.Lock()
 	if n.corks > 0 || n.peerCorks[to] > 0 {
 		if n.held == nil {
-			n.held = map[peer.ID][]byte{}
+			n.held = map[peer.ID][][]byte{}
 		}
-		n.held[to] = append(n.held[to], frame...)
+		n.held[to] = append(n.held[to], frame)
 		n.mu.Unlock()
 		return
 	}
 	n.mu.Unlock()
-	n.push(to, frame)
+	n.push(to, [][]byte{frame})
 }
 
-// push queues frames (one or more, whole) for the peer's sender, starting
-// it on first use.
-func (n *custodyNet) push(to peer.ID, frames []byte) {
+// maxPeerIDs bounds custodyNet.ids (cleared when full).
+const maxPeerIDs = 4096
+
+// push queues frames (whole) for the peer's sender, starting it on first
+// use.
+func (n *custodyNet) push(to peer.ID, frames [][]byte) {
 	n.mu.Lock()
 	q, ok := n.out[to]
 	if !ok {
@@ -378,7 +456,7 @@ func (n *custodyNet) push(to peer.ID, frames []byte) {
 			n.mu.Unlock()
 			return
 		}
-		q = make(chan []byte, custodyQueue)
+		q = make(chan [][]byte, custodyQueue)
 		n.out[to] = q
 		n.stale[to] = &atomic.Bool{}
 		if n.heard[to] == nil {
@@ -399,7 +477,7 @@ func (n *custodyNet) push(to peer.ID, frames []byte) {
 // frame, flushing when the queue is empty (batching under load). After a
 // failed write it reopens the stream and tries the batch once more; frames
 // that fail twice are lost (the protocol tolerates loss).
-func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard *atomic.Int64) {
+func (n *custodyNet) sender(to peer.ID, q chan [][]byte, stale *atomic.Bool, heard *atomic.Int64) {
 	defer n.m.wg.Done()
 	var (
 		s      network.Stream
@@ -418,16 +496,20 @@ func (n *custodyNet) sender(to peer.ID, q chan []byte, stale *atomic.Bool, heard
 	defer closeStream(false)
 	var batch bytes.Buffer
 	for {
-		var frame []byte
+		var frames [][]byte
 		select {
 		case <-n.m.ctx.Done():
 			return
-		case frame = <-q:
+		case frames = <-q:
 		}
 		batch.Reset()
-		batch.Write(frame)
+		for _, f := range frames {
+			batch.Write(f)
+		}
 		for len(q) > 0 && batch.Len() < 64<<10 {
-			batch.Write(<-q)
+			for _, f := range <-q {
+				batch.Write(f)
+			}
 		}
 		if stale.Swap(false) {
 			closeStream(true)
@@ -619,6 +701,7 @@ func (m *Mesh) handleCustody(s network.Stream) {
 	from := remote.String()
 	heard := m.cnet.heardFrom(remote)
 	r := bufio.NewReader(s)
+	var fr frameReader
 	// While whole frames are already read, the replies they cause to the
 	// peer are held (corkPeer) and leave together once the reader has
 	// caught up, or after corkFrames frames. It never waits for the
@@ -644,7 +727,7 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			return
 		}
 		s.SetReadDeadline(time.Now().Add(custodyFrame))
-		f, err := readFrame(r)
+		f, err := fr.read(r)
 		if err != nil {
 			if errors.Is(err, ErrBadMessage) {
 				m.Logger.Info("custody: bad frame; closing the stream", "from", from, "err", err)

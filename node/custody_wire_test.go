@@ -20,19 +20,59 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 	msg := lease.Message{Type: lease.MsgAppend, From: "12D3KooWA", To: "12D3KooWB", Epoch: 3, Round: 9, Commit: 4,
 		Checkpoint: lease.Checkpoint{Seq: 5, ID: "bafyreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"}}
 	gid := custody.GroupID{1, 2, 3, 4, 5, 6, 7, 8}
-	frame, err := encodeFrame(fuzzDID, gid, msg)
+	fb, err := encodeFrame(fuzzDID, gid, msg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := readFrame(bufio.NewReader(bytes.NewReader(frame)))
+	got, err := readFrame(bufio.NewReader(bytes.NewReader(fb)))
 	if err != nil || got.did != fuzzDID || !got.msg.Equal(msg) || got.gid != gid || got.blocks != nil {
 		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	// The one-buffer encoder writes the documented layout: uvarint length,
+	// then uvarint DID length, DID, group ID, lease.EncodeMessage.
+	body, err := lease.EncodeMessage(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err := wrapFrame(fuzzDID, gid, body); err != nil || !bytes.Equal(fb, want) {
+		t.Fatalf("encodeFrame wrote %x, the layout is %x (%v)", fb, want, err)
+	}
+	if maxCustodyFrame >= 1<<(7*frameLenRoom) {
+		t.Fatalf("maxCustodyFrame %d needs a length prefix longer than frameLenRoom %d", maxCustodyFrame, frameLenRoom)
+	}
+	// One reader, many frames: a frame read does not change one read before
+	// (the buffer is reused, the strings not), and repeated IDs come back
+	// equal.
+	var fr frameReader
+	var stream []byte
+	msgs := []lease.Message{msg, msg, {Type: lease.MsgAppendAck, From: "12D3KooWB", To: "12D3KooWA", Epoch: 3, Round: 9}}
+	msgs[1].Round++
+	for _, m := range msgs {
+		f, err := encodeFrame(fuzzDID, gid, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream = append(stream, f...)
+	}
+	r := bufio.NewReader(bytes.NewReader(stream))
+	var read []frame
+	for range msgs {
+		f, err := fr.read(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read = append(read, f)
+	}
+	for i, f := range read {
+		if f.did != fuzzDID || !f.msg.Equal(msgs[i]) {
+			t.Fatalf("frame %d of a stream: %+v, want %+v", i, f.msg, msgs[i])
+		}
 	}
 	bad := map[string][]byte{
 		"zero length": {0},
 		"too long":    binary.AppendUvarint(nil, maxCustodyFrame+1),
 		"bad DID":     append([]byte{6, 4}, "abcd\x01\x01"...),
-		"truncated":   frame[:len(frame)-1],
+		"truncated":   fb[:len(fb)-1],
 	}
 	for name, b := range bad {
 		if _, err := readFrame(bufio.NewReader(bytes.NewReader(b))); err == nil {

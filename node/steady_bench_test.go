@@ -27,7 +27,7 @@ func BenchmarkSteadyState(b *testing.B) {
 	const nodes = 3
 	agentsN := benchEnvInt(b, "IGOR_STEADY_AGENTS", 150)
 	window := time.Duration(benchEnvInt(b, "IGOR_STEADY_SECONDS", 10)) * time.Second
-	ms := benchMeshes(b, nodes, agentsN, hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: 5, Price: -1})
+	ms := benchMeshes(b, nodes, agentsN, hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: uint64(benchEnvInt(b, "IGOR_STEADY_CHECKPOINT_EVERY", 5)), Price: -1})
 	waitViews(b, ms, 60*time.Second)
 	ctx := context.Background()
 	man, mods := heartbeatModules(b, ms)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Wire and disk encodings of Message and HardState. Both are a version byte
@@ -99,6 +100,9 @@ func version(c Conf) byte {
 type rbuf struct {
 	b   []byte
 	err error
+	// intern, if set, makes the strings decoded (IDs), letting a reader
+	// reuse the few it meets again and again instead of allocating each.
+	intern func([]byte) string
 }
 
 func (r *rbuf) fail(format string, args ...any) {
@@ -134,22 +138,36 @@ func (r *rbuf) uvarint(what string) uint64 {
 }
 
 func (r *rbuf) str(what string) string {
-	n := r.uvarint(what + " length")
 	if r.err != nil {
 		return ""
 	}
+	n, k := binary.Uvarint(r.b)
+	if k <= 0 {
+		r.fail("bad varint for %s length", what)
+		return ""
+	}
+	r.b = r.b[k:]
 	if n > maxIDLen || n > uint64(len(r.b)) {
 		r.fail("%s is %d bytes (limit %d, %d left)", what, n, maxIDLen, len(r.b))
 		return ""
 	}
-	s := string(r.b[:n])
+	var s string
+	if r.intern != nil {
+		s = r.intern(r.b[:n])
+	} else {
+		s = string(r.b[:n])
+	}
 	r.b = r.b[n:]
 	return s
 }
 
 // EncodeMessage encodes m for the wire. It fails for an unknown type or an
 // over-long ID, so nothing the decoder would refuse is ever sent.
-func EncodeMessage(m Message) ([]byte, error) {
+func EncodeMessage(m Message) ([]byte, error) { return AppendMessage(make([]byte, 0, 96), m) }
+
+// AppendMessage appends the encoding of m to b (EncodeMessage), so that a
+// transport can build its frame around it in one buffer.
+func AppendMessage(b []byte, m Message) ([]byte, error) {
 	if m.Type < MsgAppend || m.Type > MsgHandoff {
 		return nil, fmt.Errorf("%w: unknown message type %d", ErrInvalidMessage, m.Type)
 	}
@@ -161,7 +179,7 @@ func EncodeMessage(m Message) ([]byte, error) {
 	if msg := m.checkConf(); msg != "" {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidMessage, msg)
 	}
-	w := &wbuf{b: make([]byte, 0, 96)}
+	w := &wbuf{b: b}
 	w.b = append(w.b, version(m.Conf), byte(m.Type))
 	w.str(m.From)
 	w.str(m.To)
@@ -183,14 +201,23 @@ func EncodeMessage(m Message) ([]byte, error) {
 	return w.b, nil
 }
 
+// encodePool holds buffers for DecodeMessage's re-encoding.
+var encodePool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
 // DecodeMessage decodes a wire message. Errors wrap ErrBadEncoding.
 // (The driver must also check that From is the authenticated peer of the
 // stream the message came on.)
-func DecodeMessage(data []byte) (Message, error) {
+func DecodeMessage(data []byte) (Message, error) { return DecodeMessageInterned(data, nil) }
+
+// DecodeMessageInterned is DecodeMessage with the message's strings made
+// by intern (given the bytes, it returns an equal string, possibly one it
+// made before), so that a stream reader does not allocate the same few
+// IDs for every message. A nil intern allocates each.
+func DecodeMessageInterned(data []byte, intern func([]byte) string) (Message, error) {
 	if len(data) > maxWireBytes {
 		return Message{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrBadEncoding, len(data), maxWireBytes)
 	}
-	r := &rbuf{b: data}
+	r := &rbuf{b: data, intern: intern}
 	v := r.byte1("version")
 	if r.err == nil && v != wireVersion && v != wireConf {
 		r.fail("version %d, this node speaks %d and %d", v, wireVersion, wireConf)
@@ -228,7 +255,12 @@ func DecodeMessage(data []byte) (Message, error) {
 	if r.err != nil {
 		return Message{}, r.err
 	}
-	if again, err := EncodeMessage(m); err != nil || !bytes.Equal(again, data) {
+	bp := encodePool.Get().(*[]byte)
+	again, err := AppendMessage((*bp)[:0], m)
+	canonical := err == nil && bytes.Equal(again, data)
+	*bp = again
+	encodePool.Put(bp)
+	if !canonical {
 		return Message{}, fmt.Errorf("%w: not the canonical encoding", ErrBadEncoding)
 	}
 	return m, nil
