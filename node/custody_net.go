@@ -794,11 +794,20 @@ func (f exchangeFetcher) from(peers []string) []peer.AddrInfo {
 	return out
 }
 
+// Fetch and FetchDAG look in the store first, without the exchange's
+// fetch session: a standby usually has the blocks already (pushed ahead of
+// the proposal), and these run for every checkpoint of every group.
 func (f exchangeFetcher) Fetch(ctx context.Context, c cid.Cid, peers []string) ([]byte, error) {
+	if data, err := f.m.Store.Get(c); err == nil {
+		return data, nil
+	}
 	return f.m.Ex.Fetch(ctx, c, f.from(peers)...)
 }
 
 func (f exchangeFetcher) FetchDAG(ctx context.Context, root cid.Cid, peers []string) error {
+	if _, err := f.m.Store.Reachable(ctx, []cid.Cid{root}); err == nil {
+		return nil
+	}
 	_, err := f.m.Ex.FetchDAG(ctx, root, exchange.FetchOptions{From: f.from(peers)})
 	return err
 }

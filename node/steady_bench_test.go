@@ -17,7 +17,10 @@ import (
 // stands by for the rest. Once every agent runs it measures the process's
 // CPU over IGOR_STEADY_SECONDS (default 10) and reports CPU ms per
 // agent-second — the figure — and the Go heap per membership.
-// IGOR_STEADY_PROFILE=path writes a CPU profile of the measured window only.
+// IGOR_STEADY_PROFILE=path writes a CPU profile of the measured window only;
+// IGOR_STEADY_CHECKPOINT_EVERY=N changes the checkpoint interval (a large N
+// leaves the lease traffic and the ticks alone). Besides CPU it reports
+// allocations per agent-second, which vary less between runs.
 //
 // One process carries all three nodes (one GC, one scheduler), and agent
 // log lines go to the test's logger; testnet/scale.sh measures separate
@@ -68,6 +71,8 @@ func BenchmarkSteadyState(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		defer startCPUProfile(b, "IGOR_STEADY_PROFILE")()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
 		cpu0, t0 := cpuTime(), time.Now()
 		time.Sleep(window)
 		cpu, wall := cpuTime()-cpu0, time.Since(t0)
@@ -80,5 +85,9 @@ func BenchmarkSteadyState(b *testing.B) {
 		b.ReportMetric(float64(cpu.Microseconds())/1000/(float64(agentsN)*wall.Seconds()), "cpu-ms/agent-s")
 		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "%core")
 		b.ReportMetric(float64(mst.HeapInuse)/float64(members)/(1<<20), "heap-MiB/membership")
+		// Allocation is steadier than CPU time on a shared machine, and
+		// most of the per-message cost: a second figure to compare builds.
+		b.ReportMetric(float64(mst.Mallocs-m0.Mallocs)/(float64(agentsN)*wall.Seconds()), "allocs/agent-s")
+		b.ReportMetric(float64(mst.TotalAlloc-m0.TotalAlloc)/(float64(agentsN)*wall.Seconds())/1024, "KiB-alloc/agent-s")
 	}
 }
