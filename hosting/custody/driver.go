@@ -467,11 +467,13 @@ func (d *driver) on(ev event) {
 			// Give up the lease too, or a majority that still acknowledges
 			// us would keep the agent stopped (a forged record must not
 			// stall it): hand it to a live member, which campaigns above.
-			for _, p := range d.others() {
-				if d.mc.Live(p) && d.phase == phHolding {
-					d.target, d.targetAt = p, d.m.now()
-					d.to(phHandoff)
-					break
+			if d.phase == phHolding {
+				for _, p := range d.others() {
+					if d.mc.Live(p) {
+						d.target, d.targetAt = p, d.m.now()
+						d.to(phHandoff)
+						break
+					}
 				}
 			}
 		}
