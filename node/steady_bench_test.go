@@ -19,7 +19,9 @@ import (
 // agent-second — the figure — and the Go heap per membership.
 // IGOR_STEADY_PROFILE=path writes a CPU profile of the measured window only;
 // IGOR_STEADY_CHECKPOINT_EVERY=N changes the checkpoint interval (a large N
-// leaves the lease traffic and the ticks alone). Besides CPU it reports
+// leaves the lease traffic and the ticks alone) and IGOR_STEADY_TICK_MS the
+// tick interval (a large one, with a large N, leaves the lease traffic
+// alone; the figure is still per agent-second of wall time). Besides CPU it reports
 // allocations per agent-second, which vary less between runs.
 //
 // One process carries all three nodes (one GC, one scheduler), and agent
@@ -30,7 +32,9 @@ func BenchmarkSteadyState(b *testing.B) {
 	const nodes = 3
 	agentsN := benchEnvInt(b, "IGOR_STEADY_AGENTS", 150)
 	window := time.Duration(benchEnvInt(b, "IGOR_STEADY_SECONDS", 10)) * time.Second
-	ms := benchMeshes(b, nodes, agentsN, hosting.RunOptions{TickInterval: time.Second, CheckpointEvery: uint64(benchEnvInt(b, "IGOR_STEADY_CHECKPOINT_EVERY", 5)), Price: -1})
+	ms := benchMeshes(b, nodes, agentsN, hosting.RunOptions{
+		TickInterval:    time.Duration(benchEnvInt(b, "IGOR_STEADY_TICK_MS", 1000)) * time.Millisecond,
+		CheckpointEvery: uint64(benchEnvInt(b, "IGOR_STEADY_CHECKPOINT_EVERY", 5)), Price: -1})
 	waitViews(b, ms, 60*time.Second)
 	ctx := context.Background()
 	man, mods := heartbeatModules(b, ms)
