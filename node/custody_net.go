@@ -178,16 +178,24 @@ type frame struct {
 }
 
 func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, error) {
-	// One buffer: room for the length prefix (filled in last, right-aligned
-	// in frameLenRoom bytes), the DID and group ID, then the message.
-	b := make([]byte, frameLenRoom, frameLenRoom+1+len(did)+len(gid)+128)
-	b = binary.AppendUvarint(b, uint64(len(did)))
-	b = append(b, did...)
-	b = append(b, gid[:]...)
-	b, err := lease.AppendMessage(b, msg)
+	b, err := lease.AppendMessage(frameHeader(did, gid, 128), msg)
 	if err != nil {
 		return nil, err
 	}
+	return finishFrame(b)
+}
+
+// A frame is built in one buffer: frameHeader leaves room for the length
+// prefix and writes the DID and group ID, the caller appends the body, and
+// finishFrame writes the prefix right-aligned in that room.
+func frameHeader(did string, gid custody.GroupID, bodyHint int) []byte {
+	b := make([]byte, frameLenRoom, frameLenRoom+1+len(did)+len(gid)+bodyHint)
+	b = binary.AppendUvarint(b, uint64(len(did)))
+	b = append(b, did...)
+	return append(b, gid[:]...)
+}
+
+func finishFrame(b []byte) ([]byte, error) {
 	inner := len(b) - frameLenRoom
 	if inner > maxCustodyFrame {
 		return nil, fmt.Errorf("%w: custody frame of %d bytes", ErrBadMessage, inner)
@@ -204,7 +212,11 @@ func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, er
 const frameLenRoom = 3
 
 func encodePush(did string, gid custody.GroupID, blocks []pushedBlock) ([]byte, error) {
-	body := []byte{pushTag}
+	size := 1 + binary.MaxVarintLen64
+	for _, b := range blocks {
+		size += 2*binary.MaxVarintLen64 + b.c.ByteLen() + len(b.data)
+	}
+	body := append(frameHeader(did, gid, size), pushTag)
 	body = binary.AppendUvarint(body, uint64(len(blocks)))
 	for _, b := range blocks {
 		body = binary.AppendUvarint(body, uint64(b.c.ByteLen()))
@@ -212,7 +224,7 @@ func encodePush(did string, gid custody.GroupID, blocks []pushedBlock) ([]byte, 
 		body = binary.AppendUvarint(body, uint64(len(b.data)))
 		body = append(body, b.data...)
 	}
-	return wrapFrame(did, gid, body)
+	return finishFrame(body)
 }
 
 func decodePush(body []byte) ([]pushedBlock, error) {
@@ -250,17 +262,6 @@ func decodePush(body []byte) ([]pushedBlock, error) {
 		return nil, fmt.Errorf("%w: push frame: %d trailing bytes", ErrBadMessage, len(body))
 	}
 	return out, nil
-}
-
-func wrapFrame(did string, gid custody.GroupID, body []byte) ([]byte, error) {
-	inner := binary.AppendUvarint(nil, uint64(len(did)))
-	inner = append(inner, did...)
-	inner = append(inner, gid[:]...)
-	inner = append(inner, body...)
-	if len(inner) > maxCustodyFrame {
-		return nil, fmt.Errorf("%w: custody frame of %d bytes", ErrBadMessage, len(inner))
-	}
-	return append(binary.AppendUvarint(nil, uint64(len(inner))), inner...), nil
 }
 
 // readFrame reads one frame; errors wrap ErrBadMessage (or are I/O errors).
@@ -794,16 +795,13 @@ func (f exchangeFetcher) from(peers []string) []peer.AddrInfo {
 	return out
 }
 
-// Fetch and FetchDAG look in the store first, without the exchange's
-// fetch session: a standby usually has the blocks already (pushed ahead of
-// the proposal), and these run for every checkpoint of every group.
 func (f exchangeFetcher) Fetch(ctx context.Context, c cid.Cid, peers []string) ([]byte, error) {
-	if data, err := f.m.Store.Get(c); err == nil {
-		return data, nil
-	}
 	return f.m.Ex.Fetch(ctx, c, f.from(peers)...)
 }
 
+// FetchDAG looks in the store first: a standby usually has the blocks
+// already (pushed ahead of the proposal), and the exchange would open a
+// fetch session to find that out, for every checkpoint of every group.
 func (f exchangeFetcher) FetchDAG(ctx context.Context, root cid.Cid, peers []string) error {
 	if _, err := f.m.Store.Reachable(ctx, []cid.Cid{root}); err == nil {
 		return nil

@@ -34,8 +34,10 @@ func TestCustodyFrameRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, err := wrapFrame(fuzzDID, gid, body); err != nil || !bytes.Equal(fb, want) {
-		t.Fatalf("encodeFrame wrote %x, the layout is %x (%v)", fb, want, err)
+	inner := append(binary.AppendUvarint(nil, uint64(len(fuzzDID))), fuzzDID...)
+	inner = append(append(inner, gid[:]...), body...)
+	if want := append(binary.AppendUvarint(nil, uint64(len(inner))), inner...); !bytes.Equal(fb, want) {
+		t.Fatalf("encodeFrame wrote %x, the layout is %x", fb, want)
 	}
 	if maxCustodyFrame >= 1<<(7*frameLenRoom) {
 		t.Fatalf("maxCustodyFrame %d needs a length prefix longer than frameLenRoom %d", maxCustodyFrame, frameLenRoom)
