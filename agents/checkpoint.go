@@ -32,33 +32,43 @@ type Checkpoint struct {
 	// equal the predecessor's budget minus TickCost(Metered, Price),
 	// floored at 0 — VerifyLineage recomputes it. Signed like every field,
 	// so a holder's charge is attributable to it.
-	Calls     uint64
-	Metered   uint64
-	Time      int64  // unix ns by the holder's clock; informational, not checked
+	Calls   uint64
+	Metered uint64
+	Time    int64 // unix ns by the holder's clock; informational, not checked
+	// Controls counts the owner's control records applied in the lineage up
+	// to this checkpoint; Control is the one this checkpoint applies (nil
+	// for most); Stopped says the owner stopped the agent (no tick may
+	// follow until a start record). VerifyLineage checks all three.
+	Controls  uint64
+	Control   *Control
+	Stopped   bool
 	AgentSig  []byte // Ed25519 signature by the agent key
 	HolderSig []byte // Ed25519 signature by the holder's node key
 }
 
 type checkpointWire struct {
-	Type      string `cbor:"type"`
-	Agent     string `cbor:"agent"`
-	Genesis   link   `cbor:"genesis"`
-	Prev      *link  `cbor:"prev,omitempty"`
-	Seq       uint64 `cbor:"seq"`
-	Tick      uint64 `cbor:"tick"`
-	Epoch     uint64 `cbor:"epoch"`
-	Holder    string `cbor:"holder"`
-	State     link   `cbor:"state"`
-	StateSize uint64 `cbor:"stateSize"`
-	Module    link   `cbor:"module"`
-	Manifest  link   `cbor:"manifest"`
-	Budget    int64  `cbor:"budget"`
-	Price     int64  `cbor:"price"`
-	Calls     uint64 `cbor:"calls"`
-	Metered   uint64 `cbor:"metered"`
-	Time      int64  `cbor:"time"`
-	AgentSig  []byte `cbor:"agentSig,omitempty"`
-	HolderSig []byte `cbor:"holderSig,omitempty"`
+	Type      string       `cbor:"type"`
+	Agent     string       `cbor:"agent"`
+	Genesis   link         `cbor:"genesis"`
+	Prev      *link        `cbor:"prev,omitempty"`
+	Seq       uint64       `cbor:"seq"`
+	Tick      uint64       `cbor:"tick"`
+	Epoch     uint64       `cbor:"epoch"`
+	Holder    string       `cbor:"holder"`
+	State     link         `cbor:"state"`
+	StateSize uint64       `cbor:"stateSize"`
+	Module    link         `cbor:"module"`
+	Manifest  link         `cbor:"manifest"`
+	Budget    int64        `cbor:"budget"`
+	Price     int64        `cbor:"price"`
+	Calls     uint64       `cbor:"calls"`
+	Metered   uint64       `cbor:"metered"`
+	Time      int64        `cbor:"time"`
+	Controls  uint64       `cbor:"controls,omitempty"`
+	Control   *controlWire `cbor:"control,omitempty"`
+	Stopped   bool         `cbor:"stopped,omitempty"`
+	AgentSig  []byte       `cbor:"agentSig,omitempty"`
+	HolderSig []byte       `cbor:"holderSig,omitempty"`
 }
 
 func (c *Checkpoint) wire(withSigs bool) *checkpointWire {
@@ -70,6 +80,10 @@ func (c *Checkpoint) wire(withSigs bool) *checkpointWire {
 	}
 	if c.Prev.Defined() {
 		w.Prev = &link{c.Prev}
+	}
+	w.Controls, w.Stopped = c.Controls, c.Stopped
+	if c.Control != nil {
+		w.Control = c.Control.wire(true)
 	}
 	if withSigs {
 		w.AgentSig, w.HolderSig = c.AgentSig, c.HolderSig
@@ -116,7 +130,7 @@ func (c *Checkpoint) validate(signed bool) (agent, holder ed25519.PublicKey, err
 	for _, f := range []struct {
 		name string
 		v    uint64
-	}{{"seq", c.Seq}, {"tick", c.Tick}, {"epoch", c.Epoch}, {"stateSize", c.StateSize}, {"calls", c.Calls}, {"metered", c.Metered}} {
+	}{{"seq", c.Seq}, {"tick", c.Tick}, {"epoch", c.Epoch}, {"stateSize", c.StateSize}, {"calls", c.Calls}, {"metered", c.Metered}, {"controls", c.Controls}} {
 		if f.v > math.MaxInt64 {
 			return nil, nil, errf(ErrMalformed, "%s %d exceeds 2^63-1", f.name, f.v)
 		}
@@ -129,6 +143,20 @@ func (c *Checkpoint) validate(signed bool) (agent, holder ed25519.PublicKey, err
 	}
 	if c.Price < 0 {
 		return nil, nil, errf(ErrMalformed, "price %d µc/s is negative", c.Price)
+	}
+	if c.Control != nil {
+		if err := c.Control.validate(true); err != nil {
+			return nil, nil, err
+		}
+		if c.Control.Agent != c.Agent {
+			return nil, nil, errf(ErrMalformed, "carries a control record for %s", c.Control.Agent)
+		}
+		if c.Control.Seq != c.Controls {
+			return nil, nil, errf(ErrMalformed, "carries control record %d but counts %d applied", c.Control.Seq, c.Controls)
+		}
+	}
+	if c.Seq == 0 && (c.Controls != 0 || c.Stopped) {
+		return nil, nil, errf(ErrMalformed, "seq 0 applies no control record")
 	}
 	if signed {
 		if len(c.AgentSig) != ed25519.SignatureSize {
@@ -225,6 +253,10 @@ func DecodeCheckpoint(data []byte) (*Checkpoint, error) {
 	}
 	if w.Prev != nil {
 		c.Prev = w.Prev.c
+	}
+	c.Controls, c.Stopped = w.Controls, w.Stopped
+	if w.Control != nil {
+		c.Control = w.Control.control()
 	}
 	if _, _, err := c.validate(true); err != nil {
 		return nil, err

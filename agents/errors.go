@@ -28,6 +28,10 @@ var (
 	ErrIdentityChanged  = errors.New("agents: agent identity changed")
 	ErrFork             = errors.New("agents: fork")
 	ErrExpired          = errors.New("agents: record expired")
+	// ErrControl: an owner's control record that may not be applied (not
+	// the owner's signature, another agent's, replayed, out of order, or
+	// meaningless in the agent's state), or a checkpoint that misapplies one.
+	ErrControl = errors.New("agents: control record refused")
 
 	// DHT records (host.go, validator.go).
 	ErrBadKey          = errors.New("agents: bad DHT key")

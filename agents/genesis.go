@@ -16,7 +16,10 @@ type Genesis struct {
 	Manifest cid.Cid // the canonical manifest bytes (Manifest.Canonical)
 	Budget   int64   // initial budget, µc, ≥ 0
 	Created  int64   // unix ns, informational (clocks differ; not checked)
-	Sig      []byte  // Ed25519 signature by the agent key
+	// Owner, if set, is the did:key whose signed control records may stop,
+	// start and top up the agent (Control). Without one, nobody may.
+	Owner string
+	Sig   []byte // Ed25519 signature by the agent key
 }
 
 type genesisWire struct {
@@ -26,11 +29,12 @@ type genesisWire struct {
 	Manifest link   `cbor:"manifest"`
 	Budget   int64  `cbor:"budget"`
 	Created  int64  `cbor:"created"`
+	Owner    string `cbor:"owner,omitempty"`
 	Sig      []byte `cbor:"sig,omitempty"`
 }
 
 func (g *Genesis) wire(withSig bool) *genesisWire {
-	w := &genesisWire{Type: TypeGenesis, Agent: g.Agent, Module: link{g.Module}, Manifest: link{g.Manifest}, Budget: g.Budget, Created: g.Created}
+	w := &genesisWire{Type: TypeGenesis, Agent: g.Agent, Module: link{g.Module}, Manifest: link{g.Manifest}, Budget: g.Budget, Created: g.Created, Owner: g.Owner}
 	if withSig {
 		w.Sig = g.Sig
 	}
@@ -52,6 +56,11 @@ func (g *Genesis) validate(signed bool) (ed25519.PublicKey, error) {
 	}
 	if g.Budget < 0 {
 		return nil, errf(ErrMalformed, "budget %d µc is negative", g.Budget)
+	}
+	if g.Owner != "" {
+		if _, err := ParseDID(g.Owner); err != nil {
+			return nil, errf(ErrMalformed, "owner: %v", err)
+		}
 	}
 	if signed && len(g.Sig) != ed25519.SignatureSize {
 		return nil, errf(ErrMalformed, "sig is %d bytes, want %d", len(g.Sig), ed25519.SignatureSize)
@@ -125,7 +134,7 @@ func DecodeGenesis(data []byte) (*Genesis, error) {
 	if w.Type != TypeGenesis {
 		return nil, errf(ErrMalformed, "type is %q, want %q", w.Type, TypeGenesis)
 	}
-	g := &Genesis{Agent: w.Agent, Module: w.Module.c, Manifest: w.Manifest.c, Budget: w.Budget, Created: w.Created, Sig: w.Sig}
+	g := &Genesis{Agent: w.Agent, Module: w.Module.c, Manifest: w.Manifest.c, Budget: w.Budget, Created: w.Created, Owner: w.Owner, Sig: w.Sig}
 	if _, err := g.validate(true); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sort"
+	"strings"
 
 	"github.com/ipfs/go-cid"
 )
@@ -255,21 +256,51 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 		return fail(ErrBrokenLink, "links genesis %s, but its history starts at genesis %s", cp.Genesis, gc)
 	}
 	budgetBefore, before, tickBefore := g.Budget, "the genesis's", uint64(0)
+	ctl := cp.Control
 	if prev != nil {
-		if cp.Tick <= prev.Tick {
+		switch {
+		case ctl != nil && cp.Tick == prev.Tick:
+			// An owner's record applied between ticks: the state must be
+			// the predecessor's.
+			if !cp.State.Equals(prev.State) {
+				return fail(ErrOrder, "tick %d repeats its predecessor's with a different state", cp.Tick)
+			}
+		case cp.Tick <= prev.Tick:
 			return fail(ErrOrder, "tick %d does not advance past its predecessor's tick %d", cp.Tick, prev.Tick)
 		}
 		if cp.Epoch < prev.Epoch {
 			return fail(ErrOrder, "epoch %d is lower than its predecessor's epoch %d", cp.Epoch, prev.Epoch)
 		}
+		if prev.Stopped && (cp.Tick != prev.Tick || cp.Calls != 0) {
+			return fail(ErrControl, "ticked (tick %d, %d calls) after its owner stopped it at tick %d", cp.Tick, cp.Calls, prev.Tick)
+		}
+		if ctl != nil {
+			if err := CheckControl(g, prev, ctl); err != nil {
+				return fail(ErrControl, "%s", strings.TrimPrefix(err.Error(), ErrControl.Error()+": "))
+			}
+		}
+		wantN, wantStopped, _ := ControlledNext(prev, 0, ctl)
+		if cp.Controls != wantN || cp.Stopped != wantStopped {
+			return fail(ErrControl, "counts %d control record(s) and stopped=%t, but its predecessor and its own record make %d and %t",
+				cp.Controls, cp.Stopped, wantN, wantStopped)
+		}
 		budgetBefore, before, tickBefore = prev.Budget, "its predecessor's", prev.Tick
 	}
-	if cp.Budget > budgetBefore {
-		return fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
-	}
-	if want := BudgetAfter(budgetBefore, cp.Metered, cp.Price); cp.Budget != want {
-		return fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) leaves %d µc",
-			cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), want)
+	afterMetering := BudgetAfter(budgetBefore, cp.Metered, cp.Price)
+	if ctl != nil && ctl.Kind == ControlTopUp {
+		// CheckControl refused a top-up that overflows the predecessor's budget.
+		if want := afterMetering + ctl.Amount; cp.Budget != want {
+			return fail(ErrControl, "budget %d µc, but %s %d µc less %d µc metered plus the top-up of %d µc makes %d µc",
+				cp.Budget, before, budgetBefore, TickCost(cp.Metered, cp.Price), ctl.Amount, want)
+		}
+	} else {
+		if cp.Budget > budgetBefore {
+			return fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
+		}
+		if cp.Budget != afterMetering {
+			return fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) leaves %d µc",
+				cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), afterMetering)
+		}
 	}
 	if ticks := cp.Tick - tickBefore; cp.Calls < ticks {
 		return fail(ErrMetering, "%d ticks since its predecessor but only %d billed agent_tick calls", ticks, cp.Calls)

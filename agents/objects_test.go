@@ -188,6 +188,15 @@ func TestCheckpointEveryFieldSigned(t *testing.T) {
 		"calls":     func(c *Checkpoint) { c.Calls++ },
 		"metered":   func(c *Checkpoint) { c.Metered++ },
 		"time":      func(c *Checkpoint) { c.Time++ },
+		"controls":  func(c *Checkpoint) { c.Controls++ },
+		"stopped":   func(c *Checkpoint) { c.Stopped = true },
+		"control": func(c *Checkpoint) {
+			ctl := &Control{Kind: ControlStop, Agent: c.Agent, Seq: 1, Issued: 1}
+			if err := ctl.Sign(keyFromLabel("owner")); err != nil {
+				panic(err)
+			}
+			c.Control, c.Controls = ctl, 1
+		},
 	}
 	if n := reflect.TypeOf(Checkpoint{}).NumField() - 2; len(muts) != n {
 		t.Fatalf("test covers %d fields, Checkpoint has %d signed fields", len(muts), n)

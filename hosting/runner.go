@@ -209,6 +209,12 @@ func commit(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, state 
 	}
 	cp.State = stateCID
 	cp.StateSize = uint64(len(state))
+	return commitCheckpoint(env, agentKey, cp, oldHead)
+}
+
+// commitCheckpoint signs cp (whose state is stored), stores it and moves
+// the head.
+func commitCheckpoint(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoint, oldHead cid.Cid) (Head, error) {
 	cp.Holder = agents.PeerID(env.NodeKey.Public().(ed25519.PublicKey))
 	cp.Time = env.Now().UnixNano()
 	if err := cp.Sign(agentKey, env.NodeKey); err != nil {
@@ -425,6 +431,9 @@ func Run(ctx context.Context, env Env, a *Loaded, opts RunOptions) (Result, erro
 		return Result{}, err
 	}
 	opts.fill()
+	if a.Head.Checkpoint.Stopped {
+		return Result{}, fmt.Errorf("%w: %s (head %s)", ErrAgentStopped, a.DID, a.Head.CID)
+	}
 	r := &run{env: &env, a: a, opts: opts, head: a.Head}
 	r.budget = a.Head.Checkpoint.Budget
 	r.price = a.Head.Checkpoint.Price

@@ -161,6 +161,9 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	if lease.Epoch < a.Head.Checkpoint.Epoch || lease.Epoch == a.Head.Checkpoint.Epoch && !lease.Exclusive {
 		return Status{}, fmt.Errorf("%w: offer at epoch %d, head %s is at epoch %d", ErrStaleEpoch, lease.Epoch, a.Head.CID, a.Head.Checkpoint.Epoch)
 	}
+	if a.Head.Checkpoint.Stopped {
+		return Status{}, fmt.Errorf("%w: %s (head %s)", ErrAgentStopped, a.DID, a.Head.CID)
+	}
 	if a.Head.Checkpoint.Budget == 0 {
 		return Status{}, fmt.Errorf("%w: %s", ErrBudgetExhausted, a.DID)
 	}

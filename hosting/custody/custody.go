@@ -45,6 +45,12 @@ var (
 	ErrExists = errors.New("custody: already a member for this agent")
 	// ErrNotAllowed: a peer asked for something only the holder may ask.
 	ErrNotAllowed = errors.New("custody: not allowed")
+	// ErrNotHolder: an owner's control record reached a member that does
+	// not hold the agent's lease; the error names the holder it knows.
+	ErrNotHolder = errors.New("custody: not the agent's holder")
+	// ErrBusy: the holder is moving the agent, changing its group or
+	// applying another control record; retry in a moment.
+	ErrBusy = errors.New("custody: agent busy")
 	// ErrClosed: the manager has shut down.
 	ErrClosed = errors.New("custody: closed")
 	// ErrNoLeaseState: a membership's group file is here but its lease
@@ -223,6 +229,11 @@ type Runner interface {
 	Accept(ctx context.Context, l hosting.Lease) (hosting.Status, error)
 	Stop(ctx context.Context, did string, final bool) (hosting.Head, error)
 	Forget(did string) error
+	// ControlHead reads checkpoint c and checks that an owner's record may
+	// be applied on it; Control writes the checkpoint applying it at epoch
+	// (hosting.ApplyControl), the agent not running.
+	ControlHead(c cid.Cid, ctl *agents.Control) (hosting.Head, error)
+	Control(head hosting.Head, key ed25519.PrivateKey, epoch uint64, ctl *agents.Control) (hosting.Head, error)
 }
 
 // Config configures a Manager. Dir, Self, Service, Blocks, Keys and Net are
@@ -753,6 +764,34 @@ func (m *Manager) Agent(did string) (Status, error) {
 		return Status{}, fmt.Errorf("%w: %s", ErrNotMember, did)
 	}
 	return d.snapshot(), nil
+}
+
+// Control applies an owner's control record (stop, start, top-up) to an
+// agent this node holds: the agent stops with a final checkpoint, the
+// checkpoint carrying the record follows it, and once the group committed
+// it the agent runs again unless stopped (docs/PROTOCOL.md, "Owner
+// control"). It returns the committed checkpoint's ID, or ErrNotMember,
+// ErrNotHolder (naming the holder known here), ErrBusy, or an
+// agents.ErrControl error for a record that may not be applied.
+func (m *Manager) Control(ctx context.Context, did string, ctl *agents.Control) (string, error) {
+	m.mu.Lock()
+	d, ok := m.drivers[did]
+	m.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("%w: %s", ErrNotMember, did)
+	}
+	reply := make(chan controlDone, 1)
+	if !d.send(ctx, event{kind: evControl, ctl: ctl, done: reply}) {
+		return "", fmt.Errorf("custody: control of %s not queued: %w", did, context.Cause(ctx))
+	}
+	select {
+	case r := <-reply:
+		return r.id, r.err
+	case <-d.done:
+		return "", fmt.Errorf("%w: the driver of %s stopped", ErrClosed, did)
+	case <-ctx.Done():
+		return "", fmt.Errorf("custody: control of %s not answered in time (it may still be applied; check the agent's status): %w", did, ctx.Err())
+	}
 }
 
 // Group returns a copy of the agent's custody group, or ErrNotMember.

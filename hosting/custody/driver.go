@@ -33,6 +33,7 @@ const (
 	evSuperseded                   // a head record at a higher epoch exists (epoch)
 	evReplaced                     // Hooks.Replace ended: new members in members (err; toward in id)
 	evJoinConf                     // Hooks.Replace reserves a configuration for members (answer on reply)
+	evControl                      // an owner's control record to apply (ctl; answer on done)
 )
 
 // proposal is a checkpoint this holder made and proposed.
@@ -46,11 +47,20 @@ type event struct {
 	msg     lease.Message
 	id      string // evEnsured: checkpoint ID
 	err     error
-	head    hosting.Head  // evCheckpoint
-	epoch   uint64        // evSuperseded
-	conf    lease.Conf    // evReplaced: the configuration the new members joined with
-	members []string      // evReplaced, evJoinConf
-	reply   chan joinConf // evJoinConf
+	head    hosting.Head     // evCheckpoint
+	epoch   uint64           // evSuperseded
+	conf    lease.Conf       // evReplaced: the configuration the new members joined with
+	members []string         // evReplaced, evJoinConf
+	reply   chan joinConf    // evJoinConf
+	ctl     *agents.Control  // evControl
+	done    chan controlDone // evControl
+}
+
+// controlDone answers Manager.Control: the committed checkpoint's ID, or
+// why the record was not applied.
+type controlDone struct {
+	id  string
+	err error
 }
 
 type joinConf struct {
@@ -113,7 +123,14 @@ type driver struct {
 	regroupDead []string
 	regroupTo   string
 	failed      error // phFailed: why
-	jobs        jobs  // work in flight off the goroutine (phase.go)
+	// phControl: the checkpoint carrying the owner's record, its caller's
+	// answer, and whether the agent runs once it is committed.
+	ctlSeq    uint64
+	ctlID     string
+	ctlDone   chan controlDone
+	ctlErr    error // the record could not be written: answered at the commit
+	ctlResume bool
+	jobs      jobs // work in flight off the goroutine (phase.go)
 
 	complete map[string]bool            // checkpoints whose blocks are here
 	held     map[string][]lease.Message // messages waiting for their checkpoint's blocks
@@ -305,6 +322,8 @@ func (d *driver) after() {
 		d.tryChange()
 	case phRegroup:
 		d.tryRegroup()
+	case phControl:
+		d.tryControl()
 	case phStarting:
 		if d.m.now().Sub(d.lastStart) >= startRetry {
 			d.tryStart()
@@ -328,6 +347,9 @@ func (d *driver) leaseEnded() {
 	}
 	if d.phase == phChanging {
 		d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed: the lease ended", d.change))
+	}
+	if d.phase == phControl {
+		d.answerControl(fmt.Errorf("%w: the lease ended before checkpoint %s (seq %d) carrying the record was committed; the next holder has it if a majority stored it — check the agent's status before sending a new record", ErrBusy, d.ctlID, d.ctlSeq))
 	}
 	d.to(phIdle)
 }
@@ -437,6 +459,8 @@ func (d *driver) on(ev event) {
 		d.started = false
 	case evReview:
 		d.review()
+	case evControl:
+		d.control(ev.ctl, ev.done)
 	case evCampaign:
 		if d.phase == phIdle {
 			d.to(phCampaign)
@@ -668,7 +692,10 @@ func (d *driver) committed(cp lease.Checkpoint) {
 	refresh := min(d.m.cfg.Timing.HeadRefresh, time.Duration(d.g.TermMs)*time.Millisecond)
 	epoch := d.mc.Epoch()
 	now := d.m.now()
-	publish := d.pubEpoch != epoch || (own && !d.pubOwn) || now.Sub(d.pubAt) >= refresh
+	// An owner's record changes what the agent does (stopped, budget):
+	// its head record says so at once.
+	ctl := own && p.head != nil && p.head.Control != nil
+	publish := d.pubEpoch != epoch || (own && !d.pubOwn) || now.Sub(d.pubAt) >= refresh || ctl
 	if publish {
 		if d.pubEpoch != epoch {
 			d.pubOwn = false
@@ -1205,4 +1232,87 @@ func (l *slogLogger) warn(msg string, err error) {
 }
 func (l *slogLogger) error(msg string, err error) {
 	l.d.m.cfg.Logger.Error("custody: "+msg, "agent", l.d.did, "err", err)
+}
+
+// control applies an owner's record: checked first against the accepted
+// head (a record that may not be applied leaves the agent running), then
+// the agent stops with a final checkpoint, the checkpoint carrying the
+// record is proposed after it, and tryControl ends the phase once it is
+// committed.
+func (d *driver) control(ctl *agents.Control, done chan controlDone) {
+	answer := func(err error) { done <- controlDone{err: err} }
+	switch {
+	case !d.mc.Running():
+		answer(fmt.Errorf("%w: %s; the holder known here is %q", ErrNotHolder, d.did, d.holder))
+		return
+	case d.phase != phHolding:
+		answer(fmt.Errorf("%w: %s is %s here; retry in a moment", ErrBusy, d.did, d.phase))
+		return
+	}
+	acc, _ := d.mc.Accepted()
+	c, err := cid.Decode(acc.ID)
+	var head hosting.Head
+	if err == nil {
+		head, err = d.m.cfg.Service.ControlHead(c, ctl)
+	}
+	if err != nil {
+		answer(err)
+		return
+	}
+	if h, ok := d.stopAgent(true); ok {
+		d.proposeHead(h)
+		if h.Checkpoint != nil && h.Checkpoint.Seq >= head.Checkpoint.Seq {
+			head = h
+		}
+	}
+	nh, err := d.m.cfg.Service.Control(head, d.key, d.mc.Epoch(), ctl)
+	if err != nil {
+		// Nothing carries the record: run the agent again once its final
+		// checkpoint is committed (ctlSeq 0: tryControl answers err).
+		d.log().warn("apply control record "+ctl.String(), err)
+		d.ctlSeq, d.ctlID, d.ctlResume = head.Checkpoint.Seq, "", !head.Checkpoint.Stopped && head.Checkpoint.Budget > 0
+		d.ctlDone = done
+		d.ctlErr = err
+		d.to(phControl)
+		d.handle()
+		return
+	}
+	d.proposeHead(nh)
+	d.m.cfg.Logger.Info("custody: applying the owner's control record", "agent", d.did, "record", ctl.String(), "checkpoint", nh.CID, "seq", nh.Checkpoint.Seq)
+	d.ctlSeq, d.ctlID, d.ctlDone, d.ctlErr = nh.Checkpoint.Seq, nh.CID.String(), done, nil
+	d.ctlResume = !nh.Checkpoint.Stopped && nh.Checkpoint.Budget > 0
+	d.to(phControl)
+	d.handle()
+}
+
+// tryControl ends phControl once the checkpoint carrying the record (or,
+// when it could not be written, the agent's final one) is committed: the
+// caller is answered and the agent runs again from it unless stopped.
+func (d *driver) tryControl() {
+	if d.phase != phControl {
+		return
+	}
+	c := d.mc.Committed()
+	if c.ID == "" || c.Seq < d.ctlSeq {
+		return
+	}
+	if d.ctlErr != nil {
+		d.answerControl(d.ctlErr)
+	} else {
+		d.answerControl(nil)
+	}
+	if d.ctlResume {
+		d.startAgent(c)
+		return
+	}
+	d.to(phHolding) // held, not run
+}
+
+// answerControl answers the pending control call once.
+func (d *driver) answerControl(err error) {
+	if d.ctlDone == nil {
+		return
+	}
+	d.ctlDone <- controlDone{id: d.ctlID, err: err}
+	d.ctlDone, d.ctlErr = nil, nil
 }

@@ -101,6 +101,7 @@ type denv struct {
 	muted   int
 	autoack map[string]bool // peers that acknowledge every Append (autoack)
 	replies []lease.Message // their acknowledgements, delivered by settle
+	ctlDone chan controlDone // the answer to the latest control command
 }
 
 func (e *denv) printf(format string, a ...any) {
@@ -224,6 +225,30 @@ func (e *denv) Stop(ctx context.Context, did string, final bool) (hosting.Head, 
 }
 
 func (e *denv) Forget(did string) error { return nil }
+
+func (e *denv) ControlHead(c cid.Cid, ctl *agents.Control) (hosting.Head, error) {
+	name := e.name(c.String())
+	ans := e.answer("control", "ok")
+	e.printf("runner: check %s on %s → %s", ctl.Kind, name, ans)
+	if ans != "ok" {
+		return hosting.Head{}, fmt.Errorf("%w: %s", agents.ErrControl, ans)
+	}
+	e.mu.Lock()
+	seq := e.seqs[name]
+	e.mu.Unlock()
+	return hosting.Head{CID: c, Checkpoint: &agents.Checkpoint{Agent: e.did, Seq: seq, Budget: 1}}, nil
+}
+
+func (e *denv) Control(head hosting.Head, key ed25519.PrivateKey, epoch uint64, ctl *agents.Control) (hosting.Head, error) {
+	seq := head.Checkpoint.Seq + 1
+	name := fmt.Sprintf("ctl%d", seq)
+	e.mu.Lock()
+	e.seqs[name] = seq
+	e.mu.Unlock()
+	e.printf("runner: %s on %s at e%d → %d:%s", ctl.Kind, e.name(head.CID.String()), epoch, seq, name)
+	return hosting.Head{CID: e.cid(name), Checkpoint: &agents.Checkpoint{Agent: e.did, Seq: seq, Budget: 1,
+		Stopped: ctl.Kind == agents.ControlStop, Control: ctl}}, nil
+}
 
 // Meta prints each lease state persisted.
 
@@ -389,6 +414,14 @@ func (e *denv) run(line string) string {
 		l.OnExit(hosting.Result{}, hosting.ErrBudgetExhausted)
 	case "superseded":
 		e.printf("superseded: %t", e.m.Superseded(e.did, num("e", 0)))
+	case "control":
+		// An owner's record (not signed: the fake runner checks nothing
+		// but its answer=control); its answer is printed when it comes.
+		if len(pos) != 1 {
+			e.t.Fatalf("%s: want control KIND", line)
+		}
+		e.ctlDone = make(chan controlDone, 1)
+		e.d.send(e.m.ctx, event{kind: evControl, ctl: &agents.Control{Kind: agents.ControlKind(pos[0]), Agent: e.did, Seq: 1}, done: e.ctlDone})
 	case "drain":
 		e.m.BeginDrain()
 		e.d.send(e.m.ctx, event{kind: evReview})
@@ -407,6 +440,14 @@ func (e *denv) run(line string) string {
 	}
 	if e.d != nil {
 		e.settle()
+	}
+	if e.ctlDone != nil {
+		select {
+		case r := <-e.ctlDone:
+			e.printf("control answered: %s err=%v", e.name(r.id), r.err)
+			e.ctlDone = nil
+		default:
+		}
 	}
 	e.mu.Lock()
 	if e.mute {

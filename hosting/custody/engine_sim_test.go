@@ -410,6 +410,14 @@ func (n *simNode) Stop(ctx context.Context, did string, final bool) (hosting.Hea
 
 func (n *simNode) Forget(did string) error { return nil }
 
+// The simulation sends no owner's records.
+func (n *simNode) ControlHead(cid.Cid, *agents.Control) (hosting.Head, error) {
+	return hosting.Head{}, errors.New("sim: no control records")
+}
+func (n *simNode) Control(hosting.Head, ed25519.PrivateKey, uint64, *agents.Control) (hosting.Head, error) {
+	return hosting.Head{}, errors.New("sim: no control records")
+}
+
 func short(did string) string { return did[len(did)-6:] }
 
 func (w *simWorld) committedHook(c Commit) {

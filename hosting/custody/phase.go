@@ -39,6 +39,10 @@ const (
 	// the driver (this node leaves) or, if the old group was untouched,
 	// with the agent started again here.
 	phRegrouping
+	// phControl: holding; an owner's control record is proposed in a
+	// checkpoint (the agent stopped first); once it is committed the agent
+	// starts again (phStarting) or stays held (phHolding).
+	phControl
 	// phLeaving: a committed membership change removed this node; Leave
 	// runs. Final.
 	phLeaving
@@ -47,7 +51,7 @@ const (
 	phFailed
 )
 
-var phaseNames = [...]string{"idle", "campaign", "starting", "holding", "changing", "handoff", "regroup", "regrouping", "leaving", "failed"}
+var phaseNames = [...]string{"idle", "campaign", "starting", "holding", "changing", "handoff", "regroup", "regrouping", "control", "leaving", "failed"}
 
 func (p phase) String() string {
 	if int(p) < len(phaseNames) {
@@ -61,7 +65,7 @@ func (p phase) String() string {
 // the regroup hook goes on after the old group's lease ended.
 func (p phase) holding() bool {
 	switch p {
-	case phStarting, phHolding, phChanging, phHandoff, phRegroup:
+	case phStarting, phHolding, phChanging, phHandoff, phRegroup, phControl:
 		return true
 	}
 	return false
@@ -78,11 +82,12 @@ var phaseMoves = map[phase][]phase{
 	phIdle:       {phCampaign, phStarting},
 	phCampaign:   {phIdle, phStarting},
 	phStarting:   {phIdle, phStarting, phHolding, phHandoff, phRegroup},
-	phHolding:    {phIdle, phStarting, phChanging, phHandoff, phRegroup},
+	phHolding:    {phIdle, phStarting, phChanging, phHandoff, phRegroup, phControl},
 	phChanging:   {phIdle, phStarting, phHolding},
 	phHandoff:    {phIdle, phStarting, phHolding},
 	phRegroup:    {phIdle, phStarting, phRegrouping},
 	phRegrouping: {phIdle, phStarting},
+	phControl:    {phIdle, phStarting, phHolding},
 }
 
 // canMove reports whether from → to is a move of the phase machine.
