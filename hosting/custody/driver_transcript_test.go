@@ -99,8 +99,8 @@ type denv struct {
 	last    string         // the state line printed last
 	mute    bool           // tick ... quiet: lease traffic not printed
 	muted   int
-	autoack map[string]bool // peers that acknowledge every Append (autoack)
-	replies []lease.Message // their acknowledgements, delivered by settle
+	autoack map[string]bool  // peers that acknowledge every Append (autoack)
+	replies []lease.Message  // their acknowledgements, delivered by settle
 	ctlDone chan controlDone // the answer to the latest control command
 }
 
