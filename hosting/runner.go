@@ -119,6 +119,9 @@ type CreateParams struct {
 	Budget   int64 // microcents
 	Price    int64 // microcents per second of tick wall time
 	AgentKey ed25519.PrivateKey
+	// Owner, if set, is the did:key whose signed records may stop, start
+	// and top up the agent (agents.Genesis.Owner).
+	Owner string
 }
 
 // Head is an agent's committed position.
@@ -173,7 +176,7 @@ func Create(ctx context.Context, env Env, p CreateParams) (Head, error) {
 	if err != nil {
 		return Head{}, fmt.Errorf("store manifest: %w", err)
 	}
-	g := &agents.Genesis{Agent: did, Module: modCID, Manifest: manCID, Budget: p.Budget, Created: env.Now().UnixNano()}
+	g := &agents.Genesis{Agent: did, Module: modCID, Manifest: manCID, Budget: p.Budget, Created: env.Now().UnixNano(), Owner: p.Owner}
 	if err := g.Sign(p.AgentKey); err != nil {
 		return Head{}, err
 	}
@@ -636,6 +639,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: r.epoch,
 		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
 		Budget: r.budget, Price: r.price, Calls: r.calls, Metered: r.metered,
+		Controls: prev.Checkpoint.Controls, // the owner's records applied so far
 	}
 	h, err := commit(r.env, r.a.Key, cp, state, prev.CID)
 	if err != nil {

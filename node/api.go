@@ -21,6 +21,7 @@ import (
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/agents/keystore"
 	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/buildinfo"
 )
 
@@ -285,6 +286,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		}
 		writeJSON(w, http.StatusCreated, res)
 	})
+	mux.HandleFunc("POST /v1/agents/{did}/control", m.apiControl)
 	mux.HandleFunc("GET /v1/custody", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, m.Custody.Status())
 	})
@@ -469,8 +471,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest), errors.Is(err, ErrBadRequest), errors.Is(err, ErrBadPeerAddr):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrAgentAlive):
+	case errors.Is(err, ErrAgentAlive), errors.Is(err, agents.ErrControl):
 		return http.StatusConflict
+	case errors.Is(err, ErrNoHolderNow), errors.Is(err, custody.ErrBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrNoHost), errors.Is(err, hosting.ErrNoCapacity):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

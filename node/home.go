@@ -29,6 +29,7 @@ var (
 // Home is the on-disk layout of one node (see docs/DECISIONS.md):
 //
 //	DIR/node.key          node identity (Ed25519, 0600)
+//	DIR/owner.key         owner of the agents created here (Ed25519, 0600)
 //	DIR/store/            content store (blocks, pins)
 //	DIR/keys/             agent keystore (0700, files 0600)
 //	DIR/heads/<agent id>  CID of each local agent's committed head (nodes
@@ -94,6 +95,9 @@ func (h *Home) StoreDir() string    { return h.path("store") }
 func (h *Home) KeysDir() string     { return h.path("keys") }
 func (h *Home) CacheDir() string    { return h.path("cache", "wasm") }
 func (h *Home) NodeKeyPath() string { return h.path("node.key") }
+
+// OwnerKeyPath is the key owning the agents this home creates.
+func (h *Home) OwnerKeyPath() string { return h.path("owner.key") }
 
 func (h *Home) headPath(did string) (string, error) {
 	if _, err := agents.ParseDID(did); err != nil {

@@ -47,8 +47,31 @@ type Local struct {
 	// standbys' fetches re-verify only what is newer (hosting.Verified).
 	verified *hosting.Verified
 
+	ownerOnce sync.Once
+	ownerKey  ed25519.PrivateKey
+	ownerErr  error
+
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// OwnerKey is the key that owns the agents this home creates (HOME/owner.key,
+// 0600): their genesis names it, and only records it signs may stop, start
+// or top them up. It is created on first use and never regenerated.
+func (l *Local) OwnerKey() (ed25519.PrivateKey, error) {
+	l.ownerOnce.Do(func() {
+		l.ownerKey, l.ownerErr = loadOrCreateKey(l.Home.OwnerKeyPath(), "owner key", "agents nobody owns", l.Logger)
+	})
+	return l.ownerKey, l.ownerErr
+}
+
+// Owner is the did:key of OwnerKey.
+func (l *Local) Owner() (string, error) {
+	k, err := l.OwnerKey()
+	if err != nil {
+		return "", err
+	}
+	return agents.DID(k.Public().(ed25519.PublicKey)), nil
 }
 
 // verifiedCheckpoints bounds the verified-lineage cache: a few per agent
@@ -90,18 +113,28 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 }
 
 func loadOrCreateNodeKey(path string, logger *slog.Logger) (ed25519.PrivateKey, error) {
-	k, err := keystore.LoadNodeKey(path)
+	k, err := loadOrCreateKey(path, "node key", "a new node", logger)
+	if err == nil {
+		logger.Debug("node key", "path", path, "peer", agents.PeerID(k.Public().(ed25519.PublicKey)))
+	}
+	return k, err
+}
+
+// loadOrCreateKey loads the key at path, creating it only when no file is
+// there: a damaged key is never regenerated.
+func loadOrCreateKey(path, what, fresh string, logger *slog.Logger) (ed25519.PrivateKey, error) {
+	k, err := keystore.LoadKey(path, what, fresh)
 	if err == nil {
 		return k, nil
 	}
 	if _, serr := os.Stat(path); !errors.Is(serr, fs.ErrNotExist) {
-		return nil, fmt.Errorf("node key %s: %w (it is never regenerated: restore it, or move it away to start as a new node)", path, err)
+		return nil, fmt.Errorf("%s %s: %w (it is never regenerated: restore it, or move it away to start as %s)", what, path, err, fresh)
 	}
-	k, err = keystore.CreateNodeKey(path)
+	k, err = keystore.CreateKey(path, what)
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("created node key", "path", path, "peer", agents.PeerID(k.Public().(ed25519.PublicKey)))
+	logger.Info("created "+what, "path", path, "id", agents.DID(k.Public().(ed25519.PublicKey)))
 	return k, nil
 }
 
@@ -160,6 +193,10 @@ func (l *Local) createAgent(ctx context.Context, wasm []byte, module cid.Cid, ma
 	if err != nil {
 		return "", hosting.Head{}, err
 	}
+	owner, err := l.Owner()
+	if err != nil {
+		return "", hosting.Head{}, err
+	}
 	_, priv, err := agents.GenerateKey(rand.Reader)
 	if err != nil {
 		return "", hosting.Head{}, err
@@ -171,7 +208,7 @@ func (l *Local) createAgent(ctx context.Context, wasm []byte, module cid.Cid, ma
 	if _, err := l.Keys.Put(priv); err != nil {
 		return "", hosting.Head{}, fmt.Errorf("save key of %s: %w", did, err)
 	}
-	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Module: module, Manifest: man, Budget: budget, Price: price, AgentKey: priv})
+	head, err := hosting.Create(ctx, env, hosting.CreateParams{Wasm: wasm, Module: module, Manifest: man, Budget: budget, Price: price, AgentKey: priv, Owner: owner})
 	if err != nil {
 		if derr := l.Keys.Delete(did); derr != nil {
 			err = errors.Join(err, fmt.Errorf("remove the unused key of %s: %w", did, derr))

@@ -38,7 +38,10 @@ type AgentStatus struct {
 	LeaseExpiry time.Time `json:"lease_expiry"`
 	RecordAge   string    `json:"record_age,omitempty"`
 	StopReason  string    `json:"stop_reason,omitempty"`
-	Error       string    `json:"error,omitempty"`
+	// Controls counts the owner's records the head applied (the next one
+	// is numbered Controls+1).
+	Controls uint64 `json:"controls"`
+	Error    string `json:"error,omitempty"`
 	// Forks found among this agent's checkpoints in this node's store (the
 	// ones it stores as a custody member or fetched to verify), with both
 	// checkpoint CIDs as proof. Filled only when asked (AgentForks).
@@ -183,7 +186,7 @@ func (m *Mesh) statusFromMember(ctx context.Context, did string, a *LiveStatus) 
 	return &AgentStatus{
 		DID: did, Status: "no-holder", Source: "member", Holder: "", Members: a.Members,
 		Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget, Head: c.String(),
-		LastUpdate: time.Unix(0, cp.Time).UTC(),
+		LastUpdate: time.Unix(0, cp.Time).UTC(), Controls: cp.Controls,
 	}, nil
 }
 
@@ -198,12 +201,14 @@ func (m *Mesh) statusFromHolder(ctx context.Context, did string, live *LiveStatu
 	if err != nil {
 		return nil, err
 	}
-	return &AgentStatus{
+	st := &AgentStatus{
 		DID: did, Status: live.state(), Source: "holder", Holder: live.Peer, Members: live.Members,
 		Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget, Head: c.String(),
 		LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Now().Add(time.Duration(live.LeaseLeftMs) * time.Millisecond).UTC(),
-		StopReason: live.StopReason, Error: live.RunError,
-	}, nil
+		StopReason: live.StopReason, Error: live.RunError, Controls: cp.Controls,
+	}
+	ownerStopped(st, cp)
+	return st, nil
 }
 
 // statusFromRecord builds the status from the head record and the
@@ -220,8 +225,16 @@ func (m *Mesh) statusFromRecord(ctx context.Context, did string, rec *agents.Hea
 	return &AgentStatus{
 		DID: did, Source: "record", Holder: rec.Holder, Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget,
 		Head: rec.Head.String(), LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Unix(0, rec.LeaseExpiry).UTC(),
-		RecordAge: time.Since(time.Unix(0, rec.Issued)).Round(time.Millisecond).String(),
+		RecordAge: time.Since(time.Unix(0, rec.Issued)).Round(time.Millisecond).String(), Controls: cp.Controls,
 	}, nil
+}
+
+// ownerStopped marks the status of an agent whose committed head its
+// owner stopped: the holder holds it without running it.
+func ownerStopped(st *AgentStatus, cp *agents.Checkpoint) {
+	if cp.Stopped && st.Status != "moving" {
+		st.Status, st.StopReason, st.Error = "stopped", "owner", ""
+	}
 }
 
 // fetchCheckpoint reads checkpoint c of did (from the store, else from

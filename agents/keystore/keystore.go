@@ -175,20 +175,30 @@ func (k *Keystore) Delete(did string) error {
 // too open (ErrPermissions) is an error and is NEVER replaced: the node's
 // peer ID is its identity in the mesh and in every checkpoint it signed.
 func LoadNodeKey(path string) (ed25519.PrivateKey, error) {
-	priv, err := readKeyFile(path)
-	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: no node key at %s", ErrNotFound, path)
-	}
-	if errors.Is(err, ErrCorrupt) {
-		return nil, fmt.Errorf("%w (the node key is never regenerated automatically: restore it from a backup, or remove the file to start over with a new peer ID)", err)
-	}
-	return priv, err
+	return LoadKey(path, "node key", "a new peer ID")
 }
 
 // CreateNodeKey generates a node key and writes it to path (mode 0600,
 // parent directory created 0700). It never replaces an existing file: if
 // path exists it fails with ErrExists.
-func CreateNodeKey(path string) (ed25519.PrivateKey, error) {
+func CreateNodeKey(path string) (ed25519.PrivateKey, error) { return CreateKey(path, "node key") }
+
+// LoadKey reads a key file that names an identity (what: "node key",
+// "owner key"; fresh: what starting over gives) with LoadNodeKey's rules:
+// it is never replaced when damaged.
+func LoadKey(path, what, fresh string) (ed25519.PrivateKey, error) {
+	priv, err := readKeyFile(path)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: no %s at %s", ErrNotFound, what, path)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return nil, fmt.Errorf("%w (the %s is never regenerated automatically: restore it from a backup, or remove the file to start over with %s)", err, what, fresh)
+	}
+	return priv, err
+}
+
+// CreateKey generates a key and writes it to path as CreateNodeKey does.
+func CreateKey(path, what string) (ed25519.PrivateKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: create directory for %s: %w", path, err)
 	}
@@ -198,9 +208,9 @@ func CreateNodeKey(path string) (ed25519.PrivateKey, error) {
 	}
 	if err := writeNoClobber(path, EncodeKeyFile(priv)); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("%w: node key %s already exists; refusing to replace it", ErrExists, path)
+			return nil, fmt.Errorf("%w: %s %s already exists; refusing to replace it", ErrExists, what, path)
 		}
-		return nil, fmt.Errorf("keystore: write node key %s: %w", path, err)
+		return nil, fmt.Errorf("keystore: write %s %s: %w", what, path, err)
 	}
 	return priv, nil
 }

@@ -64,5 +64,6 @@ func newRootCmd() *cobra.Command {
 		newDrainCmd(g), newReviveCmd(g), newCustodyCmd(g),
 		newFsckCmd(g), newConnectCmd(g), newVersionCmd(),
 	)
+	root.AddCommand(newControlCmds(g)...)
 	return root
 }

@@ -802,6 +802,11 @@ func (d *driver) tryStart() {
 		d.m.cfg.Logger.Info("custody: agent's budget is exhausted; holding it without running", "agent", d.did)
 		return
 	}
+	if errors.Is(err, hosting.ErrAgentStopped) {
+		d.to(phHolding) // held, not run, until its owner's start record
+		d.m.cfg.Logger.Info("custody: agent stopped by its owner; holding it without running", "agent", d.did)
+		return
+	}
 	d.log().warn("cannot run agent here yet; retrying, and looking for a live member that can", err)
 	if ve := (*agents.VerifyError)(nil); errors.As(err, &ve) {
 		// A hole in the lineage here (e.g. a fetch cut short by a crash):

@@ -195,6 +195,8 @@ func (e *denv) Accept(ctx context.Context, l hosting.Lease) (hosting.Status, err
 		return hosting.Status{}, hosting.ErrNoCapacity
 	case "exhausted":
 		return hosting.Status{}, hosting.ErrBudgetExhausted
+	case "stopped":
+		return hosting.Status{}, hosting.ErrAgentStopped
 	}
 	e.mu.Lock()
 	e.lease, e.runSeq = &l, e.seqs[name]

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+// newControlCmds are stop, start and topup: an owner's signed record sent
+// through the local daemon to the agent's holder.
+func newControlCmds(g *globalFlags) []*cobra.Command {
+	mk := func(kind agents.ControlKind, use, short, long string, nargs int) *cobra.Command {
+		var (
+			api    string
+			asJSON bool
+		)
+		cmd := &cobra.Command{
+			Use: use, Short: short, Long: long + `
+
+The daemon signs the record with its home's owner key (HOME/owner.key), which
+must be the owner named in the agent's genesis (the key of the home that
+published it). The record goes to the agent's holder wherever it is; the
+command returns once the custody group committed the checkpoint carrying it.`,
+			Args: exactArgs(nargs, use[len(string(kind))+1:]),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if _, err := agents.ParseDID(args[0]); err != nil {
+					return usagef("%v", err)
+				}
+				body := map[string]string{"kind": string(kind)}
+				if kind == agents.ControlTopUp {
+					body["amount"] = args[1]
+				}
+				c, err := g.client(api)
+				if err != nil {
+					return err
+				}
+				var res node.ControlResult
+				if err := c.do("POST", "/v1/agents/"+args[0]+"/control", body, &res); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), res)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: record #%d applied by %s in checkpoint %s\n", kind, res.DID, res.Seq, res.Holder, res.Checkpoint)
+				return nil
+			},
+		}
+		cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		return cmd
+	}
+	return []*cobra.Command{
+		mk(agents.ControlStop, "stop DID", "Stop an agent (its owner's signed record): final checkpoint, held, resumable",
+			"The agent stops after its tick in flight; its final checkpoint and the checkpoint\ncarrying the record are committed by its custody group, which keeps holding it\nwithout running it. 'igor-node start DID' resumes it.", 1),
+		mk(agents.ControlStart, "start DID", "Resume an agent its owner stopped",
+			"The holder commits the checkpoint carrying the record and runs the agent again\nfrom it (unless its budget is spent: top it up).", 1),
+		mk(agents.ControlTopUp, "topup DID AMOUNT", "Add AMOUNT (e.g. 1.5) to an agent's budget — the only way a budget grows",
+			"The agent pauses for the record's checkpoint (a handoff's pause) and runs on with\nthe larger budget; an agent whose budget was spent starts again.", 2),
+	}
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+// TestOwnerControl: the owner stops an agent (it stays stopped, also
+// across a kill -9 of its holder), tops it up (the budget grows by exactly
+// the amount) and starts it again, each through the real binary on a mesh
+// of daemons; a daemon whose owner key is not the agent's is refused; the
+// lineage with the owner's records verifies.
+func TestOwnerControl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end testnet")
+	}
+	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s")
+	down := map[int]bool{}
+	alive := func(n tnode) bool { return !down[n.Index] }
+
+	wasm, _ := testagents.Path(t, "heartbeat")
+	manPath := filepath.Join(t.TempDir(), "manifest.json")
+	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
+		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
+	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
+	var pub node.PublishResult
+	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
+		t.Fatalf("publish --json: %v %s", err, r.stdout)
+	}
+	// The owner key is the publishing home's; copied, it lets other homes
+	// act as the owner too. nodes[1] keeps a key of its own.
+	key, err := os.ReadFile(filepath.Join(nodes[0].Home, "owner.key"))
+	if err != nil {
+		t.Fatalf("the publishing home has no owner key: %v", err)
+	}
+	for _, n := range nodes[2:] {
+		if err := os.WriteFile(filepath.Join(n.Home, "owner.key"), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(from tnode) node.AgentStatus {
+		t.Helper()
+		var st node.AgentStatus
+		waitUntil(t, 20*time.Second, "the agent's status", func() error { return getJSON(from.API, "/v1/agents/"+pub.DID, &st) })
+		return st
+	}
+	waitUntil(t, 60*time.Second, "the agent to commit tick ≥ 5", func() error {
+		if st := status(nodes[3]); st.Tick < 5 || st.Status != "running" {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+
+	// A daemon whose owner key is not the genesis's owner is refused.
+	r = igor(t, nodes[1].Home, "stop", pub.DID)
+	if r.code == 0 || !strings.Contains(r.stderr, "not signed by the agent's owner") {
+		t.Fatalf("stop by a stranger: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Stop: the holder stops it; nobody runs it and its tick stands still.
+	mustOK(t, igor(t, nodes[0].Home, "stop", pub.DID), "stop")
+	st := status(nodes[3])
+	if st.Status != "stopped" || st.StopReason != "owner" || st.Controls != 1 || st.Source != "holder" {
+		t.Fatalf("after stop: %+v", st)
+	}
+	stoppedAt := st.Tick
+	time.Sleep(1500 * time.Millisecond)
+	if n, _, ok := runner(nodes, alive, pub.DID); ok {
+		t.Fatalf("node %d runs the stopped agent", n.Index)
+	}
+	if st := status(nodes[3]); st.Tick != stoppedAt || st.Status != "stopped" {
+		t.Fatalf("the stopped agent moved on: tick %d → %+v", stoppedAt, st)
+	}
+	r = igor(t, nodes[0].Home, "stop", pub.DID)
+	if r.code == 0 || !strings.Contains(r.stderr, "already stopped") {
+		t.Fatalf("second stop: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// kill -9 the holder: the next holder holds it stopped too.
+	holder := slices.IndexFunc(nodes, func(n tnode) bool { return n.Peer == st.Holder })
+	if holder < 0 {
+		t.Fatalf("holder %s is no testnet node", st.Holder)
+	}
+	if err := syscall.Kill(nodes[holder].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	down[holder] = true
+	owner := nodes[0]
+	if holder == 0 {
+		owner = nodes[2]
+	}
+	observer := nodes[3]
+	if holder == 3 {
+		observer = nodes[2]
+	}
+	waitUntil(t, 30*time.Second, "a new holder", func() error {
+		var st node.AgentStatus
+		if err := getJSON(observer.API, "/v1/agents/"+pub.DID, &st); err != nil {
+			return err
+		}
+		if st.Source != "holder" || st.Holder == nodes[holder].Peer {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	st = status(observer)
+	if st.Status != "stopped" || st.Tick != stoppedAt {
+		t.Fatalf("after failover the stopped agent is %s at tick %d (stopped at %d)", st.Status, st.Tick, stoppedAt)
+	}
+	if n, _, ok := runner(nodes, alive, pub.DID); ok {
+		t.Fatalf("node %d runs the stopped agent after the failover", n.Index)
+	}
+
+	// Top up while stopped: exactly the amount, still stopped.
+	before := st.Budget
+	mustOK(t, igor(t, owner.Home, "topup", pub.DID, "0.5"), "topup")
+	st = status(observer)
+	if st.Budget != before+500_000 || st.Status != "stopped" || st.Controls != 2 {
+		t.Fatalf("after a top-up of 0.5 from %d µc: %+v", before, st)
+	}
+
+	// Start: it ticks again from where it stopped.
+	mustOK(t, igor(t, owner.Home, "start", pub.DID), "start")
+	waitUntil(t, 30*time.Second, "the agent to tick past its stop", func() error {
+		if st := status(observer); st.Status != "running" || st.Tick <= stoppedAt {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	r = mustOK(t, igor(t, observer.Home, "verify", pub.DID), "verify")
+	if !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {
+		t.Fatalf("verify: %s", r.stdout)
+	}
+}

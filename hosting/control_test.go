@@ -1,0 +1,95 @@
+package hosting_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+)
+
+// TestControlThenRun: a real agent stopped, topped up and started by its
+// owner's records between runs: a stopped head does not run, the records'
+// checkpoints keep tick and state, and the ticks after the start make
+// checkpoints whose whole lineage verifies.
+func TestControlThenRun(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	wasmPath, manPath := testagents.Path(t, "counter")
+	wasm, _ := os.ReadFile(wasmPath)
+	manJSON, _ := os.ReadFile(manPath)
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerPub, owner, _ := agents.GenerateKey(rand.Reader)
+	_, key, _ := agents.GenerateKey(rand.Reader)
+	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1_000_000,
+		AgentKey: key, Owner: agents.DID(ownerPub)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	did := head.Checkpoint.Agent
+	run := func(h hosting.Head, ticks uint64) (hosting.Head, error) {
+		a, err := hosting.Load(ctx, f.env, h.CID, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := hosting.Run(ctx, f.env, a, fast(ticks, 2))
+		return res.Head, err
+	}
+	apply := func(h hosting.Head, kind agents.ControlKind, amount int64, signer ed25519.PrivateKey) (hosting.Head, error) {
+		ctl := &agents.Control{Kind: kind, Agent: did, Seq: h.Checkpoint.Controls + 1, Amount: amount, Issued: 1}
+		if err := ctl.Sign(signer); err != nil {
+			t.Fatal(err)
+		}
+		return hosting.ApplyControl(f.env, h, key, h.Checkpoint.Epoch, ctl)
+	}
+	if head, err = run(head, 4); err != nil {
+		t.Fatal(err)
+	}
+	_, stranger, _ := agents.GenerateKey(rand.Reader)
+	if _, err := apply(head, agents.ControlStop, 0, stranger); !errors.Is(err, agents.ErrControl) {
+		t.Fatalf("a stranger's stop: %v, want ErrControl", err)
+	}
+	stopped, err := apply(head, agents.ControlStop, 0, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := stopped.Checkpoint; !c.Stopped || c.Tick != head.Checkpoint.Tick || !c.State.Equals(head.Checkpoint.State) || c.Seq != head.Checkpoint.Seq+1 {
+		t.Fatalf("stop checkpoint %+v after %+v", c, head.Checkpoint)
+	}
+	if _, err := run(stopped, 2); !errors.Is(err, hosting.ErrAgentStopped) {
+		t.Fatalf("running a stopped agent: %v, want ErrAgentStopped", err)
+	}
+	topped, err := apply(stopped, agents.ControlTopUp, 250_000, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topped.Checkpoint.Budget != stopped.Checkpoint.Budget+250_000 || !topped.Checkpoint.Stopped {
+		t.Fatalf("top-up: budget %d after %d, stopped %t", topped.Checkpoint.Budget, stopped.Checkpoint.Budget, topped.Checkpoint.Stopped)
+	}
+	started, err := apply(topped, agents.ControlStart, 0, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, err := run(started, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end.Checkpoint.Tick != head.Checkpoint.Tick+4 || end.Checkpoint.Controls != 3 {
+		t.Fatalf("after the start: %+v", end.Checkpoint)
+	}
+	lin, err := agents.VerifyLineage(end.CID, f.st, agents.VerifyOptions{ExpectDID: did})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(lin.Entries); n != int(end.Checkpoint.Seq)+1 {
+		t.Fatalf("lineage of %d checkpoints, head seq %d", n, end.Checkpoint.Seq)
+	}
+}

@@ -1,0 +1,321 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting/custody"
+	"github.com/igor-mesh/igor-node/internal/amount"
+)
+
+// ControlProtocol carries an owner's signed control record to the agent's
+// holder (docs/PROTOCOL.md, "Owner control"): one request and one reply
+// per stream, each a 4-byte big-endian length and a JSON object (as
+// StatusProtocol). The holder checks the record against the agent's
+// genesis itself: a relay cannot forge or alter one.
+const ControlProtocol = protocol.ID("/igor/control/1.0.0")
+
+// controlTimeout bounds applying one record at the holder: the agent stops
+// after its tick in flight (≤ its tick timeout), then two checkpoints are
+// committed by the group.
+const controlTimeout = 30 * time.Second
+
+// ErrNoHolderNow: no custody member holds the agent's lease at the moment
+// (a takeover is under way, or no member answers); an owner's record needs
+// the holder. Retry in a few seconds.
+var ErrNoHolderNow = errors.New("no holder for the agent right now")
+
+type controlRequest struct {
+	Version int    `json:"version"`
+	DID     string `json:"did"`
+	Record  []byte `json:"record"` // agents.Control.Encode
+}
+
+// Reply codes of ControlProtocol, mapped back to the sentinels they stand for.
+const (
+	ctlOK        = "ok"
+	ctlRefused   = "refused"    // agents.ErrControl
+	ctlBusy      = "busy"       // custody.ErrBusy
+	ctlNotHolder = "not-holder" // custody.ErrNotHolder
+	ctlNotMember = "not-member" // custody.ErrNotMember
+	ctlBad       = "bad-request"
+	ctlError     = "error"
+)
+
+type controlReply struct {
+	Code       string `json:"code"`
+	Error      string `json:"error,omitempty"`
+	Checkpoint string `json:"checkpoint,omitempty"`
+}
+
+// ControlResult is the outcome of an owner's record applied at the holder.
+type ControlResult struct {
+	DID    string `json:"did"`
+	Kind   string `json:"kind"`
+	Seq    uint64 `json:"seq"`
+	Amount int64  `json:"amount_microcents,omitempty"`
+	// Holder applied the record; Checkpoint carries it, committed by the
+	// custody group.
+	Holder     string `json:"holder"`
+	Checkpoint string `json:"checkpoint"`
+}
+
+func codeOf(err error) string {
+	switch {
+	case err == nil:
+		return ctlOK
+	case errors.Is(err, agents.ErrControl):
+		return ctlRefused
+	case errors.Is(err, custody.ErrBusy):
+		return ctlBusy
+	case errors.Is(err, custody.ErrNotHolder):
+		return ctlNotHolder
+	case errors.Is(err, custody.ErrNotMember):
+		return ctlNotMember
+	case errors.Is(err, agents.ErrMalformed), errors.Is(err, agents.ErrBadDID):
+		return ctlBad
+	}
+	return ctlError
+}
+
+func (r *controlReply) err(p peer.ID) error {
+	var sentinel error
+	switch r.Code {
+	case ctlOK:
+		return nil
+	case ctlRefused:
+		sentinel = agents.ErrControl
+	case ctlBusy:
+		sentinel = custody.ErrBusy
+	case ctlNotHolder:
+		sentinel = custody.ErrNotHolder
+	case ctlNotMember:
+		sentinel = custody.ErrNotMember
+	case ctlBad:
+		sentinel = ErrBadRequest
+	default:
+		return fmt.Errorf("holder %s: %s", p, r.Error)
+	}
+	return fmt.Errorf("%w (holder %s: %s)", sentinel, p, r.Error)
+}
+
+// handleControl applies one record if this node holds the agent.
+func (m *Mesh) handleControl(s network.Stream) {
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(controlTimeout + 5*time.Second))
+	var req controlRequest
+	if err := readMsg(bufio.NewReader(s), &req); err != nil {
+		s.Reset()
+		return
+	}
+	reply := controlReply{Code: ctlBad}
+	switch ctl, err := agents.DecodeControl(req.Record); {
+	case req.Version != 1:
+		reply.Error = fmt.Sprintf("control request version %d; this node speaks 1", req.Version)
+	case err != nil:
+		reply.Error = err.Error()
+	case ctl.Agent != req.DID:
+		reply.Error = fmt.Sprintf("the record is for %s, the request for %s", ctl.Agent, req.DID)
+	default:
+		ctx, cancel := context.WithTimeout(m.ctx, controlTimeout)
+		id, err := m.Custody.Control(ctx, req.DID, ctl)
+		cancel()
+		reply = controlReply{Code: codeOf(err), Checkpoint: id}
+		if err != nil {
+			reply.Error = err.Error()
+		}
+	}
+	_ = writeMsg(s, reply)
+}
+
+// askControl sends ctl to member p (this node applies it itself).
+func (m *Mesh) askControl(ctx context.Context, p peer.ID, ctl *agents.Control) (string, error) {
+	if p == m.Host.ID() {
+		return m.Custody.Control(ctx, ctl.Agent, ctl)
+	}
+	rec, err := ctl.Encode()
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, controlTimeout+5*time.Second)
+	defer cancel()
+	s, err := m.Host.NewStream(ctx, p, ControlProtocol)
+	if err != nil {
+		return "", fmt.Errorf("holder %s: %w", p, err)
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetDeadline(dl)
+	}
+	if err := writeMsg(s, controlRequest{Version: 1, DID: ctl.Agent, Record: rec}); err != nil {
+		s.Reset()
+		return "", fmt.Errorf("holder %s: %w", p, err)
+	}
+	var r controlReply
+	if err := readMsg(bufio.NewReader(s), &r); err != nil {
+		s.Reset()
+		return "", fmt.Errorf("holder %s: no answer (the record may still be applied; check the agent's status): %w", p, err)
+	}
+	return r.Checkpoint, r.err(p)
+}
+
+// Control delivers an owner's signed record to the agent's holder, wherever
+// it is in the mesh, and returns once the custody group committed the
+// checkpoint carrying it. Errors wrap agents.ErrControl (the holder
+// refused the record: not the owner's, out of order, meaningless now),
+// custody.ErrBusy or ErrNoHolderNow (retry), or ErrUnknownAgent.
+func (m *Mesh) Control(ctx context.Context, ctl *agents.Control) (*ControlResult, error) {
+	if ctl == nil {
+		return nil, fmt.Errorf("%w: no control record", ErrBadRequest)
+	}
+	var lastErr error
+	for range 3 {
+		live, err := m.locateHolder(ctx, ctl.Agent)
+		if err != nil {
+			return nil, err
+		}
+		p, err := peer.Decode(live.Peer)
+		if err != nil {
+			return nil, err
+		}
+		id, err := m.askControl(ctx, p, ctl)
+		if errors.Is(err, custody.ErrNotHolder) || errors.Is(err, custody.ErrNotMember) {
+			lastErr = err // the lease moved since we asked: find it again
+			m.setHolderHint(ctl.Agent, holderHint{})
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.setHolderHint(ctl.Agent, holderHint{holder: live.Peer, members: live.Members})
+		return &ControlResult{DID: ctl.Agent, Kind: string(ctl.Kind), Seq: ctl.Seq, Amount: ctl.Amount, Holder: live.Peer, Checkpoint: id}, nil
+	}
+	return nil, fmt.Errorf("%w: %v", ErrNoHolderNow, lastErr)
+}
+
+// locateHolder finds the member holding did's lease now: the holder this
+// node last found (and its group), else the head record's.
+func (m *Mesh) locateHolder(ctx context.Context, did string) (*LiveStatus, error) {
+	tried := map[string]bool{}
+	hint := m.holderHint(did)
+	var findErr error
+	if hint.holder != "" {
+		live, _, err := m.findHolder(ctx, did, append([]string{hint.holder}, hint.members...), tried)
+		if live != nil {
+			return live, nil
+		}
+		findErr = err
+	}
+	rec, recErr := m.resolveHeadRecord(ctx, did)
+	if rec == nil {
+		if findErr == nil {
+			return nil, recErr
+		}
+		return nil, fmt.Errorf("%w: %v; %v", ErrNoHolderNow, findErr, recErr)
+	}
+	live, _, err := m.findHolder(ctx, did, []string{rec.Holder}, tried)
+	if live == nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoHolderNow, err)
+	}
+	return live, nil
+}
+
+// ControlAgent signs a record of kind (with amount µc for a top-up) with
+// this home's owner key and delivers it (Control). Its number follows the
+// records the agent's committed head counts.
+func (m *Mesh) ControlAgent(ctx context.Context, did string, kind agents.ControlKind, amountUC int64) (*ControlResult, error) {
+	if _, err := agents.ParseDID(did); err != nil {
+		return nil, err
+	}
+	key, err := m.OwnerKey()
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.QueryAgent(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	if st.Source != "holder" {
+		return nil, fmt.Errorf("%w: %s is %s (%s)", ErrNoHolderNow, did, st.Status, st.Error)
+	}
+	ctl := &agents.Control{Kind: kind, Agent: did, Seq: st.Controls + 1, Amount: amountUC, Issued: time.Now().UnixNano()}
+	if err := ctl.Sign(key); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return m.Control(ctx, ctl)
+}
+
+// controlBody is POST /v1/agents/{did}/control: either kind (and amount
+// for a top-up) for this node to sign with its owner key, or a record
+// signed elsewhere.
+type controlBody struct {
+	Kind   string `json:"kind"`
+	Amount string `json:"amount"` // top-up, in budget units as publish's budget ("1.5")
+	Record []byte `json:"record"` // base64 of a signed agents.Control (instead of kind)
+}
+
+// maxControlBody bounds the request (a record is under 1 KiB).
+const maxControlBody = 8 << 10
+
+func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
+	did := r.PathValue("did")
+	var body controlBody
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxControlBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("control request: %v (want {\"kind\": \"stop\"|\"start\"|\"topup\", \"amount\": \"1.5\"} or {\"record\": BASE64})", err))
+		return
+	}
+	var (
+		res *ControlResult
+		err error
+	)
+	switch {
+	case len(body.Record) > 0 && body.Kind != "":
+		err = fmt.Errorf("%w: give kind or record, not both", ErrBadRequest)
+	case len(body.Record) > 0:
+		var ctl *agents.Control
+		if ctl, err = agents.DecodeControl(body.Record); err == nil {
+			if ctl.Agent != did {
+				err = fmt.Errorf("%w: the record is for %s, not %s", ErrBadRequest, ctl.Agent, did)
+			} else {
+				res, err = m.Control(r.Context(), ctl)
+			}
+		}
+	default:
+		var uc int64
+		kind := agents.ControlKind(body.Kind)
+		switch {
+		case kind == agents.ControlTopUp:
+			if uc, err = amount.Parse(body.Amount); err == nil && uc <= 0 {
+				err = fmt.Errorf("top-up amount %q must be positive", body.Amount)
+			}
+			if err != nil {
+				err = fmt.Errorf("%w: %v", ErrBadRequest, err)
+			}
+		case body.Amount != "":
+			err = fmt.Errorf("%w: only a top-up takes an amount", ErrBadRequest)
+		case kind != agents.ControlStop && kind != agents.ControlStart:
+			err = fmt.Errorf("%w: kind %q is not stop, start or topup", ErrBadRequest, body.Kind)
+		}
+		if err == nil {
+			res, err = m.ControlAgent(r.Context(), did, kind, uc)
+		}
+	}
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
