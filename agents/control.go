@@ -22,9 +22,16 @@ const (
 	ControlStart ControlKind = "start"
 	// ControlTopUp: the budget grows by Amount µc — the only way it grows.
 	ControlTopUp ControlKind = "topup"
+	// ControlDelete: the agent's life ends: it stops for good (no
+	// checkpoint may follow) and its custodians release it.
+	ControlDelete ControlKind = "delete"
 )
 
-var controlKinds = []ControlKind{ControlStop, ControlStart, ControlTopUp}
+var controlKinds = []ControlKind{ControlStop, ControlStart, ControlTopUp, ControlDelete}
+
+// Deleted reports whether cp is the checkpoint of the owner's delete
+// record: the last of the lineage.
+func (c *Checkpoint) Deleted() bool { return c.Control != nil && c.Control.Kind == ControlDelete }
 
 // MaxTopUp bounds one top-up (µc), so a budget never overflows.
 const MaxTopUp = int64(1) << 53
@@ -69,7 +76,7 @@ func (w *controlWire) control() *Control {
 // validate checks every field except the signature's validity.
 func (c *Control) validate(signed bool) error {
 	if !slices.Contains(controlKinds, c.Kind) {
-		return errf(ErrMalformed, "control kind %q is unknown (known: stop, start, topup)", c.Kind)
+		return errf(ErrMalformed, "control kind %q is unknown (known: stop, start, topup, delete)", c.Kind)
 	}
 	if _, err := ParseDID(c.Agent); err != nil {
 		return errf(ErrMalformed, "control agent: %v", err)
@@ -171,6 +178,9 @@ func CheckControl(g *Genesis, head *Checkpoint, ctl *Control) error {
 	if err := ctl.Verify(g.Owner); err != nil {
 		return err
 	}
+	if head.Deleted() {
+		return errf(ErrControl, "agent %s was deleted by its owner", g.Agent)
+	}
 	if want := head.Controls + 1; ctl.Seq != want {
 		return errf(ErrControl, "the %s record has seq %d, but the agent has applied %d record(s): the next must be %d (replayed or out of order)",
 			ctl.Kind, ctl.Seq, head.Controls, want)
@@ -205,7 +215,7 @@ func ControlledNext(prev *Checkpoint, budgetAfter int64, ctl *Control) (controls
 	}
 	controls = ctl.Seq
 	switch ctl.Kind {
-	case ControlStop:
+	case ControlStop, ControlDelete:
 		stopped = true
 	case ControlStart:
 		stopped = false

@@ -156,6 +156,18 @@ func TestControlTamper(t *testing.T) {
 		{"start of a running agent", ErrControl, 3, func(t *testing.T, f *fixture, owner ed25519.PrivateKey) cid.Cid {
 			return f.append(t, f.controlStep(f.control(t, owner, ControlStart, 0)))
 		}},
+		{"a tick after the deletion", ErrControl, 5, func(t *testing.T, f *fixture, owner ed25519.PrivateKey) cid.Cid {
+			f.appendControl(t, owner, ControlDelete, 0)
+			prev := f.entries[len(f.entries)-1].Checkpoint
+			cp := f.next()
+			cp.Tick, cp.Budget, cp.Epoch, cp.Controls, cp.Stopped = prev.Tick, prev.Budget, prev.Epoch, prev.Controls, true
+			cp.State, cp.Calls, cp.Metered = prev.State, 0, 0
+			return f.append(t, cp)
+		}},
+		{"a record after the deletion", ErrControl, 4, func(t *testing.T, f *fixture, owner ed25519.PrivateKey) cid.Cid {
+			f.appendControl(t, owner, ControlDelete, 0)
+			return f.appendControl(t, owner, ControlStart, 0)
+		}},
 		{"same tick, other state", ErrOrder, 3, func(t *testing.T, f *fixture, owner ed25519.PrivateKey) cid.Cid {
 			cp := f.controlStep(f.control(t, owner, ControlStop, 0))
 			cp.State = contentCID([]byte("other state"))

@@ -258,6 +258,9 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 	budgetBefore, before, tickBefore := g.Budget, "the genesis's", uint64(0)
 	ctl := cp.Control
 	if prev != nil {
+		if prev.Deleted() {
+			return fail(ErrControl, "follows the checkpoint that deleted the agent")
+		}
 		switch {
 		case ctl != nil && cp.Tick == prev.Tick:
 			// An owner's record applied between ticks: the state must be

@@ -274,7 +274,7 @@ func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxControlBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("control request: %v (want {\"kind\": \"stop\"|\"start\"|\"topup\", \"amount\": \"1.5\"} or {\"record\": BASE64})", err))
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("control request: %v (want {\"kind\": \"stop\"|\"start\"|\"topup\"|\"delete\", \"amount\": \"1.5\"} or {\"record\": BASE64})", err))
 		return
 	}
 	var (
@@ -286,7 +286,9 @@ func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("%w: give kind or record, not both", ErrBadRequest)
 	case len(body.Record) > 0:
 		var ctl *agents.Control
-		if ctl, err = agents.DecodeControl(body.Record); err == nil {
+		if ctl, err = agents.DecodeControl(body.Record); err != nil {
+			err = fmt.Errorf("%w: record: %v", ErrBadRequest, err)
+		} else {
 			if ctl.Agent != did {
 				err = fmt.Errorf("%w: the record is for %s, not %s", ErrBadRequest, ctl.Agent, did)
 			} else {
@@ -306,8 +308,8 @@ func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 			}
 		case body.Amount != "":
 			err = fmt.Errorf("%w: only a top-up takes an amount", ErrBadRequest)
-		case kind != agents.ControlStop && kind != agents.ControlStart:
-			err = fmt.Errorf("%w: kind %q is not stop, start or topup", ErrBadRequest, body.Kind)
+		case kind != agents.ControlStop && kind != agents.ControlStart && kind != agents.ControlDelete:
+			err = fmt.Errorf("%w: kind %q is not stop, start, topup or delete", ErrBadRequest, body.Kind)
 		}
 		if err == nil {
 			res, err = m.ControlAgent(r.Context(), did, kind, uc)
@@ -318,4 +320,104 @@ func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// custodyDeleted (custody.Hooks.Deleted) runs on the holder once the
+// checkpoint carrying the owner's delete record is committed: every other
+// member is asked to leave with that checkpoint as proof, then this node
+// leaves. Members that cannot be reached keep their state until asked
+// again (see docs/PROTOCOL.md, "Owner control").
+func (m *Mesh) custodyDeleted(did string, members []string) {
+	ctx, cancel := context.WithTimeout(m.ctx, 15*time.Second)
+	defer cancel()
+	var proof string
+	if st, err := m.Custody.Agent(did); err == nil {
+		proof = st.Committed
+	}
+	offer := custodyOffer{Version: 2, DID: did, Leave: true, Deleted: proof}
+	var hs []*agents.HostRecord
+	for _, p := range members {
+		h := &agents.HostRecord{Peer: p}
+		if id, err := peer.Decode(p); err == nil {
+			for _, a := range m.Host.Peerstore().Addrs(id) {
+				h.Addrs = append(h.Addrs, a.String()+"/p2p/"+p)
+			}
+		}
+		hs = append(hs, h)
+	}
+	m.offerAll(ctx, hs, offer, func(h *agents.HostRecord, err error) {
+		m.Logger.Warn("custody: a member did not release the deleted agent", "agent", did, "member", h.Peer, "err", err)
+	})
+	if err := m.releaseDeleted(did, ""); err != nil {
+		m.Logger.Warn("custody: release the deleted agent", "agent", did, "err", err)
+	}
+}
+
+// leaveDeleted is a member's answer to its holder's leave offer naming the
+// delete checkpoint proof: the checkpoint (fetched if not here) must be the
+// agent's, signed, and carry a delete record signed by the genesis's owner.
+func (m *Mesh) leaveDeleted(ctx context.Context, did, proof, from string) error {
+	c, err := cidDecode(proof)
+	if err != nil {
+		return fmt.Errorf("%w: delete proof %q: %v", ErrBadRequest, proof, err)
+	}
+	cp, err := m.fetchCheckpoint(ctx, did, c, []string{from})
+	if err != nil {
+		return err
+	}
+	if !cp.Deleted() {
+		return fmt.Errorf("%w: checkpoint %s carries no delete record", agents.ErrControl, c)
+	}
+	gdata, err := m.Store.Get(cp.Genesis)
+	if err != nil {
+		return fmt.Errorf("genesis %s: %w", cp.Genesis, err)
+	}
+	g, err := agents.DecodeGenesis(gdata)
+	if err != nil {
+		return err
+	}
+	if err := cp.Control.Verify(g.Owner); err != nil {
+		return err
+	}
+	return m.releaseDeleted(did, from)
+}
+
+// releaseDeleted drops everything this node keeps for a deleted agent: its
+// custody membership (and pins), its key (the publisher's too: there is
+// nothing left to revive) and its local head, then collects garbage.
+func (m *Mesh) releaseDeleted(did, from string) error {
+	err := m.Custody.Leave(did, from)
+	if errors.Is(err, custody.ErrNotMember) {
+		err = nil
+	}
+	err = errors.Join(err, m.Keys.Delete(did), m.Home.RemoveHead(did))
+	m.Logger.Info("custody: released the deleted agent", "agent", did, "asked by", from)
+	m.gcSoon()
+	return err
+}
+
+// gcSoon runs a garbage collection of the store in the background, at
+// most one at a time (a request while one runs is folded into it).
+func (m *Mesh) gcSoon() {
+	select {
+	case m.gcKick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Mesh) runGC() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.gcKick:
+		}
+		st, err := m.Store.GC(m.ctx)
+		if err != nil {
+			m.Logger.Warn("store garbage collection", "err", err)
+			continue
+		}
+		m.Logger.Info("store garbage collection", "removed", st.Removed, "freed_bytes", st.Freed, "kept_fresh", st.KeptFresh, "kept", st.Marked)
+	}
 }

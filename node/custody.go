@@ -276,8 +276,12 @@ type custodyOffer struct {
 	Addrs    map[string][]string `json:"addrs,omitempty"` // member → multiaddrs
 	Campaign bool                `json:"campaign,omitempty"`
 	Leave    bool                `json:"leave,omitempty"` // undo: the placement failed
-	Kick     bool                `json:"kick,omitempty"`  // a member: campaign now
-	Probe    bool                `json:"probe,omitempty"` // would this host take the agent now? (joins nothing)
+	// Deleted (with Leave): the agent was deleted by its owner; the CID of
+	// the committed checkpoint carrying the delete record, as proof. The
+	// member then drops the agent's key too.
+	Deleted string `json:"deleted,omitempty"`
+	Kick    bool   `json:"kick,omitempty"`  // a member: campaign now
+	Probe   bool   `json:"probe,omitempty"` // would this host take the agent now? (joins nothing)
 	// Released: a regroup's join — the old group's holder stopped at
 	// Epoch and a majority of it left, so members need not wait out a lease.
 	Released bool     `json:"released,omitempty"`
@@ -340,6 +344,8 @@ func (o custodyOffer) kind() (offerKind, error) {
 	switch {
 	case len(kinds) > 1:
 		return 0, fmt.Errorf("%w: an offer asks one thing; this one sets %s", ErrBadMessage, strings.Join(kinds, " and "))
+	case o.Deleted != "" && k != offerLeave:
+		return 0, fmt.Errorf("%w: deleted is an option of a leave offer, not of a %s", ErrBadMessage, strings.Join(append(kinds, "join")[:1], ""))
 	case k != offerJoin && (o.Campaign || o.Released):
 		return 0, fmt.Errorf("%w: campaign and released are options of a join, not of an offer to %s", ErrBadMessage, kinds[0])
 	case o.DID == "":
@@ -360,6 +366,9 @@ func (m *Mesh) acceptCustody(ctx context.Context, o custodyOffer, from peer.ID) 
 	case offerKick:
 		return m.Custody.Campaign(o.DID)
 	case offerLeave:
+		if o.Deleted != "" {
+			return m.leaveDeleted(ctx, o.DID, o.Deleted, from.String())
+		}
 		if err := m.Custody.Leave(o.DID, from.String()); err != nil {
 			return err
 		}

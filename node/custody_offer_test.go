@@ -20,6 +20,7 @@ func TestOfferKind(t *testing.T) {
 		{custodyOffer{DID: did, Probe: true}, offerProbe},
 		{custodyOffer{DID: did, Leave: true}, offerLeave},
 		{custodyOffer{DID: did, Kick: true}, offerKick},
+		{custodyOffer{DID: did, Leave: true, Deleted: "bafy"}, offerLeave},
 	}
 	for _, c := range ok {
 		if k, err := c.o.kind(); err != nil || k != c.want {
@@ -35,6 +36,8 @@ func TestOfferKind(t *testing.T) {
 		{custodyOffer{DID: did, Leave: true, Campaign: true}, "options of a join, not of an offer to leave"},
 		{custodyOffer{DID: did, Add: true, Released: true}, "options of a join, not of an offer to add"},
 		{custodyOffer{Leave: true}, "names no agent"},
+		{custodyOffer{DID: did, Deleted: "bafy"}, "deleted is an option of a leave offer, not of a join"},
+		{custodyOffer{DID: did, Kick: true, Deleted: "bafy"}, "not of a kick"},
 	}
 	for _, c := range bad {
 		_, err := c.o.kind()

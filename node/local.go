@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -60,7 +61,11 @@ type Local struct {
 // or top them up. It is created on first use and never regenerated.
 func (l *Local) OwnerKey() (ed25519.PrivateKey, error) {
 	l.ownerOnce.Do(func() {
-		l.ownerKey, l.ownerErr = loadOrCreateKey(l.Home.OwnerKeyPath(), "owner key", "agents nobody owns", l.Logger)
+		var created bool
+		l.ownerKey, created, l.ownerErr = loadOrCreateKey(l.Home.OwnerKeyPath(), "owner key", "agents nobody owns")
+		if created {
+			l.Logger.Info("created owner key", "path", l.Home.OwnerKeyPath(), "owner", agents.DID(l.ownerKey.Public().(ed25519.PublicKey)))
+		}
 	})
 	return l.ownerKey, l.ownerErr
 }
@@ -81,7 +86,10 @@ const verifiedCheckpoints = 1 << 14
 // OpenLocal opens (creating if needed) the home at dir. A node key is
 // created on first use; an existing but unreadable or corrupt one is an
 // error, never replaced.
-func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
+func OpenLocal(dir string, logger *slog.Logger) (*Local, error) { return openLocal(dir, logger, 0) }
+
+// openLocal is OpenLocal with the store's GC grace period (0: the default).
+func openLocal(dir string, logger *slog.Logger, gcGrace time.Duration) (_ *Local, err error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -95,7 +103,11 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 			err = errors.Join(err, l.Close())
 		}
 	}()
-	if l.Store, err = contentstore.Open(h.StoreDir(), contentstore.WithPack(0), contentstore.WithDeferredPackSync()); err != nil {
+	opts := []contentstore.Option{contentstore.WithPack(0), contentstore.WithDeferredPackSync()}
+	if gcGrace > 0 {
+		opts = append(opts, contentstore.WithGCGrace(gcGrace))
+	}
+	if l.Store, err = contentstore.Open(h.StoreDir(), opts...); err != nil {
 		return nil, err
 	}
 	h.sync = l.Store.Syncer().For(h.path("heads")) // heads share the store's group flushes
@@ -113,29 +125,27 @@ func OpenLocal(dir string, logger *slog.Logger) (_ *Local, err error) {
 }
 
 func loadOrCreateNodeKey(path string, logger *slog.Logger) (ed25519.PrivateKey, error) {
-	k, err := loadOrCreateKey(path, "node key", "a new node", logger)
-	if err == nil {
-		logger.Debug("node key", "path", path, "peer", agents.PeerID(k.Public().(ed25519.PublicKey)))
+	k, created, err := loadOrCreateKey(path, "node key", "a new node")
+	if created {
+		logger.Info("created node key", "path", path, "peer", agents.PeerID(k.Public().(ed25519.PublicKey)))
 	}
 	return k, err
 }
 
 // loadOrCreateKey loads the key at path, creating it only when no file is
 // there: a damaged key is never regenerated.
-func loadOrCreateKey(path, what, fresh string, logger *slog.Logger) (ed25519.PrivateKey, error) {
-	k, err := keystore.LoadKey(path, what, fresh)
+func loadOrCreateKey(path, what, fresh string) (k ed25519.PrivateKey, created bool, err error) {
+	k, err = keystore.LoadKey(path, what, fresh)
 	if err == nil {
-		return k, nil
+		return k, false, nil
 	}
 	if _, serr := os.Stat(path); !errors.Is(serr, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s %s: %w (it is never regenerated: restore it, or move it away to start as %s)", what, path, err, fresh)
+		return nil, false, fmt.Errorf("%s %s: %w (it is never regenerated: restore it, or move it away to start as %s)", what, path, err, fresh)
 	}
-	k, err = keystore.CreateKey(path, what)
-	if err != nil {
-		return nil, err
+	if k, err = keystore.CreateKey(path, what); err != nil {
+		return nil, false, err
 	}
-	logger.Info("created "+what, "path", path, "id", agents.DID(k.Public().(ed25519.PublicKey)))
-	return k, nil
+	return k, true, nil
 }
 
 // Runtime returns the node's WASM runtime, created on first use (inspect and

@@ -48,9 +48,12 @@ type MeshConfig struct {
 	Listen    []string // multiaddrs; default DefaultListen
 	Bootstrap []string // multiaddrs with /p2p/<peer id>
 	Slots     int      // agents this node hosts at once; 0 = does not host
-	Price     int64    // µc per second of tick time
-	Memory    uint64   // bytes offered to agents; default Slots × 64 MiB
-	Logger    *slog.Logger
+	// GCGrace: a garbage collection (after an agent is deleted) spares
+	// unreferenced blocks younger than this; 0 = contentstore's default.
+	GCGrace time.Duration
+	Price   int64  // µc per second of tick time
+	Memory  uint64 // bytes offered to agents; default Slots × 64 MiB
+	Logger  *slog.Logger
 	// Run is the tick loop configuration of hosted agents (tests shorten it).
 	Run hosting.RunOptions
 	// MaxConns bounds this node's libp2p connections; 0 keeps the default
@@ -97,6 +100,8 @@ type Mesh struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	gcKick chan struct{} // runGC: collect garbage (gcSoon)
 
 	mu        sync.Mutex // guards hostSeq
 	hostSeq   uint64
@@ -165,11 +170,11 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		}
 		boot = append(boot, ai)
 	}
-	l, err := OpenLocal(cfg.Home, cfg.Logger)
+	l, err := openLocal(cfg.Home, cfg.Logger, cfg.GCGrace)
 	if err != nil {
 		return nil, err
 	}
-	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), reviewSem: make(chan struct{}, 1), gate: gate,
+	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), gcKick: make(chan struct{}, 1), reviewSem: make(chan struct{}, 1), gate: gate,
 		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
 		pushed: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_custody_pushed_blocks_total",
 			Help: "Checkpoint blocks sent to custody members with their proposal (one per block and member), instead of fetched by each."}),
@@ -216,7 +221,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}
 	if m.Custody, err = custody.NewManager(custody.Config{
 		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
-		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup, Replace: m.custodyReplace},
+		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup, Replace: m.custodyReplace, Deleted: m.custodyDeleted},
 		Timing: cfg.Custody, Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")), Meta: l.Store,
 	}); err != nil {
 		return nil, err
@@ -247,6 +252,8 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}()
 	m.wg.Add(1)
 	go m.evictLoop()
+	m.wg.Add(1)
+	go m.runGC()
 	m.wg.Add(1)
 	go m.seedHostView()
 	if cfg.Slots > 0 {

@@ -26,6 +26,8 @@ start() { # i [bootstrap]
   rm -f "$home/api.addr"
   local args=(--home "$home" daemon --api 127.0.0.1:0 --slots "$SLOTS" --tick-interval "$TICK" --drain-timeout "$DRAIN")
   [ -n "${2:-}" ] && args+=(--bootstrap "$2")
+  # shellcheck disable=SC2206 # DAEMON_ARGS is split into flags on purpose
+  [ -n "${DAEMON_ARGS:-}" ] && args+=($DAEMON_ARGS)
   "$BIN" "${args[@]}" >"$home/daemon.out" 2>"$home/daemon.log" &
   echo $! >"$home/pid"
 }

@@ -59,5 +59,7 @@ command returns once the custody group committed the checkpoint carrying it.`,
 			"The holder commits the checkpoint carrying the record and runs the agent again\nfrom it (unless its budget is spent: top it up).", 1),
 		mk(agents.ControlTopUp, "topup DID AMOUNT", "Add AMOUNT (e.g. 1.5) to an agent's budget — the only way a budget grows",
 			"The agent pauses for the record's checkpoint (a handoff's pause) and runs on with\nthe larger budget; an agent whose budget was spent starts again.", 2),
+		mk(agents.ControlDelete, "delete DID", "End an agent's life: final checkpoint, then every custodian releases it",
+			"The agent stops after its tick in flight; once its group committed the checkpoint\ncarrying the record, the holder asks every member to leave (with that checkpoint as\nproof) and leaves: keys, pins and heads are dropped and each node collects its\ngarbage (blocks younger than the daemon's --gc-grace stay until a later one).\nNo checkpoint may follow; an exported copy still verifies.", 1),
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/testagents"
 	"github.com/igor-mesh/igor-node/node"
 )
@@ -19,12 +21,14 @@ import (
 // across a kill -9 of its holder), tops it up (the budget grows by exactly
 // the amount) and starts it again, each through the real binary on a mesh
 // of daemons; a daemon whose owner key is not the agent's is refused; the
-// lineage with the owner's records verifies.
+// lineage with the owner's records verifies. Then the owner deletes it:
+// every custodian releases it (membership, key, head) and collects its
+// blocks.
 func TestOwnerControl(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end testnet")
 	}
-	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s")
+	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s", "DAEMON_ARGS=--gc-grace 1ms")
 	down := map[int]bool{}
 	alive := func(n tnode) bool { return !down[n.Index] }
 
@@ -73,7 +77,7 @@ func TestOwnerControl(t *testing.T) {
 	if st.Status != "stopped" || st.StopReason != "owner" || st.Controls != 1 || st.Source != "holder" {
 		t.Fatalf("after stop: %+v", st)
 	}
-	stoppedAt := st.Tick
+	stoppedAt, stoppedHead := st.Tick, st.Head
 	time.Sleep(1500 * time.Millisecond)
 	if n, _, ok := runner(nodes, alive, pub.DID); ok {
 		t.Fatalf("node %d runs the stopped agent", n.Index)
@@ -141,5 +145,58 @@ func TestOwnerControl(t *testing.T) {
 	r = mustOK(t, igor(t, observer.Home, "verify", pub.DID), "verify")
 	if !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {
 		t.Fatalf("verify: %s", r.stdout)
+	}
+	members := status(observer).Members
+
+	// Delete: every custodian releases the agent.
+	r = mustOK(t, igor(t, owner.Home, "delete", "--json", pub.DID), "delete")
+	var del node.ControlResult
+	if err := json.Unmarshal([]byte(r.stdout), &del); err != nil || del.Checkpoint == "" || del.Kind != "delete" {
+		t.Fatalf("delete --json: %v %s", err, r.stdout)
+	}
+	var custodian tnode
+	waitUntil(t, 30*time.Second, "every custodian to release the deleted agent", func() error {
+		for _, n := range nodes {
+			if !alive(n) {
+				continue
+			}
+			var sts []custody.Status
+			if err := getJSON(n.API, "/v1/custody", &sts); err != nil {
+				return err
+			}
+			if slices.ContainsFunc(sts, func(s custody.Status) bool { return s.DID == pub.DID }) {
+				return fmt.Errorf("node %d still in the group", n.Index)
+			}
+			if slices.Contains(members, n.Peer) {
+				custodian = n
+				if _, err := os.Stat(filepath.Join(n.Home, "keys", agents.AgentID(pub.DID)+".key")); !os.IsNotExist(err) {
+					return fmt.Errorf("node %d still has the agent key (%v)", n.Index, err)
+				}
+			}
+		}
+		return nil
+	})
+	r = igor(t, owner.Home, "start", pub.DID)
+	if r.code == 0 {
+		t.Fatalf("start after delete succeeded: %s", r.stdout)
+	}
+	// Stopped, a custodian's home has neither the agent nor its blocks.
+	if err := syscall.Kill(custodian.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "the custodian to stop", func() error {
+		if syscall.Kill(custodian.PID, 0) == nil {
+			return fmt.Errorf("pid %d still runs", custodian.PID)
+		}
+		return nil
+	})
+	down[custodian.Index] = true
+	if r := mustOK(t, igor(t, custodian.Home, "list"), "list"); strings.Contains(r.stdout, pub.DID) {
+		t.Fatalf("list on a custodian after delete: %s", r.stdout)
+	}
+	for _, c := range []string{del.Checkpoint, stoppedHead} {
+		if r := igor(t, custodian.Home, "inspect", c); r.code == 0 || !strings.Contains(r.stderr, "block not found") {
+			t.Fatalf("checkpoint %s still stored on custodian %d after delete and GC: %s", c, custodian.Index, r.stdout)
+		}
 	}
 }

@@ -65,6 +65,7 @@ func newDaemonCmd(g *globalFlags) *cobra.Command {
 		price             int64
 		lf                loopFlags
 		drainTimeout      time.Duration
+		gcGrace           time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -102,7 +103,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 			ctx, now, release := shutdownSignals()
 			defer release()
 			m, err := node.StartMesh(ctx, node.MeshConfig{
-				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns,
+				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns, GCGrace: gcGrace,
 				Run: node.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
 			})
 			if err != nil {
@@ -174,6 +175,7 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 	f.IntVar(&maxConns, "max-conns", 0, "libp2p connection limit (0: the default 256; half inbound, trimmed from half to a quarter)")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once; a second signal, or no connected peer, also stops at once)")
 	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
+	f.DurationVar(&gcGrace, "gc-grace", 10*time.Minute, "a garbage collection (run after an agent is deleted) spares unreferenced blocks younger than this")
 	lf.add(cmd)
 	cmd.Flags().Lookup("max-ticks").Hidden = true
 	return cmd

@@ -152,6 +152,12 @@ type Hooks struct {
 	// holder then proposes. ErrNoChange: nothing to replace or fill. Off the
 	// driver goroutine, with a 1 min context.
 	Replace func(ctx context.Context, p ReplaceParams) ([]string, error)
+	// Deleted is called on the holder, on its own goroutine, once the
+	// checkpoint carrying the owner's delete record is committed: the node
+	// asks the other members to leave and leaves itself (keys, heads and
+	// pins dropped; the blocks go at the next garbage collection). Nil: the
+	// holder only leaves.
+	Deleted func(did string, members []string)
 }
 
 // ErrNoChange: Hooks.Replace found nothing to replace or fill.

@@ -130,6 +130,7 @@ type driver struct {
 	ctlDone   chan controlDone
 	ctlErr    error // the record could not be written: answered at the commit
 	ctlResume bool
+	ctlDelete bool // the record deletes the agent: the group is released after the commit
 	jobs      jobs // work in flight off the goroutine (phase.go)
 
 	complete map[string]bool            // checkpoints whose blocks are here
@@ -1275,7 +1276,7 @@ func (d *driver) control(ctl *agents.Control, done chan controlDone) {
 		// Nothing carries the record: run the agent again once its final
 		// checkpoint is committed (ctlSeq 0: tryControl answers err).
 		d.log().warn("apply control record "+ctl.String(), err)
-		d.ctlSeq, d.ctlID, d.ctlResume = head.Checkpoint.Seq, "", !head.Checkpoint.Stopped && head.Checkpoint.Budget > 0
+		d.ctlSeq, d.ctlID, d.ctlResume, d.ctlDelete = head.Checkpoint.Seq, "", !head.Checkpoint.Stopped && head.Checkpoint.Budget > 0, false
 		d.ctlDone = done
 		d.ctlErr = err
 		d.to(phControl)
@@ -1286,6 +1287,7 @@ func (d *driver) control(ctl *agents.Control, done chan controlDone) {
 	d.m.cfg.Logger.Info("custody: applying the owner's control record", "agent", d.did, "record", ctl.String(), "checkpoint", nh.CID, "seq", nh.Checkpoint.Seq)
 	d.ctlSeq, d.ctlID, d.ctlDone, d.ctlErr = nh.Checkpoint.Seq, nh.CID.String(), done, nil
 	d.ctlResume = !nh.Checkpoint.Stopped && nh.Checkpoint.Budget > 0
+	d.ctlDelete = nh.Checkpoint.Deleted()
 	d.to(phControl)
 	d.handle()
 }
@@ -1311,6 +1313,16 @@ func (d *driver) tryControl() {
 		return
 	}
 	d.to(phHolding) // held, not run
+	if d.ctlDelete {
+		d.ctlDelete = false
+		d.m.cfg.Logger.Info("custody: agent deleted by its owner; releasing its group", "agent", d.did, "checkpoint", c.ID)
+		members := d.others()
+		if hook := d.m.cfg.Hooks.Deleted; hook != nil {
+			d.m.spawn(func() { hook(d.did, members) })
+		} else {
+			d.leave()
+		}
+	}
 }
 
 // answerControl answers the pending control call once.
