@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/ipfs/go-cid"
 )
 
 // TypeControl is the signing domain of an owner's control record.
@@ -25,9 +27,13 @@ const (
 	// ControlDelete: the agent's life ends: it stops for good (no
 	// checkpoint may follow) and its custodians release it.
 	ControlDelete ControlKind = "delete"
+	// ControlUpgrade: the agent runs Module under Manifest from here on; its
+	// state passes through the new module's agent_resume (and
+	// agent_checkpoint) in the checkpoint applying the record.
+	ControlUpgrade ControlKind = "upgrade"
 )
 
-var controlKinds = []ControlKind{ControlStop, ControlStart, ControlTopUp, ControlDelete}
+var controlKinds = []ControlKind{ControlStop, ControlStart, ControlTopUp, ControlDelete, ControlUpgrade}
 
 // Deleted reports whether cp is the checkpoint of the owner's delete
 // record: the last of the lineage.
@@ -48,21 +54,33 @@ type Control struct {
 	// most once and in order (a replayed or skipped one is refused).
 	Seq    uint64
 	Amount int64 // ControlTopUp: µc added, > 0; otherwise 0
-	Issued int64 // unix ns by the owner's clock; informational
-	Sig    []byte
+	// Module and Manifest: ControlUpgrade's new module and manifest block
+	// (the bytes of Manifest.Canonical); otherwise undefined.
+	Module   cid.Cid
+	Manifest cid.Cid
+	Issued   int64 // unix ns by the owner's clock; informational
+	Sig      []byte
 }
 
 type controlWire struct {
-	Kind   string `cbor:"kind"`
-	Agent  string `cbor:"agent"`
-	Seq    uint64 `cbor:"seq"`
-	Amount int64  `cbor:"amount,omitempty"`
-	Issued int64  `cbor:"issued"`
-	Sig    []byte `cbor:"sig,omitempty"`
+	Kind     string `cbor:"kind"`
+	Agent    string `cbor:"agent"`
+	Seq      uint64 `cbor:"seq"`
+	Amount   int64  `cbor:"amount,omitempty"`
+	Module   *link  `cbor:"module,omitempty"`
+	Manifest *link  `cbor:"manifest,omitempty"`
+	Issued   int64  `cbor:"issued"`
+	Sig      []byte `cbor:"sig,omitempty"`
 }
 
 func (c *Control) wire(withSig bool) *controlWire {
 	w := &controlWire{Kind: string(c.Kind), Agent: c.Agent, Seq: c.Seq, Amount: c.Amount, Issued: c.Issued}
+	if c.Module.Defined() {
+		w.Module = &link{c.Module}
+	}
+	if c.Manifest.Defined() {
+		w.Manifest = &link{c.Manifest}
+	}
 	if withSig {
 		w.Sig = c.Sig
 	}
@@ -70,13 +88,20 @@ func (c *Control) wire(withSig bool) *controlWire {
 }
 
 func (w *controlWire) control() *Control {
-	return &Control{Kind: ControlKind(w.Kind), Agent: w.Agent, Seq: w.Seq, Amount: w.Amount, Issued: w.Issued, Sig: w.Sig}
+	c := &Control{Kind: ControlKind(w.Kind), Agent: w.Agent, Seq: w.Seq, Amount: w.Amount, Issued: w.Issued, Sig: w.Sig}
+	if w.Module != nil {
+		c.Module = w.Module.c
+	}
+	if w.Manifest != nil {
+		c.Manifest = w.Manifest.c
+	}
+	return c
 }
 
 // validate checks every field except the signature's validity.
 func (c *Control) validate(signed bool) error {
 	if !slices.Contains(controlKinds, c.Kind) {
-		return errf(ErrMalformed, "control kind %q is unknown (known: stop, start, topup, delete)", c.Kind)
+		return errf(ErrMalformed, "control kind %q is unknown (known: stop, start, topup, delete, upgrade)", c.Kind)
 	}
 	if _, err := ParseDID(c.Agent); err != nil {
 		return errf(ErrMalformed, "control agent: %v", err)
@@ -89,6 +114,16 @@ func (c *Control) validate(signed bool) error {
 		return errf(ErrMalformed, "top-up amount %d µc: must be between 1 and %d", c.Amount, MaxTopUp)
 	case c.Kind != ControlTopUp && c.Amount != 0:
 		return errf(ErrMalformed, "a %s record carries no amount (got %d)", c.Kind, c.Amount)
+	case c.Kind != ControlUpgrade && (c.Module.Defined() || c.Manifest.Defined()):
+		return errf(ErrMalformed, "a %s record names no module or manifest", c.Kind)
+	}
+	if c.Kind == ControlUpgrade {
+		if err := checkLink("upgrade module", c.Module, false); err != nil {
+			return err
+		}
+		if err := checkLink("upgrade manifest", c.Manifest, false); err != nil {
+			return err
+		}
 	}
 	if signed && len(c.Sig) != ed25519.SignatureSize {
 		return errf(ErrMalformed, "control sig is %d bytes, want %d", len(c.Sig), ed25519.SignatureSize)
@@ -227,8 +262,24 @@ func ControlledNext(prev *Checkpoint, budgetAfter int64, ctl *Control) (controls
 
 // String describes the record in one line.
 func (c *Control) String() string {
-	if c.Kind == ControlTopUp {
+	switch c.Kind {
+	case ControlTopUp:
 		return fmt.Sprintf("%s #%d of %d µc", c.Kind, c.Seq, c.Amount)
+	case ControlUpgrade:
+		return fmt.Sprintf("%s #%d to module %s", c.Kind, c.Seq, c.Module)
 	}
 	return fmt.Sprintf("%s #%d", c.Kind, c.Seq)
+}
+
+// current returns the module and manifest in force after prev's step
+// with record ctl: the genesis's until an upgrade, then the latest
+// upgrade's.
+func current(g *Genesis, prev *Checkpoint, ctl *Control) (module, manifest cid.Cid) {
+	switch {
+	case ctl != nil && ctl.Kind == ControlUpgrade:
+		return ctl.Module, ctl.Manifest
+	case prev != nil:
+		return prev.Module, prev.Manifest
+	}
+	return g.Module, g.Manifest
 }

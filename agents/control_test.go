@@ -189,7 +189,7 @@ func TestControlTamper(t *testing.T) {
 			if perr != nil {
 				t.Fatal(perr)
 			}
-			if _, err := VerifyNext(l0.Base(), f.head(), f.entries[len(f.entries)-1].Checkpoint, false); !errors.Is(err, tc.sentinel) {
+			if _, err := VerifyNext(l0.Base(), f.head(), f.entries[len(f.entries)-1].Checkpoint, false, f.store); !errors.Is(err, tc.sentinel) {
 				t.Fatalf("VerifyNext: %v; want %v", err, tc.sentinel)
 			}
 		})
@@ -267,5 +267,133 @@ func TestControlEncoding(t *testing.T) {
 	cp := f.controlStep(ctl)
 	if err := cp.Sign(f.agentKey, f.holderFor(t, cp)); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("checkpoint carrying another agent's record: %v", err)
+	}
+}
+
+// upgradedFixture: ownedFixture, then an upgrade (seq 8) to a new module
+// and a manifest whose tick timeout is 50 ms, then ticks (seq 9, 10) that
+// bill 10 calls of at most 5 ms each.
+func upgradedFixture(t *testing.T) (*fixture, ed25519.PrivateKey, *Control) {
+	f, owner := ownedFixture(t)
+	newMan := []byte(`{"resource_limits":{"tick_timeout_ms":50}}`)
+	manCID := contentCID(newMan)
+	f.store[manCID] = newMan
+	ctl := &Control{Kind: ControlUpgrade, Agent: f.did(), Seq: 4, Module: contentCID([]byte("module v2")), Manifest: manCID, Issued: 1}
+	if err := ctl.Sign(owner); err != nil {
+		t.Fatal(err)
+	}
+	cp := f.controlStep(ctl)
+	cp.Module, cp.Manifest, cp.State = ctl.Module, ctl.Manifest, contentCID([]byte("state through v2's resume"))
+	f.append(t, cp)
+	for range 2 {
+		f.appendUpgradedTick(t, 5e7)
+	}
+	return f, owner, ctl
+}
+
+// appendUpgradedTick appends 10 ticks billed metered ns in all, keeping
+// the module and manifest in force.
+func (f *fixture) appendUpgradedTick(t *testing.T, metered uint64) cid.Cid {
+	prev := f.entries[len(f.entries)-1].Checkpoint
+	cp := f.next()
+	cp.Tick, cp.Epoch, cp.Controls, cp.Module, cp.Manifest = prev.Tick+10, prev.Epoch, prev.Controls, prev.Module, prev.Manifest
+	cp.Calls, cp.Metered = 10, metered
+	cp.Budget = BudgetAfter(prev.Budget, metered, cp.Price)
+	return f.append(t, cp)
+}
+
+func TestUpgradeLineage(t *testing.T) {
+	f, _, ctl := upgradedFixture(t)
+	lin, err := VerifyLineage(f.head(), f.store, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := lin.Head().Checkpoint; !h.Module.Equals(ctl.Module) || lin.Manifest.ResourceLimits.TickTimeoutMs != 50 {
+		t.Fatalf("head module %s, manifest in force %+v; want the upgrade's", h.Module, lin.Manifest.ResourceLimits)
+	}
+	// Stepping from before the upgrade reads the new manifest through the getter.
+	l0, err := VerifyLineage(f.entries[7].CID, f.store, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := l0.Base()
+	for _, e := range f.entries[8:] {
+		if base, err = VerifyNext(base, e.CID, e.Checkpoint, false, f.store); err != nil {
+			t.Fatalf("VerifyNext seq %d: %v", e.Checkpoint.Seq, err)
+		}
+	}
+	if base.Manifest.ResourceLimits.TickTimeoutMs != 50 {
+		t.Fatalf("VerifyNext's manifest in force: %+v", base.Manifest.ResourceLimits)
+	}
+	if _, err := VerifyNext(l0.Base(), f.entries[8].CID, f.entries[8].Checkpoint, false, nil); !errors.Is(err, ErrMissingBlock) {
+		t.Fatalf("VerifyNext of an upgrade without a getter: %v", err)
+	}
+}
+
+func TestUpgradeTamper(t *testing.T) {
+	stranger := keyFromLabel("stranger")
+	cases := []struct {
+		name     string
+		sentinel error
+		build    func(t *testing.T, f *fixture, owner ed25519.PrivateKey, ctl *Control) cid.Cid
+	}{
+		{"upgrade not signed by the owner", ErrControl, func(t *testing.T, f *fixture, _ ed25519.PrivateKey, ctl *Control) cid.Cid {
+			f.truncate(8)
+			forged := *ctl
+			if err := forged.Sign(stranger); err != nil {
+				t.Fatal(err)
+			}
+			cp := f.controlStep(&forged)
+			cp.Module, cp.Manifest = forged.Module, forged.Manifest
+			return f.append(t, cp)
+		}},
+		{"upgrade checkpoint runs another module", ErrModuleMismatch, func(t *testing.T, f *fixture, owner ed25519.PrivateKey, ctl *Control) cid.Cid {
+			f.truncate(8)
+			cp := f.controlStep(ctl)
+			cp.Module, cp.Manifest = contentCID([]byte("module v3")), ctl.Manifest
+			return f.append(t, cp)
+		}},
+		{"back to the genesis module after the upgrade", ErrModuleMismatch, func(t *testing.T, f *fixture, _ ed25519.PrivateKey, _ *Control) cid.Cid {
+			f.truncate(10)
+			prev := f.entries[9].Checkpoint
+			cp := f.next()
+			cp.Tick, cp.Epoch, cp.Controls, cp.Calls, cp.Metered = prev.Tick+10, prev.Epoch, prev.Controls, 10, 5e7
+			cp.Budget = BudgetAfter(prev.Budget, 5e7, cp.Price)
+			return f.append(t, cp) // next() names the genesis module and manifest
+		}},
+		{"metering past the new manifest's tick timeout", ErrMetering, func(t *testing.T, f *fixture, _ ed25519.PrivateKey, _ *Control) cid.Cid {
+			f.truncate(10)
+			// 10 calls of 60 ms: fine by the genesis manifest (1 s), not by v2's 50 ms.
+			return f.appendUpgradedTick(t, 6e8)
+		}},
+		{"upgrade to a manifest nobody has", ErrMissingBlock, func(t *testing.T, f *fixture, owner ed25519.PrivateKey, ctl *Control) cid.Cid {
+			f.truncate(8)
+			lost := *ctl
+			lost.Manifest = contentCID([]byte("lost manifest"))
+			if err := lost.Sign(owner); err != nil {
+				t.Fatal(err)
+			}
+			cp := f.controlStep(&lost)
+			cp.Module, cp.Manifest = lost.Module, lost.Manifest
+			return f.append(t, cp)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, owner, ctl := upgradedFixture(t)
+			culprit := tc.build(t, f, owner, ctl)
+			_, err := VerifyLineage(f.head(), f.store, VerifyOptions{})
+			var ve *VerifyError
+			if !errors.Is(err, tc.sentinel) || !errors.As(err, &ve) || !ve.CID.Equals(culprit) {
+				t.Fatalf("VerifyLineage: %v; want %v at %s", err, tc.sentinel, culprit)
+			}
+			l0, perr := VerifyLineage(f.entries[len(f.entries)-2].CID, f.store, VerifyOptions{})
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			if _, err := VerifyNext(l0.Base(), f.head(), f.entries[len(f.entries)-1].Checkpoint, false, f.store); !errors.Is(err, tc.sentinel) {
+				t.Fatalf("VerifyNext: %v; want %v", err, tc.sentinel)
+			}
+		})
 	}
 }

@@ -55,7 +55,7 @@ type Lineage struct {
 	DID        string
 	GenesisCID cid.Cid
 	Genesis    *Genesis
-	Manifest   *Manifest // the genesis's
+	Manifest   *Manifest // the manifest in force at the head (the genesis's until an upgrade)
 	// Entries is seq 0 .. head (Entries[i].Checkpoint.Seq == i), or, when
 	// Partial, from a trusted checkpoint (VerifyOptions.Trusted) to head.
 	Entries []Entry
@@ -199,10 +199,32 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 		return nil, ve
 	}
 
-	// The manifest bounds the metering: each call's time by the tick
-	// timeout, the price by max_price_per_second.
-	man, err := lineageManifest(g, gc, get)
-	if err != nil {
+	// The manifest in force bounds the metering: each call's time by the
+	// tick timeout, the price by max_price_per_second. It is the genesis's
+	// until an owner's upgrade record names another.
+	mans := map[cid.Cid]*Manifest{}
+	manifestAt := func(c cid.Cid, culprit Entry) (*Manifest, error) {
+		if m, ok := mans[c]; ok {
+			return m, nil
+		}
+		m, err := loadManifest(c, get)
+		if err != nil {
+			if culprit.Checkpoint == nil {
+				err.CID, err.Genesis = gc, true
+			} else {
+				err.CID, err.Seq, err.SeqKnown = culprit.CID, culprit.Checkpoint.Seq, true
+			}
+			return nil, err
+		}
+		mans[c] = m
+		return m, nil
+	}
+	var man *Manifest
+	if partial {
+		if man, err = manifestAt(entries[0].Checkpoint.Manifest, entries[0]); err != nil {
+			return nil, err
+		}
+	} else if man, err = manifestAt(g.Manifest, Entry{}); err != nil {
 		return nil, err
 	}
 
@@ -214,6 +236,11 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 		var prev *Checkpoint
 		if i > 0 {
 			prev = entries[i-1].Checkpoint
+		}
+		if _, want := upgradedTo(g, prev, e.Checkpoint.Control); !want.Equals(man.cid) {
+			if man, err = manifestAt(want, e); err != nil {
+				return nil, err
+			}
 		}
 		if err := checkStep(g, gc, man, prev, e); err != nil {
 			return nil, err
@@ -231,6 +258,14 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 			}
 		}
 		for _, e := range entries {
+			if ctl := e.Checkpoint.Control; ctl != nil && ctl.Kind == ControlUpgrade {
+				for _, c := range []cid.Cid{ctl.Module, ctl.Manifest} {
+					if err := opts.CheckBlock(c); err != nil {
+						return nil, &VerifyError{CID: e.CID, Seq: e.Checkpoint.Seq, SeqKnown: true, Err: ErrMissingBlock, cause: err,
+							Reason: fmt.Sprintf("upgrade block %s: %v", c, err)}
+					}
+				}
+			}
 			if err := opts.CheckBlock(e.Checkpoint.State); err != nil {
 				return nil, &VerifyError{CID: e.CID, Seq: e.Checkpoint.Seq, SeqKnown: true, Err: ErrMissingBlock, cause: err,
 					Reason: fmt.Sprintf("state %s: %v", e.Checkpoint.State, err)}
@@ -264,8 +299,8 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 		switch {
 		case ctl != nil && cp.Tick == prev.Tick:
 			// An owner's record applied between ticks: the state must be
-			// the predecessor's.
-			if !cp.State.Equals(prev.State) {
+			// the predecessor's (an upgrade's passed through the new module).
+			if !cp.State.Equals(prev.State) && ctl.Kind != ControlUpgrade {
 				return fail(ErrOrder, "tick %d repeats its predecessor's with a different state", cp.Tick)
 			}
 		case cp.Tick <= prev.Tick:
@@ -316,11 +351,12 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 	if limit := man.MigrationPolicy.MaxPricePerSecond; limit > 0 && cp.Price > limit {
 		return fail(ErrMetering, "price %d µc/s is above the manifest's max_price_per_second %d", cp.Price, limit)
 	}
-	if !cp.Module.Equals(g.Module) {
-		return fail(ErrModuleMismatch, "module %s differs from the genesis module %s", cp.Module, g.Module)
+	wantMod, wantMan := current(g, prev, ctl)
+	if !cp.Module.Equals(wantMod) {
+		return fail(ErrModuleMismatch, "module %s differs from the %s %s", cp.Module, inForce(g, wantMod, g.Module, "module"), wantMod)
 	}
-	if !cp.Manifest.Equals(g.Manifest) {
-		return fail(ErrManifestMismatch, "manifest %s differs from the genesis manifest %s", cp.Manifest, g.Manifest)
+	if !cp.Manifest.Equals(wantMan) {
+		return fail(ErrManifestMismatch, "manifest %s differs from the %s %s", cp.Manifest, inForce(g, wantMan, g.Manifest, "manifest"), wantMan)
 	}
 	return nil
 }
@@ -349,7 +385,7 @@ func (l *Lineage) Base() Base {
 // vouches that cp was decoded from the bytes of c (a store or fetch that
 // re-hashes). It returns the Base of cp; failures are *VerifyError as in
 // VerifyLineage.
-func VerifyNext(base Base, c cid.Cid, cp *Checkpoint, sigChecked bool) (Base, error) {
+func VerifyNext(base Base, c cid.Cid, cp *Checkpoint, sigChecked bool, get BlockGetter) (Base, error) {
 	if cp == nil || base.Entry.Checkpoint == nil || base.Genesis == nil || base.Manifest == nil {
 		return Base{}, fmt.Errorf("%w: VerifyNext: incomplete base or checkpoint", ErrMalformed)
 	}
@@ -368,10 +404,22 @@ func VerifyNext(base Base, c cid.Cid, cp *Checkpoint, sigChecked bool) (Base, er
 		}
 	}
 	e := Entry{CID: c, Checkpoint: cp}
-	if err := checkStep(base.Genesis, base.GenesisCID, base.Manifest, prev, e); err != nil {
+	man := base.Manifest
+	if _, want := upgradedTo(base.Genesis, prev, cp.Control); !want.Equals(man.cid) {
+		if get == nil {
+			return Base{}, fmt.Errorf("%w: VerifyNext: checkpoint %s upgrades the agent to manifest %s and no block getter was given", ErrMissingBlock, c, want)
+		}
+		m, err := loadManifest(want, get)
+		if err != nil {
+			err.CID, err.Seq, err.SeqKnown = c, cp.Seq, true
+			return Base{}, err
+		}
+		man = m
+	}
+	if err := checkStep(base.Genesis, base.GenesisCID, man, prev, e); err != nil {
 		return Base{}, err
 	}
-	return Base{Entry: e, GenesisCID: base.GenesisCID, Genesis: base.Genesis, Manifest: base.Manifest}, nil
+	return Base{Entry: e, GenesisCID: base.GenesisCID, Genesis: base.Genesis, Manifest: man}, nil
 }
 
 // Fork is proof that an agent's history split: two distinct checkpoints,
@@ -495,21 +543,38 @@ func DetectForks(entries []Entry) []Fork {
 	return forks
 }
 
-// lineageManifest fetches, re-hashes and parses the genesis's manifest.
-func lineageManifest(g *Genesis, gc cid.Cid, get BlockGetter) (*Manifest, error) {
-	data, err := get.Get(g.Manifest)
+// loadManifest fetches, re-hashes and parses the manifest block c. The
+// caller fills in the culprit of the *VerifyError.
+func loadManifest(c cid.Cid, get BlockGetter) (*Manifest, *VerifyError) {
+	data, err := get.Get(c)
 	if err != nil {
-		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMissingBlock, cause: err,
-			Reason: fmt.Sprintf("manifest %s not available: %v", g.Manifest, err)}
+		return nil, &VerifyError{Err: ErrMissingBlock, cause: err, Reason: fmt.Sprintf("manifest %s not available: %v", c, err)}
 	}
-	if sum, err := g.Manifest.Prefix().Sum(data); err != nil || !sum.Equals(g.Manifest) {
-		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMalformed,
-			Reason: fmt.Sprintf("manifest bytes do not hash to %s (corrupt or substituted block)", g.Manifest)}
+	if sum, err := c.Prefix().Sum(data); err != nil || !sum.Equals(c) {
+		return nil, &VerifyError{Err: ErrMalformed, Reason: fmt.Sprintf("manifest bytes do not hash to %s (corrupt or substituted block)", c)}
 	}
 	man, err := ParseManifest(data)
 	if err != nil {
-		return nil, &VerifyError{CID: gc, Genesis: true, Err: ErrMalformed, cause: err,
-			Reason: fmt.Sprintf("manifest %s: %v", g.Manifest, err)}
+		return nil, &VerifyError{Err: ErrMalformed, cause: err, Reason: fmt.Sprintf("manifest %s: %v", c, err)}
 	}
+	man.cid = c
 	return man, nil
+}
+
+// upgradedTo is current, trusting an upgrade record only when the owner
+// signed it (the step's rules then refuse a forged one by name, instead of
+// failing to find the manifest it names).
+func upgradedTo(g *Genesis, prev *Checkpoint, ctl *Control) (module, manifest cid.Cid) {
+	if ctl != nil && ctl.Kind == ControlUpgrade && (g.Owner == "" || ctl.Verify(g.Owner) != nil) {
+		ctl = nil
+	}
+	return current(g, prev, ctl)
+}
+
+// inForce names what a module or manifest CID is in an error.
+func inForce(g *Genesis, want, genesis cid.Cid, what string) string {
+	if want.Equals(genesis) {
+		return "genesis " + what
+	}
+	return what + " in force since the last upgrade,"
 }

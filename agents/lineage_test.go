@@ -546,7 +546,7 @@ func TestVerifyNextAgreesWithVerifyLineage(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if base, got = VerifyNext(base, e.CID, cp, false); got != nil {
+					if base, got = VerifyNext(base, e.CID, cp, false, f.store); got != nil {
 						break
 					}
 				}
@@ -575,14 +575,14 @@ func TestVerifyNextBadArguments(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := f.cp(2)
-	if _, err := VerifyNext(Base{}, f.entries[2].CID, next, false); !errors.Is(err, ErrMalformed) {
+	if _, err := VerifyNext(Base{}, f.entries[2].CID, next, false, nil); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("empty base: %v", err)
 	}
-	if _, err := VerifyNext(lin.Base(), f.entries[2].CID, nil, false); !errors.Is(err, ErrMalformed) {
+	if _, err := VerifyNext(lin.Base(), f.entries[2].CID, nil, false, nil); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("nil checkpoint: %v", err)
 	}
 	// Its own predecessor is not its successor.
-	if _, err := VerifyNext(lin.Base(), f.entries[1].CID, f.cp(1), false); !errors.Is(err, ErrBrokenLink) {
+	if _, err := VerifyNext(lin.Base(), f.entries[1].CID, f.cp(1), false, nil); !errors.Is(err, ErrBrokenLink) {
 		t.Fatalf("a checkpoint after itself: %v", err)
 	}
 }

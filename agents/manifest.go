@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ipfs/go-cid"
 	"io"
 	"sort"
 	"strings"
@@ -44,6 +45,10 @@ var ErrBadManifest = errors.New("invalid manifest")
 // normalised manifest is stored as a block and bound into the genesis and
 // every checkpoint, so no host can widen it.
 type Manifest struct {
+	// cid is the block it was read from (loadManifest), so a lineage walk
+	// knows which manifest is in force; undefined for a parsed one.
+	cid cid.Cid
+
 	Name           string                    `json:"name,omitempty"`
 	Capabilities   map[string]CapabilitySpec `json:"capabilities,omitempty"`
 	ResourceLimits ResourceLimits            `json:"resource_limits"`

@@ -1,9 +1,11 @@
 package hosting
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -14,6 +16,12 @@ import (
 // again only after the owner's start record.
 var ErrAgentStopped = errors.New("hosting: agent stopped by its owner")
 
+// ErrUpgradeFailed: an owner's upgrade could not be applied — the new
+// module did not compile or instantiate, or its agent_resume (or
+// agent_checkpoint) failed on the agent's state. Nothing was written: the
+// agent keeps its module (rolled back).
+var ErrUpgradeFailed = errors.New("hosting: upgrade failed; the agent keeps its module")
+
 // ApplyControl writes the checkpoint that applies the owner's record ctl on
 // top of head, between ticks: same tick and state, no metering, the record
 // inline, made at epoch by this node (docs/CHECKPOINT-FORMAT.md, "Control
@@ -23,7 +31,7 @@ var ErrAgentStopped = errors.New("hosting: agent stopped by its owner")
 // genesis's owner and the head (agents.CheckControl); errors wrap
 // agents.ErrControl for a record that may not be applied. Like a tick's
 // checkpoint it is only written here: custody proposes it to the group.
-func ApplyControl(env Env, head Head, key ed25519.PrivateKey, epoch uint64, ctl *agents.Control) (Head, error) {
+func ApplyControl(ctx context.Context, env Env, head Head, key ed25519.PrivateKey, epoch uint64, ctl *agents.Control) (Head, error) {
 	if err := env.validate(); err != nil {
 		return Head{}, err
 	}
@@ -45,7 +53,61 @@ func ApplyControl(env Env, head Head, key ed25519.PrivateKey, epoch uint64, ctl 
 		Control: ctl,
 	}
 	cp.Controls, cp.Stopped, cp.Budget = agents.ControlledNext(prev, prev.Budget, ctl)
+	if ctl.Kind == agents.ControlUpgrade {
+		cp.Module, cp.Manifest = ctl.Module, ctl.Manifest
+		state, err := upgradeState(ctx, &env, prev, cp)
+		if err != nil {
+			return Head{}, err
+		}
+		return commit(&env, key, cp, state, head.CID)
+	}
 	return commitCheckpoint(&env, key, cp, head.CID)
+}
+
+// upgradeState passes prev's state through the new module of cp: a fresh
+// instance under the new manifest resumes it and checkpoints it again.
+// Any failure is ErrUpgradeFailed.
+func upgradeState(ctx context.Context, env *Env, prev, cp *agents.Checkpoint) ([]byte, error) {
+	fail := func(format string, args ...any) ([]byte, error) {
+		return nil, fmt.Errorf("%w: %s", ErrUpgradeFailed, fmt.Sprintf(format, args...))
+	}
+	man, mod, err := compileAgent(ctx, *env, cp)
+	if err != nil {
+		return fail("module %s: %v", cp.Module, err)
+	}
+	if limit := man.MigrationPolicy.MaxPricePerSecond; limit > 0 && cp.Price > limit {
+		return fail("the holder charges %d µc/s, the new manifest allows at most %d", cp.Price, limit)
+	}
+	state, err := env.Blocks.ReadObject(prev.State, int64(man.ResourceLimits.MaxStateBytes))
+	if err != nil {
+		return fail("the agent's state %s under the new manifest's max_state_bytes %d: %v", prev.State, man.ResourceLimits.MaxStateBytes, err)
+	}
+	inst, err := env.Runtime.Instantiate(ctx, mod, instanceConfig(env, man, cp.Agent))
+	if err != nil {
+		return fail("instantiate module %s: %v", cp.Module, err)
+	}
+	defer inst.Close(context.Background())
+	if err := inst.Resume(ctx, state); err != nil {
+		return fail("the new module's agent_resume refused the agent's state: %v", err)
+	}
+	out, err := inst.Checkpoint(ctx)
+	if err != nil {
+		return fail("the new module's agent_checkpoint after resuming: %v", err)
+	}
+	return out, nil
+}
+
+// PrepareUpgrade readies an upgrade record's module before the agent stops
+// for it: the manifest (present, canonical) and the module (compiled into
+// the runtime's cache). Errors wrap ErrUpgradeFailed.
+func PrepareUpgrade(ctx context.Context, env Env, ctl *agents.Control) error {
+	if err := env.validate(); err != nil {
+		return err
+	}
+	if _, _, err := compileAgent(ctx, env, &agents.Checkpoint{Module: ctl.Module, Manifest: ctl.Manifest}); err != nil {
+		return fmt.Errorf("%w: %v", ErrUpgradeFailed, err)
+	}
+	return nil
 }
 
 // checkControl checks ctl against head and its genesis (read from the store).
@@ -83,5 +145,17 @@ func (s *Service) ControlHead(c cid.Cid, ctl *agents.Control) (Head, error) {
 func (s *Service) Control(head Head, key ed25519.PrivateKey, epoch uint64, ctl *agents.Control) (Head, error) {
 	env := s.env
 	env.NoPins = true
-	return ApplyControl(env, head, key, epoch, ctl)
+	// Bounded: an upgrade instantiates the new module (compiled beforehand,
+	// PrepareUpgrade) and runs its resume and checkpoint exports once.
+	ctx, cancel := context.WithTimeout(s.ctx, controlLimit)
+	defer cancel()
+	return ApplyControl(ctx, env, head, key, epoch, ctl)
 }
+
+// PrepareUpgrade is PrepareUpgrade in this service's environment.
+func (s *Service) PrepareUpgrade(ctx context.Context, ctl *agents.Control) error {
+	return PrepareUpgrade(ctx, s.env, ctl)
+}
+
+// controlLimit bounds writing one control checkpoint.
+const controlLimit = 20 * time.Second

@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/hosting"
@@ -48,7 +51,7 @@ func TestControlThenRun(t *testing.T) {
 		if err := ctl.Sign(signer); err != nil {
 			t.Fatal(err)
 		}
-		return hosting.ApplyControl(f.env, h, key, h.Checkpoint.Epoch, ctl)
+		return hosting.ApplyControl(ctx, f.env, h, key, h.Checkpoint.Epoch, ctl)
 	}
 	if head, err = run(head, 4); err != nil {
 		t.Fatal(err)
@@ -91,5 +94,85 @@ func TestControlThenRun(t *testing.T) {
 	}
 	if n := len(lin.Entries); n != int(end.Checkpoint.Seq)+1 {
 		t.Fatalf("lineage of %d checkpoints, head seq %d", n, end.Checkpoint.Seq)
+	}
+}
+
+// TestUpgradeCarriesStateOrRollsBack: an owner's upgrade whose new module
+// cannot resume the state (counter configured for another state size)
+// writes nothing; one that can carries the state on, and the ticks after
+// it run the new manifest — the whole lineage verifies.
+func TestUpgradeCarriesStateOrRollsBack(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	wasmPath, manPath := testagents.Path(t, "counter")
+	wasm, _ := os.ReadFile(wasmPath)
+	manJSON, _ := os.ReadFile(manPath)
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerPub, owner, _ := agents.GenerateKey(rand.Reader)
+	_, key, _ := agents.GenerateKey(rand.Reader)
+	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1_000_000,
+		AgentKey: key, Owner: agents.DID(ownerPub)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := hosting.Load(ctx, f.env, head.CID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := hosting.Run(ctx, f.env, a, fast(4, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head = res.Head
+	upgrade := func(args string, timeoutMs int) (hosting.Head, error) {
+		m2 := *man
+		m2.Args = args
+		m2.ResourceLimits.TickTimeoutMs = uint64(timeoutMs)
+		manCID, err := f.st.Put(cid.Raw, m2.Canonical())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl := &agents.Control{Kind: agents.ControlUpgrade, Agent: head.Checkpoint.Agent, Seq: head.Checkpoint.Controls + 1,
+			Module: head.Checkpoint.Module, Manifest: manCID, Issued: 1}
+		if err := ctl.Sign(owner); err != nil {
+			t.Fatal(err)
+		}
+		if err := hosting.PrepareUpgrade(ctx, f.env, ctl); err != nil {
+			t.Fatal(err)
+		}
+		return hosting.ApplyControl(ctx, f.env, head, key, head.Checkpoint.Epoch, ctl)
+	}
+	if _, err := upgrade("state_size=128", 500); !errors.Is(err, hosting.ErrUpgradeFailed) || !strings.Contains(err.Error(), "agent_resume") {
+		t.Fatalf("upgrade to a counter of another state size: %v, want ErrUpgradeFailed naming agent_resume", err)
+	}
+	if got := f.heads.get(head.Checkpoint.Agent); !got.Equals(head.CID) {
+		t.Fatalf("a failed upgrade moved the head to %s", got)
+	}
+	up, err := upgrade("state_size=64", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := up.Checkpoint; c.Tick != head.Checkpoint.Tick || !c.State.Equals(head.Checkpoint.State) || c.Manifest.Equals(head.Checkpoint.Manifest) {
+		t.Fatalf("upgrade checkpoint %+v after %+v: same tick and (for this module) the same state bytes, a new manifest", c, head.Checkpoint)
+	}
+	a, err = hosting.Load(ctx, f.env, up.CID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Manifest.ResourceLimits.TickTimeoutMs != 500 {
+		t.Fatalf("the run after the upgrade loads manifest %+v", a.Manifest.ResourceLimits)
+	}
+	res, err = hosting.Run(ctx, f.env, a, fast(3, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Head.Checkpoint.Tick != head.Checkpoint.Tick+3 {
+		t.Fatalf("after the upgrade: tick %d, want %d", res.Head.Checkpoint.Tick, head.Checkpoint.Tick+3)
+	}
+	if _, err := agents.VerifyLineage(res.Head.CID, f.st, agents.VerifyOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

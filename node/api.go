@@ -85,8 +85,8 @@ const (
 	// DefaultAPIMaxInFlight is how many requests the API serves at once;
 	// more get 503 with Retry-After.
 	DefaultAPIMaxInFlight = 64
-	// DefaultAPIMaxBody caps the body of every POST but publish (which is
-	// capped at MaxPublishBody).
+	// DefaultAPIMaxBody caps the body of every POST but publish and control
+	// (an upgrade carries a module), which are capped at MaxPublishBody.
 	DefaultAPIMaxBody = 64 << 10
 	apiMaxHeaderBytes = 64 << 10
 	apiHeaderTimeout  = 10 * time.Second
@@ -367,8 +367,8 @@ func apiGuard(next http.Handler, opts APIOptions, addr string, remote bool) http
 		}
 		if r.Method == http.MethodPost {
 			limit := opts.MaxBody
-			if r.URL.Path == "/v1/agents" {
-				limit = MaxPublishBody
+			if r.URL.Path == "/v1/agents" || strings.HasSuffix(r.URL.Path, "/control") {
+				limit = MaxPublishBody // a publish, or an upgrade carrying its module
 			}
 			if r.ContentLength > limit {
 				writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes is over the limit of %d bytes for POST %s", r.ContentLength, limit, r.URL.Path))
@@ -471,7 +471,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrBadManifest), errors.Is(err, ErrBadRequest), errors.Is(err, ErrBadPeerAddr):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrAgentAlive), errors.Is(err, agents.ErrControl):
+	case errors.Is(err, ErrAgentAlive), errors.Is(err, agents.ErrControl), errors.Is(err, hosting.ErrUpgradeFailed):
 		return http.StatusConflict
 	case errors.Is(err, ErrNoHolderNow), errors.Is(err, custody.ErrBusy):
 		return http.StatusServiceUnavailable

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -14,9 +13,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/amount"
+	"github.com/igor-mesh/igor-node/node/exchange"
 )
 
 // ControlProtocol carries an owner's signed control record to the agent's
@@ -45,10 +48,11 @@ type controlRequest struct {
 // Reply codes of ControlProtocol, mapped back to the sentinels they stand for.
 const (
 	ctlOK        = "ok"
-	ctlRefused   = "refused"    // agents.ErrControl
-	ctlBusy      = "busy"       // custody.ErrBusy
-	ctlNotHolder = "not-holder" // custody.ErrNotHolder
-	ctlNotMember = "not-member" // custody.ErrNotMember
+	ctlRefused   = "refused"        // agents.ErrControl
+	ctlBusy      = "busy"           // custody.ErrBusy
+	ctlNotHolder = "not-holder"     // custody.ErrNotHolder
+	ctlNotMember = "not-member"     // custody.ErrNotMember
+	ctlUpgrade   = "upgrade-failed" // hosting.ErrUpgradeFailed
 	ctlBad       = "bad-request"
 	ctlError     = "error"
 )
@@ -83,6 +87,8 @@ func codeOf(err error) string {
 		return ctlNotHolder
 	case errors.Is(err, custody.ErrNotMember):
 		return ctlNotMember
+	case errors.Is(err, hosting.ErrUpgradeFailed):
+		return ctlUpgrade
 	case errors.Is(err, agents.ErrMalformed), errors.Is(err, agents.ErrBadDID):
 		return ctlBad
 	}
@@ -102,6 +108,8 @@ func (r *controlReply) err(p peer.ID) error {
 		sentinel = custody.ErrNotHolder
 	case ctlNotMember:
 		sentinel = custody.ErrNotMember
+	case ctlUpgrade:
+		sentinel = hosting.ErrUpgradeFailed
 	case ctlBad:
 		sentinel = ErrBadRequest
 	default:
@@ -129,7 +137,7 @@ func (m *Mesh) handleControl(s network.Stream) {
 		reply.Error = fmt.Sprintf("the record is for %s, the request for %s", ctl.Agent, req.DID)
 	default:
 		ctx, cancel := context.WithTimeout(m.ctx, controlTimeout)
-		id, err := m.Custody.Control(ctx, req.DID, ctl)
+		id, err := m.applyControl(ctx, ctl, s.Conn().RemotePeer())
 		cancel()
 		reply = controlReply{Code: codeOf(err), Checkpoint: id}
 		if err != nil {
@@ -139,10 +147,35 @@ func (m *Mesh) handleControl(s network.Stream) {
 	_ = writeMsg(s, reply)
 }
 
+// applyControl applies ctl here, as a holder. For an upgrade it first
+// fetches the new module and manifest (from the sender, else providers)
+// and compiles the module, so the agent stops only for the state's pass
+// through it.
+func (m *Mesh) applyControl(ctx context.Context, ctl *agents.Control, from peer.ID) (string, error) {
+	if ctl.Kind == agents.ControlUpgrade {
+		if _, err := m.Custody.Agent(ctl.Agent); err != nil {
+			return "", err
+		}
+		var peers []peer.AddrInfo
+		if from != "" {
+			peers = append(peers, peer.AddrInfo{ID: from})
+		}
+		for _, c := range []cid.Cid{ctl.Manifest, ctl.Module} {
+			if _, err := m.Ex.FetchDAG(ctx, c, exchange.FetchOptions{From: peers}); err != nil {
+				return "", fmt.Errorf("%w: fetch upgrade block %s: %v", hosting.ErrUpgradeFailed, c, err)
+			}
+		}
+		if err := m.Svc.PrepareUpgrade(ctx, ctl); err != nil {
+			return "", err
+		}
+	}
+	return m.Custody.Control(ctx, ctl.Agent, ctl)
+}
+
 // askControl sends ctl to member p (this node applies it itself).
 func (m *Mesh) askControl(ctx context.Context, p peer.ID, ctl *agents.Control) (string, error) {
 	if p == m.Host.ID() {
-		return m.Custody.Control(ctx, ctl.Agent, ctl)
+		return m.applyControl(ctx, ctl, "")
 	}
 	rec, err := ctl.Encode()
 	if err != nil {
@@ -234,13 +267,22 @@ func (m *Mesh) locateHolder(ctx context.Context, did string) (*LiveStatus, error
 // ControlAgent signs a record of kind (with amount µc for a top-up) with
 // this home's owner key and delivers it (Control). Its number follows the
 // records the agent's committed head counts.
-func (m *Mesh) ControlAgent(ctx context.Context, did string, kind agents.ControlKind, amountUC int64) (*ControlResult, error) {
+func (m *Mesh) ControlAgent(ctx context.Context, did string, kind agents.ControlKind, amountUC int64, up *Upgrade) (*ControlResult, error) {
 	if _, err := agents.ParseDID(did); err != nil {
 		return nil, err
 	}
 	key, err := m.OwnerKey()
 	if err != nil {
 		return nil, err
+	}
+	var module, manifest cid.Cid
+	if kind == agents.ControlUpgrade {
+		if up == nil {
+			return nil, fmt.Errorf("%w: an upgrade needs a module and a manifest", ErrBadRequest)
+		}
+		if module, manifest, err = m.storeUpgrade(ctx, up); err != nil {
+			return nil, err
+		}
 	}
 	st, err := m.QueryAgent(ctx, did)
 	if err != nil {
@@ -249,32 +291,64 @@ func (m *Mesh) ControlAgent(ctx context.Context, did string, kind agents.Control
 	if st.Source != "holder" {
 		return nil, fmt.Errorf("%w: %s is %s (%s)", ErrNoHolderNow, did, st.Status, st.Error)
 	}
-	ctl := &agents.Control{Kind: kind, Agent: did, Seq: st.Controls + 1, Amount: amountUC, Issued: time.Now().UnixNano()}
+	ctl := &agents.Control{Kind: kind, Agent: did, Seq: st.Controls + 1, Amount: amountUC, Module: module, Manifest: manifest, Issued: time.Now().UnixNano()}
 	if err := ctl.Sign(key); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	return m.Control(ctx, ctl)
 }
 
+// Upgrade is the new module and manifest of an upgrade record.
+type Upgrade struct {
+	Wasm     []byte
+	Manifest []byte // JSON
+}
+
+// storeUpgrade stores an upgrade's module and manifest here (the holder
+// fetches them from this node), after checking that the manifest parses
+// and the module compiles.
+func (m *Mesh) storeUpgrade(ctx context.Context, up *Upgrade) (module, manifest cid.Cid, err error) {
+	man, err := agents.ParseManifest(up.Manifest)
+	if err != nil {
+		return cid.Undef, cid.Undef, fmt.Errorf("%w: upgrade manifest: %v", ErrBadRequest, err)
+	}
+	if len(up.Wasm) == 0 || len(up.Wasm) > hosting.MaxModuleBytes {
+		return cid.Undef, cid.Undef, fmt.Errorf("%w: upgrade module of %d bytes (1 to %d)", ErrBadRequest, len(up.Wasm), hosting.MaxModuleBytes)
+	}
+	if module, err = m.Store.PutObjectBytes(up.Wasm); err != nil {
+		return cid.Undef, cid.Undef, err
+	}
+	rt, err := m.Runtime(ctx)
+	if err != nil {
+		return cid.Undef, cid.Undef, err
+	}
+	if _, err := rt.Compile(ctx, module.String(), up.Wasm); err != nil {
+		return cid.Undef, cid.Undef, fmt.Errorf("%w: upgrade module: %v", ErrBadRequest, err)
+	}
+	if manifest, err = m.Store.Put(cid.Raw, man.Canonical()); err != nil {
+		return cid.Undef, cid.Undef, err
+	}
+	return module, manifest, nil
+}
+
 // controlBody is POST /v1/agents/{did}/control: either kind (and amount
 // for a top-up) for this node to sign with its owner key, or a record
 // signed elsewhere.
 type controlBody struct {
-	Kind   string `json:"kind"`
-	Amount string `json:"amount"` // top-up, in budget units as publish's budget ("1.5")
-	Record []byte `json:"record"` // base64 of a signed agents.Control (instead of kind)
+	Kind     string          `json:"kind"`
+	Amount   string          `json:"amount"`   // top-up, in budget units as publish's budget ("1.5")
+	Wasm     []byte          `json:"wasm"`     // upgrade: the new module (base64)
+	Manifest json.RawMessage `json:"manifest"` // upgrade: the new manifest
+	Record   []byte          `json:"record"`   // base64 of a signed agents.Control (instead of kind)
 }
-
-// maxControlBody bounds the request (a record is under 1 KiB).
-const maxControlBody = 8 << 10
 
 func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 	did := r.PathValue("did")
 	var body controlBody
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxControlBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxPublishBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("control request: %v (want {\"kind\": \"stop\"|\"start\"|\"topup\"|\"delete\", \"amount\": \"1.5\"} or {\"record\": BASE64})", err))
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("control request: %v (want {\"kind\": \"stop\"|\"start\"|\"topup\"|\"delete\"|\"upgrade\", \"amount\": \"1.5\", \"wasm\": BASE64, \"manifest\": {…}} or {\"record\": BASE64})", err))
 		return
 	}
 	var (
@@ -308,11 +382,21 @@ func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 			}
 		case body.Amount != "":
 			err = fmt.Errorf("%w: only a top-up takes an amount", ErrBadRequest)
+		case kind == agents.ControlUpgrade:
+			if len(body.Wasm) == 0 || len(body.Manifest) == 0 {
+				err = fmt.Errorf("%w: an upgrade needs wasm (base64) and manifest", ErrBadRequest)
+			}
+		case len(body.Wasm) > 0 || len(body.Manifest) > 0:
+			err = fmt.Errorf("%w: only an upgrade takes wasm and manifest", ErrBadRequest)
 		case kind != agents.ControlStop && kind != agents.ControlStart && kind != agents.ControlDelete:
-			err = fmt.Errorf("%w: kind %q is not stop, start, topup or delete", ErrBadRequest, body.Kind)
+			err = fmt.Errorf("%w: kind %q is not stop, start, topup, delete or upgrade", ErrBadRequest, body.Kind)
 		}
 		if err == nil {
-			res, err = m.ControlAgent(r.Context(), did, kind, uc)
+			var up *Upgrade
+			if kind == agents.ControlUpgrade {
+				up = &Upgrade{Wasm: body.Wasm, Manifest: body.Manifest}
+			}
+			res, err = m.ControlAgent(r.Context(), did, kind, uc, up)
 		}
 	}
 	if err != nil {

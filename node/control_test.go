@@ -40,7 +40,7 @@ func TestControlAPIBadInput(t *testing.T) {
 	}{
 		{did, "{not json", 400, "control request"},
 		{did, `{"kind":"stop","extra":1}`, 400, "extra"},
-		{did, `{"kind":"pause"}`, 400, "not stop, start, topup or delete"},
+		{did, `{"kind":"pause"}`, 400, "not stop, start, topup, delete or upgrade"},
 		{did, `{"kind":"stop","amount":"1"}`, 400, "only a top-up"},
 		{did, `{"kind":"topup","amount":"-1"}`, 400, "amount"},
 		{did, `{"kind":"topup","amount":"0"}`, 400, "positive"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -53,6 +54,7 @@ command returns once the custody group committed the checkpoint carrying it.`,
 		return cmd
 	}
 	return []*cobra.Command{
+		newUpgradeCmd(g),
 		mk(agents.ControlStop, "stop DID", "Stop an agent (its owner's signed record): final checkpoint, held, resumable",
 			"The agent stops after its tick in flight; its final checkpoint and the checkpoint\ncarrying the record are committed by its custody group, which keeps holding it\nwithout running it. 'igor-node start DID' resumes it.", 1),
 		mk(agents.ControlStart, "start DID", "Resume an agent its owner stopped",
@@ -62,4 +64,51 @@ command returns once the custody group committed the checkpoint carrying it.`,
 		mk(agents.ControlDelete, "delete DID", "End an agent's life: final checkpoint, then every custodian releases it",
 			"The agent stops after its tick in flight; once its group committed the checkpoint\ncarrying the record, the holder asks every member to leave (with that checkpoint as\nproof) and leaves: keys, pins and heads are dropped and each node collects its\ngarbage (blocks younger than the daemon's --gc-grace stay until a later one).\nNo checkpoint may follow; an exported copy still verifies.", 1),
 	}
+}
+
+func newUpgradeCmd(g *globalFlags) *cobra.Command {
+	var (
+		api, manifest string
+		asJSON        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "upgrade DID NEW.wasm",
+		Short: "Run an agent on a new module from now on, its state passed through the new module",
+		Long: `The owner's record names the new module and manifest (the daemon stores them; the
+holder fetches them). The holder stops the agent after its tick in flight with a final
+checkpoint, resumes that state in a fresh instance of the new module (agent_resume), takes
+its agent_checkpoint as the state of the upgrade checkpoint and runs the new module from
+there. If the new module does not compile, or its agent_resume or agent_checkpoint fails
+on the state, nothing is written and the agent runs on with its module (rolled back).
+The daemon signs with its home's owner key (HOME/owner.key), which must be the genesis's
+owner. The manifest defaults to NEW.manifest.json beside the module.`,
+		Args: exactArgs(2, "DID NEW.wasm"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := agents.ParseDID(args[0]); err != nil {
+				return usagef("%v", err)
+			}
+			wasm, manJSON, err := readAgentFiles(args[1], manifest)
+			if err != nil {
+				return err
+			}
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"kind": string(agents.ControlUpgrade), "wasm": wasm, "manifest": json.RawMessage(manJSON)}
+			var res node.ControlResult
+			if err := c.do("POST", "/v1/agents/"+args[0]+"/control", body, &res); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "upgrade %s: record #%d applied by %s in checkpoint %s\n", res.DID, res.Seq, res.Holder, res.Checkpoint)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&manifest, "manifest", "", "manifest file (default: NEW.manifest.json beside the module)")
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }

@@ -200,3 +200,97 @@ func TestOwnerControl(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerUpgrade: the owner upgrades a running heartbeat agent to the
+// counter module through the real binary on a mesh of daemons. A counter
+// configured for another state size cannot resume the heartbeat's state:
+// the upgrade is refused and the heartbeat runs on (rolled back). One
+// configured for the heartbeat's 33-byte state takes it over; after a kill
+// -9 of the holder the next holder runs the counter from the upgrade, and
+// the lineage verifies.
+func TestOwnerUpgrade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end testnet")
+	}
+	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s")
+	wasm, _ := testagents.Path(t, "heartbeat")
+	dir := t.TempDir()
+	manPath := filepath.Join(dir, "manifest.json")
+	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
+		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
+	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
+	var pub node.PublishResult
+	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
+		t.Fatalf("publish --json: %v %s", err, r.stdout)
+	}
+	observer := nodes[3]
+	status := func() node.AgentStatus {
+		t.Helper()
+		var st node.AgentStatus
+		waitUntil(t, 20*time.Second, "the agent's status", func() error { return getJSON(observer.API, "/v1/agents/"+pub.DID, &st) })
+		return st
+	}
+	ticksPast := func(what string, tick uint64) node.AgentStatus {
+		t.Helper()
+		var st node.AgentStatus
+		waitUntil(t, 30*time.Second, what, func() error {
+			if st = status(); st.Status != "running" || st.Tick <= tick {
+				return fmt.Errorf("%+v", st)
+			}
+			return nil
+		})
+		return st
+	}
+	st := ticksPast("the heartbeat to tick", 4)
+
+	counter, _ := testagents.Path(t, "counter")
+	counterMan := func(size int) string {
+		p := filepath.Join(dir, fmt.Sprintf("counter-%d.json", size))
+		os.WriteFile(p, []byte(fmt.Sprintf(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},
+			"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3},"args":"state_size=%d"}`, size)), 0o644)
+		return p
+	}
+	r = igor(t, nodes[0].Home, "upgrade", pub.DID, counter, "--manifest", counterMan(64))
+	if r.code == 0 || !strings.Contains(r.stderr, "agent_resume") || !strings.Contains(r.stderr, "keeps its module") {
+		t.Fatalf("upgrade to a counter that cannot resume the state: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	st = ticksPast("the heartbeat to run on after the refused upgrade", st.Tick)
+	if st.Controls != 0 {
+		t.Fatalf("a refused upgrade was recorded: %+v", st)
+	}
+
+	r = mustOK(t, igor(t, nodes[0].Home, "upgrade", "--json", pub.DID, counter, "--manifest", counterMan(33)), "upgrade")
+	var up node.ControlResult
+	if err := json.Unmarshal([]byte(r.stdout), &up); err != nil || up.Kind != "upgrade" {
+		t.Fatalf("upgrade --json: %v %s", err, r.stdout)
+	}
+	st = ticksPast("the counter to tick after the upgrade", status().Tick)
+	holder := slices.IndexFunc(nodes, func(n tnode) bool { return n.Peer == st.Holder })
+	if holder < 0 {
+		t.Fatalf("holder %s is no testnet node", st.Holder)
+	}
+	if holder == 3 {
+		observer = nodes[2]
+	}
+	if err := syscall.Kill(nodes[holder].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "a new holder to run the upgraded agent", func() error {
+		var s node.AgentStatus
+		if err := getJSON(observer.API, "/v1/agents/"+pub.DID, &s); err != nil {
+			return err
+		}
+		if s.Source != "holder" || s.Holder == nodes[holder].Peer || s.Status != "running" || s.Tick <= st.Tick {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	var lin node.LineageReport
+	if err := getJSON(observer.API, "/v1/agents/"+pub.DID+"/lineage", &lin); err != nil || !lin.Valid {
+		t.Fatalf("lineage after upgrade and failover: %v %+v", err, lin)
+	}
+	r = mustOK(t, igor(t, observer.Home, "verify", pub.DID), "verify")
+	if !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {
+		t.Fatalf("verify: %s", r.stdout)
+	}
+}

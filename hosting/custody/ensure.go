@@ -57,7 +57,7 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 			if base, ok := verified.Base(cur); ok {
 				// The common case — a standby's next checkpoint from the
 				// holder it follows — in one step per checkpoint walked.
-				return verifyForward(verified, base, walked, c)
+				return verifyForward(store, verified, base, walked, c)
 			}
 			return verifyLineage(store, verified, did, c, signed)
 		}
@@ -79,6 +79,14 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 		walked = append(walked, agents.Entry{CID: cur, Checkpoint: cp})
 		if err := f.FetchDAG(ctx, cp.State, peers); err != nil {
 			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
+		}
+		if ctl := cp.Control; ctl != nil && ctl.Kind == agents.ControlUpgrade {
+			// An owner's upgrade: the module and manifest it runs from here.
+			for _, r := range []cid.Cid{ctl.Manifest, ctl.Module} {
+				if err := f.FetchDAG(ctx, r, peers); err != nil {
+					return fmt.Errorf("upgrade block %s of checkpoint %s: %w", r, cur, err)
+				}
+			}
 		}
 		if !cp.Prev.Defined() {
 			// Seq 0: its genesis, module and manifest complete the lineage.
@@ -109,9 +117,9 @@ func verifyLineage(store agents.BlockGetter, verified VerifiedSet, did string, c
 // verifyForward checks walked (head c first, signatures verified) upward
 // from base, its oldest entry's predecessor, by agents.VerifyNext, and
 // remembers each as verified.
-func verifyForward(verified VerifiedSet, base agents.Base, walked []agents.Entry, c cid.Cid) error {
+func verifyForward(store agents.BlockGetter, verified VerifiedSet, base agents.Base, walked []agents.Entry, c cid.Cid) error {
 	for i := len(walked) - 1; i >= 0; i-- {
-		next, err := agents.VerifyNext(base, walked[i].CID, walked[i].Checkpoint, true)
+		next, err := agents.VerifyNext(base, walked[i].CID, walked[i].Checkpoint, true, store)
 		if err != nil {
 			return fmt.Errorf("checkpoint %s: %w", c, err)
 		}
