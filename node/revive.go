@@ -180,8 +180,9 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
 	h := hosting.Head{CID: last.CID, Checkpoint: last.Checkpoint}
-	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: minEpoch + 1}
-	if err := m.place(ctx, res, h, minEpoch, false, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: minEpoch + 1,
+		Price: last.Checkpoint.Price, BudgetSeconds: budgetSeconds(last.Checkpoint.Budget, last.Checkpoint.Price)}
+	if err := m.place(ctx, res, h, minEpoch, false, ranked, int(man.Lease.Replicas), 0, int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
 		return res, err
 	}
 	return res, nil
