@@ -312,12 +312,21 @@ var ErrFork = agents.ErrFork
 
 // Import reads an agent CAR into the store, verifies its lineage, and moves
 // the local head forward if the import extends it. A diverging history is
-// refused with both heads named; nothing local is overwritten.
-func (l *Local) Import(ctx context.Context, r io.Reader) (*ImportReport, error) {
-	roots, n, err := l.Store.ImportCAR(ctx, r)
+// refused with both heads named; nothing local is overwritten. A refused
+// import (a fork, a lineage that does not verify, a CAR that does not
+// read) leaves no block behind: a rival checkpoint left in the store would
+// make verify report a fork from then on, while the home's head, fsck and
+// resume carry on with the local lineage.
+func (l *Local) Import(ctx context.Context, r io.Reader) (_ *ImportReport, err error) {
+	roots, n, added, err := l.stageCAR(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			l.dropBlocks(added)
+		}
+	}()
 	if len(roots) != 1 {
 		return nil, fmt.Errorf("%w: %d roots, want 1 (the head checkpoint)", ErrNotAgentCAR, len(roots))
 	}
@@ -364,6 +373,54 @@ func (l *Local) Import(ctx context.Context, r io.Reader) (*ImportReport, error) 
 		_ = l.Store.Unpin(local)
 	}
 	return rep, nil
+}
+
+// stageCAR reads a CAR into a scratch store first, so a CAR that breaks
+// off halfway adds nothing here, then copies into the home's store the
+// blocks it lacks. It returns the CAR's roots and block count and the
+// blocks it added (which nothing here referenced before).
+func (l *Local) stageCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, n int, added []cid.Cid, err error) {
+	tmp, err := os.MkdirTemp("", "igor-import-*")
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	st, err := contentstore.Open(tmp, contentstore.WithoutFsync())
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	defer st.Close()
+	if roots, n, err = st.ImportCAR(ctx, r); err != nil {
+		return nil, 0, nil, err
+	}
+	err = st.ForEach(func(c cid.Cid) error {
+		if have, err := l.Store.Has(c); err != nil || have {
+			return err
+		}
+		data, err := st.Get(c)
+		if err != nil {
+			return err
+		}
+		if err := l.Store.PutBlock(c, data); err != nil {
+			return err
+		}
+		added = append(added, c)
+		return nil
+	})
+	if err != nil {
+		l.dropBlocks(added)
+		return nil, 0, nil, err
+	}
+	return roots, n, added, nil
+}
+
+// dropBlocks deletes the blocks a refused import added.
+func (l *Local) dropBlocks(cids []cid.Cid) {
+	for _, c := range cids {
+		if err := l.Store.Delete(c); err != nil {
+			l.Logger.Warn("remove a block of a refused import", "cid", c, "err", err)
+		}
+	}
 }
 
 func containsCID(entries []agents.Entry, c cid.Cid) bool {
