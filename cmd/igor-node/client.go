@@ -275,9 +275,15 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "did\t%s\nstatus\t%s (from the %s)\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\nlease ends\t%s\n",
+			fmt.Fprintf(tw, "did\t%s\nstatus\t%s (from the %s)\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\n",
 				st.DID, st.Status, st.Source, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
-				st.LastUpdate.Format(time.RFC3339), st.LeaseExpiry.Format(time.RFC3339))
+				st.LastUpdate.Format(time.RFC3339))
+			if st.LeaseLeftMs > 0 {
+				fmt.Fprintf(tw, "lease left\t%v (the holder's, by its clock)\n", time.Duration(st.LeaseLeftMs)*time.Millisecond)
+			}
+			if !st.NextRecordBy.IsZero() {
+				fmt.Fprintf(tw, "next record by\t%s\n", st.NextRecordBy.Format(time.RFC3339))
+			}
 			if st.Error != "" {
 				fmt.Fprintf(tw, "error\t%s\n", st.Error)
 			}
