@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,10 +36,13 @@ type CheckpointInfo struct {
 	StateSize   uint64 `json:"state_size"`
 	SignatureOK bool   `json:"signatures_valid"`
 	SigError    string `json:"signature_error,omitempty"`
+	// Content is a manifest's JSON (kind manifest only; a manifest carries
+	// no signature, and names no agent: agents share it by its CID).
+	Content json.RawMessage `json:"content,omitempty"`
 }
 
-// Inspect describes a checkpoint or genesis named by a DID (its local head)
-// or a CID.
+// Inspect describes a checkpoint, genesis or manifest named by a DID (its
+// local head) or a CID.
 func (l *Local) Inspect(ref string) (*CheckpointInfo, error) {
 	var c cid.Cid
 	if _, err := agents.ParseDID(ref); err == nil {
@@ -59,9 +64,18 @@ func (l *Local) Inspect(ref string) (*CheckpointInfo, error) {
 }
 
 func describe(c cid.Cid, data []byte) (*CheckpointInfo, error) {
+	if c.Prefix().Codec == cid.Raw {
+		// Manifests are raw JSON blocks; so are state and module chunks.
+		if bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+			if _, err := agents.ParseManifest(data); err == nil {
+				return &CheckpointInfo{CID: c.String(), Kind: "manifest", Manifest: c.String(), SignatureOK: true, Content: data}, nil
+			}
+		}
+		return nil, fmt.Errorf("block %s is raw data, not a checkpoint, genesis or manifest: inspect does not show module or state chunks", c)
+	}
 	kind, err := agents.Kind(data)
 	if err != nil {
-		return nil, fmt.Errorf("block %s: %w", c, err)
+		return nil, fmt.Errorf("block %s is not a checkpoint, genesis or manifest (a module or state object is not shown): %w", c, err)
 	}
 	info := &CheckpointInfo{CID: c.String(), Kind: kind}
 	switch kind {
