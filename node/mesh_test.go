@@ -235,6 +235,11 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/v1/agents", `{"module":"nope","manifest":{},"budget_microcents":5}`, 400, "not a CID"},
 		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`, 400, "both"},
 		{"POST", "/v1/agents", `{"module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`, 400, "not stored on this node"},
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{},"budget_microcents":5,"min_replicas":-1}`, 400, "min_replicas must be 0 or more"},
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{},"budget_microcents":5,"min_replicas":3}`, 400, "min_replicas 3 is outside 0..2"},
+		// One host, and the manifest asks for two standbys: refused before
+		// the (empty) module is even looked at.
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{},"budget_microcents":5}`, 503, "--min-replicas 0"},
 		{"GET", "/v1/agents/did:key:nope", "", 400, "did"},
 		{"GET", "/v1/agents/did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "", 404, "no head record"},
 		{"GET", "/v1/nothing", "", 404, "no such endpoint"},
