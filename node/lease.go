@@ -357,6 +357,21 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 		return nil, err
 	}
 	progress("agent created: " + did)
+	// undo takes the agent away again when it cannot be placed: its head,
+	// key, and the two blocks only it has (checkpoint 0 and the genesis,
+	// which name it; module, manifest and state may be shared).
+	undo := func() {
+		if err := m.Home.RemoveHead(did); err != nil {
+			m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
+		}
+		_ = m.Store.Unpin(head.CID)
+		_ = m.Keys.Delete(did)
+		for _, c := range []cid.Cid{head.CID, head.Checkpoint.Genesis} {
+			if err := m.Store.Delete(c); err != nil {
+				m.Logger.Warn("remove unplaced agent's block", "agent", did, "cid", c, "err", err)
+			}
+		}
+	}
 	// Announce the agent's roots so any node can fetch them (best effort;
 	// the members fetch from us directly either way).
 	roots := []cid.Cid{head.CID, head.Checkpoint.Genesis}
@@ -376,20 +391,18 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 	}()
 	key, err := m.Keys.Get(did)
 	if err != nil {
+		undo()
 		return nil, err
 	}
 	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
 	if err != nil {
+		undo()
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
 	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1,
 		Price: head.Checkpoint.Price, BudgetSeconds: budgetSeconds(head.Checkpoint.Budget, head.Checkpoint.Price)}
 	if err := m.place(ctx, res, head, 0, false, ranked, int(man.Lease.Replicas), minSize, int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
-		if err := m.Home.RemoveHead(did); err != nil {
-			m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
-		}
-		_ = m.Store.Unpin(head.CID)
-		_ = m.Keys.Delete(did)
+		undo()
 		return res, err
 	}
 	return res, nil

@@ -441,3 +441,53 @@ func TestPlaceHonoursMinimumAfterRefusals(t *testing.T) {
 		return nil
 	})
 }
+
+// A publish whose group falls below the minimum after a refusal fails
+// with ErrGroupTooSmall and leaves nothing behind: no head, no key, no
+// checkpoint or genesis block, no member keeping a membership. Here the
+// third host is advertised (a signed, fresh record in the publisher's
+// view) but cannot be reached.
+func TestPublishRefusalBelowMinimumLeavesNothing(t *testing.T) {
+	ms := startMeshes(t, 2, 2)
+	waitHosts(t, ms, 2)
+	eventually(t, "a warm host view", 30*time.Second, func() error {
+		if !ms[0].view.warm() {
+			return fmt.Errorf("cold")
+		}
+		return nil
+	})
+	pub, priv, err := agents.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	ghost := &agents.HostRecord{Peer: agents.PeerID(pub), Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Slots: 2, FreeSlots: 2,
+		MemoryBytes: 1 << 30, FreeMemoryBytes: 1 << 30, Price: 1000, Capabilities: agents.KnownCapabilities(), Version: Version,
+		Seq: 1, Issued: now.UnixNano(), Expires: now.Add(5 * time.Minute).UnixNano()}
+	if err := ghost.Sign(priv); err != nil {
+		t.Fatal(err)
+	}
+	ms[0].view.seed([]*agents.HostRecord{ghost})
+	wasm, man := testagents.Bytes(t, "counter")
+	res, err := ms[0].Publish(context.Background(), wasm, man, 1_000_000, nil)
+	if !errors.Is(err, ErrGroupTooSmall) || res == nil || len(res.Refused) != 1 || !strings.Contains(res.Refused[0], ghost.Peer) {
+		t.Fatalf("publish with one of 3 hosts unreachable = %+v, %v; want ErrGroupTooSmall naming the unreachable host", res, err)
+	}
+	if ds, _ := ms[0].Home.Agents(); len(ds) != 0 {
+		t.Fatalf("agents left behind: %v", ds)
+	}
+	if ks, _ := ms[0].Keys.List(); len(ks) != 0 {
+		t.Fatalf("keys left behind: %v", ks)
+	}
+	for _, s := range []string{res.Head, res.Genesis} {
+		c, _ := cid.Decode(s)
+		if has, err := ms[0].Store.Has(c); err != nil || has {
+			t.Fatalf("block %s of the unplaced agent left in the publisher's store (%v)", s, err)
+		}
+	}
+	for _, m := range ms {
+		if st, err := m.Custody.Agent(res.DID); err == nil {
+			t.Fatalf("%s still a member: %+v", m.PeerID(), st)
+		}
+	}
+}
