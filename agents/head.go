@@ -37,7 +37,7 @@ type HeadRecord struct {
 	Seq         uint64  // its sequence number
 	Epoch       uint64  // its lease epoch
 	Holder      string  // peer ID of the current holder
-	LeaseExpiry int64   // unix ns when the holder's current lease term ends (holder's clock)
+	LeaseExpiry int64   // unix ns by which a holder that keeps its lease publishes a newer record (its lease end + the refresh interval; holder's clock)
 	Issued      int64   // unix ns when the record was made
 	Expires     int64   // unix ns after which the record must not be believed
 	Sig         []byte  // Ed25519 signature by the agent key

@@ -51,19 +51,19 @@ const (
 // choose candidates, and the chosen node still decides for itself whether
 // it takes an agent.
 type HostRecord struct {
-	Peer            string   // libp2p peer ID (Ed25519) of the node; the signer
-	Addrs           []string // multiaddrs, so others can dial without a peer-routing lookup
-	Slots           uint32   // agents the node will run at most
-	FreeSlots       uint32   // of which free now (≤ Slots)
-	MemoryBytes     uint64   // total memory the node offers agents
-	FreeMemoryBytes uint64   // of which free now (≤ MemoryBytes)
-	Price           int64    // µc per second, ≥ 0
-	Capabilities    []string // sorted, unique
-	Version         string   // software version, 1..64 printable ASCII bytes
-	Seq             uint64   // increases with every new record from this node
-	Issued          int64    // unix ns
-	Expires         int64    // unix ns; Issued < Expires ≤ Issued + MaxRecordValidity
-	Sig             []byte   // Ed25519 signature by the node key
+	Peer            string   `json:"peer"`                        // libp2p peer ID (Ed25519) of the node; the signer
+	Addrs           []string `json:"addrs"`                       // multiaddrs, so others can dial without a peer-routing lookup
+	Slots           uint32   `json:"slots"`                       // agents the node will run at most
+	FreeSlots       uint32   `json:"free_slots"`                  // of which free now (≤ Slots)
+	MemoryBytes     uint64   `json:"memory_bytes"`                // total memory the node offers agents
+	FreeMemoryBytes uint64   `json:"free_memory_bytes"`           // of which free now (≤ MemoryBytes)
+	Price           int64    `json:"price_microcents_per_second"` // µc per second, ≥ 0
+	Capabilities    []string `json:"capabilities"`                // sorted, unique
+	Version         string   `json:"version"`                     // software version, 1..64 printable ASCII bytes
+	Seq             uint64   `json:"seq"`                         // increases with every new record from this node
+	Issued          int64    `json:"issued_unix_ns"`              // unix ns
+	Expires         int64    `json:"expires_unix_ns"`             // unix ns; Issued < Expires ≤ Issued + MaxRecordValidity
+	Sig             []byte   `json:"sig"`                         // Ed25519 signature by the node key (base64 in JSON)
 }
 
 type hostWire struct {

@@ -54,17 +54,21 @@ type Lease struct {
 
 // Status is what the node reports about an agent it hosts.
 type Status struct {
-	DID         string     `json:"did"`
-	Head        string     `json:"head"`
-	Seq         uint64     `json:"seq"`
-	Tick        uint64     `json:"tick"`
-	Epoch       uint64     `json:"epoch"`
-	Budget      int64      `json:"budget_microcents"`
-	Running     bool       `json:"running"`
-	Started     time.Time  `json:"started"`
-	LeaseExpiry time.Time  `json:"lease_expiry"`
-	StopReason  StopReason `json:"stop_reason,omitempty"`
-	Error       string     `json:"error,omitempty"`
+	DID     string    `json:"did"`
+	Head    string    `json:"head"`
+	Seq     uint64    `json:"seq"`
+	Tick    uint64    `json:"tick"`
+	Epoch   uint64    `json:"epoch"`
+	Budget  int64     `json:"budget_microcents"`
+	Running bool      `json:"running"`
+	Started time.Time `json:"started"`
+	// TermEnd is the end of the current lease term by this node's clock:
+	// the start, then each commit, plus the term (the custody group's
+	// term, or the manifest's lease.term_seconds). The custody lease itself
+	// is GET /v1/custody's lease_end.
+	TermEnd    time.Time  `json:"term_end"`
+	StopReason StopReason `json:"stop_reason,omitempty"`
+	Error      string     `json:"error,omitempty"`
 }
 
 // ServiceConfig configures a hosting service.
@@ -173,7 +177,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	}
 	h := &hosted{done: make(chan struct{})}
 	h.status = Status{DID: a.DID, Head: a.Head.CID.String(), Seq: a.Head.Checkpoint.Seq, Tick: a.Head.Checkpoint.Tick,
-		Epoch: lease.Epoch, Budget: a.Head.Checkpoint.Budget, Running: true, Started: s.env.Now(), LeaseExpiry: s.env.Now().Add(term)}
+		Epoch: lease.Epoch, Budget: a.Head.Checkpoint.Budget, Running: true, Started: s.env.Now(), TermEnd: s.env.Now().Add(term)}
 
 	s.mu.Lock()
 	if s.closed {
@@ -208,8 +212,8 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 		h.status.Head, h.status.Seq, h.status.Tick = head.CID.String(), head.Checkpoint.Seq, head.Checkpoint.Tick
 		h.status.Budget, h.status.Epoch = head.Checkpoint.Budget, head.Checkpoint.Epoch
 		// Single holder: a commit renews the lease for another term.
-		h.status.LeaseExpiry = s.env.Now().Add(term)
-		expiry := h.status.LeaseExpiry
+		h.status.TermEnd = s.env.Now().Add(term)
+		expiry := h.status.TermEnd
 		h.mu.Unlock()
 		if lease.OnCheckpoint != nil {
 			lease.OnCheckpoint(head)

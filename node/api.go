@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -38,6 +37,10 @@ type PublishRequest struct {
 	Module   string          `json:"module,omitempty"`
 	Manifest json.RawMessage `json:"manifest"` // the manifest object
 	Budget   int64           `json:"budget_microcents"`
+	// MinReplicas, when set, allows a custody group of fewer than the
+	// manifest's 1+lease.replicas hosts, down to 1+MinReplicas; unset, a
+	// publish without enough eligible hosts fails (ErrGroupTooSmall).
+	MinReplicas *int `json:"min_replicas,omitempty"`
 }
 
 // NodeInfo is GET /v1/node.
@@ -391,12 +394,8 @@ func (m *Mesh) apiPublish(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	module, _ := cid.Decode(req.Module) // checked by decodePublishRequest; Undef when absent
 	publish := func(progress func(string)) (*PublishResult, error) {
-		if module.Defined() {
-			return m.PublishModule(r.Context(), module, req.Manifest, req.Budget, progress)
-		}
-		return m.Publish(r.Context(), req.Wasm, req.Manifest, req.Budget, progress)
+		return m.PublishAgent(r.Context(), req, progress)
 	}
 	if r.Header.Get("Accept") != "application/x-ndjson" {
 		res, err := publish(nil)
@@ -475,7 +474,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrNoHolderNow), errors.Is(err, custody.ErrBusy):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, ErrNoHost), errors.Is(err, hosting.ErrNoCapacity):
+	case errors.Is(err, ErrNoHost), errors.Is(err, ErrGroupTooSmall), errors.Is(err, hosting.ErrNoCapacity):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

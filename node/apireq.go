@@ -24,7 +24,7 @@ const DefaultDrainTimeout = 60 * time.Second
 // cut off by http.MaxBytesReader also wraps the *http.MaxBytesError.
 func decodePublishRequest(body io.Reader) (PublishRequest, error) {
 	var req PublishRequest
-	if err := decodeStrict(body, &req, "publish", `{"wasm": base64, "manifest": {...}, "budget_microcents": N}`); err != nil {
+	if err := decodeStrict(body, &req, "publish", `{"wasm": base64, "manifest": {...}, "budget_microcents": N, "min_replicas": N (optional)}`); err != nil {
 		return PublishRequest{}, err
 	}
 	switch {
@@ -39,6 +39,9 @@ func decodePublishRequest(body io.Reader) (PublishRequest, error) {
 	}
 	if req.Budget <= 0 {
 		return PublishRequest{}, fmt.Errorf("%w: budget_microcents must be positive, got %d", ErrBadRequest, req.Budget)
+	}
+	if req.MinReplicas != nil && *req.MinReplicas < 0 {
+		return PublishRequest{}, fmt.Errorf("%w: min_replicas must be 0 or more, got %d", ErrBadRequest, *req.MinReplicas)
 	}
 	return req, nil
 }

@@ -96,7 +96,8 @@ func TestDrainNowhere(t *testing.T) {
 	}
 	m := startMeshes(t, 1, 2)[0]
 	wasm, man := testagents.Bytes(t, "heartbeat")
-	res, err := m.Publish(ctx, wasm, man, 1_000_000, nil)
+	solo := 0
+	res, err := m.PublishAgent(ctx, PublishRequest{Wasm: wasm, Manifest: man, Budget: 1_000_000, MinReplicas: &solo}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

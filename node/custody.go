@@ -780,7 +780,7 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	// The old group is gone: keep trying (the agent is stopped until a
 	// group forms) until the regroup's deadline, then leave it to revive.
 	for attempt := 1; ; attempt++ {
-		err = m.place(ctx, res, h, epoch, true, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, func(string) {})
+		err = m.place(ctx, res, h, epoch, true, ranked, int(man.Lease.Replicas), 0, int64(man.Lease.TermSeconds)*1000, key, func(string) {})
 		if err == nil {
 			break
 		}

@@ -56,7 +56,8 @@ func heads(tb testing.TB, l *Local) map[string]cid.Cid {
 }
 
 // FuzzImport: 'igor-node import FILE.car' of any bytes. A refused import
-// changes no head in the home; an accepted one leaves the agent's head at a
+// changes no head in the home and leaves the store's blocks as they were;
+// an accepted one leaves the agent's head at a
 // checkpoint whose whole lineage verifies from this home's store, and
 // importing the same bytes again changes nothing. The home already holds
 // the seed agent.
@@ -87,12 +88,15 @@ func FuzzImport(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
-		before := heads(t, l)
+		before, blocksBefore := heads(t, l), blockSet(t, l.Store)
 		rep, err := l.Import(ctx, bytes.NewReader(data))
 		after := heads(t, l)
 		if err != nil {
 			if !maps.EqualFunc(before, after, cid.Cid.Equals) {
 				t.Fatalf("refused import (%v) changed heads:\n %v\n %v", err, before, after)
+			}
+			if blocksAfter := blockSet(t, l.Store); !maps.Equal(blocksBefore, blocksAfter) {
+				t.Fatalf("refused import (%v) changed the store: %d blocks before, %d after", err, len(blocksBefore), len(blocksAfter))
 			}
 			return
 		}
@@ -112,4 +116,13 @@ func FuzzImport(f *testing.F) {
 			t.Fatalf("second import of the same bytes: %+v, %v", again, err)
 		}
 	})
+}
+
+// blockSet is the set of blocks in st.
+func blockSet(tb testing.TB, st *contentstore.Store) map[string]bool {
+	out := map[string]bool{}
+	if err := st.ForEach(func(c cid.Cid) error { out[c.KeyString()] = true; return nil }); err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }

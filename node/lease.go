@@ -40,6 +40,11 @@ var (
 	ErrLeaseRefused = errors.New("node: lease refused")
 	// ErrBadMessage: a malformed or oversized wire message.
 	ErrBadMessage = errors.New("node: bad wire message")
+	// ErrGroupTooSmall: fewer hosts are eligible for (or accepted) custody
+	// than the smallest group the publisher allows — 1 + the manifest's
+	// lease.replicas unless it passed a lower min_replicas. Nothing is left
+	// behind.
+	ErrGroupTooSmall = errors.New("node: custody group would be smaller than allowed")
 )
 
 type leaseReply struct {
@@ -236,6 +241,22 @@ type PublishResult struct {
 	Epoch   uint64   `json:"epoch"`
 	Members []string `json:"members"`
 	Refused []string `json:"refused,omitempty"`
+	// Price is what the agent is charged, in µc per second of tick time:
+	// the price in its checkpoint, which every holder keeps.
+	Price int64 `json:"price_microcents_per_second"`
+	// BudgetSeconds is the tick time the budget buys at Price (budget ÷
+	// price); nil when Price is 0 (unbounded). An agent pays only while it
+	// ticks, so its wall-clock life is longer by its duty cycle.
+	BudgetSeconds *float64 `json:"budget_seconds"`
+}
+
+// budgetSeconds is budget ÷ price in seconds, nil for price 0 (unbounded).
+func budgetSeconds(budget, price int64) *float64 {
+	if price <= 0 {
+		return nil
+	}
+	s := float64(budget) / float64(price)
+	return &s
 }
 
 // Publish creates an agent (its key in this node's keystore) and places it
@@ -243,30 +264,56 @@ type PublishResult struct {
 // (R = manifest lease.replicas), the best of them asked to take the first
 // lease. Members are offered standbys first, so the first holder finds a
 // majority ready. A member that refuses is replaced by the next eligible
-// host (all accepted members leave and the group is offered afresh); with
-// fewer eligible hosts than a majority of 1+R, nothing is left behind: the
-// new agent's head and key are removed again.
+// host (all accepted members leave and the group is offered afresh). With
+// fewer than 1+R eligible hosts it fails with ErrGroupTooSmall before
+// creating anything; PublishAgent with MinReplicas allows a smaller group.
+// When a placement fails, nothing is left behind: the members leave, and
+// the new agent's head and key are removed again.
 func (m *Mesh) Publish(ctx context.Context, wasm, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
-	return m.publish(ctx, wasm, cid.Undef, manifestJSON, budget, progress)
+	return m.PublishAgent(ctx, PublishRequest{Wasm: wasm, Manifest: manifestJSON, Budget: budget}, progress)
 }
 
 // PublishModule is Publish of a module already stored on this node (the
 // Module of an earlier PublishResult): nothing is read back or stored
 // again, and a module compiled before is not compiled again.
 func (m *Mesh) PublishModule(ctx context.Context, module cid.Cid, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
-	if have, err := m.Store.Has(module); err != nil || !have {
-		return nil, fmt.Errorf("%w: module %s is not stored on this node (%v): publish the module itself once", ErrBadRequest, module, err)
-	}
-	return m.publish(ctx, nil, module, manifestJSON, budget, progress)
+	return m.PublishAgent(ctx, PublishRequest{Module: module.String(), Manifest: manifestJSON, Budget: budget}, progress)
 }
 
-func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifestJSON []byte, budget int64, progress func(string)) (*PublishResult, error) {
+// PublishAgent publishes what req describes (POST /v1/agents): the module
+// itself or one stored here, and — with MinReplicas — the smallest custody
+// group it accepts. Errors wrap ErrBadRequest for a bad module CID or
+// min_replicas.
+func (m *Mesh) PublishAgent(ctx context.Context, req PublishRequest, progress func(string)) (*PublishResult, error) {
+	module := cid.Undef
+	if req.Module != "" {
+		c, err := cid.Decode(req.Module)
+		if err != nil {
+			return nil, fmt.Errorf("%w: module %q is not a CID: %v", ErrBadRequest, req.Module, err)
+		}
+		if have, err := m.Store.Has(c); err != nil || !have {
+			return nil, fmt.Errorf("%w: module %s is not stored on this node (%v): publish the module itself once", ErrBadRequest, c, err)
+		}
+		module = c
+	}
+	return m.publish(ctx, req.Wasm, module, req.Manifest, req.Budget, req.MinReplicas, progress)
+}
+
+func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifestJSON []byte, budget int64, minReplicas *int, progress func(string)) (*PublishResult, error) {
 	if progress == nil {
 		progress = func(string) {}
 	}
 	man, err := agents.ParseManifest(manifestJSON)
 	if err != nil {
 		return nil, err
+	}
+	size := 1 + int(man.Lease.Replicas)
+	minSize := size
+	if minReplicas != nil {
+		if *minReplicas < 0 || *minReplicas > int(man.Lease.Replicas) {
+			return nil, fmt.Errorf("%w: min_replicas %d is outside 0..%d (the manifest's lease.replicas)", ErrBadRequest, *minReplicas, man.Lease.Replicas)
+		}
+		minSize = 1 + *minReplicas
 	}
 	hosts, err := m.publishHosts(ctx, false)
 	if err != nil {
@@ -275,7 +322,7 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 	// The agent ID is not known before the key exists; check eligibility
 	// first so a mesh without capacity creates nothing.
 	eligible, rejected := hosting.Eligible(man, hosts, time.Now())
-	if len(eligible) < 1+int(man.Lease.Replicas) {
+	if len(eligible) < size {
 		// The view may lack hosts that joined since (their first record
 		// not gossiped to us yet): look in the DHT too.
 		fresh, err := m.publishHosts(ctx, true)
@@ -295,12 +342,36 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 		sort.Strings(why)
 		return nil, fmt.Errorf("%w: %d host(s) known, none eligible %v", ErrNoHost, len(hosts), why)
 	}
+	// Checked before the agent exists: a refused publish leaves no key,
+	// genesis or head behind.
+	if len(eligible) < minSize {
+		return nil, fmt.Errorf("%w: %d eligible host(s) of %d known, and the manifest asks for a holder and %d standby(s) (%d hosts); start more hosts, or allow a smaller group with --min-replicas %d (API: \"min_replicas\")",
+			ErrGroupTooSmall, len(eligible), len(hosts), man.Lease.Replicas, size, len(eligible)-1)
+	}
 	progress(fmt.Sprintf("%d eligible host(s) of %d", len(eligible), len(hosts)))
+	if len(eligible) < size {
+		progress(fmt.Sprintf("custody group smaller than asked: %d of %d hosts (allowed: at least %d)", len(eligible), size, minSize))
+	}
 	did, head, err := m.createAgent(ctx, wasm, module, manifestJSON, budget, m.cfg.Price, nil)
 	if err != nil {
 		return nil, err
 	}
 	progress("agent created: " + did)
+	// undo takes the agent away again when it cannot be placed: its head,
+	// key, and the two blocks only it has (checkpoint 0 and the genesis,
+	// which name it; module, manifest and state may be shared).
+	undo := func() {
+		if err := m.Home.RemoveHead(did); err != nil {
+			m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
+		}
+		_ = m.Store.Unpin(head.CID)
+		_ = m.Keys.Delete(did)
+		for _, c := range []cid.Cid{head.CID, head.Checkpoint.Genesis} {
+			if err := m.Store.Delete(c); err != nil {
+				m.Logger.Warn("remove unplaced agent's block", "agent", did, "cid", c, "err", err)
+			}
+		}
+	}
 	// Announce the agent's roots so any node can fetch them (best effort;
 	// the members fetch from us directly either way).
 	roots := []cid.Cid{head.CID, head.Checkpoint.Genesis}
@@ -320,19 +391,18 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 	}()
 	key, err := m.Keys.Get(did)
 	if err != nil {
+		undo()
 		return nil, err
 	}
 	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
 	if err != nil {
+		undo()
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
-	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1}
-	if err := m.place(ctx, res, head, 0, false, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
-		if err := m.Home.RemoveHead(did); err != nil {
-			m.Logger.Warn("remove unplaced agent's head", "agent", did, "err", err)
-		}
-		_ = m.Store.Unpin(head.CID)
-		_ = m.Keys.Delete(did)
+	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1,
+		Price: head.Checkpoint.Price, BudgetSeconds: budgetSeconds(head.Checkpoint.Budget, head.Checkpoint.Price)}
+	if err := m.place(ctx, res, head, 0, false, ranked, int(man.Lease.Replicas), minSize, int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+		undo()
 		return res, err
 	}
 	return res, nil
@@ -342,9 +412,13 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 // hosts of ranked. Every member fetches, verifies and compiles the agent in
 // parallel; then the best-ranked one is asked to campaign. A member that
 // refuses is replaced by the next eligible host (the members that joined
-// leave again and the group is offered afresh).
+// leave again and the group is offered afresh). No group smaller than
+// minSize is offered: when refusals leave fewer hosts, place fails with
+// ErrGroupTooSmall, the members that joined having left. minSize 0 is the
+// rule of regroup and revive, where the agent exists already and a small
+// group beats none: any size at first, a majority of 1+replicas on retry.
 // released marks a regroup's group (custodyOffer.Released).
-func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head, epoch uint64, released bool, ranked []*agents.HostRecord, replicas int, termMs int64, key ed25519.PrivateKey, progress func(string)) error {
+func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head, epoch uint64, released bool, ranked []*agents.HostRecord, replicas, minSize int, termMs int64, key ed25519.PrivateKey, progress func(string)) error {
 	did := head.Checkpoint.Agent
 	size := 1 + replicas
 	refused := map[string]bool{}
@@ -356,7 +430,10 @@ func (m *Mesh) place(ctx context.Context, res *PublishResult, head hosting.Head,
 				group = append(group, h)
 			}
 		}
-		if len(group) == 0 || (attempt > 0 && len(group) < size/2+1) {
+		if minSize > 0 && len(group) < minSize {
+			return fmt.Errorf("%w: %d host(s) left to offer custody after refusals, fewer than the %d allowed: %v", ErrGroupTooSmall, len(group), minSize, res.Refused)
+		}
+		if len(group) == 0 || (minSize == 0 && attempt > 0 && len(group) < size/2+1) {
 			break
 		}
 		members := make([]string, len(group))

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,10 +36,13 @@ type CheckpointInfo struct {
 	StateSize   uint64 `json:"state_size"`
 	SignatureOK bool   `json:"signatures_valid"`
 	SigError    string `json:"signature_error,omitempty"`
+	// Content is a manifest's JSON (kind manifest only; a manifest carries
+	// no signature, and names no agent: agents share it by its CID).
+	Content json.RawMessage `json:"content,omitempty"`
 }
 
-// Inspect describes a checkpoint or genesis named by a DID (its local head)
-// or a CID.
+// Inspect describes a checkpoint, genesis or manifest named by a DID (its
+// local head) or a CID.
 func (l *Local) Inspect(ref string) (*CheckpointInfo, error) {
 	var c cid.Cid
 	if _, err := agents.ParseDID(ref); err == nil {
@@ -59,9 +64,18 @@ func (l *Local) Inspect(ref string) (*CheckpointInfo, error) {
 }
 
 func describe(c cid.Cid, data []byte) (*CheckpointInfo, error) {
+	if c.Prefix().Codec == cid.Raw {
+		// Manifests are raw JSON blocks; so are state and module chunks.
+		if bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+			if _, err := agents.ParseManifest(data); err == nil {
+				return &CheckpointInfo{CID: c.String(), Kind: "manifest", Manifest: c.String(), SignatureOK: true, Content: data}, nil
+			}
+		}
+		return nil, fmt.Errorf("block %s is raw data, not a checkpoint, genesis or manifest: inspect does not show module or state chunks", c)
+	}
 	kind, err := agents.Kind(data)
 	if err != nil {
-		return nil, fmt.Errorf("block %s: %w", c, err)
+		return nil, fmt.Errorf("block %s is not a checkpoint, genesis or manifest (a module or state object is not shown): %w", c, err)
 	}
 	info := &CheckpointInfo{CID: c.String(), Kind: kind}
 	switch kind {
@@ -312,12 +326,21 @@ var ErrFork = agents.ErrFork
 
 // Import reads an agent CAR into the store, verifies its lineage, and moves
 // the local head forward if the import extends it. A diverging history is
-// refused with both heads named; nothing local is overwritten.
-func (l *Local) Import(ctx context.Context, r io.Reader) (*ImportReport, error) {
-	roots, n, err := l.Store.ImportCAR(ctx, r)
+// refused with both heads named; nothing local is overwritten. A refused
+// import (a fork, a lineage that does not verify, a CAR that does not
+// read) leaves no block behind: a rival checkpoint left in the store would
+// make verify report a fork from then on, while the home's head, fsck and
+// resume carry on with the local lineage.
+func (l *Local) Import(ctx context.Context, r io.Reader) (_ *ImportReport, err error) {
+	roots, n, added, err := l.stageCAR(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			l.dropBlocks(added)
+		}
+	}()
 	if len(roots) != 1 {
 		return nil, fmt.Errorf("%w: %d roots, want 1 (the head checkpoint)", ErrNotAgentCAR, len(roots))
 	}
@@ -364,6 +387,54 @@ func (l *Local) Import(ctx context.Context, r io.Reader) (*ImportReport, error) 
 		_ = l.Store.Unpin(local)
 	}
 	return rep, nil
+}
+
+// stageCAR reads a CAR into a scratch store first, so a CAR that breaks
+// off halfway adds nothing here, then copies into the home's store the
+// blocks it lacks. It returns the CAR's roots and block count and the
+// blocks it added (which nothing here referenced before).
+func (l *Local) stageCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, n int, added []cid.Cid, err error) {
+	tmp, err := os.MkdirTemp("", "igor-import-*")
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	st, err := contentstore.Open(tmp, contentstore.WithoutFsync())
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	defer st.Close()
+	if roots, n, err = st.ImportCAR(ctx, r); err != nil {
+		return nil, 0, nil, err
+	}
+	err = st.ForEach(func(c cid.Cid) error {
+		if have, err := l.Store.Has(c); err != nil || have {
+			return err
+		}
+		data, err := st.Get(c)
+		if err != nil {
+			return err
+		}
+		if err := l.Store.PutBlock(c, data); err != nil {
+			return err
+		}
+		added = append(added, c)
+		return nil
+	})
+	if err != nil {
+		l.dropBlocks(added)
+		return nil, 0, nil, err
+	}
+	return roots, n, added, nil
+}
+
+// dropBlocks deletes the blocks a refused import added.
+func (l *Local) dropBlocks(cids []cid.Cid) {
+	for _, c := range cids {
+		if err := l.Store.Delete(c); err != nil {
+			l.Logger.Warn("remove a block of a refused import", "cid", c, "err", err)
+		}
+	}
 }
 
 func containsCID(entries []agents.Entry, c cid.Cid) bool {

@@ -235,6 +235,11 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/v1/agents", `{"module":"nope","manifest":{},"budget_microcents":5}`, 400, "not a CID"},
 		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`, 400, "both"},
 		{"POST", "/v1/agents", `{"module":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","manifest":{},"budget_microcents":5}`, 400, "not stored on this node"},
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{},"budget_microcents":5,"min_replicas":-1}`, 400, "min_replicas must be 0 or more"},
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{},"budget_microcents":5,"min_replicas":3}`, 400, "min_replicas 3 is outside 0..2"},
+		// One host, and the manifest asks for two standbys: refused before
+		// the (empty) module is even looked at.
+		{"POST", "/v1/agents", `{"wasm":"AGFzbQEAAAA=","manifest":{},"budget_microcents":5}`, 503, "--min-replicas 0"},
 		{"GET", "/v1/agents/did:key:nope", "", 400, "did"},
 		{"GET", "/v1/agents/did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "", 404, "no head record"},
 		{"GET", "/v1/nothing", "", 404, "no such endpoint"},
@@ -315,3 +320,174 @@ var testLogLevel = func() slog.Level {
 	}
 	return slog.LevelError
 }()
+
+// storeBlocks counts the blocks in m's store.
+func storeBlocks(t *testing.T, m *Mesh) int {
+	t.Helper()
+	n := 0
+	if err := m.Store.ForEach(func(cid.Cid) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// With fewer eligible hosts than a holder and its lease.replicas standbys,
+// publish fails with ErrGroupTooSmall before creating anything (no key, no
+// head, no block); min_replicas allows the smaller group, and the result
+// carries the price and the tick time the budget buys.
+func TestPublishUndersizedGroup(t *testing.T) {
+	ms := startMeshes(t, 2, 2)
+	waitHosts(t, ms, 2)
+	wasm, man := testagents.Bytes(t, "heartbeat") // lease.replicas: the default 2
+	ctx := context.Background()
+	before := storeBlocks(t, ms[0])
+	_, err := ms[0].Publish(ctx, wasm, man, 1_000_000, nil)
+	if !errors.Is(err, ErrGroupTooSmall) || !strings.Contains(err.Error(), "--min-replicas 1") {
+		t.Fatalf("publish on 2 hosts with replicas 2 = %v, want ErrGroupTooSmall suggesting --min-replicas 1", err)
+	}
+	if got := statusOf(err); got != http.StatusServiceUnavailable {
+		t.Fatalf("statusOf(ErrGroupTooSmall) = %d", got)
+	}
+	if ds, _ := ms[0].Home.Agents(); len(ds) != 0 {
+		t.Fatalf("agents left behind: %v", ds)
+	}
+	if ks, _ := ms[0].Keys.List(); len(ks) != 0 {
+		t.Fatalf("keys left behind: %v", ks)
+	}
+	if after := storeBlocks(t, ms[0]); after != before {
+		t.Fatalf("%d blocks before the refused publish, %d after", before, after)
+	}
+
+	three := 3
+	if _, err := ms[0].PublishAgent(ctx, PublishRequest{Wasm: wasm, Manifest: man, Budget: 1_000_000, MinReplicas: &three}, nil); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("min_replicas above lease.replicas = %v, want ErrBadRequest", err)
+	}
+
+	one := 1
+	res, err := ms[0].PublishAgent(ctx, PublishRequest{Wasm: wasm, Manifest: man, Budget: 1_000_000, MinReplicas: &one}, nil)
+	if err != nil {
+		t.Fatalf("publish with min_replicas 1: %v", err)
+	}
+	if len(res.Members) != 2 {
+		t.Fatalf("members %v, want both hosts", res.Members)
+	}
+	// startMeshes' publisher charges 1000 µc/s: 1,000,000 µc buy 1000 s.
+	if res.Price != 1000 || res.BudgetSeconds == nil || *res.BudgetSeconds != 1000 {
+		t.Fatalf("price %d, budget seconds %v; want 1000 and 1000", res.Price, res.BudgetSeconds)
+	}
+}
+
+// When refusals leave fewer hosts than the allowed minimum, place fails
+// with ErrGroupTooSmall and the members that had joined leave: no
+// half-formed group keeps the agent. With a lower minimum it forms the
+// smaller group instead.
+func TestPlaceHonoursMinimumAfterRefusals(t *testing.T) {
+	ms := startMeshes(t, 2, 2)
+	waitHosts(t, ms, 2)
+	ctx := context.Background()
+	wasm, man := testagents.Bytes(t, "counter")
+	did, head, err := ms[0].CreateAgent(ctx, wasm, man, 1_000_000, 1000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ms[0].Keys.Get(did)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := ms[0].Hosts(ctx)
+	if err != nil || len(hosts) != 2 {
+		t.Fatalf("hosts %v, %v", hosts, err)
+	}
+	// A third host that cannot be reached: nothing listens on port 1.
+	pub, _, err := agents.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := &agents.HostRecord{Peer: agents.PeerID(pub), Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Slots: 2, FreeSlots: 2}
+	ranked := append(slices.Clone(hosts), ghost)
+	inCustody := func() []string {
+		var in []string
+		for _, m := range ms {
+			if _, err := m.Custody.Agent(did); err == nil {
+				in = append(in, m.PeerID())
+			}
+		}
+		return in
+	}
+
+	res := &PublishResult{DID: did}
+	err = ms[0].place(ctx, res, head, 0, false, ranked, 2, 3, 60_000, key, func(string) {})
+	if !errors.Is(err, ErrGroupTooSmall) {
+		t.Fatalf("place with one of 3 hosts unreachable and minimum 3 = %v, want ErrGroupTooSmall", err)
+	}
+	if len(res.Refused) != 1 || !strings.Contains(res.Refused[0], ghost.Peer) {
+		t.Fatalf("refused %v, want the unreachable host", res.Refused)
+	}
+	if in := inCustody(); len(in) != 0 {
+		t.Fatalf("after the failed placement, still members: %v", in)
+	}
+
+	res = &PublishResult{DID: did}
+	if err := ms[0].place(ctx, res, head, 0, false, ranked, 2, 2, 60_000, key, func(string) {}); err != nil {
+		t.Fatalf("place with minimum 2: %v", err)
+	}
+	if len(res.Members) != 2 || slices.Contains(res.Members, ghost.Peer) {
+		t.Fatalf("members %v, want the two reachable hosts", res.Members)
+	}
+	eventually(t, "the agent running on the smaller group", 30*time.Second, func() error {
+		if h := holderOf(ms, did); h == nil {
+			return fmt.Errorf("nobody runs it")
+		}
+		return nil
+	})
+}
+
+// A publish whose group falls below the minimum after a refusal fails
+// with ErrGroupTooSmall and leaves nothing behind: no head, no key, no
+// checkpoint or genesis block, no member keeping a membership. Here the
+// third host is advertised (a signed, fresh record in the publisher's
+// view) but cannot be reached.
+func TestPublishRefusalBelowMinimumLeavesNothing(t *testing.T) {
+	ms := startMeshes(t, 2, 2)
+	waitHosts(t, ms, 2)
+	eventually(t, "a warm host view", 30*time.Second, func() error {
+		if !ms[0].view.warm() {
+			return fmt.Errorf("cold")
+		}
+		return nil
+	})
+	pub, priv, err := agents.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	ghost := &agents.HostRecord{Peer: agents.PeerID(pub), Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Slots: 2, FreeSlots: 2,
+		MemoryBytes: 1 << 30, FreeMemoryBytes: 1 << 30, Price: 1000, Capabilities: agents.KnownCapabilities(), Version: Version,
+		Seq: 1, Issued: now.UnixNano(), Expires: now.Add(5 * time.Minute).UnixNano()}
+	if err := ghost.Sign(priv); err != nil {
+		t.Fatal(err)
+	}
+	ms[0].view.seed([]*agents.HostRecord{ghost})
+	wasm, man := testagents.Bytes(t, "counter")
+	res, err := ms[0].Publish(context.Background(), wasm, man, 1_000_000, nil)
+	if !errors.Is(err, ErrGroupTooSmall) || res == nil || len(res.Refused) != 1 || !strings.Contains(res.Refused[0], ghost.Peer) {
+		t.Fatalf("publish with one of 3 hosts unreachable = %+v, %v; want ErrGroupTooSmall naming the unreachable host", res, err)
+	}
+	if ds, _ := ms[0].Home.Agents(); len(ds) != 0 {
+		t.Fatalf("agents left behind: %v", ds)
+	}
+	if ks, _ := ms[0].Keys.List(); len(ks) != 0 {
+		t.Fatalf("keys left behind: %v", ks)
+	}
+	for _, s := range []string{res.Head, res.Genesis} {
+		c, _ := cid.Decode(s)
+		if has, err := ms[0].Store.Has(c); err != nil || has {
+			t.Fatalf("block %s of the unplaced agent left in the publisher's store (%v)", s, err)
+		}
+	}
+	for _, m := range ms {
+		if st, err := m.Custody.Agent(res.DID); err == nil {
+			t.Fatalf("%s still a member: %+v", m.PeerID(), st)
+		}
+	}
+}

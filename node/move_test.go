@@ -94,12 +94,17 @@ func (mt *moveTicks) startMeshes(tb testing.TB, n int, timing custody.Timing) []
 }
 
 // publishShortTerm publishes the counter agent with 64 B of state and a
-// 1 s lease term (a review every second) from m.
-func publishShortTerm(tb testing.TB, m *Mesh) *PublishResult {
+// 1 s lease term (a review every second) from m; minReplicas, if given,
+// allows a custody group that small.
+func publishShortTerm(tb testing.TB, m *Mesh, minReplicas ...int) *PublishResult {
 	tb.Helper()
 	wasm, _ := testagents.Bytes(tb, "counter")
 	man := []byte(`{"name":"counter","capabilities":{"args":{"version":1},"log":{"version":1}},"args":"state_size=64","lease":{"term_seconds":1}}`)
-	res, err := m.Publish(context.Background(), wasm, man, 100_000_000, nil)
+	req := PublishRequest{Wasm: wasm, Manifest: man, Budget: 100_000_000}
+	if len(minReplicas) > 0 {
+		req.MinReplicas = &minReplicas[0]
+	}
+	res, err := m.PublishAgent(context.Background(), req, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -378,7 +383,7 @@ func TestShortGroupIsFilled(t *testing.T) {
 	var mt moveTicks
 	ms := mt.startMeshes(t, 2, timing)
 	ctx := context.Background()
-	res := publishShortTerm(t, ms[0])
+	res := publishShortTerm(t, ms[0], 1)
 	if len(res.Members) != 2 {
 		t.Fatalf("placed with %v; want the two hosts there are", res.Members)
 	}

@@ -26,18 +26,26 @@ type AgentStatus struct {
 	// Source: "holder" (the holder answered and its committed checkpoint
 	// was checked), "member" (no holder: the latest checkpoint a member
 	// stored) or "record" (no member answered: the head record's).
-	Source      string    `json:"source"`
-	Holder      string    `json:"holder"`
-	Members     []string  `json:"members,omitempty"`
-	Epoch       uint64    `json:"epoch"`
-	Seq         uint64    `json:"seq"`
-	Tick        uint64    `json:"tick"`
-	Budget      int64     `json:"budget_microcents"`
-	Head        string    `json:"head"`
-	LastUpdate  time.Time `json:"last_update"`
-	LeaseExpiry time.Time `json:"lease_expiry"`
-	RecordAge   string    `json:"record_age,omitempty"`
-	StopReason  string    `json:"stop_reason,omitempty"`
+	Source     string    `json:"source"`
+	Holder     string    `json:"holder"`
+	Members    []string  `json:"members,omitempty"`
+	Epoch      uint64    `json:"epoch"`
+	Seq        uint64    `json:"seq"`
+	Tick       uint64    `json:"tick"`
+	Budget     int64     `json:"budget_microcents"`
+	Head       string    `json:"head"`
+	LastUpdate time.Time `json:"last_update"`
+	// LeaseLeftMs is the holder's lease's remaining time by its own clock
+	// (a second or two, renewed by every heartbeat round); only when the
+	// holder answered (source holder).
+	LeaseLeftMs int64 `json:"lease_left_ms,omitempty"`
+	// NextRecordBy is the head record's promise: a holder that keeps its
+	// lease publishes a newer record by then (its lease end plus the
+	// record refresh interval, 30 s by default); revive waits for it. Only
+	// when the status comes from the head record (source record).
+	NextRecordBy time.Time `json:"next_record_by,omitzero"`
+	RecordAge    string    `json:"record_age,omitempty"`
+	StopReason   string    `json:"stop_reason,omitempty"`
 	// Controls counts the owner's records the head applied (the next one
 	// is numbered Controls+1).
 	Controls uint64 `json:"controls"`
@@ -204,7 +212,7 @@ func (m *Mesh) statusFromHolder(ctx context.Context, did string, live *LiveStatu
 	st := &AgentStatus{
 		DID: did, Status: live.state(), Source: "holder", Holder: live.Peer, Members: live.Members,
 		Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget, Head: c.String(),
-		LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Now().Add(time.Duration(live.LeaseLeftMs) * time.Millisecond).UTC(),
+		LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseLeftMs: live.LeaseLeftMs,
 		StopReason: live.StopReason, Error: live.RunError, Controls: cp.Controls,
 	}
 	ownerStopped(st, cp)
@@ -224,7 +232,7 @@ func (m *Mesh) statusFromRecord(ctx context.Context, did string, rec *agents.Hea
 	}
 	return &AgentStatus{
 		DID: did, Source: "record", Holder: rec.Holder, Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget,
-		Head: rec.Head.String(), LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseExpiry: time.Unix(0, rec.LeaseExpiry).UTC(),
+		Head: rec.Head.String(), LastUpdate: time.Unix(0, cp.Time).UTC(), NextRecordBy: time.Unix(0, rec.LeaseExpiry).UTC(),
 		RecordAge: time.Since(time.Unix(0, rec.Issued)).Round(time.Millisecond).String(), Controls: cp.Controls,
 	}, nil
 }

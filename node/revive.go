@@ -113,9 +113,9 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 	st, err := m.headRecordStatus(ctx, did)
 	switch {
 	case err == nil:
-		if time.Until(st.LeaseExpiry.Add(reviveMargin)) > 0 {
+		if time.Until(st.NextRecordBy.Add(reviveMargin)) > 0 {
 			return nil, fmt.Errorf("%w: holder %s committed seq %d %s ago and its lease runs until %s (+%v for clock skew); revive only an agent whose custodians are gone",
-				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.LeaseExpiry.Format(time.RFC3339Nano), reviveMargin)
+				ErrAgentAlive, st.Holder, st.Seq, time.Since(st.LastUpdate).Round(time.Second), st.NextRecordBy.Format(time.RFC3339Nano), reviveMargin)
 		}
 		// The record may be up to a refresh interval old: ask the members
 		// too. One that answers as the holder with a live lease is proof
@@ -180,8 +180,9 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
 	h := hosting.Head{CID: last.CID, Checkpoint: last.Checkpoint}
-	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: minEpoch + 1}
-	if err := m.place(ctx, res, h, minEpoch, false, ranked, int(man.Lease.Replicas), int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
+	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: minEpoch + 1,
+		Price: last.Checkpoint.Price, BudgetSeconds: budgetSeconds(last.Checkpoint.Budget, last.Checkpoint.Price)}
+	if err := m.place(ctx, res, h, minEpoch, false, ranked, int(man.Lease.Replicas), 0, int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -210,5 +211,5 @@ func (m *Mesh) headRecordStatus(ctx context.Context, did string) (*AgentStatus, 
 		return nil, err
 	}
 	return &AgentStatus{DID: did, Holder: rec.Holder, Epoch: rec.Epoch, Seq: rec.Seq, Head: rec.Head.String(),
-		LastUpdate: time.Unix(0, rec.Issued).UTC(), LeaseExpiry: time.Unix(0, rec.LeaseExpiry).UTC()}, nil
+		LastUpdate: time.Unix(0, rec.Issued).UTC(), NextRecordBy: time.Unix(0, rec.LeaseExpiry).UTC()}, nil
 }

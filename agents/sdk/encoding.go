@@ -44,6 +44,13 @@ func (e *Encoder) Uint32(v uint32) *Encoder {
 
 func (e *Encoder) Int32(v int32) *Encoder { return e.Uint32(uint32(v)) }
 
+// Float64 writes the IEEE 754 bits of v (8 bytes): every value, -0, the
+// infinities and each NaN payload included, reads back bit for bit.
+func (e *Encoder) Float64(v float64) *Encoder { return e.Uint64(math.Float64bits(v)) }
+
+// Float32 writes the IEEE 754 bits of v (4 bytes), like Float64.
+func (e *Encoder) Float32(v float32) *Encoder { return e.Uint32(math.Float32bits(v)) }
+
 func (e *Encoder) Uint8(v uint8) *Encoder {
 	e.buf = append(e.buf, v)
 	return e
@@ -162,6 +169,22 @@ func (d *Decoder) Uint32() uint32 {
 }
 
 func (d *Decoder) Int32() int32 { return int32(d.Uint32()) }
+
+// Float64 reads what Encoder.Float64 wrote, bit for bit.
+func (d *Decoder) Float64() float64 {
+	if b := d.take(8, "float64"); b != nil {
+		return math.Float64frombits(binary.LittleEndian.Uint64(b))
+	}
+	return 0
+}
+
+// Float32 reads what Encoder.Float32 wrote, bit for bit.
+func (d *Decoder) Float32() float32 {
+	if b := d.take(4, "float32"); b != nil {
+		return math.Float32frombits(binary.LittleEndian.Uint32(b))
+	}
+	return 0
+}
 
 func (d *Decoder) Uint8() uint8 {
 	if b := d.take(1, "uint8"); b != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/igor-mesh/igor-node/agents/sdk"
@@ -81,6 +82,48 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if err := d.Finish(); err != nil {
 		t.Fatalf("Finish: %v", err)
+	}
+}
+
+// Floats round-trip bit for bit — signed zero, infinities, subnormals and
+// NaN payloads too — in a fixed little-endian layout; a short input is an
+// error, not a zero that looks like a value.
+func TestFloatRoundTrip(t *testing.T) {
+	f64s := []float64{0, math.Copysign(0, -1), 1.5, -math.Pi, math.MaxFloat64, math.SmallestNonzeroFloat64,
+		math.Inf(1), math.Inf(-1), math.NaN(), math.Float64frombits(0x7ff8_dead_beef_0001)}
+	f32s := []float32{0, float32(math.Copysign(0, -1)), 1.5, -math.Pi, math.MaxFloat32, math.SmallestNonzeroFloat32,
+		float32(math.Inf(1)), math.Float32frombits(0x7fc0_0abc)}
+	e := sdk.NewEncoder(0)
+	for _, v := range f64s {
+		e.Float64(v)
+	}
+	for _, v := range f32s {
+		e.Float32(v)
+	}
+	b := e.Finish()
+	if len(b) != 8*len(f64s)+4*len(f32s) {
+		t.Fatalf("%d bytes, want 8 per float64 and 4 per float32", len(b))
+	}
+	if got := sdk.NewEncoder(0).Float64(1).Float32(-2).Finish(); !bytes.Equal(got, []byte{0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 0, 0, 0xc0}) {
+		t.Fatalf("layout of 1.0 and -2.0: %x", got)
+	}
+	d := sdk.NewDecoder(b)
+	for _, want := range f64s {
+		if got := d.Float64(); math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("Float64: got bits %x, want %x (%v)", math.Float64bits(got), math.Float64bits(want), want)
+		}
+	}
+	for _, want := range f32s {
+		if got := d.Float32(); math.Float32bits(got) != math.Float32bits(want) {
+			t.Errorf("Float32: got bits %x, want %x (%v)", math.Float32bits(got), math.Float32bits(want), want)
+		}
+	}
+	if err := d.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	short := sdk.NewDecoder([]byte{1, 2, 3, 4, 5, 6, 7})
+	if short.Float64(); !errors.Is(short.Err(), sdk.ErrShortInput) || !strings.Contains(short.Err().Error(), "float64") {
+		t.Fatalf("Float64 of 7 bytes: %v, want ErrShortInput", short.Err())
 	}
 }
 

@@ -167,18 +167,32 @@ func newPublishCmd(g *globalFlags) *cobra.Command {
 	var (
 		budget, manifest, api string
 		asJSON                bool
+		minReplicas           int
 	)
 	cmd := &cobra.Command{
 		Use:   "publish AGENT.wasm",
 		Short: "Create an agent and place it on a host in the mesh",
 		Long: `Sends the module and manifest to the local daemon, which creates the agent (its
-key stays in the daemon's keystore), picks a host by rendezvous hashing over the
-eligible capacity records, and offers it the first lease. Prints the DID and the host.`,
+key stays in the daemon's keystore), picks a custody group — a holder and the
+manifest's lease.replicas standbys (default 2) — by rendezvous hashing over the
+eligible capacity records, and offers the best of them the first lease. Prints the
+DID, the holder, the price and how much tick time the budget buys.
+
+With fewer eligible hosts than the group needs it fails and creates nothing, unless
+--min-replicas N allows a group of a holder and N standbys (0: no standby, so the
+agent does not survive its host's death).`,
 		Args: exactArgs(1, "AGENT.wasm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uc, err := parseAmount(budget)
 			if err != nil || uc == 0 {
 				return usagef("--budget: %v", orZero(err, "must be more than 0"))
+			}
+			req := node.PublishRequest{Budget: uc}
+			if cmd.Flags().Changed("min-replicas") {
+				if minReplicas < 0 {
+					return usagef("--min-replicas %d: want 0 or more standbys", minReplicas)
+				}
+				req.MinReplicas = &minReplicas
 			}
 			wasm, manJSON, err := readAgentFiles(args[0], manifest)
 			if err != nil {
@@ -191,7 +205,8 @@ eligible capacity records, and offers it the first lease. Prints the DID and the
 			if !asJSON {
 				fmt.Fprintf(cmd.ErrOrStderr(), "publishing %s (%d bytes) through %s ...\n", filepath.Base(args[0]), len(wasm), c.base)
 			}
-			res, err := c.publish(node.PublishRequest{Wasm: wasm, Manifest: manJSON, Budget: uc}, func(msg string) {
+			req.Wasm, req.Manifest = wasm, manJSON
+			res, err := c.publish(req, func(msg string) {
 				if !asJSON {
 					fmt.Fprintln(cmd.ErrOrStderr(), "  "+msg)
 				}
@@ -202,15 +217,31 @@ eligible capacity records, and offers it the first lease. Prints the DID and the
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\nplaced on %s at epoch %d (head %s)\n", res.DID, res.Holder, res.Epoch, res.Head)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\nplaced on %s at epoch %d (head %s)\n%s\n", res.DID, res.Holder, res.Epoch, res.Head, budgetLine(uc, res))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&budget, "budget", "1.0", "initial budget in currency units")
+	cmd.Flags().IntVar(&minReplicas, "min-replicas", 0, "allow a custody group of a holder and at least N standbys when fewer hosts than the manifest asks for are eligible (default: the manifest's lease.replicas)")
 	cmd.Flags().StringVar(&manifest, "manifest", "", "manifest file (default: AGENT.manifest.json beside the module)")
 	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// budgetLine says what the budget buys at the agent's price. It is tick
+// time: an agent is charged only while it ticks, so it lives longer than
+// this by its duty cycle.
+func budgetLine(budget int64, res *node.PublishResult) string {
+	if res.BudgetSeconds == nil {
+		return fmt.Sprintf("budget %s: unbounded (price 0)", formatAmount(budget))
+	}
+	secs := *res.BudgetSeconds
+	span := fmt.Sprintf("%.0f s (%.1f years)", secs, secs/(365.25*24*3600))
+	if secs < 1e8 { // a time.Duration holds ~292 years
+		span = time.Duration(secs * float64(time.Second)).Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("budget %s buys %s of tick time at %d µc/s (charged only while it ticks)", formatAmount(budget), span, res.Price)
 }
 
 func newAgentCmd(g *globalFlags) *cobra.Command {
@@ -244,9 +275,15 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "did\t%s\nstatus\t%s (from the %s)\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\nlease ends\t%s\n",
+			fmt.Fprintf(tw, "did\t%s\nstatus\t%s (from the %s)\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\n",
 				st.DID, st.Status, st.Source, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
-				st.LastUpdate.Format(time.RFC3339), st.LeaseExpiry.Format(time.RFC3339))
+				st.LastUpdate.Format(time.RFC3339))
+			if st.LeaseLeftMs > 0 {
+				fmt.Fprintf(tw, "lease left\t%v (the holder's, by its clock)\n", time.Duration(st.LeaseLeftMs)*time.Millisecond)
+			}
+			if !st.NextRecordBy.IsZero() {
+				fmt.Fprintf(tw, "next record by\t%s\n", st.NextRecordBy.Format(time.RFC3339))
+			}
 			if st.Error != "" {
 				fmt.Fprintf(tw, "error\t%s\n", st.Error)
 			}

@@ -118,11 +118,13 @@ func newCustodyCmd(g *globalFlags) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), sts)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			// MEMBERS: how many, and the configuration they come from (c0:
-			// the founding members; each step of a change in place adds one).
+			// Whole DIDs and peer IDs, so they can be pasted into other
+			// commands (a wide table). MEMBERS: how many, and the
+			// configuration they come from (c0: the founding members; each
+			// step of a change in place adds one).
 			fmt.Fprintln(tw, "AGENT\tROLE\tRUNNING\tEPOCH\tACCEPTED\tMEMBERS\tHOLDER")
 			for _, s := range sts {
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d@%d\t%d (c%d)\t%s\n", agents.ShortDID(s.DID), s.Role, s.Running, s.Epoch, s.AcceptedSeq, s.AcceptedAt, len(s.Members), s.Conf, s.Holder)
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d@%d\t%d (c%d)\t%s\n", s.DID, s.Role, s.Running, s.Epoch, s.AcceptedSeq, s.AcceptedAt, len(s.Members), s.Conf, s.Holder)
 			}
 			return tw.Flush()
 		},

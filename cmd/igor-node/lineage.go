@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +22,7 @@ func newInspectCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "inspect DID|CID",
-		Short: "Show an agent's head checkpoint (or any checkpoint/genesis by CID)",
+		Short: "Show an agent's head checkpoint (or any checkpoint, genesis or manifest by CID)",
 		Args:  exactArgs(1, "a DID or a CID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := g.openLocal(cmd)
@@ -47,6 +49,15 @@ func newInspectCmd(g *globalFlags) *cobra.Command {
 }
 
 func printInfo(w io.Writer, i *node.CheckpointInfo) {
+	if i.Kind == "manifest" {
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, i.Content, "", "  ") != nil {
+			pretty.Reset()
+			pretty.Write(i.Content)
+		}
+		fmt.Fprintf(w, "kind      manifest\ncid       %s\n%s\n", i.CID, pretty.String())
+		return
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("kind", i.Kind)

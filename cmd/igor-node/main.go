@@ -2,6 +2,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,7 +20,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 
 func main() {
 	root := newRootCmd()
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
 	if err == nil {
 		return
 	}
@@ -27,12 +28,38 @@ func main() {
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "error:", err)
+	if wantsJSON(cmd, os.Args[1:]) {
+		// On stderr, so stdout holds only the command's own JSON (some
+		// commands print a report and then fail, e.g. agent --json on a fork).
+		_ = json.NewEncoder(os.Stderr).Encode(map[string]string{"error": err.Error()})
+	} else {
+		fmt.Fprintln(os.Stderr, "error:", err)
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		os.Exit(2)
 	}
 	os.Exit(1)
+}
+
+// wantsJSON reports whether the command line asked for JSON: the command's
+// --json flag, or — when the line failed before its flags were parsed (an
+// unknown command or flag) — a --json among the arguments.
+func wantsJSON(cmd *cobra.Command, args []string) bool {
+	if cmd != nil {
+		if f := cmd.Flags().Lookup("json"); f != nil && f.Changed {
+			return f.Value.String() == "true"
+		}
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
 }
 
 // usageError marks bad command-line input (exit status 2).

@@ -347,7 +347,7 @@ func TestDaemonStopSignals(t *testing.T) {
 
 	t.Run("nowhere to drain", func(t *testing.T) {
 		d := startDaemon(t, t.TempDir(), "--drain-timeout", "60s")
-		mustOK(t, igor(t, d.home, "publish", wasm), "publish")
+		mustOK(t, igor(t, d.home, "publish", "--min-replicas", "0", wasm), "publish")
 		waitUntil(t, 30*time.Second, "the agent running", running(d))
 		d.signal(t, syscall.SIGINT)
 		took := d.waitExit(t, 15*time.Second)
@@ -362,7 +362,7 @@ func TestDaemonStopSignals(t *testing.T) {
 		// but no host to go to: the drain waits until its timeout.
 		a := startDaemon(t, t.TempDir(), "--drain-timeout", "60s")
 		b := startDaemon(t, t.TempDir(), "--slots", "0", "--bootstrap", a.addrs[0])
-		mustOK(t, igor(t, a.home, "publish", wasm), "publish")
+		mustOK(t, igor(t, a.home, "publish", "--min-replicas", "0", wasm), "publish")
 		waitUntil(t, 30*time.Second, "the agent running", running(a))
 		waitUntil(t, 30*time.Second, "A connected to B", func() error {
 			if ids, err := peersOf(t, a.home); err != nil || len(ids) != 1 || ids[0] != b.peer {

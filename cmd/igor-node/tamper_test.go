@@ -269,14 +269,27 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, "diverged") || !strings.Contains(r.stderr, headA.String()) || !strings.Contains(r.stderr, headB.String()) {
 			t.Fatalf("importing a fork must be refused naming both heads: exit %d %s", r.code, r.stderr)
 		}
-		// The local head is kept, and verify now reports the fork with both CIDs.
+		// The local head is kept, and the refused import left nothing
+		// behind: verify and fsck agree the local lineage is sound (the
+		// refusal named both heads; the rival stays in b.car).
 		if got := lineageOf(t, home, did).Head().CID; !got.Equals(headA) {
 			t.Fatalf("local head changed to %s", got)
 		}
-		wantInvalid(t, home, did, "FORK")
-		r = igor(t, home, "verify", did, "--json")
-		if !strings.Contains(r.stdout, `"forks"`) {
-			t.Fatalf("verify --json must list the fork: %s", r.stdout)
+		_, st := openHomeStore(t, home)
+		has, err := st.Has(headB)
+		st.Close()
+		if err != nil || has {
+			t.Fatalf("the rival head %s is still in the store after the refused import (%v)", headB, err)
+		}
+		if r := igor(t, home, "verify", did); r.code != 0 || !strings.Contains(r.stdout, "VALID") {
+			t.Fatalf("verify after a refused fork import: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		fsckOK(t, home, "after a refused fork import")
+		// The fork is still refused wherever the two lineages meet.
+		carA := filepath.Join(work, "a2.car")
+		mustOK(t, igor(t, home, "export", did, "-o", carA), "export A")
+		if r := igor(t, other, "import", carA); r.code == 0 || !strings.Contains(r.stderr, "diverged") {
+			t.Fatalf("importing A's fork into B: exit %d %s", r.code, r.stderr)
 		}
 	})
 }

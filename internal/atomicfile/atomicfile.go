@@ -6,6 +6,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,7 +44,7 @@ func write(path string, perm os.FileMode, fill func(w io.Writer) error, flushFil
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+TempSuffix)
 	if err != nil {
-		return fmt.Errorf("create temporary file in %s: %w", dir, err)
+		return fmt.Errorf("write %s: cannot create a file in %s: %w", path, dir, bare(err))
 	}
 	tmp := f.Name()
 	ok := false
@@ -54,18 +55,18 @@ func write(path string, perm os.FileMode, fill func(w io.Writer) error, flushFil
 		}
 	}()
 	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
+		return fmt.Errorf("write %s: chmod: %w", path, bare(err))
 	}
 	if err := fill(f); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", path, bare(err))
 	}
 	if flushFile != nil {
 		if err := flushFile(f); err != nil {
-			return fmt.Errorf("fsync %s: %w", tmp, err)
+			return fmt.Errorf("write %s: fsync: %w", path, bare(err))
 		}
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
+		return fmt.Errorf("write %s: close: %w", path, bare(err))
 	}
 	if flushData != nil {
 		if err := flushData(); err != nil {
@@ -73,13 +74,28 @@ func write(path string, perm os.FileMode, fill func(w io.Writer) error, flushFil
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+		return fmt.Errorf("write %s: rename the finished temporary file over it: %w", path, bare(err))
 	}
 	ok = true
 	if flushName != nil {
 		return flushName(dir)
 	}
 	return nil
+}
+
+// bare strips the *os.PathError or *os.LinkError that names the temporary
+// file: errors name the path the caller asked for, not a hidden temporary
+// name it never saw.
+func bare(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) && strings.HasSuffix(pe.Path, TempSuffix) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
 }
 
 // SyncDir fsyncs a directory so that entries created or renamed in it survive a crash.

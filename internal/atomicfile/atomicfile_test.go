@@ -1,6 +1,8 @@
 package atomicfile
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,9 +34,12 @@ func TestWriteReplacesAndSetsMode(t *testing.T) {
 	}
 }
 
+// The error names the path asked for, never the hidden temporary file, and
+// keeps the cause for errors.Is.
 func TestWriteIntoMissingDirFails(t *testing.T) {
-	err := Write(filepath.Join(t.TempDir(), "no", "such", "f"), []byte("x"), 0o600, true)
-	if err == nil || !strings.Contains(err.Error(), "create temporary file") {
-		t.Fatalf("want a clear error, got %v", err)
+	path := filepath.Join(t.TempDir(), "no", "such", "f")
+	err := Write(path, []byte("x"), 0o600, true)
+	if err == nil || !strings.HasPrefix(err.Error(), "write "+path+": ") || strings.Contains(err.Error(), TempSuffix) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("want an error naming %s (not the temporary file) that is fs.ErrNotExist, got %v", path, err)
 	}
 }

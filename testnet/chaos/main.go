@@ -940,7 +940,11 @@ func (h *harness) publish(ctx context.Context) error {
 	for i := range h.cfg.Agents {
 		n := h.nodes[i%len(h.nodes)]
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		cmd := exec.CommandContext(pctx, h.cfg.Bin, "--home", n.Home, "publish", "--json", "--budget", h.cfg.Budget, "--api", n.API, h.cfg.Wasm)
+		args := []string{"--home", n.Home, "publish", "--json", "--budget", h.cfg.Budget, "--api", n.API}
+		if h.cfg.Nodes < 3 { // publish refuses a group below a holder and 2 standbys
+			args = append(args, "--min-replicas", strconv.Itoa(h.cfg.Nodes-1))
+		}
+		cmd := exec.CommandContext(pctx, h.cfg.Bin, append(args, h.cfg.Wasm)...)
 		cmd.Env = cleanEnv()
 		var stderr strings.Builder
 		cmd.Stderr = &stderr

@@ -907,10 +907,21 @@ func (h *harness) publishBody() ([]byte, error) {
 		return nil, fmt.Errorf("%s is not JSON", manifestPath(h.cfg.Wasm))
 	}
 	return json.Marshal(struct {
-		Wasm     []byte          `json:"wasm"`
-		Manifest json.RawMessage `json:"manifest"`
-		Budget   int64           `json:"budget_microcents"`
-	}{wasm, man, h.cfg.Budget})
+		Wasm        []byte          `json:"wasm"`
+		Manifest    json.RawMessage `json:"manifest"`
+		Budget      int64           `json:"budget_microcents"`
+		MinReplicas *int            `json:"min_replicas,omitempty"`
+	}{wasm, man, h.cfg.Budget, h.minReplicas()})
+}
+
+// minReplicas lets fewer than three daemons take the agents: publish
+// refuses a custody group below the manifest's holder and 2 standbys.
+func (h *harness) minReplicas() *int {
+	if h.cfg.Nodes >= 3 {
+		return nil
+	}
+	n := h.cfg.Nodes - 1
+	return &n
 }
 
 // moduleBody is a publish request naming a module stored on the node.
@@ -920,10 +931,11 @@ func (h *harness) moduleBody(module string) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(struct {
-		Module   string          `json:"module"`
-		Manifest json.RawMessage `json:"manifest"`
-		Budget   int64           `json:"budget_microcents"`
-	}{module, man, h.cfg.Budget})
+		Module      string          `json:"module"`
+		Manifest    json.RawMessage `json:"manifest"`
+		Budget      int64           `json:"budget_microcents"`
+		MinReplicas *int            `json:"min_replicas,omitempty"`
+	}{module, man, h.cfg.Budget, h.minReplicas()})
 }
 
 // publishOne posts one publish to api and returns the new DID.

@@ -8,7 +8,9 @@
 // survives Marshal/Unmarshal into a fresh instance).
 //
 // The backend is process-wide (sdk.SetBackend), so tests that use a Mock
-// must not run in parallel with each other.
+// must not run in parallel with each other. Install and Drive leave it
+// installed: remove it with defer sdk.SetBackend(nil), so a later test that
+// installs none fails loudly instead of reusing this one's mock.
 package mock
 
 import (
