@@ -290,6 +290,14 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		writeJSON(w, http.StatusCreated, res)
 	})
 	mux.HandleFunc("POST /v1/agents/{did}/control", m.apiControl)
+	mux.HandleFunc("GET /v1/mesh/agents", func(w http.ResponseWriter, r *http.Request) {
+		res, err := m.ListAgents(r.Context())
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	mux.HandleFunc("GET /v1/custody", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, m.Custody.Status())
 	})

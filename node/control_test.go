@@ -5,11 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
 // TestControlAPIBadInput: every malformed control request gets a 4xx that
@@ -62,5 +66,56 @@ func TestControlAPIBadInput(t *testing.T) {
 		if resp.StatusCode != c.code || !strings.Contains(strings.ToLower(e.Error), strings.ToLower(c.want)) {
 			t.Errorf("%s %q: HTTP %d %q, want %d mentioning %q", c.did, c.body, resp.StatusCode, e.Error, c.code, c.want)
 		}
+	}
+}
+
+// TestListAgentsFromANodeThatHostsNothing: ps from a node with no slot, in
+// no custody group, lists every agent of the mesh with its holder, and an
+// agent its owner stopped shows as stopped by its owner.
+func TestListAgentsFromANodeThatHostsNothing(t *testing.T) {
+	ms := startMeshes(t, 4, 2)
+	waitHosts(t, ms, 4)
+	obs := startMeshesJoining(t, ms[0], 1, 0)[0]
+	wasm, man := testagents.Bytes(t, "heartbeat")
+	ctx := context.Background()
+	var dids []string
+	for range 3 {
+		res, err := ms[0].Publish(ctx, wasm, man, 1_000_000, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dids = append(dids, res.DID)
+	}
+	slices.Sort(dids)
+	var list *MeshAgents
+	eventually(t, "ps to list every agent running with a holder", 60*time.Second, func() error {
+		var err error
+		if list, err = obs.ListAgents(ctx); err != nil {
+			return err
+		}
+		var got []string
+		for _, a := range list.Agents {
+			if a.Status != "running" || a.Holder == "" || a.Tick == 0 || len(a.Members) != 3 {
+				return fmt.Errorf("%+v", a)
+			}
+			got = append(got, a.DID)
+		}
+		if !slices.Equal(got, dids) {
+			return fmt.Errorf("listed %v, want %v", got, dids)
+		}
+		return nil
+	})
+	if len(list.Unanswered) != 0 || list.Asked < 5 {
+		t.Fatalf("asked %d nodes, unanswered %v", list.Asked, list.Unanswered)
+	}
+	if _, err := ms[0].ControlAgent(ctx, dids[1], agents.ControlStop, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	list, err := obs.ListAgents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := list.Agents[1]; a.DID != dids[1] || a.Status != "stopped" || a.StopReason != "owner" {
+		t.Fatalf("after stop: %+v", a)
 	}
 }

@@ -233,6 +233,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	m.Host.SetStreamHandler(CustodyProtocol, m.handleCustody)
 	m.Host.SetStreamHandler(StatusProtocol, m.handleStatus)
 	m.Host.SetStreamHandler(ControlProtocol, m.handleControl)
+	m.Host.SetStreamHandler(AgentsProtocol, m.handleAgents)
 	n, err := m.DHT.Bootstrap(ctx)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -54,7 +56,7 @@ command returns once the custody group committed the checkpoint carrying it.`,
 		return cmd
 	}
 	return []*cobra.Command{
-		newUpgradeCmd(g),
+		newUpgradeCmd(g), newPsCmd(g),
 		mk(agents.ControlStop, "stop DID", "Stop an agent (its owner's signed record): final checkpoint, held, resumable",
 			"The agent stops after its tick in flight; its final checkpoint and the checkpoint\ncarrying the record are committed by its custody group, which keeps holding it\nwithout running it. 'igor-node start DID' resumes it.", 1),
 		mk(agents.ControlStart, "start DID", "Resume an agent its owner stopped",
@@ -108,6 +110,52 @@ owner. The manifest defaults to NEW.manifest.json beside the module.`,
 		},
 	}
 	cmd.Flags().StringVar(&manifest, "manifest", "", "manifest file (default: NEW.manifest.json beside the module)")
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newPsCmd(g *globalFlags) *cobra.Command {
+	var (
+		api    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "ps",
+		Short: "List the mesh's agents: status, tick, seq, epoch and holder of each",
+		Long: `Asks every host the local daemon knows and every peer it is connected to for the
+custody groups they are members of, and merges the answers by agent (the holder's own
+word first). Works from any node, one that hosts nothing too. Nodes that did not answer
+are named; an agent all of whose custodians are among them is missing.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			var res node.MeshAgents
+			if err := c.do("GET", "/v1/mesh/agents", nil, &res); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGENT\tSTATUS\tTICK\tSEQ\tEPOCH\tHOLDER")
+			for _, a := range res.Agents {
+				fmt.Fprintln(tw, a.String())
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d agent(s); %d node(s) asked", len(res.Agents), res.Asked)
+			if len(res.Unanswered) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), ", no answer from %s", strings.Join(res.Unanswered, ", "))
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
 	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

@@ -52,6 +52,8 @@ const (
 	CustodyProtocol = protocol.ID("/igor/custody/1.0.0")
 	KadProtocol     = protocol.ID("/igor/kad/1.0.0")
 	StatusProtocol  = protocol.ID("/igor/status/1.0.0")
+	ControlProtocol = protocol.ID("/igor/control/1.0.0")
+	AgentsProtocol  = protocol.ID("/igor/agents/1.0.0")
 	GossipProtocol  = protocol.ID("/igor/meshsub/1.2.0") // GossipSub: the host view
 )
 
@@ -120,6 +122,9 @@ type Options struct {
 //   - kad 1024 / 32 (kad-dht reuses one stream per peer; concurrent
 //     lookups may open a few more);
 //   - status 128 / 8 (one short question per agent query);
+//   - control 32 / 4 (an owner's record: rare, and held open while the
+//     holder commits it);
+//   - agents 64 / 4 (ps reads a node's groups a page at a time);
 //   - gossip 512 / 4 (GossipSub keeps one long-lived stream per direction
 //     and peer, as custody does).
 func DefaultProtocols() map[protocol.ID]ProtocolLimit {
@@ -129,6 +134,8 @@ func DefaultProtocols() map[protocol.ID]ProtocolLimit {
 		CustodyProtocol: {Inbound: 512, InboundPerPeer: 4},
 		KadProtocol:     {Inbound: 1024, InboundPerPeer: 32},
 		StatusProtocol:  {Inbound: 128, InboundPerPeer: 8},
+		ControlProtocol: {Inbound: 32, InboundPerPeer: 4},
+		AgentsProtocol:  {Inbound: 64, InboundPerPeer: 4},
 		GossipProtocol:  {Inbound: 512, InboundPerPeer: 4},
 	}
 }
