@@ -67,6 +67,10 @@ type Env struct {
 	NodeKey  ed25519.PrivateKey // signs every checkpoint as its holder
 	Logger   *slog.Logger
 	AgentLog func(shortDID, msg string) // agent log lines; default: Logger
+	// OnAgentLog, if set, also receives each agent log line with the
+	// agent's whole DID (the node keeps recent lines for `igor-node logs`).
+	// It runs inside the agent's log call: it must not block.
+	OnAgentLog func(did, msg string)
 	Now      func() time.Time           // wall clock for checkpoint times; default time.Now
 	// OnCheckpoint, if set, is called after every checkpoint the runner
 	// wrote (the head is durable here). Alone on a node that is the commit;
@@ -253,12 +257,15 @@ func commitCheckpoint(env *Env, agentKey ed25519.PrivateKey, cp *agents.Checkpoi
 
 func instanceConfig(env *Env, m *agents.Manifest, did string) wasmexec.InstanceConfig {
 	short := agents.ShortDID(did)
-	logf := env.AgentLog
-	return wasmexec.InstanceConfig{
-		Manifest: m,
-		AgentDID: did,
-		Log:      func(msg string) { logf(short, msg) },
+	logf, hook := env.AgentLog, env.OnAgentLog
+	log := func(msg string) { logf(short, msg) }
+	if hook != nil {
+		log = func(msg string) {
+			logf(short, msg)
+			hook(did, msg)
+		}
 	}
+	return wasmexec.InstanceConfig{Manifest: m, AgentDID: did, Log: log}
 }
 
 // RunOptions control one run of an agent.

@@ -102,6 +102,7 @@ type Mesh struct {
 	wg     sync.WaitGroup
 
 	gcKick chan struct{} // runGC: collect garbage (gcSoon)
+	logs   *logHub       // recent log lines of the agents run here (logs.go)
 
 	mu        sync.Mutex // guards hostSeq
 	hostSeq   uint64
@@ -174,7 +175,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), gcKick: make(chan struct{}, 1), reviewSem: make(chan struct{}, 1), gate: gate,
+	m := &Mesh{Local: l, cfg: cfg, advertise: make(chan struct{}, 1), gcKick: make(chan struct{}, 1), logs: newLogHub(), reviewSem: make(chan struct{}, 1), gate: gate,
 		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_agent_ticks_total", Help: "Successful ticks of agents hosted here."}),
 		pushed: prometheus.NewCounter(prometheus.CounterOpts{Name: "igor_custody_pushed_blocks_total",
 			Help: "Checkpoint blocks sent to custody members with their proposal (one per block and member), instead of fetched by each."}),
@@ -211,6 +212,8 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
+	self := l.PeerID()
+	env.OnAgentLog = func(did, msg string) { m.logs.add(self, did, msg) }
 	env.Heads = DeferredHeads{l.Home} // one flush per holder commit, not two (DeferredHeads)
 	if m.Svc, err = hosting.NewService(env, hosting.ServiceConfig{Slots: max(cfg.Slots, 1), Run: cfg.Run, OnCheckpoint: m.publishHead, OnTick: m.onTick}); err != nil {
 		return nil, err
@@ -234,6 +237,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	m.Host.SetStreamHandler(StatusProtocol, m.handleStatus)
 	m.Host.SetStreamHandler(ControlProtocol, m.handleControl)
 	m.Host.SetStreamHandler(AgentsProtocol, m.handleAgents)
+	m.Host.SetStreamHandler(LogsProtocol, m.handleLogs)
 	n, err := m.DHT.Bootstrap(ctx)
 	if err != nil {
 		return nil, err

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -56,7 +62,7 @@ command returns once the custody group committed the checkpoint carrying it.`,
 		return cmd
 	}
 	return []*cobra.Command{
-		newUpgradeCmd(g), newPsCmd(g),
+		newUpgradeCmd(g), newPsCmd(g), newLogsCmd(g),
 		mk(agents.ControlStop, "stop DID", "Stop an agent (its owner's signed record): final checkpoint, held, resumable",
 			"The agent stops after its tick in flight; its final checkpoint and the checkpoint\ncarrying the record are committed by its custody group, which keeps holding it\nwithout running it. 'igor-node start DID' resumes it.", 1),
 		mk(agents.ControlStart, "start DID", "Resume an agent its owner stopped",
@@ -158,5 +164,100 @@ are named; an agent all of whose custodians are among them is missing.`,
 	}
 	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newLogsCmd(g *globalFlags) *cobra.Command {
+	var (
+		api    string
+		follow bool
+		asJSON bool
+		since  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "logs DID",
+		Short: "Print an agent's log lines from whichever node runs it; -f follows it as it moves",
+		Long: `Asks the node that holds the agent for the lines it kept (the last 256) and, with -f,
+streams new ones as they come. When the agent moves — a handoff, a drain, a failover
+after its holder died — it asks the next holder for the lines after the last one shown.
+Each line shows when and where it was logged. Lines the next holder logs for ticks it
+re-runs after a failover (those after the last committed checkpoint) appear again.`,
+		Args: exactArgs(1, "DID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := agents.ParseDID(args[0]); err != nil {
+				return usagef("%v", err)
+			}
+			c, err := g.client(api)
+			if err != nil {
+				return err
+			}
+			path := "/v1/agents/" + args[0] + "/logs"
+			q := url.Values{}
+			if follow {
+				q.Set("follow", "1")
+			}
+			if since > 0 {
+				q.Set("since", strconv.FormatInt(time.Now().Add(-since).UnixNano(), 10))
+			}
+			if len(q) > 0 {
+				path += "?" + q.Encode()
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), "GET", c.base+path, nil)
+			if err != nil {
+				return err
+			}
+			c.authorize(req)
+			resp, err := (&http.Client{}).Do(req) // no timeout: -f streams until interrupted
+			if err != nil {
+				return fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				var e struct {
+					Error string `json:"error"`
+				}
+				data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				if json.Unmarshal(data, &e) == nil && e.Error != "" {
+					return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+				}
+				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+			}
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			out := cmd.OutOrStdout()
+			event := ""
+			for sc.Scan() {
+				line := sc.Text()
+				switch {
+				case strings.HasPrefix(line, "event: "):
+					event = strings.TrimPrefix(line, "event: ")
+				case strings.HasPrefix(line, "data: "):
+					data := strings.TrimPrefix(line, "data: ")
+					if event == "error" {
+						return fmt.Errorf("logs: %s", data)
+					}
+					if asJSON {
+						fmt.Fprintln(out, data)
+						continue
+					}
+					var l node.LogLine
+					if err := json.Unmarshal([]byte(data), &l); err != nil {
+						return fmt.Errorf("logs: bad event %q: %v", data, err)
+					}
+					fmt.Fprintf(out, "%s  %s  %s\n", time.Unix(0, l.Time).Format("15:04:05.000"), agents.ShortDID(l.Node), l.Msg)
+				case line == "":
+					event = ""
+				}
+			}
+			if err := sc.Err(); err != nil && cmd.Context().Err() == nil {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines, following the agent from node to node")
+	cmd.Flags().DurationVar(&since, "since", 0, "only lines logged in this last duration (e.g. 5m)")
+	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line: time_unix_ns, node, msg")
 	return cmd
 }

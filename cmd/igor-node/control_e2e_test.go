@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -292,5 +293,114 @@ func TestOwnerUpgrade(t *testing.T) {
 	r = mustOK(t, igor(t, observer.Home, "verify", pub.DID), "verify")
 	if !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {
 		t.Fatalf("verify: %s", r.stdout)
+	}
+}
+
+// TestLogsFollowAcrossMoves: `igor-node logs -f` started on a node outside
+// the custody group keeps streaming the agent's lines through a kill -9 of
+// its holder and a drain of the next one: lines from three nodes, ticks
+// going on, one process.
+func TestLogsFollowAcrossMoves(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end testnet")
+	}
+	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s")
+	wasm, _ := testagents.Path(t, "heartbeat")
+	manPath := filepath.Join(t.TempDir(), "manifest.json")
+	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
+		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
+	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
+	var pub node.PublishResult
+	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
+		t.Fatalf("publish --json: %v %s", err, r.stdout)
+	}
+	var observer tnode
+	for _, n := range nodes {
+		if !slices.Contains(pub.Members, n.Peer) {
+			observer = n
+		}
+	}
+	outPath := filepath.Join(t.TempDir(), "logs.out")
+	out, _ := os.Create(outPath)
+	defer out.Close()
+	cmd := exec.Command(binPath, "--home", observer.Home, "logs", "-f", "--json", pub.DID)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), "IGOR_HOME=")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	lines := func() []node.LogLine {
+		data, _ := os.ReadFile(outPath)
+		var ls []node.LogLine
+		for _, s := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var l node.LogLine
+			if json.Unmarshal([]byte(s), &l) == nil && l.Node != "" {
+				ls = append(ls, l)
+			}
+		}
+		return ls
+	}
+	from := func(peer string) int {
+		n := 0
+		for _, l := range lines() {
+			if l.Node == peer {
+				n++
+			}
+		}
+		return n
+	}
+	holderNow := func(not ...string) tnode {
+		var h tnode
+		waitUntil(t, 30*time.Second, "a holder other than "+strings.Join(not, ","), func() error {
+			var st node.AgentStatus
+			if err := getJSON(observer.API, "/v1/agents/"+pub.DID, &st); err != nil {
+				return err
+			}
+			if st.Source != "holder" || st.Status != "running" || slices.Contains(not, st.Holder) {
+				return fmt.Errorf("%+v", st)
+			}
+			h = nodes[slices.IndexFunc(nodes, func(n tnode) bool { return n.Peer == st.Holder })]
+			return nil
+		})
+		return h
+	}
+	first := holderNow()
+	waitUntil(t, 30*time.Second, "lines from the first holder", func() error {
+		if n := from(first.Peer); n < 5 {
+			return fmt.Errorf("%d lines from %s; output %d lines", n, first.Peer, len(lines()))
+		}
+		return nil
+	})
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	second := holderNow(first.Peer)
+	waitUntil(t, 30*time.Second, "lines from the holder after the failover", func() error {
+		if n := from(second.Peer); n < 5 {
+			return fmt.Errorf("%d lines from %s", n, second.Peer)
+		}
+		return nil
+	})
+	mustOK(t, igor(t, second.Home, "drain", "--timeout", "30s"), "drain")
+	third := holderNow(first.Peer, second.Peer)
+	waitUntil(t, 30*time.Second, "lines from the holder after the drain", func() error {
+		if n := from(third.Peer); n < 5 {
+			return fmt.Errorf("%d lines from %s", n, third.Peer)
+		}
+		return nil
+	})
+	select {
+	case err := <-exited:
+		data, _ := os.ReadFile(outPath)
+		t.Fatalf("logs -f exited: %v\n%s", err, data)
+	default:
+	}
+	// Lines arrive in the order they were logged on each node, and ticks go on.
+	ls := lines()
+	if !strings.Contains(ls[len(ls)-1].Msg, "tick=") {
+		t.Fatalf("last line %+v", ls[len(ls)-1])
 	}
 }

@@ -54,6 +54,7 @@ const (
 	StatusProtocol  = protocol.ID("/igor/status/1.0.0")
 	ControlProtocol = protocol.ID("/igor/control/1.0.0")
 	AgentsProtocol  = protocol.ID("/igor/agents/1.0.0")
+	LogsProtocol    = protocol.ID("/igor/logs/1.0.0")
 	GossipProtocol  = protocol.ID("/igor/meshsub/1.2.0") // GossipSub: the host view
 )
 
@@ -125,6 +126,8 @@ type Options struct {
 //   - control 32 / 4 (an owner's record: rare, and held open while the
 //     holder commits it);
 //   - agents 64 / 4 (ps reads a node's groups a page at a time);
+//   - logs 128 / 16 (a follower of an agent's log holds one stream open
+//     to its holder while it runs there);
 //   - gossip 512 / 4 (GossipSub keeps one long-lived stream per direction
 //     and peer, as custody does).
 func DefaultProtocols() map[protocol.ID]ProtocolLimit {
@@ -136,6 +139,7 @@ func DefaultProtocols() map[protocol.ID]ProtocolLimit {
 		StatusProtocol:  {Inbound: 128, InboundPerPeer: 8},
 		ControlProtocol: {Inbound: 32, InboundPerPeer: 4},
 		AgentsProtocol:  {Inbound: 64, InboundPerPeer: 4},
+		LogsProtocol:    {Inbound: 128, InboundPerPeer: 16},
 		GossipProtocol:  {Inbound: 512, InboundPerPeer: 4},
 	}
 }
