@@ -71,7 +71,7 @@ type Env struct {
 	// agent's whole DID (the node keeps recent lines for `igor-node logs`).
 	// It runs inside the agent's log call: it must not block.
 	OnAgentLog func(did, msg string)
-	Now      func() time.Time           // wall clock for checkpoint times; default time.Now
+	Now        func() time.Time // wall clock for checkpoint times; default time.Now
 	// OnCheckpoint, if set, is called after every checkpoint the runner
 	// wrote (the head is durable here). Alone on a node that is the commit;
 	// under custody it is only the local write, which the driver then
