@@ -119,3 +119,21 @@ func TestListAgentsFromANodeThatHostsNothing(t *testing.T) {
 		t.Fatalf("after stop: %+v", a)
 	}
 }
+
+func TestBudgetLeft(t *testing.T) {
+	prev := &agents.Checkpoint{Budget: 10_000, Time: 0}
+	cases := []struct {
+		cp   agents.Checkpoint
+		want float64
+	}{
+		{agents.Checkpoint{Budget: 9_000, Time: int64(2 * time.Second)}, 18}, // 1,000 µc per 2 s: 9,000 last 18 s
+		{agents.Checkpoint{Budget: 10_000, Time: int64(time.Second)}, 0},     // nothing spent: unknown
+		{agents.Checkpoint{Budget: 9_000, Time: 0}, 0},                       // no time between them
+		{agents.Checkpoint{Budget: 9_000, Time: int64(time.Second), Control: &agents.Control{Kind: agents.ControlTopUp}}, 0},
+	}
+	for _, c := range cases {
+		if got := budgetLeft(prev, &c.cp); got != c.want {
+			t.Errorf("budgetLeft(%+v) = %v, want %v", c.cp, got, c.want)
+		}
+	}
+}

@@ -49,7 +49,12 @@ type AgentStatus struct {
 	// Controls counts the owner's records the head applied (the next one
 	// is numbered Controls+1).
 	Controls uint64 `json:"controls"`
-	Error    string `json:"error,omitempty"`
+	// BudgetLeftS: how long the budget lasts at the rate the holder spent
+	// it between its last two checkpoints (wall time; the agent pays only
+	// for tick time, so a 1 Hz agent's budget lasts far longer than
+	// budget ÷ price seconds). Only for a running agent, source holder.
+	BudgetLeftS float64 `json:"budget_left_seconds,omitempty"`
+	Error       string  `json:"error,omitempty"`
 	// Forks found among this agent's checkpoints in this node's store (the
 	// ones it stores as a custody member or fetched to verify), with both
 	// checkpoint CIDs as proof. Filled only when asked (AgentForks).
@@ -216,7 +221,24 @@ func (m *Mesh) statusFromHolder(ctx context.Context, did string, live *LiveStatu
 		StopReason: live.StopReason, Error: live.RunError, Controls: cp.Controls,
 	}
 	ownerStopped(st, cp)
+	if st.Status == "running" && cp.Prev.Defined() && cp.Budget > 0 {
+		if prev, err := m.fetchCheckpoint(ctx, did, cp.Prev, []string{live.Peer}); err == nil {
+			st.BudgetLeftS = budgetLeft(prev, cp)
+		}
+	}
 	return st, nil
+}
+
+// budgetLeft is how many seconds cp's budget lasts at the rate it fell
+// since prev (wall time, by the holders' clocks); 0 when that is unknown
+// (no time between them, no spending, a top-up between them).
+func budgetLeft(prev, cp *agents.Checkpoint) float64 {
+	spent := prev.Budget - cp.Budget
+	dt := time.Duration(cp.Time - prev.Time)
+	if spent <= 0 || dt <= 0 || cp.Control != nil {
+		return 0
+	}
+	return float64(cp.Budget) / float64(spent) * dt.Seconds()
 }
 
 // statusFromRecord builds the status from the head record and the

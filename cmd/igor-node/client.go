@@ -278,6 +278,12 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			fmt.Fprintf(tw, "did\t%s\nstatus\t%s (from the %s)\nholder\t%s\nepoch\t%d\nseq\t%d\ntick\t%d\nbudget\t%s\nhead\t%s\nupdated\t%s\n",
 				st.DID, st.Status, st.Source, st.Holder, st.Epoch, st.Seq, st.Tick, formatAmount(st.Budget), st.Head,
 				st.LastUpdate.Format(time.RFC3339))
+			if st.BudgetLeftS > 0 {
+				fmt.Fprintf(tw, "budget lasts\t~%v at its recent rate\n", time.Duration(st.BudgetLeftS*float64(time.Second)).Round(time.Second))
+			}
+			if st.StopReason != "" && st.Status != "running" {
+				fmt.Fprintf(tw, "stop reason\t%s\n", st.StopReason)
+			}
 			if st.LeaseLeftMs > 0 {
 				fmt.Fprintf(tw, "lease left\t%v (the holder's, by its clock)\n", time.Duration(st.LeaseLeftMs)*time.Millisecond)
 			}

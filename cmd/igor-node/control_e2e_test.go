@@ -137,8 +137,8 @@ func TestOwnerControl(t *testing.T) {
 
 	// Start: it ticks again from where it stopped.
 	mustOK(t, igor(t, owner.Home, "start", pub.DID), "start")
-	waitUntil(t, 30*time.Second, "the agent to tick past its stop", func() error {
-		if st := status(observer); st.Status != "running" || st.Tick <= stoppedAt {
+	waitUntil(t, 30*time.Second, "the agent to tick past its stop, with the budget's expected lifetime", func() error {
+		if st := status(observer); st.Status != "running" || st.Tick <= stoppedAt || st.BudgetLeftS <= 0 {
 			return fmt.Errorf("%+v", st)
 		}
 		return nil
