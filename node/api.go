@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/igor-mesh/igor-node/agents"
@@ -178,7 +179,8 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		return nil, fmt.Errorf("%w: API listen on %s: %w", ErrAPIConfig, addr, err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.ticks, m.pushed, m.commitLatency, buildInfoGauge(buildinfo.Read()),
+	reg.MustRegister(m.ticks, m.pushed, m.commitLatency, buildInfoGauge(buildinfo.Read()), newAgentCollector(m),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_custody_groups", Help: "Custody groups this node is a member of."},
 			func() float64 { return float64(len(m.Custody.Status())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_hosted_agents", Help: "Agents running on this node."},

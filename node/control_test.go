@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -117,6 +118,22 @@ func TestListAgentsFromANodeThatHostsNothing(t *testing.T) {
 	}
 	if a := list.Agents[1]; a.DID != dids[1] || a.Status != "stopped" || a.StopReason != "owner" {
 		t.Fatalf("after stop: %+v", a)
+	}
+	// The holder of a running agent has its series in /metrics.
+	i := slices.IndexFunc(ms, func(m *Mesh) bool { return m.PeerID() == list.Agents[0].Holder })
+	srv, err := ms[i].ServeAPI("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	resp, err := http.Get("http://" + srv.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `igor_agent_tick{agent="` + dids[0] + `"}`; !strings.Contains(string(body), want) {
+		t.Fatalf("metrics of the holder lack %s:\n%s", want, body)
 	}
 }
 
