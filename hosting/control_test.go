@@ -23,20 +23,8 @@ import (
 func TestControlThenRun(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	wasmPath, manPath := testagents.Path(t, "counter")
-	wasm, _ := os.ReadFile(wasmPath)
-	manJSON, _ := os.ReadFile(manPath)
-	man, err := agents.ParseManifest(manJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ownerPub, owner, _ := agents.GenerateKey(rand.Reader)
-	_, key, _ := agents.GenerateKey(rand.Reader)
-	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1_000_000,
-		AgentKey: key, Owner: agents.DID(ownerPub)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	head, _, owner, key := ownedCounter(t, f)
+	var err error
 	did := head.Checkpoint.Agent
 	run := func(h hosting.Head, ticks uint64) (hosting.Head, error) {
 		a, err := hosting.Load(ctx, f.env, h.CID, key)
@@ -104,20 +92,7 @@ func TestControlThenRun(t *testing.T) {
 func TestUpgradeCarriesStateOrRollsBack(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	wasmPath, manPath := testagents.Path(t, "counter")
-	wasm, _ := os.ReadFile(wasmPath)
-	manJSON, _ := os.ReadFile(manPath)
-	man, err := agents.ParseManifest(manJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ownerPub, owner, _ := agents.GenerateKey(rand.Reader)
-	_, key, _ := agents.GenerateKey(rand.Reader)
-	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1_000_000,
-		AgentKey: key, Owner: agents.DID(ownerPub)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	head, man, owner, key := ownedCounter(t, f)
 	a, err := hosting.Load(ctx, f.env, head.CID, key)
 	if err != nil {
 		t.Fatal(err)
@@ -175,4 +150,24 @@ func TestUpgradeCarriesStateOrRollsBack(t *testing.T) {
 	if _, err := agents.VerifyLineage(res.Head.CID, f.st, agents.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ownedCounter creates a counter agent owned by a fresh key.
+func ownedCounter(t *testing.T, f *fixture) (head hosting.Head, man *agents.Manifest, owner, key ed25519.PrivateKey) {
+	t.Helper()
+	wasmPath, manPath := testagents.Path(t, "counter")
+	wasm, _ := os.ReadFile(wasmPath)
+	manJSON, _ := os.ReadFile(manPath)
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerPub, owner, _ := agents.GenerateKey(rand.Reader)
+	_, key, _ = agents.GenerateKey(rand.Reader)
+	head, err = hosting.Create(context.Background(), f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000, Price: 1_000_000,
+		AgentKey: key, Owner: agents.DID(ownerPub)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return head, man, owner, key
 }

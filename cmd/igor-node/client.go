@@ -224,8 +224,7 @@ agent does not survive its host's death).`,
 	cmd.Flags().StringVar(&budget, "budget", "1.0", "initial budget in currency units")
 	cmd.Flags().IntVar(&minReplicas, "min-replicas", 0, "allow a custody group of a holder and at least N standbys when fewer hosts than the manifest asks for are eligible (default: the manifest's lease.replicas)")
 	cmd.Flags().StringVar(&manifest, "manifest", "", "manifest file (default: AGENT.manifest.json beside the module)")
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }
 
@@ -305,8 +304,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }
 
@@ -340,8 +338,7 @@ func newPeersCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }
 
@@ -374,7 +371,6 @@ func newHostsCmd(g *globalFlags) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }

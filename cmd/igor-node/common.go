@@ -85,3 +85,10 @@ func sanitize(s string) string {
 	}
 	return b.String()
 }
+
+// apiFlags adds the flags of a command that talks to the daemon's API:
+// --api (where) and --json (how to print the answer).
+func apiFlags(cmd *cobra.Command, api *string, asJSON *bool) {
+	cmd.Flags().StringVar(api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
+	cmd.Flags().BoolVar(asJSON, "json", false, "print JSON")
+}

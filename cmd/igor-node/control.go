@@ -57,8 +57,7 @@ command returns once the custody group committed the checkpoint carrying it.`,
 				return nil
 			},
 		}
-		cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		apiFlags(cmd, &api, &asJSON)
 		return cmd
 	}
 	return []*cobra.Command{
@@ -116,8 +115,7 @@ owner. The manifest defaults to NEW.manifest.json beside the module.`,
 		},
 	}
 	cmd.Flags().StringVar(&manifest, "manifest", "", "manifest file (default: NEW.manifest.json beside the module)")
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }
 
@@ -162,8 +160,7 @@ are named; an agent all of whose custodians are among them is missing.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }
 

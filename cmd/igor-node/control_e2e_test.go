@@ -33,15 +33,7 @@ func TestOwnerControl(t *testing.T) {
 	down := map[int]bool{}
 	alive := func(n tnode) bool { return !down[n.Index] }
 
-	wasm, _ := testagents.Path(t, "heartbeat")
-	manPath := filepath.Join(t.TempDir(), "manifest.json")
-	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
-		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
-	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
-	var pub node.PublishResult
-	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
-		t.Fatalf("publish --json: %v %s", err, r.stdout)
-	}
+	pub := publishHeartbeat(t, nodes[0])
 	// The owner key is the publishing home's; copied, it lets other homes
 	// act as the owner too. nodes[1] keeps a key of its own.
 	key, err := os.ReadFile(filepath.Join(nodes[0].Home, "owner.key"))
@@ -67,7 +59,7 @@ func TestOwnerControl(t *testing.T) {
 	})
 
 	// A daemon whose owner key is not the genesis's owner is refused.
-	r = igor(t, nodes[1].Home, "stop", pub.DID)
+	r := igor(t, nodes[1].Home, "stop", pub.DID)
 	if r.code == 0 || !strings.Contains(r.stderr, "not signed by the agent's owner") {
 		t.Fatalf("stop by a stranger: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -214,16 +206,8 @@ func TestOwnerUpgrade(t *testing.T) {
 		t.Skip("end-to-end testnet")
 	}
 	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s")
-	wasm, _ := testagents.Path(t, "heartbeat")
 	dir := t.TempDir()
-	manPath := filepath.Join(dir, "manifest.json")
-	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
-		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
-	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
-	var pub node.PublishResult
-	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
-		t.Fatalf("publish --json: %v %s", err, r.stdout)
-	}
+	pub := publishHeartbeat(t, nodes[0])
 	observer := nodes[3]
 	status := func() node.AgentStatus {
 		t.Helper()
@@ -251,7 +235,7 @@ func TestOwnerUpgrade(t *testing.T) {
 			"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3},"args":"state_size=%d"}`, size)), 0o644)
 		return p
 	}
-	r = igor(t, nodes[0].Home, "upgrade", pub.DID, counter, "--manifest", counterMan(64))
+	r := igor(t, nodes[0].Home, "upgrade", pub.DID, counter, "--manifest", counterMan(64))
 	if r.code == 0 || !strings.Contains(r.stderr, "agent_resume") || !strings.Contains(r.stderr, "keeps its module") {
 		t.Fatalf("upgrade to a counter that cannot resume the state: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -305,15 +289,7 @@ func TestLogsFollowAcrossMoves(t *testing.T) {
 		t.Skip("end-to-end testnet")
 	}
 	_, nodes := testnet(t, 4, "TICK=100ms", "DRAIN=3s")
-	wasm, _ := testagents.Path(t, "heartbeat")
-	manPath := filepath.Join(t.TempDir(), "manifest.json")
-	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
-		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
-	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
-	var pub node.PublishResult
-	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
-		t.Fatalf("publish --json: %v %s", err, r.stdout)
-	}
+	pub := publishHeartbeat(t, nodes[0])
 	var observer tnode
 	for _, n := range nodes {
 		if !slices.Contains(pub.Members, n.Peer) {
@@ -403,4 +379,20 @@ func TestLogsFollowAcrossMoves(t *testing.T) {
 	if !strings.Contains(ls[len(ls)-1].Msg, "tick=") {
 		t.Fatalf("last line %+v", ls[len(ls)-1])
 	}
+}
+
+// publishHeartbeat publishes a heartbeat agent (3 s lease terms) through
+// the daemon of n.
+func publishHeartbeat(t *testing.T, n tnode) node.PublishResult {
+	t.Helper()
+	wasm, _ := testagents.Path(t, "heartbeat")
+	manPath := filepath.Join(t.TempDir(), "manifest.json")
+	os.WriteFile(manPath, []byte(`{"name":"heartbeat","capabilities":{"clock":{"version":1},"rand":{"version":1},"log":{"version":1}},
+		"resource_limits":{"max_state_bytes":4096},"lease":{"term_seconds":3}}`), 0o644)
+	r := mustOK(t, igor(t, n.Home, "publish", "--json", "--manifest", manPath, wasm), "publish")
+	var pub node.PublishResult
+	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
+		t.Fatalf("publish --json: %v %s", err, r.stdout)
+	}
+	return pub
 }

@@ -90,8 +90,7 @@ checkpoint this node holds (the ones after it are lost).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	cmd.Flags().BoolVar(&acceptLoss, "accept-loss", false, "if the latest checkpoint is gone, revive from the newest one held here")
 	return cmd
 }
@@ -129,7 +128,6 @@ func newCustodyCmd(g *globalFlags) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "daemon API address (default $IGOR_API or HOME/api.addr)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	apiFlags(cmd, &api, &asJSON)
 	return cmd
 }
