@@ -7,12 +7,13 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/... ./dht/...
 FUZZTIME  ?= 5s
 
-.PHONY: help build agents test crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale faults check demo demo-local testnet-up testnet-down clean
+.PHONY: help build agents test ui-test ui-deps crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale faults check demo demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
 	@echo "agents      every example agent -> bin/agents/<name>.wasm (+ .manifest.json)"
-	@echo "test        everything make test runs in CI (unit, race, e2e, short chaos, short fuzz)"
+	@echo "test        everything make test runs in CI (unit, race, e2e, status page in headless chromium, short chaos, short fuzz)"
+	@echo "ui-test     the status page in headless chromium (installs Debian's chromium if missing)"
 	@echo "crash       kill -9 at random points while checkpointing, receiving blocks, writing keys (IGOR_CRASH_TRIALS=200); fsck after each"
 	@echo "soak        60 000 random lease schedules, a 5-min engine simulation (40 groups, 5 nodes), then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
@@ -34,8 +35,16 @@ agents:
 test: build agents
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
+	$(MAKE) ui-test
 	$(MAKE) chaos-short
 	$(MAKE) fuzz-short
+
+# The status page in headless Chromium (Debian's chromium package, installed here if missing).
+ui-test: ui-deps
+	IGOR_UI_TEST=1 $(GO) test -count=1 -timeout 5m -run TestStatusPageInChromium ./node/
+
+ui-deps:
+	@bash scripts/install-chromium.sh
 
 crash: build agents
 	IGOR_CRASH_TRIALS=200 $(GO) test -count=1 -timeout 60m -v -run 'TestCrash' ./cmd/igor-node

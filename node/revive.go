@@ -29,6 +29,9 @@ type LineageEntry struct {
 	Tick   uint64 `json:"tick"`
 	Holder string `json:"holder"`
 	Time   int64  `json:"time_unix_ns"` // when the holder made it (its clock)
+	// Control: the kind of owner's record it applies (stop, start, topup,
+	// delete, upgrade), if any.
+	Control string `json:"control,omitempty"`
 }
 
 // LineageReport lists an agent's checkpoint chain, genesis first.
@@ -61,7 +64,11 @@ func (m *Mesh) LineageRemote(ctx context.Context, did string) (*LineageReport, e
 	rep.Valid = true
 	for _, e := range lin.Entries {
 		cp := e.Checkpoint
-		rep.Entries = append(rep.Entries, LineageEntry{Seq: cp.Seq, CID: e.CID.String(), Epoch: cp.Epoch, Tick: cp.Tick, Holder: cp.Holder, Time: cp.Time})
+		le := LineageEntry{Seq: cp.Seq, CID: e.CID.String(), Epoch: cp.Epoch, Tick: cp.Tick, Holder: cp.Holder, Time: cp.Time}
+		if cp.Control != nil {
+			le.Control = string(cp.Control.Kind)
+		}
+		rep.Entries = append(rep.Entries, le)
 	}
 	return rep, nil
 }
