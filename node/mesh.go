@@ -44,8 +44,10 @@ var HostingCID = func() cid.Cid {
 
 // MeshConfig configures a mesh node (igor-node daemon).
 type MeshConfig struct {
-	Home      string
-	Listen    []string // multiaddrs; default DefaultListen
+	Home string
+	// Listen: multiaddrs; default the addresses this home listened on last
+	// time (HOME/listen), else DefaultListen (OS-chosen ports).
+	Listen    []string
 	Bootstrap []string // multiaddrs with /p2p/<peer id>
 	Slots     int      // agents this node hosts at once; 0 = does not host
 	// GCGrace: a garbage collection (after an agent is deleted) spares
@@ -188,7 +190,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 			err = errors.Join(err, m.Close())
 		}
 	}()
-	if m.Host, err = newHost(l.NodeKey, cfg.Listen, hostOpts); err != nil {
+	if m.Host, err = m.listen(cfg.Listen, hostOpts); err != nil {
 		return nil, err
 	}
 	now := func() time.Time { return time.Now() }

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -56,6 +57,45 @@ func newHost(priv ed25519.PrivateKey, listen []string, opts p2phost.Options) (ho
 			return nil, fmt.Errorf("%w: %v (another process holds the port: pick another with --listen)", ErrListen, err)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrListen, err)
+	}
+	return h, nil
+}
+
+// listenFile keeps the addresses a daemon started without --listen bound,
+// so that it binds them again at its next start (its peers' bootstrap
+// addresses stay valid across restarts).
+const listenFile = "listen"
+
+// listen starts the libp2p host on listen, or, when none is given, on the
+// addresses this home used last time (a port taken meanwhile: OS-chosen
+// ports again, with a warning), and then remembers what it bound.
+func (m *Mesh) listen(listen []string, opts p2phost.Options) (host.Host, error) {
+	if len(listen) > 0 {
+		return newHost(m.NodeKey, listen, opts)
+	}
+	path := m.Home.path(listenFile)
+	var h host.Host
+	if data, err := os.ReadFile(path); err == nil {
+		if last := strings.Fields(string(data)); len(last) > 0 {
+			if h, err = newHost(m.NodeKey, last, opts); err != nil {
+				m.Logger.Warn("cannot listen on this home's addresses of last time; listening on new ports (peers that bootstrap from the old ones need the new addresses)",
+					"addresses", last, "err", err)
+				h = nil
+			}
+		}
+	}
+	if h == nil {
+		var err error
+		if h, err = newHost(m.NodeKey, DefaultListen, opts); err != nil {
+			return nil, err
+		}
+	}
+	var bound []string
+	for _, a := range h.Network().ListenAddresses() {
+		bound = append(bound, a.String())
+	}
+	if err := WriteFileAtomic(path, []byte(strings.Join(bound, "\n")+"\n"), 0o644); err != nil {
+		m.Logger.Warn("remember the listen addresses", "path", path, "err", err)
 	}
 	return h, nil
 }

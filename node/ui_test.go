@@ -101,6 +101,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	if !bytes.Contains(dom1, []byte(ms[1].PeerID())) || bytes.Contains(dom1, []byte("errors: ")) {
 		t.Fatalf("the page does not list the other hosts, or reports errors:\n%s", dom1)
 	}
+	if prices := regexp.MustCompile(`<td class="num price">\d+</td>`).FindAll(dom1, -1); len(prices) != 3 {
+		t.Fatalf("the hosts table shows %d prices, want 3:\n%s", len(prices), dom1)
+	}
 	t1 := ticks(dom1)
 	time.Sleep(2 * time.Second)
 	t2 := ticks(browse("--dump-dom", url))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -395,4 +396,73 @@ func publishHeartbeat(t *testing.T, n tnode) node.PublishResult {
 		t.Fatalf("publish --json: %v %s", err, r.stdout)
 	}
 	return pub
+}
+
+// TestDaemonConfigAndStablePorts: a daemon takes its flags from
+// HOME/config.json (the command line winning), comes back on the same
+// addresses after a restart without --listen, and refuses a config key
+// that is no flag with exit status 2.
+func TestDaemonConfigAndStablePorts(t *testing.T) {
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"api": "127.0.0.1:0", "slots": 3, "price": 7, "drain-timeout": "1s"}`), 0o644)
+	start := func(args ...string) (*exec.Cmd, *strings.Builder) {
+		t.Helper()
+		os.Remove(filepath.Join(home, "api.addr"))
+		cmd := exec.Command(binPath, append([]string{"--home", home, "daemon"}, args...)...)
+		var out strings.Builder
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		cmd.Env = append(os.Environ(), "IGOR_HOME=")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill() })
+		waitUntil(t, 30*time.Second, "the daemon's API", func() error {
+			if !strings.Contains(out.String(), "api ") {
+				return fmt.Errorf("stdout %q stderr %q", out.String(), errb.String())
+			}
+			return nil
+		})
+		return cmd, &out
+	}
+	node := func(out *strings.Builder) (info struct {
+		Slots int   `json:"slots"`
+		Price int64 `json:"price_microcents_per_second"`
+	}, addrs []string) {
+		t.Helper()
+		var api string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if a, ok := strings.CutPrefix(l, "api "); ok {
+				api = strings.TrimSpace(a)
+			}
+			if a, ok := strings.CutPrefix(l, "addr "); ok {
+				addrs = append(addrs, a)
+			}
+		}
+		if err := getJSON(api, "/v1/node", &info); err != nil {
+			t.Fatal(err)
+		}
+		return info, addrs
+	}
+	cmd, out := start()
+	info, addrs := node(out)
+	if info.Slots != 3 || info.Price != 7 || len(addrs) == 0 {
+		t.Fatalf("from the config file: %+v, addrs %v", info, addrs)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	cmd, out = start("--slots", "2")
+	info2, addrs2 := node(out)
+	if info2.Slots != 2 || info2.Price != 7 {
+		t.Fatalf("the command line must win over the file: %+v", info2)
+	}
+	if !slices.Equal(addrs, addrs2) {
+		t.Fatalf("restarted on other addresses: %v, then %v", addrs, addrs2)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"slot": 3}`), 0o644)
+	if r := igor(t, home, "daemon"); r.code != 2 || !strings.Contains(r.stderr, `unknown key "slot"`) {
+		t.Fatalf("a config key that is no flag: exit %d %s", r.code, r.stderr)
+	}
 }

@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/igor-mesh/igor-node/node"
 )
@@ -66,6 +70,7 @@ func newDaemonCmd(g *globalFlags) *cobra.Command {
 		lf                loopFlags
 		drainTimeout      time.Duration
 		gcGrace           time.Duration
+		configPath        string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -80,9 +85,19 @@ custody members (--drain-timeout) and stops; it stops at once on a second
 signal, or when no other node is connected to take them. The HTTP/JSON API (and Prometheus metrics at /metrics) listens
 on loopback; its address is written to HOME/api.addr for the other commands.
 With --api-remote and a non-loopback --api, every request needs the bearer token
-kept in --api-token-file (default HOME/api.token); the other commands send it.`,
+kept in --api-token-file (default HOME/api.token); the other commands send it.
+
+Without --listen it listens where this home listened last time (HOME/listen), so
+its address — its peers' bootstrap address — survives restarts; the first time,
+on OS-chosen ports of 127.0.0.1. A config file (--config, default
+HOME/config.json when present) gives flags as a JSON object whose keys are the
+flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
+"drain-timeout": "30s"}; a flag on the command line wins over the file.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyConfig(cmd, g, configPath); err != nil {
+				return err
+			}
 			if err := lf.validate(); err != nil {
 				return err
 			}
@@ -175,8 +190,80 @@ kept in --api-token-file (default HOME/api.token); the other commands send it.`,
 	f.IntVar(&maxConns, "max-conns", 0, "libp2p connection limit (0: the default 256; half inbound, trimmed from half to a quarter)")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to spend handing agents to other custody members (0: stop at once; a second signal, or no connected peer, also stops at once)")
 	f.Int64Var(&price, "price", 1_000_000, "hosting price in microcents per second of tick time")
+	f.StringVar(&configPath, "config", "", "JSON file of flag values, keys = flag names (default HOME/config.json when present); the command line wins")
 	f.DurationVar(&gcGrace, "gc-grace", 10*time.Minute, "a garbage collection (run after an agent is deleted) spares unreferenced blocks younger than this")
 	lf.add(cmd)
 	cmd.Flags().Lookup("max-ticks").Hidden = true
 	return cmd
+}
+
+// applyConfig sets, from the JSON config file, every flag of cmd the
+// command line did not set. The file is path, else HOME/config.json if it
+// exists. Keys are flag names; a list sets a repeatable flag.
+func applyConfig(cmd *cobra.Command, g *globalFlags, path string) error {
+	explicit := path != ""
+	if !explicit {
+		dir, err := g.homeDir()
+		if err != nil {
+			return err
+		}
+		path = filepath.Join(dir, "config.json")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !explicit && errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return usagef("config file: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var conf map[string]any
+	if err := dec.Decode(&conf); err != nil {
+		return usagef("config file %s: %v (want a JSON object whose keys are daemon flag names)", path, err)
+	}
+	keys := make([]string, 0, len(conf))
+	for k := range conf {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := cmd.Flags().Lookup(k)
+		if f == nil || k == "config" || k == "help" {
+			var known []string
+			cmd.Flags().VisitAll(func(f *pflag.Flag) {
+				if !f.Hidden && f.Name != "config" && f.Name != "help" {
+					known = append(known, f.Name)
+				}
+			})
+			return usagef("config file %s: unknown key %q (keys are the daemon's flags: %s)", path, k, strings.Join(known, ", "))
+		}
+		if f.Changed {
+			continue // the command line wins
+		}
+		var vals []string
+		switch v := conf[k].(type) {
+		case []any:
+			if f.Value.Type() != "stringArray" {
+				return usagef("config file %s: %q takes one value, not a list", path, k)
+			}
+			for _, x := range v {
+				s, ok := x.(string)
+				if !ok {
+					return usagef("config file %s: %q: %v is not a string", path, k, x)
+				}
+				vals = append(vals, s)
+			}
+		case string, json.Number, bool:
+			vals = []string{fmt.Sprint(v)}
+		default:
+			return usagef("config file %s: %q: %v is not a string, number, boolean or list of strings", path, k, v)
+		}
+		for _, v := range vals {
+			if err := f.Value.Set(v); err != nil {
+				return usagef("config file %s: %q: %v", path, k, err)
+			}
+		}
+	}
+	return nil
 }

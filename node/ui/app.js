@@ -83,7 +83,7 @@ async function refresh() {
     fill($("#hosts"), hs, (tr, h) => {
       cell(tr, h.peer, "mono");
       cell(tr, h.free_slots + " / " + h.slots, "num");
-      cell(tr, h.price, "num");
+      cell(tr, h.price_microcents_per_second, "num price");
       cell(tr, h.version || "-");
     });
   });
