@@ -505,3 +505,43 @@ func (m *Mesh) runGC() {
 		m.Logger.Info("store garbage collection", "removed", st.Removed, "freed_bytes", st.Freed, "kept_fresh", st.KeptFresh, "kept", st.Marked)
 	}
 }
+
+// ExportHead is the checkpoint export writes for did on a running daemon:
+// the custody group's committed (else accepted) checkpoint when this node
+// is a member, else this home's head.
+func (m *Mesh) ExportHead(did string) (cid.Cid, error) {
+	if st, err := m.Custody.Agent(did); err == nil {
+		for _, id := range []string{st.Committed, st.Accepted} {
+			if c, err := cid.Decode(id); err == nil {
+				return c, nil
+			}
+		}
+	}
+	return m.Home.Head(did)
+}
+
+// apiExport is GET /v1/agents/{did}/car: the agent's whole DAG as a CARv1
+// (what `igor-node export` writes), from this running daemon's store.
+func (m *Mesh) apiExport(w http.ResponseWriter, r *http.Request) {
+	did := r.PathValue("did")
+	if _, err := agents.ParseDID(did); err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	head, err := m.ExportHead(did)
+	if err != nil {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%w: %s has no head on this node (export it where it was published or is kept): %v", ErrUnknownAgent, did, err))
+		return
+	}
+	// Checked before the first byte goes out: a missing block after that
+	// could only cut the stream.
+	if _, err := m.Store.Reachable(r.Context(), []cid.Cid{head}); err != nil {
+		writeErr(w, http.StatusConflict, fmt.Errorf("the DAG of %s (head %s) is not complete on this node: %v", did, head, err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/vnd.ipld.car")
+	w.Header().Set("X-Igor-Head", head.String())
+	if _, err := m.Store.WriteCAR(r.Context(), w, []cid.Cid{head}); err != nil {
+		m.Logger.Warn("export over the API cut short", "agent", did, "err", err)
+	}
+}

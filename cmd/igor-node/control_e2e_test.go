@@ -279,6 +279,21 @@ func TestOwnerUpgrade(t *testing.T) {
 	if !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {
 		t.Fatalf("verify: %s", r.stdout)
 	}
+	// Export from the home of the running holder (its daemon writes the
+	// CAR), import into a fresh home: the lineage with its upgrade verifies
+	// offline.
+	var now node.AgentStatus
+	if err := getJSON(observer.API, "/v1/agents/"+pub.DID, &now); err != nil {
+		t.Fatal(err)
+	}
+	holderHome := nodes[slices.IndexFunc(nodes, func(n tnode) bool { return n.Peer == now.Holder })].Home
+	car := filepath.Join(dir, "agent.car")
+	mustOK(t, igor(t, holderHome, "export", pub.DID, "-o", car), "export on a running daemon's home")
+	fresh := t.TempDir()
+	mustOK(t, igor(t, fresh, "import", car), "import")
+	if r := mustOK(t, igor(t, fresh, "verify", pub.DID), "verify offline"); !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {
+		t.Fatalf("verify of the exported agent: %s", r.stdout)
+	}
 }
 
 // TestLogsFollowAcrossMoves: `igor-node logs -f` started on a node outside

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -199,6 +200,10 @@ moves separately with 'igor-node keys export'. Use -o - for standard output.`,
 				return usagef("%v", err)
 			}
 			l, err := g.openLocal(cmd)
+			if errors.Is(err, node.ErrStoreInUse) {
+				// A daemon runs on this home: it exports from its store.
+				return exportViaAPI(cmd, g, args[0], out)
+			}
 			if err != nil {
 				return err
 			}
@@ -300,4 +305,46 @@ func newListCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// exportViaAPI is export on the home of a running daemon: the daemon writes
+// the CAR from its store (GET /v1/agents/{did}/car).
+func exportViaAPI(cmd *cobra.Command, g *globalFlags, did, out string) error {
+	c, err := g.client("")
+	if err != nil {
+		return fmt.Errorf("the home's store is in use and %w", err)
+	}
+	req, err := http.NewRequestWithContext(cmd.Context(), "GET", c.base+"/v1/agents/"+did+"/car", nil)
+	if err != nil {
+		return err
+	}
+	c.authorize(req)
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return fmt.Errorf("the home's store is in use by a daemon whose API at %s does not answer: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("export through the daemon: HTTP %d", resp.StatusCode)
+	}
+	var n int64
+	write := func(w io.Writer) error {
+		n, err = io.Copy(w, resp.Body)
+		return err
+	}
+	if out == "-" {
+		return write(cmd.OutOrStdout())
+	}
+	if err := node.WriteFileAtomicFrom(out, 0o644, write); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "exported %s through the running daemon: %d bytes, head %s, to %s\n", did, n, resp.Header.Get("X-Igor-Head"), out)
+	return nil
 }
