@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -136,18 +138,25 @@ func waitHolder(t testing.TB, ms []*Mesh, did string) *Mesh {
 // agent's best-ranked host.
 func homeRankingFirst(t testing.TB, did string, members []string) string {
 	t.Helper()
-	for range 200 {
-		home := t.TempDir()
-		k, err := keystore.CreateNodeKey(filepath.Join(home, "node.key"))
+	// Keys are drawn in memory: a member whose rendezvous score is among the
+	// highest makes a first-ranked key rare (a 200-try loop of key files
+	// failed once in CI), not impossible.
+	for range 1_000_000 {
+		_, k, err := agents.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p := agents.PeerID(k.Public().(ed25519.PublicKey))
-		if hosting.Rank(agents.AgentID(did), append(slices.Clone(members), p))[0] == p {
-			return home
+		if hosting.Rank(agents.AgentID(did), append(slices.Clone(members), p))[0] != p {
+			continue
 		}
+		home := t.TempDir()
+		if err := os.WriteFile(filepath.Join(home, "node.key"), keystore.EncodeKeyFile(k), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return home
 	}
-	t.Fatal("no key in 200 ranks first (rendezvous is broken?)")
+	t.Fatalf("no key in a million ranks first among %v (rendezvous is broken?)", members)
 	return ""
 }
 
