@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -151,6 +152,37 @@ func TestBudgetLeft(t *testing.T) {
 	for _, c := range cases {
 		if got := budgetLeft(prev, &c.cp); got != c.want {
 			t.Errorf("budgetLeft(%+v) = %v, want %v", c.cp, got, c.want)
+		}
+	}
+}
+
+// TestAnnounceAddresses: a node started with announce addresses tells them
+// (its own peer addresses and host record name them, not its listen
+// addresses); a malformed one, or one naming a peer, is refused.
+func TestAnnounceAddresses(t *testing.T) {
+	m, err := StartMesh(context.Background(), MeshConfig{Home: t.TempDir(), Slots: 1, Logger: quietLogger(),
+		Announce: []string{"/ip4/203.0.113.7/tcp/4001", "/ip4/203.0.113.7/udp/4001/quic-v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := []string{"/ip4/203.0.113.7/tcp/4001/p2p/" + m.PeerID(), "/ip4/203.0.113.7/udp/4001/quic-v1/p2p/" + m.PeerID()}
+	if got := m.PeerAddrs(); !slices.Equal(got, want) {
+		t.Fatalf("peer addresses %v, want %v", got, want)
+	}
+	rec, err := m.HostRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range rec.Addrs {
+		if !strings.Contains(a, "203.0.113.7") {
+			t.Fatalf("host record names %v", rec.Addrs)
+		}
+	}
+	for _, bad := range []string{"203.0.113.7:4001", "/ip4/203.0.113.7/tcp/4001/p2p/" + m.PeerID()} {
+		_, err := StartMesh(context.Background(), MeshConfig{Home: t.TempDir(), Slots: 1, Logger: quietLogger(), Announce: []string{bad}})
+		if !errors.Is(err, ErrListen) || !strings.Contains(err.Error(), "announce") {
+			t.Errorf("announce %q: %v, want ErrListen about the announce address", bad, err)
 		}
 	}
 }

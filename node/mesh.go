@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -50,6 +51,10 @@ type MeshConfig struct {
 	Listen    []string
 	Bootstrap []string // multiaddrs with /p2p/<peer id>
 	Slots     int      // agents this node hosts at once; 0 = does not host
+	// Announce: the addresses peers are told to reach this node at, instead
+	// of the listen addresses (behind a NAT or a port mapping); none: the
+	// listen addresses.
+	Announce []string
 	// GCGrace: a garbage collection (after an agent is deleted) spares
 	// unreferenced blocks younger than this; 0 = contentstore's default.
 	GCGrace time.Duration
@@ -161,6 +166,16 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		}
 		hostOpts.Conns, hostOpts.ConnsInbound = cfg.MaxConns, cfg.MaxConns/2
 		hostOpts.HighWater, hostOpts.LowWater = cfg.MaxConns/2, cfg.MaxConns/4
+	}
+	for _, a := range cfg.Announce {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: announce address %q is not a multiaddr (%v); example: /ip4/203.0.113.7/tcp/4001", ErrListen, a, err)
+		}
+		if _, err := ma.ValueForProtocol(multiaddr.P_P2P); err == nil {
+			return nil, fmt.Errorf("%w: announce address %q names a peer; give the address alone (the node adds its own /p2p/ID)", ErrListen, a)
+		}
+		hostOpts.Announce = append(hostOpts.Announce, ma)
 	}
 	if cfg.AdvertiseEvery <= 0 {
 		cfg.AdvertiseEvery = 30 * time.Second

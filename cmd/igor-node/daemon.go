@@ -61,6 +61,7 @@ func loadOrCreateToken(path string) (string, error) {
 func newDaemonCmd(g *globalFlags) *cobra.Command {
 	var (
 		listen, bootstrap []string
+		announce          []string
 		api               string
 		apiRemote         bool
 		apiTokenPath      string
@@ -118,7 +119,7 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 			ctx, now, release := shutdownSignals()
 			defer release()
 			m, err := node.StartMesh(ctx, node.MeshConfig{
-				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns, GCGrace: gcGrace,
+				Home: dir, Listen: listen, Bootstrap: bootstrap, Slots: slots, Price: price, Logger: lg, MaxConns: maxConns, GCGrace: gcGrace, Announce: announce,
 				Run: node.RunOptions{TickInterval: lf.tickInterval, CheckpointEvery: lf.checkpointEvery, Price: -1},
 			})
 			if err != nil {
@@ -182,6 +183,7 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on 127.0.0.1, OS-chosen ports)")
+	f.StringArrayVar(&announce, "announce", nil, "address to tell peers to reach this node at, instead of the listen addresses (repeatable; behind a NAT or port mapping), e.g. /ip4/203.0.113.7/tcp/4001")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "bootstrap peer multiaddr ending in /p2p/<peer id> (repeatable)")
 	f.StringVar(&api, "api", "127.0.0.1:5001", "address of the local HTTP API (port 0: any free port)")
 	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address (requests then need the bearer token of --api-token-file)")

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -34,6 +35,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
+	multiaddr "github.com/multiformats/go-multiaddr"
 )
 
 // ErrBadOptions: an Options value that cannot work (a negative or zero
@@ -110,6 +112,11 @@ type Options struct {
 	// Gater, if set, may refuse connections by peer (libp2p's
 	// ConnectionGater); the mesh installs one for test partitions.
 	Gater coreconnmgr.ConnectionGater
+	// Announce, if set, are the addresses the host tells its peers (in
+	// identify, and so in the DHT and host records) instead of the ones it
+	// listens on: a node behind a NAT or a port mapping, or listening on
+	// 0.0.0.0, names where others reach it.
+	Announce []multiaddr.Multiaddr
 }
 
 // DefaultProtocols are the default per-protocol limits:
@@ -319,6 +326,10 @@ func NewWithOptions(priv crypto.PrivKey, listen []string, o Options) (host.Host,
 	}
 	if o.Gater != nil {
 		libOpts = append(libOpts, libp2p.ConnectionGater(o.Gater))
+	}
+	if len(o.Announce) > 0 {
+		announce := slices.Clone(o.Announce)
+		libOpts = append(libOpts, libp2p.AddrsFactory(func([]multiaddr.Multiaddr) []multiaddr.Multiaddr { return announce }))
 	}
 	h, err := libp2p.New(libOpts...)
 	if err != nil {
