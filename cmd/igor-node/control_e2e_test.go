@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -479,5 +482,63 @@ func TestDaemonConfigAndStablePorts(t *testing.T) {
 	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"slot": 3}`), 0o644)
 	if r := igor(t, home, "daemon"); r.code != 2 || !strings.Contains(r.stderr, `unknown key "slot"`) {
 		t.Fatalf("a config key that is no flag: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// TestSoloDaemonCheckpointsOnExit: a daemon stopped with nowhere to hand
+// its agent (alone, a group of one) stops it with a final checkpoint, so
+// after a restart the agent goes on from the tick it logged last — no tick
+// is redone.
+func TestSoloDaemonCheckpointsOnExit(t *testing.T) {
+	home := t.TempDir()
+	logPath := filepath.Join(home, "daemon.log")
+	start := func() *exec.Cmd {
+		t.Helper()
+		os.Remove(filepath.Join(home, "api.addr"))
+		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		cmd := exec.Command(binPath, "--home", home, "daemon", "--api", "127.0.0.1:0", "--tick-interval", "100ms")
+		cmd.Stdout, cmd.Stderr = io.Discard, logf
+		cmd.Env = append(os.Environ(), "IGOR_HOME=")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill() })
+		waitUntil(t, 30*time.Second, "the daemon's API", func() error {
+			_, err := os.Stat(filepath.Join(home, "api.addr"))
+			return err
+		})
+		return cmd
+	}
+	ticks := func() []int {
+		data, _ := os.ReadFile(logPath)
+		var out []int
+		for _, m := range regexp.MustCompile(`msg="tick=(\d+) `).FindAllSubmatch(data, -1) {
+			n, _ := strconv.Atoi(string(m[1]))
+			out = append(out, n)
+		}
+		return out
+	}
+	cmd := start()
+	wasm, _ := testagents.Path(t, "heartbeat")
+	mustOK(t, igor(t, home, "publish", "--min-replicas", "0", wasm), "publish alone")
+	waitUntil(t, 30*time.Second, "7 ticks", func() error {
+		if n := len(ticks()); n < 7 {
+			return fmt.Errorf("%d ticks", n)
+		}
+		return nil
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	before := ticks()
+	last := before[len(before)-1]
+	start()
+	waitUntil(t, 30*time.Second, "ticks after the restart", func() error {
+		if n := len(ticks()); n < len(before)+3 {
+			return fmt.Errorf("%d ticks", n)
+		}
+		return nil
+	})
+	if next := ticks()[len(before)]; next != last+1 {
+		t.Fatalf("stopped at tick %d, went on at tick %d after the restart (want %d: no tick redone)", last, next, last+1)
 	}
 }

@@ -155,8 +155,11 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 			// A graceful stop hands every agent running here to another
 			// member of its custody group (final checkpoint committed, no
 			// tick lost). What cannot move in time, or has nowhere to go,
-			// stops without a final checkpoint and is taken over after the
-			// lease wait. A second signal cuts the drain short.
+			// stops with a final checkpoint its group commits (a group of
+			// one: at once), so its next holder — this node restarted —
+			// redoes no tick; what its group cannot commit in time is taken
+			// over from the last committed one. A second signal cuts both
+			// short.
 			if drainTimeout > 0 {
 				lg.Info("shutting down: handing hosted agents off (signal again to stop at once)", "timeout", drainTimeout)
 				dctx, dcancel := context.WithTimeout(now, drainTimeout)
@@ -165,12 +168,19 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 				switch {
 				case err == nil:
 				case errors.Is(err, node.ErrNowhereToDrain):
-					lg.Warn("not draining: agents resume from their last committed checkpoint", "reason", err)
+					lg.Warn("not draining: nowhere to hand the agents; stopping them with a final checkpoint", "reason", err)
 				case now.Err() != nil:
 					lg.Warn("second signal: stopping at once without handing the remaining agents off", "err", err)
 				default:
 					lg.Warn("drain incomplete", "err", err)
 				}
+			}
+			if now.Err() == nil {
+				cctx, ccancel := context.WithTimeout(now, finalCheckpointLimit)
+				if n, err := m.Custody.Checkpoint(cctx); err != nil || n > 0 {
+					lg.Warn("final checkpoints not committed in time: those agents resume from their last committed checkpoint", "agents", n, "err", err)
+				}
+				ccancel()
 			}
 			lg.Info("shutting down")
 			sctx, cancel := context.WithTimeout(now, 30*time.Second)
@@ -269,3 +279,7 @@ func applyConfig(cmd *cobra.Command, g *globalFlags, path string) error {
 	}
 	return nil
 }
+
+// finalCheckpointLimit bounds the final checkpoints of the agents still
+// running at shutdown (a tick in flight, then a commit by their group).
+const finalCheckpointLimit = 5 * time.Second

@@ -879,6 +879,43 @@ func (m *Manager) Drain(ctx context.Context) error {
 	}
 }
 
+// Checkpoint stops every agent running here with a final checkpoint and
+// waits (honouring ctx) until each one's group committed it: a node
+// stopping with nowhere to hand its agents (no member reachable, or a
+// group of one) keeps every tick they made. The agents stay held, not run,
+// until the node stops. It returns how many final checkpoints were not
+// committed when ctx ended (those agents resume from their last committed
+// one).
+func (m *Manager) Checkpoint(ctx context.Context) (uncommitted int, err error) {
+	m.mu.Lock()
+	ds := make([]*driver, 0, len(m.drivers))
+	for _, d := range m.drivers {
+		ds = append(ds, d)
+	}
+	m.mu.Unlock()
+	var waits []chan controlDone
+	for _, d := range ds {
+		if !d.snapshot().Running {
+			continue
+		}
+		done := make(chan controlDone, 1)
+		if d.send(ctx, event{kind: evFinal, done: done}) {
+			waits = append(waits, done)
+		}
+	}
+	for _, w := range waits {
+		select {
+		case r := <-w:
+			if r.err != nil {
+				uncommitted++
+			}
+		case <-ctx.Done():
+			return uncommitted + 1, ctx.Err()
+		}
+	}
+	return uncommitted, nil
+}
+
 // Close stops every driver. An agent running here is stopped WITHOUT a
 // final checkpoint: nothing uncommitted may look like a successor of the
 // committed head; the next holder resumes from the last committed one.

@@ -34,6 +34,7 @@ const (
 	evReplaced                     // Hooks.Replace ended: new members in members (err; toward in id)
 	evJoinConf                     // Hooks.Replace reserves a configuration for members (answer on reply)
 	evControl                      // an owner's control record to apply (ctl; answer on done)
+	evFinal                        // the node stops: a final checkpoint, then hold (answer on done once committed)
 )
 
 // proposal is a checkpoint this holder made and proposed.
@@ -131,6 +132,9 @@ type driver struct {
 	ctlErr    error // the record could not be written: answered at the commit
 	ctlResume bool
 	ctlDelete bool // the record deletes the agent: the group is released after the commit
+	// Manager.Checkpoint: the final checkpoint's seq and its caller.
+	finalSeq  uint64
+	finalDone chan controlDone
 	jobs      jobs // work in flight off the goroutine (phase.go)
 
 	complete map[string]bool            // checkpoints whose blocks are here
@@ -330,6 +334,7 @@ func (d *driver) after() {
 			d.tryStart()
 		}
 	case phHolding:
+		d.tryFinal()
 		if d.started && d.m.draining.Load() && d.m.now().Sub(d.reviewedAt) >= drainReviewEvery {
 			d.reviewFor(true) // a draining holder keeps looking for a way out
 		}
@@ -348,6 +353,10 @@ func (d *driver) leaseEnded() {
 	}
 	if d.phase == phChanging {
 		d.log().warn("membership change abandoned", fmt.Errorf("configuration %s not proposed: the lease ended", d.change))
+	}
+	if d.finalDone != nil {
+		d.finalDone <- controlDone{err: fmt.Errorf("%w: the lease ended before the final checkpoint (seq %d) was committed", ErrBusy, d.finalSeq)}
+		d.finalDone = nil
 	}
 	if d.phase == phControl {
 		d.answerControl(fmt.Errorf("%w: the lease ended before checkpoint %s (seq %d) carrying the record was committed; the next holder has it if a majority stored it — check the agent's status before sending a new record", ErrBusy, d.ctlID, d.ctlSeq))
@@ -462,6 +471,8 @@ func (d *driver) on(ev event) {
 		d.review()
 	case evControl:
 		d.control(ev.ctl, ev.done)
+	case evFinal:
+		d.final(ev.done)
 	case evCampaign:
 		if d.phase == phIdle {
 			d.to(phCampaign)
@@ -1332,4 +1343,35 @@ func (d *driver) answerControl(err error) {
 	}
 	d.ctlDone <- controlDone{id: d.ctlID, err: err}
 	d.ctlDone, d.ctlErr = nil, nil
+}
+
+// final stops the running agent with a final checkpoint for a node that
+// stops with nowhere to hand it (Manager.Checkpoint); done is answered
+// once the group committed it (tryFinal), or at once with an error.
+func (d *driver) final(done chan controlDone) {
+	if d.phase != phHolding || !d.started || !d.mc.Running() {
+		done <- controlDone{err: fmt.Errorf("%w: %s is %s here", ErrBusy, d.did, d.phase)}
+		return
+	}
+	h, ok := d.stopAgent(true)
+	if !ok || h.Checkpoint == nil {
+		done <- controlDone{err: fmt.Errorf("custody: %s stopped without a final checkpoint", d.did)}
+		return
+	}
+	d.proposeHead(h)
+	d.finalSeq, d.finalDone = h.Checkpoint.Seq, done
+	d.handle()
+	d.tryFinal()
+}
+
+// tryFinal answers Manager.Checkpoint once the final checkpoint is
+// committed.
+func (d *driver) tryFinal() {
+	if d.finalDone == nil {
+		return
+	}
+	if c := d.mc.Committed(); c.ID != "" && c.Seq >= d.finalSeq {
+		d.finalDone <- controlDone{id: c.ID}
+		d.finalDone = nil
+	}
 }

@@ -416,6 +416,10 @@ func (e *denv) run(line string) string {
 		l.OnExit(hosting.Result{}, hosting.ErrBudgetExhausted)
 	case "superseded":
 		e.printf("superseded: %t", e.m.Superseded(e.did, num("e", 0)))
+	case "final":
+		// The node stops with nowhere to hand the agent (Manager.Checkpoint).
+		e.ctlDone = make(chan controlDone, 1)
+		e.d.send(e.m.ctx, event{kind: evFinal, done: e.ctlDone})
 	case "control":
 		// An owner's record (not signed: the fake runner checks nothing
 		// but its answer=control); its answer is printed when it comes.
