@@ -294,6 +294,14 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 	mux.HandleFunc("POST /v1/agents/{did}/control", m.apiControl)
 	mux.HandleFunc("GET /v1/agents/{did}/logs", m.apiLogs)
 	mux.HandleFunc("GET /v1/agents/{did}/car", m.apiExport)
+	mux.HandleFunc("GET /v1/inspect/{ref}", func(w http.ResponseWriter, r *http.Request) {
+		info, err := m.Inspect(r.PathValue("ref"))
+		if err != nil {
+			writeErr(w, inspectStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, info)
+	})
 	mux.HandleFunc("GET /v1/mesh/agents", func(w http.ResponseWriter, r *http.Request) {
 		res, err := m.ListAgents(r.Context())
 		if err != nil {

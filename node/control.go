@@ -16,6 +16,8 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/agents/keystore"
+	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/amount"
@@ -544,4 +546,16 @@ func (m *Mesh) apiExport(w http.ResponseWriter, r *http.Request) {
 	if _, err := m.Store.WriteCAR(r.Context(), w, []cid.Cid{head}); err != nil {
 		m.Logger.Warn("export over the API cut short", "agent", did, "err", err)
 	}
+}
+
+// inspectStatus maps Inspect's errors: a malformed reference is 400, an
+// unknown agent or block 404.
+func inspectStatus(err error) int {
+	switch {
+	case errors.Is(err, contentstore.ErrNotFound), errors.Is(err, keystore.ErrNotFound), errors.Is(err, ErrUnknownAgent):
+		return http.StatusNotFound
+	case errors.Is(err, agents.ErrBadDID), errors.Is(err, agents.ErrMalformed), errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	}
+	return statusOf(err)
 }

@@ -54,3 +54,17 @@ func EncodeKeyFile(priv ed25519.PrivateKey) []byte { return keystore.EncodeKeyFi
 
 // DecodeKeyFile decodes a key file written by EncodeKeyFile (or keys export).
 func DecodeKeyFile(data []byte) (ed25519.PrivateKey, error) { return keystore.DecodeKeyFile(data) }
+
+// AgentKey reads did's key from the keystore of the home at dir without
+// opening its content store, so it works beside a running daemon.
+func AgentKey(dir, did string) (ed25519.PrivateKey, error) {
+	h, err := OpenHome(dir)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keystore.Open(h.KeysDir())
+	if err != nil {
+		return nil, err
+	}
+	return ks.Get(did)
+}

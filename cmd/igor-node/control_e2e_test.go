@@ -292,6 +292,10 @@ func TestOwnerUpgrade(t *testing.T) {
 	holderHome := nodes[slices.IndexFunc(nodes, func(n tnode) bool { return n.Peer == now.Holder })].Home
 	car := filepath.Join(dir, "agent.car")
 	mustOK(t, igor(t, holderHome, "export", pub.DID, "-o", car), "export on a running daemon's home")
+	if r := mustOK(t, igor(t, holderHome, "inspect", "--json", now.Head), "inspect on a running daemon's home"); !strings.Contains(r.stdout, pub.DID) {
+		t.Fatalf("inspect %s through the daemon: %s", now.Head, r.stdout)
+	}
+	mustOK(t, igor(t, holderHome, "keys", "export", pub.DID, "-o", filepath.Join(dir, "agent.key")), "keys export on a running daemon's home")
 	fresh := t.TempDir()
 	mustOK(t, igor(t, fresh, "import", car), "import")
 	if r := mustOK(t, igor(t, fresh, "verify", pub.DID), "verify offline"); !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {

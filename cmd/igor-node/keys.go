@@ -40,12 +40,13 @@ copies you no longer need.`,
 			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
-			l, err := g.openLocal(cmd)
+			// The keystore is files beside the content store: it is read
+			// directly, also while a daemon runs on this home.
+			dir, err := g.homeDir()
 			if err != nil {
 				return err
 			}
-			defer l.Close()
-			priv, err := l.Keys.Get(args[0])
+			priv, err := node.AgentKey(dir, args[0])
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -26,14 +27,26 @@ func newInspectCmd(g *globalFlags) *cobra.Command {
 		Short: "Show an agent's head checkpoint (or any checkpoint, genesis or manifest by CID)",
 		Args:  exactArgs(1, "a DID or a CID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var info *node.CheckpointInfo
 			l, err := g.openLocal(cmd)
-			if err != nil {
+			switch {
+			case errors.Is(err, node.ErrStoreInUse):
+				// A daemon runs on this home: it reads its own store.
+				c, cerr := g.client("")
+				if cerr != nil {
+					return fmt.Errorf("the home's store is in use and %w", cerr)
+				}
+				info = new(node.CheckpointInfo)
+				if err := c.do("GET", "/v1/inspect/"+url.PathEscape(args[0]), nil, info); err != nil {
+					return err
+				}
+			case err != nil:
 				return err
-			}
-			defer l.Close()
-			info, err := l.Inspect(args[0])
-			if err != nil {
-				return err
+			default:
+				defer l.Close()
+				if info, err = l.Inspect(args[0]); err != nil {
+					return err
+				}
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), info)
