@@ -156,7 +156,7 @@ func IsLoopbackAddr(addr string) bool {
 // without Token; negative limits), or the listen error.
 func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("%w: API address %q: %v (example: 127.0.0.1:5001)", ErrAPIConfig, addr, err)
+		return nil, fmt.Errorf("%w: API address %q: %v (example: 127.0.0.1:4701)", ErrAPIConfig, addr, err)
 	}
 	loopback := IsLoopbackAddr(addr)
 	if !loopback && !opts.AllowRemote {
@@ -294,6 +294,14 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 	mux.HandleFunc("POST /v1/agents/{did}/control", m.apiControl)
 	mux.HandleFunc("GET /v1/agents/{did}/logs", m.apiLogs)
 	mux.HandleFunc("GET /v1/agents/{did}/car", m.apiExport)
+	mux.HandleFunc("GET /v1/home/agents", func(w http.ResponseWriter, r *http.Request) {
+		infos, err := m.HomeAgents()
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, infos)
+	})
 	mux.HandleFunc("GET /v1/inspect/{ref}", func(w http.ResponseWriter, r *http.Request) {
 		info, err := m.Inspect(r.PathValue("ref"))
 		if err != nil {

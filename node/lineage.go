@@ -445,3 +445,21 @@ func containsCID(entries []agents.Entry, c cid.Cid) bool {
 	}
 	return false
 }
+
+// HomeAgents is what `igor-node list` shows: the head checkpoint of every
+// agent with a head in this home, sorted by DID.
+func (l *Local) HomeAgents() ([]*CheckpointInfo, error) {
+	dids, err := l.Home.Agents()
+	if err != nil {
+		return nil, err
+	}
+	infos := []*CheckpointInfo{}
+	for _, d := range dids {
+		info, err := l.Inspect(d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d, err)
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}

@@ -296,6 +296,9 @@ func TestOwnerUpgrade(t *testing.T) {
 		t.Fatalf("inspect %s through the daemon: %s", now.Head, r.stdout)
 	}
 	mustOK(t, igor(t, holderHome, "keys", "export", pub.DID, "-o", filepath.Join(dir, "agent.key")), "keys export on a running daemon's home")
+	if r := mustOK(t, igor(t, nodes[0].Home, "list"), "list on a running daemon's home"); !strings.Contains(r.stdout, pub.DID) {
+		t.Fatalf("list on the publisher's running daemon: %s", r.stdout)
+	}
 	fresh := t.TempDir()
 	mustOK(t, igor(t, fresh, "import", car), "import")
 	if r := mustOK(t, igor(t, fresh, "verify", pub.DID), "verify offline"); !strings.Contains(r.stdout, "VALID") || strings.Contains(r.stdout, "INVALID") {

@@ -195,7 +195,7 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on 127.0.0.1, OS-chosen ports)")
 	f.StringArrayVar(&announce, "announce", nil, "address to tell peers to reach this node at, instead of the listen addresses (repeatable; behind a NAT or port mapping), e.g. /ip4/203.0.113.7/tcp/4001")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "bootstrap peer multiaddr ending in /p2p/<peer id> (repeatable)")
-	f.StringVar(&api, "api", "127.0.0.1:5001", "address of the local HTTP API (port 0: any free port)")
+	f.StringVar(&api, "api", "127.0.0.1:4701", "address of the local HTTP API (port 0: any free port)")
 	f.BoolVar(&apiRemote, "api-remote", false, "allow a non-loopback --api address (requests then need the bearer token of --api-token-file)")
 	f.StringVar(&apiTokenPath, "api-token-file", "", "file holding the API bearer token, created 0600 with a random token if absent (default HOME/api.token when the API is not loopback-only)")
 	f.IntVar(&slots, "slots", 8, "agents this node hosts at once (0: do not host)")

@@ -285,27 +285,27 @@ func newListCmd(g *globalFlags) *cobra.Command {
 		Short: "List the agents with a checkpoint in this home",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := g.openLocal(cmd)
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			dids, err := l.Home.Agents()
-			if err != nil {
-				return err
-			}
 			var infos []*node.CheckpointInfo
-			for _, d := range dids {
-				info, err := l.Inspect(d)
-				if err != nil {
-					return fmt.Errorf("%s: %w", d, err)
+			l, err := g.openLocal(cmd)
+			switch {
+			case errors.Is(err, node.ErrStoreInUse):
+				// A daemon runs on this home: it lists its own heads.
+				c, cerr := g.client("")
+				if cerr != nil {
+					return fmt.Errorf("the home's store is in use and %w", cerr)
 				}
-				infos = append(infos, info)
+				if err := c.do("GET", "/v1/home/agents", nil, &infos); err != nil {
+					return err
+				}
+			case err != nil:
+				return err
+			default:
+				defer l.Close()
+				if infos, err = l.HomeAgents(); err != nil {
+					return err
+				}
 			}
 			if asJSON {
-				if infos == nil {
-					infos = []*node.CheckpointInfo{}
-				}
 				return printJSON(cmd.OutOrStdout(), infos)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
