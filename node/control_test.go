@@ -186,3 +186,38 @@ func TestAnnounceAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestLogHubBounds: a ring keeps the newest lines, at most logRing of them
+// and logRingBytes of text, and a follower that falls behind misses lines
+// (counted) without holding up the writer.
+func TestLogHubBounds(t *testing.T) {
+	h := newLogHub()
+	did := "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+	for i := range 1000 {
+		h.add("n", did, fmt.Sprintf("tick=%d", i))
+	}
+	back, sub := h.subscribe(did, 0)
+	if len(back) != logRing || back[len(back)-1].Msg != "tick=999" {
+		t.Fatalf("kept %d lines, last %q", len(back), back[len(back)-1].Msg)
+	}
+	big := strings.Repeat("x", 3000)
+	for range 20 {
+		h.add("n", did, big)
+	}
+	back2, sub2 := h.subscribe(did, 0)
+	total := 0
+	for _, l := range back2 {
+		total += len(l.Msg)
+	}
+	if total > logRingBytes || back2[len(back2)-1].Msg != big {
+		t.Fatalf("kept %d bytes in %d lines", total, len(back2))
+	}
+	for range logSubBuffer + 10 {
+		h.add("n", did, "more")
+	}
+	if got := h.takeMissed(sub); got != 20+10 {
+		t.Fatalf("the follower missed %d lines, want 30 (its buffer of %d holds the rest)", got, logSubBuffer)
+	}
+	h.unsubscribe(did, sub)
+	h.unsubscribe(did, sub2)
+}

@@ -26,6 +26,7 @@ const LogsProtocol = protocol.ID("/igor/logs/1.0.0")
 
 const (
 	logRing       = 256         // recent lines kept per agent
+	logRingBytes  = 16 << 10    // and at most this many bytes of them (4,096 agents: 64 MiB at worst)
 	maxLogAgents  = 4096        // agents with lines kept per node
 	logSubBuffer  = 256         // lines queued per follower before it misses some
 	logHoldCheck  = time.Second // how often a following stream checks that this node still runs the agent
@@ -61,6 +62,7 @@ type logsFrame struct {
 type logHub struct {
 	mu    sync.Mutex
 	rings map[string][]LogLine
+	bytes map[string]int // bytes of the messages in each ring
 	subs  map[string]map[*logSub]struct{}
 }
 
@@ -70,7 +72,7 @@ type logSub struct {
 }
 
 func newLogHub() *logHub {
-	return &logHub{rings: map[string][]LogLine{}, subs: map[string]map[*logSub]struct{}{}}
+	return &logHub{rings: map[string][]LogLine{}, bytes: map[string]int{}, subs: map[string]map[*logSub]struct{}{}}
 }
 
 func (h *logHub) add(node, did, msg string) {
@@ -83,11 +85,18 @@ func (h *logHub) add(node, did, msg string) {
 	r, ok := h.rings[did]
 	if !ok && len(h.rings) >= maxLogAgents {
 		clear(h.rings) // bounded: start over rather than grow
+		clear(h.bytes)
 	}
-	if len(r) >= logRing {
-		r = append(r[:0], r[1:]...)
+	n := h.bytes[did] + len(msg)
+	drop := 0
+	for drop < len(r) && (len(r)-drop >= logRing || n > logRingBytes) {
+		n -= len(r[drop].Msg)
+		drop++
 	}
-	h.rings[did] = append(r, l)
+	if drop > 0 {
+		r = append(r[:0], r[drop:]...)
+	}
+	h.rings[did], h.bytes[did] = append(r, l), n
 	for s := range h.subs[did] {
 		select {
 		case s.ch <- l:
