@@ -292,4 +292,58 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			t.Fatalf("importing A's fork into B: exit %d %s", r.code, r.stderr)
 		}
 	})
+	// The owner's control records (the home's owner.key owns what it
+	// creates): one it signed verifies; a stranger's, or one out of order,
+	// makes verify fail naming the record.
+	owned := func(t *testing.T, home string, signer []byte, seq uint64, kind agents.ControlKind, amount int64) {
+		t.Helper()
+		appendForged(t, home, did, func(cp *agents.Checkpoint, _ *contentstore.Store) {
+			ctl := &agents.Control{Kind: kind, Agent: did, Seq: seq, Amount: amount, Issued: 1}
+			if err := ctl.Sign(signer); err != nil {
+				t.Fatal(err)
+			}
+			cp.Control, cp.Controls = ctl, seq
+			cp.Stopped = kind == agents.ControlStop
+			cp.Budget += amount
+		}, nil)
+	}
+	ownerKey := func(t *testing.T, home string) []byte {
+		k, err := keystore.LoadKey(filepath.Join(home, "owner.key"), "owner key", "")
+		if err != nil {
+			t.Fatalf("the home that created the agent has no owner key: %v", err)
+		}
+		return k
+	}
+	t.Run("an owner's top-up verifies", func(t *testing.T) {
+		home := fresh(t)
+		owned(t, home, ownerKey(t, home), 1, agents.ControlTopUp, 5_000)
+		if r := igor(t, home, "verify", did); r.code != 0 || !strings.Contains(r.stdout, "VALID") {
+			t.Fatalf("verify of an owner's top-up: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+	t.Run("a top-up not signed by the owner", func(t *testing.T) {
+		home := fresh(t)
+		_, stranger, _ := agents.GenerateKey(rand.Reader)
+		owned(t, home, stranger, 1, agents.ControlTopUp, 5_000_000)
+		wantInvalid(t, home, did, "not signed by the agent's owner")
+	})
+	t.Run("an owner's record out of order", func(t *testing.T) {
+		home := fresh(t)
+		owned(t, home, ownerKey(t, home), 2, agents.ControlStop, 0)
+		wantInvalid(t, home, did, "replayed or out of order")
+	})
+	t.Run("an owner's record replayed", func(t *testing.T) {
+		home := fresh(t)
+		k := ownerKey(t, home)
+		owned(t, home, k, 1, agents.ControlStop, 0)
+		lin := lineageOf(t, home, did)
+		stop := lin.Head().Checkpoint.Control
+		appendForged(t, home, did, func(cp *agents.Checkpoint, _ *contentstore.Store) {
+			cp.Control, cp.Controls, cp.Stopped = stop, 1, true
+			cp.Tick = lin.Head().Checkpoint.Tick // a stopped agent runs no tick
+			cp.Calls = 0
+		}, nil)
+		wantInvalid(t, home, did, "replayed or out of order")
+	})
+
 }
