@@ -230,6 +230,16 @@ func (m *Mesh) Control(ctx context.Context, ctl *agents.Control) (*ControlResult
 			m.setHolderHint(ctl.Agent, holderHint{})
 			continue
 		}
+		for wait := time.Second; errors.Is(err, custody.ErrBusy) && wait <= 8*time.Second; wait *= 2 {
+			// A handoff, regroup or membership change in flight: they end
+			// within seconds.
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+			case <-time.After(wait):
+			}
+			id, err = m.askControl(ctx, p, ctl)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -414,7 +424,7 @@ func (m *Mesh) apiControl(w http.ResponseWriter, r *http.Request) {
 // leaves. Members that cannot be reached keep their state until asked
 // again (see docs/PROTOCOL.md, "Owner control").
 func (m *Mesh) custodyDeleted(did string, members []string) {
-	ctx, cancel := context.WithTimeout(m.ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
 	var proof string
 	if st, err := m.Custody.Agent(did); err == nil {
@@ -431,9 +441,28 @@ func (m *Mesh) custodyDeleted(did string, members []string) {
 		}
 		hs = append(hs, h)
 	}
-	m.offerAll(ctx, hs, offer, func(h *agents.HostRecord, err error) {
-		m.Logger.Warn("custody: a member did not release the deleted agent", "agent", did, "member", h.Peer, "err", err)
-	})
+	// Members that did not answer are asked again (a busy or briefly
+	// unreachable node), for as long as the context allows.
+	for attempt := 0; len(hs) > 0 && ctx.Err() == nil; attempt++ {
+		var again []*agents.HostRecord
+		for i, err := range m.offerAll(ctx, hs, offer, nil) {
+			if err != nil {
+				again = append(again, hs[i])
+				if ctx.Err() != nil || attempt >= 4 {
+					m.Logger.Warn("custody: a member did not release the deleted agent", "agent", did, "member", hs[i].Peer, "err", err)
+				}
+			}
+		}
+		hs = again
+		if len(hs) > 0 && attempt < 4 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		} else {
+			break
+		}
+	}
 	if err := m.releaseDeleted(did, ""); err != nil {
 		m.Logger.Warn("custody: release the deleted agent", "agent", did, "err", err)
 	}
@@ -443,6 +472,9 @@ func (m *Mesh) custodyDeleted(did string, members []string) {
 // delete checkpoint proof: the checkpoint (fetched if not here) must be the
 // agent's, signed, and carry a delete record signed by the genesis's owner.
 func (m *Mesh) leaveDeleted(ctx context.Context, did, proof, from string) error {
+	if _, err := m.Custody.Agent(did); errors.Is(err, custody.ErrNotMember) {
+		return nil // nothing kept here (left already)
+	}
 	c, err := cidDecode(proof)
 	if err != nil {
 		return fmt.Errorf("%w: delete proof %q: %v", ErrBadRequest, proof, err)
@@ -472,7 +504,11 @@ func (m *Mesh) leaveDeleted(ctx context.Context, did, proof, from string) error 
 // custody membership (and pins), its key (the publisher's too: there is
 // nothing left to revive) and its local head, then collects garbage.
 func (m *Mesh) releaseDeleted(did, from string) error {
-	err := m.Custody.Leave(did, from)
+	// The checkpoint carrying the owner's delete record is the authority
+	// (checked by the caller), whoever relays it: not the rule that only
+	// the holder a member follows may ask it to leave, which a member that
+	// heard another holder last would apply.
+	err := m.Custody.Leave(did, "")
 	if errors.Is(err, custody.ErrNotMember) {
 		err = nil
 	}

@@ -152,7 +152,7 @@ func TestOwnerControl(t *testing.T) {
 		t.Fatalf("delete --json: %v %s", err, r.stdout)
 	}
 	var custodian tnode
-	waitUntil(t, 30*time.Second, "every custodian to release the deleted agent", func() error {
+	waitUntil(t, 60*time.Second, "every custodian to release the deleted agent", func() error {
 		for _, n := range nodes {
 			if !alive(n) {
 				continue

@@ -1265,6 +1265,11 @@ func (d *driver) control(ctl *agents.Control, done chan controlDone) {
 	case d.phase != phHolding:
 		answer(fmt.Errorf("%w: %s is %s here; retry in a moment", ErrBusy, d.did, d.phase))
 		return
+	case d.jobs.has(jobReplace):
+		// New members may have joined already and are not in the
+		// configuration yet: a delete would not ask them to leave.
+		answer(fmt.Errorf("%w: %s is adding members to its group; retry in a moment", ErrBusy, d.did))
+		return
 	}
 	acc, _ := d.mc.Accepted()
 	c, err := cid.Decode(acc.ID)
