@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,15 +103,42 @@ func (c *apiClient) do(method, path string, body any, out any) error {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("daemon API: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		return apiError(resp.StatusCode, data)
 	}
 	return json.Unmarshal(data, out)
+}
+
+// apiError turns a failed answer into an error: the API's {"error": …}
+// when it sent one, else the body.
+func apiError(code int, data []byte) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%s (HTTP %d)", e.Error, code)
+	}
+	return fmt.Errorf("daemon API: HTTP %d: %s", code, strings.TrimSpace(string(data)))
+}
+
+// stream GETs path without a timeout (the answer is a stream: a CAR, an
+// agent's log) and returns the open response of a 200; the caller closes
+// its body.
+func (c *apiClient) stream(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.authorize(req)
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, apiError(resp.StatusCode, data)
+	}
+	return resp, nil
 }
 
 // publish posts the request and relays the daemon's progress lines.

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -199,26 +197,11 @@ re-runs after a failover (those after the last committed checkpoint) appear agai
 			if len(q) > 0 {
 				path += "?" + q.Encode()
 			}
-			req, err := http.NewRequestWithContext(cmd.Context(), "GET", c.base+path, nil)
+			resp, err := c.stream(cmd.Context(), path) // -f streams until interrupted
 			if err != nil {
 				return err
 			}
-			c.authorize(req)
-			resp, err := (&http.Client{}).Do(req) // no timeout: -f streams until interrupted
-			if err != nil {
-				return fmt.Errorf("daemon API at %s: %w (is 'igor-node daemon' running?)", c.base, err)
-			}
 			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				var e struct {
-					Error string `json:"error"`
-				}
-				data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-				if json.Unmarshal(data, &e) == nil && e.Error != "" {
-					return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-				}
-				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-			}
 			sc := bufio.NewScanner(resp.Body)
 			sc.Buffer(make([]byte, 64<<10), 1<<20)
 			out := cmd.OutOrStdout()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -327,26 +326,11 @@ func exportViaAPI(cmd *cobra.Command, g *globalFlags, did, out string) error {
 	if err != nil {
 		return fmt.Errorf("the home's store is in use and %w", err)
 	}
-	req, err := http.NewRequestWithContext(cmd.Context(), "GET", c.base+"/v1/agents/"+did+"/car", nil)
+	resp, err := c.stream(cmd.Context(), "/v1/agents/"+did+"/car")
 	if err != nil {
-		return err
-	}
-	c.authorize(req)
-	resp, err := (&http.Client{}).Do(req)
-	if err != nil {
-		return fmt.Errorf("the home's store is in use by a daemon whose API at %s does not answer: %w", c.base, err)
+		return fmt.Errorf("the home's store is in use by a daemon; exporting through it: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("export through the daemon: HTTP %d", resp.StatusCode)
-	}
 	var n int64
 	write := func(w io.Writer) error {
 		n, err = io.Copy(w, resp.Body)
