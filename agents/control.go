@@ -44,7 +44,7 @@ const MaxTopUp = int64(1) << 53
 
 // Control is an owner's signed instruction to an agent. A checkpoint that
 // applies it carries it inline (Checkpoint.Control), so the lineage proves
-// who asked for every stop, start and top-up; VerifyLineage checks it
+// who asked for every stop, start, top-up, deletion and upgrade; VerifyLineage checks it
 // against the genesis's Owner.
 type Control struct {
 	Kind  ControlKind
@@ -205,7 +205,7 @@ func DecodeControl(data []byte) (*Control, error) {
 // Errors wrap ErrControl, ErrMalformed or ErrBadDID.
 func CheckControl(g *Genesis, head *Checkpoint, ctl *Control) error {
 	if g.Owner == "" {
-		return errf(ErrControl, "agent %s has no owner in its genesis: nobody may stop, start or top it up", g.Agent)
+		return errf(ErrControl, "agent %s has no owner in its genesis: nobody may stop, start, top up, delete or upgrade it", g.Agent)
 	}
 	if ctl.Agent != g.Agent {
 		return errf(ErrControl, "the %s record is for %s, not %s", ctl.Kind, ctl.Agent, g.Agent)

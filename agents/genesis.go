@@ -17,7 +17,7 @@ type Genesis struct {
 	Budget   int64   // initial budget, µc, ≥ 0
 	Created  int64   // unix ns, informational (clocks differ; not checked)
 	// Owner, if set, is the did:key whose signed control records may stop,
-	// start and top up the agent (Control). Without one, nobody may.
+	// start, top up, delete and upgrade the agent (Control). Without one, nobody may.
 	Owner string
 	Sig   []byte // Ed25519 signature by the agent key
 }

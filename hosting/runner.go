@@ -123,8 +123,8 @@ type CreateParams struct {
 	Budget   int64 // microcents
 	Price    int64 // microcents per second of tick wall time
 	AgentKey ed25519.PrivateKey
-	// Owner, if set, is the did:key whose signed records may stop, start
-	// and top up the agent (agents.Genesis.Owner).
+	// Owner, if set, is the did:key whose signed records may stop, start,
+	// top up, delete and upgrade the agent (agents.Genesis.Owner).
 	Owner string
 }
 

@@ -16,8 +16,9 @@ import (
 	"github.com/igor-mesh/igor-node/node"
 )
 
-// newControlCmds are stop, start and topup: an owner's signed record sent
-// through the local daemon to the agent's holder.
+// newControlCmds are the owner's records (stop, start, topup, delete,
+// upgrade), sent through the local daemon to the agent's holder, and the
+// mesh-wide views ps and logs.
 func newControlCmds(g *globalFlags) []*cobra.Command {
 	mk := func(kind agents.ControlKind, use, short, long string, nargs int) *cobra.Command {
 		var (
