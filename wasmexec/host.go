@@ -91,6 +91,26 @@ func (i *Instance) record(o Observation) {
 	i.tickLogData += len(o.Data)
 }
 
+// replaying reports whether the hostcall being made is answered from a
+// tick log. A partial log (ReplayTick) that is used up turns the tick live
+// here: what it replayed becomes the start of the tick's own log.
+func (i *Instance) replaying() bool {
+	r := i.replay
+	if r == nil || !i.inTick {
+		return false
+	}
+	if r.partial && r.pos >= len(r.log.Entries) {
+		i.replay = nil
+		i.tickLog = slices.Clone(r.log.Entries)
+		i.tickLogData = 0
+		for _, e := range i.tickLog {
+			i.tickLogData += len(e.Data)
+		}
+		return false
+	}
+	return true
+}
+
 // replayNext returns the next logged observation, which must be of kind k.
 func (i *Instance) replayNext(k ObsKind) Observation {
 	r := i.replay
@@ -108,7 +128,7 @@ func (i *Instance) replayNext(k ObsKind) Observation {
 func (i *Instance) hostClockNow(_ api.Module, stack []uint64) {
 	var v int64
 	switch {
-	case i.replay != nil && i.inTick:
+	case i.replaying():
 		v = i.replayNext(Clock).Value
 	case i.inTick:
 		v = i.clock()
@@ -132,7 +152,7 @@ func (i *Instance) hostRandBytes(mod api.Module, stack []uint64) {
 		dst = b
 	}
 	switch {
-	case i.replay != nil && i.inTick:
+	case i.replaying():
 		e := i.replayNext(Rand)
 		switch {
 		case code != 0 && e.Value != code:
@@ -173,7 +193,7 @@ func (i *Instance) hostLogEmit(mod api.Module, stack []uint64) {
 		value = -4
 	}
 	switch {
-	case i.replay != nil && i.inTick:
+	case i.replaying():
 		e := i.replayNext(Log)
 		if e.Value != value || string(e.Data) != string(msg) {
 			i.fail(fmt.Errorf("%w: call %d: log_emit(%q, len %d) but the tick log has (%q, len %d)", ErrDivergence, i.replay.pos-1, clip(msg), value, clip(e.Data), e.Value))

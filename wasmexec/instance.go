@@ -99,6 +99,12 @@ type Instance struct {
 type replayState struct {
 	log TickLog
 	pos int
+	// partial: log is a prefix of the tick; once it is used up the tick
+	// goes on live (ReplayTick).
+	partial bool
+	// whole: the instance only replays (Replay): outside ticks too, its
+	// logs are not shown.
+	whole bool
 }
 
 // exitCodeClosed is the exit code with which Close (of an instance or the
@@ -525,14 +531,58 @@ func (i *Instance) Resume(ctx context.Context, state []byte) error {
 // Errors: ErrTrap, ErrDeadline, ErrOutOfMemory, ErrInstanceDead, ErrClosed,
 // ErrDivergence (replay only).
 func (i *Instance) Tick(ctx context.Context) (TickResult, error) {
+	return i.tick(ctx, i.replay)
+}
+
+// ReplayTick runs agent_tick once in this instance with its hostcalls
+// answered from log, a tick recorded earlier (by this or another instance
+// of the agent, resumed from the same state): the way a new holder brings
+// an agent to the state its predecessor reached before it ticks anew. The
+// guest sees exactly what it saw then; log lines are not shown again.
+//
+// With partial false the tick must use every entry and make no other call.
+// With partial true, log is a prefix of the tick (its holder stopped inside
+// it): once the entries are used up the tick goes on live, recording, and
+// the result's Log is the whole tick — the prefix, then the new entries.
+//
+// Errors: ErrBadTickLog (log is not well formed), ErrDivergence (a hostcall
+// that does not match the next entry, or entries left over; the instance
+// is then dead, since its state may be half a tick), and Tick's errors.
+func (i *Instance) ReplayTick(ctx context.Context, log TickLog, partial bool) (TickResult, error) {
+	if i.replay != nil {
+		return TickResult{}, fmt.Errorf("wasmexec: ReplayTick on an instance made by Replay")
+	}
+	if err := checkTickLog(log); err != nil {
+		return TickResult{}, err
+	}
+	rep := &replayState{log: log, partial: partial}
+	defer func() { i.replay = nil }()
+	return i.tick(ctx, rep)
+}
+
+// checkTickLog checks that l is a log a recording host produces.
+func checkTickLog(l TickLog) error {
+	if len(l.Entries) == 0 {
+		return fmt.Errorf("%w: no entries (a tick log starts with tick_time)", ErrBadTickLog)
+	}
+	for k, e := range l.Entries {
+		if err := checkObservation(k, e); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadTickLog, err)
+		}
+	}
+	return nil
+}
+
+func (i *Instance) tick(ctx context.Context, rep *replayState) (TickResult, error) {
 	if err := i.begin(); err != nil {
 		return TickResult{}, err
 	}
 	defer i.end()
 	var now int64
-	if i.replay != nil {
-		now = i.replay.log.Entries[0].Value
-		i.replay.pos = 1
+	i.replay = rep
+	if rep != nil {
+		now = rep.log.Entries[0].Value
+		rep.pos = 1
 	} else {
 		now = i.clock()
 		i.tickLog = make([]Observation, 1, 8)
@@ -544,7 +594,22 @@ func (i *Instance) Tick(ctx context.Context) (TickResult, error) {
 	res, err := i.call(ctx, "agent_tick", i.fnTick)
 	elapsed := max(time.Since(start)-i.lastPause, 0)
 	i.wasiNow, i.inTick = i.loadInstant, false
-	tr := TickResult{Elapsed: elapsed, Log: TickLog{Entries: i.tickLog}}
+	if err == nil && i.replay != nil && !i.replay.whole && i.replay.pos != len(i.replay.log.Entries) {
+		next := i.replay.log.Entries[i.replay.pos]
+		err = fmt.Errorf("%w: the tick ended with %d of %d log entries unused (next: %s, value %d)",
+			ErrDivergence, len(i.replay.log.Entries)-i.replay.pos, len(i.replay.log.Entries), next.Kind, next.Value)
+		i.kill(err)
+	}
+	var tr TickResult
+	switch {
+	case rep == nil:
+		tr = TickResult{Elapsed: elapsed, Log: TickLog{Entries: i.tickLog}}
+	case i.replay == nil:
+		// A partial log ran out and the tick went on live.
+		tr = TickResult{Elapsed: elapsed, Log: TickLog{Entries: i.tickLog}}
+	default:
+		tr = TickResult{Elapsed: elapsed, Log: rep.log}
+	}
 	i.tickLog = nil
 	if err != nil {
 		return tr, err

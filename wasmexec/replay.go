@@ -17,15 +17,10 @@ import (
 // well-formed tick log), and everything Instantiate, Resume, Tick and
 // Checkpoint return.
 func (r *Runtime) Replay(ctx context.Context, m *Module, cfg InstanceConfig, preState []byte, log TickLog) ([]byte, error) {
-	if len(log.Entries) == 0 {
-		return nil, fmt.Errorf("%w: no entries (a tick log starts with tick_time)", ErrBadTickLog)
+	if err := checkTickLog(log); err != nil {
+		return nil, err
 	}
-	for k, e := range log.Entries {
-		if err := checkObservation(k, e); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadTickLog, err)
-		}
-	}
-	rep := &replayState{log: log}
+	rep := &replayState{log: log, whole: true}
 	inst, err := r.instantiate(ctx, m, cfg, rep)
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)

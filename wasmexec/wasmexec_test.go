@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -807,3 +808,71 @@ func TestOnDiskCache(t *testing.T) {
 var _ io.Reader = deniedRand{}
 
 type syncBuffer = testutil.SyncBuffer
+
+// A new holder brings a fresh instance to its predecessor's state by
+// replaying the recorded ticks in it, then ticks on live.
+func TestReplayTickInLiveInstance(t *testing.T) {
+	r := newRuntime(t, Config{})
+	m, man := example(t, r, "heartbeat")
+	orig := start(t, r, m, InstanceConfig{Manifest: man}, nil)
+	pre, logs, post := recordTicks(t, orig, 4)
+
+	inst := start(t, r, m, InstanceConfig{Manifest: man}, pre[0])
+	for k, l := range logs {
+		res, err := inst.ReplayTick(bg, l, false)
+		if err != nil {
+			t.Fatalf("replay tick %d: %v", k+1, err)
+		}
+		if !bytes.Equal(res.Log.Encode(), l.Encode()) {
+			t.Fatalf("tick %d: result log differs from the replayed one", k+1)
+		}
+	}
+	got, err := inst.Checkpoint(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, post[3]) {
+		t.Fatal("state after replaying 4 ticks differs from the original's")
+	}
+	// Live again: the next tick records a fresh log of its own.
+	res, err := inst.Tick(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Log.Entries) != len(logs[0].Entries) || res.Log.Entries[0].Value == logs[3].Entries[0].Value {
+		t.Fatalf("live tick after replay: log %+v", res.Log.Entries)
+	}
+
+	// A partial log: the tick replays its prefix, then goes on live.
+	inst2 := start(t, r, m, InstanceConfig{Manifest: man}, pre[1])
+	prefix := TickLog{Entries: logs[1].Entries[:2]} // tick_time, clock_now
+	res, err = inst2.ReplayTick(bg, prefix, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Log.Entries) != len(logs[1].Entries) {
+		t.Fatalf("partial replay: %d entries, want %d", len(res.Log.Entries), len(logs[1].Entries))
+	}
+	for k := range prefix.Entries {
+		if res.Log.Entries[k].Kind != prefix.Entries[k].Kind || res.Log.Entries[k].Value != prefix.Entries[k].Value {
+			t.Fatalf("partial replay: entry %d is %+v, want the replayed %+v", k, res.Log.Entries[k], prefix.Entries[k])
+		}
+	}
+	if bytes.Equal(res.Log.Entries[2].Data, logs[1].Entries[2].Data) {
+		t.Fatal("partial replay: the live part repeated the recorded random bytes")
+	}
+
+	// A complete log the tick does not use up is a divergence, and kills
+	// the instance (its state may be half a tick).
+	inst3 := start(t, r, m, InstanceConfig{Manifest: man}, pre[2])
+	long := TickLog{Entries: append(slices.Clone(logs[2].Entries), Observation{Kind: Clock, Value: 1})}
+	if _, err := inst3.ReplayTick(bg, long, false); !errors.Is(err, ErrDivergence) {
+		t.Fatalf("unused entry: err = %v, want ErrDivergence", err)
+	}
+	if _, err := inst3.Tick(bg); !errors.Is(err, ErrInstanceDead) {
+		t.Fatalf("after divergence: err = %v, want ErrInstanceDead", err)
+	}
+	if _, err := inst3.ReplayTick(bg, TickLog{}, false); err == nil {
+		t.Fatal("empty log accepted")
+	}
+}
