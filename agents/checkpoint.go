@@ -19,8 +19,11 @@ type Checkpoint struct {
 	Tick      uint64  // ticks executed so far; strictly increases along the lineage
 	Epoch     uint64  // lease epoch under which it was made; never decreases
 	Holder    string  // libp2p peer ID of the node that made it
-	State     cid.Cid // the agent's serialised state
-	StateSize uint64  // bytes of state
+	// State is the agent's serialised state after Tick. A journaled step
+	// (Journal set) may leave it undefined: its state is its predecessor's
+	// advanced by replaying Journal (docs/CHECKPOINT-FORMAT.md, "Journal").
+	State     cid.Cid
+	StateSize uint64 // bytes of state (0 without State)
 	Module    cid.Cid // equals the genesis's
 	Manifest  cid.Cid // equals the genesis's
 	Budget    int64   // µc remaining, ≥ 0; never increases
@@ -39,9 +42,21 @@ type Checkpoint struct {
 	// to this checkpoint; Control is the one this checkpoint applies (nil
 	// for most); Stopped says the owner stopped the agent (no tick may
 	// follow until a start record). VerifyLineage checks all three.
-	Controls  uint64
-	Control   *Control
-	Stopped   bool
+	Controls uint64
+	Control  *Control
+	Stopped  bool
+	// Journal links the tick log (wasmexec's encoding, stored as an
+	// object like State) of tick Tick, made by the holder of a journaled
+	// agent (manifest "journal") for every tick, so that a new holder
+	// replays the tick instead of running it again with new observations.
+	// Partial: the log ends at the intent of an effect (http_request,
+	// wallet_pay) whose result is not known yet; the next checkpoint
+	// finishes the same tick.
+	Journal cid.Cid
+	Partial bool
+	// Paid is what the agent paid (wallet_pay) since its predecessor, in
+	// µc, on top of the metering: Budget = BudgetAfter(…) − Paid, at least 0.
+	Paid      int64
 	AgentSig  []byte // Ed25519 signature by the agent key
 	HolderSig []byte // Ed25519 signature by the holder's node key
 }
@@ -55,7 +70,7 @@ type checkpointWire struct {
 	Tick      uint64       `cbor:"tick"`
 	Epoch     uint64       `cbor:"epoch"`
 	Holder    string       `cbor:"holder"`
-	State     link         `cbor:"state"`
+	State     *link        `cbor:"state,omitempty"`
 	StateSize uint64       `cbor:"stateSize"`
 	Module    link         `cbor:"module"`
 	Manifest  link         `cbor:"manifest"`
@@ -67,6 +82,9 @@ type checkpointWire struct {
 	Controls  uint64       `cbor:"controls,omitempty"`
 	Control   *controlWire `cbor:"control,omitempty"`
 	Stopped   bool         `cbor:"stopped,omitempty"`
+	Journal   *link        `cbor:"journal,omitempty"`
+	Partial   bool         `cbor:"partial,omitempty"`
+	Paid      int64        `cbor:"paid,omitempty"`
 	AgentSig  []byte       `cbor:"agentSig,omitempty"`
 	HolderSig []byte       `cbor:"holderSig,omitempty"`
 }
@@ -75,13 +93,20 @@ func (c *Checkpoint) wire(withSigs bool) *checkpointWire {
 	w := &checkpointWire{
 		Type: TypeCheckpoint, Agent: c.Agent, Genesis: link{c.Genesis},
 		Seq: c.Seq, Tick: c.Tick, Epoch: c.Epoch, Holder: c.Holder,
-		State: link{c.State}, StateSize: c.StateSize, Module: link{c.Module}, Manifest: link{c.Manifest},
+		StateSize: c.StateSize, Module: link{c.Module}, Manifest: link{c.Manifest},
 		Budget: c.Budget, Price: c.Price, Calls: c.Calls, Metered: c.Metered, Time: c.Time,
 	}
 	if c.Prev.Defined() {
 		w.Prev = &link{c.Prev}
 	}
+	if c.State.Defined() {
+		w.State = &link{c.State}
+	}
 	w.Controls, w.Stopped = c.Controls, c.Stopped
+	if c.Journal.Defined() {
+		w.Journal = &link{c.Journal}
+	}
+	w.Partial, w.Paid = c.Partial, c.Paid
 	if c.Control != nil {
 		w.Control = c.Control.wire(true)
 	}
@@ -120,10 +145,37 @@ func (c *Checkpoint) validate(signed bool) (agent, holder ed25519.PublicKey, err
 	for _, f := range []struct {
 		name string
 		c    cid.Cid
-	}{{"state", c.State}, {"module", c.Module}, {"manifest", c.Manifest}} {
+	}{{"module", c.Module}, {"manifest", c.Manifest}} {
 		if err := checkLink(f.name, f.c, false); err != nil {
 			return nil, nil, err
 		}
+	}
+	switch {
+	case c.State.Defined():
+		if err := checkLink("state", c.State, false); err != nil {
+			return nil, nil, err
+		}
+	case !c.Journal.Defined() || c.Seq == 0:
+		return nil, nil, errf(ErrMalformed, "state: missing CID (only a journaled step after seq 0 may leave it out)")
+	case c.StateSize != 0:
+		return nil, nil, errf(ErrMalformed, "stateSize %d without a state", c.StateSize)
+	}
+	if c.Journal.Defined() {
+		if err := checkLink("journal", c.Journal, false); err != nil {
+			return nil, nil, err
+		}
+		if c.Seq == 0 {
+			return nil, nil, errf(ErrMalformed, "seq 0 has a journal (it runs no tick)")
+		}
+	}
+	if c.Partial && !c.Journal.Defined() {
+		return nil, nil, errf(ErrMalformed, "partial without a journal")
+	}
+	if c.Journal.Defined() && c.Control != nil {
+		return nil, nil, errf(ErrMalformed, "a journaled tick and an owner's record in one checkpoint")
+	}
+	if c.Paid < 0 {
+		return nil, nil, errf(ErrMalformed, "paid %d µc is negative", c.Paid)
 	}
 	// IPLD data model integers are int64: keep every counter readable by
 	// standard tools.
@@ -247,14 +299,21 @@ func DecodeCheckpoint(data []byte) (*Checkpoint, error) {
 	}
 	c := &Checkpoint{
 		Agent: w.Agent, Genesis: w.Genesis.c, Seq: w.Seq, Tick: w.Tick, Epoch: w.Epoch,
-		Holder: w.Holder, State: w.State.c, StateSize: w.StateSize, Module: w.Module.c,
+		Holder: w.Holder, StateSize: w.StateSize, Module: w.Module.c,
 		Manifest: w.Manifest.c, Budget: w.Budget, Price: w.Price, Calls: w.Calls, Metered: w.Metered, Time: w.Time,
 		AgentSig: w.AgentSig, HolderSig: w.HolderSig,
 	}
 	if w.Prev != nil {
 		c.Prev = w.Prev.c
 	}
+	if w.State != nil {
+		c.State = w.State.c
+	}
 	c.Controls, c.Stopped = w.Controls, w.Stopped
+	if w.Journal != nil {
+		c.Journal = w.Journal.c
+	}
+	c.Partial, c.Paid = w.Partial, w.Paid
 	if w.Control != nil {
 		c.Control = w.Control.control()
 	}

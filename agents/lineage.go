@@ -266,13 +266,30 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 					}
 				}
 			}
-			if err := opts.CheckBlock(e.Checkpoint.State); err != nil {
-				return nil, &VerifyError{CID: e.CID, Seq: e.Checkpoint.Seq, SeqKnown: true, Err: ErrMissingBlock, cause: err,
-					Reason: fmt.Sprintf("state %s: %v", e.Checkpoint.State, err)}
+			for _, f := range []struct {
+				name string
+				c    cid.Cid
+			}{{"state", e.Checkpoint.State}, {"journal", e.Checkpoint.Journal}} {
+				if !f.c.Defined() {
+					continue
+				}
+				if err := opts.CheckBlock(f.c); err != nil {
+					return nil, &VerifyError{CID: e.CID, Seq: e.Checkpoint.Seq, SeqKnown: true, Err: ErrMissingBlock, cause: err,
+						Reason: fmt.Sprintf("%s %s: %v", f.name, f.c, err)}
+				}
 			}
 		}
 	}
 	return &Lineage{DID: g.Agent, GenesisCID: gc, Genesis: g, Manifest: man, Entries: entries, Partial: partial}, nil
+}
+
+// completedTicks is the number of ticks cp's state has finished: a partial
+// checkpoint is inside its tick.
+func completedTicks(cp *Checkpoint) uint64 {
+	if cp.Partial {
+		return cp.Tick - 1
+	}
+	return cp.Tick
 }
 
 // checkStep applies the rules of one step of a lineage to e, whose
@@ -297,6 +314,22 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 			return fail(ErrControl, "follows the checkpoint that deleted the agent")
 		}
 		switch {
+		case prev.Partial:
+			// The holder journaled an effect's intent inside this tick: what
+			// follows finishes the same tick, journaled.
+			if !cp.Journal.Defined() || cp.Tick != prev.Tick {
+				return fail(ErrOrder, "follows a partial tick %d without finishing it (tick %d, journaled %t)", prev.Tick, cp.Tick, cp.Journal.Defined())
+			}
+		case cp.Journal.Defined():
+			if cp.Tick != prev.Tick+1 {
+				return fail(ErrOrder, "journals tick %d, but its predecessor is at tick %d (a journaled step is one tick)", cp.Tick, prev.Tick)
+			}
+		case !prev.State.Defined():
+			// A journaled step left its state to replay; a checkpoint without
+			// a journal after it only writes that state down.
+			if ctl != nil || cp.Tick != prev.Tick || cp.Calls != 0 || cp.Metered != 0 || cp.Paid != 0 {
+				return fail(ErrOrder, "after a journaled step without state, only the same tick's state may follow (tick %d, %d calls, control %t)", cp.Tick, cp.Calls, ctl != nil)
+			}
 		case ctl != nil && cp.Tick == prev.Tick:
 			// An owner's record applied between ticks: the state must be
 			// the predecessor's (an upgrade's passed through the new module).
@@ -322,9 +355,15 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 			return fail(ErrControl, "counts %d control record(s) and stopped=%t, but its predecessor and its own record make %d and %t",
 				cp.Controls, cp.Stopped, wantN, wantStopped)
 		}
-		budgetBefore, before, tickBefore = prev.Budget, "its predecessor's", prev.Tick
+		budgetBefore, before, tickBefore = prev.Budget, "its predecessor's", completedTicks(prev)
 	}
-	afterMetering := BudgetAfter(budgetBefore, cp.Metered, cp.Price)
+	if cp.Partial && (cp.Calls != 0 || cp.Metered != 0 || cp.Paid != 0) {
+		return fail(ErrMetering, "a partial tick bills nothing (%d calls, %d ns, %d µc paid): its end does", cp.Calls, cp.Metered, cp.Paid)
+	}
+	if ctl != nil && cp.Paid != 0 {
+		return fail(ErrMetering, "an owner's record pays %d µc", cp.Paid)
+	}
+	afterMetering := max(BudgetAfter(budgetBefore, cp.Metered, cp.Price)-cp.Paid, 0)
 	if ctl != nil && ctl.Kind == ControlTopUp {
 		// CheckControl refused a top-up that overflows the predecessor's budget.
 		if want := afterMetering + ctl.Amount; cp.Budget != want {
@@ -336,11 +375,11 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 			return fail(ErrBudgetIncreased, "budget %d µc is higher than %s %d µc", cp.Budget, before, budgetBefore)
 		}
 		if cp.Budget != afterMetering {
-			return fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) leaves %d µc",
-				cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), afterMetering)
+			return fail(ErrMetering, "budget %d µc, but %s %d µc less %d ns metered at %d µc/s (%d µc) and %d µc paid leaves %d µc",
+				cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), cp.Paid, afterMetering)
 		}
 	}
-	if ticks := cp.Tick - tickBefore; cp.Calls < ticks {
+	if ticks := completedTicks(cp) - tickBefore; cp.Calls < ticks {
 		return fail(ErrMetering, "%d ticks since its predecessor but only %d billed agent_tick calls", ticks, cp.Calls)
 	}
 	timeoutNs := man.ResourceLimits.TickTimeoutMs * 1e6 // ≤ MaxTickTimeoutMs: no overflow

@@ -32,6 +32,9 @@ const (
 	DefaultLeaseTermSec  = 60
 	MaxLeaseTermSec      = 86400
 	DefaultReplicas      = 2
+	// MaxJournalBytes caps one checkpoint's journal object (a tick log,
+	// which the host caps at 4 MiB of data, plus its framing).
+	MaxJournalBytes = 5 << 20
 )
 
 // knownCapabilities maps each capability to the highest version this node supports.

@@ -190,6 +190,9 @@ func TestCheckpointEveryFieldSigned(t *testing.T) {
 		"time":      func(c *Checkpoint) { c.Time++ },
 		"controls":  func(c *Checkpoint) { c.Controls++ },
 		"stopped":   func(c *Checkpoint) { c.Stopped = true },
+		"journal":   func(c *Checkpoint) { c.Journal = other },
+		"partial":   func(c *Checkpoint) { c.Journal, c.Partial = other, true },
+		"paid":      func(c *Checkpoint) { c.Paid++ },
 		"control": func(c *Checkpoint) {
 			ctl := &Control{Kind: ControlStop, Agent: c.Agent, Seq: 1, Issued: 1}
 			if err := ctl.Sign(keyFromLabel("owner")); err != nil {
