@@ -12,18 +12,18 @@ import (
 // its predecessor and its genesis, signed by the agent key and by the node
 // (Holder) that ran it, so every step is attributable to a host.
 type Checkpoint struct {
-	Agent     string  // did:key of the agent; equals the genesis's
-	Genesis   cid.Cid // the agent's genesis block
-	Prev      cid.Cid // predecessor checkpoint; cid.Undef exactly when Seq is 0
-	Seq       uint64  // position in the lineage: 0, 1, 2, ...
-	Tick      uint64  // ticks executed so far; strictly increases along the lineage
-	Epoch     uint64  // lease epoch under which it was made; never decreases
-	Holder    string  // libp2p peer ID of the node that made it
+	Agent   string  // did:key of the agent; equals the genesis's
+	Genesis cid.Cid // the agent's genesis block
+	Prev    cid.Cid // predecessor checkpoint; cid.Undef exactly when Seq is 0
+	Seq     uint64  // position in the lineage: 0, 1, 2, ...
+	Tick    uint64  // ticks executed so far; strictly increases along the lineage
+	Epoch   uint64  // lease epoch under which it was made; never decreases
+	Holder  string  // libp2p peer ID of the node that made it
 	// State is the agent's serialised state after Tick. A journaled step
 	// (Journal set) may leave it undefined: its state is its predecessor's
 	// advanced by replaying Journal (docs/CHECKPOINT-FORMAT.md, "Journal").
 	State     cid.Cid
-	StateSize uint64 // bytes of state (0 without State)
+	StateSize uint64  // bytes of state (0 without State)
 	Module    cid.Cid // equals the genesis's
 	Manifest  cid.Cid // equals the genesis's
 	Budget    int64   // µc remaining, ≥ 0; never increases
