@@ -94,9 +94,9 @@ func TestJournalLineage(t *testing.T) {
 			c.Calls, c.Metered = 1, 1e6
 			c.Budget = BudgetAfter(prev.Budget, c.Metered, c.Price)
 		}},
-		{"state written down with metering", 3, ErrOrder, func(c, prev *Checkpoint) {
-			c.Calls, c.Metered = 1, 1e6
-			c.Budget = BudgetAfter(prev.Budget, c.Metered, c.Price)
+		{"state written down with a payment", 3, ErrOrder, func(c, prev *Checkpoint) {
+			c.Paid = 5
+			c.Budget = prev.Budget - 5
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

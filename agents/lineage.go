@@ -283,9 +283,9 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 	return &Lineage{DID: g.Agent, GenesisCID: gc, Genesis: g, Manifest: man, Entries: entries, Partial: partial}, nil
 }
 
-// completedTicks is the number of ticks cp's state has finished: a partial
+// CompletedTicks is the number of ticks cp's state has finished: a partial
 // checkpoint is inside its tick.
-func completedTicks(cp *Checkpoint) uint64 {
+func CompletedTicks(cp *Checkpoint) uint64 {
 	if cp.Partial {
 		return cp.Tick - 1
 	}
@@ -326,9 +326,10 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 			}
 		case !prev.State.Defined():
 			// A journaled step left its state to replay; a checkpoint without
-			// a journal after it only writes that state down.
-			if ctl != nil || cp.Tick != prev.Tick || cp.Calls != 0 || cp.Metered != 0 || cp.Paid != 0 {
-				return fail(ErrOrder, "after a journaled step without state, only the same tick's state may follow (tick %d, %d calls, control %t)", cp.Tick, cp.Calls, ctl != nil)
+			// a journal after it only writes that state down (billing any
+			// failed calls since).
+			if ctl != nil || cp.Tick != prev.Tick || cp.Paid != 0 {
+				return fail(ErrOrder, "after a journaled step without state, only the same tick's state may follow (tick %d, control %t, paid %d µc)", cp.Tick, ctl != nil, cp.Paid)
 			}
 		case ctl != nil && cp.Tick == prev.Tick:
 			// An owner's record applied between ticks: the state must be
@@ -355,7 +356,7 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 			return fail(ErrControl, "counts %d control record(s) and stopped=%t, but its predecessor and its own record make %d and %t",
 				cp.Controls, cp.Stopped, wantN, wantStopped)
 		}
-		budgetBefore, before, tickBefore = prev.Budget, "its predecessor's", completedTicks(prev)
+		budgetBefore, before, tickBefore = prev.Budget, "its predecessor's", CompletedTicks(prev)
 	}
 	if cp.Partial && (cp.Calls != 0 || cp.Metered != 0 || cp.Paid != 0) {
 		return fail(ErrMetering, "a partial tick bills nothing (%d calls, %d ns, %d µc paid): its end does", cp.Calls, cp.Metered, cp.Paid)
@@ -379,7 +380,7 @@ func checkStep(g *Genesis, gc cid.Cid, man *Manifest, prev *Checkpoint, e Entry)
 				cp.Budget, before, budgetBefore, cp.Metered, cp.Price, TickCost(cp.Metered, cp.Price), cp.Paid, afterMetering)
 		}
 	}
-	if ticks := completedTicks(cp) - tickBefore; cp.Calls < ticks {
+	if ticks := CompletedTicks(cp) - tickBefore; cp.Calls < ticks {
 		return fail(ErrMetering, "%d ticks since its predecessor but only %d billed agent_tick calls", ticks, cp.Calls)
 	}
 	timeoutNs := man.ResourceLimits.TickTimeoutMs * 1e6 // ≤ MaxTickTimeoutMs: no overflow

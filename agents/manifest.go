@@ -56,7 +56,11 @@ type Manifest struct {
 	Capabilities   map[string]CapabilitySpec `json:"capabilities,omitempty"`
 	ResourceLimits ResourceLimits            `json:"resource_limits"`
 	// Args is handed to the agent by igor.args_get (capability "args").
-	Args            string          `json:"args,omitempty"`
+	Args string `json:"args,omitempty"`
+	// Journal: every tick is journaled at the custody group before the
+	// next one starts, so a failover replays ticks instead of redoing them
+	// (docs/PROTOCOL.md, "Tick journal").
+	Journal         bool            `json:"journal,omitempty"`
 	Lease           LeasePolicy     `json:"lease"`
 	MigrationPolicy MigrationPolicy `json:"migration_policy"`
 }

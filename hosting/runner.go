@@ -289,6 +289,13 @@ type RunOptions struct {
 	// successful tick with the agent's new tick number (metrics, and the
 	// handoff-pause benchmarks). It must not block.
 	OnTick func(tick uint64)
+	// AwaitCommit, if set, blocks until the checkpoint of seq is committed
+	// (held by a majority of the agent's custody group) or ctx ends. A
+	// journaled agent (manifest "journal") waits for each tick's step
+	// before its next tick and each effect's intent before the effect, so
+	// a new holder finds every tick and intent the agent acted on. Unset,
+	// the local write is the commit (a lone node).
+	AwaitCommit func(ctx context.Context, seq uint64) error
 }
 
 func (o *RunOptions) fill() {
@@ -444,7 +451,7 @@ func Run(ctx context.Context, env Env, a *Loaded, opts RunOptions) (Result, erro
 	if a.Head.Checkpoint.Stopped {
 		return Result{}, fmt.Errorf("%w: %s (head %s)", ErrAgentStopped, a.DID, a.Head.CID)
 	}
-	r := &run{env: &env, a: a, opts: opts, head: a.Head}
+	r := &run{env: &env, a: a, opts: opts, head: a.Head, journal: a.Manifest.Journal}
 	r.budget = a.Head.Checkpoint.Budget
 	r.price = a.Head.Checkpoint.Price
 	r.epoch = a.Head.Checkpoint.Epoch
@@ -487,6 +494,13 @@ type run struct {
 	lastFailure error
 	abort       bool // stopped by ErrFenced: no final checkpoint
 	res         Result
+	// journal: the manifest asks for every tick to be journaled (a step
+	// per tick, its state every CheckpointEvery ticks: stateTick is the
+	// tick of the last state written). resume: the head is a partial tick
+	// (an effect's intent) that the next tick finishes by replaying it.
+	journal   bool
+	stateTick uint64
+	resume    *wasmexec.TickLog
 }
 
 func (r *run) loop(ctx context.Context) (Result, error) {
@@ -535,7 +549,16 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		// what is left, and the final checkpoint records budget 0 — the
 		// host gives at most one tick timeout unpaid, and the lineage says
 		// the agent is spent (a cut tick could not be recorded at all).
-		res, err := r.inst.Tick(context.WithoutCancel(ctx))
+		var res wasmexec.TickResult
+		var err error
+		if r.resume != nil {
+			// The head is inside this tick (its holder journaled an effect's
+			// intent and stopped): replay it up to there, then go on live.
+			res, err = r.inst.ReplayTick(context.WithoutCancel(ctx), *r.resume, true)
+			r.resume = nil
+		} else {
+			res, err = r.inst.Tick(context.WithoutCancel(ctx))
+		}
 		r.res.Ticks++
 		r.bill(res.Elapsed)
 		if errors.Is(err, wasmexec.ErrHostPaused) {
@@ -564,7 +587,11 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		if r.opts.OnTick != nil {
 			r.opts.OnTick(r.tick)
 		}
-		if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
+		if r.journal {
+			if err := r.journalTick(ctx, res.Log); err != nil {
+				return r.res, err
+			}
+		} else if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
 			// Nor is a checkpoint in progress (its deadline bounds it): a
 			// stop for a handoff or regroup that cancelled it killed the
 			// instance, lost the ticks since the last checkpoint and made
@@ -593,24 +620,24 @@ func (r *run) fenced() bool {
 	return !time.Now().Add(timeout).Before(r.opts.Fence())
 }
 
-// start instantiates the agent and resumes it from the committed head.
+// start instantiates the agent and brings it to the committed head: resumed
+// from the head's state, or — a journaled step without state — from the
+// state below it, advanced by replaying the journaled ticks since.
 func (r *run) start(ctx context.Context) error {
-	state, err := r.env.Blocks.ReadObject(r.head.Checkpoint.State, int64(r.a.Manifest.ResourceLimits.MaxStateBytes))
-	if err != nil {
-		return fmt.Errorf("state %s: %w", r.head.Checkpoint.State, err)
-	}
 	cfg := instanceConfig(r.env, r.a.Manifest, r.a.DID)
 	cfg.Fence = r.opts.Fence // paused time is granted back only within the lease
 	inst, err := r.env.Runtime.Instantiate(ctx, r.a.Module, cfg)
 	if err != nil {
 		return err
 	}
-	if err := inst.Resume(ctx, state); err != nil {
+	at, err := replayTo(ctx, r.env, r.a.Manifest, inst, r.head)
+	if err != nil {
 		inst.Close(ctx)
 		return err
 	}
 	r.inst = inst
-	r.tick = r.head.Checkpoint.Tick
+	r.tick = agents.CompletedTicks(r.head.Checkpoint)
+	r.stateTick, r.resume = at.stateTick, at.partial
 	r.dirty = false
 	return nil
 }
@@ -621,8 +648,68 @@ func (r *run) discard() {
 		r.inst.Close(context.Background())
 		r.inst = nil
 	}
-	r.tick = r.head.Checkpoint.Tick
+	r.tick = agents.CompletedTicks(r.head.Checkpoint)
+	r.resume = nil
 	r.dirty = false
+}
+
+// journalTick commits the tick just run as a journaled step: its log, and
+// the state when CheckpointEvery ticks passed since the last state was
+// written; then waits until the group holds it (AwaitCommit), so the next
+// tick starts only once a new holder would find this one.
+func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
+	var state []byte
+	if r.tick-r.stateTick >= r.opts.CheckpointEvery {
+		var err error
+		if state, err = r.inst.Checkpoint(context.WithoutCancel(ctx)); err != nil {
+			// The instance is dead; journal the tick anyway (a new instance
+			// replays it), its state at a later tick.
+			r.env.Logger.Error("agent checkpoint failed; journaling the tick without its state",
+				"agent", r.a.DID, "tick", r.tick, "err", err)
+			r.discardKeepTick()
+			state = nil
+		}
+	}
+	prev := r.head
+	jc, err := r.env.Blocks.PutObjectBytes(log.Encode())
+	if err != nil {
+		return fmt.Errorf("store the journal of %s at tick %d: %w", r.a.DID, r.tick, err)
+	}
+	cp := &agents.Checkpoint{
+		Agent: r.a.DID, Genesis: prev.Checkpoint.Genesis, Prev: prev.CID,
+		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: r.epoch,
+		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
+		Budget: r.budget, Price: r.price, Calls: r.calls, Metered: r.metered,
+		Controls: prev.Checkpoint.Controls, Journal: jc,
+	}
+	var h Head
+	if state != nil {
+		h, err = commit(r.env, r.a.Key, cp, state, prev.CID)
+		r.stateTick = r.tick
+	} else {
+		h, err = commitCheckpoint(r.env, r.a.Key, cp, prev.CID)
+	}
+	if err != nil {
+		return fmt.Errorf("commit the journaled tick %d of %s: %w", r.tick, r.a.DID, err)
+	}
+	r.head = h
+	r.dirty = false
+	r.calls, r.metered = 0, 0
+	r.failures = 0
+	if r.opts.AwaitCommit != nil {
+		// Cancelled (a stop, a lost lease): the loop sees ctx next.
+		_ = r.opts.AwaitCommit(ctx, cp.Seq)
+	}
+	return nil
+}
+
+// discardKeepTick drops a dead instance after a tick whose log is still to
+// be journaled: the next start replays up to it.
+func (r *run) discardKeepTick() {
+	if r.inst != nil {
+		r.inst.Close(context.Background())
+		r.inst = nil
+	}
 }
 
 func (r *run) checkpoint(ctx context.Context) error {
@@ -682,7 +769,11 @@ func (r *run) bill(elapsed time.Duration) {
 // failed tick there is no new state to record: tick numbers strictly
 // increase along a lineage, so the committed head keeps its budget.)
 func (r *run) finish(reason StopReason, err error) (Result, error) {
-	if r.dirty && r.inst != nil && !r.abort {
+	// A journaled head without state gets it written down (the same tick),
+	// so whoever resumes next need not replay — unless the head is inside
+	// a tick (partial), which only finishing the tick may follow.
+	unwritten := r.journal && !r.head.Checkpoint.State.Defined() && !r.head.Checkpoint.Partial
+	if (r.dirty || unwritten) && r.inst != nil && !r.abort {
 		if cerr := r.checkpoint(context.Background()); cerr != nil {
 			err = errors.Join(err, cerr)
 		}

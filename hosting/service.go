@@ -42,6 +42,9 @@ type Lease struct {
 	// stored it, which is what "commit" means there). The runner then does
 	// not pin its checkpoints (the driver pins what the group accepted).
 	OnCheckpoint func(Head)
+	// AwaitCommit, if set, is passed to RunOptions.AwaitCommit: the custody
+	// driver's wait for a checkpoint to be held by a majority.
+	AwaitCommit func(ctx context.Context, seq uint64) error
 	// OnExit, if set, is called once when the run ends by itself (budget,
 	// failures, MaxTicks) — not when Stop or Close ended it.
 	OnExit func(Result, error)
@@ -224,6 +227,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	opts := s.cfg.Run
 	opts.Epoch = lease.Epoch
 	opts.Fence = lease.Fence
+	opts.AwaitCommit = lease.AwaitCommit
 	if s.cfg.OnTick != nil {
 		did := a.DID
 		opts.OnTick = func(t uint64) { s.cfg.OnTick(did, t) }

@@ -29,6 +29,7 @@ import (
 	msmux "github.com/multiformats/go-multistream"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/hosting/lease"
 	"github.com/igor-mesh/igor-node/node/exchange"
@@ -374,7 +375,7 @@ func (n *custodyNet) Push(did string, gid custody.GroupID, c cid.Cid, to []strin
 	}
 	blocks := []pushedBlock{{c: c, data: data}}
 	size := len(data)
-	ids, err := n.m.Store.ObjectCIDs(cp.State)
+	ids, err := objectsOf(n.m.Store, cp)
 	if err != nil || len(ids)+1 > pushMaxBlocks {
 		return
 	}
@@ -871,3 +872,21 @@ const (
 	greetAttempts = 12
 	greetRetry    = 5 * time.Second
 )
+
+// objectsOf lists the blocks of cp's state and journal objects (each is
+// optional: a journaled step may have no state; most checkpoints have no
+// journal).
+func objectsOf(st *contentstore.Store, cp *agents.Checkpoint) ([]cid.Cid, error) {
+	var out []cid.Cid
+	for _, c := range []cid.Cid{cp.State, cp.Journal} {
+		if !c.Defined() {
+			continue
+		}
+		ids, err := st.ObjectCIDs(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ids...)
+	}
+	return out, nil
+}

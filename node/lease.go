@@ -511,7 +511,7 @@ func (m *Mesh) offerBlocks(head hosting.Head) []offerBlock {
 	if cp.Seq == 0 {
 		ids = append(ids, cp.Genesis, cp.Manifest)
 	}
-	state, err := m.Store.ObjectCIDs(cp.State)
+	state, err := objectsOf(m.Store, cp)
 	if err != nil {
 		return nil
 	}

@@ -18,22 +18,27 @@ import (
 
 // CheckpointInfo is what inspect shows of one checkpoint.
 type CheckpointInfo struct {
-	CID         string `json:"cid"`
-	Kind        string `json:"kind"`
-	DID         string `json:"did"`
-	Seq         uint64 `json:"seq"`
-	Tick        uint64 `json:"tick"`
-	Epoch       uint64 `json:"epoch"`
-	Budget      int64  `json:"budget_microcents"`
-	Price       int64  `json:"price_microcents_per_second"`
-	Holder      string `json:"holder,omitempty"`
-	Time        int64  `json:"time_unix_ns"`
-	Prev        string `json:"prev,omitempty"`
-	Genesis     string `json:"genesis"`
-	Module      string `json:"module"`
-	Manifest    string `json:"manifest"`
-	State       string `json:"state,omitempty"`
-	StateSize   uint64 `json:"state_size"`
+	CID       string `json:"cid"`
+	Kind      string `json:"kind"`
+	DID       string `json:"did"`
+	Seq       uint64 `json:"seq"`
+	Tick      uint64 `json:"tick"`
+	Epoch     uint64 `json:"epoch"`
+	Budget    int64  `json:"budget_microcents"`
+	Price     int64  `json:"price_microcents_per_second"`
+	Holder    string `json:"holder,omitempty"`
+	Time      int64  `json:"time_unix_ns"`
+	Prev      string `json:"prev,omitempty"`
+	Genesis   string `json:"genesis"`
+	Module    string `json:"module"`
+	Manifest  string `json:"manifest"`
+	State     string `json:"state,omitempty"`
+	StateSize uint64 `json:"state_size"`
+	// Journal: the tick log of a journaled step; Partial: it ends at an
+	// effect's intent inside the tick; Paid: µc paid since the predecessor.
+	Journal     string `json:"journal,omitempty"`
+	Partial     bool   `json:"partial,omitempty"`
+	Paid        int64  `json:"paid_microcents,omitempty"`
 	SignatureOK bool   `json:"signatures_valid"`
 	SigError    string `json:"signature_error,omitempty"`
 	// Content is a manifest's JSON (kind manifest only; a manifest carries
@@ -90,7 +95,13 @@ func describe(c cid.Cid, data []byte) (*CheckpointInfo, error) {
 			info.Prev = cp.Prev.String()
 		}
 		info.Genesis, info.Module, info.Manifest = cp.Genesis.String(), cp.Module.String(), cp.Manifest.String()
-		info.State, info.StateSize = cp.State.String(), cp.StateSize
+		if cp.State.Defined() {
+			info.State, info.StateSize = cp.State.String(), cp.StateSize
+		}
+		if cp.Journal.Defined() {
+			info.Journal = cp.Journal.String()
+		}
+		info.Partial, info.Paid = cp.Partial, cp.Paid
 		err = cp.Verify()
 		info.SignatureOK = err == nil
 		if err != nil {

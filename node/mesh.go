@@ -505,6 +505,9 @@ func (m *Mesh) publishHead(h hosting.Head, key ed25519.PrivateKey, leaseExpiry t
 			}
 		}
 		for _, c := range []cid.Cid{h.CID, cp.State} {
+			if !c.Defined() {
+				continue
+			}
 			if err := m.DHT.Provide(ctx, c); err != nil && ctx.Err() == nil {
 				m.Logger.Debug("provide", "cid", c, "err", err)
 			}

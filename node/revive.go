@@ -32,6 +32,12 @@ type LineageEntry struct {
 	// Control: the kind of owner's record it applies (stop, start, topup,
 	// delete, upgrade), if any.
 	Control string `json:"control,omitempty"`
+	// Journaled: it links its tick's log (a journaled agent); Stateless: its
+	// state is replayed from the journal; Partial: it ends at an effect's
+	// intent inside the tick.
+	Journaled bool `json:"journaled,omitempty"`
+	Stateless bool `json:"stateless,omitempty"`
+	Partial   bool `json:"partial,omitempty"`
 }
 
 // LineageReport lists an agent's checkpoint chain, genesis first.
@@ -68,6 +74,7 @@ func (m *Mesh) LineageRemote(ctx context.Context, did string) (*LineageReport, e
 		if cp.Control != nil {
 			le.Control = string(cp.Control.Kind)
 		}
+		le.Journaled, le.Stateless, le.Partial = cp.Journal.Defined(), !cp.State.Defined(), cp.Partial
 		rep.Entries = append(rep.Entries, le)
 	}
 	return rep, nil

@@ -85,7 +85,21 @@ func printInfo(w io.Writer, i *node.CheckpointInfo) {
 		row("holder", i.Holder)
 		row("time", time.Unix(0, i.Time).UTC().Format(time.RFC3339Nano))
 		row("prev", orDash(i.Prev))
-		row("state", fmt.Sprintf("%s (%d bytes)", i.State, i.StateSize))
+		if i.State != "" {
+			row("state", fmt.Sprintf("%s (%d bytes)", i.State, i.StateSize))
+		} else {
+			row("state", "- (replayed from the journal)")
+		}
+		if i.Journal != "" {
+			j := i.Journal
+			if i.Partial {
+				j += " (partial: ends at an effect's intent)"
+			}
+			row("journal", j)
+		}
+		if i.Paid != 0 {
+			row("paid", formatAmount(i.Paid))
+		}
 	} else {
 		row("budget", formatAmount(i.Budget))
 		row("created", time.Unix(0, i.Time).UTC().Format(time.RFC3339Nano))

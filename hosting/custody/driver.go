@@ -137,6 +137,10 @@ type driver struct {
 	finalDone chan controlDone
 	jobs      jobs // work in flight off the goroutine (phase.go)
 
+	// commits: the highest seq committed while this node ran the agent,
+	// for the runner's AwaitCommit (a journaled agent waits for each tick).
+	commits commitWatch
+
 	complete map[string]bool            // checkpoints whose blocks are here
 	held     map[string][]lease.Message // messages waiting for their checkpoint's blocks
 	pinned   string                     // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
@@ -695,6 +699,7 @@ func (d *driver) committed(cp lease.Checkpoint) {
 	if err != nil {
 		return
 	}
+	d.commits.advance(cp.Seq)
 	p, own := d.proposed[cp.Seq]
 	for seq := range d.proposed {
 		if seq <= cp.Seq {
@@ -790,7 +795,7 @@ func (d *driver) tryStart() {
 		_ = d.m.cfg.Service.Forget(d.did)
 		_, err = d.m.cfg.Service.Accept(d.ctx, hosting.Lease{
 			Head: c, Key: d.key, Epoch: d.mc.Epoch(), Term: time.Duration(d.g.TermMs) * time.Millisecond,
-			Fence: d.fence, OnCheckpoint: d.onCheckpoint, OnExit: d.onExit,
+			Fence: d.fence, OnCheckpoint: d.onCheckpoint, OnExit: d.onExit, AwaitCommit: d.commits.wait,
 			// The lease machine gives each epoch one holder: resuming our own
 			// final checkpoint at our epoch (a regroup that failed) is safe.
 			Exclusive: true,
@@ -1378,5 +1383,49 @@ func (d *driver) tryFinal() {
 	if c := d.mc.Committed(); c.ID != "" && c.Seq >= d.finalSeq {
 		d.finalDone <- controlDone{id: c.ID}
 		d.finalDone = nil
+	}
+}
+
+// commitWatch lets the runner's goroutine wait for the driver's commits.
+// The driver advances it; waiters block on a channel closed at each
+// advance (one allocation per commit, none per waiter).
+type commitWatch struct {
+	mu  sync.Mutex
+	seq uint64
+	ch  chan struct{} // closed when seq grows; nil until someone waits
+}
+
+func (w *commitWatch) advance(seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq <= w.seq {
+		return
+	}
+	w.seq = seq
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+}
+
+// wait returns once seq is committed, or ctx's error when ctx ends first
+// (the runner is being stopped: a lost lease, a handoff).
+func (w *commitWatch) wait(ctx context.Context, seq uint64) error {
+	for {
+		w.mu.Lock()
+		if w.seq >= seq {
+			w.mu.Unlock()
+			return nil
+		}
+		if w.ch == nil {
+			w.ch = make(chan struct{})
+		}
+		ch := w.ch
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }

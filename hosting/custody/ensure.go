@@ -77,8 +77,18 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 		}
 		signed[cur] = true
 		walked = append(walked, agents.Entry{CID: cur, Checkpoint: cp})
-		if err := f.FetchDAG(ctx, cp.State, peers); err != nil {
-			return fmt.Errorf("state of checkpoint %s: %w", cur, err)
+		// A journaled step may have no state (a new holder replays its
+		// journal from the state below).
+		for _, o := range []struct {
+			name string
+			c    cid.Cid
+		}{{"state", cp.State}, {"journal", cp.Journal}} {
+			if !o.c.Defined() {
+				continue
+			}
+			if err := f.FetchDAG(ctx, o.c, peers); err != nil {
+				return fmt.Errorf("%s of checkpoint %s: %w", o.name, cur, err)
+			}
 		}
 		if ctl := cp.Control; ctl != nil && ctl.Kind == agents.ControlUpgrade {
 			// An owner's upgrade: the module and manifest it runs from here.

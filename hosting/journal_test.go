@@ -1,0 +1,182 @@
+package hosting_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/internal/testagents"
+)
+
+// createJournaled creates the example agent name with "journal" set in
+// its manifest.
+func (f *fixture) createJournaled(t testing.TB, name string) (*hosting.Loaded, ed25519.PrivateKey) {
+	t.Helper()
+	wasmPath, manPath := testagents.Path(t, name)
+	wasm, _ := os.ReadFile(wasmPath)
+	manJSON, _ := os.ReadFile(manPath)
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man.Journal = true
+	_, key, _ := agents.GenerateKey(rand.Reader)
+	ctx := context.Background()
+	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000_000, Price: 1_000_000, AgentKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := hosting.Load(ctx, f.env, head.CID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, key
+}
+
+
+// A journaled agent's holder writes one step per tick — its log, the state
+// every CheckpointEvery ticks — and the state at the end; replaying the
+// journal from the last state reaches the live instance's state exactly.
+func TestJournaledRunWritesEveryTick(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a, _ := f.createJournaled(t, "heartbeat")
+	res, err := hosting.Run(ctx, f.env, a, fast(7, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lin, err := agents.VerifyLineage(res.Head.CID, f.st, agents.VerifyOptions{ExpectDID: a.DID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// seq 0, ticks 1..7 journaled (state at tick 5), tick 7's state written down.
+	if len(lin.Entries) != 9 {
+		t.Fatalf("lineage has %d checkpoints, want 9", len(lin.Entries))
+	}
+	for k, e := range lin.Entries {
+		cp := e.Checkpoint
+		journaled := k >= 1 && k <= 7
+		hasState := k == 0 || k == 5 || k == 8
+		if cp.Journal.Defined() != journaled || cp.State.Defined() != hasState {
+			t.Fatalf("seq %d (tick %d): journal %t state %t; want %t %t", k, cp.Tick, cp.Journal.Defined(), cp.State.Defined(), journaled, hasState)
+		}
+	}
+	want, err := f.st.ReadObject(res.Head.Checkpoint.State, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e7 := lin.Entries[7]
+	got, err := hosting.StateAt(ctx, f.env, hosting.Head{CID: e7.CID, Checkpoint: e7.Checkpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("replaying ticks 6 and 7 from tick 5's state does not reach the live instance's state")
+	}
+	e6 := lin.Entries[6]
+	if got6, err := hosting.StateAt(ctx, f.env, hosting.Head{CID: e6.CID, Checkpoint: e6.Checkpoint}); err != nil || bytes.Equal(got6, want) {
+		t.Fatalf("state at tick 6 (err %v) equals tick 7's: the check proves nothing", err)
+	}
+}
+
+// A new holder resuming from a journaled head (its predecessor was fenced,
+// so no state was written since tick 5) replays ticks 6 and 7 with their
+// recorded observations and goes on at tick 8: no tick runs twice.
+func TestJournaledTakeoverRunsNoTickTwice(t *testing.T) {
+	f := newFixture(t)
+	a, key := f.createJournaled(t, "heartbeat")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	opts := fast(0, 5)
+	opts.OnTick = func(tick uint64) {
+		if tick == 7 {
+			cancel(hosting.ErrFenced) // the lease ended: no final checkpoint
+		}
+	}
+	res, err := hosting.Run(ctx, f.env, a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := res.Head.Checkpoint; h.Tick != 7 || h.State.Defined() {
+		t.Fatalf("fenced holder's head: tick %d, state %t; want tick 7 without state", h.Tick, h.State.Defined())
+	}
+	b, err := hosting.Load(context.Background(), f.env, res.Head.CID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = hosting.Run(context.Background(), f.env, b, fast(3, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := res.Head.Checkpoint; h.Tick != 10 || !h.State.Defined() {
+		t.Fatalf("new holder's head: tick %d, state %t", h.Tick, h.State.Defined())
+	}
+	if _, err := agents.VerifyLineage(res.Head.CID, f.st, agents.VerifyOptions{ExpectDID: a.DID}); err != nil {
+		t.Fatal(err)
+	}
+	f.logs.mu.Lock()
+	defer f.logs.mu.Unlock()
+	var ticks []string
+	for _, l := range f.logs.lines {
+		if i := strings.Index(l, "tick="); i >= 0 {
+			ticks = append(ticks, strings.Fields(l[i:])[0])
+		}
+	}
+	if got := strings.Join(ticks, " "); got != "tick=1 tick=2 tick=3 tick=4 tick=5 tick=6 tick=7 tick=8 tick=9 tick=10" {
+		t.Fatalf("ticks run: %s (each once, in order, expected)", got)
+	}
+}
+
+// The next tick waits until the group holds the previous one.
+func TestJournaledTickWaitsForCommit(t *testing.T) {
+	f := newFixture(t)
+	a, _ := f.createJournaled(t, "counter")
+	var mu sync.Mutex
+	var seqs []uint64
+	var ticks uint64
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	opts := fast(5, 100)
+	opts.OnTick = func(tick uint64) { mu.Lock(); ticks = tick; mu.Unlock() }
+	opts.AwaitCommit = func(ctx context.Context, seq uint64) error {
+		mu.Lock()
+		seqs = append(seqs, seq)
+		mu.Unlock()
+		if seq == 3 {
+			close(blocked)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := hosting.Run(context.Background(), f.env, a, opts)
+		done <- err
+	}()
+	<-blocked
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	during := ticks
+	mu.Unlock()
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if during != 3 {
+		t.Fatalf("%d ticks ran while tick 3's step was not committed; want 3", during)
+	}
+	if got := seqs; len(got) != 5 || got[0] != 1 || got[4] != 5 {
+		t.Fatalf("awaited seqs %v, want 1..5", got)
+	}
+}
