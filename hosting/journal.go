@@ -118,3 +118,144 @@ func StateAt(ctx context.Context, env Env, head Head) ([]byte, error) {
 	}
 	return inst.Checkpoint(ctx)
 }
+
+// ReplayReport is what ReplayLineage found.
+type ReplayReport struct {
+	// Ticks: journaled ticks re-executed from their recorded observations.
+	Ticks uint64 `json:"ticks_replayed"`
+	// Compared: checkpoints whose stored state the replay reached byte for
+	// byte (each journaled step with state, and each state written down
+	// after journaled steps).
+	Compared int `json:"states_compared"`
+	// Unjournaled: ticks with no journal (an agent or a stretch of its
+	// life not journaled): not re-executed; the next stored state is taken
+	// as it is.
+	Unjournaled uint64 `json:"ticks_unjournaled"`
+	// Divergence, if set, is the first checkpoint the replay could not
+	// reach: the lineage's states do not follow from its journal.
+	Divergence *Divergence `json:"divergence,omitempty"`
+}
+
+// Divergence names the checkpoint where a replay parted from the lineage.
+type Divergence struct {
+	Seq    uint64 `json:"seq"`
+	Tick   uint64 `json:"tick"`
+	CID    string `json:"cid"`
+	Reason string `json:"reason"`
+}
+
+// ReplayLineage re-executes every journaled tick of a verified lineage from
+// the state before it, with the tick's recorded observations, and compares
+// each stored state the journal leads to with the state the replay reached
+// (docs/PROTOCOL.md, "Tick journal"). It proves the agent's states follow
+// from its journal (that the holders ran the module they claim on the
+// observations they recorded), not that the observations were true. Only
+// rt and blocks are used: no key, no network.
+func ReplayLineage(ctx context.Context, rt *wasmexec.Runtime, blocks Blocks, lin *agents.Lineage) (ReplayReport, error) {
+	env := &Env{Runtime: rt, Blocks: blocks, AgentLog: func(string, string) {}}
+	var rep ReplayReport
+	var inst *wasmexec.Instance
+	closeInst := func() {
+		if inst != nil {
+			inst.Close(context.Background())
+			inst = nil
+		}
+	}
+	defer closeInst()
+	diverged := func(e agents.Entry, format string, args ...any) (ReplayReport, error) {
+		rep.Divergence = &Divergence{Seq: e.Checkpoint.Seq, Tick: e.Checkpoint.Tick, CID: e.CID.String(), Reason: fmt.Sprintf(format, args...)}
+		return rep, nil
+	}
+	// resync starts a fresh instance from e's stored state (its module and
+	// manifest in force).
+	resync := func(e agents.Entry) error {
+		closeInst()
+		man, mod, err := compileAgent(ctx, *env, e.Checkpoint)
+		if err != nil {
+			return err
+		}
+		state, err := blocks.ReadObject(e.Checkpoint.State, int64(man.ResourceLimits.MaxStateBytes))
+		if err != nil {
+			return fmt.Errorf("state %s: %w", e.Checkpoint.State, err)
+		}
+		if inst, err = rt.Instantiate(ctx, mod, instanceConfig(env, man, e.Checkpoint.Agent)); err != nil {
+			return err
+		}
+		return inst.Resume(ctx, state)
+	}
+	compare := func(e agents.Entry) (bool, string, error) {
+		got, err := inst.Checkpoint(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		want, err := blocks.ReadObject(e.Checkpoint.State, agents.MaxStateBytesCap)
+		if err != nil {
+			return false, "", fmt.Errorf("state %s: %w", e.Checkpoint.State, err)
+		}
+		if string(got) == string(want) {
+			return true, "", nil
+		}
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		return false, fmt.Sprintf("the replay reached a state of %d bytes, the checkpoint stores %d; first difference at byte %d", len(got), len(want), i), nil
+	}
+	for k, e := range lin.Entries {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		cp := e.Checkpoint
+		if k == 0 {
+			if err := resync(e); err != nil {
+				return rep, err
+			}
+			continue
+		}
+		prev := lin.Entries[k-1].Checkpoint
+		switch {
+		case cp.Partial:
+			// The step that finishes the tick holds its whole log.
+		case cp.Journal.Defined():
+			if inst == nil {
+				return diverged(e, "journaled tick %d follows no state the replay could start from", cp.Tick)
+			}
+			log, err := readJournal(env, cp)
+			if err != nil {
+				return diverged(e, "%v", err)
+			}
+			if _, err := inst.ReplayTick(ctx, log, false); err != nil {
+				return diverged(e, "tick %d: %v", cp.Tick, err)
+			}
+			rep.Ticks++
+			if cp.State.Defined() {
+				ok, why, err := compare(e)
+				if err != nil {
+					return rep, err
+				}
+				if !ok {
+					return diverged(e, "tick %d: %s", cp.Tick, why)
+				}
+				rep.Compared++
+			}
+		case !prev.State.Defined() && cp.Tick == prev.Tick && cp.Control == nil:
+			// The state of journaled ticks written down.
+			ok, why, err := compare(e)
+			if err != nil {
+				return rep, err
+			}
+			if !ok {
+				return diverged(e, "tick %d's state written down: %s", cp.Tick, why)
+			}
+			rep.Compared++
+		default:
+			// Ticks without a journal, or an owner's record (an upgrade
+			// changes the module): go on from the stored state.
+			rep.Unjournaled += agents.CompletedTicks(cp) - agents.CompletedTicks(prev)
+			if err := resync(e); err != nil {
+				return rep, err
+			}
+		}
+	}
+	return rep, nil
+}

@@ -268,7 +268,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/agents/{did}/verify", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := m.VerifyRemote(r.Context(), r.PathValue("did"))
+		rep, err := m.VerifyRemote(r.Context(), r.PathValue("did"), VerifyOptions{Replay: r.URL.Query().Get("replay") == "1"})
 		if err != nil {
 			writeErr(w, statusOf(err), err)
 			return

@@ -129,7 +129,7 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	var rep *VerifyReport
 	eventually(t, "a verified lineage that includes the new holder", 30*time.Second, func() error {
 		var err error
-		if rep, err = observer.VerifyRemote(ctx, res.DID); err != nil {
+		if rep, err = observer.VerifyRemote(ctx, res.DID, VerifyOptions{}); err != nil {
 			return err
 		}
 		if !rep.Valid || len(rep.Forks) != 0 {
@@ -188,7 +188,7 @@ func TestReviveAfterAllCustodiansDie(t *testing.T) {
 	}
 	// The publisher verified the agent once (it now holds its lineage up to
 	// then); then the whole group dies, taking newer checkpoints with it.
-	if rep, err := pubs[0].VerifyRemote(ctx, res.DID); err != nil || !rep.Valid {
+	if rep, err := pubs[0].VerifyRemote(ctx, res.DID, VerifyOptions{}); err != nil || !rep.Valid {
 		t.Fatalf("verify before the group dies: %v %+v", err, rep)
 	}
 	for _, h := range hosts {
@@ -258,7 +258,7 @@ func TestReviveAfterAllCustodiansDie(t *testing.T) {
 		}
 		return nil
 	})
-	rep, err := pubs[0].VerifyRemote(ctx, res.DID)
+	rep, err := pubs[0].VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestDeadStandbyReplacedInPlace(t *testing.T) {
 	if err != nil || q.Holder != holder.PeerID() {
 		t.Fatalf("query: %+v %v", q, err)
 	}
-	rep, err := rest[0].VerifyRemote(ctx, res.DID)
+	rep, err := rest[0].VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

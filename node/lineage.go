@@ -14,6 +14,8 @@ import (
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/contentstore"
+	"github.com/igor-mesh/igor-node/hosting"
+	"github.com/igor-mesh/igor-node/wasmexec"
 )
 
 // CheckpointInfo is what inspect shows of one checkpoint.
@@ -145,6 +147,17 @@ type VerifyReport struct {
 	Error     string         `json:"error,omitempty"`
 	FailedCID string         `json:"failed_cid,omitempty"`
 	FailedSeq *uint64        `json:"failed_seq,omitempty"`
+	// Paid totals the agent's payments (wallet_pay) over its lineage.
+	Paid int64 `json:"paid_microcents,omitempty"`
+	// Replay: what re-executing the journaled ticks found (verify --replay).
+	Replay *hosting.ReplayReport `json:"replay,omitempty"`
+}
+
+// VerifyOptions select the optional parts of a verification.
+type VerifyOptions struct {
+	// Replay re-executes every journaled tick and compares the states it
+	// reaches with the stored ones (hosting.ReplayLineage).
+	Replay bool
 }
 
 // HolderCharge totals the budget steps one holder signed: what it charged,
@@ -170,17 +183,23 @@ var ErrInvalid = errors.New("lineage invalid")
 
 // Verify checks the whole lineage of a local agent, every block it names,
 // and every checkpoint of the agent in the store for forks.
-func (l *Local) Verify(ctx context.Context, did string) (*VerifyReport, error) {
+func (l *Local) Verify(ctx context.Context, did string, opts VerifyOptions) (*VerifyReport, error) {
 	head, err := l.Home.Head(did)
 	if err != nil {
 		return nil, err
 	}
-	return verifyIn(ctx, l.Store, head, did), nil
+	var rt *wasmexec.Runtime
+	if opts.Replay {
+		if rt, err = l.Runtime(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return verifyIn(ctx, l.Store, head, did, rt), nil
 }
 
 // VerifyCAR checks the agent carried by a CAR file, without touching the
 // home: blocks go to a temporary store that is removed afterwards.
-func VerifyCAR(ctx context.Context, path string) (*VerifyReport, error) {
+func VerifyCAR(ctx context.Context, path string, opts VerifyOptions) (*VerifyReport, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -203,12 +222,20 @@ func VerifyCAR(ctx context.Context, path string) (*VerifyReport, error) {
 	if len(roots) != 1 {
 		return nil, fmt.Errorf("%w: %s has %d roots, want 1 (the head checkpoint)", ErrNotAgentCAR, path, len(roots))
 	}
-	return verifyIn(ctx, st, roots[0], ""), nil
+	var rt *wasmexec.Runtime
+	if opts.Replay {
+		if rt, err = wasmexec.NewRuntime(ctx, wasmexec.Config{}); err != nil {
+			return nil, err
+		}
+		defer rt.Close(context.Background())
+	}
+	return verifyIn(ctx, st, roots[0], "", rt), nil
 }
 
 // verifyIn runs the lineage check from head, then fork detection over every
-// checkpoint of the same agent in st.
-func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectDID string) *VerifyReport {
+// checkpoint of the same agent in st, then, given a runtime, the replay of
+// every journaled tick.
+func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectDID string, replay *wasmexec.Runtime) *VerifyReport {
 	rep := &VerifyReport{Head: head.String(), DID: expectDID}
 	lin, err := agents.VerifyLineage(head, st, agents.VerifyOptions{ExpectDID: expectDID, CheckBlock: ObjectChecker(st)})
 	if err != nil {
@@ -246,7 +273,8 @@ func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectD
 		c.Ticks += cp.Tick - tickBefore
 		c.Calls += cp.Calls
 		c.MeteredNs += cp.Metered
-		c.Charged += before - cp.Budget
+		c.Charged += before - cp.Budget - cp.Paid
+		rep.Paid += cp.Paid
 	}
 	entries, err := agentCheckpoints(ctx, st, lin.DID)
 	if err != nil {
@@ -260,6 +288,21 @@ func verifyIn(ctx context.Context, st *contentstore.Store, head cid.Cid, expectD
 		f := rep.Forks[0]
 		rep.Error = fmt.Sprintf("fork: checkpoints %s and %s both follow %s", f.A, f.B, f.Prev)
 		return rep
+	}
+	if replay != nil {
+		rr, err := hosting.ReplayLineage(ctx, replay, st, lin)
+		rep.Replay = &rr
+		if err != nil {
+			rep.Error = fmt.Sprintf("replay: %v", err)
+			return rep
+		}
+		if d := rr.Divergence; d != nil {
+			rep.Error = fmt.Sprintf("replay diverges at seq %d (tick %d, %s): %s", d.Seq, d.Tick, d.CID, d.Reason)
+			rep.FailedCID = d.CID
+			seq := d.Seq
+			rep.FailedSeq = &seq
+			return rep
+		}
 	}
 	rep.Valid = true
 	return rep

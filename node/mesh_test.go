@@ -108,7 +108,7 @@ func TestPublishRunQueryAcrossMesh(t *testing.T) {
 	if st.Holder != res.Holder || st.Epoch != 1 || st.DID != res.DID || st.Budget >= 1_000_000 {
 		t.Fatalf("query: %+v", st)
 	}
-	rep, err := observer.VerifyRemote(ctx, res.DID)
+	rep, err := observer.VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

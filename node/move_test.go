@@ -213,7 +213,7 @@ func TestMoveToBetterRankedNewNode(t *testing.T) {
 		}
 		return nil
 	})
-	rep, err := ms[0].VerifyRemote(ctx, res.DID)
+	rep, err := ms[0].VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestDrainMovesAgentOutOfItsGroup(t *testing.T) {
 		}
 		return nil
 	})
-	rep, err := outsiders[0].VerifyRemote(ctx, res.DID)
+	rep, err := outsiders[0].VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestNoMemberCanRunWhenHolderDies(t *testing.T) {
 	if limit := 8 * time.Second; took > limit && !testing.Short() {
 		t.Fatalf("the agent was stopped for %v; want under %v", took, limit)
 	}
-	rep, err := next.VerifyRemote(ctx, res.DID)
+	rep, err := next.VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestShortGroupIsFilled(t *testing.T) {
 	if n := mt.moves(t); n != 0 {
 		t.Fatalf("%d moves; filling the group in place must not move the agent", n)
 	}
-	rep, err := ms[0].VerifyRemote(ctx, res.DID)
+	rep, err := ms[0].VerifyRemote(ctx, res.DID, VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

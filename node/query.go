@@ -13,6 +13,7 @@ import (
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/dht"
 	"github.com/igor-mesh/igor-node/node/exchange"
+	"github.com/igor-mesh/igor-node/wasmexec"
 )
 
 // AgentStatus is the answer to a query by DID from anywhere in the mesh.
@@ -304,7 +305,7 @@ func (m *Mesh) fetchCheckpoint(ctx context.Context, did string, c cid.Cid, from 
 
 // VerifyRemote fetches the agent's whole DAG from the mesh into this node's
 // store and verifies its lineage, as `verify DID` does for a local agent.
-func (m *Mesh) VerifyRemote(ctx context.Context, did string) (*VerifyReport, error) {
+func (m *Mesh) VerifyRemote(ctx context.Context, did string, opts VerifyOptions) (*VerifyReport, error) {
 	st, err := m.QueryAgent(ctx, did)
 	if err != nil {
 		return nil, err
@@ -317,7 +318,13 @@ func (m *Mesh) VerifyRemote(ctx context.Context, did string) (*VerifyReport, err
 	if _, err := m.Ex.FetchDAG(ctx, head, exchange.FetchOptions{From: from}); err != nil {
 		return nil, fmt.Errorf("fetch lineage of %s: %w", did, err)
 	}
-	return verifyIn(ctx, m.Store, head, did), nil
+	var rt *wasmexec.Runtime
+	if opts.Replay {
+		if rt, err = m.Runtime(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return verifyIn(ctx, m.Store, head, did, rt), nil
 }
 
 func cidDecode(s string) (cid.Cid, error) { return cid.Decode(s) }

@@ -126,6 +126,7 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 	var (
 		asJSON bool
 		api    string
+		replay bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verify DID|FILE.car",
@@ -134,12 +135,17 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 holder), links, sequence and tick order, epochs, budget never increasing, module
 and manifest binding, and that every state/module block is present and intact.
 It also reports forks (two checkpoints with the same predecessor) with both CIDs.
+With --replay it re-executes every journaled tick (agents whose manifest sets
+"journal", or uses http or x402) from the state before it, with the tick's
+recorded observations, and checks that every stored state follows: that the
+holders ran the agent's module on what they recorded.
 An agent that is not in this home is fetched from the mesh through the local
 daemon. Exit status 0 only if everything is valid.`,
 		Args: exactArgs(1, "a DID or a CAR file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var rep *node.VerifyReport
 			var err error
+			opts := node.VerifyOptions{Replay: replay}
 			if _, derr := agents.ParseDID(args[0]); derr == nil {
 				l, oerr := g.openLocal(cmd)
 				switch {
@@ -149,18 +155,22 @@ daemon. Exit status 0 only if everything is valid.`,
 				case oerr != nil:
 					return oerr
 				default:
-					rep, err = l.Verify(cmd.Context(), args[0])
+					rep, err = l.Verify(cmd.Context(), args[0], opts)
 					l.Close()
 				}
 				if errors.Is(err, node.ErrUnknownAgent) {
 					// Not here: ask the mesh through the daemon, if one runs.
 					if c, cerr := g.client(api); cerr == nil {
 						rep = &node.VerifyReport{}
-						err = c.do("GET", "/v1/agents/"+args[0]+"/verify", nil, rep)
+						path := "/v1/agents/" + args[0] + "/verify"
+						if replay {
+							path += "?replay=1"
+						}
+						err = c.do("GET", path, nil, rep)
 					}
 				}
 			} else if st, serr := os.Stat(args[0]); serr == nil && !st.IsDir() {
-				rep, err = node.VerifyCAR(cmd.Context(), args[0])
+				rep, err = node.VerifyCAR(cmd.Context(), args[0], opts)
 			} else {
 				return usagef("%q is neither a DID nor a CAR file", args[0])
 			}
@@ -182,6 +192,7 @@ daemon. Exit status 0 only if everything is valid.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&api, "api", "", "daemon API address for agents not in this home")
+	cmd.Flags().BoolVar(&replay, "replay", false, "re-execute every journaled tick and compare the states it reaches")
 	return cmd
 }
 
@@ -200,10 +211,20 @@ func printReport(w io.Writer, r *node.VerifyReport) {
 				formatAmount(c.Charged), c.Holder, c.Ticks, c.Calls, time.Duration(c.MeteredNs).Round(time.Microsecond), c.Checkpoints)
 		}
 	}
+	if r.Paid != 0 {
+		fmt.Fprintf(w, "paid       %s (wallet_pay)\n", formatAmount(r.Paid))
+	}
+	if rr := r.Replay; rr != nil {
+		fmt.Fprintf(w, "replay     %d journaled ticks re-executed, %d states compared, %d ticks not journaled\n", rr.Ticks, rr.Compared, rr.Unjournaled)
+	}
 	for _, f := range r.Forks {
 		fmt.Fprintf(w, "FORK       %s and %s both follow %s\n", f.A, f.B, f.Prev)
 	}
 	if r.Valid {
+		if r.Replay != nil {
+			fmt.Fprintf(w, "VALID      every signature, link and block verified; every journaled tick replayed to its state\n")
+			return
+		}
 		fmt.Fprintf(w, "VALID      every signature, link and block verified\n")
 		return
 	}
