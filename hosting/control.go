@@ -22,6 +22,11 @@ var ErrAgentStopped = errors.New("hosting: agent stopped by its owner")
 // agent keeps its module (rolled back).
 var ErrUpgradeFailed = errors.New("hosting: upgrade failed; the agent keeps its module")
 
+// ErrInsideTick: the agent's head is inside a tick (its holder journaled an
+// effect's intent and stopped); only the run that finishes the tick may
+// follow it. Run the agent, then apply the record.
+var ErrInsideTick = errors.New("hosting: the agent's head is inside a tick (an effect in doubt)")
+
 // ApplyControl writes the checkpoint that applies the owner's record ctl on
 // top of head, between ticks: same tick and state, no metering, the record
 // inline, made at epoch by this node (docs/CHECKPOINT-FORMAT.md, "Control
@@ -44,6 +49,18 @@ func ApplyControl(ctx context.Context, env Env, head Head, key ed25519.PrivateKe
 	}
 	if err := checkControl(&env, prev, ctl); err != nil {
 		return Head{}, err
+	}
+	if prev.Partial {
+		return Head{}, fmt.Errorf("%w: %s at tick %d; run it to finish the tick, then apply the record", ErrInsideTick, head.CID, prev.Tick)
+	}
+	if !prev.State.Defined() {
+		// A journaled step: write its state down first (replayed), so the
+		// record's checkpoint carries the state it applies to.
+		var err error
+		if head, err = writeStateDown(ctx, &env, head, key, epoch); err != nil {
+			return Head{}, err
+		}
+		prev = head.Checkpoint
 	}
 	cp := &agents.Checkpoint{
 		Agent: prev.Agent, Genesis: prev.Genesis, Prev: head.CID,
@@ -159,3 +176,21 @@ func (s *Service) PrepareUpgrade(ctx context.Context, ctl *agents.Control) error
 
 // controlLimit bounds writing one control checkpoint.
 const controlLimit = 20 * time.Second
+
+// writeStateDown commits head's state, replayed from its journal, as a
+// checkpoint of the same tick (no metering): what a run's final checkpoint
+// does for a journaled agent, for a head no run here reached.
+func writeStateDown(ctx context.Context, env *Env, head Head, key ed25519.PrivateKey, epoch uint64) (Head, error) {
+	state, err := StateAt(ctx, *env, head)
+	if err != nil {
+		return Head{}, err
+	}
+	prev := head.Checkpoint
+	cp := &agents.Checkpoint{
+		Agent: prev.Agent, Genesis: prev.Genesis, Prev: head.CID,
+		Seq: prev.Seq + 1, Tick: prev.Tick, Epoch: epoch,
+		Module: prev.Module, Manifest: prev.Manifest, Budget: prev.Budget, Price: prev.Price,
+		Controls: prev.Controls, Stopped: prev.Stopped,
+	}
+	return commit(env, key, cp, state, head.CID)
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -19,8 +20,8 @@ import (
 )
 
 // createJournaled creates the example agent name with "journal" set in
-// its manifest.
-func (f *fixture) createJournaled(t testing.TB, name string) (*hosting.Loaded, ed25519.PrivateKey) {
+// its manifest, owned by owner (if not nil).
+func (f *fixture) createJournaled(t testing.TB, name string, owner ...ed25519.PublicKey) (*hosting.Loaded, ed25519.PrivateKey) {
 	t.Helper()
 	wasmPath, manPath := testagents.Path(t, name)
 	wasm, _ := os.ReadFile(wasmPath)
@@ -32,7 +33,11 @@ func (f *fixture) createJournaled(t testing.TB, name string) (*hosting.Loaded, e
 	man.Journal = true
 	_, key, _ := agents.GenerateKey(rand.Reader)
 	ctx := context.Background()
-	head, err := hosting.Create(ctx, f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000_000, Price: 1_000_000, AgentKey: key})
+	p := hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1_000_000_000, Price: 1_000_000, AgentKey: key}
+	if len(owner) > 0 {
+		p.Owner = agents.DID(owner[0])
+	}
+	head, err := hosting.Create(ctx, f.env, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,5 +260,68 @@ func TestReplayLineage(t *testing.T) {
 	}
 	if d := rep.Divergence; d == nil || d.Seq != 10 || !strings.Contains(d.Reason, "first difference at byte") {
 		t.Fatalf("forged observation at tick 7: divergence %+v, want one at seq 10 (the next stored state)", d)
+	}
+}
+
+// An owner's record on a journaled head without state (its holder was
+// fenced): the state is replayed and written down first, then the record
+// applies to it; a head inside a tick refuses records.
+func TestControlOnJournaledHead(t *testing.T) {
+	f := newFixture(t)
+	ownerPub, owner, _ := agents.GenerateKey(rand.Reader)
+	a, key := f.createJournaled(t, "heartbeat", ownerPub)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	opts := fast(0, 5)
+	opts.OnTick = func(tick uint64) {
+		if tick == 7 {
+			cancel(hosting.ErrFenced)
+		}
+	}
+	res, err := hosting.Run(ctx, f.env, a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := res.Head
+	want, err := hosting.StateAt(context.Background(), f.env, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := &agents.Control{Kind: agents.ControlStop, Agent: a.DID, Seq: 1, Issued: 1}
+	if err := ctl.Sign(owner); err != nil {
+		t.Fatal(err)
+	}
+	stopped, err := hosting.ApplyControl(context.Background(), f.env, head, key, head.Checkpoint.Epoch, ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := stopped.Checkpoint
+	if !c.Stopped || c.Tick != 7 || c.Seq != head.Checkpoint.Seq+2 {
+		t.Fatalf("stop on a journaled head: %+v (head seq %d)", c, head.Checkpoint.Seq)
+	}
+	got, err := f.st.ReadObject(c.State, 1<<20)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the stopped agent's state is not the replayed one (err %v)", err)
+	}
+	if _, err := agents.VerifyLineage(stopped.CID, f.st, agents.VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A partial head (an intent) refuses the record.
+	partial := *head.Checkpoint
+	partial.Prev, partial.Seq, partial.Tick, partial.Partial = head.CID, head.Checkpoint.Seq+1, head.Checkpoint.Tick+1, true
+	partial.Calls, partial.Metered = 0, 0
+	if err := partial.Sign(key, f.env.NodeKey); err != nil {
+		t.Fatal(err)
+	}
+	data, pc, err := partial.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Put(cid.DagCBOR, data); err != nil {
+		t.Fatal(err)
+	}
+	_, err = hosting.ApplyControl(context.Background(), f.env, hosting.Head{CID: pc, Checkpoint: &partial}, key, partial.Epoch, ctl)
+	if !errors.Is(err, hosting.ErrInsideTick) {
+		t.Fatalf("record on a partial head: %v, want ErrInsideTick", err)
 	}
 }
