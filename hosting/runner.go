@@ -587,10 +587,13 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		if r.opts.OnTick != nil {
 			r.opts.OnTick(r.tick)
 		}
+		var spent time.Duration // journaling: counted into the interval
 		if r.journal {
+			t0 := time.Now()
 			if err := r.journalTick(ctx, res.Log); err != nil {
 				return r.res, err
 			}
+			spent = time.Since(t0)
 		} else if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
 			// Nor is a checkpoint in progress (its deadline bounds it): a
 			// stop for a handoff or regroup that cancelled it killed the
@@ -603,10 +606,13 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				return r.finish(StopFailed, fmt.Errorf("%w: %d failures without a committed checkpoint, last: %w", ErrTooManyFailures, r.failures, r.lastFailure))
 			}
 		}
+		// The wait for the journal's commit is part of the interval to the
+		// next tick, so a fast agent keeps its cadence when the commit
+		// takes less than the interval.
 		if res.More {
-			timer.Reset(r.opts.FastInterval)
+			timer.Reset(max(r.opts.FastInterval-spent, 0))
 		} else {
-			timer.Reset(r.opts.TickInterval)
+			timer.Reset(max(r.opts.TickInterval-spent, 0))
 		}
 	}
 }
