@@ -325,3 +325,33 @@ func TestControlOnJournaledHead(t *testing.T) {
 		t.Fatalf("record on a partial head: %v, want ErrInsideTick", err)
 	}
 }
+
+// An agent this host's price could never run is refused before anything
+// is stored (it used to leave a genesis and a checkpoint 0 that verify
+// calls INVALID).
+func TestCreateRefusesPriceAboveLimitFirst(t *testing.T) {
+	f := newFixture(t)
+	wasmPath, manPath := testagents.Path(t, "counter")
+	wasm, _ := os.ReadFile(wasmPath)
+	manJSON, _ := os.ReadFile(manPath)
+	man, err := agents.ParseManifest(manJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man.MigrationPolicy.MaxPricePerSecond = 10
+	_, key, _ := agents.GenerateKey(rand.Reader)
+	_, err = hosting.Create(context.Background(), f.env, hosting.CreateParams{Wasm: wasm, Manifest: man, Budget: 1000, Price: 11, AgentKey: key})
+	if !errors.Is(err, hosting.ErrPriceTooHigh) {
+		t.Fatalf("err = %v, want ErrPriceTooHigh", err)
+	}
+	if n := len(f.heads.m); n != 0 {
+		t.Fatalf("%d heads written", n)
+	}
+	var blocks int
+	if err := f.st.ForEach(func(cid.Cid) error { blocks++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if blocks != 0 {
+		t.Fatalf("%d blocks stored for a refused agent", blocks)
+	}
+}

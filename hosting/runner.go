@@ -150,6 +150,11 @@ func Create(ctx context.Context, env Env, p CreateParams) (Head, error) {
 	if p.Price < 0 {
 		return Head{}, fmt.Errorf("hosting: price must not be negative, got %d µc/s", p.Price)
 	}
+	// Checked before anything is written: an agent this price could never
+	// run would otherwise stay behind with a genesis and a checkpoint 0.
+	if limit := p.Manifest.MigrationPolicy.MaxPricePerSecond; limit > 0 && p.Price > limit {
+		return Head{}, fmt.Errorf("%w: this host charges %d µc/s, the agent's manifest allows at most %d (migration_policy.max_price_per_second); nothing was created", ErrPriceTooHigh, p.Price, limit)
+	}
 	did := agents.DID(p.AgentKey.Public().(ed25519.PublicKey))
 	modCID, wasm := p.Module, p.Wasm
 	if !modCID.Defined() {
