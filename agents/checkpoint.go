@@ -56,7 +56,11 @@ type Checkpoint struct {
 	Partial bool
 	// Paid is what the agent paid (wallet_pay) since its predecessor, in
 	// µc, on top of the metering: Budget = BudgetAfter(…) − Paid, at least 0.
-	Paid      int64
+	Paid int64
+	// Receipts links the agent's latest payment receipts (at most
+	// MaxReceipts, oldest first: what wallet_receipt reads), an object
+	// written when a payment adds one and carried forward otherwise.
+	Receipts  cid.Cid
 	AgentSig  []byte // Ed25519 signature by the agent key
 	HolderSig []byte // Ed25519 signature by the holder's node key
 }
@@ -85,6 +89,7 @@ type checkpointWire struct {
 	Journal   *link        `cbor:"journal,omitempty"`
 	Partial   bool         `cbor:"partial,omitempty"`
 	Paid      int64        `cbor:"paid,omitempty"`
+	Receipts  *link        `cbor:"receipts,omitempty"`
 	AgentSig  []byte       `cbor:"agentSig,omitempty"`
 	HolderSig []byte       `cbor:"holderSig,omitempty"`
 }
@@ -107,6 +112,9 @@ func (c *Checkpoint) wire(withSigs bool) *checkpointWire {
 		w.Journal = &link{c.Journal}
 	}
 	w.Partial, w.Paid = c.Partial, c.Paid
+	if c.Receipts.Defined() {
+		w.Receipts = &link{c.Receipts}
+	}
 	if c.Control != nil {
 		w.Control = c.Control.wire(true)
 	}
@@ -173,6 +181,11 @@ func (c *Checkpoint) validate(signed bool) (agent, holder ed25519.PublicKey, err
 	}
 	if c.Journal.Defined() && c.Control != nil {
 		return nil, nil, errf(ErrMalformed, "a journaled tick and an owner's record in one checkpoint")
+	}
+	if c.Receipts.Defined() {
+		if err := checkLink("receipts", c.Receipts, false); err != nil {
+			return nil, nil, err
+		}
 	}
 	if c.Paid < 0 {
 		return nil, nil, errf(ErrMalformed, "paid %d µc is negative", c.Paid)
@@ -314,6 +327,9 @@ func DecodeCheckpoint(data []byte) (*Checkpoint, error) {
 		c.Journal = w.Journal.c
 	}
 	c.Partial, c.Paid = w.Partial, w.Paid
+	if w.Receipts != nil {
+		c.Receipts = w.Receipts.c
+	}
 	if w.Control != nil {
 		c.Control = w.Control.control()
 	}

@@ -269,7 +269,7 @@ func VerifyLineage(head cid.Cid, get BlockGetter, opts VerifyOptions) (*Lineage,
 			for _, f := range []struct {
 				name string
 				c    cid.Cid
-			}{{"state", e.Checkpoint.State}, {"journal", e.Checkpoint.Journal}} {
+			}{{"state", e.Checkpoint.State}, {"journal", e.Checkpoint.Journal}, {"receipts", e.Checkpoint.Receipts}} {
 				if !f.c.Defined() {
 					continue
 				}

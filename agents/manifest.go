@@ -35,6 +35,10 @@ const (
 	// MaxJournalBytes caps one checkpoint's journal object (a tick log,
 	// which the host caps at 4 MiB of data, plus its framing).
 	MaxJournalBytes = 5 << 20
+	// MaxReceipts is how many payment receipts an agent's checkpoints keep
+	// (the newest), each at most MaxReceiptBytes.
+	MaxReceipts     = 64
+	MaxReceiptBytes = 1024
 )
 
 // knownCapabilities maps each capability to the highest version this node supports.

@@ -193,6 +193,7 @@ func TestCheckpointEveryFieldSigned(t *testing.T) {
 		"journal":   func(c *Checkpoint) { c.Journal = other },
 		"partial":   func(c *Checkpoint) { c.Journal, c.Partial = other, true },
 		"paid":      func(c *Checkpoint) { c.Paid++ },
+		"receipts":  func(c *Checkpoint) { c.Receipts = other },
 		"control": func(c *Checkpoint) {
 			ctl := &Control{Kind: ControlStop, Agent: c.Agent, Seq: 1, Issued: 1}
 			if err := ctl.Sign(keyFromLabel("owner")); err != nil {

@@ -873,12 +873,12 @@ const (
 	greetRetry    = 5 * time.Second
 )
 
-// objectsOf lists the blocks of cp's state and journal objects (each is
-// optional: a journaled step may have no state; most checkpoints have no
-// journal).
+// objectsOf lists the blocks of cp's state, journal and receipts objects
+// (each is optional: a journaled step may have no state; most checkpoints
+// have no journal and no receipts).
 func objectsOf(st *contentstore.Store, cp *agents.Checkpoint) ([]cid.Cid, error) {
 	var out []cid.Cid
-	for _, c := range []cid.Cid{cp.State, cp.Journal} {
+	for _, c := range []cid.Cid{cp.State, cp.Journal, cp.Receipts} {
 		if !c.Defined() {
 			continue
 		}

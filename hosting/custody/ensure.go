@@ -82,7 +82,7 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 		for _, o := range []struct {
 			name string
 			c    cid.Cid
-		}{{"state", cp.State}, {"journal", cp.Journal}} {
+		}{{"state", cp.State}, {"journal", cp.Journal}, {"receipts", cp.Receipts}} {
 			if !o.c.Defined() {
 				continue
 			}
