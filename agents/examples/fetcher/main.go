@@ -152,7 +152,7 @@ func payCode(err error) int32 {
 }
 
 func (f *Fetcher) Marshal() []byte {
-	return sdk.NewEncoder(64+len(f.Last)).Uint8(stateVersion).Uint64(f.Ticks).
+	return sdk.NewEncoder(64 + len(f.Last)).Uint8(stateVersion).Uint64(f.Ticks).
 		Int32(f.Status).Uint32(f.BodyLen).Uint64(f.BodyFold).Int64(f.Paid).Uint32(f.Payments).
 		Int32(f.PayErr).Int64(f.Balance).Int64(f.Price).Uint32(f.Receipts).Bytes(f.Last).Finish()
 }
