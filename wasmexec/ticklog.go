@@ -378,7 +378,7 @@ func (l TickLog) PaidReceipts() (receipts [][]byte, total int64) {
 		if e.Kind == Pay && e.Value > 0 {
 			if r, ok := parseReceipt(e.Data); ok {
 				receipts = append(receipts, e.Data)
-				total += r.amount
+				total = min(total, math.MaxInt64-r.amount) + r.amount // saturates: a log is input
 			}
 		}
 	}

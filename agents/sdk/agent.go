@@ -13,7 +13,8 @@ import (
 type Agent interface {
 	// Init prepares an instance. It runs on every load (also before a
 	// resume and before every replay), so it must not call ClockNow,
-	// RandBytes or Log; Args is allowed.
+	// RandBytes, Log or the wallet, price, HTTP and payment calls (the host
+	// traps HTTPRequest and WalletPay there); Args is allowed.
 	Init()
 	// Tick does one unit of work and reports whether more work is pending
 	// (true: tick again soon; false: tick again in about a second).
