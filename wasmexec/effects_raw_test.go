@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -244,10 +246,14 @@ func TestEffectsOutsideTickTrap(t *testing.T) {
 // Every http_request result code through the raw ABI, including the input
 // checks the SDK never trips, recorded and replayed.
 func TestHTTPHostcallEveryCode(t *testing.T) {
-	var hits []string
+	var mu sync.Mutex
+	var hitList []string
+	hits := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(hitList) }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
-		hits = append(hits, req.Method+" "+req.URL.Path+" "+req.Header.Get("Idempotency-Key"))
+		mu.Lock()
+		hitList = append(hitList, req.Method+" "+req.URL.Path+" "+req.Header.Get("Idempotency-Key"))
+		mu.Unlock()
 		if req.Header.Get("User-Agent") != "igor-node" {
 			w.WriteHeader(400)
 			return
@@ -326,8 +332,8 @@ func TestHTTPHostcallEveryCode(t *testing.T) {
 		t.Errorf("small buffer: %d, want call 17's body length 5", n)
 	}
 	t.Logf("log: %s", kinds(res.Log))
-	if len(hits) != 5 || !strings.HasPrefix(hits[0], "GET /hello igor-") || hits[3] != "POST /hello "+j.all()[3].Key {
-		t.Fatalf("server saw %q", hits)
+	if h := hits(); len(h) != 5 || !strings.HasPrefix(h[0], "GET /hello igor-") || h[3] != "POST /hello "+j.all()[3].Key {
+		t.Fatalf("server saw %q", h)
 	}
 	if got := kinds(res.Log); !strings.HasSuffix(got, "http_request=-3 http_request=-3 intent(http_request) http_request=202 intent(http_request) http_request=-5 intent(http_request) http_request=-5 intent(http_request) http_request=202 intent(http_request) http_request=202") {
 		t.Fatalf("log %s", got)
@@ -336,8 +342,8 @@ func TestHTTPHostcallEveryCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, st) || len(hits) != 5 || len(j.all()) != 5 {
-		t.Fatalf("replay: state equal %v, server hits %d, journaled %d", bytes.Equal(got, st), len(hits), len(j.all()))
+	if !bytes.Equal(got, st) || len(hits()) != 5 || len(j.all()) != 5 {
+		t.Fatalf("replay: state equal %v, server hits %d, journaled %d", bytes.Equal(got, st), len(hits()), len(j.all()))
 	}
 	// A response buffer too small for the recorded body is a divergence.
 	calls2 := append([]rawCall(nil), calls...)

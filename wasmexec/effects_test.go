@@ -256,8 +256,10 @@ func TestPartialReplayPerformsWithJournaledKey(t *testing.T) {
 		})
 	}
 	// The server answered the repeated key as the first time.
-	if o.count(httpKey) != 2 || o.orders[httpKey] != 1 || len(o.orders) != 1 {
-		t.Fatalf("key seen %d times, orders %v", o.count(httpKey), o.orders)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.seen[httpKey] != 2 || o.orders[httpKey] != 1 || len(o.orders) != 1 {
+		t.Fatalf("key seen %d times, orders %v", o.seen[httpKey], o.orders)
 	}
 }
 
@@ -482,9 +484,12 @@ func TestGuardedDial(t *testing.T) {
 // Without a BeforeEffect there is no key and no Idempotency-Key header;
 // the POST's body and Content-Type reach the server.
 func TestHTTPBodyAndHeaders(t *testing.T) {
+	var mu sync.Mutex
 	var got []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
 		got = append(got, r.Method+" "+r.Header.Get("Content-Type")+" "+string(b)+" "+r.Header.Get("Idempotency-Key"))
 	}))
 	defer srv.Close()
@@ -496,6 +501,8 @@ func TestHTTPBodyAndHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No BeforeEffect: no key, no Idempotency-Key header.
+	mu.Lock()
+	defer mu.Unlock()
 	if len(got) != 1 || got[0] != "POST text/plain tick=1 " {
 		t.Fatalf("server got %q", got)
 	}
