@@ -55,10 +55,13 @@ type InstanceConfig struct {
 	HTTP http.RoundTripper
 	// BeforeEffect, if set, is called in a live tick before each effectful
 	// call (http_request, wallet_pay), after its arguments are checked and
-	// before anything happens. The runner journals the intent at the
-	// agent's custody majority and returns the idempotency key. An error
-	// fails the call's instance (ErrTrap-wrapped, message names the effect)
-	// and nothing is done.
+	// before anything happens. The runner journals e.Log (ending with the
+	// intent, which carries e.Key) at the agent's custody majority and
+	// returns the idempotency key: e.Key, or "" for the same (the key is
+	// the host's to derive, since the journaled intent holds it). An error
+	// fails the call's instance (ErrTrap wrapping it, the message naming the
+	// effect) and nothing is done. Not called when a partial replay
+	// finishes an effect whose intent was journaled already.
 	BeforeEffect func(ctx context.Context, e Effect) (key string, err error)
 }
 
