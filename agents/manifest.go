@@ -18,6 +18,11 @@ const (
 	CapRand  = "rand"
 	CapLog   = "log"
 	CapArgs  = "args"
+	// The effect capabilities of the reference runtime (docs/ABI.md).
+	CapWallet  = "wallet"  // wallet_balance, wallet_receipt_count, wallet_receipt
+	CapPricing = "pricing" // node_price
+	CapHTTP    = "http"    // http_request; options: HTTPOptions
+	CapX402    = "x402"    // wallet_pay; options: X402Options
 )
 
 // Limits that no manifest may exceed.
@@ -42,7 +47,8 @@ const (
 )
 
 // knownCapabilities maps each capability to the highest version this node supports.
-var knownCapabilities = map[string]int{CapClock: 1, CapRand: 1, CapLog: 1, CapArgs: 1}
+var knownCapabilities = map[string]int{CapClock: 1, CapRand: 1, CapLog: 1, CapArgs: 1,
+	CapWallet: 1, CapPricing: 1, CapHTTP: 1, CapX402: 1}
 
 // ErrBadManifest is wrapped by every manifest parsing or validation error.
 var ErrBadManifest = errors.New("invalid manifest")
@@ -61,9 +67,11 @@ type Manifest struct {
 	ResourceLimits ResourceLimits            `json:"resource_limits"`
 	// Args is handed to the agent by igor.args_get (capability "args").
 	Args string `json:"args,omitempty"`
-	// Journal: every tick is journaled at the custody group before the
-	// next one starts, so a failover replays ticks instead of redoing them
-	// (docs/PROTOCOL.md, "Tick journal").
+	// Journal: the node journals every tick at the agent's custody group
+	// (docs/PROTOCOL.md). Always true when http or x402 is granted (normalize
+	// sets it: an agent that acts on the world is always journaled); other
+	// agents may ask for it. omitempty keeps the canonical bytes, and so the
+	// CID, of every manifest written before the field existed.
 	Journal         bool            `json:"journal,omitempty"`
 	Lease           LeasePolicy     `json:"lease"`
 	MigrationPolicy MigrationPolicy `json:"migration_policy"`
@@ -166,8 +174,29 @@ func (m *Manifest) normalize() error {
 			} else {
 				spec.Options = buf.Bytes()
 			}
-			m.Capabilities[name] = spec
 		}
+		// The new capabilities' options are typed: checked strictly and
+		// rewritten in one canonical form with the defaults filled in, so
+		// every host enforces the same policy. The older ones keep their
+		// free-form options (their manifests' bytes must not change).
+		var err error
+		switch name {
+		case CapHTTP:
+			spec.Options, err = canonicalOptions[HTTPOptions](name, spec.Options)
+		case CapX402:
+			spec.Options, err = canonicalOptions[X402Options](name, spec.Options)
+		case CapWallet, CapPricing:
+			if spec.Options != nil {
+				err = fmt.Errorf("%w: capability %q takes no options", ErrBadManifest, name)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		m.Capabilities[name] = spec
+	}
+	if m.Grants(CapHTTP) || m.Grants(CapX402) {
+		m.Journal = true
 	}
 	rl := &m.ResourceLimits
 	if rl.MaxMemoryBytes == 0 {

@@ -3,6 +3,9 @@ package wasmexec
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"slices"
 	"testing"
 
 	"github.com/igor-mesh/igor-node/internal/testagents"
@@ -22,6 +25,21 @@ func tickLogSeeds() [][]byte {
 		}},
 		{Entries: []Observation{{Kind: TickTime, Value: -5}, {Kind: Rand, Value: -2}, {Kind: Rand, Value: -4}, {Kind: Rand, Value: -1}, {Kind: Log, Value: -4}}},
 		{Entries: []Observation{{Kind: TickTime, Value: 1}, {Kind: Log, Value: 5000, Data: bytes.Repeat([]byte{'x'}, MaxLogMessage)}}},
+		// The effect kinds: observations, every result shape, intents, and
+		// a log cut right after an intent (its holder stopped there).
+		{Entries: []Observation{
+			{Kind: TickTime, Value: 7},
+			{Kind: WalletBalance, Value: -3}, {Kind: WalletReceiptCount, Value: 2}, {Kind: NodePrice, Value: 1000},
+			{Kind: WalletReceipt, Value: 3, Data: []byte{1, 2, 3}}, {Kind: WalletReceipt, Value: -1}, {Kind: WalletReceipt, Value: -4, Data: hint(50)},
+			{Kind: HTTP, Value: -2}, {Kind: HTTP, Value: -3},
+			{Kind: Intent, Value: int64(HTTP), Data: append(bytes.Repeat([]byte{9}, 32), "igor-key"...)}, {Kind: HTTP, Value: 200, Data: []byte("ok")},
+			{Kind: Intent, Value: int64(HTTP), Data: bytes.Repeat([]byte{9}, 32)}, {Kind: HTTP, Value: -5, Data: hint(9000)},
+			{Kind: HTTP, Value: -4}, {Kind: HTTP, Value: -1},
+			{Kind: Pay, Value: -2}, {Kind: Pay, Value: -5, Data: hint(125)}, {Kind: Pay, Value: -1},
+			{Kind: Intent, Value: int64(Pay), Data: bytes.Repeat([]byte{8}, 32)}, {Kind: Pay, Value: 4 + 125, Data: testReceipt(10, "bob", "hi")},
+			{Kind: Intent, Value: int64(Pay), Data: bytes.Repeat([]byte{8}, 32)}, {Kind: Pay, Value: -1},
+			{Kind: Intent, Value: int64(HTTP), Data: bytes.Repeat([]byte{7}, 32)},
+		}},
 	}
 	var seeds [][]byte
 	for _, l := range valid {
@@ -35,6 +53,10 @@ func tickLogSeeds() [][]byte {
 		[]byte{1, 0x80, 0x80, 0x01},    // count bomb
 		[]byte{1, 1, 9, 0, 0},          // unknown kind
 		[]byte{1, 2, 2, 0, 0, 1, 0, 0}, // clock first
+		// An intent followed by another kind than its effect's.
+		TickLog{Entries: []Observation{{Kind: TickTime}, {Kind: Intent, Value: int64(HTTP), Data: make([]byte, 32)}, {Kind: Pay, Value: -1}}}.Encode(),
+		// A pay receipt whose lengths do not add up.
+		TickLog{Entries: []Observation{{Kind: TickTime}, {Kind: Pay, Value: 4 + 126, Data: append(testReceipt(10, "bob", "hi"), 0)}}}.Encode(),
 	)
 	return seeds
 }
@@ -68,11 +90,25 @@ func FuzzDecodeTickLog(f *testing.F) {
 	})
 }
 
+// validSeeds is how many of tickLogSeeds come first and are valid.
+const validSeeds = 5
+
+// testReceipt is a well-formed receipt with zero key and signature.
+func testReceipt(amount int64, recipient, memo string) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(amount))
+	b = binary.LittleEndian.AppendUint64(b, 1)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(recipient)))
+	b = append(b, recipient...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(memo)))
+	b = append(b, memo...)
+	return append(b, make([]byte, 96)...)
+}
+
 func TestDecodeTickLogSeeds(t *testing.T) {
 	seeds := tickLogSeeds()
 	for k, s := range seeds {
 		_, err := DecodeTickLog(s)
-		if valid := k < 4; (err == nil) != valid {
+		if valid := k < validSeeds; (err == nil) != valid {
 			t.Errorf("seed %d (%x): err = %v, valid = %v", k, s, err, valid)
 		}
 	}
@@ -148,5 +184,53 @@ func TestDataImageEquivalence(t *testing.T) {
 	}
 	if extracted != 3 { // seed 0 and the two Go modules
 		t.Fatalf("only %d modules had an image extracted", extracted)
+	}
+}
+
+// Each new kind accepts only what a recording host produces.
+func TestTickLogRejectsMalformedEffects(t *testing.T) {
+	digest := make([]byte, 32)
+	rcpt := testReceipt(10, "bob", "hi")
+	cases := map[string][]Observation{
+		"balance with data":        {{Kind: WalletBalance, Value: 1, Data: []byte{1}}},
+		"negative receipt count":   {{Kind: WalletReceiptCount, Value: -1}},
+		"price with data":          {{Kind: NodePrice, Data: []byte{1}}},
+		"receipt length mismatch":  {{Kind: WalletReceipt, Value: 4, Data: []byte{1}}},
+		"receipt -4 without hint":  {{Kind: WalletReceipt, Value: -4}},
+		"receipt -1 with data":     {{Kind: WalletReceipt, Value: -1, Data: []byte{1}}},
+		"receipt code -2":          {{Kind: WalletReceipt, Value: -2}},
+		"http status 99":           {{Kind: HTTP, Value: 99}},
+		"http status 1000":         {{Kind: HTTP, Value: 1000}},
+		"http -5 short hint":       {{Kind: HTTP, Value: -5, Data: []byte{1, 2, 3}}},
+		"http -3 with data":        {{Kind: HTTP, Value: -3, Data: []byte{1}}},
+		"http -6":                  {{Kind: HTTP, Value: -6}},
+		"pay malformed receipt":    {{Kind: Pay, Value: 4 + 125, Data: append([]byte{0}, rcpt[1:]...)}},
+		"pay zero amount":          {{Kind: Pay, Value: 4 + 125, Data: testReceipt(0, "bob", "hi")}},
+		"pay value not 4+len":      {{Kind: Pay, Value: 125, Data: rcpt}},
+		"pay -5 hint too small":    {{Kind: Pay, Value: -5, Data: hint(119)}},
+		"pay -5 hint too large":    {{Kind: Pay, Value: -5, Data: hint(120 + 256 + 513)}},
+		"pay -6 with data":         {{Kind: Pay, Value: -6, Data: []byte{1}}},
+		"pay -7":                   {{Kind: Pay, Value: -7}},
+		"intent for a clock":       {{Kind: Intent, Value: int64(Clock), Data: digest}},
+		"intent short digest":      {{Kind: Intent, Value: int64(HTTP), Data: digest[:31]}},
+		"intent key with a space":  {{Kind: Intent, Value: int64(HTTP), Data: append(slices.Clone(digest), "a b"...)}},
+		"intent key too long":      {{Kind: Intent, Value: int64(HTTP), Data: append(slices.Clone(digest), bytes.Repeat([]byte("k"), MaxIdempotencyKey+1)...)}},
+		"intent then other effect": {{Kind: Intent, Value: int64(Pay), Data: digest}, {Kind: HTTP, Value: 200}},
+		"intent then intent":       {{Kind: Intent, Value: int64(Pay), Data: digest}, {Kind: Intent, Value: int64(Pay), Data: digest}},
+		"intent then http -2":      {{Kind: Intent, Value: int64(HTTP), Data: digest}, {Kind: HTTP, Value: -2}},
+		"intent then pay -5":       {{Kind: Intent, Value: int64(Pay), Data: digest}, {Kind: Pay, Value: -5, Data: hint(125)}},
+		"intent then pay -3":       {{Kind: Intent, Value: int64(Pay), Data: digest}, {Kind: Pay, Value: -3}},
+		"kind 12":                  {{Kind: 12}},
+	}
+	for name, es := range cases {
+		t.Run(name, func(t *testing.T) {
+			l := TickLog{Entries: append([]Observation{{Kind: TickTime, Value: 1}}, es...)}
+			if _, err := DecodeTickLog(l.Encode()); !errors.Is(err, ErrBadTickLog) {
+				t.Fatalf("DecodeTickLog: %v, want ErrBadTickLog", err)
+			}
+			if err := checkTickLog(l); !errors.Is(err, ErrBadTickLog) {
+				t.Fatalf("checkTickLog: %v, want ErrBadTickLog", err)
+			}
+		})
 	}
 }

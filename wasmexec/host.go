@@ -32,15 +32,27 @@ type instanceKey struct{}
 type hostFunc struct {
 	capability string
 	sig        signature
-	fn         func(i *Instance, mod api.Module, stack []uint64)
+	// fn gets the guest call's context (it carries the instance), for
+	// hostcalls that wait on the network or the runner.
+	fn func(i *Instance, ctx context.Context, mod api.Module, stack []uint64)
+}
+
+func sig(params []api.ValueType, results ...api.ValueType) signature {
+	return signature{params: params, results: results}
 }
 
 // igorFuncs are the igor imports (docs/ABI.md), keyed by name.
 var igorFuncs = map[string]hostFunc{
-	"clock_now":  {agents.CapClock, signature{results: []api.ValueType{i64}}, (*Instance).hostClockNow},
-	"rand_bytes": {agents.CapRand, signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i32}}, (*Instance).hostRandBytes},
-	"log_emit":   {agents.CapLog, signature{params: []api.ValueType{i32, i32}}, (*Instance).hostLogEmit},
-	"args_get":   {agents.CapArgs, signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i32}}, (*Instance).hostArgsGet},
+	"clock_now":            {agents.CapClock, sig(nil, i64), (*Instance).hostClockNow},
+	"rand_bytes":           {agents.CapRand, sig([]api.ValueType{i32, i32}, i32), (*Instance).hostRandBytes},
+	"log_emit":             {agents.CapLog, sig([]api.ValueType{i32, i32}), (*Instance).hostLogEmit},
+	"args_get":             {agents.CapArgs, sig([]api.ValueType{i32, i32}, i32), (*Instance).hostArgsGet},
+	"wallet_balance":       {agents.CapWallet, sig(nil, i64), (*Instance).hostWalletBalance},
+	"wallet_receipt_count": {agents.CapWallet, sig(nil, i32), (*Instance).hostWalletReceiptCount},
+	"wallet_receipt":       {agents.CapWallet, sig([]api.ValueType{i32, i32, i32}, i32), (*Instance).hostWalletReceipt},
+	"node_price":           {agents.CapPricing, sig(nil, i64), (*Instance).hostNodePrice},
+	"http_request":         {agents.CapHTTP, sig([]api.ValueType{i32, i32, i32, i32, i32, i32, i32, i32, i32, i32}, i32), (*Instance).hostHTTPRequest},
+	"wallet_pay":           {agents.CapX402, sig([]api.ValueType{i64, i32, i32, i32, i32, i32, i32}, i32), (*Instance).hostWalletPay},
 }
 
 func igorFuncNames() string {
@@ -66,7 +78,7 @@ func instantiateHostModule(ctx context.Context, wz wazero.Runtime) error {
 				if !i.granted[hf.capability] {
 					i.fail(fmt.Errorf("%w: import igor.%s needs capability %q, which the manifest does not grant", ErrImportNotGranted, name, hf.capability))
 				}
-				hf.fn(i, mod, stack)
+				hf.fn(i, ctx, mod, stack)
 			}), hf.sig.params, hf.sig.results).
 			Export(name)
 	}
@@ -100,15 +112,18 @@ func (i *Instance) replaying() bool {
 		return false
 	}
 	if r.partial && r.pos >= len(r.log.Entries) {
-		i.replay = nil
-		i.tickLog = slices.Clone(r.log.Entries)
-		i.tickLogData = 0
-		for _, e := range i.tickLog {
-			i.tickLogData += len(e.Data)
-		}
+		i.goLive()
 		return false
 	}
 	return true
+}
+
+// goLive ends the replay of a used-up partial log: what it replayed
+// becomes the start of the tick's own log.
+func (i *Instance) goLive() {
+	i.tickLog = slices.Clone(i.replay.log.Entries)
+	i.tickLogData = i.replay.data
+	i.replay = nil
 }
 
 // replayNext returns the next logged observation, which must be of kind k.
@@ -122,10 +137,11 @@ func (i *Instance) replayNext(k ObsKind) Observation {
 		i.fail(fmt.Errorf("%w: call %d: the guest called %s but the tick log has %s", ErrDivergence, r.pos, k, e.Kind))
 	}
 	r.pos++
+	r.data += len(e.Data)
 	return e
 }
 
-func (i *Instance) hostClockNow(_ api.Module, stack []uint64) {
+func (i *Instance) hostClockNow(_ context.Context, _ api.Module, stack []uint64) {
 	var v int64
 	switch {
 	case i.replaying():
@@ -139,7 +155,7 @@ func (i *Instance) hostClockNow(_ api.Module, stack []uint64) {
 	stack[0] = uint64(v)
 }
 
-func (i *Instance) hostRandBytes(mod api.Module, stack []uint64) {
+func (i *Instance) hostRandBytes(_ context.Context, mod api.Module, stack []uint64) {
 	ptr, n := uint32(stack[0]), uint32(stack[1])
 	// The code a recording host would return before reading randomness.
 	var code int64
@@ -183,7 +199,7 @@ func (i *Instance) hostRandBytes(mod api.Module, stack []uint64) {
 	stack[0] = api.EncodeI32(int32(code))
 }
 
-func (i *Instance) hostLogEmit(mod api.Module, stack []uint64) {
+func (i *Instance) hostLogEmit(_ context.Context, mod api.Module, stack []uint64) {
 	ptr, n := uint32(stack[0]), uint32(stack[1])
 	value := int64(n)
 	var msg []byte
@@ -221,7 +237,7 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-func (i *Instance) hostArgsGet(mod api.Module, stack []uint64) {
+func (i *Instance) hostArgsGet(_ context.Context, mod api.Module, stack []uint64) {
 	ptr, n := uint32(stack[0]), uint32(stack[1])
 	args := i.args
 	k := min(int(n), len(args))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,41 @@ type InstanceConfig struct {
 	// Fence, if set, is the instance's lease end: time a host pause took
 	// from a call is granted back only up to it (pause.go).
 	Fence func() time.Time
+
+	// Wallet is the agent's purse behind wallet_balance, wallet_receipt*
+	// and wallet_pay. nil: balance 0, no receipts, every payment -1.
+	Wallet Wallet
+	// Price answers node_price (µc per second).
+	Price int64
+	// AgentPub is the agent's Ed25519 public key (32 bytes) put in payment
+	// receipts; nil means 32 zero bytes.
+	AgentPub []byte
+	// Sign signs a payment receipt with the agent's key (a 64-byte
+	// Ed25519 signature); nil signs with 64 zero bytes.
+	Sign func(msg []byte) []byte
+	// HTTP carries http_request's requests. nil means the Runtime's
+	// transport, which refuses private addresses at dial time (docs/ABI.md);
+	// a RoundTripper given here must enforce that itself. Schemes, the
+	// allowlist and redirects are checked by the host either way.
+	HTTP http.RoundTripper
+	// BeforeEffect, if set, is called in a live tick before each effectful
+	// call (http_request, wallet_pay), after its arguments are checked and
+	// before anything happens. The runner journals e.Log (ending with the
+	// intent, which carries e.Key) at the agent's custody majority and
+	// returns the idempotency key: e.Key, or "" for the same (the key is
+	// the host's to derive, since the journaled intent holds it). An error
+	// fails the call's instance (ErrTrap wrapping it, the message naming the
+	// effect) and nothing is done. Not called when a partial replay
+	// finishes an effect whose intent was journaled already.
+	BeforeEffect func(ctx context.Context, e Effect) (key string, err error)
+}
+
+// Wallet is the agent's purse, kept by the runner (hosting) across instances.
+type Wallet interface {
+	Balance() int64          // µc the agent may spend now
+	Debit(amount int64) bool // take amount if Balance() >= amount
+	Receipts() [][]byte      // receipts of the agent's payments, oldest first (read-only)
+	AddReceipt(r []byte)
 }
 
 // TickResult is the outcome of one tick.
@@ -46,6 +82,14 @@ type TickResult struct {
 	Elapsed time.Duration
 	// Log holds the tick's observations, TickTime first.
 	Log TickLog
+	// Paid is what wallet_pay paid in this tick (µc), replayed payments
+	// included; also set when the tick failed after paying.
+	Paid int64
+	// PaidReplayed is the part of Paid answered from a replayed log: for
+	// those payments Wallet.Debit and AddReceipt were not called, so the
+	// runner applies them (Log.PaidReceipts has their receipts, in order;
+	// the replayed ones come first).
+	PaidReplayed int64
 }
 
 // Instance is one running agent: a guest module instance with its limits,
@@ -74,6 +118,16 @@ type Instance struct {
 	logf      func(string)
 	logLimit  *logLimiter // agent lines shown in the node's log
 
+	// Effects (InstanceConfig).
+	wallet       Wallet
+	price        int64
+	agentPub     [32]byte
+	sign         func([]byte) []byte
+	httpRT       http.RoundTripper
+	httpPolicy   *httpPolicy // nil unless http is granted
+	payPolicy    agents.X402Options
+	beforeEffect func(context.Context, Effect) (string, error)
+
 	gm                                          api.Module
 	mem                                         *linearMemory
 	fnInit, fnTick, fnCkpt, fnCkptPtr, fnResume api.Function
@@ -86,6 +140,8 @@ type Instance struct {
 	loadInstant int64 // WASI time outside ticks
 	wasiNow     int64 // what WASI clock_time_get returns now
 	inTick      bool
+	tickTime    int64     // the tick's TickTime, for payment receipts
+	callStart   time.Time // when the running guest call started
 	tickLog     []Observation
 	tickLogData int
 	replay      *replayState
@@ -97,8 +153,9 @@ type Instance struct {
 }
 
 type replayState struct {
-	log TickLog
-	pos int
+	log  TickLog
+	pos  int
+	data int // data bytes of the entries used so far
 	// partial: log is a prefix of the tick; once it is used up the tick
 	// goes on live (ReplayTick).
 	partial bool
@@ -139,6 +196,9 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, cfg InstanceConfig
 		i.granted[c] = true
 	}
 	if err := i.setLimits(cfg.Manifest.ResourceLimits); err != nil {
+		return nil, err
+	}
+	if err := i.setEffects(cfg); err != nil {
 		return nil, err
 	}
 	for _, name := range m.igorImports {
@@ -372,6 +432,7 @@ func (i *Instance) call(ctx context.Context, name string, fn api.Function, param
 	stack := i.stack[:]
 	copy(stack, params)
 	i.hostErr = nil
+	i.callStart = time.Now()
 	i.mem.growRefused = false
 	i.stderr.reset()
 	i.stdout.reset()
@@ -565,10 +626,21 @@ func checkTickLog(l TickLog) error {
 	if len(l.Entries) == 0 {
 		return fmt.Errorf("%w: no entries (a tick log starts with tick_time)", ErrBadTickLog)
 	}
+	if len(l.Entries) > MaxTickLogEntries {
+		return fmt.Errorf("%w: %d entries, the limit is %d", ErrBadTickLog, len(l.Entries), MaxTickLogEntries)
+	}
+	total := 0
 	for k, e := range l.Entries {
 		if err := checkObservation(k, e); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadTickLog, err)
 		}
+		total += len(e.Data)
+	}
+	if total > MaxTickLogDataBytes {
+		return fmt.Errorf("%w: more than %d data bytes", ErrBadTickLog, MaxTickLogDataBytes)
+	}
+	if err := checkSequence(l.Entries); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadTickLog, err)
 	}
 	return nil
 }
@@ -582,14 +654,14 @@ func (i *Instance) tick(ctx context.Context, rep *replayState) (TickResult, erro
 	i.replay = rep
 	if rep != nil {
 		now = rep.log.Entries[0].Value
-		rep.pos = 1
+		rep.pos, rep.data = 1, 0
 	} else {
 		now = i.clock()
 		i.tickLog = make([]Observation, 1, 8)
 		i.tickLog[0] = Observation{Kind: TickTime, Value: now}
 		i.tickLogData = 0
 	}
-	i.wasiNow, i.inTick = now, true
+	i.wasiNow, i.inTick, i.tickTime = now, true, now
 	start := time.Now()
 	res, err := i.call(ctx, "agent_tick", i.fnTick)
 	elapsed := max(time.Since(start)-i.lastPause, 0)
@@ -611,6 +683,10 @@ func (i *Instance) tick(ctx context.Context, rep *replayState) (TickResult, erro
 		tr = TickResult{Elapsed: elapsed, Log: rep.log}
 	}
 	i.tickLog = nil
+	_, tr.Paid = tr.Log.PaidReceipts()
+	if rep != nil {
+		_, tr.PaidReplayed = TickLog{Entries: rep.log.Entries[:rep.pos]}.PaidReceipts()
+	}
 	if err != nil {
 		return tr, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,10 @@ type Runtime struct {
 	logRate    float64
 	logBurst   int
 	logDropped atomic.Uint64 // lines dropped by the rate limit, all instances
+	// httpRT: the transport of http_request (newHTTPTransport), made on
+	// first use.
+	httpOnce sync.Once
+	httpRT   *http.Transport
 
 	mu        sync.Mutex
 	closed    bool
@@ -66,6 +71,12 @@ type Runtime struct {
 	limiters, idleLimiters map[string]*logLimiter
 	inflight               int           // operations using guest memory or code, guarded by mu
 	idle                   chan struct{} // closed when closed && inflight == 0
+}
+
+// httpTransport returns the Runtime's transport for http_request.
+func (r *Runtime) httpTransport() *http.Transport {
+	r.httpOnce.Do(func() { r.httpRT = newHTTPTransport() })
+	return r.httpRT
 }
 
 type compileEntry struct {

@@ -3,6 +3,9 @@ package wasmexec
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
+
+	"github.com/igor-mesh/igor-node/agents"
 )
 
 // ObsKind is the kind of one observation in a tick log.
@@ -23,6 +26,31 @@ const (
 	// passed (-4 if it was outside memory) and Data the message, truncated
 	// to 4096 bytes.
 	Log ObsKind = 4
+	// WalletBalance is one igor.wallet_balance result (Value: µc).
+	WalletBalance ObsKind = 5
+	// WalletReceiptCount is one igor.wallet_receipt_count result (Value).
+	WalletReceiptCount ObsKind = 6
+	// WalletReceipt is one igor.wallet_receipt call: Value is the result
+	// (the receipt's length, -1 bad index, -4 buffer too small or outside
+	// memory); Data the receipt when written, the 4-byte size hint (the
+	// receipt's length, u32 LE) for -4, nothing for -1.
+	WalletReceipt ObsKind = 7
+	// NodePrice is one igor.node_price result (Value: µc per second).
+	NodePrice ObsKind = 8
+	// HTTP is one igor.http_request call: Value is the HTTP status (100-999)
+	// or the error code (-1..-5); Data the response body written, the
+	// 4-byte size hint for -5, nothing for the other errors.
+	HTTP ObsKind = 9
+	// Pay is one igor.wallet_pay call: Value is the result (bytes written,
+	// 4 + the receipt's length, or the error code -1..-6); Data the receipt
+	// on success, the 4-byte size hint for -5, nothing otherwise.
+	Pay ObsKind = 10
+	// Intent precedes the result of an effect (HTTP or Pay) the runner
+	// journaled first (InstanceConfig.BeforeEffect): Value is the effect's
+	// kind (9 or 10), Data its 32-byte digest (Effect.Digest) followed by
+	// the idempotency key. A log may end with an intent: its holder stopped
+	// between journaling the effect and recording its result.
+	Intent ObsKind = 11
 )
 
 func (k ObsKind) String() string {
@@ -35,6 +63,20 @@ func (k ObsKind) String() string {
 		return "rand_bytes"
 	case Log:
 		return "log_emit"
+	case WalletBalance:
+		return "wallet_balance"
+	case WalletReceiptCount:
+		return "wallet_receipt_count"
+	case WalletReceipt:
+		return "wallet_receipt"
+	case NodePrice:
+		return "node_price"
+	case HTTP:
+		return "http_request"
+	case Pay:
+		return "wallet_pay"
+	case Intent:
+		return "intent"
 	}
 	return fmt.Sprintf("ObsKind(%d)", uint8(k))
 }
@@ -46,6 +88,9 @@ const (
 	MaxLogMessage       = 4096    // log_emit truncates to this
 	MaxTickLogEntries   = 16384   // observations per tick, tick_time included
 	MaxTickLogDataBytes = 4 << 20 // sum of Data over one tick
+	// MaxIdempotencyKey bounds the key BeforeEffect returns (printable
+	// ASCII, no spaces: it is sent as an HTTP header value).
+	MaxIdempotencyKey = 256
 )
 
 // Observation is one recorded fact a tick observed.
@@ -161,6 +206,9 @@ func DecodeTickLog(b []byte) (TickLog, error) {
 	if p != len(b) {
 		return bad("%d trailing bytes", len(b)-p)
 	}
+	if err := checkSequence(l.Entries); err != nil {
+		return bad("%v", err)
+	}
 	return l, nil
 }
 
@@ -202,8 +250,137 @@ func checkObservation(i int, e Observation) error {
 		case int64(len(e.Data)) != min(e.Value, MaxLogMessage):
 			return fmt.Errorf("entry %d: log_emit of %d bytes carries %d (want %d)", i, e.Value, len(e.Data), min(e.Value, MaxLogMessage))
 		}
+	case WalletBalance, NodePrice:
+		if len(e.Data) != 0 {
+			return fmt.Errorf("entry %d: %s carries %d data bytes", i, e.Kind, len(e.Data))
+		}
+	case WalletReceiptCount:
+		if len(e.Data) != 0 || e.Value < 0 || e.Value > math.MaxInt32 {
+			return fmt.Errorf("entry %d: wallet_receipt_count %d with %d data bytes", i, e.Value, len(e.Data))
+		}
+	case WalletReceipt:
+		switch {
+		case e.Value >= 0:
+			if int64(len(e.Data)) != e.Value || e.Value > math.MaxInt32 {
+				return fmt.Errorf("entry %d: wallet_receipt of %d bytes carries %d", i, e.Value, len(e.Data))
+			}
+		case e.Value == -1:
+			if len(e.Data) != 0 {
+				return fmt.Errorf("entry %d: wallet_receipt -1 carries data", i)
+			}
+		case e.Value == -4:
+			if len(e.Data) != 4 {
+				return fmt.Errorf("entry %d: wallet_receipt -4 carries %d bytes, want the 4-byte size hint", i, len(e.Data))
+			}
+		default:
+			return fmt.Errorf("entry %d: wallet_receipt result %d is not a length, -1 or -4", i, e.Value)
+		}
+	case HTTP:
+		switch {
+		case e.Value >= 100 && e.Value <= 999:
+			if len(e.Data) > agents.MaxHTTPResponseBytes {
+				return fmt.Errorf("entry %d: http_request body of %d bytes, the limit is %d", i, len(e.Data), agents.MaxHTTPResponseBytes)
+			}
+		case e.Value == -5:
+			if len(e.Data) != 4 {
+				return fmt.Errorf("entry %d: http_request -5 carries %d bytes, want the 4-byte size hint", i, len(e.Data))
+			}
+		case e.Value >= -4 && e.Value <= -1:
+			if len(e.Data) != 0 {
+				return fmt.Errorf("entry %d: failed http_request (%d) carries data", i, e.Value)
+			}
+		default:
+			return fmt.Errorf("entry %d: http_request result %d is neither a status (100-999) nor -1..-5", i, e.Value)
+		}
+	case Pay:
+		switch {
+		case e.Value > 0:
+			if _, ok := parseReceipt(e.Data); !ok || e.Value != int64(4+len(e.Data)) {
+				return fmt.Errorf("entry %d: wallet_pay result %d does not carry a well-formed receipt of %d bytes", i, e.Value, e.Value-4)
+			}
+		case e.Value == -5:
+			if len(e.Data) != 4 {
+				return fmt.Errorf("entry %d: wallet_pay -5 carries %d bytes, want the 4-byte size hint", i, len(e.Data))
+			}
+			if n := binary.LittleEndian.Uint32(e.Data); n < receiptFixedBytes || n > receiptFixedBytes+agents.MaxRecipientBytes+MaxMemoBytes {
+				return fmt.Errorf("entry %d: wallet_pay -5 hints %d bytes, not a receipt's length", i, n)
+			}
+		case e.Value >= -6 && e.Value <= -1:
+			if len(e.Data) != 0 {
+				return fmt.Errorf("entry %d: failed wallet_pay (%d) carries data", i, e.Value)
+			}
+		default:
+			return fmt.Errorf("entry %d: wallet_pay result %d is neither a length nor -1..-6", i, e.Value)
+		}
+	case Intent:
+		if ObsKind(e.Value) != HTTP && ObsKind(e.Value) != Pay {
+			return fmt.Errorf("entry %d: intent for kind %d, want %d (http_request) or %d (wallet_pay)", i, e.Value, HTTP, Pay)
+		}
+		if len(e.Data) < 32 || !validKey(e.Data[32:]) {
+			return fmt.Errorf("entry %d: intent data is not a 32-byte digest and a key of up to %d printable bytes", i, MaxIdempotencyKey)
+		}
 	default:
 		return fmt.Errorf("entry %d: unknown kind %d", i, uint8(e.Kind))
 	}
 	return nil
+}
+
+// checkSequence checks what single entries cannot show: an intent is
+// followed by its effect's result (or ends the log), and results that a
+// host returns before it journals (bad arguments, a refused host or
+// recipient) never follow an intent.
+func checkSequence(es []Observation) error {
+	for k := 1; k < len(es); k++ {
+		prev, e := es[k-1], es[k]
+		if prev.Kind != Intent {
+			continue
+		}
+		if e.Kind != ObsKind(prev.Value) {
+			return fmt.Errorf("entry %d: intent for %s is followed by %s", k-1, ObsKind(prev.Value), e.Kind)
+		}
+		if preEffectOnly(e) {
+			return fmt.Errorf("entry %d: %s result %d is decided before the effect, so no intent precedes it", k, e.Kind, e.Value)
+		}
+	}
+	return nil
+}
+
+// preEffectOnly reports whether e is a result a host returns only before
+// it journals an intent.
+func preEffectOnly(e Observation) bool {
+	switch e.Kind {
+	case HTTP:
+		return e.Value == -2
+	case Pay:
+		return e.Value <= -2
+	}
+	return false
+}
+
+// validKey reports whether k can be an idempotency key: at most
+// MaxIdempotencyKey bytes of printable ASCII without spaces.
+func validKey(k []byte) bool {
+	if len(k) > MaxIdempotencyKey {
+		return false
+	}
+	for _, c := range k {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// PaidReceipts returns the receipts of the successful wallet_pay calls in
+// l, in order (views into l's data), and the total they paid (µc).
+func (l TickLog) PaidReceipts() (receipts [][]byte, total int64) {
+	for _, e := range l.Entries {
+		if e.Kind == Pay && e.Value > 0 {
+			if r, ok := parseReceipt(e.Data); ok {
+				receipts = append(receipts, e.Data)
+				total = min(total, math.MaxInt64-r.amount) + r.amount // saturates: a log is input
+			}
+		}
+	}
+	return receipts, total
 }

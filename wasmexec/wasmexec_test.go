@@ -113,7 +113,7 @@ func TestCompileRejects(t *testing.T) {
 		{"tick signature", assemble(nil, withTick(wfunc{export: "agent_tick", params: []byte{tI64}}), 1),
 			ErrBadModule, "export agent_tick has signature (i64) -> (), want () -> (i32)"},
 		{"foreign import", assemble([]wimport{{mod: "env", name: "f"}}, good, 1), ErrBadModule, `imports env.f: only modules "igor" and "wasi_snapshot_preview1"`},
-		{"unknown igor import", assemble([]wimport{{mod: "igor", name: "http_request"}}, good, 1), ErrBadModule, "igor.http_request, which this node does not provide"},
+		{"unknown igor import", assemble([]wimport{{mod: "igor", name: "kv_get"}}, good, 1), ErrBadModule, "igor.kv_get, which this node does not provide"},
 		{"igor signature", assemble([]wimport{{mod: "igor", name: "clock_now", results: []byte{tI32}}}, good, 1), ErrBadModule, "igor.clock_now with signature () -> (i32), want () -> (i64)"},
 		{"unknown wasi import", assemble([]wimport{{mod: "wasi_snapshot_preview1", name: "sock_open"}}, good, 1), ErrBadModule, "not a WASI preview 1 function"},
 	} {

@@ -13,7 +13,8 @@ import (
 type Agent interface {
 	// Init prepares an instance. It runs on every load (also before a
 	// resume and before every replay), so it must not call ClockNow,
-	// RandBytes or Log; Args is allowed.
+	// RandBytes, Log or the wallet, price, HTTP and payment calls (the host
+	// traps HTTPRequest and WalletPay there); Args is allowed.
 	Init()
 	// Tick does one unit of work and reports whether more work is pending
 	// (true: tick again soon; false: tick again in about a second).
@@ -105,11 +106,24 @@ func Logf(format string, args ...any) { logEmit(fmt.Sprintf(format, args...)) }
 func Args() string { return argsGet() }
 
 // Backend answers hostcalls in native (non-wasip1) builds, at the ABI's
-// level: RandBytes returns 0 or a negative ABI error code. Package mock
-// implements it.
+// level: each method gets the buffers the wrapper would pass to the host
+// and returns the import's result (an ABI error code where negative),
+// writing into the buffers as the host does. Package mock implements it.
 type Backend interface {
 	ClockNow() int64
 	RandBytes(b []byte) int32
 	LogEmit(msg string)
 	Args() string
+	WalletBalance() int64
+	WalletReceiptCount() int32
+	// WalletReceipt writes receipt index to buf (or its length, as a u32,
+	// to buf[:4] for -4).
+	WalletReceipt(index int32, buf []byte) int32
+	NodePrice() int64
+	// HTTPRequest writes [body_len u32][body] to resp and returns the
+	// status (or the body's length to resp[:4] for -5).
+	HTTPRequest(method, url string, headers, body, resp []byte) int32
+	// WalletPay writes [len u32][receipt] to receipt and returns 4 + len
+	// (or the receipt's length to receipt[:4] for -5).
+	WalletPay(amount int64, recipient, memo string, receipt []byte) int32
 }

@@ -23,8 +23,11 @@
 // # Determinism
 //
 // A tick must be a pure function of the state and of what it observed
-// through the SDK ([ClockNow], [RandBytes]), because the host records those
-// observations and replays ticks to check them. Never use time.Now,
+// through the SDK ([ClockNow], [RandBytes], [WalletBalance], [NodePrice],
+// the results of [HTTPRequest] and [WalletPay]...), because the host
+// records those observations and replays ticks to check them. HTTPRequest
+// and WalletPay act on the world: the node journals them first and a
+// replay never repeats them (docs/SDK.md, "Agents that act"). Never use time.Now,
 // math/rand's global source seeded from the clock, crypto/rand, goroutines
 // racing each other, or map iteration order in anything that reaches state
 // or logs. Init must not call [ClockNow], [RandBytes] or [Log] (nothing is

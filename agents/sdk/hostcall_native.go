@@ -33,3 +33,16 @@ func clockNow() int64          { return currentBackend("ClockNow").ClockNow() }
 func randBytes(b []byte) int32 { return currentBackend("RandBytes").RandBytes(b) }
 func logEmit(msg string)       { currentBackend("Log").LogEmit(msg) }
 func argsGet() string          { return currentBackend("Args").Args() }
+
+func walletBalance() int64      { return currentBackend("WalletBalance").WalletBalance() }
+func walletReceiptCount() int32 { return currentBackend("WalletReceiptCount").WalletReceiptCount() }
+func walletReceipt(index int32, buf []byte) int32 {
+	return currentBackend("WalletReceipt").WalletReceipt(index, buf)
+}
+func nodePrice() int64 { return currentBackend("NodePrice").NodePrice() }
+func httpRequest(method, url string, headers, body, resp []byte) int32 {
+	return currentBackend("HTTPRequest").HTTPRequest(method, url, headers, body, resp)
+}
+func walletPay(amount int64, recipient, memo string, receipt []byte) int32 {
+	return currentBackend("WalletPay").WalletPay(amount, recipient, memo, receipt)
+}

@@ -26,10 +26,16 @@ func (r *recorder) RandBytes(b []byte) int32 {
 func TestWrappersPanicWithoutBackend(t *testing.T) {
 	sdk.SetBackend(nil)
 	calls := map[string]func(){
-		"ClockNow":  func() { sdk.ClockNow() },
-		"RandBytes": func() { _ = sdk.RandBytes(make([]byte, 1)) },
-		"Log":       func() { sdk.Log("x") },
-		"Args":      func() { sdk.Args() },
+		"ClockNow":           func() { sdk.ClockNow() },
+		"RandBytes":          func() { _ = sdk.RandBytes(make([]byte, 1)) },
+		"Log":                func() { sdk.Log("x") },
+		"Args":               func() { sdk.Args() },
+		"WalletBalance":      func() { sdk.WalletBalance() },
+		"WalletReceiptCount": func() { sdk.WalletReceiptCount() },
+		"WalletReceipt":      func() { sdk.WalletReceipt(0) },
+		"NodePrice":          func() { sdk.NodePrice() },
+		"HTTPRequest":        func() { sdk.HTTPGet("http://x/") },
+		"WalletPay":          func() { sdk.WalletPay(1, "a", "") },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

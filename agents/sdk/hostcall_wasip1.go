@@ -28,6 +28,26 @@ func igorLogEmit(ptr unsafe.Pointer, n uint32)
 //go:wasmimport igor args_get
 func igorArgsGet(ptr unsafe.Pointer, n uint32) int32
 
+//go:wasmimport igor wallet_balance
+func igorWalletBalance() int64
+
+//go:wasmimport igor wallet_receipt_count
+func igorWalletReceiptCount() int32
+
+//go:wasmimport igor wallet_receipt
+func igorWalletReceipt(index int32, ptr unsafe.Pointer, n uint32) int32
+
+//go:wasmimport igor node_price
+func igorNodePrice() int64
+
+//go:wasmimport igor http_request
+func igorHTTPRequest(methodPtr unsafe.Pointer, methodLen uint32, urlPtr unsafe.Pointer, urlLen uint32,
+	hdrPtr unsafe.Pointer, hdrLen uint32, bodyPtr unsafe.Pointer, bodyLen uint32, respPtr unsafe.Pointer, respCap uint32) int32
+
+//go:wasmimport igor wallet_pay
+func igorWalletPay(amount int64, recipPtr unsafe.Pointer, recipLen uint32, memoPtr unsafe.Pointer, memoLen uint32,
+	rcptPtr unsafe.Pointer, rcptCap uint32) int32
+
 func clockNow() int64 { return igorClockNow() }
 
 func randBytes(b []byte) int32 {
@@ -58,4 +78,27 @@ func argsGet() string {
 	s := string(buf[:n])
 	argsCache = &s
 	return s
+}
+
+func walletBalance() int64      { return igorWalletBalance() }
+func walletReceiptCount() int32 { return igorWalletReceiptCount() }
+
+func walletReceipt(index int32, buf []byte) int32 {
+	return igorWalletReceipt(index, unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+}
+
+func nodePrice() int64 { return igorNodePrice() }
+
+func httpRequest(method, url string, headers, body, resp []byte) int32 {
+	return igorHTTPRequest(unsafe.Pointer(unsafe.StringData(method)), uint32(len(method)),
+		unsafe.Pointer(unsafe.StringData(url)), uint32(len(url)),
+		unsafe.Pointer(unsafe.SliceData(headers)), uint32(len(headers)),
+		unsafe.Pointer(unsafe.SliceData(body)), uint32(len(body)),
+		unsafe.Pointer(unsafe.SliceData(resp)), uint32(len(resp)))
+}
+
+func walletPay(amount int64, recipient, memo string, receipt []byte) int32 {
+	return igorWalletPay(amount, unsafe.Pointer(unsafe.StringData(recipient)), uint32(len(recipient)),
+		unsafe.Pointer(unsafe.StringData(memo)), uint32(len(memo)),
+		unsafe.Pointer(unsafe.SliceData(receipt)), uint32(len(receipt)))
 }

@@ -27,6 +27,13 @@ var importCap = map[string]struct {
 	"rand_bytes": {agents.CapRand, "i32,i32", "i32"},
 	"log_emit":   {agents.CapLog, "i32,i32", ""},
 	"args_get":   {agents.CapArgs, "i32,i32", "i32"},
+
+	"wallet_balance":       {agents.CapWallet, "", "i64"},
+	"wallet_receipt_count": {agents.CapWallet, "", "i32"},
+	"wallet_receipt":       {agents.CapWallet, "i32,i32,i32", "i32"},
+	"node_price":           {agents.CapPricing, "", "i64"},
+	"http_request":         {agents.CapHTTP, "i32,i32,i32,i32,i32,i32,i32,i32,i32,i32", "i32"},
+	"wallet_pay":           {agents.CapX402, "i64,i32,i32,i32,i32,i32,i32", "i32"},
 }
 
 // exportSig is the ABI signature of each lifecycle export.
@@ -53,6 +60,8 @@ var expected = map[string]struct {
 	ungranted string
 }{
 	"heartbeat": {imports: []string{"clock_now", "log_emit", "rand_bytes"}, sdk: true},
+	"fetcher": {imports: []string{"args_get", "http_request", "log_emit", "node_price", "wallet_balance",
+		"wallet_pay", "wallet_receipt", "wallet_receipt_count"}, sdk: true},
 	"counter":   {imports: []string{"args_get", "log_emit"}, sdk: true},
 	"slowtick":  {imports: []string{"args_get", "clock_now", "log_emit"}, sdk: true},
 	"runaway":   {sdk: true},

@@ -2,8 +2,9 @@
 
 // Package mock is a deterministic host for running agents natively, in
 // plain `go test`: a clock that starts at StartUnixNano and advances one
-// second per read, a seeded PCG random source, captured logs and
-// configurable args. Drive runs an agent through the same lifecycle a host
+// second per read, a seeded PCG random source, captured logs, configurable
+// args, and a wallet, price, HTTP handler and payment handler that behave
+// like the host's hostcalls (effects.go). Drive runs an agent through the same lifecycle a host
 // uses and checks the SDK's rules (no observations outside Tick, state that
 // survives Marshal/Unmarshal into a fresh instance).
 //
@@ -19,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 
 	"github.com/igor-mesh/igor-node/agents/sdk"
@@ -48,6 +50,15 @@ type Mock struct {
 	logs     []string
 	args     string
 	randCode int32
+	// The wallet, pricing and HTTP side (effects.go).
+	balance, price int64
+	receipts       [][]byte
+	httpHandler    http.Handler
+	httpCode       int32
+	maxResp        int
+	payHandler     func(Payment) int32
+	httpCalls      []HTTPCall
+	payments       []Payment
 	// phase names the lifecycle call Drive is running ("" outside Drive),
 	// violation is the first observation hostcall made outside a tick.
 	phase     string

@@ -178,3 +178,61 @@ func TestObservationsOutsideDriveAreAllowed(t *testing.T) {
 		t.Fatalf("logs %q", m.Logs())
 	}
 }
+
+type payInInit struct{ walker }
+
+func (a *payInInit) Init() { sdk.WalletPay(1, "bob", "") }
+
+type balanceInUnmarshal struct{ walker }
+
+func (a *balanceInUnmarshal) Unmarshal(b []byte) { sdk.WalletBalance(); a.walker.Unmarshal(b) }
+
+func TestEffectsOutsideTickCaught(t *testing.T) {
+	defer sdk.SetBackend(nil)
+	for name, c := range map[string]struct {
+		agent func() sdk.Agent
+		text  string
+	}{
+		"pay in Init":          {func() sdk.Agent { return &payInInit{} }, "Init called WalletPay"},
+		"balance in Unmarshal": {func() sdk.Agent { return &balanceInUnmarshal{} }, "Unmarshal called WalletBalance"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := mock.New(1).SetBalance(10).Drive(c.agent, 1)
+			if !errors.Is(err, mock.ErrOutsideTick) || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("err = %v, want ErrOutsideTick containing %q", err, c.text)
+			}
+		})
+	}
+}
+
+func TestMockWalletAndHTTPAtTheABI(t *testing.T) {
+	m := mock.New(1).SetBalance(100)
+	// Buffers too small: -5 / -4 with the size hint, nothing paid.
+	small := make([]byte, 8)
+	if rc := m.WalletPay(10, "bob", "hi", small); rc != -5 || small[0] != 120+3+2 {
+		t.Fatalf("small receipt buffer: rc %d, hint %d", rc, small[0])
+	}
+	if m.WalletBalance() != 100 {
+		t.Fatal("a refused payment was debited")
+	}
+	buf := make([]byte, 200)
+	if rc := m.WalletPay(10, "bob", "hi", buf); rc != 4+125 {
+		t.Fatalf("pay rc %d", rc)
+	}
+	if rc := m.WalletReceipt(0, small); rc != -4 || small[0] != 125 {
+		t.Fatalf("receipt into a small buffer: rc %d hint %d", rc, small[0])
+	}
+	if p := m.Payments(); len(p) != 2 || p[0].Result != -5 || p[1].Result != 129 || len(m.Receipts()) != 1 {
+		t.Fatalf("payments %+v", p)
+	}
+	// No handler: transport error; malformed headers: -2.
+	if rc := m.HTTPRequest("GET", "http://x/", nil, nil, buf); rc != -1 {
+		t.Fatalf("no handler: %d", rc)
+	}
+	if rc := m.HTTPRequest("GET", "http://x/", []byte("no colon\n"), nil, buf); rc != -2 {
+		t.Fatalf("bad header: %d", rc)
+	}
+	if rc := m.HTTPRequest(strings.Repeat("G", 17), "http://x/", nil, nil, buf); rc != -2 {
+		t.Fatalf("long method: %d", rc)
+	}
+}
