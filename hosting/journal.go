@@ -2,8 +2,12 @@ package hosting
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/wasmexec"
@@ -258,4 +262,127 @@ func ReplayLineage(ctx context.Context, rt *wasmexec.Runtime, blocks Blocks, lin
 		}
 	}
 	return rep, nil
+}
+
+// purse is the run's wasmexec.Wallet: the budget the agent may spend (net
+// of metering and payments since the head) and its receipts.
+type purse struct{ r *run }
+
+func (p purse) Balance() int64 { return p.r.budget }
+
+func (p purse) Debit(amount int64) bool {
+	if amount <= 0 || p.r.budget < amount {
+		return false
+	}
+	p.r.paid += amount
+	p.r.rebudget()
+	return true
+}
+
+func (p purse) Receipts() [][]byte { return p.r.receipts }
+
+func (p purse) AddReceipt(rc []byte) {
+	r := p.r
+	if len(r.receipts) >= agents.MaxReceipts {
+		r.receipts = slices.Clone(r.receipts[len(r.receipts)-agents.MaxReceipts+1:])
+	}
+	r.receipts = append(r.receipts, slices.Clone(rc))
+	r.newReceipts = true
+}
+
+// intent journals an effect's intent (wasmexec.InstanceConfig.BeforeEffect)
+// as a partial checkpoint — the tick's log so far, the intent last; no
+// metering, no payment, the budget unchanged — and waits until the group
+// holds it: only then may the effect happen (docs/PROTOCOL.md, "Effects in
+// doubt"). It runs inside the tick, on the run's goroutine.
+func (r *run) intent(ctx context.Context, e wasmexec.Effect) (string, error) {
+	prev := r.head
+	jc, err := r.env.Blocks.PutObjectBytes(e.Log.Encode())
+	if err != nil {
+		return "", fmt.Errorf("store the intent of %s at tick %d: %w", r.a.DID, r.tick+1, err)
+	}
+	cp := &agents.Checkpoint{
+		Agent: r.a.DID, Genesis: prev.Checkpoint.Genesis, Prev: prev.CID,
+		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick + 1, Epoch: r.epoch,
+		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
+		Budget: prev.Checkpoint.Budget, Price: r.price,
+		Controls: prev.Checkpoint.Controls, Journal: jc, Partial: true,
+		Receipts: prev.Checkpoint.Receipts,
+	}
+	h, err := commitCheckpoint(r.env, r.a.Key, cp, prev.CID)
+	if err != nil {
+		return "", fmt.Errorf("commit the intent of %s at tick %d: %w", r.a.DID, cp.Tick, err)
+	}
+	r.head = h
+	r.failures = 0
+	if r.opts.AwaitCommit != nil {
+		// The hostcall's context outlives a stop of the run: end the wait
+		// with either.
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if r.ctx != nil {
+			stop := context.AfterFunc(r.ctx, cancel)
+			defer stop()
+		}
+		if err := r.opts.AwaitCommit(wctx, cp.Seq); err != nil {
+			return "", fmt.Errorf("the intent of %s at tick %d was not committed: %w", r.a.DID, cp.Tick, err)
+		}
+	}
+	return e.Key, nil
+}
+
+// receiptsLink is the receipts link of the next checkpoint: the head's, or
+// a new object when a payment added a receipt since.
+func (r *run) receiptsLink() (cid.Cid, error) {
+	if !r.newReceipts {
+		return r.head.Checkpoint.Receipts, nil
+	}
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(r.receipts)))
+	for _, rc := range r.receipts {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(rc)))
+		b = append(b, rc...)
+	}
+	c, err := r.env.Blocks.PutObjectBytes(b)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("store the receipts of %s: %w", r.a.DID, err)
+	}
+	return c, nil
+}
+
+// readReceipts decodes the receipts object cp links (none without one).
+func readReceipts(env *Env, cp *agents.Checkpoint) ([][]byte, error) {
+	if !cp.Receipts.Defined() {
+		return nil, nil
+	}
+	data, err := env.Blocks.ReadObject(cp.Receipts, 4+agents.MaxReceipts*(4+agents.MaxReceiptBytes))
+	if err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", cp.Receipts, err)
+	}
+	bad := func(why string) ([][]byte, error) {
+		return nil, fmt.Errorf("%w: receipts %s: %s", agents.ErrMalformed, cp.Receipts, why)
+	}
+	if len(data) < 4 {
+		return bad("shorter than its count")
+	}
+	n := binary.LittleEndian.Uint32(data)
+	if n > agents.MaxReceipts {
+		return bad(fmt.Sprintf("%d receipts, at most %d", n, agents.MaxReceipts))
+	}
+	p, out := 4, make([][]byte, 0, n)
+	for range n {
+		if len(data)-p < 4 {
+			return bad("truncated")
+		}
+		l := int(binary.LittleEndian.Uint32(data[p:]))
+		p += 4
+		if l > agents.MaxReceiptBytes || l > len(data)-p {
+			return bad(fmt.Sprintf("a receipt of %d bytes", l))
+		}
+		out = append(out, data[p:p+l])
+		p += l
+	}
+	if p != len(data) {
+		return bad("trailing bytes")
+	}
+	return out, nil
 }

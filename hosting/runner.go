@@ -506,9 +506,19 @@ type run struct {
 	journal   bool
 	stateTick uint64
 	resume    *wasmexec.TickLog
+	// paid: µc the agent paid (wallet_pay) since the last finished step;
+	// budget is net of it. receipts: the agent's latest payment receipts,
+	// newReceipts: changed since the head (written with the next step).
+	paid        int64
+	receipts    [][]byte
+	newReceipts bool
+	// ctx is the run's context while loop runs: a journal wait inside a
+	// hostcall (whose own context outlives a stop) ends with it too.
+	ctx context.Context
 }
 
 func (r *run) loop(ctx context.Context) (Result, error) {
+	r.ctx = ctx
 	defer func() {
 		if r.inst != nil {
 			r.inst.Close(context.Background())
@@ -525,9 +535,13 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		}
 		select {
 		case <-ctx.Done():
+		case <-timer.C:
+		}
+		// A stop wins over a due tick (both may be ready at once: a journaled
+		// agent's next tick can be due as soon as its commit is).
+		if ctx.Err() != nil {
 			r.abort = errors.Is(context.Cause(ctx), ErrFenced)
 			return r.finish(StopContext, nil)
-		case <-timer.C:
 		}
 		if r.fenced() {
 			timer.Reset(r.opts.FastInterval)
@@ -559,7 +573,15 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		if r.resume != nil {
 			// The head is inside this tick (its holder journaled an effect's
 			// intent and stopped): replay it up to there, then go on live.
+			// The payments it replays are this tick's, not yet counted.
 			res, err = r.inst.ReplayTick(context.WithoutCancel(ctx), *r.resume, true)
+			if res.PaidReplayed > 0 {
+				r.paid += res.PaidReplayed
+				rcpts, _ := r.resume.PaidReceipts()
+				for _, rc := range rcpts {
+					purse{r}.AddReceipt(rc)
+				}
+			}
 			r.resume = nil
 		} else {
 			res, err = r.inst.Tick(context.WithoutCancel(ctx))
@@ -637,6 +659,16 @@ func (r *run) fenced() bool {
 func (r *run) start(ctx context.Context) error {
 	cfg := instanceConfig(r.env, r.a.Manifest, r.a.DID)
 	cfg.Fence = r.opts.Fence // paused time is granted back only within the lease
+	cfg.Wallet, cfg.Price = purse{r}, r.price
+	cfg.AgentPub = r.a.Key.Public().(ed25519.PublicKey)
+	cfg.Sign = func(msg []byte) []byte { return ed25519.Sign(r.a.Key, msg) }
+	if r.journal {
+		cfg.BeforeEffect = r.intent
+	}
+	receipts, err := readReceipts(r.env, r.head.Checkpoint)
+	if err != nil {
+		return err
+	}
 	inst, err := r.env.Runtime.Instantiate(ctx, r.a.Module, cfg)
 	if err != nil {
 		return err
@@ -646,6 +678,7 @@ func (r *run) start(ctx context.Context) error {
 		inst.Close(ctx)
 		return err
 	}
+	r.receipts, r.newReceipts = receipts, false
 	r.inst = inst
 	r.tick = agents.CompletedTicks(r.head.Checkpoint)
 	r.stateTick, r.resume = at.stateTick, at.partial
@@ -662,6 +695,10 @@ func (r *run) discard() {
 	r.tick = agents.CompletedTicks(r.head.Checkpoint)
 	r.resume = nil
 	r.dirty = false
+	// Payments of the ticks dropped were never committed: a new instance
+	// replays (and so re-applies) those a partial head journaled.
+	r.paid = 0
+	r.rebudget()
 }
 
 // journalTick commits the tick just run as a journaled step: its log, and
@@ -691,7 +728,10 @@ func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
 		Seq: prev.Checkpoint.Seq + 1, Tick: r.tick, Epoch: r.epoch,
 		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
 		Budget: r.budget, Price: r.price, Calls: r.calls, Metered: r.metered,
-		Controls: prev.Checkpoint.Controls, Journal: jc,
+		Controls: prev.Checkpoint.Controls, Journal: jc, Paid: r.paid,
+	}
+	if cp.Receipts, err = r.receiptsLink(); err != nil {
+		return err
 	}
 	var h Head
 	if state != nil {
@@ -705,7 +745,7 @@ func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
 	}
 	r.head = h
 	r.dirty = false
-	r.calls, r.metered = 0, 0
+	r.calls, r.metered, r.paid, r.newReceipts = 0, 0, 0, false
 	r.failures = 0
 	if r.opts.AwaitCommit != nil {
 		// Cancelled (a stop, a lost lease): the loop sees ctx next.
@@ -745,6 +785,10 @@ func (r *run) checkpoint(ctx context.Context) error {
 		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
 		Budget: r.budget, Price: r.price, Calls: r.calls, Metered: r.metered,
 		Controls: prev.Checkpoint.Controls, // the owner's records applied so far
+		Paid:     r.paid,
+	}
+	if cp.Receipts, err = r.receiptsLink(); err != nil {
+		return err
 	}
 	h, err := commit(r.env, r.a.Key, cp, state, prev.CID)
 	if err != nil {
@@ -752,7 +796,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 	}
 	r.head = h
 	r.dirty = false
-	r.calls, r.metered = 0, 0
+	r.calls, r.metered, r.paid, r.newReceipts = 0, 0, 0, false
 	r.failures = 0 // progress is committed: failures count from here
 	return nil
 }
@@ -771,7 +815,13 @@ func (r *run) bill(elapsed time.Duration) {
 	ns = min(ns, r.tickTimeoutNs())
 	r.calls++
 	r.metered += ns
-	r.budget = agents.BudgetAfter(r.head.Checkpoint.Budget, r.metered, r.price)
+	r.rebudget()
+}
+
+// rebudget recomputes what is left: the head's budget less the metering
+// and the payments since, as VerifyLineage recomputes a checkpoint's.
+func (r *run) rebudget() {
+	r.budget = max(agents.BudgetAfter(r.head.Checkpoint.Budget, r.metered, r.price)-r.paid, 0)
 }
 
 // finish commits the final checkpoint when the agent ticked since the last
