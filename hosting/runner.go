@@ -645,12 +645,24 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 }
 
 // fenced reports whether a tick started now could outlast the lease.
+//
+// A journaled agent's tick may start whenever the lease holds, however
+// long it may run: everything it does outside its sandbox goes through a
+// commit at this holder's epoch — each effect's intent before the effect,
+// the tick's end before the next tick — which a group that moved on to a
+// new holder refuses. So a tick that outlives the lease acts on nothing,
+// and an agent whose HTTP calls need seconds can run under a 1.5 s lease
+// (an unjournaled tick must fit in the lease: its checkpoint is its only
+// output, written after a run of ticks).
 func (r *run) fenced() bool {
 	if r.opts.Fence == nil {
 		return false
 	}
-	timeout := time.Duration(r.a.Manifest.ResourceLimits.TickTimeoutMs) * time.Millisecond
-	return !time.Now().Add(timeout).Before(r.opts.Fence())
+	horizon := time.Duration(r.a.Manifest.ResourceLimits.TickTimeoutMs) * time.Millisecond
+	if r.journal {
+		horizon = 0
+	}
+	return !time.Now().Add(horizon).Before(r.opts.Fence())
 }
 
 // start instantiates the agent and brings it to the committed head: resumed

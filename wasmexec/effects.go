@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/tetratelabs/wazero/api"
@@ -131,7 +132,11 @@ func (i *Instance) journal(ctx context.Context, k ObsKind, digest [32]byte, data
 	}
 	key := i.effectKey(call, digest)
 	i.record(Observation{Kind: Intent, Value: int64(k), Data: append(digest[:], key...)})
+	t0 := time.Now()
+	i.journalSince.Store(t0.UnixNano())
 	got, err := i.beforeEffect(ctx, Effect{Kind: k, Call: call, Digest: digest, Key: key, Log: TickLog{Entries: slices.Clip(i.tickLog)}})
+	i.journalWait.Add(int64(time.Since(t0)))
+	i.journalSince.Store(0)
 	if err == nil && got != "" && got != key {
 		err = fmt.Errorf("BeforeEffect returned key %q, but the journaled intent carries %q", got, key)
 	}

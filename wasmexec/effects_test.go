@@ -507,3 +507,29 @@ func TestHTTPBodyAndHeaders(t *testing.T) {
 		t.Fatalf("server got %q", got)
 	}
 }
+
+// The wait for an intent's commit is the host's time: it neither counts
+// toward the tick's deadline nor is billed (TickResult.Elapsed).
+func TestJournalWaitIsNotTheAgentsTime(t *testing.T) {
+	r := newRuntime(t, Config{})
+	m, _ := example(t, r, "fetcher")
+	o, srv := newOrderServer(t)
+	man := fetcherManifest(t, "url="+srv.URL+"/order", localOnly)
+	man.ResourceLimits.TickTimeoutMs = 300
+	cfg := effectsConfig(man, &purse{balance: 5000}, nil)
+	cfg.BeforeEffect = func(_ context.Context, e Effect) (string, error) {
+		time.Sleep(400 * time.Millisecond) // a slow commit at the custody group
+		return e.Key, nil
+	}
+	inst := start(t, r, m, cfg, nil)
+	res, err := inst.Tick(bg)
+	if err != nil {
+		t.Fatalf("a 400 ms journal wait in a tick with a 300 ms deadline: %v", err)
+	}
+	if res.Elapsed >= 300*time.Millisecond {
+		t.Fatalf("billed %v for a tick whose own work took far less than the wait", res.Elapsed)
+	}
+	if o.hits() != 1 {
+		t.Fatalf("%d requests", o.hits())
+	}
+}

@@ -364,7 +364,10 @@ func (i *Instance) hostHTTPRequest(ctx context.Context, mod api.Module, stack []
 // max_response_bytes and what the tick log can still hold.
 func (i *Instance) doHTTP(ctx context.Context, a *httpArgs, key string) (int64, []byte) {
 	p := i.httpPolicy
-	timeout := min(p.timeout, i.timeout-i.timeout/10-time.Since(i.callStart))
+	// The tick's own time left: the journal waits are the host's (granted on
+	// top of the deadline).
+	used := time.Since(i.callStart) - time.Duration(i.journalWait.Load())
+	timeout := min(p.timeout, i.timeout-i.timeout/10-used)
 	if timeout <= 0 {
 		return -4, nil
 	}

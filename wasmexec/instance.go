@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/igor-mesh/igor-node/agents"
@@ -113,10 +114,18 @@ type Instance struct {
 	// lastPause: how long the host was paused during the last call (not
 	// the agent's time: not in TickResult.Elapsed, not billed).
 	lastPause time.Duration
-	clock     func() int64
-	rand      io.Reader
-	logf      func(string)
-	logLimit  *logLimiter // agent lines shown in the node's log
+	// journalWait: time the running call spent waiting for the runner to
+	// journal an effect's intent (BeforeEffect) — the host's commit at its
+	// custody group, not the agent's time: granted on top of the deadline,
+	// not in TickResult.Elapsed. Written by the call's goroutine, read by
+	// the deadline's timer.
+	journalWait atomic.Int64
+	// journalSince: when the wait in progress began (Unix ns), 0 if none.
+	journalSince atomic.Int64
+	clock        func() int64
+	rand         io.Reader
+	logf         func(string)
+	logLimit     *logLimiter // agent lines shown in the node's log
 
 	// Effects (InstanceConfig).
 	wallet       Wallet
@@ -433,6 +442,7 @@ func (i *Instance) call(ctx context.Context, name string, fn api.Function, param
 	copy(stack, params)
 	i.hostErr = nil
 	i.callStart = time.Now()
+	i.journalWait.Store(0)
 	i.mem.growRefused = false
 	i.stderr.reset()
 	i.stdout.reset()
@@ -464,7 +474,8 @@ type callDeadline struct {
 	t       *time.Timer
 	p0      time.Duration // pauseClock at the start
 	granted time.Duration
-	cut     bool // cancelled at its deadline after a pause it could not be granted
+	waited  time.Duration // journal waits granted
+	cut     bool          // cancelled at its deadline after a pause it could not be granted
 }
 
 func (i *Instance) deadline(name string, cancel context.CancelFunc) *callDeadline {
@@ -476,6 +487,17 @@ func (i *Instance) deadline(name string, cancel context.CancelFunc) *callDeadlin
 		defer d.mu.Unlock()
 		if d.t == nil {
 			return // the call returned
+		}
+		waited := time.Duration(i.journalWait.Load())
+		if s := i.journalSince.Load(); s != 0 {
+			waited += time.Since(time.Unix(0, s)) // a wait still in progress
+		}
+		if w := waited - d.waited; w > 0 && d.waited+w <= maxPauseGrant {
+			// The runner journaled intents meanwhile: the agent gets that
+			// time back (the intent's commit is the host's work).
+			d.waited += w
+			d.t.Reset(w)
+			return
 		}
 		extra := pauseClock() - d.p0 - d.granted
 		if extra > 0 {
@@ -664,7 +686,7 @@ func (i *Instance) tick(ctx context.Context, rep *replayState) (TickResult, erro
 	i.wasiNow, i.inTick, i.tickTime = now, true, now
 	start := time.Now()
 	res, err := i.call(ctx, "agent_tick", i.fnTick)
-	elapsed := max(time.Since(start)-i.lastPause, 0)
+	elapsed := max(time.Since(start)-i.lastPause-time.Duration(i.journalWait.Load()), 0)
 	i.wasiNow, i.inTick = i.loadInstant, false
 	if err == nil && i.replay != nil && !i.replay.whole && i.replay.pos != len(i.replay.log.Entries) {
 		next := i.replay.log.Entries[i.replay.pos]

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/node"
+)
+
+// countingServer applies each POST once per Idempotency-Key (a repeat is
+// answered from its store) and remembers, per key, every body it got.
+type countingServer struct {
+	mu      sync.Mutex
+	bodies  map[string][]string // key → bodies, in arrival order
+	applied int
+	nokey   int
+}
+
+func (s *countingServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := r.Header.Get("Idempotency-Key")
+	if k == "" {
+		s.nokey++
+		s.applied++
+	} else if s.bodies[k] = append(s.bodies[k], string(body)); len(s.bodies[k]) == 1 {
+		s.applied++
+	}
+	fmt.Fprintf(w, "applied=%d", s.applied)
+}
+
+// An agent that POSTs once per tick (the fetcher example, post=1, paying
+// 100 µc per tick too) on 3 real daemons, against a local server that
+// honours idempotency keys, through repeated kill -9 of its holder
+// (IGOR_EFFECT_KILLS, 20 by default): the server applied every key once,
+// every tick of the lineage posted under exactly one key with one body (no
+// tick ran twice with new observations), keys sent twice are only the
+// calls in doubt (at most one per kill), and verify --replay passes.
+func TestEffectsSurviveKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end testnet")
+	}
+	kills := 20
+	if v, err := strconv.Atoi(os.Getenv("IGOR_EFFECT_KILLS")); err == nil && v > 0 {
+		kills = v
+	}
+	srv := &countingServer{bodies: map[string][]string{}}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+
+	const tick = "100ms"
+	_, nodes := testnet(t, 3, "TICK="+tick, "DRAIN=3s")
+	down := map[int]bool{}
+	alive := func(n tnode) bool { return !down[n.Index] }
+	boot := func(not int) string {
+		for _, n := range nodes {
+			if n.Index == not || down[n.Index] {
+				continue
+			}
+			out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
+					return strings.TrimPrefix(l, "addr ")
+				}
+			}
+		}
+		t.Fatal("no live node's address")
+		return ""
+	}
+	wasm, manPath := testagents.Path(t, "fetcher")
+	manJSON, _ := os.ReadFile(manPath)
+	var man map[string]any
+	if err := json.Unmarshal(manJSON, &man); err != nil {
+		t.Fatal(err)
+	}
+	man["args"] = "url=" + hs.URL + "/count post=1 pay=100 to=paywall memo=e2e"
+	man["lease"] = map[string]any{"term_seconds": 3}
+	manJSON, _ = json.Marshal(man)
+	manFile := filepath.Join(t.TempDir(), "manifest.json")
+	os.WriteFile(manFile, manJSON, 0o644)
+	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manFile, wasm), "publish")
+	var pub node.PublishResult
+	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
+		t.Fatalf("publish --json: %v %s", err, r.stdout)
+	}
+	posts := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.bodies)
+	}
+	waitUntil(t, 60*time.Second, "10 posts", func() error {
+		if n := posts(); n < 10 {
+			return fmt.Errorf("%d posts", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	for k := 1; k <= kills; k++ {
+		h, _, ok := runner(nodes, alive, pub.DID)
+		if !ok {
+			waitUntil(t, 30*time.Second, "a holder", func() error {
+				if h, _, ok = runner(nodes, alive, pub.DID); !ok {
+					return fmt.Errorf("nobody runs it")
+				}
+				return nil
+			})
+		}
+		before := posts()
+		if err := syscall.Kill(h.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		down[h.Index] = true
+		waitUntil(t, 30*time.Second, fmt.Sprintf("kill %d: posts from the next holder", k), func() error {
+			if _, _, ok := runner(nodes, alive, pub.DID); !ok {
+				return fmt.Errorf("nobody runs it")
+			}
+			if n := posts(); n < before+3 {
+				return fmt.Errorf("%d posts, want %d", n, before+3)
+			}
+			return nil
+		})
+		restart(t, &nodes[h.Index], boot(h.Index), tick, k+1)
+		down[h.Index] = false
+	}
+	t.Logf("%d kills in %v", kills, time.Since(start).Round(time.Second))
+
+	// Freeze the picture: the lineage's last tick bounds what is checked
+	// (later ticks may still be in flight).
+	var lin node.LineageReport
+	if err := getJSON(nodes[0].API, "/v1/agents/"+pub.DID+"/lineage", &lin); err != nil || !lin.Valid {
+		t.Fatalf("lineage: %v %+v", err, lin.Error)
+	}
+	last := lin.Entries[len(lin.Entries)-1].Tick
+	srv.mu.Lock()
+	perTick := map[uint64][]string{}
+	repeats := 0
+	for key, bodies := range srv.bodies {
+		for _, b := range bodies[1:] {
+			if b != bodies[0] {
+				t.Errorf("key %s carried two bodies: %q and %q", key, bodies[0], b)
+			}
+		}
+		repeats += len(bodies) - 1
+		n, err := strconv.ParseUint(strings.TrimPrefix(bodies[0], "tick="), 10, 64)
+		if err != nil {
+			t.Fatalf("body %q", bodies[0])
+		}
+		perTick[n] = append(perTick[n], key)
+	}
+	applied, nokey := srv.applied, srv.nokey
+	keys := len(srv.bodies)
+	srv.mu.Unlock()
+	if nokey != 0 || applied != keys {
+		t.Fatalf("server: %d applied for %d keys, %d requests without a key", applied, keys, nokey)
+	}
+	for n := uint64(1); n <= last; n++ {
+		if len(perTick[n]) != 1 {
+			t.Fatalf("tick %d posted under %d keys %v (each tick of the lineage posts once, under one key)", n, len(perTick[n]), perTick[n])
+		}
+	}
+	if repeats > kills {
+		t.Fatalf("%d requests repeated a key after %d kills; only calls in doubt repeat, at most one per kill", repeats, kills)
+	}
+	r = mustOK(t, igor(t, nodes[0].Home, "verify", "--replay", pub.DID), "verify --replay")
+	m := regexp.MustCompile(`replay +(\d+) journaled ticks re-executed`).FindStringSubmatch(r.stdout)
+	if !strings.Contains(r.stdout, "VALID") || m == nil {
+		t.Fatalf("verify --replay: %s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "paid") {
+		t.Fatalf("verify shows no payments: %s", r.stdout)
+	}
+	t.Logf("%d ticks posted under %d keys, %d repeated (calls in doubt), %s journaled ticks replayed", last, keys, repeats, m[1])
+}
