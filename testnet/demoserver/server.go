@@ -240,15 +240,19 @@ type salesReport struct {
 	Rejected  int64            `json:"rejected"`
 }
 
-func (s *server) handleSales(w http.ResponseWriter, _ *http.Request) {
+func (s *server) salesReport() salesReport {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	rep := salesReport{Recipient: s.name, Price: s.price, Sales: map[string]int64{}, Revenue: s.revenue, Replays: s.replays, Rejected: s.rejected}
 	for item, n := range s.sales {
 		rep.Sales[item] = n
 		rep.Total += n
 	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, rep)
+	return rep
+}
+
+func (s *server) handleSales(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.salesReport())
 }
 
 // POST /count: applies a request (the counter goes up by one) unless its
@@ -311,13 +315,17 @@ type keyReport struct {
 // GET /count/keys -> {"keys": [{"key": K, "bodies": [...]}, ...]} in the
 // order the keys were first seen.
 func (s *server) handleCountKeys(w http.ResponseWriter, _ *http.Request) {
-	s.mu.Lock()
-	out := struct {
+	writeJSON(w, http.StatusOK, struct {
 		Keys []keyReport `json:"keys"`
-	}{Keys: make([]keyReport, 0, len(s.keyOrder))}
+	}{s.keyReports()})
+}
+
+func (s *server) keyReports() []keyReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]keyReport, 0, len(s.keyOrder))
 	for _, k := range s.keyOrder {
-		out.Keys = append(out.Keys, keyReport{Key: k, Bodies: append([]string(nil), s.keys[k].bodies...)})
+		out = append(out, keyReport{Key: k, Bodies: append([]string(nil), s.keys[k].bodies...)})
 	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
