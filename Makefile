@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./contentstore/... ./agents/... ./hosting/... ./node/... ./dht/...
 FUZZTIME  ?= 5s
 
-.PHONY: help build agents test ui-test ui-deps crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale faults check demo demo-local testnet-up testnet-down clean
+.PHONY: help build agents test ui-test ui-deps crash chaos-short soak fuzz fuzz-short bench bench-idle bench-scale faults check demo demo-effects demo-local testnet-up testnet-down clean
 
 help:
 	@echo "build       bin/igor-node"
@@ -21,6 +21,7 @@ help:
 	@echo "faults      real network faults in network namespaces (root): 5 daemons, isolation, one-way loss, flaps, SIGSTOP mid-tick, kill -9; ~8 min (FAULTS_ARGS adds flags)"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"
+	@echo "demo-effects igor-demo-server on 127.0.0.1:8402; pricewatcher run locally; x402buyer and poster on a 3-node mesh"
 	@echo "demo-local  run -> stop -> export -> import into a 2nd home -> resume -> verify"
 	@echo "testnet-up  N=5 daemons under testnet/run (testnet-down stops them)"
 
@@ -95,6 +96,9 @@ check:
 
 demo: build agents
 	bash testnet/demo.sh 5
+
+demo-effects: build
+	bash testnet/demo-effects.sh 3
 
 N ?= 5
 testnet-up: build agents
