@@ -89,9 +89,10 @@ fi
 echo "server log (last lines):"
 tail -n 6 "$DIR/server.log"
 cat <<'NOTE'
-(A daemon whose runner gives agents a wallet and journals their effects shows
-sales above and keys = applied, without_key = 0: every POST then carries the
-host's Idempotency-Key. Without that wiring wallet_pay answers -1, "balance
-below the amount", and posts carry no key.)
+(Every sale is a receipt the agent's holder signed with the agent key and the
+paywall verified; every POST carried the host's Idempotency-Key, derived from
+the journaled intent: keys = applied, without_key = 0. Kill the holder with
+kill -9 and run the demo's last steps again: the new holder replays the
+journal, and a POST in doubt is sent again under the same key.)
 NOTE
 say "done"
