@@ -57,9 +57,11 @@ type Checkpoint struct {
 	// Paid is what the agent paid (wallet_pay) since its predecessor, in
 	// µc, on top of the metering: Budget = BudgetAfter(…) − Paid, at least 0.
 	Paid int64
-	// Receipts links the agent's latest payment receipts (at most
-	// MaxReceipts, oldest first: what wallet_receipt reads), an object
-	// written when a payment adds one and carried forward otherwise.
+	// Receipts links a snapshot of the agent's latest payment receipts (at
+	// most MaxReceipts, oldest first: what wallet_receipt reads) as of the
+	// latest checkpoint with a state: written with a state when payments
+	// changed them, carried forward otherwise. A journaled step's own
+	// payments are in its journal; resuming replays them on top.
 	Receipts  cid.Cid
 	AgentSig  []byte // Ed25519 signature by the agent key
 	HolderSig []byte // Ed25519 signature by the holder's node key

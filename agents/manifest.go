@@ -40,9 +40,10 @@ const (
 	// MaxJournalBytes caps one checkpoint's journal object (a tick log,
 	// which the host caps at 4 MiB of data, plus its framing).
 	MaxJournalBytes = 5 << 20
-	// MaxReceipts is how many payment receipts an agent's checkpoints keep
-	// (the newest), each at most MaxReceiptBytes.
-	MaxReceipts     = 64
+	// MaxReceipts is how many payment receipts an agent keeps (the newest;
+	// what wallet_receipt reads), each at most MaxReceiptBytes: a snapshot
+	// of them is written with each state (16 fit in one 16 KiB chunk).
+	MaxReceipts     = 16
 	MaxReceiptBytes = 1024
 )
 

@@ -30,6 +30,7 @@ type replayed struct {
 	stateTick uint64            // tick of the state it resumed from
 	partial   *wasmexec.TickLog // the head's partial tick, still to finish
 	steps     int               // journaled ticks replayed
+	receipts  [][]byte          // the payments' receipts of the ticks replayed, in order
 }
 
 // replayTo brings inst (just instantiated) to head: it resumes the state
@@ -78,6 +79,8 @@ func replayTo(ctx context.Context, env *Env, man *agents.Manifest, inst *wasmexe
 		if _, err := inst.ReplayTick(ctx, log, false); err != nil {
 			return replayed{}, fmt.Errorf("%w: tick %d (checkpoint seq %d): %w", ErrReplay, step.Tick, step.Seq, err)
 		}
+		rcpts, _ := log.PaidReceipts()
+		out.receipts = append(out.receipts, rcpts...)
 		out.steps++
 	}
 	return out, nil

@@ -690,7 +690,12 @@ func (r *run) start(ctx context.Context) error {
 		inst.Close(ctx)
 		return err
 	}
-	r.receipts, r.newReceipts = receipts, false
+	// The snapshot at the state resumed from, then the payments of the
+	// journaled ticks replayed above it.
+	r.receipts, r.newReceipts = receipts, len(at.receipts) > 0
+	for _, rc := range at.receipts {
+		purse{r}.AddReceipt(rc)
+	}
 	r.inst = inst
 	r.tick = agents.CompletedTicks(r.head.Checkpoint)
 	r.stateTick, r.resume = at.stateTick, at.partial
@@ -741,9 +746,12 @@ func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
 		Module: prev.Checkpoint.Module, Manifest: prev.Checkpoint.Manifest,
 		Budget: r.budget, Price: r.price, Calls: r.calls, Metered: r.metered,
 		Controls: prev.Checkpoint.Controls, Journal: jc, Paid: r.paid,
+		Receipts: prev.Checkpoint.Receipts,
 	}
-	if cp.Receipts, err = r.receiptsLink(); err != nil {
-		return err
+	if state != nil {
+		if cp.Receipts, err = r.receiptsLink(); err != nil {
+			return err
+		}
 	}
 	var h Head
 	if state != nil {
@@ -757,7 +765,10 @@ func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
 	}
 	r.head = h
 	r.dirty = false
-	r.calls, r.metered, r.paid, r.newReceipts = 0, 0, 0, false
+	r.calls, r.metered, r.paid = 0, 0, 0
+	if state != nil {
+		r.newReceipts = false
+	}
 	r.failures = 0
 	if r.opts.AwaitCommit != nil {
 		// Cancelled (a stop, a lost lease): the loop sees ctx next.

@@ -19,7 +19,7 @@ import (
 	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
-var binPath string
+var binPath, demoPath string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "igor-e2e-bin-*")
@@ -32,6 +32,14 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build igor-node:", err)
+		os.Exit(1)
+	}
+	// The demo server (paywall, counting server) the effect tests act on.
+	demoPath = filepath.Join(dir, "igor-demo-server")
+	build = exec.Command("go", "build", "-o", demoPath, "../../testnet/demoserver")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build igor-demo-server:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -92,7 +94,7 @@ func TestEffectsSurviveKills(t *testing.T) {
 	manJSON, _ = json.Marshal(man)
 	manFile := filepath.Join(t.TempDir(), "manifest.json")
 	os.WriteFile(manFile, manJSON, 0o644)
-	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--manifest", manFile, wasm), "publish")
+	r := mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--budget", "100000", "--manifest", manFile, wasm), "publish")
 	var pub node.PublishResult
 	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
 		t.Fatalf("publish --json: %v %s", err, r.stdout)
@@ -184,4 +186,146 @@ func TestEffectsSurviveKills(t *testing.T) {
 		t.Fatalf("verify shows no payments: %s", r.stdout)
 	}
 	t.Logf("%d ticks posted under %d keys, %d repeated (calls in doubt), %s journaled ticks replayed", last, keys, repeats, m[1])
+}
+
+// startDemoServer runs the demo server (testnet/demoserver) on a free
+// loopback port and returns its base URL.
+func startDemoServer(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command(demoPath, "--addr", "127.0.0.1:0", "--name", "paywall", "--price", "1000")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "listening ") {
+		t.Fatalf("demo server: %q %v", line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return strings.TrimSpace(strings.TrimPrefix(line, "listening "))
+}
+
+type sales struct {
+	Sales    map[string]int64 `json:"sales"`
+	Revenue  int64            `json:"revenue"`
+	Replays  int64            `json:"replays"`
+	Rejected int64            `json:"rejected"`
+}
+
+func getSales(t *testing.T, base string) sales {
+	t.Helper()
+	resp, err := http.Get(base + "/sales")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s sales
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// The x402-style buyer (402 → pay → retry with the receipt) against the
+// demo paywall: run locally with `igor-node run`, then published to 3
+// daemons and its holder killed. Every sale is a receipt the paywall
+// verified, and the paywall's revenue is exactly what the lineage says
+// the agent paid: no payment lost, none made twice, through the kill.
+func TestX402BuyerLocalAndOnMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end testnet")
+	}
+	base := startDemoServer(t)
+	wasm, manPath := testagents.Path(t, "x402buyer")
+	manifest := func(item string) string {
+		manJSON, _ := os.ReadFile(manPath)
+		var man map[string]any
+		if err := json.Unmarshal(manJSON, &man); err != nil {
+			t.Fatal(err)
+		}
+		man["args"] = "url=" + base + "/paid/" + item + " to=paywall max=5000"
+		man["lease"] = map[string]any{"term_seconds": 3}
+		b, _ := json.Marshal(man)
+		p := filepath.Join(t.TempDir(), item+".json")
+		os.WriteFile(p, b, 0o644)
+		return p
+	}
+	paid := func(home, did string) int64 {
+		r := mustOK(t, igor(t, home, "verify", "--json", "--replay", did), "verify --replay")
+		var rep node.VerifyReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || !rep.Valid || rep.Replay == nil || rep.Replay.Ticks == 0 {
+			t.Fatalf("verify --replay: %v %s", err, r.stdout)
+		}
+		return rep.Paid
+	}
+
+	// Locally: 5 ticks, 5 purchases.
+	home := t.TempDir()
+	r := mustOK(t, igor(t, home, "run", "--manifest", manifest("local"), "--max-ticks", "5", "--price", "1", wasm), "run x402buyer")
+	m := regexp.MustCompile(`did:key:z6Mk\w+`).FindString(r.stdout + r.stderr)
+	if m == "" {
+		t.Fatalf("no DID in run's output: %s %s", r.stdout, r.stderr)
+	}
+	s := getSales(t, base)
+	if s.Sales["local"] != 5 || s.Rejected != 0 {
+		t.Fatalf("after 5 local ticks the paywall counts %+v", s)
+	}
+	if got := paid(home, m); got != 5*1000 {
+		t.Fatalf("the local lineage paid %d µc, the paywall sold 5 × 1000", got)
+	}
+
+	// On a mesh, through a kill -9 of the holder.
+	_, nodes := testnet(t, 3, "TICK=100ms", "DRAIN=3s")
+	down := map[int]bool{}
+	alive := func(n tnode) bool { return !down[n.Index] }
+	r = mustOK(t, igor(t, nodes[0].Home, "publish", "--json", "--budget", "100000", "--manifest", manifest("mesh"), wasm), "publish")
+	var pub node.PublishResult
+	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || pub.DID == "" {
+		t.Fatalf("publish --json: %v %s", err, r.stdout)
+	}
+	waitSales := func(n int64) {
+		waitUntil(t, 60*time.Second, fmt.Sprintf("%d sales", n), func() error {
+			if got := getSales(t, base).Sales["mesh"]; got < n {
+				return fmt.Errorf("%d sales", got)
+			}
+			return nil
+		})
+	}
+	waitSales(10)
+	h, _, ok := runner(nodes, alive, pub.DID)
+	if !ok {
+		t.Fatal("nobody runs the buyer")
+	}
+	if err := syscall.Kill(h.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	down[h.Index] = true
+	waitSales(getSales(t, base).Sales["mesh"] + 10)
+	boot := ""
+	for _, n := range nodes {
+		if !alive(n) {
+			continue
+		}
+		out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
+				boot = strings.TrimPrefix(l, "addr ")
+			}
+		}
+	}
+	restart(t, &nodes[h.Index], boot, "100ms", 2)
+	down[h.Index] = false
+	// The owner (the publisher's home) stops it, so the lineage is final;
+	// then compare.
+	mustOK(t, igor(t, nodes[0].Home, "stop", pub.DID), "stop")
+	s = getSales(t, base)
+	lineagePaid := paid(nodes[0].Home, pub.DID)
+	if s.Rejected != 0 || s.Sales["mesh"]*1000 != lineagePaid {
+		t.Fatalf("the paywall sold %d (rejected %d, replays %d); the lineage paid %d µc", s.Sales["mesh"], s.Rejected, s.Replays, lineagePaid)
+	}
+	t.Logf("mesh: %d purchases, %d µc paid in the lineage, %d receipts presented again (replays)", s.Sales["mesh"], lineagePaid, s.Replays)
 }
