@@ -370,3 +370,30 @@ func TestCustodyKillHandoffDrain(t *testing.T) {
 		t.Fatalf("verify: %s", r.stdout)
 	}
 }
+
+// caughtUp waits until node n stores did's checkpoints within slack seqs of
+// the holder's: a restarted member takes a while to fetch a long lineage
+// (a journaled agent makes a checkpoint per tick), and killing the holder
+// before that leaves no majority that can take over quickly.
+func caughtUp(t *testing.T, nodes []tnode, alive func(tnode) bool, n tnode, did string, slack uint64) {
+	t.Helper()
+	waitUntil(t, 60*time.Second, fmt.Sprintf("node %d to catch up with the holder", n.Index), func() error {
+		_, hs, ok := runner(nodes, alive, did)
+		if !ok {
+			return fmt.Errorf("nobody runs it")
+		}
+		var sts []custody.Status
+		if err := getJSON(n.API, "/v1/custody", &sts); err != nil {
+			return err
+		}
+		for _, s := range sts {
+			if s.DID == did {
+				if s.AcceptedSeq+slack < hs.AcceptedSeq {
+					return fmt.Errorf("at seq %d, the holder at %d", s.AcceptedSeq, hs.AcceptedSeq)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("not in the group yet")
+	})
+}

@@ -137,6 +137,7 @@ func TestEffectsSurviveKills(t *testing.T) {
 		})
 		restart(t, &nodes[h.Index], boot(h.Index), tick, k+1)
 		down[h.Index] = false
+		caughtUp(t, nodes, alive, nodes[h.Index], pub.DID, 30)
 	}
 	t.Logf("%d kills in %v", kills, time.Since(start).Round(time.Second))
 

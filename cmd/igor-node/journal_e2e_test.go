@@ -107,6 +107,7 @@ func TestJournaledFailoverRunsNoTickTwice(t *testing.T) {
 		t.Logf("kill %d: node %d → node %d; its status showed 5 more ticks after %v", k, h.Index, next.Index, time.Since(killed).Round(time.Millisecond))
 		restart(t, &nodes[h.Index], boot(h.Index), tick, k+1)
 		down[h.Index] = false
+		caughtUp(t, nodes, alive, nodes[h.Index], pub.DID, 30)
 	}
 
 	var lin node.LineageReport

@@ -195,9 +195,40 @@ type Exchange struct {
 	perPeer map[peer.ID]int
 	streams map[network.Stream]struct{}
 
-	// cmu guards outbound, the client's per-peer stream semaphores.
+	// cmu guards outbound, the client's per-peer stream semaphores, and
+	// failed, when each peer last went down in a session (not for being
+	// busy): later sessions ask it last for failedMemory, so a walk of
+	// many small fetches does not wait on a dead peer once per fetch.
 	cmu      sync.Mutex
 	outbound map[peer.ID]*peerSem
+	failed   map[peer.ID]time.Time
+}
+
+// failedMemory is how long a peer that went down in one session is asked
+// last by the next ones (it stays a candidate: it may be the only source).
+const failedMemory = 30 * time.Second
+
+func (e *Exchange) noteFailed(p peer.ID) {
+	e.cmu.Lock()
+	defer e.cmu.Unlock()
+	if e.failed == nil {
+		e.failed = make(map[peer.ID]time.Time)
+	}
+	now := time.Now()
+	e.failed[p] = now
+	for q, t := range e.failed { // bounded by the peers that failed lately
+		if now.Sub(t) > failedMemory {
+			delete(e.failed, q)
+		}
+	}
+}
+
+// failedLately reports whether p went down in a session within failedMemory.
+func (e *Exchange) failedLately(p peer.ID) bool {
+	e.cmu.Lock()
+	defer e.cmu.Unlock()
+	t, ok := e.failed[p]
+	return ok && time.Since(t) <= failedMemory
 }
 
 type peerSem struct {

@@ -226,11 +226,19 @@ func (e *Exchange) newSession(ctx context.Context, root cid.Cid, walk bool, o Fe
 		wants: make(map[cid.Cid]*want),
 		stats: FetchStats{Peers: make(map[peer.ID]int)},
 	}
+	var later []peer.AddrInfo // failed lately: asked after the others
 	for i, ai := range o.From {
 		if ai.ID == "" {
 			cancel()
 			return nil, fmt.Errorf("%w: From[%d] has no peer ID", ErrBadArgument, i)
 		}
+		if e.failedLately(ai.ID) {
+			later = append(later, ai)
+			continue
+		}
+		s.addPeer(ai)
+	}
+	for _, ai := range later {
 		s.addPeer(ai)
 	}
 	return s, nil
@@ -531,6 +539,7 @@ func (s *session) handle(ev event) error {
 			ps.busy++
 		} else {
 			ps.down = ev.err
+			s.e.noteFailed(ev.peer)
 		}
 		if ev.bad {
 			s.stats.BadPeers = append(s.stats.BadPeers, ev.peer)
