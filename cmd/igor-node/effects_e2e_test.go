@@ -186,7 +186,16 @@ func TestEffectsSurviveKills(t *testing.T) {
 	if !strings.Contains(r.stdout, "paid") {
 		t.Fatalf("verify shows no payments: %s", r.stdout)
 	}
-	t.Logf("%d ticks posted under %d keys, %d repeated (calls in doubt), %s journaled ticks replayed", last, keys, repeats, m[1])
+	evs := tickEvents(t, nodes, pub.DID)
+	var pauses []string
+	for _, tr := range transitions(evs) {
+		pauses = append(pauses, tr.pause.Round(100*time.Millisecond).String())
+	}
+	t.Logf("%d ticks posted under %d keys, %d repeated (calls in doubt), %s journaled ticks replayed; holder changes (pause): %s",
+		last, keys, repeats, m[1], strings.Join(pauses, " "))
+	if len(evs) > 1 {
+		t.Logf("%d tick lines over %v", len(evs), evs[len(evs)-1].at.Sub(evs[0].at).Round(time.Second))
+	}
 }
 
 // startDemoServer runs the demo server (testnet/demoserver) on a free
