@@ -3,6 +3,7 @@ package custody
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 
@@ -49,11 +50,20 @@ const ensureMaxDepth = 100_000
 // crash leaves present blocks above missing ones. A checkpoint that fails
 // is not added to verified.
 func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, verified VerifiedSet, did string, c cid.Cid, peers []string, stop map[string]bool) error {
+	// The checkpoints are walked one by one (each names the next), but
+	// their objects — state, journal, receipts — are fetched beside the
+	// walk, a few at a time: a member that missed a journaled agent's last
+	// hundred ticks would otherwise wait a round trip per object.
+	objs := newObjectFetches(ctx, f, peers)
+	defer func() { objs.cancel(); objs.wg.Wait() }() // no fetch outlives the walk
 	cur := c
 	signed := map[cid.Cid]bool{} // signatures checked on the way: not again below
 	var walked []agents.Entry    // c first, down to the last fetched
 	for range ensureMaxDepth {
 		if stop[cur.String()] {
+			if err := objs.wait(); err != nil {
+				return err
+			}
 			if base, ok := verified.Base(cur); ok {
 				// The common case — a standby's next checkpoint from the
 				// holder it follows — in one step per checkpoint walked.
@@ -86,9 +96,7 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 			if !o.c.Defined() {
 				continue
 			}
-			if err := f.FetchDAG(ctx, o.c, peers); err != nil {
-				return fmt.Errorf("%s of checkpoint %s: %w", o.name, cur, err)
-			}
+			objs.fetch(o.c, fmt.Sprintf("%s of checkpoint %s", o.name, cur))
 		}
 		if ctl := cp.Control; ctl != nil && ctl.Kind == agents.ControlUpgrade {
 			// An owner's upgrade: the module and manifest it runs from here.
@@ -99,6 +107,9 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 			}
 		}
 		if !cp.Prev.Defined() {
+			if err := objs.wait(); err != nil {
+				return err
+			}
 			// Seq 0: its genesis, module and manifest complete the lineage.
 			for _, r := range []cid.Cid{cp.Genesis, cp.Manifest, cp.Module} {
 				if err := f.FetchDAG(ctx, r, peers); err != nil {
@@ -137,4 +148,53 @@ func verifyForward(store agents.BlockGetter, verified VerifiedSet, base agents.B
 		base = next
 	}
 	return nil
+}
+
+// objectFetches runs FetchDAGs of checkpoint objects beside a lineage walk,
+// at most objectFetchers at once; wait returns the first error.
+type objectFetches struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	f      Fetcher
+	peers  []string
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+}
+
+const objectFetchers = 8
+
+func newObjectFetches(ctx context.Context, f Fetcher, peers []string) *objectFetches {
+	ctx, cancel := context.WithCancel(ctx)
+	return &objectFetches{ctx: ctx, cancel: cancel, f: f, peers: peers, sem: make(chan struct{}, objectFetchers)}
+}
+
+func (o *objectFetches) fetch(c cid.Cid, what string) {
+	select {
+	case o.sem <- struct{}{}:
+	case <-o.ctx.Done():
+		return
+	}
+	o.wg.Go(func() {
+		defer func() { <-o.sem }()
+		if err := o.f.FetchDAG(o.ctx, c, o.peers); err != nil {
+			o.mu.Lock()
+			if o.err == nil {
+				o.err = fmt.Errorf("%s: %w", what, err)
+				o.cancel() // the walk fails: stop the others
+			}
+			o.mu.Unlock()
+		}
+	})
+}
+
+func (o *objectFetches) wait() error {
+	o.wg.Wait()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil && o.ctx.Err() != nil {
+		return o.ctx.Err()
+	}
+	return o.err
 }
