@@ -397,3 +397,22 @@ func caughtUp(t *testing.T, nodes []tnode, alive func(tnode) bool, n tnode, did 
 		return fmt.Errorf("not in the group yet")
 	})
 }
+
+// bootAddr returns the TCP address of a live node other than not, for a
+// restarted node to bootstrap from.
+func bootAddr(t *testing.T, nodes []tnode, down map[int]bool, not int) string {
+	t.Helper()
+	for _, n := range nodes {
+		if n.Index == not || down[n.Index] {
+			continue
+		}
+		out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
+				return strings.TrimPrefix(l, "addr ")
+			}
+		}
+	}
+	t.Fatal("no live node's address")
+	return ""
+}

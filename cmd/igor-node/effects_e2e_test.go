@@ -68,21 +68,6 @@ func TestEffectsSurviveKills(t *testing.T) {
 	_, nodes := testnet(t, 3, "TICK="+tick, "DRAIN=3s")
 	down := map[int]bool{}
 	alive := func(n tnode) bool { return !down[n.Index] }
-	boot := func(not int) string {
-		for _, n := range nodes {
-			if n.Index == not || down[n.Index] {
-				continue
-			}
-			out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
-			for _, l := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
-					return strings.TrimPrefix(l, "addr ")
-				}
-			}
-		}
-		t.Fatal("no live node's address")
-		return ""
-	}
 	wasm, manPath := testagents.Path(t, "fetcher")
 	manJSON, _ := os.ReadFile(manPath)
 	var man map[string]any
@@ -135,7 +120,7 @@ func TestEffectsSurviveKills(t *testing.T) {
 			}
 			return nil
 		})
-		restart(t, &nodes[h.Index], boot(h.Index), tick, k+1)
+		restart(t, &nodes[h.Index], bootAddr(t, nodes, down, h.Index), tick, k+1)
 		down[h.Index] = false
 		caughtUp(t, nodes, alive, nodes[h.Index], pub.DID, 30)
 	}
@@ -315,19 +300,7 @@ func TestX402BuyerLocalAndOnMesh(t *testing.T) {
 	}
 	down[h.Index] = true
 	waitSales(getSales(t, base).Sales["mesh"] + 10)
-	boot := ""
-	for _, n := range nodes {
-		if !alive(n) {
-			continue
-		}
-		out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
-				boot = strings.TrimPrefix(l, "addr ")
-			}
-		}
-	}
-	restart(t, &nodes[h.Index], boot, "100ms", 2)
+	restart(t, &nodes[h.Index], bootAddr(t, nodes, down, h.Index), "100ms", 2)
 	down[h.Index] = false
 	// The owner (the publisher's home) stops it, so the lineage is final;
 	// then compare.

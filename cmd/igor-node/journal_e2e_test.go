@@ -34,21 +34,6 @@ func TestJournaledFailoverRunsNoTickTwice(t *testing.T) {
 	_, nodes := testnet(t, 3, "TICK="+tick, "DRAIN=3s")
 	down := map[int]bool{}
 	alive := func(n tnode) bool { return !down[n.Index] }
-	boot := func(not int) string {
-		for _, n := range nodes {
-			if n.Index == not || down[n.Index] {
-				continue
-			}
-			out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
-			for _, l := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
-					return strings.TrimPrefix(l, "addr ")
-				}
-			}
-		}
-		t.Fatal("no live node's address")
-		return ""
-	}
 
 	wasm, _ := testagents.Path(t, "heartbeat")
 	manPath := filepath.Join(t.TempDir(), "manifest.json")
@@ -105,7 +90,7 @@ func TestJournaledFailoverRunsNoTickTwice(t *testing.T) {
 			return nil
 		})
 		t.Logf("kill %d: node %d → node %d; its status showed 5 more ticks after %v", k, h.Index, next.Index, time.Since(killed).Round(time.Millisecond))
-		restart(t, &nodes[h.Index], boot(h.Index), tick, k+1)
+		restart(t, &nodes[h.Index], bootAddr(t, nodes, down, h.Index), tick, k+1)
 		down[h.Index] = false
 		caughtUp(t, nodes, alive, nodes[h.Index], pub.DID, 30)
 	}
