@@ -35,6 +35,14 @@ type tnode struct {
 func testnet(t *testing.T, n int, env ...string) (string, []tnode) {
 	t.Helper()
 	dir := t.TempDir()
+	if os.Getenv("IGOR_KEEP_TESTNET") != "" {
+		// Kept for a post-mortem of the daemons' logs (removed by hand).
+		var err error
+		if dir, err = os.MkdirTemp("", "igor-testnet-*"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("testnet kept in %s", dir)
+	}
 	env = append(append(os.Environ(), "BIN="+binPath, "IGOR_HOME=", "IGOR_API="), env...)
 	script := func(name string, args ...string) {
 		cmd := exec.Command(filepath.Join("..", "..", "testnet", name), args...)
