@@ -47,12 +47,13 @@ func replayTo(ctx context.Context, env *Env, man *agents.Manifest, inst *wasmexe
 			return replayed{}, fmt.Errorf("%w: more than %d journaled steps without state below %s", ErrReplay, maxReplaySteps, head.CID)
 		}
 		chain = append(chain, cp)
-		data, err := env.Blocks.Get(cp.Prev)
+		prev := cp.Prev
+		data, err := env.Blocks.Get(prev)
 		if err != nil {
-			return replayed{}, fmt.Errorf("checkpoint %s: %w", cp.Prev, err)
+			return replayed{}, fmt.Errorf("checkpoint %s: %w", prev, err)
 		}
 		if cp, err = agents.DecodeCheckpoint(data); err != nil {
-			return replayed{}, fmt.Errorf("checkpoint %s: %w", cp.Prev, err)
+			return replayed{}, fmt.Errorf("checkpoint %s: %w", prev, err) // cp is nil here
 		}
 	}
 	state, err := env.Blocks.ReadObject(cp.State, int64(man.ResourceLimits.MaxStateBytes))
