@@ -597,6 +597,15 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			timer.Reset(r.opts.TickInterval)
 			continue
 		}
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// The stop ended the wait for an effect's intent to commit: the
+			// effect was not made and the head is that intent, which the
+			// next run finishes. Not the agent's failure.
+			r.env.Logger.Info("agent tick cut by a stop before its effect; the next run finishes it from the intent",
+				"agent", r.a.DID, "tick", r.tick+1, "head", r.head.CID)
+			r.discard()
+			continue
+		}
 		if err != nil {
 			r.failures++
 			r.res.Failures++

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,4 +222,78 @@ func TestLogHubBounds(t *testing.T) {
 	}
 	h.unsubscribe(did, sub)
 	h.unsubscribe(did, sub2)
+}
+
+// TestControlOfAnAgentInsideEffects: an owner's records reach a journaled
+// agent that is nearly always inside a tick — its head a partial
+// checkpoint (an HTTP request's intent) while a slow server answers — and
+// every one is applied: the stop waits for the tick in flight, whose end
+// is journaled before the record. The server sees each idempotency key
+// applied once. (A stop that cuts an intent's commit wait is rarer than
+// this test can provoke; custody's TestRetryInsideTick and the
+// control-inside transcript cover it.)
+func TestControlOfAnAgentInsideEffects(t *testing.T) {
+	var mu sync.Mutex
+	keys := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(150 * time.Millisecond)
+		mu.Lock()
+		keys[r.Header.Get("Idempotency-Key")]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	ms := startMeshes(t, 3, 2)
+	waitHosts(t, ms, 3)
+	wasm, raw := testagents.Bytes(t, "poster")
+	var man map[string]any
+	if err := json.Unmarshal(raw, &man); err != nil {
+		t.Fatal(err)
+	}
+	man["args"] = "url=" + srv.URL + "/count"
+	raw, _ = json.Marshal(man)
+	ctx := context.Background()
+	res, err := ms[0].Publish(ctx, wasm, raw, 1_000_000_000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticked := func(after uint64) uint64 {
+		var tick uint64
+		eventually(t, "the poster to tick", 60*time.Second, func() error {
+			st, err := ms[0].QueryAgent(ctx, res.DID)
+			if err != nil {
+				return err
+			}
+			if st.Status != "running" || st.Tick <= after {
+				return fmt.Errorf("%s at tick %d", st.Status, st.Tick)
+			}
+			tick = st.Tick
+			return nil
+		})
+		return tick
+	}
+	tick := ticked(0)
+	for i := range 4 {
+		if _, err := ms[0].ControlAgent(ctx, res.DID, agents.ControlStop, 0, nil); err != nil {
+			t.Fatalf("stop %d (tick %d): %v", i, tick, err)
+		}
+		st, err := ms[0].QueryAgent(ctx, res.DID)
+		if err != nil || st.Status != "stopped" {
+			t.Fatalf("after stop %d: %+v %v", i, st, err)
+		}
+		if _, err := ms[0].ControlAgent(ctx, res.DID, agents.ControlStart, 0, nil); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		tick = ticked(st.Tick)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for k, n := range keys {
+		if k == "" || n != 1 {
+			t.Errorf("key %q applied %d times", k, n)
+		}
+	}
+	if len(keys) < 4 {
+		t.Errorf("only %d posts", len(keys))
+	}
 }

@@ -780,6 +780,43 @@ func (m *Manager) Agent(did string) (Status, error) {
 // ErrNotHolder (naming the holder known here), ErrBusy, or an
 // agents.ErrControl error for a record that may not be applied.
 func (m *Manager) Control(ctx context.Context, did string, ctl *agents.Control) (string, error) {
+	return retryInsideTick(ctx, controlRetry, func() (string, error) { return m.control(ctx, did, ctl) })
+}
+
+// controlRetry is how often Control tries again a record refused because
+// the agent's head is inside a tick.
+const controlRetry = 100 * time.Millisecond
+
+// retryInsideTick calls try until it is not refused for a head inside a
+// tick, or ctx ends (the last answer is returned). A journaled agent's head
+// is inside a tick while an effect's intent is committed and its result is
+// not: a stop that cut the intent's commit wait leaves the head there, and
+// the driver runs the agent again to finish that tick (the effect with its
+// journaled key). An owner cannot time a record around that, so the record
+// waits for it rather than fail; once refused for it, a driver busy
+// restarting the agent (busyPhase) is waited out too.
+func retryInsideTick(ctx context.Context, every time.Duration, try func() (string, error)) (string, error) {
+	id, err := try()
+	inside := false
+	for {
+		var busy busyPhase
+		switch {
+		case errors.Is(err, hosting.ErrInsideTick):
+			inside = true
+		case inside && errors.As(err, &busy):
+		default:
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return id, err
+		case <-time.After(every):
+		}
+		id, err = try()
+	}
+}
+
+func (m *Manager) control(ctx context.Context, did string, ctl *agents.Control) (string, error) {
 	m.mu.Lock()
 	d, ok := m.drivers[did]
 	m.mu.Unlock()

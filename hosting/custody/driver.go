@@ -1268,7 +1268,7 @@ func (d *driver) control(ctl *agents.Control, done chan controlDone) {
 		answer(fmt.Errorf("%w: %s; the holder known here is %q", ErrNotHolder, d.did, d.holder))
 		return
 	case d.phase != phHolding:
-		answer(fmt.Errorf("%w: %s is %s here; retry in a moment", ErrBusy, d.did, d.phase))
+		answer(busyPhase{did: d.did, phase: d.phase.String()})
 		return
 	case d.jobs.has(jobReplace):
 		// New members may have joined already and are not in the
@@ -1345,6 +1345,17 @@ func (d *driver) tryControl() {
 		}
 	}
 }
+
+// busyPhase is ErrBusy for a record that came while the driver is in
+// another phase (applying the previous record, handing off…): passing, so
+// Manager.Control retries it while it waits for a tick to end.
+type busyPhase struct{ did, phase string }
+
+func (e busyPhase) Error() string {
+	return fmt.Sprintf("%v: %s is %s here; retry in a moment", ErrBusy, e.did, e.phase)
+}
+
+func (e busyPhase) Is(target error) bool { return target == ErrBusy }
 
 // answerControl answers the pending control call once.
 func (d *driver) answerControl(err error) {

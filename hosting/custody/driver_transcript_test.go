@@ -48,7 +48,8 @@ var rewriteDriver = flag.Bool("rewrite", false, "rewrite testdata/driver/*.txt t
 //	autoack PEER...                     these peers acknowledge every Append from now on
 //	answer KIND=VALUE                   what the next calls return: review=PEER,
 //	                                    replace=PEER,PEER|err|nochange, regroup=ok|err,
-//	                                    accept=ok|full|exhausted, ensure=ok|err
+//	                                    accept=ok|full|exhausted, ensure=ok|err,
+//	                                    control=ok|REASON (the check), apply=ok|inside
 //	status                              the membership's status
 //
 // After each command the driver's phase, role and epoch are printed when
@@ -223,7 +224,7 @@ func (e *denv) Stop(ctx context.Context, did string, final bool) (hosting.Head, 
 	e.seqs[name] = seq
 	e.mu.Unlock()
 	e.printf("runner: stop with a final checkpoint %d:%s", seq, name)
-	return hosting.Head{CID: e.cid(name), Checkpoint: &agents.Checkpoint{Agent: did, Seq: seq}}, nil
+	return hosting.Head{CID: e.cid(name), Checkpoint: &agents.Checkpoint{Agent: did, Seq: seq, Budget: 1}}, nil
 }
 
 func (e *denv) Forget(did string) error { return nil }
@@ -244,6 +245,10 @@ func (e *denv) ControlHead(c cid.Cid, ctl *agents.Control) (hosting.Head, error)
 func (e *denv) Control(head hosting.Head, key ed25519.PrivateKey, epoch uint64, ctl *agents.Control) (hosting.Head, error) {
 	seq := head.Checkpoint.Seq + 1
 	name := fmt.Sprintf("ctl%d", seq)
+	if e.answer("apply", "ok") == "inside" {
+		e.printf("runner: %s on %s → inside a tick", ctl.Kind, e.name(head.CID.String()))
+		return hosting.Head{}, fmt.Errorf("%w: %s", hosting.ErrInsideTick, e.name(head.CID.String()))
+	}
 	e.mu.Lock()
 	e.seqs[name] = seq
 	e.mu.Unlock()
