@@ -449,6 +449,11 @@ func TestHostileAgentMatrix(t *testing.T) {
 			msg: "agent_checkpoint ran longer than its 100ms deadline", headTick: 2, within: 1500 * time.Millisecond},
 		{name: "checkpoint panic", culprit: hVariant("panic-checkpoint", nil), errs: []error{hosting.ErrTooManyFailures, wasmexec.ErrTrap},
 			msg: "agent_checkpoint: wasm error: unreachable: guest stderr: panic: hostile: deliberate panic in agent_checkpoint at tick 3", headTick: 2, within: 1500 * time.Millisecond},
+		// A journaled agent's ticks are each committed without state; they
+		// are no progress while its agent_checkpoint fails, so it stops too.
+		{name: "checkpoint panic, journaled", culprit: hVariant("panic-checkpoint", func(m *agents.Manifest) { m.Journal = true }),
+			errs: []error{hosting.ErrTooManyFailures, wasmexec.ErrTrap},
+			msg:  "agent_checkpoint: wasm error: unreachable: guest stderr: panic: hostile: deliberate panic in agent_checkpoint", headTick: 5, within: 5 * time.Second},
 		{name: "checkpoint out of bounds", culprit: hVariant("oob-checkpoint", nil), errs: []error{hosting.ErrTooManyFailures, wasmexec.ErrBadPointer},
 			msg: "agent_checkpoint_ptr returned 0xffffffe0", headTick: 2, within: 1500 * time.Millisecond},
 		{name: "checkpoint oversize", culprit: hVariant("oversize-checkpoint", nil), errs: []error{hosting.ErrTooManyFailures, wasmexec.ErrStateTooLarge},

@@ -318,7 +318,6 @@ func (r *run) intent(ctx context.Context, e wasmexec.Effect) (string, error) {
 		return "", fmt.Errorf("commit the intent of %s at tick %d: %w", r.a.DID, cp.Tick, err)
 	}
 	r.head = h
-	r.failures = 0
 	if r.opts.AwaitCommit != nil {
 		// The hostcall's context outlives a stop of the run: end the wait
 		// with either.

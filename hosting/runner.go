@@ -609,6 +609,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		if err != nil {
 			r.failures++
 			r.res.Failures++
+			r.lastFailure = err
 			r.env.Logger.Error("agent tick failed; replacing the instance from the last checkpoint",
 				"agent", r.a.DID, "tick", r.tick+1, "head", r.head.CID, "err", err)
 			r.discard()
@@ -630,6 +631,9 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				return r.res, err
 			}
 			spent = time.Since(t0)
+			if r.failures >= r.opts.MaxFailures {
+				return r.finish(StopFailed, fmt.Errorf("%w: %d failures without a state written, last: %w", ErrTooManyFailures, r.failures, r.lastFailure))
+			}
 		} else if r.tick-r.head.Checkpoint.Tick >= r.opts.CheckpointEvery {
 			// Nor is a checkpoint in progress (its deadline bounds it): a
 			// stop for a handoff or regroup that cancelled it killed the
@@ -742,6 +746,11 @@ func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
 				"agent", r.a.DID, "tick", r.tick, "err", err)
 			r.discardKeepTick()
 			state = nil
+			if !errors.Is(err, wasmexec.ErrHostPaused) {
+				r.failures++
+				r.res.Failures++
+				r.lastFailure = err
+			}
 		}
 	}
 	prev := r.head
@@ -776,9 +785,11 @@ func (r *run) journalTick(ctx context.Context, log wasmexec.TickLog) error {
 	r.dirty = false
 	r.calls, r.metered, r.paid = 0, 0, 0
 	if state != nil {
+		// Failures count from the last state written: journaled steps
+		// alone are no progress for an agent whose agent_checkpoint fails.
 		r.newReceipts = false
+		r.failures = 0
 	}
-	r.failures = 0
 	if r.opts.AwaitCommit != nil {
 		// Cancelled (a stop, a lost lease): the loop sees ctx next.
 		_ = r.opts.AwaitCommit(ctx, cp.Seq)
