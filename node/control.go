@@ -324,6 +324,9 @@ func (m *Mesh) storeUpgrade(ctx context.Context, up *Upgrade) (module, manifest 
 	if err != nil {
 		return cid.Undef, cid.Undef, fmt.Errorf("%w: upgrade manifest: %v", ErrBadRequest, err)
 	}
+	if err := m.Custody.CheckManifest(man); err != nil {
+		return cid.Undef, cid.Undef, fmt.Errorf("%w: upgrade manifest: %w", ErrBadRequest, err)
+	}
 	if len(up.Wasm) == 0 || len(up.Wasm) > hosting.MaxModuleBytes {
 		return cid.Undef, cid.Undef, fmt.Errorf("%w: upgrade module of %d bytes (1 to %d)", ErrBadRequest, len(up.Wasm), hosting.MaxModuleBytes)
 	}

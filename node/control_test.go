@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/igor-mesh/igor-node/agents"
+	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/internal/testagents"
 )
 
@@ -296,4 +297,48 @@ func TestControlOfAnAgentInsideEffects(t *testing.T) {
 	if len(keys) < 4 {
 		t.Errorf("only %d posts", len(keys))
 	}
+}
+
+// TestPublishRefusesATickLongerThanTheLease: an agent without a tick
+// journal whose tick timeout exceeds what the custody lease lets a tick
+// run would be placed and never tick (its holder waits for a lease long
+// enough, which never comes); publish and upgrade refuse it, saying what
+// to change, and nothing is created. The same timeout with "journal": true
+// is accepted (a journaled tick is fenced by its commits, not the lease).
+func TestPublishRefusesATickLongerThanTheLease(t *testing.T) {
+	ms := startMeshes(t, 1, 1)
+	wasm, raw := testagents.Bytes(t, "heartbeat")
+	var man map[string]any
+	if err := json.Unmarshal(raw, &man); err != nil {
+		t.Fatal(err)
+	}
+	man["resource_limits"] = map[string]any{"tick_timeout_ms": 5000}
+	long, _ := json.Marshal(man)
+	ctx := context.Background()
+	_, err := ms[0].Publish(ctx, wasm, long, 1_000_000, nil)
+	if !errors.Is(err, ErrBadRequest) || !errors.Is(err, custody.ErrTickTooLong) ||
+		!strings.Contains(err.Error(), "at most 1000 here") || !strings.Contains(err.Error(), `"journal": true`) {
+		t.Fatalf("publish: %v", err)
+	}
+	if list, _ := ms[0].localAgents("", 100); len(list) != 0 {
+		t.Fatalf("publish refused, but the node is in custody of %v", list)
+	}
+	_, _, err = ms[0].storeUpgrade(ctx, &Upgrade{Wasm: wasm, Manifest: long})
+	if !errors.Is(err, custody.ErrTickTooLong) {
+		t.Fatalf("upgrade: %v", err)
+	}
+	man["journal"] = true
+	journaled, _ := json.Marshal(man)
+	if err := ms[0].Custody.CheckManifest(mustManifest(t, journaled)); err != nil {
+		t.Fatalf("journaled: %v", err)
+	}
+}
+
+func mustManifest(t *testing.T, raw []byte) *agents.Manifest {
+	t.Helper()
+	m, err := agents.ParseManifest(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -307,6 +307,9 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 	if err != nil {
 		return nil, err
 	}
+	if err := m.Custody.CheckManifest(man); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
 	size := 1 + int(man.Lease.Replicas)
 	minSize := size
 	if minReplicas != nil {

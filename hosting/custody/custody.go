@@ -100,6 +100,33 @@ func DefaultTiming() Timing {
 		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second, OrphanAfter: time.Minute}
 }
 
+// ErrTickTooLong: an agent whose ticks are not journaled has a tick
+// timeout longer than a tick may run under the custody lease.
+var ErrTickTooLong = errors.New("custody: tick_timeout_ms too long for an unjournaled tick under the custody lease")
+
+// MaxUnjournaledTick is the longest tick timeout an agent without a tick
+// journal may have under timing t: a holder starts such a tick only when
+// the lease outlasts the whole timeout (its checkpoint, written after a run
+// of ticks, is its only output), and right after a renewal the lease has
+// LeaseTicks left, a heartbeat interval before the next renewal. Longer
+// timeouts would start ticks only by luck, or (≥ a lease) never.
+func (t Timing) MaxUnjournaledTick() time.Duration {
+	return time.Duration(t.LeaseTicks-t.HeartbeatTicks) * t.Interval
+}
+
+// CheckManifest refuses a manifest whose agent could not tick under this
+// node's custody timing (ErrTickTooLong), saying what to change.
+func (m *Manager) CheckManifest(man *agents.Manifest) error {
+	limit := m.cfg.Timing.MaxUnjournaledTick()
+	tt := time.Duration(man.ResourceLimits.TickTimeoutMs) * time.Millisecond
+	if man.Journal || tt <= limit {
+		return nil
+	}
+	return fmt.Errorf("%w: resource_limits.tick_timeout_ms is %d, at most %d here (the custody lease lasts %v and is renewed every %v, and an unjournaled tick must fit in it); lower tick_timeout_ms, or set \"journal\": true (every tick committed before the next; any timeout up to %d ms)",
+		ErrTickTooLong, man.ResourceLimits.TickTimeoutMs, limit.Milliseconds(),
+		time.Duration(m.cfg.Timing.LeaseTicks)*m.cfg.Timing.Interval, time.Duration(m.cfg.Timing.HeartbeatTicks)*m.cfg.Timing.Interval, agents.MaxTickTimeoutMs)
+}
+
 // Net is the network as the drivers see it.
 type Net interface {
 	// Send queues msg for msg.To about agent did. Best effort: it never
