@@ -83,6 +83,12 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 		return nil
 	})
 	t.Logf("standbys at seq %d", committedSeq)
+	// Every node queries once, so each remembers this holder (its hint).
+	for _, m := range ms {
+		if q, err := m.QueryAgent(ctx, res.DID); err != nil || q.Holder != holder.PeerID() {
+			t.Fatalf("query before the crash: %+v %v", q, err)
+		}
+	}
 	stopped := time.Now()
 	if err := holder.Close(); err != nil {
 		t.Fatal(err)
@@ -105,6 +111,29 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 		t.Fatalf("new holder at epoch %d, want ≥ 2", st.Epoch)
 	}
 	t.Logf("takeover by %s at epoch %d after %v", next.PeerID(), st.Epoch, took)
+	// Each survivor's query, though it asks the dead holder it remembers
+	// first, answers with the new one without waiting out the dead
+	// holder's status timeout (2 s).
+	for _, m := range rest {
+		var q *AgentStatus
+		var took time.Duration
+		eventually(t, "the survivors' queries to name the new holder", 10*time.Second, func() error {
+			t0 := time.Now()
+			var err error
+			q, err = m.QueryAgent(ctx, res.DID)
+			took = time.Since(t0)
+			if err != nil {
+				return err
+			}
+			if q.Holder != next.PeerID() {
+				return fmt.Errorf("holder %s", q.Holder)
+			}
+			return nil
+		})
+		if took > time.Second {
+			t.Errorf("a query from %s took %v after the failover (the dead holder's status timeout is %v)", m.PeerID(), took, statusTimeout)
+		}
+	}
 	// The new holder's checkpoints follow the committed ones: the lineage
 	// seen from an observer verifies, with no fork and both holders in it.
 	var observer *Mesh

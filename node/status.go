@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -161,63 +160,73 @@ func (m *Mesh) askStatus(ctx context.Context, p peer.ID, did string) (*LiveStatu
 // findHolder asks custody members about did, starting with the given
 // peers (the last holder this node found and its group, the head record's
 // holder) and following what they say — the holder a member last heard
-// from, then the other members — until one answers as the holder with a
-// live lease. Each round asks its peers in parallel, so a dead holder
-// costs one status timeout, not one per peer. It returns that answer, or
-// nil with the answers it got and the reason it found no holder. tried
+// from first, then the other members — until one answers as the holder
+// with a live lease. Up to 8 questions are in flight at once, and a peer
+// named in an answer is asked as soon as the answer comes: a dead peer
+// (the holder remembered from before a failover) holds nobody up for its
+// dial timeout. At most 24 peers are asked. It returns the holder's answer,
+// or nil with the answers it got and the reason it found no holder. tried
 // carries the peers asked across calls of one query.
 func (m *Mesh) findHolder(ctx context.Context, did string, start []string, tried map[string]bool) (*LiveStatus, []*LiveStatus, error) {
-	round := slices.Clone(start)
+	queue := slices.Clone(start)
 	if _, err := m.Custody.Agent(did); err == nil {
-		round = append([]string{m.PeerID()}, round...) // a member knows first-hand
+		queue = append([]string{m.PeerID()}, queue...) // a member knows first-hand
 	}
+	type result struct {
+		st  *LiveStatus
+		err error
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the questions still in flight
+	results := make(chan result)
 	var (
-		answers []*LiveStatus
-		errs    []error
+		answers         []*LiveStatus
+		errs            []error
+		inflight, asked int
 	)
-	for r := 0; r < 3 && ctx.Err() == nil; r++ {
-		var ask []peer.ID
-		for _, p := range round {
-			if p == "" || tried[p] || len(ask) >= 8 {
+	launch := func() {
+		for len(queue) > 0 && inflight < 8 && asked < 24 {
+			p := queue[0]
+			queue = queue[1:]
+			if p == "" || tried[p] {
 				continue
 			}
 			tried[p] = true
-			if id, err := peer.Decode(p); err == nil {
-				ask = append(ask, id)
-			}
-		}
-		if len(ask) == 0 {
-			break
-		}
-		type result struct {
-			st  *LiveStatus
-			err error
-		}
-		results := make([]result, len(ask))
-		var wg sync.WaitGroup
-		for i, id := range ask {
-			wg.Go(func() {
-				st, err := m.askStatus(ctx, id, did)
-				results[i] = result{st, err}
-			})
-		}
-		wg.Wait()
-		var pointed, members []string
-		for _, res := range results {
-			if res.err != nil {
-				errs = append(errs, res.err)
+			id, err := peer.Decode(p)
+			if err != nil {
 				continue
 			}
-			if res.st.holding() {
-				return res.st, append(answers, res.st), nil
-			}
-			answers = append(answers, res.st)
-			// It knows the holder it last heard from, and the other
-			// members know theirs: ask the former first.
-			pointed = append(pointed, res.st.Holder)
-			members = append(members, res.st.Members...)
+			inflight++
+			asked++
+			go func() {
+				st, err := m.askStatus(rctx, id, did)
+				select {
+				case results <- result{st, err}:
+				case <-rctx.Done():
+				}
+			}()
 		}
-		round = append(pointed, members...)
+	}
+	launch()
+	for inflight > 0 {
+		var res result
+		select {
+		case res = <-results:
+		case <-ctx.Done():
+			errs = append(errs, ctx.Err())
+			return nil, answers, fmt.Errorf("no member answered as the holder of %s: %w", did, errors.Join(errs...))
+		}
+		inflight--
+		switch {
+		case res.err != nil:
+			errs = append(errs, res.err)
+		case res.st.holding():
+			return res.st, append(answers, res.st), nil
+		default:
+			answers = append(answers, res.st)
+			queue = append(append([]string{res.st.Holder}, queue...), res.st.Members...)
+		}
+		launch()
 	}
 	if len(errs) == 0 && ctx.Err() != nil {
 		errs = append(errs, ctx.Err())

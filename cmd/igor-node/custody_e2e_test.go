@@ -73,6 +73,7 @@ func restart(t *testing.T, nd *tnode, boot, tick string, k int, extra ...string)
 	logf, _ := os.Create(filepath.Join(nd.Home, fmt.Sprintf("daemon-%d.log", k)))
 	args := append([]string{"--home", nd.Home, "daemon", "--api", "127.0.0.1:0", "--slots", "4",
 		"--tick-interval", tick, "--drain-timeout", "3s", "--bootstrap", boot}, extra...)
+	args = append(args, strings.Fields(os.Getenv("DAEMON_ARGS"))...) // as testnet/up.sh takes them
 	cmd := exec.Command(binPath, args...)
 	cmd.Stdout, cmd.Stderr = out, logf
 	cmd.Env = append(os.Environ(), "IGOR_HOME=")

@@ -140,6 +140,9 @@ type driver struct {
 	// commits: the highest seq committed while this node ran the agent,
 	// for the runner's AwaitCommit (a journaled agent waits for each tick).
 	commits commitWatch
+	// seenRole, seenEpoch: what handle logged last (debug).
+	seenRole  lease.Role
+	seenEpoch uint64
 
 	complete map[string]bool            // checkpoints whose blocks are here
 	held     map[string][]lease.Message // messages waiting for their checkpoint's blocks
@@ -637,6 +640,11 @@ func (d *driver) hold(id string, msg lease.Message) {
 // handle carries out the machine's Ready in the order the protocol needs:
 // persist, stop, committed, start, send (hosting/lease package docs).
 func (d *driver) handle() {
+	if r, e := d.mc.Role(), d.mc.Epoch(); r != d.seenRole || e != d.seenEpoch {
+		// Elections, for a post-mortem of a slow takeover (debug only).
+		d.seenRole, d.seenEpoch = r, e
+		d.m.cfg.Logger.Debug("custody: lease role", "agent", d.did, "role", r.String(), "epoch", e, "phase", d.phase.String())
+	}
 	rd := d.mc.Ready()
 	// Fence the runner first: a step-down takes effect for the next tick
 	// even before the Stop below has waited for the one in flight.
@@ -671,6 +679,9 @@ func (d *driver) handle() {
 		d.startAgent(*rd.Start)
 	}
 	for _, msg := range rd.Messages {
+		if msg.Type == lease.MsgPromiseRequest || msg.Type == lease.MsgPromise {
+			d.m.cfg.Logger.Debug("custody: election message", "agent", d.did, "msg", lease.DescribeMessage(msg))
+		}
 		d.m.cfg.Net.Send(d.did, d.gid, msg)
 	}
 	if rd.Removed && d.phase != phLeaving {
