@@ -95,6 +95,17 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 	}
 	t.Logf("holder closed in %v", time.Since(stopped))
 	rest := slices.DeleteFunc(slices.Clone(ms), func(m *Mesh) bool { return m == holder })
+	// A query during the takeover waits for it (up to takeoverWait) and
+	// shows its result, rather than the state before it.
+	var during *Mesh
+	for _, m := range rest {
+		if slices.Contains(res.Members, m.PeerID()) {
+			during = m
+		}
+	}
+	t0 := time.Now()
+	qd, err := during.QueryAgent(ctx, res.DID)
+	tookQ := time.Since(t0)
 	var next *Mesh
 	eventually(t, "a standby takes over", 20*time.Second, func() error {
 		if next = holderOf(rest, res.DID); next == nil {
@@ -111,6 +122,14 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 		t.Fatalf("new holder at epoch %d, want ≥ 2", st.Epoch)
 	}
 	t.Logf("takeover by %s at epoch %d after %v", next.PeerID(), st.Epoch, took)
+	switch {
+	case err != nil:
+		t.Errorf("query during the takeover: %v", err)
+	case qd.Status == "running" && qd.Holder == next.PeerID():
+		t.Logf("a query during the takeover answered with the new holder after %v", tookQ)
+	case tookQ < takeoverWait:
+		t.Errorf("a query during the takeover answered %s (holder %q) after %v, without waiting for the takeover", qd.Status, qd.Holder, tookQ)
+	}
 	// Each survivor's query, though it asks the dead holder it remembers
 	// first, answers with the new one without waiting out the dead
 	// holder's status timeout (2 s).

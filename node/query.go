@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -128,6 +129,16 @@ func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error)
 			answers = append(answers, more...)
 		}
 	}
+	if live == nil && len(answers) > 0 {
+		// Members answered and none holds a live lease: a takeover is under
+		// way (a holder died within the last lease or two), which usually
+		// ends within ~2.5 s. Asking the live members again shows its
+		// result; the head record (a DHT walk, seconds while a dead peer's
+		// dial times out) could only show the state before it.
+		var more []*LiveStatus
+		live, more = m.awaitTakeover(ctx, did, answers)
+		answers = append(answers, more...)
+	}
 	if live != nil {
 		st, err := m.statusFromHolder(ctx, did, live)
 		if err == nil {
@@ -184,6 +195,46 @@ func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error)
 	st.Status = "unreachable"
 	st.Error = findErr.Error()
 	return st, nil
+}
+
+// takeoverWait bounds how long a query waits for a takeover under way to
+// end (a standby campaigns LeaseTicks+WaitTicks after the holder's last
+// heartbeat: ~2.5 s on the default timing).
+const takeoverWait = 3 * time.Second
+
+// awaitTakeover asks the members that answered (and no one else: the dead
+// holder they may still name would hold each round for its status
+// timeout) every 250 ms, up to takeoverWait, until one holds the lease.
+// It returns that answer, or nil, with the answers it got.
+func (m *Mesh) awaitTakeover(ctx context.Context, did string, answered []*LiveStatus) (*LiveStatus, []*LiveStatus) {
+	var live []string
+	skip := map[string]bool{}
+	for _, a := range answered {
+		live = append(live, a.Peer)
+		skip[a.Holder] = true
+		for _, p := range a.Members {
+			skip[p] = true
+		}
+	}
+	for _, p := range live {
+		delete(skip, p)
+	}
+	var all []*LiveStatus
+	deadline := time.Now().Add(takeoverWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, all
+		case <-time.After(250 * time.Millisecond):
+		}
+		tried := maps.Clone(skip)
+		h, answers, _ := m.findHolder(ctx, did, live, tried)
+		all = append(all, answers...)
+		if h != nil {
+			return h, all
+		}
+	}
+	return nil, all
 }
 
 // statusFromMember builds a no-holder status from a member's answer,
