@@ -144,8 +144,9 @@ type driver struct {
 	seenRole  lease.Role
 	seenEpoch uint64
 
-	complete map[string]bool            // checkpoints whose blocks are here
+	complete map[string]uint64          // checkpoints whose lineage is here (their seqs): markComplete
 	held     map[string][]lease.Message // messages waiting for their checkpoint's blocks
+	fetching string                     // the held checkpoint whose fetch is in flight (one at a time)
 	pinned   string                     // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
 	pinnedAt time.Time
 	started  bool // the agent runs here (the Runner has it)
@@ -174,7 +175,7 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		inbox: make(chan event, inboxSize), poke: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		// Persisted Accepted always has its blocks here: a checkpoint is
 		// stepped into the machine only after Ensure.
-		complete:  map[string]bool{acc.ID: true, g.Genesis: true},
+		complete:  map[string]uint64{acc.ID: acc.Seq, g.Genesis: 0},
 		held:      map[string][]lease.Message{},
 		proposed:  map[uint64]proposal{},
 		deadSince: map[string]time.Time{},
@@ -457,14 +458,21 @@ func (d *driver) on(ev event) {
 	case evEnsured:
 		msgs := d.held[ev.id]
 		delete(d.held, ev.id)
+		if d.fetching == ev.id {
+			d.fetching = ""
+		}
 		if ev.err != nil {
 			d.log().debug("fetch checkpoint "+ev.id, ev.err)
+			d.fetchNext()
 			return
 		}
-		d.complete[ev.id] = true
+		if len(msgs) > 0 {
+			d.markComplete(ev.id, msgs[0].Checkpoint.Seq)
+		}
 		for _, msg := range msgs {
 			d.step(msg)
 		}
+		d.fetchNext()
 	case evCheckpoint:
 		if d.proposeHead(ev.head) {
 			d.handle()
@@ -573,7 +581,7 @@ func carries(msg lease.Message) string {
 }
 
 func (d *driver) step(msg lease.Message) {
-	if id := carries(msg); id != "" && !d.complete[id] {
+	if id := carries(msg); id != "" && !d.isComplete(id) {
 		d.hold(id, msg)
 		// A heartbeat of the holder we already follow renews the lease at
 		// once, acknowledging only what is stored here; the new checkpoint
@@ -602,20 +610,61 @@ func (d *driver) step(msg lease.Message) {
 	d.handle()
 }
 
-// hold parks msg until checkpoint id is here, starting its fetch.
+// hold parks msg until checkpoint id is here, and fetches it unless a
+// fetch is in flight: one lineage fetch at a time per agent. A member that
+// fell behind a journaled agent (a checkpoint per tick) hears of a new
+// checkpoint with every message; a walk back to its accepted one for each
+// of them piled up walks over the same hundreds of checkpoints, which all
+// slowed down together and none finished (a restarted member stayed behind
+// for the whole 60 s watched). After the walk in flight, the newest held
+// checkpoint is fetched, and its walk stops at the one just completed.
 func (d *driver) hold(id string, msg lease.Message) {
-	msgs, fetching := d.held[id]
+	msgs := d.held[id]
 	if len(msgs) >= maxHeld {
 		msgs = msgs[1:]
 	}
 	d.held[id] = append(msgs, msg)
-	if fetching {
+	d.fetchNext()
+}
+
+// fetchNext starts the fetch of the newest held checkpoint unless one is
+// in flight.
+func (d *driver) fetchNext() {
+	if d.fetching != "" || len(d.held) == 0 {
+		return
+	}
+	// Heartbeats naming a checkpoint no newer than the accepted one, at
+	// its epoch, are stale (a newer one was accepted meanwhile): they would
+	// only be acknowledged with the accepted seq, which later ones do.
+	acc, at := d.mc.Accepted()
+	for hid, msgs := range d.held {
+		stale := true
+		for _, m := range msgs {
+			if m.Type != lease.MsgAppend || m.Epoch != at || m.Checkpoint.Seq > acc.Seq {
+				stale = false
+				break
+			}
+		}
+		if stale {
+			delete(d.held, hid)
+		}
+	}
+	var id string
+	var msg lease.Message
+	for hid, msgs := range d.held {
+		last := msgs[len(msgs)-1]
+		if id == "" || last.Checkpoint.Seq > msg.Checkpoint.Seq || last.Checkpoint.Seq == msg.Checkpoint.Seq && hid < id {
+			id, msg = hid, last
+		}
+	}
+	if id == "" {
 		return
 	}
 	c, err := cid.Decode(id)
 	if err != nil {
 		delete(d.held, id)
 		d.log().debug("message names a checkpoint that is not a CID", err)
+		d.fetchNext()
 		return
 	}
 	peers := []string{msg.From}
@@ -625,10 +674,15 @@ func (d *driver) hold(id string, msg lease.Message) {
 		}
 	}
 	// The walk back stops at a checkpoint known complete here: the accepted
-	// one (persisted only after its lineage was here) — not at any block
-	// that happens to be present, which a fetch cut short leaves behind.
-	acc, _ := d.mc.Accepted()
-	stop := map[string]bool{acc.ID: true}
+	// one (persisted only after its lineage was here), or one whose walk
+	// completed — not at any block that happens to be present, which a
+	// fetch cut short leaves behind.
+	stop := make(map[string]bool, len(d.complete)+1)
+	stop[acc.ID] = true
+	for k := range d.complete {
+		stop[k] = true
+	}
+	d.fetching = id
 	d.m.spawn(func() {
 		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
@@ -636,6 +690,32 @@ func (d *driver) hold(id string, msg lease.Message) {
 		d.send(d.ctx, event{kind: evEnsured, id: id, err: err})
 	})
 }
+
+// markComplete records that checkpoint id (at seq) and its lineage are
+// here, and forgets those below the accepted one once there are many (a
+// holder of a journaled agent adds one per tick).
+func (d *driver) markComplete(id string, seq uint64) {
+	d.complete[id] = seq
+	if len(d.complete) <= maxComplete {
+		return
+	}
+	acc, _ := d.mc.Accepted()
+	for k, s := range d.complete {
+		if s < acc.Seq {
+			delete(d.complete, k)
+		}
+	}
+}
+
+// isComplete reports whether checkpoint id and its lineage are known here.
+func (d *driver) isComplete(id string) bool {
+	_, ok := d.complete[id]
+	return ok
+}
+
+// maxComplete bounds the checkpoints a driver remembers as complete before
+// it forgets those below the accepted one.
+const maxComplete = 64
 
 // handle carries out the machine's Ready in the order the protocol needs:
 // persist, stop, committed, start, send (hosting/lease package docs).
@@ -1085,7 +1165,9 @@ func (d *driver) mayMove() bool {
 // for the commit-latency metric. It reports whether it proposed.
 func (d *driver) proposeHead(h hosting.Head) bool {
 	id := h.CID.String()
-	d.complete[id] = true
+	if h.Checkpoint != nil {
+		d.markComplete(id, h.Checkpoint.Seq)
+	}
 	if acc, _ := d.mc.Accepted(); !d.mc.Running() || h.Checkpoint == nil || h.Checkpoint.Seq <= acc.Seq {
 		return false // not holding, or already proposed
 	}

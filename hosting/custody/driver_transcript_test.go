@@ -49,7 +49,9 @@ var rewriteDriver = flag.Bool("rewrite", false, "rewrite testdata/driver/*.txt t
 //	answer KIND=VALUE                   what the next calls return: review=PEER,
 //	                                    replace=PEER,PEER|err|nochange, regroup=ok|err,
 //	                                    accept=ok|full|exhausted, ensure=ok|err,
-//	                                    control=ok|REASON (the check), apply=ok|inside
+//	                                    control=ok|REASON (the check), apply=ok|inside,
+//	                                    jobs=hold|run (hold: what the driver spawns — fetches,
+//	                                    reviews — waits until jobs=run)
 //	status                              the membership's status
 //
 // After each command the driver's phase, role and epoch are printed when
@@ -573,7 +575,7 @@ func (e *denv) settle() {
 			e.deliver(msg)
 			continue
 		}
-		if len(e.jobs) == 0 {
+		if len(e.jobs) == 0 || e.answers["jobs"] == "hold" {
 			e.mu.Unlock()
 			return
 		}

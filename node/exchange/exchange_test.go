@@ -355,3 +355,50 @@ func TestCloseStopsFetchesAndServing(t *testing.T) {
 		t.Error("a closed Exchange still answers block streams")
 	}
 }
+
+// racyStore is a real store whose block c arrives (as a push would store
+// it) between Fetch's look in the store and its session's own.
+type racyStore struct {
+	Blockstore
+	c    cid.Cid
+	data []byte
+	once sync.Once
+}
+
+func (r *racyStore) Has(c cid.Cid) (bool, error) {
+	if c == r.c {
+		first := false
+		r.once.Do(func() { first = true })
+		if first {
+			// Not here yet at the first look; stored right after it.
+			if err := r.Blockstore.PutBlock(c, r.data); err != nil {
+				return false, err
+			}
+			return false, nil
+		}
+	}
+	return r.Blockstore.Has(c)
+}
+
+// TestFetchOfABlockStoredMeanwhile: a block stored by someone else while
+// Fetch looks for it is returned whole — not as an empty block (a custody
+// member's lineage walk failed on "empty input" after a restart, when the
+// holder's push raced its fetch).
+func TestFetchOfABlockStoredMeanwhile(t *testing.T) {
+	server := newNode(t)
+	data := randBytes(t, 1000)
+	c, err := server.st.Put(cid.Raw, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &racyStore{Blockstore: newStore(t), c: c, data: data}
+	ex, err := New(newHost(t), rs, WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	got, err := ex.Fetch(t.Context(), c, server.info())
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Fetch: %d bytes (want %d), %v", len(got), len(data), err)
+	}
+}

@@ -84,6 +84,13 @@ func (e *Exchange) Fetch(ctx context.Context, c cid.Cid, from ...peer.AddrInfo) 
 	if err := s.run(); err != nil {
 		return nil, err
 	}
+	if s.rootData == nil {
+		// Stored by someone else (a push, another fetch) between the Has
+		// above and the session's own look: nothing was fetched, so read
+		// it here. (Returning nil handed callers an empty block: a custody
+		// member's lineage walk failed on "empty input" after a restart.)
+		return e.bs.Get(c)
+	}
 	return s.rootData, nil
 }
 
