@@ -109,7 +109,13 @@ func (m *Mesh) QueryAgent(ctx context.Context, did string) (*AgentStatus, error)
 	tried := map[string]bool{}
 	hint := m.holderHint(did)
 	start := append([]string{hint.holder}, hint.members...)
-	if hint.holder == "" {
+	_, memberErr := m.Custody.Agent(did)
+	if hint.holder == "" && memberErr != nil {
+		// Not a member (a member asks itself first, and its answer names
+		// the holder and the group): the record names where to start. A
+		// member that walked the DHT here waited, right after a failover,
+		// for the dead holder's dial to time out (the new holder's own
+		// API took ~10 s to answer).
 		resolve()
 		if rec != nil {
 			start = []string{rec.Holder}

@@ -83,6 +83,13 @@ func TestJournaledFailoverRunsNoTickTwice(t *testing.T) {
 			next = n
 			return nil
 		})
+		found := time.Since(killed)
+		// The new holder's own API answers at once: it asks itself first,
+		// with no DHT walk (which waited ~7–10 s on the dead holder's dial).
+		q0 := time.Now()
+		if _, err := status(next); err != nil || time.Since(q0) > 2*time.Second {
+			t.Errorf("kill %d: the new holder's status took %v: %v", k, time.Since(q0), err)
+		}
 		waitUntil(t, 30*time.Second, fmt.Sprintf("kill %d: ticks past %d on the new holder", k, tickAt+5), func() error {
 			st, err := status(next)
 			if err != nil || st.Tick < tickAt+5 {
@@ -91,7 +98,7 @@ func TestJournaledFailoverRunsNoTickTwice(t *testing.T) {
 			tickAt = st.Tick
 			return nil
 		})
-		t.Logf("kill %d: node %d → node %d; its status showed 5 more ticks after %v", k, h.Index, next.Index, time.Since(killed).Round(time.Millisecond))
+		t.Logf("kill %d: node %d → node %d; found running after %v, its status showed 5 more ticks after %v", k, h.Index, next.Index, found.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 		restart(t, &nodes[h.Index], bootAddr(t, nodes, down, h.Index), tick, k+1)
 		down[h.Index] = false
 		caughtUp(t, nodes, alive, nodes[h.Index], pub.DID, 30)
