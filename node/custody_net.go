@@ -780,7 +780,30 @@ func wholeFrame(r *bufio.Reader) bool {
 // Ensure implements custody.Net: the lineage walk is custody.EnsureLineage,
 // over the block exchange (the local store first, then the peers given).
 func (n *custodyNet) Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error {
-	return custody.EnsureLineage(ctx, exchangeFetcher{n.m}, n.m.Store, n.m.verified, did, c, peers, stop)
+	return custody.EnsureLineage(ctx, exchangeFetcher{n.m}, n.m.Store, n.m.verified, did, c, n.live(peers), stop)
+}
+
+// live keeps, of the members given, those whose custody frames arrived
+// within custodySilence — unless none did, then all. The exchange spreads
+// a fetch's blocks over every peer it is given, and a block asked of a
+// member killed a moment ago waits on the dead connection for the block
+// timeout: a restarted member's catch-up (and so a takeover needing its
+// acknowledgement) stalled ~6 s on it, several times in a row.
+func (n *custodyNet) live(peers []string) []string {
+	var heard []string
+	for _, p := range peers {
+		id, err := peer.Decode(p)
+		if err != nil {
+			continue
+		}
+		if t := n.heardFrom(id).Load(); t != 0 && time.Since(time.Unix(0, t)) <= custodySilence {
+			heard = append(heard, p)
+		}
+	}
+	if len(heard) == 0 {
+		return peers
+	}
+	return heard
 }
 
 // exchangeFetcher is custody.Fetcher over the block exchange.

@@ -903,6 +903,13 @@ func (m *Machine) stepPromiseRequest(msg Message) {
 	m.hs.Epoch = msg.Epoch
 	m.hsDirty = true
 	m.promisedTo, m.promisedAt = msg.From, msg.Epoch
+	// Give the candidate we promised an attempt's time to win and send its
+	// first round before campaigning ourselves (Raft resets its election
+	// timer on a vote for the same reason): a member whose own wait had run
+	// out campaigned a tick after promising, and the two outbid each other
+	// for seconds (epochs 3, 4, 5, 6… while a restarted member caught up).
+	// Promises to others stay possible: the view stays lapsed.
+	m.backoffUntil = max(m.backoffUntil, m.now+int64(m.cfg.RetryTicks))
 	m.send(Message{Type: MsgPromise, To: msg.From, Epoch: msg.Epoch, Checkpoint: m.hs.Accepted, AcceptedAt: m.hs.AcceptedAt, Conf: m.hs.Conf.clone()})
 }
 
