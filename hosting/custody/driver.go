@@ -147,9 +147,13 @@ type driver struct {
 	complete map[string]uint64          // checkpoints whose lineage is here (their seqs): markComplete
 	held     map[string][]lease.Message // messages waiting for their checkpoint's blocks
 	fetching string                     // the held checkpoint whose fetch is in flight (one at a time)
-	pinned   string                     // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
-	pinnedAt time.Time
-	started  bool // the agent runs here (the Runner has it)
+	// fetchEpoch: the epoch of the message that started it; fetchCancel
+	// ends it when a newer epoch's message comes.
+	fetchEpoch  uint64
+	fetchCancel context.CancelFunc
+	pinned      string // the checkpoint we pinned (the accepted one, or one accepted up to repinEvery earlier)
+	pinnedAt    time.Time
+	started     bool // the agent runs here (the Runner has it)
 	// reviewedAt: when the latest placement review started.
 	reviewedAt time.Time
 	deadSince  map[string]time.Time // holder: members not live, since when
@@ -459,7 +463,7 @@ func (d *driver) on(ev event) {
 		msgs := d.held[ev.id]
 		delete(d.held, ev.id)
 		if d.fetching == ev.id {
-			d.fetching = ""
+			d.fetching, d.fetchCancel = "", nil
 		}
 		if ev.err != nil {
 			d.log().debug("fetch checkpoint "+ev.id, ev.err)
@@ -624,6 +628,14 @@ func (d *driver) hold(id string, msg lease.Message) {
 		msgs = msgs[1:]
 	}
 	d.held[id] = append(msgs, msg)
+	if d.fetching != "" && msg.Epoch > d.fetchEpoch && d.fetchCancel != nil {
+		// A newer epoch's message: the fetch in flight serves one from an
+		// older epoch, whose sender may be the holder that just died (a
+		// restarted member's walk waited 15 s on it while the new epoch's
+		// messages queued behind it). Its end (an error) starts the next.
+		d.fetchCancel()
+		d.fetchCancel = nil
+	}
 	d.fetchNext()
 }
 
@@ -653,7 +665,8 @@ func (d *driver) fetchNext() {
 	var msg lease.Message
 	for hid, msgs := range d.held {
 		last := msgs[len(msgs)-1]
-		if id == "" || last.Checkpoint.Seq > msg.Checkpoint.Seq || last.Checkpoint.Seq == msg.Checkpoint.Seq && hid < id {
+		newer := last.Epoch > msg.Epoch || last.Epoch == msg.Epoch && (last.Checkpoint.Seq > msg.Checkpoint.Seq || last.Checkpoint.Seq == msg.Checkpoint.Seq && hid < id)
+		if id == "" || newer {
 			id, msg = hid, last
 		}
 	}
@@ -682,9 +695,10 @@ func (d *driver) fetchNext() {
 	for k := range d.complete {
 		stop[k] = true
 	}
-	d.fetching = id
+	d.fetching, d.fetchEpoch = id, msg.Epoch
+	ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
+	d.fetchCancel = cancel
 	d.m.spawn(func() {
-		ctx, cancel := context.WithTimeout(d.ctx, ensureLimit)
 		defer cancel()
 		err := d.m.cfg.Net.Ensure(ctx, d.did, c, peers, stop)
 		d.send(d.ctx, event{kind: evEnsured, id: id, err: err})

@@ -175,6 +175,10 @@ func (e *denv) Send(did string, gid GroupID, msg lease.Message) {
 }
 
 func (e *denv) Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error {
+	if ctx.Err() != nil {
+		e.printf("ensure %s from %v → cancelled", e.name(c.String()), peers)
+		return ctx.Err()
+	}
 	ans := e.answer("ensure", "ok")
 	e.printf("ensure %s from %v → %s", e.name(c.String()), peers, ans)
 	if ans != "ok" {
