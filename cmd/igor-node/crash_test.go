@@ -272,22 +272,6 @@ func TestCrashBlockReceipt(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &pub); err != nil || len(pub.Members) != 3 {
 		t.Fatalf("publish --json: %v %s", err, r.stdout)
 	}
-	// bootFor: the TCP address of a node other than the one restarting.
-	bootFor := func(victim *tnode) string {
-		for _, n := range nodes {
-			if n.Index == victim.Index {
-				continue
-			}
-			out, _ := os.ReadFile(filepath.Join(n.Home, "daemon.out"))
-			for _, l := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(l, "addr /ip4/127.0.0.1/tcp/") {
-					return strings.TrimPrefix(l, "addr ")
-				}
-			}
-		}
-		t.Fatal("no live node printed a TCP address")
-		return ""
-	}
 	status := func(n tnode) (custody.Status, error) {
 		var sts []custody.Status
 		if err := getJSON(n.API, "/v1/custody", &sts); err != nil {
@@ -348,9 +332,9 @@ func TestCrashBlockReceipt(t *testing.T) {
 		// connection to the killed process lingers; odd rounds on the same
 		// ports.
 		if round%2 == 0 {
-			restart(t, victim, bootFor(victim), tick, 10+round)
+			restart(t, victim, bootAddr(t, nodes, nil, victim.Index), tick, 10+round)
 		} else {
-			restartOnSamePorts(t, victim, bootFor(victim), tick, 10+round)
+			restartOnSamePorts(t, victim, bootAddr(t, nodes, nil, victim.Index), tick, 10+round)
 		}
 		after := custody.Status{}
 		waitUntil(t, 30*time.Second, "the restarted standby to receive checkpoints again", func() error {
