@@ -170,12 +170,25 @@ type pushedBlock struct {
 	data []byte
 }
 
-// frame is one decoded custody frame: a lease message, or pushed blocks.
+// frame is one decoded custody frame: a lease message, pushed blocks, or
+// a pair message (a frame whose DID is empty: no group, no group ID).
 type frame struct {
 	did    string
 	gid    custody.GroupID
 	msg    lease.Message
 	blocks []pushedBlock // a push frame
+	pair   bool          // a pair message (MsgPairBeat, MsgPairAck)
+}
+
+// encodePairFrame frames a pair message: an empty DID, then the message.
+func encodePairFrame(msg lease.Message) ([]byte, error) {
+	b := make([]byte, frameLenRoom, frameLenRoom+1+96)
+	b = append(b, 0)
+	b, err := lease.AppendMessage(b, msg)
+	if err != nil {
+		return nil, err
+	}
+	return finishFrame(b)
 }
 
 func encodeFrame(did string, gid custody.GroupID, msg lease.Message) ([]byte, error) {
@@ -325,6 +338,17 @@ func decodeFrame(buf []byte) (frame, error) {
 func (fr *frameReader) decode(buf []byte) (frame, error) {
 	var f frame
 	l, k := binary.Uvarint(buf)
+	if k > 0 && l == 0 {
+		var err error
+		if f.msg, err = lease.DecodeMessageInterned(buf[k:], fr.intern); err != nil {
+			return f, fmt.Errorf("%w: custody pair frame: %v", ErrBadMessage, err)
+		}
+		if f.msg.Type != lease.MsgPairBeat && f.msg.Type != lease.MsgPairAck {
+			return f, fmt.Errorf("%w: custody pair frame carries a %s", ErrBadMessage, f.msg.Type)
+		}
+		f.pair = true
+		return f, nil
+	}
 	if k <= 0 || l == 0 || l > 128 || uint64(len(buf)-k) < l+uint64(len(f.gid)) {
 		return f, fmt.Errorf("%w: custody frame: bad agent DID length", ErrBadMessage)
 	}
@@ -347,6 +371,16 @@ func (fr *frameReader) decode(buf []byte) (frame, error) {
 		return f, fmt.Errorf("%w: custody frame: %v", ErrBadMessage, err)
 	}
 	return f, nil
+}
+
+// SendPair queues a pair message (custody.PairNet); a full queue drops it.
+func (n *custodyNet) SendPair(msg lease.Message) {
+	frame, err := encodePairFrame(msg)
+	if err != nil {
+		n.m.Logger.Warn("custody: encode pair message", "err", err)
+		return
+	}
+	n.enqueue(msg.To, frame)
 }
 
 // Send queues the message for its recipient; a full queue drops it.
@@ -751,6 +785,17 @@ func (m *Mesh) handleCustody(s network.Stream) {
 					return
 				}
 				m.Logger.Debug("custody: push not stored", "from", from, "agent", f.did, "err", err)
+			}
+			continue
+		}
+		if f.pair {
+			if err := m.Custody.DeliverPair(from, f.msg); err != nil {
+				if errors.Is(err, lease.ErrInvalidMessage) {
+					m.Logger.Info("custody: forged pair message; closing the stream", "from", from, "err", err)
+					s.Reset()
+					return
+				}
+				m.Logger.Debug("custody: pair message not delivered", "from", from, "err", err)
 			}
 			continue
 		}

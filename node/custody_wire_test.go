@@ -176,3 +176,24 @@ func FuzzCustodyOffer(f *testing.F) {
 		}
 	})
 }
+
+// A pair message travels in a frame with an empty DID; such a frame
+// carrying a group's message is refused.
+func TestPairFrame(t *testing.T) {
+	msg := lease.Message{Type: lease.MsgPairAck, From: "a", To: "b", Round: 3, Session: 7, Gen: 1, Echo: 9, EchoGen: 2}
+	b, err := encodePairFrame(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := readFrame(bufio.NewReader(bytes.NewReader(b)))
+	if err != nil || !f.pair || !f.msg.Equal(msg) {
+		t.Fatalf("pair frame: %v, pair=%t, %s", err, f.pair, lease.DescribeMessage(f.msg))
+	}
+	bad, err := encodePairFrame(lease.Message{Type: lease.MsgHandoff, From: "a", To: "b", Epoch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFrame(bufio.NewReader(bytes.NewReader(bad))); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("a Handoff in a pair frame: %v, want ErrBadMessage", err)
+	}
+}

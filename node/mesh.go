@@ -242,7 +242,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	if m.Custody, err = custody.NewManager(custody.Config{
 		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
 		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup, Replace: m.custodyReplace, Deleted: m.custodyDeleted},
-		Timing: cfg.Custody, Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")), Meta: l.Store,
+		Timing: custodyTiming(cfg.Custody), Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")), Meta: l.Store,
 	}); err != nil {
 		return nil, err
 	}
@@ -527,4 +527,18 @@ func (m *Mesh) checkSuperseded(ctx context.Context, did string) {
 	if m.Custody.Superseded(did, rec.Epoch) {
 		m.Logger.Warn("custody: a head record at a higher epoch exists; stopped the agent here", "agent", did, "epoch", rec.Epoch, "holder", rec.Holder)
 	}
+}
+
+// custodyTiming is t (zero: custody.DefaultTiming) with pair leases on when
+// IGOR_PAIR_LEASES=1 (D69: off by default until they have run on meshes of
+// daemons as long as per-group rounds have).
+func custodyTiming(t custody.Timing) custody.Timing {
+	if os.Getenv("IGOR_PAIR_LEASES") != "1" {
+		return t
+	}
+	if t == (custody.Timing{}) {
+		t = custody.DefaultTiming()
+	}
+	t.PairLeases = true
+	return t
 }

@@ -88,6 +88,10 @@ type Timing struct {
 	// this often (and on every change of holder or epoch), never more
 	// often than it commits. Capped by the agent's lease term. Default 30 s.
 	HeadRefresh time.Duration
+	// PairLeases: leases renewed by one beat per node pair for all the
+	// groups two nodes share (lease/pairs.go, D69), when the Net carries
+	// pair messages (PairNet). Off: a heartbeat round per group.
+	PairLeases bool
 	// OrphanAfter: a member that has heard no holder for this long asks
 	// whether its group still exists (the node's eviction check: a member
 	// cut off during a regroup never received its leave). Default 1 min.
@@ -391,6 +395,7 @@ type Manager struct {
 	man   *manual // nil but in the driver transcripts
 
 	engineDone chan struct{} // closed when runEngine returned
+	pairs      *pairs        // nil without pair leases
 	inline     atomic.Uint64 // EngineStats
 	loops      atomic.Uint64
 	badMoves   atomic.Uint64 // phase moves refused (driver.to): bugs
@@ -438,6 +443,14 @@ func newManager(cfg Config, man *manual) (*Manager, error) {
 		m.now, m.spawn = man.now, man.spawn
 	}
 	m.t0 = m.now()
+	if pn, ok := cfg.Net.(PairNet); ok && cfg.Timing.PairLeases {
+		p, err := newPairs(m, pn)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		m.pairs = p
+	}
 	if man != nil {
 		close(m.engineDone)
 	} else {
@@ -688,6 +701,10 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 	}
 	aid, self := agents.AgentID(g.Agent), m.cfg.Self
 	cfg.RankIn = func(members []string) int { return slices.Index(hosting.Rank(aid, members), self) }
+	_, base := m.alignedNow() // newDriver's base: the same grid tick unless the clock crossed one
+	if m.pairs != nil {
+		cfg.Pairs = groupPairs{p: m.pairs, base: base}
+	}
 	mc, err := lease.New(cfg)
 	if err != nil {
 		return fmt.Errorf("custody group of %s: %w", g.Agent, err)
@@ -700,7 +717,7 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 	if _, ok := m.drivers[g.Agent]; ok {
 		return fmt.Errorf("%w: %s", ErrExists, g.Agent)
 	}
-	d := newDriver(m, g, key, mc, ranked)
+	d := newDriver(m, g, key, mc, ranked, base)
 	if campaign {
 		d.phase = phCampaign
 	}
@@ -719,6 +736,9 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 // returns ErrNotMember when this node has no group for did; a full inbox
 // drops the message (loss is part of the protocol's model).
 func (m *Manager) Deliver(did string, gid GroupID, from string, msg lease.Message) error {
+	if msg.Type == lease.MsgPairBeat || msg.Type == lease.MsgPairAck {
+		return fmt.Errorf("%w: a pair message in a group's frame", lease.ErrInvalidMessage)
+	}
 	if msg.From != from {
 		return fmt.Errorf("%w: message claims to be from %s, the stream is from %s", lease.ErrInvalidMessage, msg.From, from)
 	}
@@ -736,6 +756,21 @@ func (m *Manager) Deliver(did string, gid GroupID, from string, msg lease.Messag
 	}
 	if !d.trySend(event{kind: evMsg, msg: msg}) {
 		m.cfg.Logger.Debug("custody inbox full; message dropped", "agent", did, "from", from)
+	}
+	return nil
+}
+
+// DeliverPair steps a pair message (lease/pairs.go) from the authenticated
+// peer from. Without pair leases it returns ErrNotMember (the sender's
+// node has them on and this one not: its beats are dropped, and its
+// groups here renew by per-group rounds). A message that is not a valid
+// pair message returns lease.ErrInvalidMessage.
+func (m *Manager) DeliverPair(from string, msg lease.Message) error {
+	if m.pairs == nil {
+		return fmt.Errorf("%w: pair leases are off here", ErrNotMember)
+	}
+	if err := m.pairs.deliver(from, msg); err != nil {
+		return fmt.Errorf("%w: pair message from %s: %v", lease.ErrInvalidMessage, from, err)
 	}
 	return nil
 }

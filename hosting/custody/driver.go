@@ -95,7 +95,12 @@ type driver struct {
 	t0       time.Time    // lease tick 0 on the monotonic clock
 	base     int64        // t0 as a tick of the manager's grid
 	leaseEnd atomic.Int64 // machine's LeaseEnd, for the runner's fence
-	inbox    chan event
+	// view: with pair leases, the running holder's lease.LeaseView (nil
+	// otherwise): the fence extends leaseEnd by the pair acknowledgements
+	// since.
+	view   atomic.Pointer[lease.LeaseView]
+	voters atomic.Value // []string: the configuration's voters (the peers to beat)
+	inbox  chan event
 	// queued: events sent to inbox and not yet handled. Only with none
 	// may a message be stepped inline (it would overtake them).
 	queued atomic.Int32
@@ -171,7 +176,7 @@ type driver struct {
 	snap Status
 }
 
-func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, ranked []string) *driver {
+func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, ranked []string, base int64) *driver {
 	ctx, cancel := context.WithCancel(m.ctx)
 	acc, _ := mc.Accepted()
 	d := &driver{
@@ -186,9 +191,11 @@ func newDriver(m *Manager, g *Group, key ed25519.PrivateKey, mc *lease.Machine, 
 		pinned:    acc.ID,
 		since:     m.now(),
 	}
-	d.t0, d.base = m.alignedNow()
+	d.base = base
+	d.t0 = m.t0.Add(time.Duration(base) * m.cfg.Timing.Interval)
 	d.wake.Store(never)
 	d.members = mc.Conf().Members
+	d.setVoters(mc.Conf())
 	d.confIdx = mc.Conf().Index
 	d.publish()
 	return d
@@ -239,6 +246,7 @@ func (d *driver) followConf() {
 		return
 	}
 	d.confIdx, d.members = c.Index, c.Members
+	d.setVoters(c)
 	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...))))
 	d.ranked = hosting.Rank(agents.AgentID(d.did), all)
 	for p := range d.deadSince {
@@ -252,8 +260,25 @@ func (d *driver) followConf() {
 func (d *driver) log() *slogLogger { return &slogLogger{d} }
 
 // fence is the runner's lease end in local time (hosting.RunOptions.Fence).
+// With pair leases it is computed now, from the holder's frozen view and
+// the pair acknowledgements since (the machine is not consulted: its owner
+// may be waiting for this runner).
 func (d *driver) fence() time.Time {
-	return d.t0.Add(time.Duration(d.leaseEnd.Load()) * d.m.cfg.Timing.Interval)
+	end := d.leaseEnd.Load()
+	if v := d.view.Load(); v != nil && end > 0 {
+		end = max(end, v.End(groupPairs{p: d.m.pairs, base: d.base}))
+	}
+	return d.t0.Add(time.Duration(end) * d.m.cfg.Timing.Interval)
+}
+
+func (d *driver) setVoters(c lease.Conf) {
+	d.voters.Store(slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...)))))
+}
+
+// setLease publishes the machine's lease end (and view) for the fence.
+func (d *driver) setLease() {
+	d.view.Store(d.mc.LeaseView())
+	d.leaseEnd.Store(d.mc.LeaseEnd())
 }
 
 func (d *driver) loop() {
@@ -742,7 +767,7 @@ func (d *driver) handle() {
 	rd := d.mc.Ready()
 	// Fence the runner first: a step-down takes effect for the next tick
 	// even before the Stop below has waited for the one in flight.
-	d.leaseEnd.Store(d.mc.LeaseEnd())
+	d.setLease()
 	if rd.Empty() {
 		return
 	}
@@ -790,7 +815,7 @@ func (d *driver) handle() {
 		d.repin(rd.Persist.Accepted.ID)
 	}
 	d.mc.Advance()
-	d.leaseEnd.Store(d.mc.LeaseEnd())
+	d.setLease()
 }
 
 // committed reports a checkpoint a majority stored to Hooks.Committed,
@@ -1309,6 +1334,16 @@ func (d *driver) shutdown() {
 	defer d.own.Unlock()
 	d.wake.Store(never)
 	d.stopAgent(false)
+	if d.m.pairs != nil && d.mc.Role() == lease.Holder {
+		// Members bound to this holder keep their promise only until our
+		// beats name another relinquishment count (lease/pairs.go).
+		gp := groupPairs{p: d.m.pairs, base: d.base}
+		for _, p := range d.voters.Load().([]string) {
+			if p != d.m.cfg.Self {
+				gp.Relinquish(p)
+			}
+		}
+	}
 	d.publish()
 }
 
@@ -1345,6 +1380,16 @@ func (d *driver) snapshot() Status {
 	d.mu.Lock()
 	st := d.snap
 	d.mu.Unlock()
+	if d.m.pairs != nil {
+		if st.Running && !st.LeaseEnd.IsZero() {
+			st.LeaseEnd = d.fence() // renewed by pair beats since the snapshot
+		}
+		if st.Holder != "" && st.Holder != d.m.cfg.Self {
+			if at := d.m.pairs.lastBeat(st.Holder); at.After(st.LastHeard) {
+				st.LastHeard = at // an idle group's holder is heard by its beats
+			}
+		}
+	}
 	if st.Running && !st.LeaseEnd.IsZero() && !d.m.now().Before(st.LeaseEnd) {
 		st.Running = false
 	}

@@ -104,6 +104,13 @@ func (m *Manager) runEngine() {
 		if batch {
 			b.Cork()
 		}
+		if m.pairs != nil {
+			var peers []string
+			if now%int64(m.cfg.Timing.HeartbeatTicks) == 0 {
+				peers = m.pairPeers() // the groups' members, refreshed once a round
+			}
+			m.pairs.tick(now, peers)
+		}
 		for _, d := range ds {
 			if d.wake.Load() > now {
 				continue

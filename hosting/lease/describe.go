@@ -20,6 +20,10 @@ func (t MsgType) String() string {
 		return "Release"
 	case MsgHandoff:
 		return "Handoff"
+	case MsgPairBeat:
+		return "PairBeat"
+	case MsgPairAck:
+		return "PairAck"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -48,6 +52,12 @@ func (hs HardState) String() string {
 // DescribeMessage prints m on one line, with only the fields its type uses.
 func DescribeMessage(m Message) string {
 	var b strings.Builder
+	switch m.Type {
+	case MsgPairBeat:
+		return fmt.Sprintf("%s->%s PairBeat r%d s%d rel%d", m.From, m.To, m.Round, m.Session, m.Gen)
+	case MsgPairAck:
+		return fmt.Sprintf("%s->%s PairAck r%d s%d g%d echo=s%d/rel%d", m.From, m.To, m.Round, m.Session, m.Gen, m.Echo, m.EchoGen)
+	}
 	fmt.Fprintf(&b, "%s->%s %s e%d", m.From, m.To, m.Type, m.Epoch)
 	switch m.Type {
 	case MsgAppend:
@@ -75,6 +85,14 @@ func DescribeMessage(m Message) string {
 		}
 	case MsgRelease, MsgHandoff:
 		fmt.Fprintf(&b, " commit=%d", m.Commit)
+	}
+	if m.Session != 0 {
+		fmt.Fprintf(&b, " s%d", m.Session)
+		if m.Type == MsgAppendAck {
+			fmt.Fprintf(&b, " g%d echo=rel%d", m.Gen, m.Echo)
+		} else {
+			fmt.Fprintf(&b, " rel%d", m.Gen)
+		}
 	}
 	return b.String()
 }
@@ -113,11 +131,14 @@ func (m *Machine) Describe() string {
 	}
 	switch m.role {
 	case Holder:
-		fmt.Fprintf(&b, " running=%t lease-end=%d commit=%d", m.running, m.leaseEnd, m.committed.Seq)
+		fmt.Fprintf(&b, " running=%t lease-end=%d commit=%d", m.running, m.effLeaseEnd(), m.committed.Seq)
 	case Candidate:
 		fmt.Fprintf(&b, " attempt=%d", m.attempt)
 	case Follower:
-		fmt.Fprintf(&b, " lapse-at=%d commit=%d", m.lapseAt, m.commit)
+		fmt.Fprintf(&b, " lapse-at=%d commit=%d", m.lapseTick(), m.commit)
+		if m.bound != "" {
+			fmt.Fprintf(&b, " bound=%s", m.bound)
+		}
 		if m.backoffUntil > m.now {
 			fmt.Fprintf(&b, " backoff-until=%d", m.backoffUntil)
 		}

@@ -155,6 +155,12 @@ const (
 	MsgRelease
 	// MsgHandoff: holder → target. Campaign now at Epoch+1.
 	MsgHandoff
+	// MsgPairBeat: node → peer, one per heartbeat round for every group
+	// the two share (pairs.go): Round, Session. No group, no epoch.
+	MsgPairBeat
+	// MsgPairAck: peer → node. Acknowledges pair round Round; Session and
+	// Gen are the acknowledging node's PairID, Echo the beat's session.
+	MsgPairAck
 )
 
 // Message is one protocol message. Which fields matter depends on Type.
@@ -172,13 +178,21 @@ type Message struct {
 	// value; MsgAppendAck, only its Index (with Checkpoint.Seq, the
 	// member's accepted position).
 	Conf Conf
+	// Pair leases (pairs.go). Session: the sender's pair session (MsgAppend
+	// of a holder using pair leases, MsgAppendAck, MsgPairBeat, MsgPairAck).
+	// Gen: on MsgAppend and MsgPairBeat the sender's relinquishment count
+	// towards the recipient, on MsgAppendAck and MsgPairAck its defection
+	// count. Echo: MsgPairAck, the beat's Session; MsgAppendAck, the
+	// Append's Gen. EchoGen: MsgPairAck, the beat's Gen.
+	Session, Gen, Echo, EchoGen uint64
 }
 
 // Equal reports whether two messages are the same.
 func (m Message) Equal(o Message) bool {
 	return m.Type == o.Type && m.From == o.From && m.To == o.To && m.Epoch == o.Epoch && m.Round == o.Round &&
 		m.Commit == o.Commit && m.Checkpoint == o.Checkpoint && m.AcceptedAt == o.AcceptedAt &&
-		m.Reject == o.Reject && m.Hint == o.Hint && m.Conf.equal(o.Conf)
+		m.Reject == o.Reject && m.Hint == o.Hint && m.Conf.equal(o.Conf) &&
+		m.Session == o.Session && m.Gen == o.Gen && m.Echo == o.Echo && m.EchoGen == o.EchoGen
 }
 
 // Ready is the batch of outputs to handle, in the order given in the
@@ -252,6 +266,11 @@ type Config struct {
 	// instead of first waiting WaitTicks, which protects only leases this
 	// node may have acknowledged. Never set it on a restart or a revive.
 	Released bool
+	// Pairs, if set, is the node's pair table (pairs.go): the holder's
+	// lease is renewed by the pair beats the members acknowledge, and it
+	// sends per-group rounds only to propose, to tell the commit point and
+	// to establish the group with a member. Nil: a round every heartbeat.
+	Pairs Pairs
 }
 
 func (c *Config) validate() error {
@@ -357,8 +376,14 @@ type Machine struct {
 	promisedTo   string // volatile: the candidate we promised epoch promisedAt to (repeats are re-granted)
 	promisedAt   uint64
 	released     uint64 // highest epoch whose holder released it to us (Release/Handoff)
-	votes        map[string]Message
-	asked        []string // sorted: every member of a configuration this attempt knows of
+	// bound, boundSess: the holder (and its pair session) whose Append at
+	// our epoch we acknowledged last (pair leases): we promise nothing in
+	// this group until WaitTicks after its latest pair beat, and defect
+	// from it when we do.
+	bound               string
+	boundSess, boundRel uint64
+	votes               map[string]Message
+	asked               []string // sorted: every member of a configuration this attempt knows of
 
 	// holder
 	running   bool
@@ -370,10 +395,18 @@ type Machine struct {
 	acks      map[uint64]map[string]bool // round → members that acknowledged
 	match     map[string]pos             // member → accepted position at our epoch
 	lastAck   map[string]int64           // member → tick of its latest acknowledgement
-	pending   []entry                    // proposed, not committed (first: recovery)
-	committed Checkpoint
-	commitPos pos
-	hasCommit bool
+	// Pair leases: est, the member's PairID on the AppendAck that
+	// established the group with it (its pair acknowledgements count while
+	// they carry the same); ackSent, the send tick of the latest round it
+	// acknowledged; roundCommit, the commit point the latest round told.
+	est         map[string]estab
+	ackSent     map[string]int64
+	roundCommit uint64
+	view        *LeaseView // cached LeaseView; nil when stale
+	pending     []entry    // proposed, not committed (first: recovery)
+	committed   Checkpoint
+	commitPos   pos
+	hasCommit   bool
 	// leaving: members the committed configuration dropped that have not
 	// acknowledged it yet; they get the holder's heartbeats, which tell
 	// them they are out, only once the change is committed.
@@ -436,7 +469,7 @@ func (m *Machine) LeaseEnd() int64 {
 	if !m.running {
 		return 0
 	}
-	return m.leaseEnd
+	return m.effLeaseEnd()
 }
 
 // Accepted is the latest checkpoint this node stored and the epoch it
@@ -473,6 +506,9 @@ func (m *Machine) Live(p string) bool {
 		return false
 	}
 	at, ok := m.lastAck[p]
+	if s, counted := m.pairSent(p); counted && (!ok || s > at) {
+		at, ok = s, true
+	}
 	return ok && m.now-at <= int64(m.cfg.LeaseTicks) && !m.match[p].less(m.commitPos)
 }
 
@@ -488,13 +524,16 @@ func (m *Machine) NextTick() int64 {
 	}
 	switch m.role {
 	case Holder:
-		next = min(max(m.leaseEnd, m.wonAt+int64(m.cfg.LeaseTicks)), m.lastRound+int64(m.cfg.HeartbeatTicks))
+		next = max(m.effLeaseEnd(), m.wonAt+int64(m.cfg.LeaseTicks))
+		if m.wantRound() {
+			next = min(next, m.lastRound+int64(m.cfg.HeartbeatTicks))
+		}
 	case Candidate:
 		next = m.attemptStart + int64(m.cfg.RetryTicks)
 		every := int64(max(1, m.cfg.HeartbeatTicks/2))
 		next = min(next, m.now+every-(m.now-m.attemptStart)%every)
 	case Follower:
-		next = max(m.lapseAt+int64(m.rank()*m.cfg.StaggerTicks), m.backoffUntil, m.quietUntil)
+		next = max(m.lapseTick()+int64(m.rank()*m.cfg.StaggerTicks), m.backoffUntil, m.quietUntil)
 	}
 	return max(next, m.now+1)
 }
@@ -507,7 +546,7 @@ func (m *Machine) NextTick() int64 {
 // not a follower): a live lease is never cut short by a campaign.
 func (m *Machine) Campaign() error {
 	if m.role != Follower || !m.lapsed() || m.removed {
-		return fmt.Errorf("%w: %s is %s, lease lapses here at tick %d, now %d", ErrLeaseLive, m.cfg.Self, m.role, m.lapseAt, m.now)
+		return fmt.Errorf("%w: %s is %s, lease lapses here at tick %d, now %d", ErrLeaseLive, m.cfg.Self, m.role, m.lapseTick(), m.now)
 	}
 	m.campaign()
 	return nil
@@ -540,7 +579,7 @@ func (m *Machine) TickTo(target int64) {
 	}
 	switch m.role {
 	case Holder:
-		if m.now >= max(m.leaseEnd, m.wonAt+int64(m.cfg.LeaseTicks)) {
+		if m.now >= max(m.effLeaseEnd(), m.wonAt+int64(m.cfg.LeaseTicks)) {
 			// Self-fence: no majority renewed the lease in time. The lease
 			// ended by our clock, before any member's wait ends by theirs.
 			// stepDown counts our view as heard at target, not at the fence
@@ -551,7 +590,7 @@ func (m *Machine) TickTo(target int64) {
 			m.stepDown()
 			return
 		}
-		if m.now-m.lastRound >= int64(m.cfg.HeartbeatTicks) {
+		if m.now-m.lastRound >= int64(m.cfg.HeartbeatTicks) && m.wantRound() {
 			m.broadcastRound()
 		}
 	case Candidate:
@@ -575,7 +614,7 @@ func (m *Machine) TickTo(target int64) {
 			}
 		}
 	case Follower:
-		if m.now >= m.lapseAt+int64(m.rank()*m.cfg.StaggerTicks) && m.now >= m.backoffUntil && m.now >= m.quietUntil {
+		if m.now >= m.lapseTick()+int64(m.rank()*m.cfg.StaggerTicks) && m.now >= m.backoffUntil && m.now >= m.quietUntil {
 			m.campaign()
 		}
 	}
@@ -802,7 +841,30 @@ func (m *Machine) send(msg Message) {
 	m.msgs = append(m.msgs, msg)
 }
 
-func (m *Machine) lapsed() bool { return m.role != Holder && m.now >= m.lapseAt }
+func (m *Machine) lapsed() bool { return m.role != Holder && m.now >= m.lapseTick() }
+
+// lapseTick is the first tick at which the lease counts as lapsed here:
+// WaitTicks after the latest heartbeat, and with pair leases after the
+// latest pair beat of the holder this node is bound to.
+func (m *Machine) lapseTick() int64 {
+	at := m.lapseAt
+	if m.bound != "" && m.cfg.Pairs != nil {
+		if b, ok := m.cfg.Pairs.Beat(m.bound, m.boundSess, m.boundRel); ok {
+			at = max(at, b+int64(m.cfg.WaitTicks)+1)
+		}
+	}
+	return at
+}
+
+// defect: this node promises an epoch above its bound holder's (to a
+// candidate, or to itself by campaigning): the holder must stop counting
+// its pair acknowledgements (pairs.go).
+func (m *Machine) defect() {
+	if m.bound != "" && m.cfg.Pairs != nil {
+		m.cfg.Pairs.Defect(m.bound)
+	}
+	m.bound, m.boundSess, m.boundRel = "", 0, 0
+}
 
 // heard records a valid heartbeat: the lease is live here for WaitTicks more.
 func (m *Machine) heard() { m.lapseAt = max(m.lapseAt, m.now+int64(m.cfg.WaitTicks)+1) }
@@ -822,6 +884,16 @@ func (m *Machine) becomeFollower() {
 // stepDown ends this node's holding; it treats its own lease as just heard,
 // so it does not promise anyone until its view lapses like everyone's.
 func (m *Machine) stepDown() {
+	if m.role == Holder && m.cfg.Pairs != nil {
+		// Members bound to us keep their promise only while our beats name
+		// what our Appends named: relinquishing ends it W after our next
+		// beat, and our other groups with them get established again.
+		for _, p := range m.voters(m.hs.Conf) {
+			if p != m.cfg.Self {
+				m.cfg.Pairs.Relinquish(p)
+			}
+		}
+	}
 	m.commit = max(m.commit, m.committed.Seq)
 	m.becomeFollower()
 	m.heard()
@@ -868,7 +940,16 @@ func (m *Machine) stepAppend(msg Message) {
 			m.removed, m.removedOut = true, true
 		}
 	}
-	m.send(Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Checkpoint: Checkpoint{Seq: m.hs.Accepted.Seq}, Conf: Conf{Index: m.hs.Conf.Index}})
+	ack := Message{Type: MsgAppendAck, To: msg.From, Epoch: msg.Epoch, Round: msg.Round, Checkpoint: Checkpoint{Seq: m.hs.Accepted.Seq}, Conf: Conf{Index: m.hs.Conf.Index}}
+	m.bound, m.boundSess, m.boundRel = "", 0, 0
+	if msg.Session != 0 && m.cfg.Pairs != nil {
+		// Bound to this holder from now on (pairs.go); the acknowledgement
+		// names our PairID towards it, under which it may count our pair
+		// acknowledgements in this group.
+		m.bound, m.boundSess, m.boundRel = msg.From, msg.Session, msg.Gen
+		ack.Session, ack.Gen, ack.Echo = m.cfg.Pairs.Session(), m.cfg.Pairs.Gen(msg.From), msg.Gen
+	}
+	m.send(ack)
 }
 
 func (m *Machine) stepPromiseRequest(msg Message) {
@@ -902,6 +983,7 @@ func (m *Machine) stepPromiseRequest(msg Message) {
 	}
 	m.hs.Epoch = msg.Epoch
 	m.hsDirty = true
+	m.defect()
 	m.promisedTo, m.promisedAt = msg.From, msg.Epoch
 	// Give the candidate we promised an attempt's time to win and send its
 	// first round before campaigning ourselves (Raft resets its election
@@ -918,6 +1000,7 @@ func (m *Machine) stepRelease(msg Message) {
 	// the agent before sending this; its late heartbeats are ignored.
 	if msg.Epoch == m.hs.Epoch && m.role == Follower {
 		m.lapseAt = m.now
+		m.bound, m.boundSess, m.boundRel = "", 0, 0 // it stopped the agent: no lease to protect
 		m.released = max(m.released, msg.Epoch)
 		m.commit = max(m.commit, msg.Commit)
 		// The target campaigns now: grant it a promise, but do not race it
@@ -932,6 +1015,7 @@ func (m *Machine) stepRelease(msg Message) {
 func (m *Machine) stepHandoff(msg Message) {
 	if msg.Epoch == m.hs.Epoch && m.role == Follower {
 		m.lapseAt = m.now
+		m.bound, m.boundSess, m.boundRel = "", 0, 0
 		m.released = max(m.released, msg.Epoch)
 		m.commit = max(m.commit, msg.Commit)
 		m.campaign()
@@ -941,6 +1025,7 @@ func (m *Machine) stepHandoff(msg Message) {
 // ---- candidate side ----
 
 func (m *Machine) campaign() {
+	m.defect() // a candidate promises itself its attempt
 	m.role = Candidate
 	m.attempt = max(m.hs.Epoch, m.maxSeen) + 1
 	m.attemptStart = m.now
@@ -1042,6 +1127,7 @@ func (m *Machine) maybeWin() {
 	m.acks = map[uint64]map[string]bool{}
 	m.match = map[string]pos{}
 	m.lastAck = map[string]int64{}
+	m.est, m.ackSent, m.view = map[string]estab{}, map[string]int64{}, nil
 	m.reserved = 0
 	m.pending = []entry{{m.hs.pos(), best}}
 	m.hasCommit = false
@@ -1070,9 +1156,18 @@ func (m *Machine) broadcastRound() {
 	if len(m.pending) == 0 && len(m.hs.Conf.Joint) == 0 {
 		to = append(slices.Clone(to), m.leaving...) // the change is committed: tell them
 	}
+	var sess uint64
+	if m.cfg.Pairs != nil {
+		sess = m.cfg.Pairs.Session()
+	}
+	m.roundCommit = m.committed.Seq
 	for _, p := range to {
 		if p != m.cfg.Self {
-			m.send(Message{Type: MsgAppend, To: p, Epoch: m.hs.Epoch, Round: m.round, Commit: m.committed.Seq, Checkpoint: m.hs.Accepted, Conf: m.hs.Conf.clone()})
+			msg := Message{Type: MsgAppend, To: p, Epoch: m.hs.Epoch, Round: m.round, Commit: m.committed.Seq, Checkpoint: m.hs.Accepted, Conf: m.hs.Conf.clone(), Session: sess}
+			if sess != 0 {
+				msg.Gen = m.cfg.Pairs.Rel(p)
+			}
+			m.send(msg)
 		}
 	}
 	m.progress(m.round)
@@ -1099,6 +1194,15 @@ func (m *Machine) stepAppendAck(msg Message) {
 		m.match[msg.From] = at
 	}
 	m.lastAck[msg.From] = m.now
+	if m.cfg.Pairs != nil {
+		if t, ok := m.sent[msg.Round]; ok && t >= m.ackSent[msg.From] {
+			m.ackSent[msg.From] = t
+			if msg.Session != 0 {
+				m.est[msg.From] = estab{PairID{msg.Session, msg.Gen}, msg.Echo}
+			}
+			m.view = nil
+		}
+	}
 	if a, ok := m.acks[msg.Round]; ok {
 		a[msg.From] = true
 	}
@@ -1116,6 +1220,7 @@ func (m *Machine) hasMatch(p string) bool { _, ok := m.match[p]; return ok }
 // alone is proposed only once the joint one is committed (so everything
 // before it is).
 func (m *Machine) progress(r uint64) {
+	m.view = nil
 	if a, ok := m.acks[r]; ok && m.quorum(m.hs.Conf, func(p string) bool { return a[p] }) {
 		m.leaseEnd = max(m.leaseEnd, m.sent[r]+int64(m.cfg.LeaseTicks))
 	}
@@ -1131,7 +1236,7 @@ func (m *Machine) progress(r uint64) {
 		}
 		m.commitPos, m.hasCommit = e.at, true
 	}
-	if !m.running && m.hasCommit && m.now < m.leaseEnd {
+	if !m.running && m.hasCommit && m.now < m.effLeaseEnd() {
 		m.running = true
 		cp := m.committed
 		m.start = &cp

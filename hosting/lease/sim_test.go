@@ -52,6 +52,9 @@ type simParams struct {
 	duration           float64
 	propose            float64
 	pause              float64 // per tick
+	// pairs: the machines use pair leases (pairs.go); each node's
+	// PairTable beats every other node through the same lossy network.
+	pairs bool
 }
 
 type simEvent struct {
@@ -110,6 +113,7 @@ type simNode struct {
 	// after a configuration change removed it).
 	absent bool
 	prio   int // rank order across all hosts (RankIn)
+	pt     *PairTable
 }
 
 type sim struct {
@@ -143,6 +147,7 @@ type sim struct {
 
 type simStats struct {
 	starts, commits, fences, crashes, schedules, takeovers, transfers int
+	appends, pairMsgs                                                 int // per-group Appends and pair messages sent
 	changes, removals                                                 int // ChangeConfig accepted; members that learned they are out
 	pauses, wakeFences, resumes                                       int // wakeFences: a paused runner stopped on waking
 }
@@ -165,9 +170,9 @@ func (s *sim) push(e *simEvent) {
 	heap.Push(&s.q, e)
 }
 
-func newSim(seed uint64, tracing bool) *sim {
+func newSim(seed uint64, tracing, pairs bool) *sim {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	p := simParams{n: 3}
+	p := simParams{n: 3, pairs: pairs}
 	if rng.IntN(2) == 1 {
 		p.n = 5
 	}
@@ -180,6 +185,11 @@ func newSim(seed uint64, tracing bool) *sim {
 	p.duration = 150 + rng.Float64()*250
 	p.propose = 0.1 + rng.Float64()*0.5
 	p.pause = rng.Float64() * 0.01
+	if pairs && rng.IntN(2) == 0 {
+		// Mostly idle: the lease then rests on pair beats alone between
+		// rare proposals, which is what pair leases are for.
+		p.propose = rng.Float64() * 0.02
+	}
 	s := &sim{p: p, rng: rng, index: map[string]int{}, parent: map[string]string{}, seqOf: map[string]uint64{"g": 0},
 		committed: map[uint64]string{0: "g"}, maxCommit: Checkpoint{ID: "g"}, epochHold: map[uint64]string{}, tracing: tracing}
 	// The founders, and two spare hosts a configuration change may add.
@@ -217,7 +227,22 @@ func (s *sim) start(i int, group []string) {
 	// The custody driver starts restored members quiet for a wait, and new
 	// ones for longer (QuietTicks); any value must be safe.
 	quiet := s.rng.IntN(3 * simW)
-	m, err := New(Config{Self: nd.name, Group: group, Rank: nd.rank, HeartbeatTicks: simH, LeaseTicks: simL,
+	var pairs Pairs
+	nd.pt = nil
+	if s.p.pairs {
+		pt, err := NewPairTable(nd.name, 1+s.rng.Uint64N(1<<40), simH, simL) // a new session per process
+		if err != nil {
+			s.fail("NewPairTable(%s): %v", nd.name, err)
+			return
+		}
+		var peers []string
+		for _, o := range s.nodes {
+			peers = append(peers, o.name)
+		}
+		pt.SetPeers(peers)
+		nd.pt, pairs = pt, pt
+	}
+	m, err := New(Config{Pairs: pairs, Self: nd.name, Group: group, Rank: nd.rank, HeartbeatTicks: simH, LeaseTicks: simL,
 		WaitTicks: simW, DriftTicks: simD, Rand: nd.rnd.Uint64, HardState: nd.hs, QuietTicks: quiet,
 		RankIn: func(members []string) int {
 			// The order of a fixed per-schedule priority, as the driver's
@@ -267,7 +292,7 @@ func (s *sim) leave(i int) {
 		s.fail("%s leaves the group while running the agent", nd.name)
 	}
 	s.logf("%s leaves the group", nd.name)
-	nd.up, nd.m, nd.absent, nd.hs = false, nil, true, HardState{}
+	nd.up, nd.m, nd.absent, nd.hs, nd.pt = false, nil, true, HardState{}, nil
 	nd.gen++
 }
 
@@ -278,7 +303,7 @@ func (s *sim) crash(i int) {
 	}
 	s.logf("%s crashes (running=%t)", nd.name, nd.running)
 	s.stats.crashes++
-	nd.up, nd.m, nd.running = false, nil, false
+	nd.up, nd.m, nd.running, nd.pt = false, nil, false, nil
 	nd.pausedUntil, nd.suspended = 0, false
 }
 
@@ -348,6 +373,10 @@ func (s *sim) run() {
 				}
 			}
 			s.handle(e.node)
+			if nd.up && nd.pt != nil {
+				nd.pt.TickTo(target)
+				s.sendPairs(nd)
+			}
 			if resumed && nd.up && nd.running {
 				for _, o := range s.nodes {
 					if o != nd && o.running {
@@ -357,7 +386,11 @@ func (s *sim) run() {
 				s.logf("%s resumes the agent, lease end %d", nd.name, nd.m.LeaseEnd())
 				s.stats.resumes++
 			}
-			if nd.up && nd.m.Running() && s.rng.Float64() < s.p.propose {
+			propose := s.p.propose
+			if s.calm {
+				propose = max(propose, 0.1) // liveness asks for a commit in the calm phase
+			}
+			if nd.up && nd.m.Running() && s.rng.Float64() < propose {
 				s.nextID++
 				id := fmt.Sprintf("%s%d", nd.name, s.nextID)
 				parent := nd.hs.Accepted
@@ -385,6 +418,18 @@ func (s *sim) run() {
 				continue
 			}
 			msg := e.msg
+			if msg.Type == MsgPairBeat || msg.Type == MsgPairAck {
+				if nd.pt == nil {
+					s.fail("%s: a pair message without pair leases: %s", nd.name, DescribeMessage(msg))
+					continue
+				}
+				s.logf("deliver %s", DescribeMessage(msg))
+				if err := nd.pt.Step(msg); err != nil {
+					s.fail("PairTable.Step: %v", err)
+				}
+				s.sendPairs(nd)
+				continue
+			}
 			// The custody driver renews the lease of the holder a member
 			// already follows while the new checkpoint is still being
 			// fetched: it steps a copy carrying only what it stored, and the
@@ -675,12 +720,32 @@ func (s *sim) handle(i int) {
 		if err != nil || !back.Equal(m) {
 			s.fail("%s: message %v does not survive the wire: %v", nd.name, m, err)
 		}
+		if m.Type == MsgAppend {
+			s.stats.appends++
+		}
 		s.send(back)
 	}
 	nd.m.Advance()
 	if rd.Removed {
 		s.stats.removals++
 		s.leave(i)
+	}
+}
+
+// sendPairs sends what nd's pair table has to send, through the wire
+// encoding like the machine's messages.
+func (s *sim) sendPairs(nd *simNode) {
+	for _, m := range nd.pt.Messages() {
+		data, err := EncodeMessage(m)
+		if err != nil {
+			s.fail("%s: encode %v: %v", nd.name, m, err)
+		}
+		back, err := DecodeMessage(data)
+		if err != nil || !back.Equal(m) {
+			s.fail("%s: pair message %v does not survive the wire: %v", nd.name, m, err)
+		}
+		s.stats.pairMsgs++
+		s.send(back)
 	}
 }
 
@@ -792,7 +857,14 @@ var simTail = func() int {
 	return 80
 }()
 
-func TestRandomSchedules(t *testing.T) {
+func TestRandomSchedules(t *testing.T) { randomSchedules(t, false) }
+
+// TestRandomSchedulesPairLeases: the same schedules with pair leases —
+// the lease renewed by pair beats, per-group rounds only to propose, tell
+// the commit point and establish — and restarts drawing new sessions.
+func TestRandomSchedulesPairLeases(t *testing.T) { randomSchedules(t, true) }
+
+func randomSchedules(t *testing.T, pairs bool) {
 	n := simSchedules(t)
 	base := uint64(1)
 	if v := os.Getenv("LEASE_SIM_SEED"); v != "" {
@@ -806,13 +878,13 @@ func TestRandomSchedules(t *testing.T) {
 	var total simStats
 	for k := range n {
 		seed := base + uint64(k)
-		s := newSim(seed, false)
+		s := newSim(seed, false, pairs)
 		s.run()
 		if s.violation == "" {
 			s.checkLiveness()
 		}
 		if s.violation != "" {
-			tr := newSim(seed, true)
+			tr := newSim(seed, true, pairs)
 			tr.run()
 			if tr.violation == "" {
 				tr.checkLiveness()
@@ -838,11 +910,13 @@ func TestRandomSchedules(t *testing.T) {
 		total.resumes += s.stats.resumes
 		total.changes += s.stats.changes
 		total.removals += s.stats.removals
+		total.appends += s.stats.appends
+		total.pairMsgs += s.stats.pairMsgs
 		total.schedules++
 	}
-	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed), %d membership changes, %d members removed",
+	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed), %d membership changes, %d members removed; %d per-group Appends, %d pair messages",
 		total.schedules, time.Since(begin).Round(time.Millisecond), total.starts, total.takeovers, total.fences, total.commits, total.crashes, total.transfers,
-		total.pauses, total.wakeFences, total.resumes, total.changes, total.removals)
+		total.pauses, total.wakeFences, total.resumes, total.changes, total.removals, total.appends, total.pairMsgs)
 	// The schedules must exercise what they claim to; a machine that never
 	// hands the agent over would pass the safety checks vacuously.
 	// (Transfers: ~1 in 7 schedules since membership changes joined the

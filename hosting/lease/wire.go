@@ -23,7 +23,12 @@ const (
 	wireConf     = 2
 	maxIDLen     = 128 // peer IDs and checkpoint IDs (CIDs) are far shorter
 	maxConfBytes = binary.MaxVarintLen64 + 2*(1+MaxMembers*(1+maxIDLen))
-	maxWireBytes = 1 + 1 + 3*(1+maxIDLen) + 7*binary.MaxVarintLen64 + 1 + maxConfBytes
+	maxWireBytes = 1 + 1 + 3*(1+maxIDLen) + 11*binary.MaxVarintLen64 + 1 + maxConfBytes
+	// flagReject, flagPair: the flags byte. flagPair: the pair-lease
+	// fields (Session, Gen, Echo) follow it; set exactly when one is
+	// non-zero, so a message without them encodes as before.
+	flagReject = 1
+	flagPair   = 2
 )
 
 // MaxMessageBytes bounds an encoded Message (transports size frames by it).
@@ -168,7 +173,7 @@ func EncodeMessage(m Message) ([]byte, error) { return AppendMessage(make([]byte
 // AppendMessage appends the encoding of m to b (EncodeMessage), so that a
 // transport can build its frame around it in one buffer.
 func AppendMessage(b []byte, m Message) ([]byte, error) {
-	if m.Type < MsgAppend || m.Type > MsgHandoff {
+	if m.Type < MsgAppend || m.Type > MsgPairAck {
 		return nil, fmt.Errorf("%w: unknown message type %d", ErrInvalidMessage, m.Type)
 	}
 	for _, s := range []string{m.From, m.To, m.Checkpoint.ID} {
@@ -192,9 +197,19 @@ func AppendMessage(b []byte, m Message) ([]byte, error) {
 	w.uvarint(m.Hint)
 	var flags byte
 	if m.Reject {
-		flags = 1
+		flags |= flagReject
+	}
+	pair := m.Session != 0 || m.Gen != 0 || m.Echo != 0 || m.EchoGen != 0
+	if pair {
+		flags |= flagPair
 	}
 	w.b = append(w.b, flags)
+	if pair {
+		w.uvarint(m.Session)
+		w.uvarint(m.Gen)
+		w.uvarint(m.Echo)
+		w.uvarint(m.EchoGen)
+	}
 	if m.Conf.Index > 0 {
 		w.conf(m.Conf)
 	}
@@ -224,7 +239,7 @@ func DecodeMessageInterned(data []byte, intern func([]byte) string) (Message, er
 	}
 	var m Message
 	m.Type = MsgType(r.byte1("type"))
-	if r.err == nil && (m.Type < MsgAppend || m.Type > MsgHandoff) {
+	if r.err == nil && (m.Type < MsgAppend || m.Type > MsgPairAck) {
 		r.fail("unknown message type %d", m.Type)
 	}
 	m.From = r.str("from")
@@ -238,10 +253,16 @@ func DecodeMessageInterned(data []byte, intern func([]byte) string) (Message, er
 	m.Hint = r.uvarint("hint")
 	switch f := r.byte1("flags"); {
 	case r.err != nil:
-	case f > 1:
+	case f&^(flagReject|flagPair) != 0:
 		r.fail("unknown flags 0x%x", f)
 	default:
-		m.Reject = f == 1
+		m.Reject = f&flagReject != 0
+		if f&flagPair != 0 {
+			m.Session = r.uvarint("session")
+			m.Gen = r.uvarint("gen")
+			m.Echo = r.uvarint("echo")
+			m.EchoGen = r.uvarint("echo gen")
+		}
 	}
 	if v == wireConf {
 		m.Conf = r.conf()

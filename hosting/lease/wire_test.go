@@ -141,6 +141,8 @@ func FuzzDecodeMessage(f *testing.F) {
 		{Type: MsgAppend, From: "a", To: "b", Epoch: 1, Round: 4, Commit: 3, Checkpoint: Checkpoint{Seq: 3, ID: "cp3"}},
 		{Type: MsgPromise, From: "b", To: "c", Epoch: 2, Reject: true, Hint: 5},
 		{Type: MsgHandoff, From: "a", To: "c", Epoch: 9},
+		{Type: MsgPairBeat, From: "a", To: "b", Round: 7, Session: 1 << 40, Gen: 2},
+		{Type: MsgPairAck, From: "b", To: "a", Round: 7, Session: 99, Gen: 1, Echo: 1 << 40, EchoGen: 2},
 	} {
 		data, _ := EncodeMessage(m)
 		f.Add(data)
@@ -178,4 +180,32 @@ func FuzzDecodeHardState(f *testing.F) {
 			t.Fatal("accepted bytes do not re-encode identically")
 		}
 	})
+}
+
+// Pair-lease fields survive the wire, and a pair section that carries
+// nothing (the flag set, every field zero) is refused: it is not the
+// canonical encoding of the message without it.
+func TestPairFieldsOnTheWire(t *testing.T) {
+	for _, m := range []Message{
+		{Type: MsgPairBeat, From: "a", To: "b", Round: 7, Session: 1 << 40, Gen: 2},
+		{Type: MsgPairAck, From: "b", To: "a", Round: 7, Session: 99, Gen: 1, Echo: 1 << 40, EchoGen: 2},
+		{Type: MsgAppend, From: "a", To: "b", Epoch: 3, Round: 1, Checkpoint: Checkpoint{Seq: 1, ID: "x"}, Session: 5, Gen: 1},
+		{Type: MsgAppendAck, From: "b", To: "a", Epoch: 3, Round: 1, Checkpoint: Checkpoint{Seq: 1}, Session: 6, Gen: 4, Echo: 1},
+	} {
+		data, err := EncodeMessage(m)
+		if err != nil {
+			t.Fatalf("encode %s: %v", DescribeMessage(m), err)
+		}
+		back, err := DecodeMessage(data)
+		if err != nil || !back.Equal(m) {
+			t.Fatalf("%s does not survive the wire: %v, got %s", DescribeMessage(m), err, DescribeMessage(back))
+		}
+	}
+	plain, _ := EncodeMessage(Message{Type: MsgPairBeat, From: "a", To: "b", Round: 1})
+	// flags byte is right after the fixed fields; set flagPair and append
+	// four zero uvarints.
+	padded := append(append([]byte{}, plain[:len(plain)-1]...), plain[len(plain)-1]|flagPair, 0, 0, 0, 0)
+	if _, err := DecodeMessage(padded); !errors.Is(err, ErrBadEncoding) {
+		t.Fatalf("an empty pair section decoded: %v", err)
+	}
 }

@@ -1,0 +1,151 @@
+package custody
+
+import (
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/igor-mesh/igor-node/hosting/lease"
+)
+
+// Pair leases on a node (lease/pairs.go, DECISIONS D69): one lease.PairTable
+// per manager, beaten by the engine on the manager's tick grid and stepped
+// by the stream readers; every group's machine reads it through a
+// groupPairs, which translates its ticks (a driver's tick 0 lies on the
+// grid at its base). Enabled by Timing.PairLeases when the Net can carry
+// pair messages (PairNet).
+
+// PairNet is implemented by a Net that carries pair messages (MsgPairBeat,
+// MsgPairAck), which belong to no group.
+type PairNet interface {
+	// SendPair queues msg for msg.To. Best effort, never blocks.
+	SendPair(msg lease.Message)
+}
+
+// pairs serves one PairTable to the engine, the stream readers and the
+// groups' machines and runners.
+type pairs struct {
+	m   *Manager
+	net PairNet
+	mu  sync.Mutex
+	t   *lease.PairTable
+	// beatAt: the local time of each peer's latest beat (any session), for
+	// status (a standby of an idle group hears its holder only so).
+	beatAt map[string]time.Time
+}
+
+func newPairs(m *Manager, net PairNet) (*pairs, error) {
+	t, err := lease.NewPairTable(m.cfg.Self, rand.Uint64()|1, m.cfg.Timing.HeartbeatTicks, m.cfg.Timing.LeaseTicks)
+	if err != nil {
+		return nil, err
+	}
+	return &pairs{m: m, net: net, t: t, beatAt: map[string]time.Time{}}, nil
+}
+
+// nowTick is the manager-grid tick of the clock now.
+func (p *pairs) nowTick() int64 { return int64(p.m.now().Sub(p.m.t0) / p.m.cfg.Timing.Interval) }
+
+// flushLocked sends what the table has to send.
+func (p *pairs) flushLocked() {
+	for _, msg := range p.t.Messages() {
+		p.net.SendPair(msg)
+	}
+}
+
+// tick is the engine's: the round due at tick now, to peers (nil: keep).
+func (p *pairs) tick(now int64, peers []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if peers != nil {
+		p.t.SetPeers(peers)
+	}
+	p.t.TickTo(now)
+	p.flushLocked()
+}
+
+// deliver steps a pair message from the authenticated peer from. The table
+// first catches up to the clock, so a beat counts as heard now, never at
+// an earlier tick (that would shorten the promise it binds).
+func (p *pairs) deliver(from string, msg lease.Message) error {
+	if msg.From != from {
+		return lease.ErrInvalidMessage
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t.TickTo(p.nowTick())
+	if err := p.t.Step(msg); err != nil {
+		return err
+	}
+	if msg.Type == lease.MsgPairBeat {
+		p.beatAt[from] = p.m.now()
+	}
+	p.flushLocked()
+	return nil
+}
+
+func (p *pairs) lastBeat(peer string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.beatAt[peer]
+}
+
+// groupPairs is the table as one driver's machine sees it (lease.Pairs).
+type groupPairs struct {
+	p    *pairs
+	base int64
+}
+
+func (g groupPairs) Session() uint64 { return g.p.t.Session() } // constant: no lock
+
+func (g groupPairs) Gen(peer string) uint64 {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	return g.p.t.Gen(peer)
+}
+
+func (g groupPairs) Defect(peer string) {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	g.p.t.Defect(peer)
+}
+
+func (g groupPairs) Rel(peer string) uint64 {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	return g.p.t.Rel(peer)
+}
+
+func (g groupPairs) Relinquish(peer string) {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	g.p.t.Relinquish(peer)
+}
+
+func (g groupPairs) Beat(peer string, session, rel uint64) (int64, bool) {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	at, ok := g.p.t.Beat(peer, session, rel)
+	return at - g.base, ok
+}
+
+func (g groupPairs) Acked(peer string) (int64, lease.PairID, uint64, bool) {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	g.p.t.TickTo(g.p.nowTick()) // an acknowledgement older than a lease counts no more
+	g.p.flushLocked()
+	sent, id, rel, ok := g.p.t.Acked(peer)
+	return sent - g.base, id, rel, ok
+}
+
+// pairPeers is every member of every group here: the peers to beat.
+func (m *Manager) pairPeers() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ps []string
+	for _, d := range m.drivers {
+		ps = append(ps, d.voters.Load().([]string)...)
+	}
+	slices.Sort(ps)
+	return slices.Compact(ps)
+}

@@ -1,0 +1,184 @@
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// pairNet is a tiny lock-step network of machines with pair tables: every
+// tick each node's table and machine tick, and messages are delivered at
+// once unless their directed link is cut.
+type pairNet struct {
+	t     *testing.T
+	names []string
+	m     map[string]*Machine
+	pt    map[string]*PairTable
+	cut   map[[2]string]bool
+	drop  func(Message) bool // loses the messages it picks, if set
+	now   int64
+	trace []string
+}
+
+func newPairNet(t *testing.T, names []string) *pairNet {
+	n := &pairNet{t: t, names: names, m: map[string]*Machine{}, pt: map[string]*PairTable{}, cut: map[[2]string]bool{}}
+	for i, name := range names {
+		pt, err := NewPairTable(name, uint64(100+i), 2, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt.SetPeers(names)
+		m, err := New(Config{Self: name, Group: names, Rank: i, HeartbeatTicks: 2, LeaseTicks: 10, WaitTicks: 12, DriftTicks: 2,
+			RetryTicks: 8, Rand: func() uint64 { return 0 }, HardState: HardState{Accepted: Checkpoint{ID: "g"}}, Pairs: pt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.m[name], n.pt[name] = m, pt
+	}
+	return n
+}
+
+// flush delivers everything until no node has output, checking after each
+// Ready that at most one node runs the agent.
+func (n *pairNet) flush() {
+	for range 1000 {
+		var msgs []Message
+		for _, name := range n.names {
+			rd := n.m[name].Ready()
+			msgs = append(msgs, rd.Messages...)
+			n.m[name].Advance()
+			msgs = append(msgs, n.pt[name].Messages()...)
+		}
+		var running []string
+		for _, name := range n.names {
+			if n.m[name].Running() {
+				running = append(running, name)
+			}
+		}
+		if len(running) > 1 {
+			n.t.Fatalf("t=%d: two runners %v\n%s", n.now, running, strings.Join(n.trace[max(0, len(n.trace)-40):], "\n"))
+		}
+		if len(msgs) == 0 {
+			return
+		}
+		for _, msg := range msgs {
+			if n.cut[[2]string{msg.From, msg.To}] || n.drop != nil && n.drop(msg) {
+				continue
+			}
+			if msg.Type != MsgPairBeat && msg.Type != MsgPairAck {
+				n.trace = append(n.trace, fmt.Sprintf("t=%d %s", n.now, DescribeMessage(msg)))
+			}
+			var err error
+			if msg.Type == MsgPairBeat || msg.Type == MsgPairAck {
+				err = n.pt[msg.To].Step(msg)
+			} else {
+				err = n.m[msg.To].Step(msg)
+			}
+			if err != nil && !errors.Is(err, ErrNotMember) {
+				n.t.Fatalf("Step %s: %v", DescribeMessage(msg), err)
+			}
+		}
+	}
+	n.t.Fatal("messages never settle")
+}
+
+func (n *pairNet) tick(k int) {
+	for range k {
+		n.now++
+		for _, name := range n.names {
+			n.pt[name].TickTo(n.now)
+			n.m[name].TickTo(n.now)
+		}
+		n.flush()
+	}
+}
+
+// isolate cuts (or heals) every link between p and the nodes in others,
+// in the directions given.
+func (n *pairNet) link(from, to []string, up bool) {
+	for _, a := range from {
+		for _, b := range to {
+			if up {
+				delete(n.cut, [2]string{a, b})
+			} else {
+				n.cut[[2]string{a, b}] = true
+			}
+		}
+	}
+}
+
+func (n *pairNet) runner() string {
+	for _, name := range n.names {
+		if n.m[name].Running() {
+			return name
+		}
+	}
+	return ""
+}
+
+// TestPairLeaseDefection is the case pair leases need defections for
+// (pairs.go): in a group of five, holder a keeps its lease through b and c
+// while d and e cannot hear it; d campaigns, e promises. Then d and e hear
+// a again (and acknowledge its pair beats), while b stops hearing it and,
+// once its view lapsed, promises d too — a majority for d. Had d's and e's
+// acknowledgements still counted for a (no defection), a's lease would rest
+// on c, d and e while d runs the agent. With defections it ends, and d
+// starts only after.
+func TestPairLeaseDefection(t *testing.T) {
+	names := []string{"a", "b", "c", "d", "e"}
+	n := newPairNet(t, names)
+	if err := n.m["a"].Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	n.flush()
+	n.tick(5)
+	if n.runner() != "a" {
+		t.Fatalf("a does not run after winning: %s", n.m["a"].Describe())
+	}
+	appends := func() int {
+		k := 0
+		for _, l := range n.trace {
+			if strings.Contains(l, " Append ") {
+				k++
+			}
+		}
+		return k
+	}
+	before := appends()
+	n.tick(40)
+	if got := appends() - before; got != 0 {
+		t.Fatalf("an idle holder sent %d per-group Appends in 40 ticks; pair beats should renew its lease", got)
+	}
+	if n.runner() != "a" {
+		t.Fatalf("a lost its lease on pair beats alone: %s", n.m["a"].Describe())
+	}
+	// d and e stop hearing a (one way: a still hears them).
+	n.link([]string{"a"}, []string{"d", "e"}, false)
+	for i := 0; i < 60 && n.m["d"].Role() != Candidate; i++ {
+		n.tick(1)
+	}
+	if n.m["d"].Role() != Candidate && n.m["e"].Role() != Candidate {
+		t.Fatalf("neither d nor e campaigns: %s / %s", n.m["d"].Describe(), n.m["e"].Describe())
+	}
+	// d and e hear a again and acknowledge its pair beats, but their
+	// per-group messages to a are lost (so a learns of no higher epoch);
+	// b stops hearing a. a must not count d's and e's acknowledgements:
+	// its lease now rests on c alone, and ends before d can start.
+	n.link([]string{"a"}, []string{"d", "e"}, true)
+	n.link([]string{"a"}, []string{"b"}, false)
+	n.drop = func(m Message) bool {
+		return m.To == "a" && (m.From == "d" || m.From == "e") && m.Type != MsgPairAck && m.Type != MsgPairBeat
+	}
+	ran := map[string]bool{}
+	for range 200 {
+		n.tick(1)
+		if r := n.runner(); r != "" {
+			ran[r] = true
+		}
+	}
+	if n.runner() == "a" || !slices.ContainsFunc(names, func(p string) bool { return p != "a" && ran[p] }) {
+		t.Fatalf("no takeover from a after b, d and e left it (runners seen %v): a %s, d %s", ran, n.m["a"].Describe(), n.m["d"].Describe())
+	}
+}
