@@ -136,6 +136,12 @@ func (n *simNode) Send(did string, gid GroupID, msg lease.Message) {
 	n.push(msg.To, []simFrame{f})
 }
 
+// SendPair implements PairNet: a pair message travels on the same ordered
+// stream, in a frame without a DID.
+func (n *simNode) SendPair(msg lease.Message) {
+	n.Send("", GroupID{}, msg)
+}
+
 func (n *simNode) Cork() {
 	n.mu.Lock()
 	n.corks++
@@ -192,7 +198,11 @@ func (w *simWorld) reader(from, to string, q chan simFrame) {
 			w.dropped.Add(1)
 			continue
 		}
-		if err := dst.m.Deliver(f.did, f.gid, from, f.msg); err != nil && !errors.Is(err, ErrNotMember) && !errors.Is(err, ErrClosed) {
+		deliver := func() error { return dst.m.Deliver(f.did, f.gid, from, f.msg) }
+		if f.did == "" {
+			deliver = func() error { return dst.m.DeliverPair(from, f.msg) }
+		}
+		if err := deliver(); err != nil && !errors.Is(err, ErrNotMember) && !errors.Is(err, ErrClosed) {
 			w.failf("deliver %s→%s: %v", from, to, err)
 		}
 	}
@@ -605,9 +615,17 @@ func (w *simWorld) runningOn(did string, among []string) []string {
 	return on
 }
 
-func TestEngineSimManyGroups(t *testing.T) {
+func TestEngineSimManyGroups(t *testing.T) { engineSimManyGroups(t, false) }
+
+// TestEngineSimManyGroupsPairLeases: the same with leases renewed by pair
+// beats (D69): idle groups send nothing between checkpoints, and the
+// invariants hold through the same isolations, losses and slow stops.
+func TestEngineSimManyGroupsPairLeases(t *testing.T) { engineSimManyGroups(t, true) }
+
+func engineSimManyGroups(t *testing.T, pairs bool) {
 	const nodes, groups = 5, 40
 	timing := DefaultTiming()
+	timing.PairLeases = pairs
 	timing.Interval = 10 * time.Millisecond // heartbeats every 50 ms, leases of 150 ms
 	raceRun := testing.Short()
 	if raceRun {
@@ -727,7 +745,14 @@ func simEnvInt(tb testing.TB, name string, def int) int {
 // the invariants hold throughout. make test runs 30 nodes and 150 agents;
 // IGOR_ENGINE_SIM_NODES / _AGENTS / _KILL scale it (make bench-scale: 1,000
 // nodes, 3,000 agents, 50 killed; figures in BENCHMARKS.md).
-func TestEngineSimMassFailover(t *testing.T) {
+func TestEngineSimMassFailover(t *testing.T) { engineSimMassFailover(t, false) }
+
+// TestEngineSimMassFailoverPairLeases: the same with pair leases (D69) —
+// in particular no survivor's agent may stop when the nodes die (a dead
+// peer wakes none of the groups whose holder lives).
+func TestEngineSimMassFailoverPairLeases(t *testing.T) { engineSimMassFailover(t, true) }
+
+func engineSimMassFailover(t *testing.T, pairs bool) {
 	nodes := simEnvInt(t, "IGOR_ENGINE_SIM_NODES", 30)
 	groups := simEnvInt(t, "IGOR_ENGINE_SIM_AGENTS", 150)
 	kill := simEnvInt(t, "IGOR_ENGINE_SIM_KILL", 3)
@@ -739,7 +764,9 @@ func TestEngineSimMassFailover(t *testing.T) {
 		names = append(names, fmt.Sprintf("node%04d", i))
 	}
 	built := time.Now()
-	w := newSimWorld(t, simSeed(t), names, DefaultTiming(), false)
+	timing := DefaultTiming()
+	timing.PairLeases = pairs
+	w := newSimWorld(t, simSeed(t), names, timing, false)
 	defer w.close()
 	w.tickEvery, w.ckEvery, w.delay, w.dropPct = time.Second, 5, 0, 0
 	members := map[string][]string{}

@@ -398,15 +398,14 @@ type Machine struct {
 	// Pair leases: est, the member's PairID on the AppendAck that
 	// established the group with it (its pair acknowledgements count while
 	// they carry the same); ackSent, the send tick of the latest round it
-	// acknowledged; roundCommit, the commit point the latest round told.
-	est         map[string]estab
-	ackSent     map[string]int64
-	roundCommit uint64
-	view        *LeaseView // cached LeaseView; nil when stale
-	pending     []entry    // proposed, not committed (first: recovery)
-	committed   Checkpoint
-	commitPos   pos
-	hasCommit   bool
+	// acknowledged.
+	est       map[string]estab
+	ackSent   map[string]int64
+	view      *LeaseView // cached LeaseView; nil when stale
+	pending   []entry    // proposed, not committed (first: recovery)
+	committed Checkpoint
+	commitPos pos
+	hasCommit bool
 	// leaving: members the committed configuration dropped that have not
 	// acknowledged it yet; they get the holder's heartbeats, which tell
 	// them they are out, only once the change is committed.
@@ -1160,7 +1159,6 @@ func (m *Machine) broadcastRound() {
 	if m.cfg.Pairs != nil {
 		sess = m.cfg.Pairs.Session()
 	}
-	m.roundCommit = m.committed.Seq
 	for _, p := range to {
 		if p != m.cfg.Self {
 			msg := Message{Type: MsgAppend, To: p, Epoch: m.hs.Epoch, Round: m.round, Commit: m.committed.Seq, Checkpoint: m.hs.Accepted, Conf: m.hs.Conf.clone(), Session: sess}

@@ -316,12 +316,15 @@ func (m *Machine) effLeaseEnd() int64 {
 
 // wantRound reports whether the holder's next heartbeat slot needs a
 // per-group round. Without pair leases, always. With them, only to make
-// a proposal stick (pending), to finish a configuration change, to tell
-// the commit point once, or to establish the group with a member that
+// a proposal stick (pending), to finish a configuration change, or to
+// establish the group with a member that
 // answers but whose pair acknowledgements do not count for it — never for
 // a member that answers nothing (a dead peer costs no per-group traffic).
+// The commit point reaches the standbys with the next proposal: nothing
+// on a standby depends on it (a candidate recovers from the accepted
+// checkpoints, not from commit points).
 func (m *Machine) wantRound() bool {
-	if m.cfg.Pairs == nil || len(m.pending) > 0 || len(m.leaving) > 0 || len(m.hs.Conf.Joint) > 0 || m.committed.Seq != m.roundCommit {
+	if m.cfg.Pairs == nil || len(m.pending) > 0 || len(m.leaving) > 0 || len(m.hs.Conf.Joint) > 0 {
 		return true
 	}
 	for _, p := range m.voters(m.hs.Conf) {
