@@ -98,7 +98,11 @@ type driver struct {
 	// view: with pair leases, the running holder's lease.LeaseView (nil
 	// otherwise): the fence extends leaseEnd by the pair acknowledgements
 	// since.
-	view   atomic.Pointer[lease.LeaseView]
+	view atomic.Pointer[lease.LeaseView]
+	// follow: with pair leases, a quiet bound follower's wake as a function
+	// of the pair table (lease.FollowerWake): the engine skips a wake the
+	// holder's beats have moved, without the machine.
+	follow atomic.Pointer[lease.FollowerWake]
 	voters atomic.Value // []string: the configuration's voters (the peers to beat)
 	inbox  chan event
 	// queued: events sent to inbox and not yet handled. Only with none
@@ -431,9 +435,11 @@ func (d *driver) schedule(tick *time.Timer) {
 // It reports whether the driver is quiet.
 func (d *driver) setWake() bool {
 	if d.quiet() {
+		d.follow.Store(d.mc.FollowerWake())
 		d.wake.Store(d.base + d.mc.NextTick())
 		return true
 	}
+	d.follow.Store(nil)
 	d.wake.Store(never)
 	return false
 }

@@ -112,8 +112,18 @@ func (m *Manager) runEngine() {
 			m.pairs.tick(now, peers)
 		}
 		for _, d := range ds {
-			if d.wake.Load() > now {
+			w := d.wake.Load()
+			if w > now {
 				continue
+			}
+			if f := d.follow.Load(); f != nil {
+				// A bound follower whose holder kept beating has nothing to
+				// do: move its wake, not the machine (CAS: the driver may
+				// have set a newer wake meanwhile).
+				if t := d.base + f.Tick(groupPairs{p: m.pairs, base: d.base}); t > now {
+					d.wake.CompareAndSwap(w, t)
+					continue
+				}
 			}
 			if !d.stepInline(nil) {
 				d.kick()

@@ -389,3 +389,33 @@ func (v *LeaseView) End(pairs Pairs) int64 {
 	})
 	return max(v.end, t+v.lease)
 }
+
+// FollowerWake is when a follower bound to a holder (pair leases) must be
+// ticked next, as a function of the pair table: its lapse moves with the
+// holder's beats, which the machine does not see between steps, so a
+// driver that woke it at NextTick would mostly find nothing to do. Nil
+// when the machine is not such a follower (NextTick is then exact).
+type FollowerWake struct {
+	peer          string
+	session, rel  uint64
+	floor, offset int64
+}
+
+// FollowerWake returns the machine's wake function, or nil.
+func (m *Machine) FollowerWake() *FollowerWake {
+	if m.cfg.Pairs == nil || m.role != Follower || m.bound == "" || m.removed {
+		return nil
+	}
+	rs := int64(m.rank() * m.cfg.StaggerTicks)
+	return &FollowerWake{peer: m.bound, session: m.boundSess, rel: m.boundRel,
+		floor: max(m.lapseAt+rs, m.backoffUntil, m.quietUntil, m.now+1), offset: int64(m.cfg.WaitTicks) + 1 + rs}
+}
+
+// Tick is the follower's NextTick given the pair table now (the same value
+// NextTick returns once the machine has seen the same beats).
+func (w *FollowerWake) Tick(p Pairs) int64 {
+	if b, ok := p.Beat(w.peer, w.session, w.rel); ok {
+		return max(w.floor, b+w.offset)
+	}
+	return w.floor
+}

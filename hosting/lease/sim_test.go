@@ -376,6 +376,13 @@ func (s *sim) run() {
 			if nd.up && nd.pt != nil {
 				nd.pt.TickTo(target)
 				s.sendPairs(nd)
+				// The engine skips a bound follower's wakes by FollowerWake:
+				// it must agree with NextTick.
+				if fw := nd.m.FollowerWake(); fw != nil {
+					if a, b := fw.Tick(nd.pt), nd.m.NextTick(); a != b {
+						s.fail("%s: FollowerWake says tick %d, NextTick %d (%s)", nd.name, a, b, nd.m.Describe())
+					}
+				}
 			}
 			if resumed && nd.up && nd.running {
 				for _, o := range s.nodes {
@@ -424,8 +431,14 @@ func (s *sim) run() {
 					continue
 				}
 				s.logf("deliver %s", DescribeMessage(msg))
+				fw := nd.m.FollowerWake() // taken before the beat, as the engine holds it
 				if err := nd.pt.Step(msg); err != nil {
 					s.fail("PairTable.Step: %v", err)
+				}
+				if fw != nil {
+					if a, b := fw.Tick(nd.pt), nd.m.NextTick(); a != b {
+						s.fail("%s: FollowerWake taken before %s says tick %d, NextTick %d (%s)", nd.name, DescribeMessage(msg), a, b, nd.m.Describe())
+					}
 				}
 				s.sendPairs(nd)
 				continue
