@@ -270,7 +270,8 @@ func (d *driver) log() *slogLogger { return &slogLogger{d} }
 func (d *driver) fence() time.Time {
 	end := d.leaseEnd.Load()
 	if v := d.view.Load(); v != nil && end > 0 {
-		end = max(end, v.End(groupPairs{p: d.m.pairs, base: d.base}))
+		now := int64(d.m.now().Sub(d.t0) / d.m.cfg.Timing.Interval)
+		end = max(end, v.End(groupPairs{p: d.m.pairs, base: d.base}, now))
 	}
 	return d.t0.Add(time.Duration(end) * d.m.cfg.Timing.Interval)
 }

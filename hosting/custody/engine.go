@@ -21,6 +21,11 @@ import (
 //   - Messages: Deliver steps a quiet driver's machine on the caller's
 //     goroutine (the node's stream reader), so an acknowledgement or a
 //     heartbeat costs no goroutine switch.
+//   - Pair leases (pairs.go, D69): the engine also beats every peer once a
+//     round, and skips a quiet bound follower's wake when its holder's
+//     beats have moved its lapse (lease.FollowerWake), so an idle group
+//     costs its followers nothing and its holder a step about once per
+//     lease term.
 //
 // A driver is quiet when it has no campaign, handoff, regroup, start retry
 // or configuration change in flight (those poll on the driver's own timer

@@ -257,8 +257,9 @@ func (t *PairTable) Acked(peer string) (int64, PairID, uint64, bool) {
 const neverTick = -(int64(1) << 60)
 
 // quorumFresh is the latest t such that a majority of members, and of
-// joint when set, is fresh at t or later (fresh(self) is unbounded).
-func quorumFresh(self string, members, joint []string, fresh func(string) int64) int64 {
+// joint when set, is fresh at t or later; the holder itself is fresh at
+// now (a group of one renews its lease by the clock alone).
+func quorumFresh(self string, now int64, members, joint []string, fresh func(string) int64) int64 {
 	kth := func(set []string) int64 {
 		if len(set) == 0 {
 			return 1 << 62
@@ -267,7 +268,7 @@ func quorumFresh(self string, members, joint []string, fresh func(string) int64)
 		vals := buf[:0]
 		for _, p := range set {
 			if p == self {
-				vals = append(vals, 1<<62)
+				vals = append(vals, now)
 			} else {
 				vals = append(vals, fresh(p))
 			}
@@ -301,7 +302,7 @@ func (m *Machine) effLeaseEnd() int64 {
 		return m.leaseEnd
 	}
 	members := m.members(m.hs.Conf)
-	t := quorumFresh(m.cfg.Self, members, m.hs.Conf.Joint, func(p string) int64 {
+	t := quorumFresh(m.cfg.Self, m.now, members, m.hs.Conf.Joint, func(p string) int64 {
 		f, ok := m.ackSent[p]
 		if !ok {
 			f = neverTick
@@ -372,10 +373,10 @@ func (m *Machine) LeaseView() *LeaseView {
 }
 
 // End is the lease end by this view and the pair table's acknowledgements
-// now (the machine's LeaseEnd at the time of the view, extended by pair
-// rounds acknowledged since). Ticks are the machine's.
-func (v *LeaseView) End(pairs Pairs) int64 {
-	t := quorumFresh(v.self, v.members, v.joint, func(p string) int64 {
+// at tick now (the machine's LeaseEnd at the time of the view, extended by
+// pair rounds acknowledged since). Ticks are the machine's.
+func (v *LeaseView) End(pairs Pairs, now int64) int64 {
+	t := quorumFresh(v.self, now, v.members, v.joint, func(p string) int64 {
 		f, ok := v.ackSent[p]
 		if !ok {
 			f = neverTick

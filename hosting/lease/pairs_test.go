@@ -182,3 +182,26 @@ func TestPairLeaseDefection(t *testing.T) {
 		t.Fatalf("no takeover from a after b, d and e left it (runners seen %v): a %s, d %s", ran, n.m["a"].Describe(), n.m["d"].Describe())
 	}
 }
+
+// A group of one with pair leases renews its lease by the clock alone, and
+// the runner's fence (LeaseView.End) agrees: the solo daemon's agent, whose
+// ticks stopped when the view counted the holder as fresh at "infinity"
+// and the fence's time arithmetic overflowed.
+func TestPairLeaseGroupOfOne(t *testing.T) {
+	n := newPairNet(t, []string{"a"})
+	if err := n.m["a"].Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	n.flush()
+	for range 100 {
+		n.tick(1)
+		m := n.m["a"]
+		if !m.Running() {
+			t.Fatalf("t=%d: the only member stopped: %s", n.now, m.Describe())
+		}
+		end, view := m.LeaseEnd(), m.LeaseView().End(n.pt["a"], m.Now())
+		if end <= m.Now() || end > m.Now()+10 || view != end {
+			t.Fatalf("t=%d: lease end %d, view %d: want both in (now, now+L]", n.now, end, view)
+		}
+	}
+}
