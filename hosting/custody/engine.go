@@ -1,6 +1,7 @@
 package custody
 
 import (
+	"slices"
 	"time"
 
 	"github.com/igor-mesh/igor-node/hosting/lease"
@@ -96,6 +97,7 @@ func (m *Manager) runEngine() {
 	defer t.Stop()
 	var ds []*driver
 	b, batch := m.cfg.Net.(Batcher)
+	prev := int64(0)
 	for {
 		next := (time.Since(m.t0)/iv + 1) * iv
 		t.Reset(time.Until(m.t0.Add(next)))
@@ -109,15 +111,19 @@ func (m *Manager) runEngine() {
 		if batch {
 			b.Cork()
 		}
+		var revived map[string]bool
 		if m.pairs != nil {
-			var peers []string
-			if now%int64(m.cfg.Timing.HeartbeatTicks) == 0 {
-				peers = m.pairPeers() // the groups' members, refreshed once a round
-			}
-			m.pairs.tick(now, peers)
+			revived = m.pairs.takeRevived()
 		}
 		for _, d := range ds {
 			w := d.wake.Load()
+			if w > now && w != never && len(revived) > 0 && slices.ContainsFunc(d.voters.Load().([]string), func(p string) bool { return revived[p] }) {
+				// A member answers again: its holder establishes the group
+				// with it now (lease.Machine.wantRound), not at its next wake.
+				if d.wake.CompareAndSwap(w, now) {
+					w = now
+				}
+			}
 			if w > now {
 				continue
 			}
@@ -134,6 +140,19 @@ func (m *Manager) runEngine() {
 				d.kick()
 			}
 		}
+		// The pair round goes out after the groups were stepped: a holder
+		// whose lease lapsed during a pause of this process has stepped down
+		// (and relinquished) before a beat could renew its members' promise.
+		// After a pause longer than a lease the round waits a tick more, for
+		// step-downs handed to drivers' loops.
+		if m.pairs != nil && now-prev <= int64(m.cfg.Timing.LeaseTicks) {
+			var peers []string
+			if now%int64(m.cfg.Timing.HeartbeatTicks) == 0 {
+				peers = m.pairPeers() // the groups' members, refreshed once a round
+			}
+			m.pairs.tick(now, peers)
+		}
+		prev = now
 		if batch {
 			b.Uncork()
 		}

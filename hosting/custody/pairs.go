@@ -33,6 +33,12 @@ type pairs struct {
 	// beatAt: the local time of each peer's latest beat (any session), for
 	// status (a standby of an idle group hears its holder only so).
 	beatAt map[string]time.Time
+	// revived: peers whose acknowledgements count again (fresh after
+	// silence, or naming another session, defection or relinquishment
+	// count) since the engine last looked: the holders of groups with them
+	// are woken at once to establish those groups again, instead of at
+	// their next lease-end wake (a healed member was heard ~1 s late).
+	revived map[string]bool
 }
 
 func newPairs(m *Manager, net PairNet) (*pairs, error) {
@@ -40,7 +46,7 @@ func newPairs(m *Manager, net PairNet) (*pairs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pairs{m: m, net: net, t: t, beatAt: map[string]time.Time{}}, nil
+	return &pairs{m: m, net: net, t: t, beatAt: map[string]time.Time{}, revived: map[string]bool{}}, nil
 }
 
 // nowTick is the manager-grid tick of the clock now.
@@ -73,15 +79,33 @@ func (p *pairs) deliver(from string, msg lease.Message) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.t.TickTo(p.nowTick())
+	p.t.SetNow(p.nowTick())
+	_, id0, rel0, ok0 := p.t.Acked(from)
 	if err := p.t.Step(msg); err != nil {
 		return err
 	}
-	if msg.Type == lease.MsgPairBeat {
+	switch msg.Type {
+	case lease.MsgPairBeat:
 		p.beatAt[from] = p.m.now()
+	case lease.MsgPairAck:
+		if _, id, rel, ok := p.t.Acked(from); ok && (!ok0 || id != id0 || rel != rel0) {
+			p.revived[from] = true
+		}
 	}
 	p.flushLocked()
 	return nil
+}
+
+// takeRevived returns the peers revived since the last call.
+func (p *pairs) takeRevived() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.revived) == 0 {
+		return nil
+	}
+	r := p.revived
+	p.revived = map[string]bool{}
+	return r
 }
 
 func (p *pairs) lastBeat(peer string) time.Time {
@@ -132,8 +156,7 @@ func (g groupPairs) Beat(peer string, session, rel uint64) (int64, bool) {
 func (g groupPairs) Acked(peer string) (int64, lease.PairID, uint64, bool) {
 	g.p.mu.Lock()
 	defer g.p.mu.Unlock()
-	g.p.t.TickTo(g.p.nowTick()) // an acknowledgement older than a lease counts no more
-	g.p.flushLocked()
+	g.p.t.SetNow(g.p.nowTick()) // an acknowledgement older than a lease counts no more
 	sent, id, rel, ok := g.p.t.Acked(peer)
 	return sent - g.base, id, rel, ok
 }

@@ -133,13 +133,18 @@ func (t *PairTable) Now() int64 { return t.now }
 // NextTick is the tick of the next round.
 func (t *PairTable) NextTick() int64 { return max(t.lastRound+t.heartbeat, t.now+1) }
 
+// SetNow advances the table's clock to target (never back) without
+// sending: a beat received or an acknowledgement read must count at the
+// tick it happens, but rounds leave only on the driver's tick (TickTo) —
+// after the node's groups have stepped, so that a holder that lapsed
+// during a pause of the process has stepped down and relinquished before
+// a beat could renew its members' promise.
+func (t *PairTable) SetNow(target int64) { t.now = max(t.now, target) }
+
 // TickTo advances to target and sends a round if one is due (one, however
 // many were missed: a late round renews nothing it should not).
 func (t *PairTable) TickTo(target int64) {
-	if target <= t.now {
-		return
-	}
-	t.now = target
+	t.SetNow(target)
 	if t.now-t.lastRound < t.heartbeat {
 		return
 	}
