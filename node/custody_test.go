@@ -605,7 +605,7 @@ func TestEngineCarriesLeaseTraffic(t *testing.T) {
 	time.Sleep(window)
 	after := stats()
 	inline, loop := after.Inline-before.Inline, after.Loop-before.Loop
-	if custodyTiming(custody.Timing{}).PairLeases {
+	if custodyTiming(custody.DefaultTiming()).PairLeases {
 		// Pair leases (IGOR_PAIR_LEASES=1, D69): the beats renew every
 		// lease; an idle group steps about once a second on its holder (its
 		// lease end) and its followers not at all — per-group rounds would

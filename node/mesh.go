@@ -529,16 +529,19 @@ func (m *Mesh) checkSuperseded(ctx context.Context, did string) {
 	}
 }
 
-// custodyTiming is t (zero: custody.DefaultTiming) with pair leases on when
-// IGOR_PAIR_LEASES=1 (D69: off by default until they have run on meshes of
-// daemons as long as per-group rounds have).
+// custodyTiming is t (zero: custody.DefaultTiming, which has pair leases
+// on) with IGOR_PAIR_LEASES applied: 0 turns pair leases off (every group
+// renews its lease by its own heartbeat rounds, as before D69), 1 on.
+// Nodes with either setting interoperate: a holder keeps per-group rounds
+// for a member whose pair acknowledgements do not count.
 func custodyTiming(t custody.Timing) custody.Timing {
-	if os.Getenv("IGOR_PAIR_LEASES") != "1" {
+	v := os.Getenv("IGOR_PAIR_LEASES")
+	if v != "0" && v != "1" {
 		return t
 	}
 	if t == (custody.Timing{}) {
 		t = custody.DefaultTiming()
 	}
-	t.PairLeases = true
+	t.PairLeases = v == "1"
 	return t
 }

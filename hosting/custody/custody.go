@@ -90,7 +90,8 @@ type Timing struct {
 	HeadRefresh time.Duration
 	// PairLeases: leases renewed by one beat per node pair for all the
 	// groups two nodes share (lease/pairs.go, D69), when the Net carries
-	// pair messages (PairNet). Off: a heartbeat round per group.
+	// pair messages (PairNet). Off: a heartbeat round per group. On in
+	// DefaultTiming.
 	PairLeases bool
 	// OrphanAfter: a member that has heard no holder for this long asks
 	// whether its group still exists (the node's eviction check: a member
@@ -101,7 +102,8 @@ type Timing struct {
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
 	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
-		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second, OrphanAfter: time.Minute}
+		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second, OrphanAfter: time.Minute,
+		PairLeases: true}
 }
 
 // ErrTickTooLong: an agent whose ticks are not journaled has a tick

@@ -176,12 +176,23 @@ func (t *PairTable) Step(msg Message) error {
 	switch msg.Type {
 	case MsgPairBeat:
 		p := t.peer(msg.From)
-		if msg.Session != p.session || msg.Gen != p.rel {
+		restarted := msg.Session != p.session
+		if restarted || msg.Gen != p.rel {
 			p.prevBeat = max(p.prevBeat, p.beat)
 			p.session, p.rel = msg.Session, msg.Gen
 		}
 		p.beat = t.now
 		t.out = append(t.out, Message{Type: MsgPairAck, From: t.self, To: msg.From, Round: msg.Round, Session: t.session, Gen: p.gen, Echo: msg.Session, EchoGen: msg.Gen})
+		if restarted && slices.Contains(t.beating, msg.From) {
+			// A new session (a restart, or first contact): beat it at once,
+			// in a round of its own, so that its acknowledgement — which
+			// tells our holders to establish their groups with it again —
+			// comes now, not at our next round. It cannot renew anything:
+			// a new session holds no promise.
+			t.round++
+			t.sent = append(t.sent, pairRound{t.round, t.now})
+			t.out = append(t.out, Message{Type: MsgPairBeat, From: t.self, To: msg.From, Round: t.round, Session: t.session, Gen: p.myRel})
+		}
 	case MsgPairAck:
 		if msg.Echo != t.session {
 			return nil // an acknowledgement of an earlier incarnation's round
