@@ -44,6 +44,18 @@
 // TickTo or Ready handling must fence the agent by LeaseEnd on its monotonic
 // clock itself, or count that delay into Config.DriftTicks.
 //
+// # Pair leases
+//
+// With Config.Pairs set, the leases of all the groups two nodes share are
+// renewed by one PairTable beat per heartbeat round between them
+// (pairs.go; docs/PROTOCOL.md "Pair leases"): a holder sends per-group
+// rounds only to propose and to establish a group with a member, and an
+// idle group sends nothing. The node's driver ticks its PairTable after
+// its groups (so a holder that lapsed during a pause steps down before a
+// beat leaves), steps the pair messages into it, serves it to every
+// machine as Pairs, fences a running holder by LeaseView.End, and may
+// skip a bound follower's wakes by FollowerWake.
+//
 // # Errors
 //
 // New returns ErrInvalidConfig. Step returns ErrInvalidMessage for a message
