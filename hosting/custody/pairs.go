@@ -80,7 +80,7 @@ func (p *pairs) deliver(from string, msg lease.Message) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.t.SetNow(p.nowTick())
-	_, id0, rel0, ok0 := p.t.Acked(from)
+	id0, rel0, ok0 := p.t.Latest(from)
 	if err := p.t.Step(msg); err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (p *pairs) deliver(from string, msg lease.Message) error {
 	case lease.MsgPairBeat:
 		p.beatAt[from] = p.m.now()
 	case lease.MsgPairAck:
-		if _, id, rel, ok := p.t.Acked(from); ok && (!ok0 || id != id0 || rel != rel0) {
+		if id, rel, ok := p.t.Latest(from); ok && (!ok0 || id != id0 || rel != rel0) {
 			p.revived[from] = true
 		}
 	}
@@ -153,12 +153,19 @@ func (g groupPairs) Beat(peer string, session, rel uint64) (int64, bool) {
 	return at - g.base, ok
 }
 
-func (g groupPairs) Acked(peer string) (int64, lease.PairID, uint64, bool) {
+func (g groupPairs) Acked(peer string, id lease.PairID, rel uint64) (int64, bool) {
 	g.p.mu.Lock()
 	defer g.p.mu.Unlock()
 	g.p.t.SetNow(g.p.nowTick()) // an acknowledgement older than a lease counts no more
-	sent, id, rel, ok := g.p.t.Acked(peer)
-	return sent - g.base, id, rel, ok
+	sent, ok := g.p.t.Acked(peer, id, rel)
+	return sent - g.base, ok
+}
+
+func (g groupPairs) Latest(peer string) (lease.PairID, uint64, bool) {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	g.p.t.SetNow(g.p.nowTick())
+	return g.p.t.Latest(peer)
 }
 
 // pairPeers is every member of every group here: the peers to beat.

@@ -64,9 +64,15 @@ type Pairs interface {
 	// last beat before they changed); false when it never did.
 	Beat(peer string, session, rel uint64) (int64, bool)
 	// Acked is the send tick of the latest of this node's pair rounds peer
-	// acknowledged within the last LeaseTicks, peer's PairID on it and
-	// the relinquishment count the round named.
-	Acked(peer string) (sent int64, id PairID, rel uint64, ok bool)
+	// acknowledged within the last LeaseTicks with PairID id, echoing
+	// relinquishment count rel; false when none. Acknowledgements under an
+	// earlier id or rel keep counting for what they establish until they
+	// age out (a relinquishment for one group must not end, at once, the
+	// leases of every other group held with the same members).
+	Acked(peer string, id PairID, rel uint64) (sent int64, ok bool)
+	// Latest is the PairID and echoed relinquishment count of peer's
+	// latest acknowledgement within the last LeaseTicks (false: none).
+	Latest(peer string) (PairID, uint64, bool)
 }
 
 // PairTable is one node's pair sessions, a pure state machine like
@@ -98,11 +104,21 @@ type pairPeer struct {
 	gen          uint64 // our defections from it
 	myRel        uint64 // our relinquishments towards it
 
-	ackRound uint64 // the latest of our rounds it acknowledged
-	ackSent  int64  // that round's send tick
-	ackID    PairID
-	ackRel   uint64 // the relinquishment count that round named
+	// acks: the latest of our rounds it acknowledged under each of the
+	// last few (PairID, relinquishment count) pairs, newest last.
+	acks []pairAck
 }
+
+type pairAck struct {
+	round uint64
+	sent  int64 // the round's send tick
+	id    PairID
+	rel   uint64 // the relinquishment count the round named
+}
+
+// maxAcks bounds a peer's acknowledgement history: more changes within a
+// lease than this only cost re-establishing a group early.
+const maxAcks = 4
 
 // NewPairTable returns the table of node self in session (random, non-zero)
 // with the lease timing of its groups. It returns ErrInvalidConfig.
@@ -202,8 +218,16 @@ func (t *PairTable) Step(msg Message) error {
 			return nil // too old to extend a lease
 		}
 		p := t.peer(msg.From)
-		if msg.Round > p.ackRound {
-			p.ackRound, p.ackSent, p.ackID, p.ackRel = msg.Round, t.sent[i].at, PairID{msg.Session, msg.Gen}, msg.EchoGen
+		a := pairAck{msg.Round, t.sent[i].at, PairID{msg.Session, msg.Gen}, msg.EchoGen}
+		j := slices.IndexFunc(p.acks, func(x pairAck) bool { return x.id == a.id && x.rel == a.rel })
+		switch {
+		case j >= 0 && a.round > p.acks[j].round:
+			p.acks = append(slices.Delete(p.acks, j, j+1), a)
+		case j < 0:
+			if len(p.acks) == maxAcks {
+				p.acks = slices.Delete(p.acks, 0, 1)
+			}
+			p.acks = append(p.acks, a)
 		}
 	default:
 		return fmt.Errorf("%w: %s is not a pair message", ErrInvalidMessage, msg.Type)
@@ -261,12 +285,33 @@ func (t *PairTable) Beat(peer string, session, rel uint64) (int64, bool) {
 }
 
 // Acked implements Pairs.
-func (t *PairTable) Acked(peer string) (int64, PairID, uint64, bool) {
-	p := t.peers[peer]
-	if p == nil || p.ackRound == 0 || p.ackSent+t.lease <= t.now {
-		return 0, PairID{}, 0, false
+func (t *PairTable) Acked(peer string, id PairID, rel uint64) (int64, bool) {
+	if p := t.peers[peer]; p != nil {
+		for _, a := range p.acks {
+			if a.id == id && a.rel == rel && a.sent+t.lease > t.now {
+				return a.sent, true
+			}
+		}
 	}
-	return p.ackSent, p.ackID, p.ackRel, true
+	return 0, false
+}
+
+// Latest implements Pairs.
+func (t *PairTable) Latest(peer string) (PairID, uint64, bool) {
+	p := t.peers[peer]
+	if p == nil {
+		return PairID{}, 0, false
+	}
+	var best *pairAck
+	for i := range p.acks {
+		if a := &p.acks[i]; a.sent+t.lease > t.now && (best == nil || a.round > best.round) {
+			best = a
+		}
+	}
+	if best == nil {
+		return PairID{}, 0, false
+	}
+	return best.id, best.rel, true
 }
 
 // never: a tick no lease reaches (the freshness of a member never heard).
@@ -305,8 +350,7 @@ func (m *Machine) pairSent(p string) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	sent, id, rel, ok := m.cfg.Pairs.Acked(p)
-	return sent, ok && estab{id, rel} == est
+	return m.cfg.Pairs.Acked(p, est.id, est.rel)
 }
 
 // effLeaseEnd is the holder's lease end: the per-round rule (progress) and,
@@ -348,11 +392,14 @@ func (m *Machine) wantRound() bool {
 		if p == m.cfg.Self {
 			continue
 		}
-		if _, counted := m.pairSent(p); counted {
-			continue
+		id, rel, answers := m.cfg.Pairs.Latest(p)
+		if est, ok := m.est[p]; ok && answers && (estab{id, rel}) == est {
+			continue // its latest acknowledgement counts
 		}
-		_, _, _, pairing := m.cfg.Pairs.Acked(p)
-		if pairing || m.lastAck[p]+int64(m.cfg.LeaseTicks) > m.now && m.hasLastAck(p) {
+		// Not counted, or counted only by acknowledgements an earlier
+		// relinquishment or defection is about to age out: establish the
+		// group again now, while the older ones still hold the lease.
+		if answers || m.lastAck[p]+int64(m.cfg.LeaseTicks) > m.now && m.hasLastAck(p) {
 			return true
 		}
 	}
@@ -398,7 +445,7 @@ func (v *LeaseView) End(pairs Pairs, now int64) int64 {
 			f = neverTick
 		}
 		if est, ok := v.est[p]; ok {
-			if sent, id, rel, ok := pairs.Acked(p); ok && (estab{id, rel}) == est {
+			if sent, ok := pairs.Acked(p, est.id, est.rel); ok {
 				f = max(f, sent)
 			}
 		}
