@@ -724,19 +724,10 @@ func (s *sim) handle(i int) {
 		s.startAgent(nd, *rd.Start)
 	}
 	for _, m := range rd.Messages {
-		// Through the real wire encoding, as a driver sends it.
-		data, err := EncodeMessage(m)
-		if err != nil {
-			s.fail("%s: encode %v: %v", nd.name, m, err)
-		}
-		back, err := DecodeMessage(data)
-		if err != nil || !back.Equal(m) {
-			s.fail("%s: message %v does not survive the wire: %v", nd.name, m, err)
-		}
 		if m.Type == MsgAppend {
 			s.stats.appends++
 		}
-		s.send(back)
+		s.sendWire(nd, m)
 	}
 	nd.m.Advance()
 	if rd.Removed {
@@ -745,21 +736,25 @@ func (s *sim) handle(i int) {
 	}
 }
 
-// sendPairs sends what nd's pair table has to send, through the wire
-// encoding like the machine's messages.
+// sendPairs sends what nd's pair table has to send.
 func (s *sim) sendPairs(nd *simNode) {
 	for _, m := range nd.pt.Messages() {
-		data, err := EncodeMessage(m)
-		if err != nil {
-			s.fail("%s: encode %v: %v", nd.name, m, err)
-		}
-		back, err := DecodeMessage(data)
-		if err != nil || !back.Equal(m) {
-			s.fail("%s: pair message %v does not survive the wire: %v", nd.name, m, err)
-		}
 		s.stats.pairMsgs++
-		s.send(back)
+		s.sendWire(nd, m)
 	}
+}
+
+// sendWire sends m through the real wire encoding, as a driver does.
+func (s *sim) sendWire(nd *simNode, m Message) {
+	data, err := EncodeMessage(m)
+	if err != nil {
+		s.fail("%s: encode %v: %v", nd.name, m, err)
+	}
+	back, err := DecodeMessage(data)
+	if err != nil || !back.Equal(m) {
+		s.fail("%s: message %v does not survive the wire: %v", nd.name, m, err)
+	}
+	s.send(back)
 }
 
 func (s *sim) commit(nd *simNode, c Checkpoint) {
