@@ -250,9 +250,11 @@ func (d *DHT) PutValue(ctx context.Context, key string, value []byte) error {
 }
 
 // GetValue returns the best record for key among this node's and those found
-// by a full lookup, as chosen by the namespace's Select. Every value, local or
-// remote, is validated before it is considered. With an empty routing table it
-// answers from the local store.
+// by a lookup (a full one, or until the quorum: WithQuorum), as chosen by the
+// namespace's Select. Once it holds a valid value it waits at most the
+// settle window (WithSettle) for the rest, so dead peers cannot hold a read
+// that has an answer. Every value, local or remote, is validated before it
+// is considered. With an empty routing table it answers from the local store.
 //
 // Errors: ErrBadArgument (key), ErrNotFound (also matching routing.ErrNotFound),
 // ErrClosed, or the context's / query timeout's error.
@@ -264,12 +266,44 @@ func (d *DHT) GetValue(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("dht: get %.64q: %w", key, err)
 	}
 	ctx, cancel := d.bound(ctx, d.cfg.queryTimeout)
-	defer cancel()
-	v, err := d.kad.GetValue(ctx, key, kaddht.Quorum(d.cfg.quorum))
+	defer cancel() // also ends the search when the settle window closes it
+	// SearchValue sends each value better than the ones before it (this
+	// node's own first), and closes the channel at the quorum or the
+	// lookup's end.
+	values, err := d.kad.SearchValue(ctx, key, kaddht.Quorum(d.cfg.quorum))
 	if err != nil {
 		return nil, d.wrap("get", key, err)
 	}
-	return v, nil
+	var (
+		best   []byte
+		settle <-chan time.Time
+	)
+	for done := false; !done; {
+		select {
+		case v, ok := <-values:
+			if !ok {
+				done = true
+				break
+			}
+			best = v
+			if settle == nil {
+				t := time.NewTimer(d.cfg.settle)
+				defer t.Stop()
+				settle = t.C
+			}
+		case <-settle:
+			done = true
+		case <-ctx.Done():
+			done = true
+		}
+	}
+	switch {
+	case best != nil:
+		return best, nil
+	case ctx.Err() != nil:
+		return nil, d.wrap("get", key, ctx.Err())
+	}
+	return nil, d.wrap("get", key, routing.ErrNotFound)
 }
 
 // Provide records this node as a provider of c, locally first, then on the

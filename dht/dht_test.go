@@ -125,6 +125,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"nil validator", []dht.Option{dht.WithValidator("test", nil)}},
 		{"namespace twice", []dht.Option{withTest, dht.WithValidator("test", anything{})}},
 		{"zero query timeout", []dht.Option{dht.WithQueryTimeout(0)}},
+		{"zero settle window", []dht.Option{dht.WithSettle(0)}},
 		{"nil logger", []dht.Option{dht.WithLogger(nil)}},
 		{"bootstrap peer without addresses", []dht.Option{dht.WithBootstrapPeers(noAddrs)}},
 		{"bootstrap peer without ID", []dht.Option{dht.WithBootstrapPeers(peer.AddrInfo{Addrs: h.Addrs()})}},
@@ -688,4 +689,34 @@ func settle(n int) int {
 		n = m
 	}
 	return n
+}
+
+// A read in a small mesh whose quorum cannot be reached any more, because a
+// peer died: it returns the best value found within the settle window after
+// the first one, instead of waiting for the lookup to give up on the dead
+// peer (a QUIC dial to a killed process hangs until its handshake timeout;
+// a testnet of 4 daemons with one killed saw every read time out at 10 s).
+func TestGetValueDoesNotWaitForDeadPeers(t *testing.T) {
+	ctx := ctxT(t)
+	nodes := newStar(t, 4, 3, withTest, dht.WithQuorum(3))
+	key := dht.Key("test", "shared")
+	if err := nodes[0].d.PutValue(ctx, key, []byte("v7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[3].h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		for round := 0; round < 2; round++ {
+			start := time.Now()
+			v, err := nodes[i].d.GetValue(ctx, key)
+			took := time.Since(start)
+			if err != nil || string(v) != "v7" {
+				t.Fatalf("node %d round %d: GetValue = %q, %v after %v; want v7", i, round, v, err, took)
+			}
+			if took > 2*time.Second {
+				t.Fatalf("node %d round %d: GetValue took %v with a dead peer (settle window %v)", i, round, took, dht.DefaultSettle)
+			}
+		}
+	}
 }

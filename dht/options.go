@@ -16,6 +16,12 @@ import (
 // one hold a caller for the libp2p read timeout and its retry.
 const DefaultQueryTimeout = 10 * time.Second
 
+// DefaultSettle is how long GetValue waits, after the first valid value, for
+// its quorum or the lookup's end (WithSettle). Answers from live peers
+// arrive within milliseconds of each other on a healthy mesh; the window
+// only ends reads whose quorum cannot be reached.
+const DefaultSettle = 500 * time.Millisecond
+
 // Option configures New. Options are applied after the defaults, in order;
 // the result is then validated as a whole.
 type Option func(*config) error
@@ -26,6 +32,7 @@ type config struct {
 	logger       *slog.Logger
 	queryTimeout time.Duration
 	quorum       int
+	settle       time.Duration
 	datastore    ds.Batching // nil: kad-dht's in-memory store; set by tests only
 }
 
@@ -33,6 +40,7 @@ func defaults(c *config) error {
 	c.validators = make(map[string]record.Validator)
 	c.logger = slog.Default()
 	c.queryTimeout = DefaultQueryTimeout
+	c.settle = DefaultSettle
 	return nil
 }
 
@@ -42,6 +50,9 @@ func (c *config) validate() error {
 	}
 	if c.quorum < 0 {
 		return fmt.Errorf("%w: quorum %d must not be negative", ErrBadOption, c.quorum)
+	}
+	if c.settle <= 0 {
+		return fmt.Errorf("%w: settle window %v must be positive", ErrBadOption, c.settle)
 	}
 	if c.queryTimeout <= 0 {
 		return fmt.Errorf("%w: query timeout %v must be positive", ErrBadOption, c.queryTimeout)
@@ -118,6 +129,20 @@ func WithQueryTimeout(d time.Duration) Option {
 func WithQuorum(n int) Option {
 	return func(c *config) error {
 		c.quorum = n
+		return nil
+	}
+}
+
+// WithSettle bounds how long GetValue waits for its quorum (or, with quorum
+// 0, the lookup's end) once it holds a valid value: then it returns the best
+// value found so far. kad-dht's quorum counts answers, this node's own
+// record included, and stops only after more than n; in a mesh with n or
+// fewer live peers besides this one it cannot be reached, and without the
+// window every read would wait for the dead peers' dials to time out.
+// Default DefaultSettle.
+func WithSettle(d time.Duration) Option {
+	return func(c *config) error {
+		c.settle = d
 		return nil
 	}
 }
