@@ -18,6 +18,7 @@ import (
 	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/internal/testutil"
 	"github.com/igor-mesh/igor-node/wasmexec"
 )
 
@@ -66,7 +67,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	rt, err := wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: t.TempDir()})
+	rt, err := wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: testutil.WasmCacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

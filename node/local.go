@@ -148,11 +148,22 @@ func loadOrCreateKey(path, what, fresh string) (k ed25519.PrivateKey, created bo
 	return k, true, nil
 }
 
+// EnvWasmCache names a directory of compiled WASM that every home on the
+// machine shares instead of its own cache/wasm: a testnet's daemons and a
+// test suite's nodes compile each module once, not once per home. wazero
+// keys its entries by module and compiler version and writes each by
+// rename, so homes and processes can share one.
+const EnvWasmCache = "IGOR_WASM_CACHE"
+
 // Runtime returns the node's WASM runtime, created on first use (inspect and
 // verify never need one).
 func (l *Local) Runtime(ctx context.Context) (*wasmexec.Runtime, error) {
 	l.rtOnce.Do(func() {
-		l.rt, l.rtErr = wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: l.Home.CacheDir(), Logger: l.Logger})
+		dir := l.Home.CacheDir()
+		if d := os.Getenv(EnvWasmCache); d != "" {
+			dir = d
+		}
+		l.rt, l.rtErr = wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: dir, Logger: l.Logger})
 	})
 	return l.rt, l.rtErr
 }

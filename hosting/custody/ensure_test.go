@@ -16,6 +16,7 @@ import (
 	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/internal/testagents"
+	"github.com/igor-mesh/igor-node/internal/testutil"
 	"github.com/igor-mesh/igor-node/wasmexec"
 )
 
@@ -74,7 +75,7 @@ func TestEnsureLineage(t *testing.T) {
 		return st
 	}
 	remote := open()
-	rt, err := wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: t.TempDir()})
+	rt, err := wasmexec.NewRuntime(ctx, wasmexec.Config{CacheDir: testutil.WasmCacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
