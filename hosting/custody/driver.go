@@ -250,8 +250,7 @@ func (d *driver) followConf() {
 		return
 	}
 	d.confIdx, d.members = c.Index, c.Members
-	d.setVoters(c)
-	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...))))
+	all := d.setVoters(c)
 	d.ranked = hosting.Rank(agents.AgentID(d.did), all)
 	for p := range d.deadSince {
 		if !slices.Contains(all, p) {
@@ -276,8 +275,12 @@ func (d *driver) fence() time.Time {
 	return d.t0.Add(time.Duration(end) * d.m.cfg.Timing.Interval)
 }
 
-func (d *driver) setVoters(c lease.Conf) {
-	d.voters.Store(slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...)))))
+// setVoters publishes c's voters (members and joint, sorted) and returns
+// them; the slice is shared and never modified.
+func (d *driver) setVoters(c lease.Conf) []string {
+	v := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...))))
+	d.voters.Store(v)
+	return v
 }
 
 // setLease publishes the machine's lease end (and view) for the fence.
@@ -1341,16 +1344,7 @@ func (d *driver) shutdown() {
 	defer d.own.Unlock()
 	d.wake.Store(never)
 	d.stopAgent(false)
-	if d.m.pairs != nil && d.mc.Role() == lease.Holder {
-		// Members bound to this holder keep their promise only until our
-		// beats name another relinquishment count (lease/pairs.go).
-		gp := groupPairs{p: d.m.pairs, base: d.base}
-		for _, p := range d.voters.Load().([]string) {
-			if p != d.m.cfg.Self {
-				gp.Relinquish(p)
-			}
-		}
-	}
+	d.mc.Relinquish()
 	d.publish()
 }
 

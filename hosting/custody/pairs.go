@@ -122,28 +122,27 @@ type groupPairs struct {
 
 func (g groupPairs) Session() uint64 { return g.p.t.Session() } // constant: no lock
 
-func (g groupPairs) Gen(peer string) uint64 {
+// locked runs f on the table under its lock.
+func (g groupPairs) locked(f func(t *lease.PairTable)) {
 	g.p.mu.Lock()
 	defer g.p.mu.Unlock()
-	return g.p.t.Gen(peer)
+	f(g.p.t)
 }
 
-func (g groupPairs) Defect(peer string) {
-	g.p.mu.Lock()
-	defer g.p.mu.Unlock()
-	g.p.t.Defect(peer)
+func (g groupPairs) Gen(peer string) (n uint64) {
+	g.locked(func(t *lease.PairTable) { n = t.Gen(peer) })
+	return n
 }
 
-func (g groupPairs) Rel(peer string) uint64 {
-	g.p.mu.Lock()
-	defer g.p.mu.Unlock()
-	return g.p.t.Rel(peer)
+func (g groupPairs) Rel(peer string) (n uint64) {
+	g.locked(func(t *lease.PairTable) { n = t.Rel(peer) })
+	return n
 }
+
+func (g groupPairs) Defect(peer string) { g.locked(func(t *lease.PairTable) { t.Defect(peer) }) }
 
 func (g groupPairs) Relinquish(peer string) {
-	g.p.mu.Lock()
-	defer g.p.mu.Unlock()
-	g.p.t.Relinquish(peer)
+	g.locked(func(t *lease.PairTable) { t.Relinquish(peer) })
 }
 
 func (g groupPairs) Beat(peer string, session, rel uint64) (int64, bool) {

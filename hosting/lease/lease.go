@@ -880,19 +880,27 @@ func (m *Machine) becomeFollower() {
 	m.votes, m.sent, m.acks, m.match, m.pending, m.leaving = nil, nil, nil, nil, nil, nil
 }
 
+// Relinquish, on a holder with pair leases, raises its relinquishment count
+// towards every other voter: members bound to it keep their promise only
+// while its beats name what its Appends named, so it ends W after its next
+// beat, and its other groups with them get established again. A holder
+// stepping down does it; so does one whose node shuts its group down
+// without a step (the machine is then dropped). Otherwise a no-op.
+func (m *Machine) Relinquish() {
+	if m.role != Holder || m.cfg.Pairs == nil {
+		return
+	}
+	for _, p := range m.voters(m.hs.Conf) {
+		if p != m.cfg.Self {
+			m.cfg.Pairs.Relinquish(p)
+		}
+	}
+}
+
 // stepDown ends this node's holding; it treats its own lease as just heard,
 // so it does not promise anyone until its view lapses like everyone's.
 func (m *Machine) stepDown() {
-	if m.role == Holder && m.cfg.Pairs != nil {
-		// Members bound to us keep their promise only while our beats name
-		// what our Appends named: relinquishing ends it W after our next
-		// beat, and our other groups with them get established again.
-		for _, p := range m.voters(m.hs.Conf) {
-			if p != m.cfg.Self {
-				m.cfg.Pairs.Relinquish(p)
-			}
-		}
-	}
+	m.Relinquish()
 	m.commit = max(m.commit, m.committed.Seq)
 	m.becomeFollower()
 	m.heard()
