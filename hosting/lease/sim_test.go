@@ -133,7 +133,7 @@ type sim struct {
 	// messages (a group idle on that link, or its messages refused there:
 	// safety must not rest on per-group messages getting through).
 	gcut map[[2]int]bool
-	calm  bool            // final phase: no loss, no chaos
+	calm bool // final phase: no loss, no chaos
 
 	parent    map[string]string // checkpoint ID → parent ID
 	seqOf     map[string]uint64
