@@ -154,7 +154,7 @@ func kadPut(ctx context.Context, h host.Host, to peer.ID, key string, value []by
 func TestHostileLimitsNameTheProtocols(t *testing.T) {
 	for want, got := range map[protocol.ID]protocol.ID{
 		LeaseProtocol: p2phost.LeaseProtocol, CustodyProtocol: p2phost.CustodyProtocol, StatusProtocol: p2phost.StatusProtocol,
-		HostGossipProtocol: p2phost.GossipProtocol, ControlProtocol: p2phost.ControlProtocol, AgentsProtocol: p2phost.AgentsProtocol, LogsProtocol: p2phost.LogsProtocol,
+		HostGossipProtocol: p2phost.GossipProtocol, ControlProtocol: p2phost.ControlProtocol, AgentsProtocol: p2phost.AgentsProtocol, LogsProtocol: p2phost.LogsProtocol, HostRecordProtocol: p2phost.HostRecordProtocol,
 		exchange.ProtocolID: p2phost.BlocksProtocol, protocol.ID(dht.ProtocolPrefix + "/kad/1.0.0"): p2phost.KadProtocol,
 	} {
 		if want != got {

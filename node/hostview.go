@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,17 @@ const HostTopic = "/igor/hosts/1"
 // nodes (as the DHT speaks /igor/kad/1.0.0).
 const HostGossipProtocol = protocol.ID("/igor/meshsub/1.2.0")
 
+// HostRecordProtocol carries one host record straight to a peer that just
+// joined the host topic: the sender writes its own signed record and
+// closes. GossipSub sends a newcomer nothing published before it joined;
+// re-gossiping every host's record to the whole mesh on every join (as
+// until session 15) cost N broadcasts per join, each delivered to every
+// node several times — N³ messages for a mesh of N starting up.
+const HostRecordProtocol = protocol.ID("/igor/hostrecord/1.0.0")
+
+// hostRecordTimeout bounds a direct record's send and its receipt.
+const hostRecordTimeout = 5 * time.Second
+
 // maxHostGossipRPC bounds one GossipSub RPC read from a peer: a host record
 // is at most agents.MaxRecordBytes, and larger RPCs are split by the sender.
 const maxHostGossipRPC = 64 << 10
@@ -58,6 +70,15 @@ type HostViewOptions struct {
 	// MaxEntries bounds the view (memory). A record of a peer not in a full
 	// view is dropped until an entry expires. Default 4096.
 	MaxEntries int
+	// PerHost stretches Republish (and TTL with it) in a large mesh: a
+	// node whose view holds n hosts gossips its unchanged record every
+	// max(Republish, n × PerHost), at most MaxAge, and keeps entries for
+	// 3.5 times that (or TTL, if longer). The mesh then carries about one
+	// unchanged record per PerHost whatever its size, where a fixed
+	// Republish made each node's share grow with the mesh (30 idle
+	// daemons: 2.0 % of a core each, 1.3 % with 30 s rounds). Default 1 s;
+	// negative: a fixed Republish.
+	PerHost time.Duration
 }
 
 // ErrBadHostViewOptions: a HostViewOptions field out of range.
@@ -65,7 +86,7 @@ var ErrBadHostViewOptions = errors.New("node: bad host view options")
 
 // DefaultHostViewOptions are the host view's defaults.
 func DefaultHostViewOptions() HostViewOptions {
-	return HostViewOptions{Republish: 10 * time.Second, TTL: 35 * time.Second, MaxAge: 2 * time.Minute, MaxEntries: 4096}
+	return HostViewOptions{Republish: 10 * time.Second, TTL: 35 * time.Second, MaxAge: 2 * time.Minute, MaxEntries: 4096, PerHost: time.Second}
 }
 
 // withDefaults fills zero fields and validates the result.
@@ -82,6 +103,9 @@ func (o HostViewOptions) withDefaults() (HostViewOptions, error) {
 	}
 	if o.MaxEntries == 0 {
 		o.MaxEntries = d.MaxEntries
+	}
+	if o.PerHost == 0 {
+		o.PerHost = d.PerHost
 	}
 	switch {
 	case o.Republish < 0 || o.TTL < 0 || o.MaxAge < 0 || o.MaxEntries < 0:
@@ -168,7 +192,7 @@ type hostView struct {
 	// record returns this node's current signed host record to gossip (set
 	// by startGossip; a node that hosts nothing keeps a view but sends nothing).
 	record func() (*agents.HostRecord, error)
-	kick   chan struct{} // gossip our record soon (a peer joined the topic)
+	joined chan peer.ID // peers that joined the topic: sendLoop sends them our record
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -178,8 +202,9 @@ type hostView struct {
 	entries  map[peer.ID]*viewEntry
 	lastSent time.Time
 
-	rejected atomic.Int64 // messages refused by the validator
-	full     atomic.Int64 // records dropped because the view was full
+	rejected  atomic.Int64  // messages refused by the validator
+	published atomic.Uint64 // own records gossiped to the mesh
+	full      atomic.Int64  // records dropped because the view was full
 }
 
 // newHostView joins the host topic on h and starts receiving records.
@@ -187,7 +212,7 @@ func newHostView(h host.Host, opts HostViewOptions, logger *slog.Logger) (_ *hos
 	if opts, err = opts.withDefaults(); err != nil {
 		return nil, err
 	}
-	v := &hostView{opts: opts, self: h.ID(), log: logger, host: h, kick: make(chan struct{}, 1), entries: map[peer.ID]*viewEntry{}}
+	v := &hostView{opts: opts, self: h.ID(), log: logger, host: h, joined: make(chan peer.ID, 256), entries: map[peer.ID]*viewEntry{}}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -228,19 +253,39 @@ func newHostView(h host.Host, opts HostViewOptions, logger *slog.Logger) (_ *hos
 		},
 	}
 	h.Network().Notify(v.notify)
+	h.SetStreamHandler(HostRecordProtocol, v.handleRecord)
 	v.wg.Add(2)
 	go v.receiveLoop()
 	go v.sweepLoop()
 	return v, nil
 }
 
+// handleRecord receives a record a peer sent straight to this node: it must
+// be the sender's own, valid and fresh (checkHostGossip, as for gossip).
+func (v *hostView) handleRecord(s network.Stream) {
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(hostRecordTimeout))
+	data, err := io.ReadAll(io.LimitReader(s, agents.MaxRecordBytes+1))
+	if err == nil {
+		var r *agents.HostRecord
+		if r, err = checkHostGossip(data, s.Conn().RemotePeer(), time.Now(), v.opts.MaxAge); err == nil {
+			v.put(r, time.Now())
+			return
+		}
+	}
+	s.Reset()
+	v.rejected.Add(1)
+	v.log.Debug("host view: refused a host record sent directly", "from", s.Conn().RemotePeer(), "err", err)
+}
+
 // startGossip starts gossiping this node's record, which record returns
 // (a hosting node; called once, after the node's hosting state exists).
 func (v *hostView) startGossip(record func() (*agents.HostRecord, error)) {
 	v.record = record
-	v.wg.Add(2)
+	v.wg.Add(3)
 	go v.eventLoop()
 	go v.gossipLoop()
+	go v.sendLoop()
 }
 
 // sweepLoop drops expired entries (also swept on every read), so a node
@@ -270,6 +315,7 @@ func (v *hostView) close() {
 	if v.sub != nil {
 		v.sub.Cancel()
 	}
+	v.host.RemoveStreamHandler(HostRecordProtocol)
 	v.cancel() // stops GossipSub too
 	v.wg.Wait()
 }
@@ -309,9 +355,11 @@ func (v *hostView) receiveLoop() {
 	}
 }
 
-// eventLoop asks for our record to be gossiped when a peer joins the topic,
-// so a node that just started learns every host within about a second
-// (a joining peer is sent nothing that was published before it joined).
+// eventLoop hands every peer that joins the topic to sendLoop, so a node
+// that just started learns every host within about a second (a joining
+// peer is sent nothing that was published before it joined). A peer that
+// does not fit in the queue (a burst of hundreds of joins) learns our
+// record from the next Republish.
 func (v *hostView) eventLoop() {
 	defer v.wg.Done()
 	for {
@@ -321,35 +369,69 @@ func (v *hostView) eventLoop() {
 		}
 		if ev.Type == pubsub.PeerJoin {
 			select {
-			case v.kick <- struct{}{}:
+			case v.joined <- ev.Peer:
 			default:
 			}
 		}
 	}
 }
 
-// gossipLoop gossips this node's record every Republish and soon after a
-// peer joined (at most once a second).
-func (v *hostView) gossipLoop() {
+// sendLoop sends this node's record straight to each peer that joined
+// (HostRecordProtocol), one at a time.
+func (v *hostView) sendLoop() {
 	defer v.wg.Done()
-	t := time.NewTicker(min(time.Second, v.opts.Republish/2))
-	defer t.Stop()
-	joined := false
 	for {
 		select {
 		case <-v.ctx.Done():
 			return
-		case <-v.kick:
-			joined = true
+		case p := <-v.joined:
+			if err := v.sendRecord(p); err != nil && v.ctx.Err() == nil {
+				v.log.Debug("host view: send own record to a new peer", "peer", p, "err", err)
+			}
+		}
+	}
+}
+
+func (v *hostView) sendRecord(p peer.ID) error {
+	r, err := v.record()
+	if err != nil {
+		return err
+	}
+	data, err := r.Encode()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(v.ctx, hostRecordTimeout)
+	defer cancel()
+	s, err := v.host.NewStream(network.WithNoDial(ctx, "host record to a peer already connected"), p, HostRecordProtocol)
+	if err != nil {
+		return err
+	}
+	s.SetDeadline(time.Now().Add(hostRecordTimeout))
+	if _, err := s.Write(data); err != nil {
+		s.Reset()
+		return err
+	}
+	return s.Close()
+}
+
+// gossipLoop gossips this node's record every Republish.
+func (v *hostView) gossipLoop() {
+	defer v.wg.Done()
+	t := time.NewTicker(min(time.Second, v.opts.Republish/2))
+	defer t.Stop()
+	for {
+		select {
+		case <-v.ctx.Done():
+			return
 		case <-t.C:
 		}
 		v.mu.Lock()
-		since := time.Since(v.lastSent)
+		since, every := time.Since(v.lastSent), v.republishLocked()
 		v.mu.Unlock()
-		if !(since >= v.opts.Republish || (joined && since >= time.Second)) {
+		if since < every {
 			continue
 		}
-		joined = false
 		r, err := v.record()
 		if err == nil {
 			err = v.publish(v.ctx, r)
@@ -358,6 +440,23 @@ func (v *hostView) gossipLoop() {
 			v.log.Debug("host view: gossip own record", "err", err)
 		}
 	}
+}
+
+// republishLocked is how often this node gossips its unchanged record:
+// Republish, stretched by the view's size (HostViewOptions.PerHost).
+func (v *hostView) republishLocked() time.Duration {
+	if v.opts.PerHost < 0 {
+		return v.opts.Republish
+	}
+	return min(max(v.opts.Republish, time.Duration(len(v.entries))*v.opts.PerHost), max(v.opts.MaxAge, v.opts.Republish))
+}
+
+// ttlLocked is how long an entry stays without a newer record: TTL, or 3.5
+// rounds of the stretched Republish when that is longer (every node of a
+// mesh sees about the same number of hosts, so the others' rounds are
+// about this node's).
+func (v *hostView) ttlLocked() time.Duration {
+	return max(v.opts.TTL, v.republishLocked()*7/2)
 }
 
 // publish gossips r (this node's own record).
@@ -369,6 +468,7 @@ func (v *hostView) publish(ctx context.Context, r *agents.HostRecord) error {
 	v.mu.Lock()
 	v.lastSent = time.Now()
 	v.mu.Unlock()
+	v.published.Add(1)
 	return v.topic.Publish(ctx, data)
 }
 
@@ -427,7 +527,7 @@ func (v *hostView) sweep(now time.Time) {
 
 func (v *hostView) sweepLocked(now time.Time) {
 	for id, e := range v.entries {
-		if now.Sub(e.at) > v.opts.TTL || e.rec.Expires <= now.UnixNano() {
+		if now.Sub(e.at) > v.ttlLocked() || e.rec.Expires <= now.UnixNano() {
 			delete(v.entries, id)
 		}
 	}

@@ -7,12 +7,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -23,7 +25,7 @@ import (
 
 // fastView gossips every 200 ms and forgets a host after 1 s of silence,
 // so propagation and expiry show within a short test.
-var fastView = HostViewOptions{Republish: 200 * time.Millisecond, TTL: time.Second}
+var fastView = HostViewOptions{Republish: 200 * time.Millisecond, TTL: time.Second, PerHost: 20 * time.Millisecond}
 
 // viewMeshes starts n hosting meshes with the host view options given,
 // bootstrapped from the first.
@@ -194,6 +196,7 @@ func TestPublishUsesHostView(t *testing.T) {
 type rogue struct {
 	key   ed25519.PrivateKey
 	topic *pubsub.Topic
+	h     host.Host
 }
 
 func newRogue(tb testing.TB, to *Mesh, opts ...pubsub.Option) *rogue {
@@ -229,7 +232,7 @@ func newRogue(tb testing.TB, to *Mesh, opts ...pubsub.Option) *rogue {
 		}
 		return nil
 	})
-	return &rogue{key: key, topic: topic}
+	return &rogue{key: key, topic: topic, h: h}
 }
 
 func (r *rogue) publish(tb testing.TB, data []byte) {
@@ -271,18 +274,7 @@ func TestHostViewRefusesBadMessages(t *testing.T) {
 	m := ms[0]
 	r := newRogue(t, m)
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
-	now := time.Now()
-	tampered := signedHostRecord(t, r.key, now, time.Minute)
-	tampered.FreeSlots = 1 // after signing
-	bad := map[string][]byte{
-		"garbage":     []byte("not a host record"),
-		"oversized":   bytes.Repeat([]byte{0xa1}, agents.MaxRecordBytes+1),
-		"other peer":  encodeRecord(t, signedHostRecord(t, other, now, time.Minute)),
-		"bad sig":     encodeRecord(t, tampered),
-		"too old":     encodeRecord(t, signedHostRecord(t, r.key, now.Add(-10*time.Minute), time.Hour)),
-		"future":      encodeRecord(t, signedHostRecord(t, r.key, now.Add(time.Hour), time.Hour)),
-		"peer record": encodeRecord(t, mustHostRecord(t, ms[1])), // a relay passing another's record as its own message
-	}
+	bad := badHostRecords(t, r.key, other, ms[1])
 	before := m.view.rejected.Load()
 	for _, data := range bad {
 		r.publish(t, data)
@@ -310,6 +302,92 @@ func TestHostViewRefusesBadMessages(t *testing.T) {
 	}
 	if rec := viewRecord(m, ms[1].PeerID()); rec == nil || rec.Seq == 0 {
 		t.Fatalf("the honest peer's record is gone: %+v", rec)
+	}
+}
+
+// TestHostViewJoinSendsRecordsDirectly: with gossip rounds far apart
+// (Republish 1 h), a node that joins learns every host's record, and every
+// host learns its record, within seconds — straight over
+// HostRecordProtocol, not by re-gossiping to the whole mesh.
+func TestHostViewJoinSendsRecordsDirectly(t *testing.T) {
+	slow := HostViewOptions{Republish: time.Hour, MaxAge: 2 * time.Hour}
+	ms := viewMeshes(t, 3, slow)
+	waitViews(t, ms, 30*time.Second)
+	sent := func() (n uint64) {
+		for _, m := range ms {
+			n += m.view.published.Load()
+		}
+		return n
+	}
+	before := sent()
+	start := time.Now()
+	fresh := viewMesh(t, slow, ms[0])
+	waitViews(t, append(slices.Clone(ms), fresh), 10*time.Second)
+	t.Logf("a new host and the mesh knew each other %v after it started", time.Since(start).Round(time.Millisecond))
+	if n := sent() - before; n != 0 {
+		t.Fatalf("the running hosts gossiped %d records to the whole mesh for one join; want their records sent to the newcomer alone", n)
+	}
+}
+
+// TestHostViewRefusesBadDirectRecords: a record sent straight to a node
+// must be the sender's own, valid and fresh, as a gossiped one.
+func TestHostViewRefusesBadDirectRecords(t *testing.T) {
+	ms := viewMeshes(t, 2, fastView)
+	waitViews(t, ms, 30*time.Second)
+	m := ms[0]
+	r := newRogue(t, m)
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	bad := badHostRecords(t, r.key, other, ms[1])
+	send := func(data []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := r.h.NewStream(ctx, m.Host.ID(), HostRecordProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write(data)
+		s.CloseWrite()
+		io.Copy(io.Discard, s)
+		s.Close()
+	}
+	before := m.view.rejected.Load()
+	for _, data := range bad {
+		send(data)
+	}
+	eventually(t, "every bad record refused", 10*time.Second, func() error {
+		if n := m.view.rejected.Load() - before; n < int64(len(bad)) {
+			return fmt.Errorf("%d of %d refused", n, len(bad))
+		}
+		return nil
+	})
+	if viewRecord(m, agents.PeerID(other.Public().(ed25519.PublicKey))) != nil {
+		t.Fatal("a record sent by another peer entered the view")
+	}
+	good := signedHostRecord(t, r.key, time.Now(), time.Minute)
+	send(encodeRecord(t, good))
+	eventually(t, "the sender's own valid record in the view", 5*time.Second, func() error {
+		if viewRecord(m, good.Peer) == nil {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+}
+
+// badHostRecords are the payloads a host view refuses from a sender whose
+// key is own, gossiped or sent directly: other's and honest's records
+// (valid, but not the sender's), and the sender's own spoiled ones.
+func badHostRecords(tb testing.TB, own, other ed25519.PrivateKey, honest *Mesh) map[string][]byte {
+	now := time.Now()
+	tampered := signedHostRecord(tb, own, now, time.Minute)
+	tampered.FreeSlots = 1 // after signing
+	return map[string][]byte{
+		"garbage":     []byte("not a host record"),
+		"oversized":   bytes.Repeat([]byte{0xa1}, agents.MaxRecordBytes+1),
+		"other peer":  encodeRecord(tb, signedHostRecord(tb, other, now, time.Minute)),
+		"bad sig":     encodeRecord(tb, tampered),
+		"too old":     encodeRecord(tb, signedHostRecord(tb, own, now.Add(-10*time.Minute), time.Hour)),
+		"future":      encodeRecord(tb, signedHostRecord(tb, own, now.Add(time.Hour), time.Hour)),
+		"peer record": encodeRecord(tb, mustHostRecord(tb, honest)), // another's record passed on as one's own
 	}
 }
 
@@ -380,6 +458,43 @@ func TestHostViewOptions(t *testing.T) {
 		if _, err := bad.withDefaults(); !errors.Is(err, ErrBadHostViewOptions) {
 			t.Errorf("%+v: %v", bad, err)
 		}
+	}
+}
+
+// TestHostViewRoundsGrowWithTheMesh: the unchanged record's gossip round
+// and the entries' lifetime stretch with the view's size (PerHost), so a
+// node's share of the mesh's gossip does not grow with the mesh; small
+// meshes keep Republish and TTL; MaxAge caps the round.
+func TestHostViewRoundsGrowWithTheMesh(t *testing.T) {
+	opts, err := HostViewOptions{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		hosts      int
+		every, ttl time.Duration
+	}{
+		{0, 10 * time.Second, 35 * time.Second},
+		{9, 10 * time.Second, 35 * time.Second},
+		{30, 30 * time.Second, 105 * time.Second},
+		{50, 50 * time.Second, 175 * time.Second},
+		{1000, 2 * time.Minute, 7 * time.Minute},
+	} {
+		v := &hostView{opts: opts, entries: map[peer.ID]*viewEntry{}}
+		for i := range c.hosts {
+			v.entries[peer.ID(fmt.Sprint(i))] = &viewEntry{}
+		}
+		if every, ttl := v.republishLocked(), v.ttlLocked(); every != c.every || ttl != c.ttl {
+			t.Errorf("%d hosts: every %v, TTL %v; want %v, %v", c.hosts, every, ttl, c.every, c.ttl)
+		}
+	}
+	opts.PerHost = -1
+	v := &hostView{opts: opts, entries: map[peer.ID]*viewEntry{}}
+	for i := range 50 {
+		v.entries[peer.ID(fmt.Sprint(i))] = &viewEntry{}
+	}
+	if every, ttl := v.republishLocked(), v.ttlLocked(); every != 10*time.Second || ttl != 35*time.Second {
+		t.Errorf("PerHost < 0: every %v, TTL %v; want the fixed 10s, 35s", every, ttl)
 	}
 }
 

@@ -58,6 +58,9 @@ const (
 	AgentsProtocol  = protocol.ID("/igor/agents/1.0.0")
 	LogsProtocol    = protocol.ID("/igor/logs/1.0.0")
 	GossipProtocol  = protocol.ID("/igor/meshsub/1.2.0") // GossipSub: the host view
+	// HostRecordProtocol: one host record sent straight to a peer that
+	// joined the host topic.
+	HostRecordProtocol = protocol.ID("/igor/hostrecord/1.0.0")
 )
 
 // ProtocolLimit bounds the streams of one protocol.
@@ -136,18 +139,20 @@ type Options struct {
 //   - logs 128 / 16 (a follower of an agent's log holds one stream open
 //     to its holder while it runs there);
 //   - gossip 512 / 4 (GossipSub keeps one long-lived stream per direction
-//     and peer, as custody does).
+//     and peer, as custody does);
+//   - host record 128 / 2 (one short stream per peer when it joins).
 func DefaultProtocols() map[protocol.ID]ProtocolLimit {
 	return map[protocol.ID]ProtocolLimit{
-		BlocksProtocol:  {Inbound: 256, InboundPerPeer: 8},
-		LeaseProtocol:   {Inbound: 64, InboundPerPeer: 8},
-		CustodyProtocol: {Inbound: 512, InboundPerPeer: 4},
-		KadProtocol:     {Inbound: 1024, InboundPerPeer: 32},
-		StatusProtocol:  {Inbound: 128, InboundPerPeer: 8},
-		ControlProtocol: {Inbound: 32, InboundPerPeer: 4},
-		AgentsProtocol:  {Inbound: 64, InboundPerPeer: 4},
-		LogsProtocol:    {Inbound: 128, InboundPerPeer: 16},
-		GossipProtocol:  {Inbound: 512, InboundPerPeer: 4},
+		BlocksProtocol:     {Inbound: 256, InboundPerPeer: 8},
+		LeaseProtocol:      {Inbound: 64, InboundPerPeer: 8},
+		CustodyProtocol:    {Inbound: 512, InboundPerPeer: 4},
+		KadProtocol:        {Inbound: 1024, InboundPerPeer: 32},
+		StatusProtocol:     {Inbound: 128, InboundPerPeer: 8},
+		ControlProtocol:    {Inbound: 32, InboundPerPeer: 4},
+		AgentsProtocol:     {Inbound: 64, InboundPerPeer: 4},
+		LogsProtocol:       {Inbound: 128, InboundPerPeer: 16},
+		GossipProtocol:     {Inbound: 512, InboundPerPeer: 4},
+		HostRecordProtocol: {Inbound: 128, InboundPerPeer: 2},
 	}
 }
 
