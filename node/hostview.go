@@ -48,6 +48,10 @@ const HostRecordProtocol = protocol.ID("/igor/hostrecord/1.0.0")
 // hostRecordTimeout bounds a direct record's send and its receipt.
 const hostRecordTimeout = 5 * time.Second
 
+// directRecordEvery: a peer's direct records closer together than this
+// are refused unread.
+const directRecordEvery = time.Second
+
 // maxHostGossipRPC bounds one GossipSub RPC read from a peer: a host record
 // is at most agents.MaxRecordBytes, and larger RPCs are split by the sender.
 const maxHostGossipRPC = 64 << 10
@@ -198,9 +202,10 @@ type hostView struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex // guards entries, lastSent
+	mu       sync.Mutex // guards entries, lastSent, direct
 	entries  map[peer.ID]*viewEntry
 	lastSent time.Time
+	direct   map[peer.ID]time.Time // when each peer last sent a record directly
 
 	rejected  atomic.Int64  // messages refused by the validator
 	published atomic.Uint64 // own records gossiped to the mesh
@@ -212,7 +217,7 @@ func newHostView(h host.Host, opts HostViewOptions, logger *slog.Logger) (_ *hos
 	if opts, err = opts.withDefaults(); err != nil {
 		return nil, err
 	}
-	v := &hostView{opts: opts, self: h.ID(), log: logger, host: h, joined: make(chan peer.ID, 256), entries: map[peer.ID]*viewEntry{}}
+	v := &hostView{opts: opts, self: h.ID(), log: logger, host: h, joined: make(chan peer.ID, 256), entries: map[peer.ID]*viewEntry{}, direct: map[peer.ID]time.Time{}}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -264,7 +269,22 @@ func newHostView(h host.Host, opts HostViewOptions, logger *slog.Logger) (_ *hos
 // be the sender's own, valid and fresh (checkHostGossip, as for gossip).
 func (v *hostView) handleRecord(s network.Stream) {
 	defer s.Close()
-	s.SetDeadline(time.Now().Add(hostRecordTimeout))
+	from, now := s.Conn().RemotePeer(), time.Now()
+	v.mu.Lock()
+	last, ok := v.direct[from]
+	if !ok && len(v.direct) >= v.opts.MaxEntries {
+		clear(v.direct) // bounded: forget the oldest rather than grow
+	}
+	v.direct[from] = now
+	v.mu.Unlock()
+	if ok && now.Sub(last) < directRecordEvery {
+		// An honest peer sends one per join: a faster sender pays for
+		// no signature check here.
+		s.Reset()
+		v.rejected.Add(1)
+		return
+	}
+	s.SetDeadline(now.Add(hostRecordTimeout))
 	data, err := io.ReadAll(io.LimitReader(s, agents.MaxRecordBytes+1))
 	if err == nil {
 		var r *agents.HostRecord

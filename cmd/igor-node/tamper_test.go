@@ -75,7 +75,7 @@ func tamperBlock(t *testing.T, home string, c cid.Cid, fn func([]byte) []byte) {
 		}
 		return
 	}
-	db, err := pebble.Open(filepath.Join(home, "store", "pack"), &pebble.Options{})
+	db, err := pebble.Open(filepath.Join(home, "store", "pack"), &pebble.Options{Logger: quietPebble{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,3 +347,11 @@ func TestVerifyCatchesTampering(t *testing.T) {
 	})
 
 }
+
+// quietPebble keeps Pebble's informational lines (every open prints its
+// WAL recovery) out of the test output; errors fail the test.
+type quietPebble struct{ t *testing.T }
+
+func (quietPebble) Infof(string, ...any)                {}
+func (q quietPebble) Errorf(format string, args ...any) { q.t.Errorf("pebble: "+format, args...) }
+func (q quietPebble) Fatalf(format string, args ...any) { q.t.Fatalf("pebble: "+format, args...) }
