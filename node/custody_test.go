@@ -605,8 +605,12 @@ func TestEngineCarriesLeaseTraffic(t *testing.T) {
 	time.Sleep(window)
 	after := stats()
 	inline, loop := after.Inline-before.Inline, after.Loop-before.Loop
-	if custodyTiming(custody.DefaultTiming()).PairLeases {
-		// Pair leases (IGOR_PAIR_LEASES=1, D69): the beats renew every
+	timing, err := custodyTiming(custody.DefaultTiming())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if timing.PairLeases {
+		// Pair leases (on unless IGOR_PAIR_LEASES=0, D69): the beats renew every
 		// lease; an idle group steps about once a second on its holder (its
 		// lease end) and its followers not at all — per-group rounds would
 		// be ≥ 8 steps per group-second.
@@ -636,4 +640,29 @@ func TestEngineCarriesLeaseTraffic(t *testing.T) {
 		}
 	}
 	t.Logf("%v: %d inline steps, %d driver wake-ups", window, inline, loop)
+}
+
+// IGOR_PAIR_LEASES: unset keeps the timing given, 0 and 1 set pair leases
+// off and on, anything else is refused with what to write instead.
+func TestPairLeasesSetting(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		want bool
+		bad  bool
+	}{{"", true, false}, {"0", false, false}, {"1", true, false}, {"off", false, true}, {"true", false, true}} {
+		t.Setenv("IGOR_PAIR_LEASES", c.env)
+		got, err := custodyTiming(custody.Timing{})
+		switch {
+		case c.bad:
+			if err == nil || !strings.Contains(err.Error(), "want 0") {
+				t.Errorf("IGOR_PAIR_LEASES=%q: %v; want a refusal saying what to write", c.env, err)
+			}
+		case err != nil:
+			t.Errorf("IGOR_PAIR_LEASES=%q: %v", c.env, err)
+		case c.env == "" && got != (custody.Timing{}):
+			t.Errorf("unset: the timing given changed to %+v", got)
+		case c.env != "" && got.PairLeases != c.want:
+			t.Errorf("IGOR_PAIR_LEASES=%q: pair leases %t, want %t", c.env, got.PairLeases, c.want)
+		}
+	}
 }

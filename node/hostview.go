@@ -273,7 +273,7 @@ func (v *hostView) handleRecord(s network.Stream) {
 	v.mu.Lock()
 	last, ok := v.direct[from]
 	if !ok && len(v.direct) >= v.opts.MaxEntries {
-		clear(v.direct) // bounded: forget the oldest rather than grow
+		clear(v.direct) // bounded: start over rather than grow
 	}
 	v.direct[from] = now
 	v.mu.Unlock()
@@ -288,14 +288,14 @@ func (v *hostView) handleRecord(s network.Stream) {
 	data, err := io.ReadAll(io.LimitReader(s, agents.MaxRecordBytes+1))
 	if err == nil {
 		var r *agents.HostRecord
-		if r, err = checkHostGossip(data, s.Conn().RemotePeer(), time.Now(), v.opts.MaxAge); err == nil {
+		if r, err = checkHostGossip(data, from, time.Now(), v.opts.MaxAge); err == nil {
 			v.put(r, time.Now())
 			return
 		}
 	}
 	s.Reset()
 	v.rejected.Add(1)
-	v.log.Debug("host view: refused a host record sent directly", "from", s.Conn().RemotePeer(), "err", err)
+	v.log.Debug("host view: refused a host record sent directly", "from", from, "err", err)
 }
 
 // startGossip starts gossiping this node's record, which record returns
@@ -468,7 +468,7 @@ func (v *hostView) republishLocked() time.Duration {
 	if v.opts.PerHost < 0 {
 		return v.opts.Republish
 	}
-	return min(max(v.opts.Republish, time.Duration(len(v.entries))*v.opts.PerHost), max(v.opts.MaxAge, v.opts.Republish))
+	return min(max(v.opts.Republish, time.Duration(len(v.entries))*v.opts.PerHost), v.opts.MaxAge) // withDefaults: MaxAge ≥ Republish
 }
 
 // ttlLocked is how long an entry stays without a newer record: TTL, or 3.5

@@ -236,13 +236,17 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		return nil, err
 	}
 	m.cnet = newCustodyNet(m)
+	timing, err := custodyTiming(cfg.Custody)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(m.Home.path("custody"), 0o700); err != nil {
 		return nil, err
 	}
 	if m.Custody, err = custody.NewManager(custody.Config{
 		Dir: m.Home.path("custody"), Self: m.PeerID(), Service: m.Svc, Blocks: l.Store, Keys: l.Keys, Net: m.cnet,
 		Hooks:  custody.Hooks{Committed: m.custodyCommitted, Review: m.custodyReview, Regroup: m.custodyRegroup, Replace: m.custodyReplace, Deleted: m.custodyDeleted},
-		Timing: custodyTiming(cfg.Custody), Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")), Meta: l.Store,
+		Timing: timing, Logger: cfg.Logger, Syncer: l.Store.Syncer().For(m.Home.path("custody")), Meta: l.Store,
 	}); err != nil {
 		return nil, err
 	}
@@ -534,14 +538,20 @@ func (m *Mesh) checkSuperseded(ctx context.Context, did string) {
 // renews its lease by its own heartbeat rounds, as before D69), 1 on.
 // Nodes with either setting interoperate: a holder keeps per-group rounds
 // for a member whose pair acknowledgements do not count.
-func custodyTiming(t custody.Timing) custody.Timing {
+// Any other non-empty value is refused: a typo must not leave the daemon
+// on the setting the operator meant to change.
+func custodyTiming(t custody.Timing) (custody.Timing, error) {
 	v := os.Getenv("IGOR_PAIR_LEASES")
-	if v != "0" && v != "1" {
-		return t
+	switch v {
+	case "":
+		return t, nil
+	case "0", "1":
+	default:
+		return t, fmt.Errorf("node: IGOR_PAIR_LEASES=%q: want 0 (a heartbeat round per group) or 1 (pair leases, the default), or leave it unset", v)
 	}
 	if t == (custody.Timing{}) {
 		t = custody.DefaultTiming()
 	}
 	t.PairLeases = v == "1"
-	return t
+	return t, nil
 }
