@@ -175,3 +175,112 @@ func noEligible(agentID string, rejected map[string]error) error {
 	}
 	return fmt.Errorf("%w for agent %s: all %d known hosts were rejected: %s", ErrNoEligibleHost, agentID, len(peers), b.String())
 }
+
+// Copysets (DECISIONS D70). Rendezvous order alone scatters an agent's
+// standbys over the whole mesh, so on N nodes every node shares groups
+// with nearly every other one: pair leases beat, and connections stay up,
+// to N−1 peers, and any two nodes that die at once hold a majority of some
+// group. Standbys are therefore taken from the holder's neighbourhood on a
+// ring of peers ordered by a hash of the peer ID alone: a node then shares
+// groups only with peers a few ring positions away, whatever the number of
+// agents, and nodes further apart on the ring than that never share one.
+// The holder is still the agent's best host by rendezvous, so holdings
+// spread as evenly as before and placement reviews keep their meaning.
+
+// NearWidth is how many ring positions on each side of a group's anchor
+// count as its neighbourhood for a group of 1+replicas: at least 2, so a
+// group of 3 has 4 candidates for its 2 standbys; meshes of up to
+// 2·NearWidth+1 nodes are one neighbourhood, placed exactly as by Rank.
+func NearWidth(replicas int) int { return max(2, replicas) }
+
+// ringKey places a peer on the placement ring: the first 8 bytes of
+// sha256("igor-ring/v1" ‖ 0x00 ‖ peerID), big-endian.
+func ringKey(peer string) uint64 {
+	sum := sha256.Sum256([]byte("igor-ring/v1\x00" + peer))
+	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// RingDistances returns, for every peer of ring and anchor, its distance
+// from anchor on the placement ring of those peers (ringKey order, ties
+// by peer ID): 0 for the anchor, at most len/2. Duplicates count once.
+func RingDistances(anchor string, ring []string) map[string]int {
+	peers := append(slices.Clone(ring), anchor)
+	slices.Sort(peers)
+	peers = slices.Compact(peers)
+	keys := make(map[string]uint64, len(peers))
+	for _, p := range peers {
+		keys[p] = ringKey(p)
+	}
+	slices.SortFunc(peers, func(a, b string) int {
+		if c := cmp.Compare(keys[a], keys[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	at := slices.Index(peers, anchor)
+	n := len(peers)
+	out := make(map[string]int, n)
+	for i, p := range peers {
+		d := (i - at + n) % n
+		out[p] = min(d, n-d)
+	}
+	return out
+}
+
+// NearPeersFirst returns ranked (an order of peers, e.g. Rank's) with the
+// peers near anchor first: those within NearWidth(replicas) positions of
+// anchor on the ring of ring's peers, then the rest; each part keeps
+// ranked's order. Peers of ranked missing from ring are placed on it too.
+// ranked is not modified.
+func NearPeersFirst(ranked []string, anchor string, ring []string, replicas int) []string {
+	dist := RingDistances(anchor, append(slices.Clone(ring), ranked...))
+	w := NearWidth(replicas)
+	out := make([]string, 0, len(ranked))
+	for _, p := range ranked {
+		if dist[p] <= w {
+			out = append(out, p)
+		}
+	}
+	for _, p := range ranked {
+		if dist[p] > w {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// NearFirst is NearPeersFirst over host records (Place's result): a group
+// is the first 1+replicas of NearFirst(ranked, ranked[0].Peer, ring,
+// replicas) — the agent's best host and standbys from its neighbourhood,
+// the rest of the mesh only when the neighbourhood lacks eligible hosts.
+// ring holds the peers of every known host record, eligible or not, so that
+// one node turning a single agent down does not shift the ring.
+func NearFirst(ranked []*agents.HostRecord, anchor string, ring []string, replicas int) []*agents.HostRecord {
+	peers := make([]string, len(ranked))
+	for i, h := range ranked {
+		peers[i] = h.Peer
+	}
+	order := NearPeersFirst(peers, anchor, ring, replicas)
+	// A stable reorder by position, so that a peer listed twice keeps both
+	// records (Place lists each peer once).
+	pos := make(map[string]int, len(order))
+	for i, p := range order {
+		if _, ok := pos[p]; !ok {
+			pos[p] = i
+		}
+	}
+	out := slices.Clone(ranked)
+	slices.SortStableFunc(out, func(a, b *agents.HostRecord) int { return cmp.Compare(pos[a.Peer], pos[b.Peer]) })
+	return out
+}
+
+// HostPeers returns the peer IDs of hosts (a ring for NearFirst).
+func HostPeers(hosts []*agents.HostRecord) []string {
+	out := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		if h != nil {
+			out = append(out, h.Peer)
+		}
+	}
+	return out
+}

@@ -123,6 +123,10 @@ func (m *Mesh) betterOutsider(ctx context.Context, did string, draining bool) st
 	// decides; and it does not wait for the outsider to settle.
 	short := hosting.ShortGroup(man, members)
 	anyHost := draining || short
+	if short && !draining {
+		// Filling: from this holder's ring neighbourhood first (D70).
+		ranked = hosting.NearFirst(ranked, m.PeerID(), append(hosting.HostPeers(hosts), members...), int(man.Lease.Replicas))
+	}
 	for _, h := range hosting.OutsiderCandidates(agents.AgentID(did), ranked, members, m.PeerID(), anyHost) {
 		if m.moveBackedOff(did, h.Peer) {
 			continue // a move there failed lately
@@ -591,14 +595,18 @@ func (m *Mesh) custodyReplace(ctx context.Context, p custody.ReplaceParams) ([]s
 		}
 		return keep, nil
 	}
-	hosts, err := m.cachedHosts(ctx)
+	all, err := m.cachedHosts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool {
+	hosts := slices.DeleteFunc(slices.Clone(all), func(h *agents.HostRecord) bool {
 		return slices.Contains(p.Members, h.Peer) || slices.Contains(p.Dead, h.Peer)
 	})
 	ranked, err := hosting.Place(agents.AgentID(p.DID), man, hosts, time.Now())
+	if err == nil {
+		// New members from this holder's ring neighbourhood first (D70).
+		ranked = hosting.NearFirst(ranked, m.PeerID(), append(hosting.HostPeers(all), p.Members...), int(man.Lease.Replicas))
+	}
 	if err != nil || len(ranked) == 0 {
 		if len(p.Dead) == 0 {
 			return nil, custody.ErrNoChange
@@ -685,7 +693,7 @@ func (m *Mesh) regroupCandidates(ctx context.Context, did string, man *agents.Ma
 		return nil, 0, err
 	}
 	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
-	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	ranked, err := placeNear(did, man, hosts)
 	size := 1 + int(man.Lease.Replicas)
 	if err != nil || len(ranked) < size/2+1 {
 		return nil, 0, fmt.Errorf("regroup %s: too few eligible hosts for a new group (%d of %d known, %d excluded as dead): %v", did, len(ranked), len(hosts), len(dead), err)
@@ -796,7 +804,7 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 		}
 		if hs, herr := m.cachedHosts(ctx); herr == nil {
 			hs = slices.DeleteFunc(slices.Clone(hs), func(h *agents.HostRecord) bool { return slices.Contains(dead, h.Peer) })
-			if r, perr := hosting.Place(agents.AgentID(did), man, hs, time.Now()); perr == nil {
+			if r, perr := placeNear(did, man, hs); perr == nil {
 				ranked = r
 			}
 		}
@@ -806,4 +814,15 @@ func (m *Mesh) custodyRegroup(p custody.RegroupParams) (err error) {
 	}
 	m.Logger.Info("custody: agent regrouped", "agent", did, "members", res.Members, "holder", res.Holder, "from seq", seq, "toward", p.Toward)
 	return nil
+}
+
+// placeNear is the order a new group of did takes its members from: the
+// agent's best host by rendezvous, then its ring neighbourhood (copysets,
+// D70), then the rest.
+func placeNear(did string, man *agents.Manifest, hosts []*agents.HostRecord) ([]*agents.HostRecord, error) {
+	ranked, err := hosting.Place(agents.AgentID(did), man, hosts, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return hosting.NearFirst(ranked, ranked[0].Peer, hosting.HostPeers(hosts), int(man.Lease.Replicas)), nil
 }

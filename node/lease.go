@@ -231,6 +231,21 @@ func (m *Mesh) firstProvide(c cid.Cid) bool {
 	return true
 }
 
+// firstProvideOfEpoch reports whether this node has not yet provided a
+// head of did at epoch (and records that it now does).
+func (m *Mesh) firstProvideOfEpoch(did string, epoch uint64) bool {
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
+	if e, ok := m.providedEpoch[did]; ok && e >= epoch {
+		return false
+	}
+	if m.providedEpoch == nil || len(m.providedEpoch) >= 4096 {
+		m.providedEpoch = map[string]uint64{} // bounded: start over rather than grow
+	}
+	m.providedEpoch[did] = epoch
+	return true
+}
+
 // PublishResult is what publish reports.
 type PublishResult struct {
 	DID     string   `json:"did"`
@@ -402,6 +417,7 @@ func (m *Mesh) publish(ctx context.Context, wasm []byte, module cid.Cid, manifes
 		undo()
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
+	ranked = hosting.NearFirst(ranked, ranked[0].Peer, hosting.HostPeers(hosts), int(man.Lease.Replicas))
 	res := &PublishResult{DID: did, Head: head.CID.String(), Genesis: head.Checkpoint.Genesis.String(), Module: head.Checkpoint.Module.String(), Epoch: 1,
 		Price: head.Checkpoint.Price, BudgetSeconds: budgetSeconds(head.Checkpoint.Budget, head.Checkpoint.Price)}
 	if err := m.place(ctx, res, head, 0, false, ranked, int(man.Lease.Replicas), minSize, int64(man.Lease.TermSeconds)*1000, key, progress); err != nil {

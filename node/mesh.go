@@ -123,10 +123,14 @@ type Mesh struct {
 	reviewAt    time.Time
 	reviewHosts []*agents.HostRecord
 
-	pubMu      sync.Mutex // guards pubHosts, pubHostsAt, provided
+	pubMu      sync.Mutex // guards pubHosts, pubHostsAt, provided, providedEpoch
 	pubHosts   []*agents.HostRecord
 	pubHostsAt time.Time
 	provided   map[string]time.Time // module CIDs announced by publications
+	// providedEpoch: per agent, the highest epoch whose head this node
+	// provided (publishHead provides once per epoch, not per refresh).
+	providedEpoch map[string]uint64
+	heads         *headQueue // head records' DHT work (headqueue.go)
 
 	moveMu    sync.Mutex              // guards moveFails
 	moveFails map[[2]string]time.Time // (agent, target) → when a move there failed
@@ -200,6 +204,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 			Help: "Time from proposing a checkpoint to a majority of its custody group storing it.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.heads = newHeadQueue(m.putHead)
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, m.Close())
@@ -278,6 +283,13 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 	}()
 	m.wg.Add(1)
 	go m.evictLoop()
+	for range headWorkers {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.heads.work(m.ctx)
+		}()
+	}
 	m.wg.Add(1)
 	go m.runGC()
 	m.wg.Add(1)
@@ -477,10 +489,14 @@ func (m *Mesh) publishHostRecord(ctx context.Context) error {
 	return m.DHT.PutValue(ctx, agents.HostRecordKey(r.Peer), data)
 }
 
-// publishHead publishes a hosted agent's head record naming checkpoint h and
-// provides its blocks, in the background so the tick loop never waits on
-// the network. A custody holder calls it when the record is due
-// (custody.Commit.Publish), not after every commit.
+// publishHead publishes a hosted agent's head record naming checkpoint h
+// and, on the first publication of the holder's epoch, provides its blocks,
+// through the head queue (a few workers, one pending record per agent), so
+// the tick loop never waits on the network. A custody
+// holder calls it when the record is due (custody.Commit.Publish), not
+// after every commit. Readers fetch from the holder the record names; the
+// provider records are the fallback, and a walk per refresh (two per
+// record, each ~20 peers) was most of a 50-node mesh's DHT traffic.
 func (m *Mesh) publishHead(h hosting.Head, key ed25519.PrivateKey, leaseExpiry time.Time) {
 	cp := h.Checkpoint
 	now := time.Now()
@@ -497,26 +513,33 @@ func (m *Mesh) publishHead(h hosting.Head, key ed25519.PrivateKey, leaseExpiry t
 		m.Logger.Error("encode head record", "agent", cp.Agent, "err", err)
 		return
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
-		defer cancel()
-		if err := m.DHT.PutValue(ctx, agents.HeadRecordKey(cp.Agent), data); err != nil && ctx.Err() == nil {
-			m.Logger.Debug("publish head record", "agent", cp.Agent, "err", err)
-			if errors.Is(err, dht.ErrStale) {
-				m.checkSuperseded(ctx, cp.Agent)
-			}
+	j := headJob{did: cp.Agent, data: data, epoch: cp.Epoch}
+	for _, c := range []cid.Cid{h.CID, cp.State} {
+		if c.Defined() {
+			j.cids = append(j.cids, c)
 		}
-		for _, c := range []cid.Cid{h.CID, cp.State} {
-			if !c.Defined() {
-				continue
-			}
-			if err := m.DHT.Provide(ctx, c); err != nil && ctx.Err() == nil {
-				m.Logger.Debug("provide", "cid", c, "err", err)
-			}
+	}
+	m.heads.add(j)
+}
+
+// putHead is the head queue's work for one record (see headQueue).
+func (m *Mesh) putHead(ctx context.Context, j headJob) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := m.DHT.PutValue(ctx, agents.HeadRecordKey(j.did), j.data); err != nil && ctx.Err() == nil {
+		m.Logger.Debug("publish head record", "agent", j.did, "err", err)
+		if errors.Is(err, dht.ErrStale) {
+			m.checkSuperseded(ctx, j.did)
 		}
-	}()
+	}
+	if !m.firstProvideOfEpoch(j.did, j.epoch) {
+		return
+	}
+	for _, c := range j.cids {
+		if err := m.DHT.Provide(ctx, c); err != nil && ctx.Err() == nil {
+			m.Logger.Debug("provide", "cid", c, "err", err)
+		}
+	}
 }
 
 // checkSuperseded looks at the head record that beat ours: if it names a

@@ -193,6 +193,7 @@ func (m *Mesh) Revive(ctx context.Context, did string, acceptLoss bool, progress
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoHost, err)
 	}
+	ranked = hosting.NearFirst(ranked, ranked[0].Peer, hosting.HostPeers(hosts), int(man.Lease.Replicas))
 	h := hosting.Head{CID: last.CID, Checkpoint: last.Checkpoint}
 	res := &PublishResult{DID: did, Head: last.CID.String(), Genesis: lin.GenesisCID.String(), Module: last.Checkpoint.Module.String(), Epoch: minEpoch + 1,
 		Price: last.Checkpoint.Price, BudgetSeconds: budgetSeconds(last.Checkpoint.Budget, last.Checkpoint.Price)}

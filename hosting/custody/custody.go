@@ -86,7 +86,9 @@ type Timing struct {
 	MoveAfter time.Duration
 	// HeadRefresh: a holder republishes its agent's head record at least
 	// this often (and on every change of holder or epoch), never more
-	// often than it commits. Capped by the agent's lease term. Default 30 s.
+	// often than it commits. Capped by the agent's lease term. Default 1
+	// min: once per default lease term (each record is a DHT walk and a
+	// verification at ~20 nodes; D44, D70).
 	HeadRefresh time.Duration
 	// PairLeases: leases renewed by one beat per node pair for all the
 	// groups two nodes share (lease/pairs.go, D69), when the Net carries
@@ -102,7 +104,7 @@ type Timing struct {
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
 	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
-		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: 30 * time.Second, OrphanAfter: time.Minute,
+		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: time.Minute, OrphanAfter: time.Minute,
 		PairLeases: true}
 }
 
@@ -314,7 +316,7 @@ func (c *Config) validate() error {
 		c.Timing.MoveAfter = 30 * time.Second
 	}
 	if c.Timing.HeadRefresh == 0 {
-		c.Timing.HeadRefresh = 30 * time.Second
+		c.Timing.HeadRefresh = time.Minute
 	}
 	if c.Timing.OrphanAfter == 0 {
 		c.Timing.OrphanAfter = time.Minute

@@ -738,8 +738,8 @@ func simEnvInt(tb testing.TB, name string, def int) int {
 // agents on many nodes, past what this machine runs as daemons — real
 // Managers and engines, the lease timing of the daemon (100 ms ticks),
 // agents ticking every second and checkpointing every 5 ticks, groups of
-// 3 placed by rendezvous rank over all nodes (as hosting.Rank places
-// them). K nodes are killed at once; every agent whose holder died must
+// 3 placed as a publish places them (the best host by rendezvous, standbys
+// from its ring neighbourhood: hosting.NearPeersFirst, D70). K nodes are killed at once; every agent whose holder died must
 // tick on a survivor within 5 s (unless its group lost a majority, which
 // by design it cannot survive), no agent held by a survivor may stop, and
 // the invariants hold throughout. make test runs 30 nodes and 150 agents;
@@ -774,7 +774,8 @@ func engineSimMassFailover(t *testing.T, pairs bool) {
 	var dids []string
 	for g := 0; g < groups; g++ {
 		_, did := simAgent(g)
-		ranked := hosting.Rank(agents.AgentID(did), names)[:3]
+		ranked := hosting.Rank(agents.AgentID(did), names)
+		ranked = hosting.NearPeersFirst(ranked, ranked[0], names, 2)[:3] // as a publish places (D70)
 		w.addGroup(g, ranked, ranked[0])
 		dids = append(dids, did)
 		members[did] = ranked
@@ -783,9 +784,25 @@ func engineSimMassFailover(t *testing.T, pairs bool) {
 		}
 	}
 	minM, maxM := groups, 0
+	partners := map[string]map[string]bool{}
 	for _, name := range names {
 		minM, maxM = min(minM, perNode[name]), max(maxM, perNode[name])
+		partners[name] = map[string]bool{}
 	}
+	for _, ms := range members {
+		for _, a := range ms {
+			for _, b := range ms {
+				if a != b {
+					partners[a][b] = true
+				}
+			}
+		}
+	}
+	maxP, sumP := 0, 0
+	for _, ps := range partners {
+		maxP, sumP = max(maxP, len(ps)), sumP+len(ps)
+	}
+	t.Logf("peers a node shares groups with: mean %.1f, max %d", float64(sumP)/float64(nodes), maxP)
 	holderOf := func(did string) string {
 		on := w.runningOn(did, members[did])
 		if len(on) != 1 {

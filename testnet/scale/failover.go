@@ -57,6 +57,54 @@ func pickVictims(n, k int, seed uint64) []int {
 	return idx
 }
 
+// pickSpreadVictims picks k node indexes from 1..n-1, no two of which are
+// partners (share a custody group), deterministically from seed: the
+// candidates in pickVictims's shuffled order, each taken unless it is a
+// partner of one taken before. It fails when fewer than k are found.
+func pickSpreadVictims(n, k int, seed uint64, partners []map[int]bool) ([]int, error) {
+	order := pickVictims(n, n-1, seed) // every candidate, sorted
+	r := rand.New(rand.NewPCG(seed, 0x5bead))
+	r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	var out []int
+	for _, i := range order {
+		if len(out) == k {
+			break
+		}
+		if !slices.ContainsFunc(out, func(j int) bool { return partners[i][j] || partners[j][i] }) {
+			out = append(out, i)
+		}
+	}
+	if len(out) < k {
+		return nil, fmt.Errorf("--spread: found only %d nodes that share no custody group (%v), not %d: with groups placed over the whole mesh every node shares one with nearly every other", len(out), out, k)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// partnerGraph returns, per node index, the indexes of the nodes it shares
+// a custody group with, from each node's custody statuses (members by peer
+// ID; peers that are not among nodes are left out).
+func partnerGraph(nodes []*node, per [][]custodyStatus) []map[int]bool {
+	idx := map[string]int{}
+	for i, n := range nodes {
+		idx[n.Peer] = i
+	}
+	out := make([]map[int]bool, len(nodes))
+	for i := range out {
+		out[i] = map[int]bool{}
+	}
+	for i, sts := range per {
+		for _, s := range sts {
+			for _, m := range s.Members {
+				if j, ok := idx[m]; ok && j != i {
+					out[i][j], out[j][i] = true, true
+				}
+			}
+		}
+	}
+	return out
+}
+
 // percentile is the nearest-rank p-th percentile (0 < p ≤ 100) of sorted
 // values: the smallest value with at least p% of the values at or below it.
 // 0 for no values.
@@ -666,6 +714,13 @@ func (h *harness) failover(ctx context.Context) error {
 	fr := &failoverReport{Kill: c.Kill, Seed: c.Seed, Burn: c.Burn, ObserveS: c.Observe.Seconds(), Series: []seriesPoint{}, Verify: []verifyResult{}}
 	h.rep.Failover = fr
 	victimIdx := pickVictims(len(h.nodes), c.Kill, c.Seed)
+	if c.Spread {
+		per, _ := h.custodyOf(ctx, h.nodes, 30*time.Second)
+		var err error
+		if victimIdx, err = pickSpreadVictims(len(h.nodes), c.Kill, c.Seed, partnerGraph(h.nodes, per)); err != nil {
+			return err
+		}
+	}
 	isVictim := map[int]bool{}
 	for _, i := range victimIdx {
 		isVictim[i] = true

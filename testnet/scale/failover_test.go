@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -25,6 +26,7 @@ func TestParseArgsFailover(t *testing.T) {
 		{[]string{"--nodes", "1", "--kill", "1"}, "--kill must be from 0 to nodes-1 = 0"},
 		{[]string{"--kill", "1", "--observe", "0"}, "--observe must be from 1"},
 		{[]string{"--burn"}, "--burn burns a core during the failover observation: it needs --kill"},
+		{[]string{"--spread"}, "--spread picks the nodes to kill: it needs --kill"},
 	} {
 		if _, err := parseArgs(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: got %v, want %q", c.args, err, c.want)
@@ -339,5 +341,53 @@ func TestGaps(t *testing.T) {
 	g := gaps([]float64{3, 1, 2})
 	if g.N != 3 || g.P50S != 2 || g.P99S != 3 || g.MaxS != 3 || g.String() != "p50 2.00s, p99 3.00s, max 3.00s" {
 		t.Errorf("%+v %s", g, g)
+	}
+}
+
+// TestPickSpreadVictims: no two victims share a custody group; the pick is
+// the seed's; too few such nodes is an error that says why.
+func TestPickSpreadVictims(t *testing.T) {
+	// A ring of 12 nodes where each node shares groups with its 2
+	// neighbours on each side (as D70's placement does).
+	const n = 12
+	nodes := make([]*node, n)
+	for i := range nodes {
+		nodes[i] = &node{Index: i, Peer: fmt.Sprintf("p%d", i)}
+	}
+	var per [][]custodyStatus
+	for i := 0; i < n; i++ {
+		per = append(per, []custodyStatus{{DID: fmt.Sprintf("a%d", i), Members: []string{
+			fmt.Sprintf("p%d", i), fmt.Sprintf("p%d", (i+1)%n), fmt.Sprintf("p%d", (i+2)%n)}}})
+	}
+	pg := partnerGraph(nodes, per)
+	for i := 0; i < n; i++ {
+		if len(pg[i]) != 4 || !pg[i][(i+1)%n] || !pg[i][(i+n-2)%n] || pg[i][(i+3)%n] {
+			t.Fatalf("node %d: partners %v, want the 2 neighbours on each side", i, pg[i])
+		}
+	}
+	for seed := uint64(1); seed <= 50; seed++ {
+		v, err := pickSpreadVictims(n, 2, seed, pg)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if len(v) != 2 || v[0] == 0 || pg[v[0]][v[1]] {
+			t.Fatalf("seed %d: victims %v share a group or include n0", seed, v)
+		}
+		if again, _ := pickSpreadVictims(n, 2, seed, pg); !slices.Equal(again, v) {
+			t.Fatalf("seed %d: %v then %v", seed, v, again)
+		}
+	}
+	// Everyone shares a group with everyone: no two can be killed.
+	all := make([]map[int]bool, 5)
+	for i := range all {
+		all[i] = map[int]bool{}
+		for j := 0; j < 5; j++ {
+			if i != j {
+				all[i][j] = true
+			}
+		}
+	}
+	if _, err := pickSpreadVictims(5, 2, 1, all); err == nil || !strings.Contains(err.Error(), "share no custody group") {
+		t.Fatalf("pickSpreadVictims over a full graph: err %v, want one saying no 2 nodes share no group", err)
 	}
 }

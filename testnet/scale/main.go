@@ -43,7 +43,7 @@ import (
 
 const usageText = `usage: testnet/scale.sh [--nodes N] [--agents A] [--window S] [--settle S] [--parallel P]
                         [--slots K] [--dir DIR] [--keep] [--json FILE] [--bin PATH]
-                        [--kill K [--observe S] [--seed X] [--burn]]
+                        [--kill K [--observe S] [--seed X] [--burn] [--spread]]
 
 The steady-state scale harness. Starts N daemons (testnet/up.sh N DIR, with
 SLOTS=K, TICK=1s and IGOR_DEBUG_PPROF=1), publishes A heartbeat agents through
@@ -95,6 +95,10 @@ the killed nodes') on survivors.
   --seed X       picks the killed nodes and the verified agents (default 1)
   --burn         a busy loop in the harness occupies one core from the kill to
                  the end of the observation (a loaded machine)
+  --spread       kill K nodes no two of which share a custody group (picked by
+                 --seed from the census at the kill; fails if there are none):
+                 nodes in different failure domains, the loss a group of 3
+                 survives
 Failover failures (exit 1): an agent running on 2+ nodes in two consecutive
 samples or at the same epoch, an agent of a killed node not running on a
 survivor by the end of --observe, a verify that is not valid or shows a fork.
@@ -137,6 +141,7 @@ type config struct {
 	Observe time.Duration
 	Seed    uint64
 	Burn    bool
+	Spread  bool // victims that share no custody group
 }
 
 // defaultSlots is enough slots for a node's share of the agents plus the
@@ -177,6 +182,7 @@ func parseArgs(args []string) (config, error) {
 	observe := fs.Float64("observe", 180, "")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "")
 	fs.BoolVar(&cfg.Burn, "burn", false, "")
+	fs.BoolVar(&cfg.Spread, "spread", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
@@ -209,6 +215,8 @@ func parseArgs(args []string) (config, error) {
 		return cfg, fmt.Errorf("%w: --kill must be from 0 to nodes-1 = %d (one node at least survives), got %d", errUsage, cfg.Nodes-1, cfg.Kill)
 	case *observe < 1 || *observe > 86400:
 		return cfg, fmt.Errorf("%w: --observe must be from 1 to 86400 seconds, got %v", errUsage, *observe)
+	case cfg.Spread && cfg.Kill == 0:
+		return cfg, fmt.Errorf("%w: --spread picks the nodes to kill: it needs --kill", errUsage)
 	case cfg.Burn && cfg.Kill == 0:
 		return cfg, fmt.Errorf("%w: --burn burns a core during the failover observation: it needs --kill", errUsage)
 	case set["dir"] && strings.TrimSpace(cfg.Dir) == "":
@@ -437,6 +445,10 @@ type totals struct {
 	RSSMiBPerMembership float64 `json:"rss_mib_per_membership"`
 	Memberships         int     `json:"memberships"`
 	Running             int     `json:"running"`
+	// Peers a node shares a custody group with (from the census at the
+	// window's end): what pair leases beat and keep connected.
+	PartnersMean float64 `json:"partners_mean"`
+	PartnersMax  int     `json:"partners_max"`
 }
 
 // computeTotals turns the measures into rows and totals: CPU % of one core
@@ -1356,6 +1368,11 @@ func (h *harness) measure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pg := partnerGraph(h.nodes, per)
+	for i := range h.nodes {
+		tot.PartnersMean += float64(len(pg[i])) / float64(len(h.nodes))
+		tot.PartnersMax = max(tot.PartnersMax, len(pg[i]))
+	}
 	h.rep.Nodes, h.rep.Totals = rows, &tot
 	return nil
 }
@@ -1394,6 +1411,7 @@ func (h *harness) printReport() {
 			t.CPUPct, r.MachineBusyPct, m.NProc, r.HarnessCPUPct)
 		fmt.Fprintf(&b, "CPU ms per agent-second:   %.3f (%.0f ms / (%d agents × %.1f s))\n", t.CPUmsPerAgentSecond, t.CPUms, len(h.dids), r.WindowWallS)
 		fmt.Fprintf(&b, "MiB RSS per membership:    %.3f (%.1f MiB / %d memberships)\n", t.RSSMiBPerMembership, t.RSSMiB, t.Memberships)
+		fmt.Fprintf(&b, "group partners per node:   mean %.1f, max %d (of %d other nodes)\n", t.PartnersMean, t.PartnersMax, len(r.Nodes)-1)
 		if p.Requested > 0 {
 			fmt.Fprintf(&b, "publish rate:              %.2f agents/s (%.2f once the module was on every node, after %.1fs)\n", p.RatePerSec, p.BulkRatePerSec, p.WarmSeconds)
 		}
