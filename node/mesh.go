@@ -360,20 +360,29 @@ func (m *Mesh) close() error {
 	return errors.Join(errs...)
 }
 
-// advertiseLoop publishes this node's host record and provides HostingCID:
-// at start, every AdvertiseEvery, when it becomes or stops being full or
-// drained, and — checked every second — whenever the routing table changes
-// size or the last attempt failed (a node that starts before its peers
-// must advertise as soon as it has any). Every other change of its free
-// slots (checked every second, and at once when kicked) is only gossiped
-// to the peers' host views (D51): a DHT put and provide per change cost
-// two DHT walks per node per second during a bulk publish.
+// advertiseLoop publishes this node's host record: at start, every
+// AdvertiseEvery, when it becomes or stops being full or drained, and —
+// checked every second — when the routing table gets its first peers or
+// the last attempt failed (a node that starts before its peers must
+// advertise as soon as it has any). It provides HostingCID with the first
+// record and then every ProvideHostingEvery (provider records live 48 h).
+// Every other change of its free slots (checked every second, and at once
+// when kicked) is only gossiped to the peers' host views (D51): a DHT put
+// and provide per change cost two DHT walks per node per second during a
+// bulk publish. Nor does a change of the table's size trigger a walk any
+// more: on a loaded 50-node mesh the table changes all the time (peers
+// that time out are dropped, and come back), and two walks per change
+// per node fed the load that caused it (D71).
 func (m *Mesh) advertiseLoop() {
 	defer m.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var last, lastReprovide time.Time
+	var last, lastReprovide, lastProvide time.Time
 	lastTable, lastFree, failed := -1, -1, true
+	// After a failure with peers in the table, retry after a backoff that
+	// doubles up to AdvertiseEvery (not every second: a walk that failed
+	// on a loaded mesh would otherwise add one more walk a second).
+	retry := time.Second
 	for {
 		// Provider records expire after 48 h at their receivers: re-announce
 		// every pinned root (agent heads) well before that.
@@ -384,16 +393,26 @@ func (m *Mesh) advertiseLoop() {
 		table := m.DHT.RoutingTableSize()
 		free := m.advertisedFree()
 		switch {
-		case failed || table != lastTable || (free == 0) != (lastFree == 0) || time.Since(last) >= m.cfg.AdvertiseEvery:
+		case (failed && time.Since(last) >= retry) || (lastTable <= 0 && table != lastTable) || (free == 0) != (lastFree == 0) || time.Since(last) >= m.cfg.AdvertiseEvery:
+			if failed {
+				retry = min(2*retry, m.cfg.AdvertiseEvery)
+			}
 			lastTable, last = table, time.Now()
 			failed = false
 			if err := m.publishHostRecord(m.ctx); err != nil && m.ctx.Err() == nil {
 				m.Logger.Debug("publish host record", "err", err)
 				failed = table > 0 // alone, retry only when the table changes
 			}
-			if err := m.DHT.Provide(m.ctx, HostingCID); err != nil && m.ctx.Err() == nil {
-				m.Logger.Debug("provide hosting CID", "err", err)
-				failed = failed || table > 0
+			if lastProvide.IsZero() || time.Since(lastProvide) >= ProvideHostingEvery {
+				if err := m.DHT.Provide(m.ctx, HostingCID); err != nil && m.ctx.Err() == nil {
+					m.Logger.Debug("provide hosting CID", "err", err)
+					failed = failed || table > 0
+				} else if err == nil && table > 0 {
+					lastProvide = time.Now()
+				}
+			}
+			if !failed {
+				retry = time.Second
 			}
 		case free != lastFree:
 			if r, err := m.HostRecord(); err == nil {
@@ -412,6 +431,11 @@ func (m *Mesh) advertiseLoop() {
 		}
 	}
 }
+
+// ProvideHostingEvery is how often a host re-announces HostingCID once it
+// has (its record is re-put every AdvertiseEvery; provider records live
+// 48 h at their receivers, and host views learn hosts by gossip).
+const ProvideHostingEvery = 10 * time.Minute
 
 // ReprovideEvery is how often pinned roots are re-announced in the DHT.
 const ReprovideEvery = 12 * time.Hour
