@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -738,13 +739,15 @@ func simEnvInt(tb testing.TB, name string, def int) int {
 // agents on many nodes, past what this machine runs as daemons — real
 // Managers and engines, the lease timing of the daemon (100 ms ticks),
 // agents ticking every second and checkpointing every 5 ticks, groups of
-// 3 placed as a publish places them (the best host by rendezvous, standbys
-// from its ring neighbourhood: hosting.NearPeersFirst, D70). K nodes are killed at once; every agent whose holder died must
-// tick on a survivor within 5 s (unless its group lost a majority, which
-// by design it cannot survive), no agent held by a survivor may stop, and
-// the invariants hold throughout. make test runs 30 nodes and 150 agents;
-// IGOR_ENGINE_SIM_NODES / _AGENTS / _KILL scale it (make bench-scale: 1,000
-// nodes, 3,000 agents, 50 killed; figures in BENCHMARKS.md).
+// 3 placed as a publish places them (the best host by rendezvous,
+// standbys from its ring neighbourhood: hosting.NearPeersFirst, D70). K
+// nodes are killed at once; every agent whose holder died must tick on a
+// survivor within 5 s (unless its group lost a majority, which by design
+// it cannot survive), no agent held by a survivor may stop, and the
+// invariants hold throughout. make test runs 30 nodes and 150 agents;
+// IGOR_ENGINE_SIM_NODES / _AGENTS / _KILL scale it, and
+// IGOR_ENGINE_SIM_SPREAD=1 kills nodes that share no group (make
+// bench-scale: 1,000 nodes, 3,000 agents, 50 killed; BENCHMARKS.md).
 func TestEngineSimMassFailover(t *testing.T) { engineSimMassFailover(t, false) }
 
 // TestEngineSimMassFailoverPairLeases: the same with pair leases (D69) —
@@ -855,9 +858,19 @@ func engineSimMassFailover(t *testing.T, pairs bool) {
 	majflt0 := majorFaults()
 
 	// The kill.
+	// IGOR_ENGINE_SIM_SPREAD=1 kills nodes no two of which share a group
+	// (failure domains apart on the placement ring); otherwise at random.
+	spread := simEnvInt(t, "IGOR_ENGINE_SIM_SPREAD", 0) == 1
 	victims := map[string]bool{}
-	for len(victims) < kill {
-		victims[names[w.randN(nodes)]] = true
+	for tries := 0; len(victims) < kill; tries++ {
+		v := names[w.randN(nodes)]
+		if spread && partners[v] != nil && slices.ContainsFunc(slices.Collect(maps.Keys(victims)), func(x string) bool { return partners[v][x] }) {
+			if tries > 100*nodes {
+				t.Fatalf("IGOR_ENGINE_SIM_SPREAD: found only %d of %d nodes that share no group", len(victims), kill)
+			}
+			continue
+		}
+		victims[v] = true
 	}
 	holders := map[string]string{}
 	held := map[string]int{}
