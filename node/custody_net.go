@@ -438,7 +438,7 @@ func (m *Mesh) acceptPush(f frame, from string) error {
 	if err != nil || !slices.Contains(st.Members, from) {
 		return fmt.Errorf("%w: %s pushed blocks of %s, whose group does not include it here", custody.ErrNotMember, from, f.did)
 	}
-	if g, err := m.Custody.Group(f.did); err != nil || g.ID() != f.gid {
+	if gid, err := m.Custody.GroupID(f.did); err != nil || gid != f.gid {
 		return fmt.Errorf("%w: push for another group of %s", custody.ErrNotMember, f.did)
 	}
 	for _, b := range f.blocks {

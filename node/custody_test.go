@@ -46,6 +46,15 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 		t.Fatalf("running on %s, publish chose %s", holder.PeerID(), res.Holder)
 	}
 	first := holder
+	// GroupID (what pushes are checked against) is the group's ID on every
+	// member, and ErrNotMember elsewhere.
+	for _, m := range ms {
+		g, gerr := m.Custody.Group(res.DID)
+		id, err := m.Custody.GroupID(res.DID)
+		if (gerr == nil) != (err == nil) || (err == nil && id != g.ID()) || (err != nil && !errors.Is(err, custody.ErrNotMember)) {
+			t.Fatalf("%s: GroupID %v %v, Group().ID() %v %v", m.PeerID(), id, err, g.ID(), gerr)
+		}
+	}
 	// A head record at a higher epoch than the holder's lease: the holder
 	// stops at once and gives the lease up; a standby runs the agent next.
 	hst, _ := holder.Custody.Agent(res.DID)
