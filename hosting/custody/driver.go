@@ -799,6 +799,11 @@ func (d *driver) handle() {
 		}
 	}
 	if rd.Stop {
+		if d.started {
+			// Why a holder stopped is what tells churn under load (self-fenced)
+			// from a takeover (fenced) or a handoff.
+			d.m.cfg.Logger.Info("custody: stopping the agent", "agent", d.did, "epoch", d.mc.Epoch(), "why", rd.StopReason)
+		}
 		d.stopAgent(false)
 	}
 	for _, cp := range rd.Committed {

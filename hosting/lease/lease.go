@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -200,6 +201,8 @@ func (m Message) Equal(o Message) bool {
 type Ready struct {
 	Persist   *HardState   // persist (fsync) FIRST, before anything else
 	Stop      bool         // stop the agent before sending Messages
+	// StopReason says why Stop is set, for logs (no step depends on it).
+	StopReason string
 	Committed []Checkpoint // newly committed, in seq order
 	Start     *Checkpoint  // resume the agent from this committed checkpoint
 	Messages  []Message    // send last
@@ -421,6 +424,7 @@ type Machine struct {
 	msgs           []Message
 	start          *Checkpoint
 	stop           bool
+	stopWhy        string // Ready.StopReason
 	newlyCommitted []Checkpoint
 	removedOut     bool
 }
@@ -586,7 +590,7 @@ func (m *Machine) TickTo(target int64) {
 			// the pause), so we promise nobody until W after it really
 			// stopped, as after an on-time fence. Only our own promises wait
 			// longer; the takeover needs a majority of the others' views.
-			m.stepDown()
+			m.stepDown("self-fenced: no majority renewed the lease in time")
 			return
 		}
 		if m.now-m.lastRound >= int64(m.cfg.HeartbeatTicks) && m.wantRound() {
@@ -747,7 +751,7 @@ func (m *Machine) Transfer(to string) error {
 		return fmt.Errorf("%w: a configuration change is in flight", ErrNotCommitted)
 	}
 	commit := m.committed.Seq
-	m.stepDown()
+	m.stepDown("handing the agent off")
 	// We stopped the agent and will never renew this epoch (a restarted node
 	// starts as a follower), so our own view may lapse at once; back off so
 	// the target, not we, takes the next epoch.
@@ -765,6 +769,9 @@ func (m *Machine) Transfer(to string) error {
 // Ready returns the outputs accumulated since the last Advance.
 func (m *Machine) Ready() Ready {
 	rd := Ready{Stop: m.stop, Start: m.start, Messages: m.msgs, Committed: m.newlyCommitted, Removed: m.removedOut}
+	if m.stop {
+		rd.StopReason = cmp.Or(m.stopWhy, "left the holder role")
+	}
 	if m.hsDirty {
 		hs := m.hs
 		hs.Conf = hs.Conf.clone()
@@ -776,6 +783,7 @@ func (m *Machine) Ready() Ready {
 // Advance acknowledges that the last Ready was handled.
 func (m *Machine) Advance() {
 	m.hsDirty, m.stop, m.start, m.msgs, m.newlyCommitted, m.removedOut = false, false, nil, nil, nil, false
+	m.stopWhy = ""
 }
 
 // rank is Self's takeover rank in its current configuration.
@@ -899,7 +907,10 @@ func (m *Machine) Relinquish() {
 
 // stepDown ends this node's holding; it treats its own lease as just heard,
 // so it does not promise anyone until its view lapses like everyone's.
-func (m *Machine) stepDown() {
+func (m *Machine) stepDown(why string) {
+	if m.running && m.stopWhy == "" {
+		m.stopWhy = why
+	}
 	m.Relinquish()
 	m.commit = max(m.commit, m.committed.Seq)
 	m.becomeFollower()
@@ -924,7 +935,7 @@ func (m *Machine) stepAppend(msg Message) {
 		if msg.Epoch == m.hs.Epoch {
 			return // impossible: one holder per epoch; ignore rather than obey
 		}
-		m.stepDown() // fenced by a higher epoch
+		m.stepDown("fenced: a holder at a higher epoch appeared") // fenced by a higher epoch
 	}
 	if m.role == Candidate {
 		m.becomeFollower()
@@ -1183,7 +1194,7 @@ func (m *Machine) stepAppendAck(msg Message) {
 	m.see(msg.Hint)
 	if msg.Reject {
 		if m.role == Holder && msg.Hint > m.hs.Epoch {
-			m.stepDown() // fenced: a member promised a higher epoch
+			m.stepDown("fenced: a member promised a higher epoch")
 		}
 		return
 	}

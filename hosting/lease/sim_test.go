@@ -763,9 +763,12 @@ func (s *sim) handle(i int) {
 		if !nd.running {
 			s.fail("%s stops an agent it does not run", nd.name)
 		}
+		if rd.StopReason == "" || rd.StopReason == "left the holder role" {
+			s.fail("%s stops its agent without saying why (%q): every path that stops a holder names its reason", nd.name, rd.StopReason)
+		}
 		nd.running = false
 		s.stats.fences++
-		s.logf("%s STOP", nd.name)
+		s.logf("%s STOP (%s)", nd.name, rd.StopReason)
 	}
 	for _, c := range rd.Committed {
 		s.commit(nd, c)
