@@ -199,13 +199,13 @@ func (m Message) Equal(o Message) bool {
 // Ready is the batch of outputs to handle, in the order given in the
 // package documentation, before calling Advance.
 type Ready struct {
-	Persist   *HardState   // persist (fsync) FIRST, before anything else
-	Stop      bool         // stop the agent before sending Messages
+	Persist *HardState // persist (fsync) FIRST, before anything else
+	Stop    bool       // stop the agent before sending Messages
 	// StopReason says why Stop is set, for logs (no step depends on it).
 	StopReason string
-	Committed []Checkpoint // newly committed, in seq order
-	Start     *Checkpoint  // resume the agent from this committed checkpoint
-	Messages  []Message    // send last
+	Committed  []Checkpoint // newly committed, in seq order
+	Start      *Checkpoint  // resume the agent from this committed checkpoint
+	Messages   []Message    // send last
 	// Removed: this node accepted a configuration without itself. It takes
 	// no further part; the driver leaves the group (deletes its state and
 	// the agent key) after persisting.
