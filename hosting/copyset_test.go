@@ -92,11 +92,12 @@ func TestCopysetsBoundPartners(t *testing.T) {
 	scattered := copysetGroups(peers, agentsN, replicas, false)
 	near := copysetGroups(peers, agentsN, replicas, true)
 
+	pn, ps := partners(near), partners(scattered)
 	maxNear, sumNear, sumScattered := 0, 0, 0
 	for _, p := range peers {
-		maxNear = max(maxNear, partners(near)[p])
-		sumNear += partners(near)[p]
-		sumScattered += partners(scattered)[p]
+		maxNear = max(maxNear, pn[p])
+		sumNear += pn[p]
+		sumScattered += ps[p]
 	}
 	t.Logf("partners per node: rendezvous alone mean %.1f; near mean %.1f, max %d (bound %d)",
 		float64(sumScattered)/50, float64(sumNear)/50, maxNear, 4*w)
