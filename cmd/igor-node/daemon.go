@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -144,10 +145,16 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 			if err := node.WriteFileAtomic(apiPath, []byte(srv.Addr()+"\n"), 0o600); err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "peer %s\napi  %s\n", m.PeerID(), srv.Addr())
+			// One write, so a script that reads up to the "api" line also
+			// has every "addr" line (a pipe reader may see separate writes
+			// separately).
+			var banner strings.Builder
+			fmt.Fprintf(&banner, "peer %s\napi  %s\n", m.PeerID(), srv.Addr())
 			for _, a := range m.PeerAddrs() {
-				fmt.Fprintf(out, "addr %s\n", a)
+				fmt.Fprintf(&banner, "addr %s\n", a)
+			}
+			if _, err := io.WriteString(cmd.OutOrStdout(), banner.String()); err != nil {
+				return err
 			}
 			// The token itself is never logged, only where it is.
 			lg.Info("daemon ready", "peer", m.PeerID(), "api", srv.Addr(), "slots", slots, "api_token_file", apiTokenPath)
