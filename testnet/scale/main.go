@@ -2,8 +2,9 @@
 // testnet. It starts N real daemons with testnet/up.sh, publishes A
 // heartbeat agents through their HTTP API, waits until every agent runs on
 // exactly one node, lets the mesh settle, and then measures what the
-// steady state costs: CPU time and resident memory of every daemon over a
-// window, per agent-second and per custody-group membership. It checks at
+// steady state costs: CPU time and resident memory (RSS, and PSS, which
+// counts the pages the agents share once) of every daemon over a window,
+// per agent-second and per custody-group membership. It checks at
 // the window's end that every agent still runs exactly once and that the
 // agents' ticks advanced, and always stops the testnet unless --keep.
 //
@@ -51,11 +52,15 @@ the daemons' API (POST /v1/agents, round-robin over the nodes, P at a time, a
 failed publish retried up to 3 times), waits until every agent runs on exactly
 one node (GET /v1/custody of every node), settles, then measures every daemon
 over the window: CPU time (utime+stime of /proc/PID/stat), RSS at the end
-(VmRSS), custody memberships and agents running. At the window's end it checks
-again that every agent runs exactly once, and that the ticks of a few sampled
-agents advanced by about the window's length. It prints one row per node and
-the totals (CPU ms per agent-second, RSS per group membership), and stops the
-testnet (testnet/down.sh DIR) unless --keep.
+(VmRSS), PSS at the end (Pss of /proc/PID/smaps_rollup; "-" when unknown),
+custody memberships and agents running. RSS counts a page once per mapping, so
+the WASM data image every agent maps copy-on-write counts once per agent; PSS
+divides a shared page among its mappings and is the memory actually used. At
+the window's end it checks again that every agent runs exactly once, and that
+the ticks of a few sampled agents advanced by about the window's length. It
+prints one row per node and the totals (CPU ms per agent-second, RSS and PSS
+per group membership), and stops the testnet (testnet/down.sh DIR) unless
+--keep.
 
   --nodes N      daemons (default 3)
   --agents A     heartbeat agents (default 300)
@@ -286,6 +291,29 @@ func parseVmRSS(data []byte) (uint64, error) {
 	return 0, errors.New("status: no VmRSS line (a kernel thread or a zombie?)")
 }
 
+// parseSmapsRollupPss reads Pss (KiB) from /proc/PID/smaps_rollup. Unlike
+// VmRSS it splits a page mapped n times into n parts: the agents' shared
+// WASM data image counts once, not once per agent. The Pss_Anon, Pss_File,
+// ... lines are its parts, not it.
+func parseSmapsRollupPss(data []byte) (uint64, error) {
+	for line := range strings.Lines(string(data)) {
+		v, ok := strings.CutPrefix(line, "Pss:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("smaps_rollup: Pss line %q is not 'N kB'", strings.TrimSpace(line))
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("smaps_rollup: Pss: %w", err)
+		}
+		return n, nil
+	}
+	return 0, errors.New("smaps_rollup: no Pss line")
+}
+
 // parseCPUStat reads the aggregate "cpu" line of /proc/stat: busy and total
 // jiffies of all cores (idle and iowait are not busy).
 func parseCPUStat(data []byte) (busy, total uint64, err error) {
@@ -421,6 +449,9 @@ type nodeMeasure struct {
 	PID         int
 	CPUTicks    uint64 // utime+stime at the end minus at the start
 	RSSKiB      uint64 // at the end
+	PSSKiB      uint64 // at the end, when PSSKnown
+	PSSKnown    bool
+	PSSError    string // smaps_rollup read but malformed
 	Memberships int    // custody statuses at the end
 	Running     int
 }
@@ -432,6 +463,9 @@ type nodeRow struct {
 	CPUPct      float64 `json:"cpu_pct_one_core"`
 	CPUSec      float64 `json:"cpu_s"`
 	RSSMiB      float64 `json:"rss_mib"`
+	PSSMiB      float64 `json:"pss_mib"` // 0 unless pss_known
+	PSSKnown    bool    `json:"pss_known"`
+	PSSError    string  `json:"pss_error,omitempty"`
 	Memberships int     `json:"memberships"`
 	Running     int     `json:"running"`
 }
@@ -443,6 +477,11 @@ type totals struct {
 	CPUmsPerAgentSecond float64 `json:"cpu_ms_per_agent_second"`
 	RSSMiB              float64 `json:"rss_mib"`
 	RSSMiBPerMembership float64 `json:"rss_mib_per_membership"`
+	// PSS of every node, or unknown (0, pss_known false) when one node's
+	// is: a sum over some nodes is no total.
+	PSSMiB              float64 `json:"pss_mib"`
+	PSSMiBPerMembership float64 `json:"pss_mib_per_membership"`
+	PSSKnown            bool    `json:"pss_known"`
 	Memberships         int     `json:"memberships"`
 	Running             int     `json:"running"`
 	// Peers a node shares a custody group with (from the census at the
@@ -453,21 +492,28 @@ type totals struct {
 
 // computeTotals turns the measures into rows and totals: CPU % of one core
 // = ticks/hz ÷ wall × 100; CPU ms per agent-second = total CPU ms ÷
-// (agents × wall seconds); RSS per membership = total RSS MiB ÷ total
-// memberships (0 when there are none).
+// (agents × wall seconds); RSS (PSS) per membership = total RSS (PSS) MiB
+// ÷ total memberships (0 when there are none).
 func computeTotals(ms []nodeMeasure, hz int64, wall time.Duration, agents int) ([]nodeRow, totals, error) {
 	if hz <= 0 || wall <= 0 || agents <= 0 {
 		return nil, totals{}, fmt.Errorf("totals need a positive clock rate, window and agent count (got %d Hz, %v, %d agents)", hz, wall, agents)
 	}
 	var t totals
-	var ticks, rss uint64
+	var ticks, rss, pss uint64
+	t.PSSKnown = len(ms) > 0
 	rows := make([]nodeRow, len(ms))
 	for i, m := range ms {
 		cpuS := float64(m.CPUTicks) / float64(hz)
 		rows[i] = nodeRow{Node: m.Name, PID: m.PID, CPUPct: cpuS / wall.Seconds() * 100, CPUSec: cpuS,
-			RSSMiB: float64(m.RSSKiB) / 1024, Memberships: m.Memberships, Running: m.Running}
+			RSSMiB: float64(m.RSSKiB) / 1024, PSSKnown: m.PSSKnown, PSSError: m.PSSError,
+			Memberships: m.Memberships, Running: m.Running}
+		if m.PSSKnown {
+			rows[i].PSSMiB = float64(m.PSSKiB) / 1024
+		}
 		ticks += m.CPUTicks
 		rss += m.RSSKiB
+		pss += m.PSSKiB
+		t.PSSKnown = t.PSSKnown && m.PSSKnown
 		t.Memberships += m.Memberships
 		t.Running += m.Running
 	}
@@ -477,6 +523,12 @@ func computeTotals(ms []nodeMeasure, hz int64, wall time.Duration, agents int) (
 	t.RSSMiB = float64(rss) / 1024
 	if t.Memberships > 0 {
 		t.RSSMiBPerMembership = t.RSSMiB / float64(t.Memberships)
+	}
+	if t.PSSKnown {
+		t.PSSMiB = float64(pss) / 1024
+		if t.Memberships > 0 {
+			t.PSSMiBPerMembership = t.PSSMiB / float64(t.Memberships)
+		}
 	}
 	return rows, t, nil
 }
@@ -1215,6 +1267,21 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// readPSS reads a daemon's PSS. Unreadable (Linux before 4.14, or no ptrace
+// access to the daemon) is unknown, not a failure: known false, err nil,
+// why says so. Read but malformed is err, for the report. Only the window's
+// end reads it: the kernel walks every page table of the daemon for it.
+func readPSS(pid int) (kib uint64, known bool, why string, err error) {
+	data, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if rerr != nil {
+		return 0, false, rerr.Error(), nil
+	}
+	if kib, err = parseSmapsRollupPss(data); err != nil {
+		return 0, false, "", fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return kib, true, "", nil
+}
+
 func machineBusy() (busy, total uint64) {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -1263,7 +1330,7 @@ func (h *harness) sampleTicks(ctx context.Context, dids []string) ([]uint64, []t
 	return ticks, at, errs
 }
 
-// measure is the window: CPU and RSS of every daemon, the machine's and the
+// measure is the window: CPU, RSS and PSS of every daemon, the machine's and the
 // harness's own CPU, the ticks of a few agents, then the custody census.
 func (h *harness) measure(ctx context.Context) error {
 	c := h.cfg
@@ -1289,6 +1356,12 @@ func (h *harness) measure(ctx context.Context) error {
 		return err
 	}
 	end := make([]procSample, len(h.nodes))
+	type pssRead struct {
+		kib   uint64
+		known bool
+		err   error
+	}
+	pss := make([]pssRead, len(h.nodes))
 	var dead []string
 	for i, n := range h.nodes {
 		s, err := readProc(n.PID)
@@ -1296,6 +1369,11 @@ func (h *harness) measure(ctx context.Context) error {
 			dead = append(dead, fmt.Sprintf("%s (pid %d)", n.name(), n.PID))
 		}
 		end[i] = s
+		p := &pss[i]
+		var why string
+		if p.kib, p.known, why, p.err = readPSS(n.PID); why != "" {
+			h.logf("%s: PSS unknown, smaps_rollup unreadable: %s", n.name(), why)
+		}
 	}
 	wall := time.Since(w0)
 	mb1, mt1 := machineBusy()
@@ -1351,7 +1429,11 @@ func (h *harness) measure(ctx context.Context) error {
 	}
 	ms := make([]nodeMeasure, len(h.nodes))
 	for i, n := range h.nodes {
-		ms[i] = nodeMeasure{Name: n.name(), PID: n.PID, CPUTicks: end[i].Ticks - start[i].Ticks, RSSKiB: end[i].RSSKiB, Memberships: -1, Running: -1}
+		ms[i] = nodeMeasure{Name: n.name(), PID: n.PID, CPUTicks: end[i].Ticks - start[i].Ticks, RSSKiB: end[i].RSSKiB,
+			PSSKiB: pss[i].kib, PSSKnown: pss[i].known, Memberships: -1, Running: -1}
+		if pss[i].err != nil {
+			ms[i].PSSError = pss[i].err.Error()
+		}
 		if errs[i] != nil {
 			h.logf("%s custody: %v", n.name(), errs[i])
 			continue
@@ -1400,17 +1482,28 @@ func (h *harness) printReport() {
 	if r.Totals != nil {
 		fmt.Fprintf(&b, "window: %.1fs of wall time\n\n", r.WindowWallS)
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "node\tpid\tcpu % (1 core)\tcpu s\tRSS MiB\tmemberships\trunning\t")
+		fmt.Fprintln(tw, "node\tpid\tcpu % (1 core)\tcpu s\tRSS MiB\tPSS MiB\tmemberships\trunning\t")
 		for _, n := range r.Nodes {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%.1f\t%s\t%s\t\n", n.Node, n.PID, n.CPUPct, n.CPUSec, n.RSSMiB, count(n.Memberships), count(n.Running))
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%.1f\t%s\t%s\t%s\t\n", n.Node, n.PID, n.CPUPct, n.CPUSec, n.RSSMiB, mib(n.PSSMiB, n.PSSKnown), count(n.Memberships), count(n.Running))
 		}
 		t := r.Totals
-		fmt.Fprintf(tw, "total\t\t%.1f\t%.2f\t%.1f\t%d\t%d\t\n", t.CPUPct, t.CPUms/1000, t.RSSMiB, t.Memberships, t.Running)
+		fmt.Fprintf(tw, "total\t\t%.1f\t%.2f\t%.1f\t%s\t%d\t%d\t\n", t.CPUPct, t.CPUms/1000, t.RSSMiB, mib(t.PSSMiB, t.PSSKnown), t.Memberships, t.Running)
 		tw.Flush()
 		fmt.Fprintf(&b, "\ntotal CPU:                 %.1f%% of one core (machine busy %.1f%% of %d cores; this harness %.2f%% of one core)\n",
 			t.CPUPct, r.MachineBusyPct, m.NProc, r.HarnessCPUPct)
 		fmt.Fprintf(&b, "CPU ms per agent-second:   %.3f (%.0f ms / (%d agents × %.1f s))\n", t.CPUmsPerAgentSecond, t.CPUms, len(h.dids), r.WindowWallS)
 		fmt.Fprintf(&b, "MiB RSS per membership:    %.3f (%.1f MiB / %d memberships)\n", t.RSSMiBPerMembership, t.RSSMiB, t.Memberships)
+		if t.PSSKnown {
+			fmt.Fprintf(&b, "MiB PSS per membership:    %.3f (%.1f MiB / %d memberships; PSS counts a page shared by several mappings once — the agents' shared WASM data image)\n",
+				t.PSSMiBPerMembership, t.PSSMiB, t.Memberships)
+		} else {
+			b.WriteString("MiB PSS per membership:    unknown (a daemon's /proc/PID/smaps_rollup was unreadable, see stderr, or malformed, see below)\n")
+		}
+		for _, n := range r.Nodes {
+			if n.PSSError != "" {
+				fmt.Fprintf(&b, "WARNING: %s PSS unknown: %s\n", n.Node, n.PSSError)
+			}
+		}
 		fmt.Fprintf(&b, "group partners per node:   mean %.1f, max %d (of %d other nodes)\n", t.PartnersMean, t.PartnersMax, len(r.Nodes)-1)
 		if p.Requested > 0 {
 			fmt.Fprintf(&b, "publish rate:              %.2f agents/s (%.2f once the module was on every node, after %.1fs)\n", p.RatePerSec, p.BulkRatePerSec, p.WarmSeconds)
@@ -1456,6 +1549,14 @@ func count(n int) string {
 		return "?"
 	}
 	return strconv.Itoa(n)
+}
+
+// mib is a MiB column that may be unknown.
+func mib(v float64, known bool) string {
+	if !known {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
 }
 
 func tail(s string, n int) string { return s[max(0, len(s)-n):] }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +124,23 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
+func TestParseSmapsRollupPss(t *testing.T) {
+	// The Pss_* lines come after Pss and must not be taken for it.
+	rollup := "55a5-7ffd ---p 00000000 00:00 0    [rollup]\nRss:\t  405504 kB\nPss:\t  243712 kB\nPss_Dirty:\t 1 kB\nPss_Anon:\t 2 kB\n"
+	if got, err := parseSmapsRollupPss([]byte(rollup)); err != nil || got != 243712 {
+		t.Errorf("parseSmapsRollupPss = %d, %v", got, err)
+	}
+	if _, err := parseSmapsRollupPss([]byte("Rss:\t 12 kB\nPss_Anon:\t 2 kB\n")); err == nil {
+		t.Error("no Pss line accepted")
+	}
+	if _, err := parseSmapsRollupPss([]byte("Pss:\t12 MB\n")); err == nil {
+		t.Error("a Pss in MB accepted")
+	}
+	if _, err := parseSmapsRollupPss([]byte("Pss:\tx kB\n")); err == nil {
+		t.Error("a Pss that is not a number accepted")
+	}
+}
+
 func TestParseCPUStat(t *testing.T) {
 	data := "cpu  100 5 50 800 20 3 2 10 7 1\ncpu0 50 2 25 400 10 1 1 5 0 0\nintr 1\n"
 	busy, total, err := parseCPUStat([]byte(data))
@@ -174,26 +193,35 @@ func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 func TestComputeTotals(t *testing.T) {
 	ms := []nodeMeasure{
 		// 60 s window at 100 Hz: 3000 ticks = 30 s of CPU = 50% of one core.
-		{Name: "n0", PID: 1, CPUTicks: 3000, RSSKiB: 300 * 1024, Memberships: 300, Running: 100},
-		{Name: "n1", PID: 2, CPUTicks: 1500, RSSKiB: 200 * 1024, Memberships: 300, Running: 100},
-		{Name: "n2", PID: 3, CPUTicks: 1500, RSSKiB: 100 * 1024, Memberships: 300, Running: 100},
+		{Name: "n0", PID: 1, CPUTicks: 3000, RSSKiB: 300 * 1024, PSSKiB: 180 * 1024, PSSKnown: true, Memberships: 300, Running: 100},
+		{Name: "n1", PID: 2, CPUTicks: 1500, RSSKiB: 200 * 1024, PSSKiB: 120 * 1024, PSSKnown: true, Memberships: 300, Running: 100},
+		{Name: "n2", PID: 3, CPUTicks: 1500, RSSKiB: 100 * 1024, PSSKiB: 60 * 1024, PSSKnown: true, Memberships: 300, Running: 100},
 	}
 	rows, tot, err := computeTotals(ms, 100, 60*time.Second, 300)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !near(rows[0].CPUPct, 50) || !near(rows[0].CPUSec, 30) || !near(rows[0].RSSMiB, 300) || rows[0].Node != "n0" || rows[0].Running != 100 {
+	if !near(rows[0].CPUPct, 50) || !near(rows[0].CPUSec, 30) || !near(rows[0].RSSMiB, 300) || !near(rows[0].PSSMiB, 180) || !rows[0].PSSKnown || rows[0].Node != "n0" || rows[0].Running != 100 {
 		t.Errorf("row 0: %+v", rows[0])
 	}
 	// 6000 ticks = 60 000 ms; 100% of one core; 60 000 / (300 × 60) = 3.333 ms;
-	// 600 MiB / 900 memberships.
+	// 600 MiB RSS, 360 MiB PSS / 900 memberships.
 	if !near(tot.CPUms, 60000) || !near(tot.CPUPct, 100) || !near(tot.CPUmsPerAgentSecond, 60000.0/18000) ||
-		!near(tot.RSSMiB, 600) || tot.Memberships != 900 || tot.Running != 300 || !near(tot.RSSMiBPerMembership, 600.0/900) {
+		!near(tot.RSSMiB, 600) || tot.Memberships != 900 || tot.Running != 300 || !near(tot.RSSMiBPerMembership, 600.0/900) ||
+		!tot.PSSKnown || !near(tot.PSSMiB, 360) || !near(tot.PSSMiBPerMembership, 360.0/900) {
 		t.Errorf("totals: %+v", tot)
+	}
+	// One node's PSS unknown: its row and the totals' PSS are unknown, RSS is not.
+	unk := slices.Clone(ms)
+	unk[1].PSSKiB, unk[1].PSSKnown, unk[1].PSSError = 0, false, "smaps_rollup: no Pss line"
+	rows, tot, _ = computeTotals(unk, 100, 60*time.Second, 300)
+	if rows[1].PSSKnown || rows[1].PSSError == "" || !rows[0].PSSKnown || !near(rows[0].PSSMiB, 180) ||
+		tot.PSSKnown || tot.PSSMiB != 0 || tot.PSSMiBPerMembership != 0 || !near(tot.RSSMiBPerMembership, 600.0/900) {
+		t.Errorf("a node's PSS unknown: rows %+v, totals %+v", rows, tot)
 	}
 	// CLK_TCK 250, a 30 s window.
 	_, tot, _ = computeTotals([]nodeMeasure{{CPUTicks: 750}}, 250, 30*time.Second, 10)
-	if !near(tot.CPUms, 3000) || !near(tot.CPUPct, 10) || !near(tot.CPUmsPerAgentSecond, 10) || tot.RSSMiBPerMembership != 0 {
+	if !near(tot.CPUms, 3000) || !near(tot.CPUPct, 10) || !near(tot.CPUmsPerAgentSecond, 10) || tot.RSSMiBPerMembership != 0 || tot.PSSMiBPerMembership != 0 {
 		t.Errorf("hz 250: %+v", tot)
 	}
 	for _, c := range []struct {
@@ -220,5 +248,42 @@ func TestTickVerdict(t *testing.T) {
 	}
 	if ok, _ := tickVerdict(nil); ok {
 		t.Error("no samples passed")
+	}
+}
+
+func TestReportPSS(t *testing.T) {
+	ms := []nodeMeasure{
+		{Name: "n0", PID: 1, CPUTicks: 100, RSSKiB: 396 * 1024, PSSKiB: 238 * 1024, PSSKnown: true, Memberships: 200, Running: 100},
+		{Name: "n1", PID: 2, CPUTicks: 100, RSSKiB: 396 * 1024, PSSKiB: 238 * 1024, PSSKnown: true, Memberships: 200, Running: 100},
+	}
+	report := func(ms []nodeMeasure) string {
+		var out bytes.Buffer
+		h := newHarness(config{Nodes: 2, Agents: 200, Tick: time.Second}, &out, io.Discard)
+		rows, tot, err := computeTotals(ms, 100, 10*time.Second, 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.rep.Nodes, h.rep.Totals, h.rep.Machine.NProc = rows, &tot, 1
+		h.printReport()
+		return out.String()
+	}
+	got := report(ms)
+	for _, want := range []string{"RSS MiB  PSS MiB", "MiB RSS per membership:    1.980 (792.0 MiB / 400 memberships)",
+		"MiB PSS per membership:    1.190 (476.0 MiB / 400 memberships; PSS counts a page shared by several mappings once"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	// n1's smaps_rollup unreadable, n0's malformed: "-", unknown, a warning.
+	ms[0].PSSKiB, ms[0].PSSKnown, ms[0].PSSError = 0, false, "pid 1: smaps_rollup: no Pss line"
+	ms[1].PSSKiB, ms[1].PSSKnown = 0, false
+	got = report(ms)
+	for _, want := range []string{"MiB PSS per membership:    unknown", "WARNING: n0 PSS unknown: pid 1: smaps_rollup: no Pss line", "396.0        -"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "WARNING: n1") {
+		t.Errorf("an unreadable smaps_rollup warned:\n%s", got)
 	}
 }
