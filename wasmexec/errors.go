@@ -32,6 +32,8 @@ var (
 	ErrBadTickLog = errors.New("wasmexec: bad tick log")
 	// ErrBadConfig: a Config field is out of range (NewRuntime).
 	ErrBadConfig = errors.New("wasmexec: bad config")
+	// ErrResumed: Resume was called on an instance already resumed.
+	ErrResumed = errors.New("wasmexec: instance already resumed")
 	// ErrClosed: the runtime or instance was closed.
 	ErrClosed = errors.New("wasmexec: closed")
 )

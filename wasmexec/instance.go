@@ -332,6 +332,9 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, cfg InstanceConfig
 	if _, err := i.call(ctx, "agent_init", i.fnInit); err != nil {
 		return nil, err
 	}
+	// Each api.Function holds a call engine with its own ~10 KiB stack
+	// for the instance's life: keep only those called again.
+	i.fnInitialize, i.fnInit = nil, nil
 	return i, nil
 }
 
@@ -576,20 +579,25 @@ func (deniedRand) Read([]byte) (int, error) {
 // the first Tick.
 //
 // Errors: ErrStateTooLarge (state above max_state_bytes; the instance stays
-// usable), ErrMissingExport (no allocation export for non-empty state),
-// ErrBadPointer (the allocation lies outside memory), ErrTrap, ErrDeadline,
-// ErrOutOfMemory, ErrInstanceDead, ErrClosed.
+// usable), ErrResumed (a second call), ErrMissingExport (no allocation
+// export for non-empty state), ErrBadPointer (the allocation lies outside
+// memory), ErrTrap, ErrDeadline, ErrOutOfMemory, ErrInstanceDead, ErrClosed.
 func (i *Instance) Resume(ctx context.Context, state []byte) error {
 	if uint64(len(state)) > i.stateCap {
 		return fmt.Errorf("%w: resume state is %d bytes, max_state_bytes is %d", ErrStateTooLarge, len(state), i.stateCap)
-	}
-	if len(state) > 0 && i.fnAlloc == nil {
-		return fmt.Errorf("%w: agent_alloc (or malloc), needed to resume a non-empty state", ErrMissingExport)
 	}
 	if err := i.begin(); err != nil {
 		return err
 	}
 	defer i.end()
+	if i.fnResume == nil {
+		return fmt.Errorf("%w: Resume is called once per instance", ErrResumed)
+	}
+	if len(state) > 0 && i.fnAlloc == nil {
+		return fmt.Errorf("%w: agent_alloc (or malloc), needed to resume a non-empty state", ErrMissingExport)
+	}
+	// Called once: their call engines need not live as long as the instance.
+	defer func() { i.fnResume, i.fnAlloc = nil, nil }()
 	if len(state) == 0 {
 		_, err := i.call(ctx, "agent_resume", i.fnResume, 0, 0)
 		return err

@@ -531,6 +531,14 @@ func TestResumeRoundTrip(t *testing.T) {
 	if inst.Err() != nil {
 		t.Fatal("an oversized resume state must not kill the instance")
 	}
+	// Resume's functions are released after it: a second call is refused,
+	// and the instance ticks on.
+	if err := inst.Resume(bg, nil); !errors.Is(err, ErrResumed) {
+		t.Fatalf("second resume: %v", err)
+	}
+	if _, err := inst.Tick(bg); err != nil || inst.Err() != nil {
+		t.Fatalf("tick after a refused second resume: %v", err)
+	}
 }
 
 func TestWASIClockIsTickTime(t *testing.T) {

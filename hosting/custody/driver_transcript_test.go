@@ -563,7 +563,7 @@ func (e *denv) settle() {
 	for {
 		select {
 		case ev := <-e.d.inbox:
-			e.iterate(&ev, false)
+			e.iterate(ev, false)
 			continue
 		case <-e.d.poke:
 			e.iterate(nil, false)
@@ -596,7 +596,7 @@ func (e *denv) settle() {
 			case <-done:
 				running = false
 			case ev := <-e.d.inbox:
-				e.iterate(&ev, false)
+				e.iterate(ev, false)
 			case <-time.After(5 * time.Second):
 				e.t.Fatal("a job the driver spawned did not end")
 			}
