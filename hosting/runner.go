@@ -281,6 +281,13 @@ type RunOptions struct {
 	MaxTicks        uint64        // stop after this many ticks in this run; 0 = until ctx ends
 	MaxFailures     int           // instance failures without a committed checkpoint before giving up; default 3
 	Price           int64         // µc per second; <0 = keep the head's price
+	// TickGrid aligns the ticks of a node's agents: a tick due at t runs at
+	// t rounded to the nearest multiple of TickGrid of the wall clock, so
+	// the runners wake together, a few times a second, rather than each at
+	// its own instant (each wake-up costs the Go scheduler more than a
+	// heartbeat agent's tick), and their checkpoints reach the log's flush
+	// together. Default min(TickInterval/4, 250ms); negative: off.
+	TickGrid time.Duration
 	// Epoch is the lease epoch new checkpoints carry; 0 keeps the head's.
 	// It must not be lower than the head's (Run rejects that).
 	Epoch uint64
@@ -309,6 +316,12 @@ func (o *RunOptions) fill() {
 	}
 	if o.FastInterval <= 0 {
 		o.FastInterval = 10 * time.Millisecond
+	}
+	switch {
+	case o.TickGrid == 0:
+		o.TickGrid = min(o.TickInterval/4, 250*time.Millisecond)
+	case o.TickGrid < 0:
+		o.TickGrid = 0
 	}
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = 5
@@ -652,9 +665,25 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		if res.More {
 			timer.Reset(max(r.opts.FastInterval-spent, 0))
 		} else {
-			timer.Reset(max(r.opts.TickInterval-spent, 0))
+			timer.Reset(onGrid(time.Now(), max(r.opts.TickInterval-spent, 0), r.opts.TickGrid))
 		}
 	}
+}
+
+// onGrid is the wait from now to now+d rounded to the nearest multiple of
+// grid (0: d itself); never zero or negative with a grid, so a tick that
+// ran past half the grid waits for the next point rather than firing at
+// once. Every interval is then d ± grid/2, and on average d: the rounding
+// does not drift.
+func onGrid(now time.Time, d, grid time.Duration) time.Duration {
+	if grid <= 0 {
+		return d
+	}
+	at := now.Add(d).Round(grid)
+	if !at.After(now) {
+		at = at.Add(grid)
+	}
+	return at.Sub(now)
 }
 
 // fenced reports whether a tick started now could outlast the lease.
