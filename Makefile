@@ -23,7 +23,7 @@ help:
 	@echo "crash       kill -9 at random points while checkpointing, receiving blocks, writing keys (IGOR_CRASH_TRIALS=200); fsck after each"
 	@echo "soak        60 000 random lease schedules, a 5-min engine simulation (40 groups, 5 nodes), then a 10-min chaos run: 7 nodes, 20 agents, kill -9/restart and partitions"
 	@echo "bench       benchmarks; results go in BENCHMARKS.md"
-	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS/membership; SCALE_ARGS adds flags); a 1,000-node engine simulation of mass failover"
+	@echo "bench-scale steady-state cost of 300 then 1000 heartbeat agents on 3 daemons (CPU ms/agent-s, RSS and PSS/membership; SCALE_ARGS adds flags); a 1,000-node engine simulation of mass failover"
 	@echo "faults      real network faults in network namespaces (root): 5 daemons, isolation, one-way loss, flaps, SIGSTOP mid-tick, kill -9; ~8 min (FAULTS_ARGS adds flags)"
 	@echo "check       gofmt, vet, go mod tidy diff, forbidden imports, wasip1 build"
 	@echo "demo        a 5-node local mesh: publish an agent, query it by DID from every node"

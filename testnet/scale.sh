@@ -3,9 +3,9 @@
 #                  [--kill K [--observe S] [--seed X] [--burn]]
 # The steady-state scale harness: an N-node local testnet (up.sh, TICK=1s,
 # IGOR_DEBUG_PPROF=1) hosting A heartbeat agents published through the API;
-# once every agent runs exactly once it measures each daemon's CPU and RSS
-# over a window and prints CPU ms per agent-second and RSS per custody-group
-# membership. With --kill K it then SIGKILLs K nodes at once and samples the
+# once every agent runs exactly once it measures each daemon's CPU, RSS and
+# PSS over a window and prints CPU ms per agent-second and RSS and PSS per
+# custody-group membership. With --kill K it then SIGKILLs K nodes at once and samples the
 # survivors every 250 ms for --observe seconds: recovery time of the killed
 # nodes' agents, survivor stops (expected 0), agents on 2+ nodes, a 5 s time
 # series, verify of 10 agents. Builds bin/igor-node and bin/agents if missing and always
