@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -463,11 +461,11 @@ func publishHeartbeat(t *testing.T, n tnode) node.PublishResult {
 func TestDaemonConfigAndStablePorts(t *testing.T) {
 	home := t.TempDir()
 	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"api": "127.0.0.1:0", "slots": 3, "price": 7, "drain-timeout": "1s"}`), 0o644)
-	start := func(args ...string) (*exec.Cmd, *lockedBuffer) {
+	start := func(args ...string) (*exec.Cmd, *syncBuffer) {
 		t.Helper()
 		os.Remove(filepath.Join(home, "api.addr"))
 		cmd := exec.Command(binPath, append([]string{"--home", home, "daemon"}, args...)...)
-		out, errb := new(lockedBuffer), new(lockedBuffer)
+		out, errb := new(syncBuffer), new(syncBuffer)
 		cmd.Stdout, cmd.Stderr = out, errb
 		cmd.Env = append(os.Environ(), "IGOR_HOME=")
 		if err := cmd.Start(); err != nil {
@@ -482,7 +480,7 @@ func TestDaemonConfigAndStablePorts(t *testing.T) {
 		})
 		return cmd, out
 	}
-	node := func(out *lockedBuffer) (info struct {
+	node := func(out *syncBuffer) (info struct {
 		Slots int   `json:"slots"`
 		Price int64 `json:"price_microcents_per_second"`
 	}, addrs []string) {
@@ -580,22 +578,4 @@ func TestSoloDaemonCheckpointsOnExit(t *testing.T) {
 	if next := ticks()[len(before)]; next != last+1 {
 		t.Fatalf("stopped at tick %d, went on at tick %d after the restart (want %d: no tick redone)", last, next, last+1)
 	}
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
