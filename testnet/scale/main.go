@@ -277,18 +277,11 @@ func parseStat(data []byte) (uint64, error) {
 
 // parseVmRSS reads VmRSS (KiB) from /proc/PID/status.
 func parseVmRSS(data []byte) (uint64, error) {
-	for line := range strings.Lines(string(data)) {
-		v, ok := strings.CutPrefix(line, "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: VmRSS line %q is not 'N kB'", strings.TrimSpace(line))
-		}
-		return strconv.ParseUint(f[0], 10, 64)
+	n, found, err := parseKiBLine(data, "status", "VmRSS")
+	if err == nil && !found {
+		err = errors.New("status: no VmRSS line (a kernel thread or a zombie?)")
 	}
-	return 0, errors.New("status: no VmRSS line (a kernel thread or a zombie?)")
+	return n, err
 }
 
 // parseSmapsRollupPss reads Pss (KiB) from /proc/PID/smaps_rollup. Unlike
@@ -296,22 +289,30 @@ func parseVmRSS(data []byte) (uint64, error) {
 // WASM data image counts once, not once per agent. The Pss_Anon, Pss_File,
 // ... lines are its parts, not it.
 func parseSmapsRollupPss(data []byte) (uint64, error) {
+	n, found, err := parseKiBLine(data, "smaps_rollup", "Pss")
+	if err == nil && !found {
+		err = errors.New("smaps_rollup: no Pss line")
+	}
+	return n, err
+}
+
+// parseKiBLine reads the first "key: N kB" line of a /proc file.
+func parseKiBLine(data []byte, file, key string) (n uint64, found bool, err error) {
 	for line := range strings.Lines(string(data)) {
-		v, ok := strings.CutPrefix(line, "Pss:")
+		v, ok := strings.CutPrefix(line, key+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(v)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("smaps_rollup: Pss line %q is not 'N kB'", strings.TrimSpace(line))
+			return 0, true, fmt.Errorf("%s: %s line %q is not 'N kB'", file, key, strings.TrimSpace(line))
 		}
-		n, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("smaps_rollup: Pss: %w", err)
+		if n, err = strconv.ParseUint(f[0], 10, 64); err != nil {
+			return 0, true, fmt.Errorf("%s: %s: %w", file, key, err)
 		}
-		return n, nil
+		return n, true, nil
 	}
-	return 0, errors.New("smaps_rollup: no Pss line")
+	return 0, false, nil
 }
 
 // parseCPUStat reads the aggregate "cpu" line of /proc/stat: busy and total
