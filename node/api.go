@@ -180,7 +180,11 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.ticks, m.pushed, m.commitLatency, buildInfoGauge(buildinfo.Read()), newAgentCollector(m),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		// The scheduler's histograms (run-queue latency, stop-the-world
+		// pauses) are how an operator sees a node too starved to renew its
+		// leases in time, before its holders self-fence.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_custody_groups", Help: "Custody groups this node is a member of."},
 			func() float64 { return float64(len(m.Custody.Status())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_hosted_agents", Help: "Agents running on this node."},

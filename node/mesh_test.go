@@ -264,7 +264,7 @@ func TestAPIBadInput(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(body), "igor_free_slots 1") || !strings.Contains(string(body), "igor_agent_log_lines_dropped_total 0") ||
-		!strings.Contains(string(body), "go_goroutines ") || !strings.Contains(string(body), "process_resident_memory_bytes ") ||
+		!strings.Contains(string(body), "go_goroutines ") || !strings.Contains(string(body), "go_sched_latencies_seconds_bucket") || !strings.Contains(string(body), "process_resident_memory_bytes ") ||
 		!strings.Contains(string(body), "igor_agent_series_omitted 0") {
 		t.Fatalf("metrics: %s", body)
 	}
