@@ -130,16 +130,12 @@ func NewService(env Env, cfg ServiceConfig) (*Service, error) {
 }
 
 // FreeSlots is how many more agents this node accepts.
-func (s *Service) FreeSlots() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfg.Slots - s.runningLocked()
-}
+func (s *Service) FreeSlots() int { return s.cfg.Slots - s.runningNow() }
 
 // Slots is the configured capacity.
 func (s *Service) Slots() int { return s.cfg.Slots }
 
-func (s *Service) runningLocked() int { return int(s.running.Load()) }
+func (s *Service) runningNow() int { return int(s.running.Load()) }
 
 // Accept takes a lease: it verifies the agent's whole lineage from
 // lease.Head (the blocks must already be in the store), checks the key and
@@ -148,7 +144,7 @@ func (s *Service) runningLocked() int { return int(s.running.Load()) }
 // verification error.
 func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	s.mu.Lock()
-	closed, free := s.closed, s.cfg.Slots-s.runningLocked()
+	closed, free := s.closed, s.cfg.Slots-s.runningNow()
 	s.mu.Unlock()
 	if closed {
 		return Status{}, ErrServiceClosed
@@ -190,7 +186,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 			return Status{}, fmt.Errorf("%w: %s", ErrAlreadyHosted, a.DID)
 		}
 	}
-	if s.cfg.Slots-s.runningLocked() <= 0 {
+	if s.cfg.Slots-s.runningNow() <= 0 {
 		s.mu.Unlock()
 		return Status{}, fmt.Errorf("%w (%d of %d in use)", ErrNoCapacity, s.cfg.Slots, s.cfg.Slots)
 	}

@@ -935,7 +935,7 @@ func (m *Machine) stepAppend(msg Message) {
 		if msg.Epoch == m.hs.Epoch {
 			return // impossible: one holder per epoch; ignore rather than obey
 		}
-		m.stepDown("fenced: a holder at a higher epoch appeared") // fenced by a higher epoch
+		m.stepDown("fenced: a holder at a higher epoch appeared")
 	}
 	if m.role == Candidate {
 		m.becomeFollower()
