@@ -166,6 +166,11 @@ func (s *Store) Check(ctx context.Context) (CheckReport, error) {
 			return r, err
 		}
 		r.Stray = append(r.Stray, bad...)
+		_, badPins, err := s.pack.pins()
+		if err != nil {
+			return r, err
+		}
+		r.Stray = append(r.Stray, badPins...)
 		for _, c := range cids {
 			if err := ctx.Err(); err != nil {
 				return r, err

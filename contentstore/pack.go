@@ -24,11 +24,14 @@ import (
 // few, and a log-structured store would copy them again at each compaction.
 //
 // Keys: 'b' + CID bytes → 8-byte big-endian write time (Unix ns, for the
-// GC grace) + the block; 'm' + key → a Meta record.
+// GC grace) + the block; 'm' + key → a Meta record; 'p' + CID bytes → ""
+// (a pin: one synced append that also makes the blocks written before it
+// durable, instead of a file, a directory flush and a flush of the log).
 const (
 	packDirName = "pack"
 	packBlock   = 'b'
 	packMeta    = 'm'
+	packPin     = 'p'
 	// DefaultPackMax is the largest block WithPack(0) keeps in the pack:
 	// checkpoint objects and small states (the custody push limit).
 	DefaultPackMax = 64 << 10
@@ -119,6 +122,34 @@ func blockKey(c cid.Cid) []byte { return append([]byte{packBlock}, c.Bytes()...)
 
 func metaKey(k string) []byte { return append([]byte{packMeta}, k...) }
 
+func pinKey(c cid.Cid) []byte { return append([]byte{packPin}, c.Bytes()...) }
+
+// pin records c as a pinned root. Synced, it is durable on return together
+// with every write before it (the log is sequential): the blocks of the
+// DAG it pins that were written without a flush of their own.
+func (p *pack) pin(c cid.Cid, sync bool) error {
+	if err := p.db.Set(pinKey(c), nil, writeOpts(sync)); err != nil {
+		return fmt.Errorf("contentstore: pinning %s: %w", c, err)
+	}
+	return nil
+}
+
+// unpin removes c's pin (absent: no error). Synced, because a caller may
+// delete the DAG's blocks next, and a pin a crash brings back over deleted
+// blocks would stop every GC.
+func (p *pack) unpin(c cid.Cid, sync bool) error {
+	if err := p.db.Delete(pinKey(c), writeOpts(sync)); err != nil {
+		return fmt.Errorf("contentstore: unpinning %s: %w", c, err)
+	}
+	return nil
+}
+
+// pins lists the pinned roots in the pack; keys that are not a CID this
+// store holds are returned in bad.
+func (p *pack) pins() (out []cid.Cid, bad []string, err error) {
+	return p.list(packPin)
+}
+
 // put stores (or re-stores, restarting its grace) a block.
 func (p *pack) put(c cid.Cid, data []byte, sync bool) error {
 	v := make([]byte, packStamp+len(data))
@@ -179,7 +210,12 @@ func (p *pack) delete(c cid.Cid) error {
 // callbacks run with no iterator open (they may write to the store).
 // Keys that are not a CID this store holds are returned in bad.
 func (p *pack) cids() (out []cid.Cid, bad []string, err error) {
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{packBlock}, UpperBound: []byte{packBlock + 1}})
+	return p.list(packBlock)
+}
+
+// list collects the CIDs keyed under prefix (blocks or pins).
+func (p *pack) list(prefix byte) (out []cid.Cid, bad []string, err error) {
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("contentstore: listing the pack: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +341,78 @@ func TestPackInterruptedCreation(t *testing.T) {
 	if got, err := s.Get(c); err != nil || string(got) != "a file block" {
 		t.Fatalf("Get: %q, %v", got, err)
 	}
+}
+
+// Pins of a store with a pack are records in its log: no file, listed with
+// the pins a store written before that left in pins/, durable across a
+// reopen, kept by GC, removed (from both places) by Unpin; a pin key that
+// is no CID is reported by Check and pins nothing.
+func TestPackPins(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, WithPack(0), WithDeferredPackSync(), WithGCGrace(time.Hour))
+	child := mustPut(t, s, cid.Raw, []byte("child"))
+	root := mustPut(t, s, cid.DagCBOR, cborNode(t, func(ma datamodel.MapAssembler) { qp.MapEntry(ma, "c", lnk(child)) }))
+	garbage := mustPut(t, s, cid.Raw, []byte("garbage"))
+	if err := s.Pin(root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pins", root.String())); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a pin in a store with a pack was written as a file too (stat: %v)", err)
+	}
+	// A pin file an older store wrote.
+	legacy := mustPut(t, s, cid.Raw, []byte("pinned by an older node"))
+	if err := os.WriteFile(filepath.Join(dir, "pins", legacy.String()), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(legacy); err != nil { // in both places now: listed once
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir, WithPack(0), WithGCGrace(time.Hour))
+	pins, err := s.Pins()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sortedCIDs(root, legacy); fmt.Sprint(pins) != fmt.Sprint(want) {
+		t.Fatalf("Pins after reopen = %v, want %v", pins, want)
+	}
+	agePacked(t, s, 2*time.Hour, child, root, garbage, legacy)
+	if st, err := s.GC(context.Background()); err != nil || st.Removed != 1 || st.Pins != 2 {
+		t.Fatalf("GC = %+v, %v; want 2 pins and garbage alone removed", st, err)
+	}
+	for c, want := range map[cid.Cid]bool{child: true, root: true, legacy: true, garbage: false} {
+		if ok, err := s.Has(c); ok != want || err != nil {
+			t.Fatalf("after GC Has(%s) = %v, %v; want %v", c, ok, err, want)
+		}
+	}
+	for _, c := range []cid.Cid{root, legacy, root} { // the second Unpin of root: not pinned, no error
+		if err := s.Unpin(c); err != nil {
+			t.Fatalf("Unpin(%s): %v", c, err)
+		}
+	}
+	if pins, err := s.Pins(); err != nil || len(pins) != 0 {
+		t.Fatalf("Pins after Unpin = %v, %v; want none", pins, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pins", legacy.String())); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Unpin left the older pin file (stat: %v)", err)
+	}
+	// Damage: a pin key that is no CID.
+	if err := s.pack.db.Set([]byte{packPin, 1, 2, 3}, nil, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if pins, err := s.Pins(); err != nil || len(pins) != 0 {
+		t.Fatalf("Pins with a damaged pin key = %v, %v; want none", pins, err)
+	}
+	r, err := s.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Stray) != 1 || r.Stray[0] != "pack key 70010203" {
+		t.Fatalf("Check stray = %q, want the damaged pin key", r.Stray)
+	}
+}
+
+func sortedCIDs(cs ...cid.Cid) []cid.Cid {
+	slices.SortFunc(cs, func(a, b cid.Cid) int { return strings.Compare(a.String(), b.String()) })
+	return cs
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -629,9 +630,11 @@ func parseName(e fs.DirEntry) (cid.Cid, bool) {
 }
 
 // Pin marks c as a root that GC must keep, together with everything it links
-// to. The pin is an empty file pins/<cid>, durable when Pin returns. The
-// block need not be present yet (pin first, then fetch, is safe). Pin waits
-// for a running GC to finish.
+// to, durably when Pin returns. With a pack (WithPack) the pin is a record in
+// its log, written with one flush that also makes the blocks written before
+// it durable; without, an empty file pins/<cid>. The block need not be
+// present yet (pin first, then fetch, is safe). Pin waits for a running GC
+// to finish.
 //
 // Errors: ErrBadCID, ErrClosed.
 func (s *Store) Pin(c cid.Cid) error {
@@ -644,6 +647,11 @@ func (s *Store) Pin(c cid.Cid) error {
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
+	}
+	if s.HasPack() {
+		// One synced append: the log is sequential, so the blocks written
+		// before the pin (deferred ones too) are durable with it.
+		return s.pack.pin(c, s.cfg.fsync)
 	}
 	// Blocks written before the pin must be durable before it: a pin of
 	// a block a crash loses would stop every GC (an incomplete pinned DAG).
@@ -662,8 +670,10 @@ func (s *Store) Pin(c cid.Cid) error {
 	return s.syncDir(s.pinsDir)
 }
 
-// Unpin removes a pin; unpinning what is not pinned is not an error. The
-// blocks stay until a GC finds them unreachable and older than the grace.
+// Unpin removes a pin (from the pack and, as a store written before pins
+// moved there may hold one, from pins/); unpinning what is not pinned is
+// not an error. It is durable on return. The blocks stay until a GC finds
+// them unreachable and older than the grace.
 //
 // Errors: ErrBadCID, ErrClosed.
 func (s *Store) Unpin(c cid.Cid) error {
@@ -675,6 +685,11 @@ func (s *Store) Unpin(c cid.Cid) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if s.pack != nil {
+		if err := s.pack.unpin(c, s.cfg.fsync); err != nil {
+			return err
+		}
+	}
 	if err := os.Remove(filepath.Join(s.pinsDir, c.String())); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -684,7 +699,8 @@ func (s *Store) Unpin(c cid.Cid) error {
 	return s.syncDir(s.pinsDir)
 }
 
-// Pins returns the pinned CIDs, sorted by their string form.
+// Pins returns the pinned CIDs (in the pack and in pins/), sorted by their
+// string form.
 //
 // Errors: ErrClosed, OS listing errors.
 func (s *Store) Pins() ([]cid.Cid, error) {
@@ -703,6 +719,14 @@ func (s *Store) Pins() ([]cid.Cid, error) {
 			out = append(out, c)
 		}
 	}
+	if s.pack != nil {
+		// A key that is no CID is reported by Check; it pins nothing.
+		packed, _, err := s.pack.pins()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, packed...)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return out, nil
+	return slices.CompactFunc(out, func(a, b cid.Cid) bool { return a == b }), nil
 }

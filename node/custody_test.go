@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -573,6 +574,30 @@ func TestLostLeaseStateRefused(t *testing.T) {
 		}
 		return nil
 	})
+	// The repair (igor-node fsck --forget) on the stopped node: refused
+	// while it runs, then the membership is gone and the key stays.
+	if err := ForgetMembership(homes[i], res.DID); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("ForgetMembership on a running node's home: %v", err)
+	}
+	back.Close()
+	if err := ForgetMembership(homes[i], res.DID); err != nil {
+		t.Fatalf("ForgetMembership: %v", err)
+	}
+	cs, err = contentstore.Open(filepath.Join(homes[i], "store"), contentstore.WithPack(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if ps, err := custody.LoadPersisted(filepath.Join(homes[i], "custody"), cs); err != nil || len(ps) != 0 {
+		t.Fatalf("after ForgetMembership: LoadPersisted = %+v, %v; want no membership", ps, err)
+	}
+	cs.Close()
+	if err := ForgetMembership(homes[i], res.DID); !errors.Is(err, custody.ErrNotMember) {
+		t.Fatalf("ForgetMembership of a forgotten membership: %v, want ErrNotMember", err)
+	}
+	if _, err := os.Stat(filepath.Join(homes[i], "keys", agents.AgentID(res.DID)+".key")); err != nil {
+		t.Fatalf("the agent key after ForgetMembership: %v", err)
+	}
 }
 
 // TestEngineCarriesLeaseTraffic: at steady state (no checkpoint due) the

@@ -233,3 +233,32 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
+
+// ForgetMembership removes the custody membership of did persisted in the
+// home of a stopped node at dir (its group and lease-state records; the
+// agent key stays): the repair for a membership Fsck reports as damaged,
+// which the node refuses to restore and the rest of the group replaces.
+// Errors: custody.ErrNotMember when dir holds no membership of did, and
+// an error naming the home when a running node holds it.
+func ForgetMembership(dir, did string) error {
+	if _, err := agents.ParseDID(did); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	h, err := OpenHome(dir)
+	if err != nil {
+		return err
+	}
+	var meta custody.Meta
+	if _, err := os.Stat(h.StoreDir()); err == nil {
+		st, err := contentstore.Open(h.StoreDir(), contentstore.WithPack(0))
+		if errors.Is(err, contentstore.ErrInUse) {
+			return fmt.Errorf("%s is in use by a running igor-node: stop it first", h.Dir)
+		}
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		meta = st
+	}
+	return custody.Forget(filepath.Join(h.Dir, "custody"), meta, did)
+}

@@ -13,11 +13,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -519,12 +517,8 @@ func TestHostileCustodyFrames(t *testing.T) {
 		}
 		return nil
 	})
-	data, err := os.ReadFile(target.Home.path("custody", agents.AgentID(res.DID), "group.json"))
+	g, err := target.Custody.Group(res.DID)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var g custody.Group
-	if err := json.Unmarshal(data, &g); err != nil {
 		t.Fatal(err)
 	}
 	gid := g.ID()

@@ -13,6 +13,7 @@ import (
 
 func newFsckCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
+	var forget string
 	cmd := &cobra.Command{
 		Use:   "fsck",
 		Short: "Check a stopped node's home for damage: blocks, keys, heads, custody state",
@@ -27,7 +28,12 @@ func newFsckCmd(g *globalFlags) *cobra.Command {
     key and the accepted checkpoint they need are here and verify.
 Leftover *.tmp files of interrupted writes are listed; they are not damage
 (the content store removes its own when the node next starts; others may be
-deleted by hand). Exit status 0 when clean, 1 when anything is damaged.`,
+deleted by hand). Exit status 0 when clean, 1 when anything is damaged.
+
+With --forget DID it first removes this node's custody membership of DID
+(its group and lease-state records; the agent key stays): the repair for a
+membership fsck reports as damaged, which the node refuses to take part in
+and the rest of its group replaces.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := g.homeDir()
@@ -36,6 +42,12 @@ deleted by hand). Exit status 0 when clean, 1 when anything is damaged.`,
 			}
 			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 				return fmt.Errorf("no igor-node home at %s (pass --home DIR)", dir)
+			}
+			if forget != "" {
+				if err := node.ForgetMembership(dir, forget); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "forgot the custody membership of %s (the agent key stays)\n", forget)
 			}
 			rep, err := node.Fsck(cmd.Context(), dir)
 			if err != nil {
@@ -55,6 +67,7 @@ deleted by hand). Exit status 0 when clean, 1 when anything is damaged.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&forget, "forget", "", "first remove this node's custody membership of `DID` (a damaged one)")
 	return cmd
 }
 

@@ -615,10 +615,11 @@ func (m *Manager) Join(p JoinParams) error {
 	if _, err := m.cfg.Keys.Put(p.Key); err != nil {
 		return err
 	}
-	// The lease state goes first: the group file makes the membership, and
-	// saveGroup flushes the log before writing it, so a group file always
-	// has its lease state (a missing one is then damage: ErrNoLeaseState).
-	if err := m.st.saveHardState(g.Agent, hs); err != nil {
+	// The lease state goes first, unflushed: the group record makes the
+	// membership, and its flush makes the lease state before it in the
+	// same log durable too, so a durable group always has its lease state
+	// (a missing one is then damage: ErrNoLeaseState).
+	if err := m.st.saveHardStateDeferred(g.Agent, hs); err != nil {
 		return err
 	}
 	if err := m.st.saveGroup(g); err != nil {

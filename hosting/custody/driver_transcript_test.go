@@ -273,9 +273,10 @@ func (m dmeta) PutMeta(k string, v []byte) error {
 	}
 	return m.e.meta.PutMeta(k, v)
 }
-func (m dmeta) GetMeta(k string) ([]byte, error) { return m.e.meta.GetMeta(k) }
-func (m dmeta) DeleteMeta(k string) error        { return m.e.meta.DeleteMeta(k) }
-func (m dmeta) Sync() error                      { return nil }
+func (m dmeta) PutMetaDeferred(k string, v []byte) error { return m.PutMeta(k, v) }
+func (m dmeta) GetMeta(k string) ([]byte, error)         { return m.e.meta.GetMeta(k) }
+func (m dmeta) DeleteMeta(k string) error                { return m.e.meta.DeleteMeta(k) }
+func (m dmeta) MetaKeys(p string) ([]string, error)      { return m.e.meta.MetaKeys(p) }
 
 // Hooks
 

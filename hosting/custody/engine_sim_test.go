@@ -265,6 +265,8 @@ func (m *memMeta) PutMeta(k string, v []byte) error {
 	return nil
 }
 
+func (m *memMeta) PutMetaDeferred(k string, v []byte) error { return m.PutMeta(k, v) }
+
 func (m *memMeta) GetMeta(k string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -281,7 +283,18 @@ func (m *memMeta) DeleteMeta(k string) error {
 	return nil
 }
 
-func (m *memMeta) Sync() error { return nil }
+func (m *memMeta) MetaKeys(prefix string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for k := range m.m {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
 
 type simBlocks struct{}
 

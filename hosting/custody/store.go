@@ -1,6 +1,7 @@
 package custody
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -19,7 +20,9 @@ import (
 )
 
 // Group is what a member persists about one custody group when it joins
-// (HOME/custody/<agent id>/group.json). It never changes while the group
+// (a record in the node's log, Meta key custody/group/<agent id>; an older
+// node wrote HOME/custody/<agent id>/group.json, still read, and moved
+// into the log on restore). It never changes while the group
 // lives: Members are the founding members, which with the other fields
 // identify the group (ID). The current members are replicated with the
 // lease state (lease.HardState.Conf), changed in place by the holder.
@@ -106,17 +109,18 @@ type store struct {
 // Meta is a durable key-value space for the HardStates of all groups (the
 // node's content store pack, contentstore.Store.PutMeta): one log whose
 // appends share flushes, instead of a file, a rename and a flush per
-// group per commit (DECISIONS D52). GetMeta of an absent key returns an
-// error wrapping fs.ErrNotExist.
-//
-// Sync makes every earlier write of the store durable: the group file names
-// the agent's genesis, whose blocks a member may just have fetched into
-// the log without a flush of their own (contentstore.WithDeferredPackSync).
+// group per commit (DECISIONS D52); the group records too. GetMeta of an
+// absent key returns an error wrapping fs.ErrNotExist. A synced record
+// makes every earlier write to the log durable with it: the genesis a
+// group names, whose blocks a member may just have fetched into the log
+// without a flush of their own (contentstore.WithDeferredPackSync).
 type Meta interface {
 	PutMeta(key string, value []byte) error
+	// PutMetaDeferred writes a record the next PutMeta makes durable.
+	PutMetaDeferred(key string, value []byte) error
 	GetMeta(key string) ([]byte, error)
 	DeleteMeta(key string) error
-	Sync() error
+	MetaKeys(prefix string) ([]string, error)
 }
 
 func hardStateKey(did string) string { return "custody/hardstate/" + agents.AgentID(did) }
@@ -127,6 +131,14 @@ func LeaseStateKey(did string) string { return hardStateKey(did) }
 
 func (s store) agentDir(did string) string { return filepath.Join(s.dir, agents.AgentID(did)) }
 
+func groupKey(agentID string) string { return groupPrefix + agentID }
+
+// groupPrefix is the Meta key prefix of group records.
+const groupPrefix = "custody/group/"
+
+// saveGroup persists g durably. With Meta it is one synced record in the
+// log, which also makes the blocks fetched into the log before it durable
+// (the genesis it names); without, HOME/custody/<agent id>/group.json.
 func (s store) saveGroup(g *Group) error {
 	if err := g.validate(); err != nil {
 		return err
@@ -136,9 +148,7 @@ func (s store) saveGroup(g *Group) error {
 		return err
 	}
 	if s.meta != nil {
-		if err := s.meta.Sync(); err != nil {
-			return err
-		}
+		return s.meta.PutMeta(groupKey(agents.AgentID(g.Agent)), data)
 	}
 	dir := s.agentDir(g.Agent)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -150,14 +160,27 @@ func (s store) saveGroup(g *Group) error {
 	return atomicfile.Write(filepath.Join(dir, "group.json"), data, 0o600, true)
 }
 
+// loadGroup reads the group of agentID: its Meta record, else the file an
+// older node (or a node without Meta) wrote.
 func (s store) loadGroup(agentID string) (*Group, error) {
 	path := filepath.Join(s.dir, agentID, "group.json")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+	var data []byte
+	var err error
+	if s.meta != nil {
+		data, err = s.meta.GetMeta(groupKey(agentID))
+		if err == nil {
+			path = "group record " + groupKey(agentID)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	if data == nil {
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, err
+		}
 	}
 	var g Group
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&g); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadGroup, path, err)
@@ -172,9 +195,23 @@ func (s store) loadGroup(agentID string) (*Group, error) {
 }
 
 func (s store) saveHardState(did string, hs lease.HardState) error {
+	return s.putHardState(did, hs, false)
+}
+
+// saveHardStateDeferred writes a lease state that the next durable write
+// to Meta makes durable (Join: the group record that follows it).
+// Without Meta it is a durable file, as saveHardState.
+func (s store) saveHardStateDeferred(did string, hs lease.HardState) error {
+	return s.putHardState(did, hs, true)
+}
+
+func (s store) putHardState(did string, hs lease.HardState, deferred bool) error {
 	data, err := lease.EncodeHardState(hs)
 	if err != nil {
 		return err
+	}
+	if s.meta != nil && deferred {
+		return s.meta.PutMetaDeferred(hardStateKey(did), data)
 	}
 	if s.meta != nil {
 		return s.meta.PutMeta(hardStateKey(did), data)
@@ -208,8 +245,8 @@ func (s store) loadHardState(did string) (lease.HardState, error) {
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return lease.HardState{}, fmt.Errorf("custody group of %s: %w: neither %s nor a lease state file; this node must not take part in the group "+
-			"(it may have promised an epoch it no longer remembers): remove the membership (HOME/custody/%s) and the group replaces this member",
-			did, ErrNoLeaseState, hardStateKey(did), agents.AgentID(did))
+			"(it may have promised an epoch it no longer remembers): the group replaces this member; remove the membership on the stopped node with 'igor-node fsck --forget %s'",
+			did, ErrNoLeaseState, hardStateKey(did), did)
 	}
 	if err != nil {
 		return lease.HardState{}, err
@@ -221,37 +258,63 @@ func (s store) loadHardState(did string) (lease.HardState, error) {
 	return hs, nil
 }
 
-// migrate moves a HardState file an older node wrote into Meta (written
-// there durably before the file goes).
+// migrate moves the files an older node wrote (a HardState, a group file)
+// into Meta: each written there durably before the files go, the lease
+// state first (a group without it is damage).
 func (s store) migrate(did string) error {
-	path := filepath.Join(s.agentDir(did), "hardstate")
 	if s.meta == nil {
 		return nil
 	}
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	dir := s.agentDir(did)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	hs, err := s.loadHardState(did)
-	if err != nil {
+	path := filepath.Join(dir, "hardstate")
+	if _, err := os.Stat(path); err == nil {
+		hs, err := s.loadHardState(did)
+		if err != nil {
+			return err
+		}
+		if err := s.saveHardState(did, hs); err != nil {
+			return err
+		}
+		if err := os.Remove(path); err != nil {
+			return err
+		}
+		if err := atomicfile.SyncDir(dir); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "group.json")); err == nil {
+		g, err := s.loadGroup(agents.AgentID(did))
+		if err != nil {
+			return err
+		}
+		if err := s.saveGroup(g); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	if err := s.saveHardState(did, hs); err != nil {
-		return err
-	}
-	if err := os.Remove(path); err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(s.agentDir(did))
+	return atomicfile.SyncDir(s.dir)
 }
 
-// remove forgets a membership: the group file first (without it the
-// directory is no membership), then its lease state.
+// remove forgets a membership: the group first (without it there is no
+// membership), then its lease state.
 func (s store) remove(did string) error {
-	if err := os.RemoveAll(s.agentDir(did)); err != nil {
-		return err
+	if s.meta != nil {
+		if err := s.meta.DeleteMeta(groupKey(agents.AgentID(did))); err != nil {
+			return err
+		}
 	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
-		return err
+	if _, err := os.Stat(s.agentDir(did)); err == nil {
+		if err := os.RemoveAll(s.agentDir(did)); err != nil {
+			return err
+		}
+		if err := atomicfile.SyncDir(s.dir); err != nil {
+			return err
+		}
 	}
 	if s.meta != nil {
 		return s.meta.DeleteMeta(hardStateKey(did))
@@ -259,16 +322,23 @@ func (s store) remove(did string) error {
 	return nil
 }
 
-// list returns the agent IDs with a custody directory.
+// list returns the agent IDs with a group: a Meta record, or a custody
+// directory holding group.json (an older node's, or a node without Meta).
 func (s store) list() ([]string, error) {
-	ents, err := os.ReadDir(s.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+	var out []string
+	if s.meta != nil {
+		keys, err := s.meta.MetaKeys(groupPrefix)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			out = append(out, strings.TrimPrefix(k, groupPrefix))
+		}
 	}
-	if err != nil {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	var out []string
 	for _, e := range ents {
 		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
 			continue
@@ -281,7 +351,24 @@ func (s store) list() ([]string, error) {
 		}
 		out = append(out, e.Name())
 	}
-	return out, nil
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Forget removes the persisted membership of did (its group and lease
+// state) under dir (HOME/custody, the records in meta if not nil), for a
+// stopped node whose membership cannot be restored (igor-node fsck
+// --forget). The agent key stays. Errors: ErrNotMember when none is here.
+func Forget(dir string, meta Meta, did string) error {
+	st := store{dir: dir, meta: meta}
+	ids, err := st.list()
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ids, agents.AgentID(did)) {
+		return fmt.Errorf("%w: no custody membership of %s is persisted here", ErrNotMember, did)
+	}
+	return st.remove(did)
 }
 
 // Persisted is one custody membership as stored under HOME/custody.

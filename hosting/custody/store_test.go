@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -206,3 +207,90 @@ func TestStoreLeaseStateInMeta(t *testing.T) {
 		t.Fatalf("lease state record after remove: %v", err)
 	}
 }
+
+// With Meta a group is a record in the log: no directory is created, it is
+// listed and loaded from there, a group file an older node wrote is read
+// and moved in by migrate (the directory goes), a damaged record is
+// refused, and remove deletes the group and its lease state.
+func TestStoreGroupInMeta(t *testing.T) {
+	cs, err := contentstore.Open(t.TempDir(), contentstore.WithPack(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	dir := t.TempDir()
+	files, st := store{dir: dir}, store{dir: dir, meta: cs}
+	hs := lease.HardState{Epoch: 2, Accepted: lease.Checkpoint{Seq: 1, ID: "bafy-y"}, AcceptedAt: 2}
+	g := testGroup(t)
+	if err := st.saveHardState(g.Agent, hs); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.saveGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.agentDir(g.Agent)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a group with Meta created a directory (stat: %v)", err)
+	}
+	// An older node's membership: both files.
+	old := testGroup(t)
+	if err := files.saveHardState(old.Agent, hs); err != nil {
+		t.Fatal(err)
+	}
+	if err := files.saveGroup(old); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := st.list()
+	if want := sortedStrings(agents.AgentID(g.Agent), agents.AgentID(old.Agent)); err != nil || strings.Join(ids, " ") != strings.Join(want, " ") {
+		t.Fatalf("list = %v, %v; want %v", ids, err, want)
+	}
+	for _, want := range []*Group{g, old} {
+		if got, err := st.loadGroup(agents.AgentID(want.Agent)); err != nil || got.ID() != want.ID() {
+			t.Fatalf("loadGroup(%s) = %+v, %v", want.Agent, got, err)
+		}
+	}
+	if err := st.migrate(old.Agent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.agentDir(old.Agent)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("migrate left the older node's directory (stat: %v)", err)
+	}
+	ps, err := LoadPersisted(dir, cs)
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("LoadPersisted after migrate = %+v, %v; want both memberships", ps, err)
+	}
+	for _, p := range ps {
+		if !p.HardState.Equal(hs) {
+			t.Fatalf("LoadPersisted: lease state %+v, want %+v", p.HardState, hs)
+		}
+	}
+	// A crash between migrate's writes leaves the record and the file: one membership.
+	if err := files.saveGroup(old); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := st.list(); err != nil || len(ids) != 2 {
+		t.Fatalf("list with a group in both places = %v, %v; want each once", ids, err)
+	}
+	// A damaged record is refused, naming the record.
+	if err := cs.PutMeta(groupKey(agents.AgentID(g.Agent)), []byte(`{"version":1`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.loadGroup(agents.AgentID(g.Agent)); !errors.Is(err, ErrBadGroup) || !strings.Contains(err.Error(), "group record custody/group/") {
+		t.Fatalf("damaged group record: %v", err)
+	}
+	for _, x := range []*Group{g, old} {
+		if err := st.remove(x.Agent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids, err := st.list(); err != nil || len(ids) != 0 {
+		t.Fatalf("list after remove = %v, %v", ids, err)
+	}
+	if keys, err := cs.MetaKeys("custody/"); err != nil || len(keys) != 0 {
+		t.Fatalf("records left after remove: %v, %v", keys, err)
+	}
+	if _, err := os.Stat(st.agentDir(old.Agent)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("remove left the older node's directory (stat: %v)", err)
+	}
+}
+
+func sortedStrings(v ...string) []string { slices.Sort(v); return v }
