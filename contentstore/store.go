@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -106,8 +107,11 @@ type Store struct {
 	dir       string
 	blocksDir string
 	pinsDir   string
-	cfg       config // immutable after Open
-	lock      *os.File
+	// pinFiles: pins/ may hold pin files (a store without a pack, or one
+	// written before pins moved into it); else Unpin need not look there.
+	pinFiles atomic.Bool
+	cfg      config // immutable after Open
+	lock     *os.File
 
 	// mu guards closed. Held shared by every block/pin operation for its
 	// whole filesystem work, exclusively by Close, Delete and each single GC
@@ -196,6 +200,9 @@ func Open(dir string, opts ...Option) (_ *Store, err error) {
 	// We hold the directory lock, so every *.tmp is a leftover of a crash.
 	if err := s.removeStaleTmp(); err != nil {
 		return nil, err
+	}
+	if ents, err := os.ReadDir(s.pinsDir); err != nil || len(ents) > 0 {
+		s.pinFiles.Store(true) // Unpin must look there too
 	}
 	return s, nil
 }
@@ -660,6 +667,7 @@ func (s *Store) Pin(c cid.Cid) error {
 	}
 	// An empty file has no content to tear: creating it and fsyncing the
 	// directory is enough to make it durable.
+	s.pinFiles.Store(true)
 	f, err := os.OpenFile(filepath.Join(s.pinsDir, c.String()), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("contentstore: pinning %s: %w", c, err)
@@ -689,6 +697,9 @@ func (s *Store) Unpin(c cid.Cid) error {
 		if err := s.pack.unpin(c, s.cfg.fsync); err != nil {
 			return err
 		}
+	}
+	if !s.pinFiles.Load() {
+		return nil
 	}
 	if err := os.Remove(filepath.Join(s.pinsDir, c.String())); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

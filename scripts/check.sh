@@ -26,10 +26,10 @@ check_deps "./wasmexec/..." "^$mod/(node|hosting|dht|contentstore|cmd)(/|\$)" "w
 check_deps "./hosting/..." "^$mod/(node|dht|cmd)(/|\$)" "hosting declares the interfaces it needs"
 check_deps "./node/..." "^$mod/cmd(/|\$)" "node is below cmd"
 # cmd/ is thin: it imports node (the surface, node/surface.go), agents' data
-# types and three leaf helpers — not the layers under node (DECISIONS D55).
+# types and two leaf helpers — not the layers under node (DECISIONS D55).
 for p in $(go list ./cmd/...); do
-  bad=$(go list -f '{{join .Imports "\n"}}' "$p" | grep "^$mod/" | grep -v -E "^$mod/(node|agents|internal/amount|internal/buildinfo|internal/batchwriter)\$" || true)
-  if [ -n "$bad" ]; then echo "$p must import only node, agents and internal/{amount,buildinfo,batchwriter}: $bad"; fail=1; fi
+  bad=$(go list -f '{{join .Imports "\n"}}' "$p" | grep "^$mod/" | grep -v -E "^$mod/(node|agents|internal/amount|internal/buildinfo)\$" || true)
+  if [ -n "$bad" ]; then echo "$p must import only node, agents and internal/{amount,buildinfo}: $bad"; fail=1; fi
 done
 # The lease protocol is a pure state machine: the standard library only.
 nonstd=$(go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./hosting/lease | grep -v -e "^$mod/hosting/lease\$" -e "^\$" || true)

@@ -19,7 +19,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/igor-mesh/igor-node/internal/batchwriter"
 	"github.com/igor-mesh/igor-node/node"
 )
 
@@ -114,11 +113,7 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 			if err != nil {
 				return err
 			}
-			// One write for the lines that arrive together (an agent line
-			// per tick: a node's agents tick on a shared grid), not one each.
-			logOut := batchwriter.New(cmd.ErrOrStderr())
-			defer logOut.Close()
-			lg, err := g.logger(logOut)
+			lg, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
