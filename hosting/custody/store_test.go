@@ -141,16 +141,23 @@ func TestGroupIDDistinguishesIncarnations(t *testing.T) {
 	}
 }
 
-// The node keeps lease states in its content store's pack (Meta): the same
-// round trip, a file left by an older node moved in, and removal.
-func TestStoreLeaseStateInMeta(t *testing.T) {
+// metaStore is a custody store with Meta in a content store's pack (cs), and
+// one over the same directory without Meta (files: what an older node wrote).
+func metaStore(t *testing.T) (dir string, files, st store, cs *contentstore.Store) {
+	t.Helper()
 	cs, err := contentstore.Open(t.TempDir(), contentstore.WithPack(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cs.Close()
-	dir := t.TempDir()
-	files, st := store{dir: dir}, store{dir: dir, meta: cs}
+	t.Cleanup(func() { cs.Close() })
+	dir = t.TempDir()
+	return dir, store{dir: dir}, store{dir: dir, meta: cs}, cs
+}
+
+// The node keeps lease states in its content store's pack (Meta): the same
+// round trip, a file left by an older node moved in, and removal.
+func TestStoreLeaseStateInMeta(t *testing.T) {
+	dir, files, st, cs := metaStore(t)
 	g := testGroup(t)
 	if err := st.saveGroup(g); err != nil {
 		t.Fatal(err)
@@ -213,13 +220,7 @@ func TestStoreLeaseStateInMeta(t *testing.T) {
 // and moved in by migrate (the directory goes), a damaged record is
 // refused, and remove deletes the group and its lease state.
 func TestStoreGroupInMeta(t *testing.T) {
-	cs, err := contentstore.Open(t.TempDir(), contentstore.WithPack(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	dir := t.TempDir()
-	files, st := store{dir: dir}, store{dir: dir, meta: cs}
+	dir, files, st, cs := metaStore(t)
 	hs := lease.HardState{Epoch: 2, Accepted: lease.Checkpoint{Seq: 1, ID: "bafy-y"}, AcceptedAt: 2}
 	g := testGroup(t)
 	if err := st.saveHardState(g.Agent, hs); err != nil {
