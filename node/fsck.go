@@ -242,7 +242,7 @@ func unjoin(err error) []error {
 // an error naming the home when a running node holds it.
 func ForgetMembership(dir, did string) error {
 	if _, err := agents.ParseDID(did); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return fmt.Errorf("cannot forget a membership: %w", err)
 	}
 	h, err := OpenHome(dir)
 	if err != nil {
