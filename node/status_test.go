@@ -91,6 +91,11 @@ func TestQueryAsksTheHolder(t *testing.T) {
 		if st.Holder == dead || st.Status != "running" || st.Source != "holder" {
 			return fmt.Errorf("%s/%s holder %s", st.Source, st.Status, st.Holder)
 		}
+		// The answer's epoch is its checkpoint's: until the new holder's
+		// first commit it is the one it took over from.
+		if st.Epoch <= first.Epoch {
+			return fmt.Errorf("the new holder %s runs, its checkpoint still of epoch %d", st.Holder, st.Epoch)
+		}
 		after = st
 		return nil
 	})
