@@ -739,5 +739,5 @@ func (s *Store) Pins() ([]cid.Cid, error) {
 		out = append(out, packed...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return slices.CompactFunc(out, func(a, b cid.Cid) bool { return a == b }), nil
+	return slices.Compact(out), nil
 }

@@ -163,21 +163,9 @@ func (s store) saveGroup(g *Group) error {
 // loadGroup reads the group of agentID: its Meta record, else the file an
 // older node (or a node without Meta) wrote.
 func (s store) loadGroup(agentID string) (*Group, error) {
-	path := filepath.Join(s.dir, agentID, "group.json")
-	var data []byte
-	var err error
-	if s.meta != nil {
-		data, err = s.meta.GetMeta(groupKey(agentID))
-		if err == nil {
-			path = "group record " + groupKey(agentID)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-	}
-	if data == nil {
-		if data, err = os.ReadFile(path); err != nil {
-			return nil, err
-		}
+	data, path, err := s.read("group record", groupKey(agentID), filepath.Join(s.dir, agentID, "group.json"))
+	if err != nil {
+		return nil, err
 	}
 	var g Group
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -229,20 +217,7 @@ func (s store) putHardState(did string, hs lease.HardState, deferred bool) error
 // there wins over a file (a file is what an older node wrote; migrate
 // moves it).
 func (s store) loadHardState(did string) (lease.HardState, error) {
-	path := filepath.Join(s.agentDir(did), "hardstate")
-	var data []byte
-	var err error
-	if s.meta != nil {
-		data, err = s.meta.GetMeta(hardStateKey(did))
-		if err == nil {
-			path = "lease state record " + hardStateKey(did)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return lease.HardState{}, err
-		}
-	}
-	if data == nil {
-		data, err = os.ReadFile(path)
-	}
+	data, path, err := s.read("lease state record", hardStateKey(did), filepath.Join(s.agentDir(did), "hardstate"))
 	if errors.Is(err, os.ErrNotExist) {
 		return lease.HardState{}, fmt.Errorf("custody group of %s: %w: neither %s nor a lease state file; this node must not take part in the group "+
 			"(it may have promised an epoch it no longer remembers): the group replaces this member; remove the membership on the stopped node with 'igor-node fsck --forget %s'",
@@ -256,6 +231,25 @@ func (s store) loadHardState(did string) (lease.HardState, error) {
 		return lease.HardState{}, fmt.Errorf("%s: %w (this node must not take part in the group until it is repaired or removed)", path, err)
 	}
 	return hs, nil
+}
+
+// read returns the Meta record under key, or else (no Meta, or no such
+// record) the file an older node wrote at path, with the name of where it
+// came from for errors. A record that exists wins, even empty (damage its
+// decoding reports, not a missing file). Neither: an error wrapping
+// os.ErrNotExist.
+func (s store) read(what, key, path string) (data []byte, from string, err error) {
+	if s.meta != nil {
+		data, err := s.meta.GetMeta(key)
+		if err == nil {
+			return data, what + " " + key, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, "", err
+		}
+	}
+	data, err = os.ReadFile(path)
+	return data, path, err
 }
 
 // migrate moves the files an older node wrote (a HardState, a group file)

@@ -278,6 +278,13 @@ func TestStoreGroupInMeta(t *testing.T) {
 	if _, err := st.loadGroup(agents.AgentID(g.Agent)); !errors.Is(err, ErrBadGroup) || !strings.Contains(err.Error(), "group record custody/group/") {
 		t.Fatalf("damaged group record: %v", err)
 	}
+	// An empty record is damage too, not a missing file.
+	if err := cs.PutMeta(groupKey(agents.AgentID(g.Agent)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.loadGroup(agents.AgentID(g.Agent)); !errors.Is(err, ErrBadGroup) {
+		t.Fatalf("empty group record: %v", err)
+	}
 	for _, x := range []*Group{g, old} {
 		if err := st.remove(x.Agent); err != nil {
 			t.Fatal(err)
