@@ -53,6 +53,9 @@ func ParseDID(s string) (ed25519.PublicKey, error) {
 	if len(s) > 128 {
 		return nil, fmt.Errorf("%w: %d characters is too long for an Ed25519 did:key", ErrBadDID, len(s))
 	}
+	if pub, ok := parsedDIDs.get(s); ok {
+		return append(ed25519.PublicKey(nil), pub[:]...), nil // the caller's own copy
+	}
 	raw, err := base58.Decode(s[len(didPrefix):])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: bad base58btc: %v", ErrBadDID, s, err)
@@ -66,8 +69,15 @@ func ParseDID(s string) (ed25519.PublicKey, error) {
 	if DID(pub) != s {
 		return nil, fmt.Errorf("%w: %q is not in canonical form", ErrBadDID, s)
 	}
+	parsedDIDs.put(s, [ed25519.PublicKeySize]byte(pub))
 	return pub, nil
 }
+
+// parsedDIDs remembers valid DIDs' keys: every checkpoint a node decodes,
+// signs or verifies names its agent's DID, and the base58 decode and the
+// canonical re-encode were ~1 % of a custody node's CPU and 5 % of its
+// allocations. Only valid DIDs are kept, in two generations of 4,096.
+var parsedDIDs = newMemo[string, [ed25519.PublicKeySize]byte](4096)
 
 // AgentID returns the part of a did:key after "did:key:" ("z6Mk..."), which
 // is safe in file names and DHT keys (base58 alphabet only). It returns ""

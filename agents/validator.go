@@ -32,12 +32,17 @@ import (
 type HeadValidator struct {
 	// Now is the clock expiry is judged by; time.Now when nil.
 	Now func() time.Time
+	// Verified, when not nil, spares the signature check of a value that
+	// passed it before (kad-dht validates a put's record four times).
+	Verified *VerifiedRecords
 }
 
 // HostValidator validates host records under "/igor/host/<peer id>".
 type HostValidator struct {
 	// Now is the clock expiry is judged by; time.Now when nil.
 	Now func() time.Time
+	// Verified: as HeadValidator's.
+	Verified *VerifiedRecords
 }
 
 func nowNanos(now func() time.Time) int64 {
@@ -97,7 +102,7 @@ func (v HeadValidator) validate(key string, value []byte, now int64) (*HeadRecor
 	if AgentID(h.Agent) != id {
 		return nil, errf(ErrKeyMismatch, "head record of %s stored under key %q", h.Agent, clip(key))
 	}
-	if err := h.Verify(); err != nil {
+	if err := v.Verified.verify(value, h.Verify); err != nil {
 		return nil, err
 	}
 	if err := checkTimes("head record of "+h.Agent, h.Expires, now); err != nil {
@@ -150,7 +155,7 @@ func (v HostValidator) validate(key string, value []byte, now int64) (*HostRecor
 	if h.Peer != id {
 		return nil, errf(ErrKeyMismatch, "host record of peer %s stored under key %q", h.Peer, clip(key))
 	}
-	if err := h.Verify(); err != nil {
+	if err := v.Verified.verify(value, h.Verify); err != nil {
 		return nil, err
 	}
 	if err := checkTimes("host record of peer "+h.Peer, h.Expires, now); err != nil {

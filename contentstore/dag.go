@@ -1,7 +1,6 @@
 package contentstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,16 +9,13 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/ipld/go-ipld-prime/codec/dagcbor"
-	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
-	"github.com/ipld/go-ipld-prime/node/basicnode"
-	"github.com/ipld/go-ipld-prime/traversal"
 )
 
 // Links returns every CID linked from the block (c, data), in document
 // order, each once. A raw block links nothing; a DAG-CBOR block's links are
-// its tag-42 CIDs anywhere in the node, found by go-ipld-prime's strict
-// DAG-CBOR decoder. Links does not check data against c.
+// its tag-42 CIDs anywhere in the node, found by one pass over the bytes
+// that accepts what go-ipld-prime's strict DAG-CBOR decoder accepts
+// (scanLinks). Links does not check data against c.
 //
 // Errors: ErrCorrupt (not valid DAG-CBOR; names c), ErrBadCID (other codec).
 func Links(c cid.Cid, data []byte) ([]cid.Cid, error) {
@@ -33,25 +29,9 @@ func Links(c cid.Cid, data []byte) ([]cid.Cid, error) {
 	default:
 		return nil, fmt.Errorf("%w: %s has codec 0x%x; links are known only for raw and dag-cbor", ErrBadCID, c, c.Type())
 	}
-	nb := basicnode.Prototype.Any.NewBuilder()
-	if err := (dagcbor.DecodeOptions{AllowLinks: true}).Decode(nb, bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("%w: block %s is not valid DAG-CBOR: %v", ErrCorrupt, c, err)
-	}
-	lnks, err := traversal.SelectLinks(nb.Build())
+	out, err := scanLinks(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: block %s: %v", ErrCorrupt, c, err)
-	}
-	var out []cid.Cid
-	seen := make(map[cid.Cid]bool, len(lnks))
-	for _, l := range lnks {
-		cl, ok := l.(cidlink.Link)
-		if !ok || !cl.Cid.Defined() {
-			return nil, fmt.Errorf("%w: block %s holds a link that is not a CID", ErrCorrupt, c)
-		}
-		if !seen[cl.Cid] {
-			seen[cl.Cid] = true
-			out = append(out, cl.Cid)
-		}
+		return nil, fmt.Errorf("%w: block %s is not valid DAG-CBOR: %v", ErrCorrupt, c, err)
 	}
 	return out, nil
 }

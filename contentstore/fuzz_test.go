@@ -3,6 +3,7 @@ package contentstore
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -44,10 +45,11 @@ func fuzzSeeds(tb testing.TB) (nodes, roots, cars [][]byte) {
 
 func FuzzLinks(f *testing.F) {
 	nodes, roots, _ := fuzzSeeds(f)
-	for _, b := range append(nodes, roots...) {
+	for _, b := range slices.Concat(nodes, roots, scanCases) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkScan(t, data) // the one-pass scan agrees with the decoder
 		links, err := Links(fuzzCBORCID, data)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) || !strings.HasPrefix(err.Error(), "contentstore: ") {

@@ -80,8 +80,8 @@ func (m *Mesh) custodyReview(ctx context.Context, did string, members []string, 
 		if err != nil {
 			return nil
 		}
-		r, err := agents.DecodeHostRecord(data)
-		if err != nil || r.Verify() != nil || r.Peer != p {
+		r, err := m.recSigs.VerifyHostRecord(data)
+		if err != nil || r.Peer != p {
 			return nil
 		}
 		read[p] = r
@@ -258,12 +258,19 @@ func (m *Mesh) checkpointManifest(c cid.Cid) (*agents.Checkpoint, *agents.Manife
 	if err != nil {
 		return nil, nil, err
 	}
+	if man, ok := m.manifests.Get(cp.Manifest); ok {
+		return cp, man, nil
+	}
 	mdata, err := m.Store.Get(cp.Manifest)
 	if err != nil {
 		return nil, nil, err
 	}
 	man, err := agents.ParseManifest(mdata)
-	return cp, man, err
+	if err != nil {
+		return nil, nil, err
+	}
+	m.manifests.Add(cp.Manifest, man)
+	return cp, man, nil
 }
 
 // custodyOffer is version 2 of the lease offer: membership of a custody

@@ -703,8 +703,8 @@ func (m *Mesh) lookupAddrs(ctx context.Context, id peer.ID) []multiaddr.Multiadd
 	if err != nil {
 		return nil
 	}
-	r, err := agents.DecodeHostRecord(data)
-	if err != nil || r.Verify() != nil || r.Peer != id.String() {
+	r, err := m.recSigs.VerifyHostRecord(data)
+	if err != nil || r.Peer != id.String() {
 		return nil
 	}
 	return recordAddrs(r, id)
@@ -864,8 +864,19 @@ func (f exchangeFetcher) from(peers []string) []peer.AddrInfo {
 	return out
 }
 
+// Fetch reads the store first, in one lookup (the exchange asks Has, then
+// Get): a standby's walk usually finds its checkpoint pushed ahead.
 func (f exchangeFetcher) Fetch(ctx context.Context, c cid.Cid, peers []string) ([]byte, error) {
+	if data, err := f.m.Store.Get(c); err == nil || !errors.Is(err, contentstore.ErrNotFound) {
+		return data, err
+	}
 	return f.m.Ex.Fetch(ctx, c, f.from(peers)...)
+}
+
+// Present implements custody.Presence.
+func (f exchangeFetcher) Present(ctx context.Context, root cid.Cid) bool {
+	_, err := f.m.Store.Reachable(ctx, []cid.Cid{root})
+	return err == nil
 }
 
 // FetchDAG looks in the store first: a standby usually has the blocks

@@ -144,7 +144,7 @@ var (
 // author's key; so nobody can inject a record but its owner, and relays
 // only forward), not expired, issued within maxAge and not ahead of now by
 // more than agents.MaxClockSkew. It never panics on any input.
-func checkHostGossip(data []byte, author peer.ID, now time.Time, maxAge time.Duration) (*agents.HostRecord, error) {
+func checkHostGossip(data []byte, author peer.ID, now time.Time, maxAge time.Duration, verified *agents.VerifiedRecords) (*agents.HostRecord, error) {
 	if len(data) > agents.MaxRecordBytes {
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrHostGossipTooLarge, len(data), agents.MaxRecordBytes)
 	}
@@ -155,7 +155,7 @@ func checkHostGossip(data []byte, author peer.ID, now time.Time, maxAge time.Dur
 	if r.Peer != author.String() {
 		return nil, fmt.Errorf("%w: record of %s from %s", ErrHostGossipWrongPeer, r.Peer, author)
 	}
-	if err := r.Verify(); err != nil {
+	if _, err := verified.VerifyHostRecord(data); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHostGossipMalformed, err)
 	}
 	n := now.UnixNano()
@@ -184,15 +184,17 @@ type viewEntry struct {
 
 // hostView is a node's in-memory set of the mesh's host records.
 type hostView struct {
-	opts   HostViewOptions
-	self   peer.ID
-	log    *slog.Logger
-	host   host.Host
-	ps     *pubsub.PubSub
-	topic  *pubsub.Topic
-	sub    *pubsub.Subscription
-	events *pubsub.TopicEventHandler
-	notify *network.NotifyBundle
+	opts HostViewOptions
+	self peer.ID
+	log  *slog.Logger
+	host host.Host
+	// verified spares re-checking a record's signature (Mesh.recSigs).
+	verified *agents.VerifiedRecords
+	ps       *pubsub.PubSub
+	topic    *pubsub.Topic
+	sub      *pubsub.Subscription
+	events   *pubsub.TopicEventHandler
+	notify   *network.NotifyBundle
 	// record returns this node's current signed host record to gossip (set
 	// by startGossip; a node that hosts nothing keeps a view but sends nothing).
 	record func() (*agents.HostRecord, error)
@@ -213,11 +215,11 @@ type hostView struct {
 }
 
 // newHostView joins the host topic on h and starts receiving records.
-func newHostView(h host.Host, opts HostViewOptions, logger *slog.Logger) (_ *hostView, err error) {
+func newHostView(h host.Host, opts HostViewOptions, verified *agents.VerifiedRecords, logger *slog.Logger) (_ *hostView, err error) {
 	if opts, err = opts.withDefaults(); err != nil {
 		return nil, err
 	}
-	v := &hostView{opts: opts, self: h.ID(), log: logger, host: h, joined: make(chan peer.ID, 256), entries: map[peer.ID]*viewEntry{}, direct: map[peer.ID]time.Time{}}
+	v := &hostView{opts: opts, self: h.ID(), log: logger, host: h, verified: verified, joined: make(chan peer.ID, 256), entries: map[peer.ID]*viewEntry{}, direct: map[peer.ID]time.Time{}}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -288,7 +290,7 @@ func (v *hostView) handleRecord(s network.Stream) {
 	data, err := io.ReadAll(io.LimitReader(s, agents.MaxRecordBytes+1))
 	if err == nil {
 		var r *agents.HostRecord
-		if r, err = checkHostGossip(data, from, time.Now(), v.opts.MaxAge); err == nil {
+		if r, err = checkHostGossip(data, from, time.Now(), v.opts.MaxAge, v.verified); err == nil {
 			v.put(r, time.Now())
 			return
 		}
@@ -344,7 +346,7 @@ func (v *hostView) close() {
 // checkHostGossip refuses, ignores a record not newer than the one held (so
 // it is not forwarded again), and hands the decoded record to receiveLoop.
 func (v *hostView) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	r, err := checkHostGossip(msg.GetData(), msg.GetFrom(), time.Now(), v.opts.MaxAge)
+	r, err := checkHostGossip(msg.GetData(), msg.GetFrom(), time.Now(), v.opts.MaxAge, v.verified)
 	if err != nil {
 		v.rejected.Add(1)
 		v.log.Debug("host view: refused a host record message", "author", msg.GetFrom(), "via", from, "err", err)
@@ -619,7 +621,7 @@ func (m *Mesh) viewHosts() ([]*agents.HostRecord, bool) {
 		return nil, false
 	}
 	if m.cfg.Slots > 0 {
-		if r, err := m.HostRecord(); err == nil {
+		if r, err := m.localHostRecord(); err == nil {
 			hs = append(hs, r)
 		}
 	}

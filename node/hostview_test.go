@@ -440,7 +440,7 @@ func TestCheckHostGossip(t *testing.T) {
 		{"issued too long ago", encodeRecord(t, signedHostRecord(t, key, now.Add(-3*time.Minute), time.Hour)), ErrHostGossipStale},
 		{"issued in the future", encodeRecord(t, signedHostRecord(t, key, now.Add(agents.MaxClockSkew+time.Minute), time.Hour)), ErrHostGossipStale},
 	} {
-		r, err := checkHostGossip(tc.data, author, now, 2*time.Minute)
+		r, err := checkHostGossip(tc.data, author, now, 2*time.Minute, nil)
 		if tc.want == nil {
 			if err != nil || r == nil || r.Peer != author.String() {
 				t.Errorf("%s: %v", tc.name, err)
@@ -549,7 +549,7 @@ func FuzzCheckHostGossip(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0xa0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := checkHostGossip(data, author, now, 2*time.Minute)
+		r, err := checkHostGossip(data, author, now, 2*time.Minute, nil)
 		if err != nil {
 			if !errors.Is(err, ErrHostGossip) {
 				t.Fatalf("error without the sentinel: %v", err)

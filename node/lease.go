@@ -158,8 +158,8 @@ func (m *Mesh) Hosts(ctx context.Context) ([]*agents.HostRecord, error) {
 			if err != nil {
 				return
 			}
-			r, err := agents.DecodeHostRecord(data)
-			if err != nil || r.Verify() != nil || r.Peer != id.String() {
+			r, err := m.recSigs.VerifyHostRecord(data)
+			if err != nil || r.Peer != id.String() {
 				return
 			}
 			recs[i] = r

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -82,6 +83,14 @@ type MeshConfig struct {
 	OnCommitted func(did string, seq uint64, latency time.Duration)
 }
 
+// verifiedRecords bounds Mesh.recSigs: 2 × 8,192 hashes (~0.7 MB), a few
+// times the head and host records a node meets within a refresh.
+const verifiedRecords = 8192
+
+// cachedManifests bounds Mesh.manifests (agents share manifests: one per
+// published module and configuration).
+const cachedManifests = 1024
+
 // Mesh is a running mesh node: libp2p host, DHT, block exchange, hosting
 // service and the agents it hosts. Create with StartMesh, stop with Close.
 type Mesh struct {
@@ -95,10 +104,16 @@ type Mesh struct {
 	// custody-group member for.
 	Custody *custody.Manager
 	cnet    *custodyNet
-	gate    *partitionGate  // test partitions (POST /v1/debug/partition)
-	view    *hostView       // the mesh's host records, gossiped (hostview.go)
-	walks   atomic.Int64    // DHT enumerations of the hosts (Hosts), for tests and metrics
-	boot    []peer.AddrInfo // bootstrap peers, dialled again while isolated (bootstrap.go)
+	gate    *partitionGate // test partitions (POST /v1/debug/partition)
+	view    *hostView      // the mesh's host records, gossiped (hostview.go)
+	// recSigs spares repeated signature checks of the same head and host
+	// record bytes (the DHT's validators, gossip, reads).
+	recSigs *agents.VerifiedRecords
+	// manifests caches parsed manifests by CID (a block never changes):
+	// every holder's review at each term end reads its agent's.
+	manifests *lru.Cache[cid.Cid, *agents.Manifest]
+	walks     atomic.Int64    // DHT enumerations of the hosts (Hosts), for tests and metrics
+	boot      []peer.AddrInfo // bootstrap peers, dialled again while isolated (bootstrap.go)
 
 	ticks         prometheus.Counter   // ticks of hosted agents
 	pushed        prometheus.Counter   // checkpoint blocks pushed to custody members
@@ -111,8 +126,9 @@ type Mesh struct {
 	gcKick chan struct{} // runGC: collect garbage (gcSoon)
 	logs   *logHub       // recent log lines of the agents run here (logs.go)
 
-	mu        sync.Mutex // guards hostSeq
+	mu        sync.Mutex // guards hostSeq and selfRec
 	hostSeq   uint64
+	selfRec   *agents.HostRecord // the last localHostRecord
 	advertise chan struct{}
 
 	// reviewHosts caches the host records term-end reviews read, so that a
@@ -214,9 +230,13 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		return nil, err
 	}
 	now := func() time.Time { return time.Now() }
+	m.recSigs = agents.NewVerifiedRecords(verifiedRecords)
+	if m.manifests, err = lru.New[cid.Cid, *agents.Manifest](cachedManifests); err != nil {
+		return nil, err
+	}
 	if m.DHT, err = dht.New(m.Host,
-		dht.WithValidator(agents.HeadNamespace, agents.HeadValidator{Now: now}),
-		dht.WithValidator(agents.HostNamespace, agents.HostValidator{Now: now}),
+		dht.WithValidator(agents.HeadNamespace, agents.HeadValidator{Now: now, Verified: m.recSigs}),
+		dht.WithValidator(agents.HostNamespace, agents.HostValidator{Now: now, Verified: m.recSigs}),
 		dht.WithBootstrapPeers(boot...),
 		dht.WithLogger(cfg.Logger),
 		dht.WithQuorum(3),
@@ -224,7 +244,7 @@ func StartMesh(ctx context.Context, cfg MeshConfig) (_ *Mesh, err error) {
 		return nil, err
 	}
 	// The view exists before anything that reads it (custody reviews).
-	if m.view, err = newHostView(m.Host, cfg.HostView, cfg.Logger); err != nil {
+	if m.view, err = newHostView(m.Host, cfg.HostView, m.recSigs, cfg.Logger); err != nil {
 		return nil, err
 	}
 	if m.Ex, err = exchange.New(m.Host, l.Store, exchange.WithProviders(m.DHT), exchange.WithLogger(cfg.Logger)); err != nil {
@@ -487,6 +507,32 @@ func (m *Mesh) HostRecord() (*agents.HostRecord, error) {
 	}
 	return r, nil
 }
+
+// localHostRecord is this node's host record for its own placement
+// decisions: the one made for the last call is reused while it is younger
+// than selfRecordFresh and shows the same free slots. A review or a
+// placement asks for it once per agent, and each HostRecord is a
+// signature.
+func (m *Mesh) localHostRecord() (*agents.HostRecord, error) {
+	free := uint32(max(m.advertisedFree(), 0))
+	m.mu.Lock()
+	r := m.selfRec
+	m.mu.Unlock()
+	if r != nil && r.FreeSlots == free && time.Since(time.Unix(0, r.Issued)) < selfRecordFresh {
+		return r, nil
+	}
+	r, err := m.HostRecord()
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.selfRec = r
+	m.mu.Unlock()
+	return r, nil
+}
+
+// selfRecordFresh bounds how old a reused localHostRecord is.
+const selfRecordFresh = time.Second
 
 // advertisedFree is the free-slot count the host record shows.
 func (m *Mesh) advertisedFree() int {

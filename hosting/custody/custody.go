@@ -400,9 +400,18 @@ type Manager struct {
 
 	engineDone chan struct{} // closed when runEngine returned
 	pairs      *pairs        // nil without pair leases
-	inline     atomic.Uint64 // EngineStats
-	loops      atomic.Uint64
-	badMoves   atomic.Uint64 // phase moves refused (driver.to): bugs
+	// votersGen counts changes of the groups' voters (driver.setVoters)
+	// and of the set of drivers; peers caches pairPeers at a generation
+	// (owned by the engine's goroutine).
+	votersGen atomic.Uint64
+	peers     struct {
+		list []string
+		gen  uint64
+		ok   bool
+	}
+	inline   atomic.Uint64 // EngineStats
+	loops    atomic.Uint64
+	badMoves atomic.Uint64 // phase moves refused (driver.to): bugs
 }
 
 // alignedNow is the first instant at or after now on the manager's tick
@@ -667,6 +676,7 @@ func (m *Manager) Leave(did, from string) error {
 		}
 	}
 	delete(m.drivers, did)
+	m.votersGen.Add(1)
 	m.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotMember, did)
@@ -727,6 +737,7 @@ func (m *Manager) start(g *Group, key ed25519.PrivateKey, hs lease.HardState, ca
 		d.phase = phCampaign
 	}
 	m.drivers[g.Agent] = d
+	m.votersGen.Add(1)
 	if m.man != nil {
 		go d.manual() // the test steps it
 		return nil

@@ -280,6 +280,7 @@ func (d *driver) fence() time.Time {
 func (d *driver) setVoters(c lease.Conf) []string {
 	v := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Members), c.Joint...))))
 	d.voters.Store(v)
+	d.m.votersGen.Add(1) // after the Store: a rebuild at the new generation sees v
 	return v
 }
 

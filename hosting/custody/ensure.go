@@ -24,6 +24,13 @@ type Fetcher interface {
 	FetchDAG(ctx context.Context, root cid.Cid, peers []string) error
 }
 
+// Presence is implemented by a Fetcher that can tell cheaply whether a
+// whole DAG is already stored: EnsureLineage then skips starting a fetch
+// for it (a standby's pushed state usually is).
+type Presence interface {
+	Present(ctx context.Context, root cid.Cid) bool
+}
+
 // VerifiedSet remembers checkpoints whose whole lineage was verified here
 // (hosting.Verified), so a lineage is verified once, above its last
 // verified checkpoint — and, with a checkpoint's agents.Base, the next
@@ -171,6 +178,9 @@ func newObjectFetches(ctx context.Context, f Fetcher, peers []string) *objectFet
 }
 
 func (o *objectFetches) fetch(c cid.Cid, what string) {
+	if p, ok := o.f.(Presence); ok && p.Present(o.ctx, c) {
+		return
+	}
 	select {
 	case o.sem <- struct{}{}:
 	case <-o.ctx.Done():

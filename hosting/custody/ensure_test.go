@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,6 +159,24 @@ func TestEnsureLineage(t *testing.T) {
 		t.Fatalf("budget increased in one step: %v (verified %t)", err, verified.Has(bad))
 	}
 
+	// A Fetcher that tells a DAG is here starts no fetch of a state that
+	// is (a standby's pushed state); a state that is not here is fetched.
+	pf := &presentFetcher{copyFetcher: copyFetcher{from: remote, to: local}}
+	if err := EnsureLineage(ctx, pf, local, hosting.NewVerified(16), did, a.CID, nil, nil); err != nil || slices.Contains(pf.roots, a.Checkpoint.State) {
+		t.Fatalf("state present: %v; fetches of %v", err, pf.roots)
+	}
+	local3 := open()
+	if err := local3.PutBlock(b.CID, mustGet(t, remote, b.CID)); err != nil {
+		t.Fatal(err)
+	}
+	pf3 := &presentFetcher{copyFetcher: copyFetcher{from: remote, to: local3}}
+	if err := EnsureLineage(ctx, pf3, local3, hosting.NewVerified(16), b.Checkpoint.Agent, b.CID, nil, nil); err != nil || !slices.Contains(pf3.roots, b.Checkpoint.State) {
+		t.Fatalf("state absent: %v; fetches of %v", err, pf3.roots)
+	}
+	if _, err := local3.Reachable(ctx, []cid.Cid{b.CID}); err != nil {
+		t.Fatalf("lineage incomplete after the walk: %v", err)
+	}
+
 	// Another agent's checkpoint under this agent's DID: refused, not
 	// remembered.
 	err = EnsureLineage(ctx, f, local, verified, did, b.CID, nil, nil)
@@ -175,6 +194,23 @@ func TestEnsureLineage(t *testing.T) {
 	if err := EnsureLineage(ctx, f2, local2, verified2, b.Checkpoint.Agent, b.CID, nil, nil); err == nil || verified2.Has(b.CID) {
 		t.Fatalf("state missing: %v (verified %t)", err, verified2.Has(b.CID))
 	}
+}
+
+// presentFetcher is a copyFetcher that tells a DAG is here
+// (custody.Presence) and records the roots it was asked to fetch.
+type presentFetcher struct {
+	copyFetcher
+	roots []cid.Cid
+}
+
+func (f *presentFetcher) Present(ctx context.Context, root cid.Cid) bool {
+	_, err := f.to.Reachable(ctx, []cid.Cid{root})
+	return err == nil
+}
+
+func (f *presentFetcher) FetchDAG(ctx context.Context, root cid.Cid, peers []string) error {
+	f.roots = append(f.roots, root)
+	return f.copyFetcher.FetchDAG(ctx, root, peers)
 }
 
 type countingGetter struct {
