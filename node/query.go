@@ -41,6 +41,11 @@ type AgentStatus struct {
 	// (a second or two, renewed by every heartbeat round); only when the
 	// holder answered (source holder).
 	LeaseLeftMs int64 `json:"lease_left_ms,omitempty"`
+	// LeaseEpoch is the epoch of the holder's lease, when the holder
+	// answered (source holder). Epoch is its committed checkpoint's: after
+	// a takeover the new holder runs at a higher epoch until its first
+	// commit there, a few seconds.
+	LeaseEpoch uint64 `json:"lease_epoch,omitempty"`
 	// NextRecordBy is the head record's promise: a holder that keeps its
 	// lease publishes a newer record by then (its lease end plus the
 	// record refresh interval, 30 s by default); revive waits for it. Only
@@ -275,7 +280,7 @@ func (m *Mesh) statusFromHolder(ctx context.Context, did string, live *LiveStatu
 	st := &AgentStatus{
 		DID: did, Status: live.state(), Source: "holder", Holder: live.Peer, Members: live.Members,
 		Epoch: cp.Epoch, Seq: cp.Seq, Tick: cp.Tick, Budget: cp.Budget, Head: c.String(),
-		LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseLeftMs: live.LeaseLeftMs,
+		LastUpdate: time.Unix(0, cp.Time).UTC(), LeaseLeftMs: live.LeaseLeftMs, LeaseEpoch: live.Epoch,
 		StopReason: live.StopReason, Error: live.RunError, Controls: cp.Controls,
 	}
 	ownerStopped(st, cp)

@@ -50,6 +50,9 @@ func TestQueryAsksTheHolder(t *testing.T) {
 		first = st
 		return nil
 	})
+	if first.LeaseEpoch != first.Epoch {
+		t.Fatalf("a holder that committed at its epoch: lease epoch %d, checkpoint epoch %d", first.LeaseEpoch, first.Epoch)
+	}
 	holder := meshByPeer(t, hosts, first.Holder)
 	if hs, ok := holder.Svc.Status(res.DID); !ok || !hs.Running {
 		t.Fatalf("the query names %s as the running holder; its service says %+v", first.Holder, hs)
@@ -87,6 +90,9 @@ func TestQueryAsksTheHolder(t *testing.T) {
 		if seen := st.Source + "/" + st.Status + " " + st.Holder; seen != last {
 			last = seen
 			t.Logf("%v after the kill: %s", time.Since(killed).Round(time.Millisecond), seen)
+		}
+		if st.Source == "holder" && st.Holder != dead && st.LeaseEpoch <= first.Epoch {
+			t.Fatalf("the new holder %s answers with lease epoch %d, not above the dead holder's %d", st.Holder, st.LeaseEpoch, first.Epoch)
 		}
 		if st.Holder == dead || st.Status != "running" || st.Source != "holder" {
 			return fmt.Errorf("%s/%s holder %s", st.Source, st.Status, st.Holder)

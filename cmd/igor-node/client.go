@@ -314,6 +314,9 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			if st.LeaseLeftMs > 0 {
 				fmt.Fprintf(tw, "lease left\t%v (the holder's, by its clock)\n", time.Duration(st.LeaseLeftMs)*time.Millisecond)
 			}
+			if st.LeaseEpoch > st.Epoch {
+				fmt.Fprintf(tw, "lease epoch\t%d (the holder took over; its first checkpoint at this epoch is not committed yet)\n", st.LeaseEpoch)
+			}
 			if !st.NextRecordBy.IsZero() {
 				fmt.Fprintf(tw, "next record by\t%s\n", st.NextRecordBy.Format(time.RFC3339))
 			}
