@@ -30,6 +30,7 @@ import (
 
 	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/contentstore"
+	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/igor-mesh/igor-node/hosting/custody"
 	"github.com/igor-mesh/igor-node/hosting/lease"
 	"github.com/igor-mesh/igor-node/node/exchange"
@@ -398,13 +399,10 @@ func (n *custodyNet) Send(did string, gid custody.GroupID, msg lease.Message) {
 // ordered stream, so their Ensure finds them here instead of fetching them
 // over a new exchange stream each (custody.Net). Checkpoints above
 // pushLimit are left to the fetch.
-func (n *custodyNet) Push(did string, gid custody.GroupID, c cid.Cid, to []string) {
+func (n *custodyNet) Push(did string, gid custody.GroupID, head hosting.Head, to []string) {
+	c, cp := head.CID, head.Checkpoint
 	data, err := n.m.Store.Get(c)
-	if err != nil {
-		return
-	}
-	cp, err := agents.DecodeCheckpoint(data)
-	if err != nil {
+	if err != nil || cp == nil {
 		return
 	}
 	blocks := []pushedBlock{{c: c, data: data}}

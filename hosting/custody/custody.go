@@ -147,11 +147,12 @@ type Net interface {
 	// valid signatures. stop holds checkpoint CIDs whose whole lineage is
 	// known to be here; nil walks to seq 0.
 	Ensure(ctx context.Context, did string, c cid.Cid, peers []string, stop map[string]bool) error
-	// Push sends, best effort and without blocking, the blocks of
-	// checkpoint c (the checkpoint and its state) to the members in to,
-	// ahead of the messages sent after it, so their Ensure of c finds them
-	// locally. It may skip large checkpoints (they are fetched).
-	Push(did string, gid GroupID, c cid.Cid, to []string)
+	// Push sends, best effort and without blocking, the blocks of the
+	// head's checkpoint (the checkpoint and its state) to the members in
+	// to, ahead of the messages sent after it, so their Ensure of it finds
+	// them locally. It may skip large checkpoints (they are fetched). The
+	// head is the one the runner committed, decoded: not read back.
+	Push(did string, gid GroupID, head hosting.Head, to []string)
 }
 
 // Hooks connect the drivers to the node.

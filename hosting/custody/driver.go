@@ -1232,7 +1232,7 @@ func (d *driver) proposeHead(h hosting.Head) bool {
 	d.proposed[h.Checkpoint.Seq] = proposal{at: d.m.now(), head: h.Checkpoint}
 	// The blocks go ahead of the heartbeat that proposes them (handle sends
 	// it next, on the same ordered stream per member).
-	d.m.cfg.Net.Push(d.did, d.gid, h.CID, d.others())
+	d.m.cfg.Net.Push(d.did, d.gid, h, d.others())
 	return true
 }
 

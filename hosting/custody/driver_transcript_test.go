@@ -187,8 +187,8 @@ func (e *denv) Ensure(ctx context.Context, did string, c cid.Cid, peers []string
 	return nil
 }
 
-func (e *denv) Push(did string, gid GroupID, c cid.Cid, to []string) {
-	e.printf("push %s to %v", e.name(c.String()), to)
+func (e *denv) Push(did string, gid GroupID, h hosting.Head, to []string) {
+	e.printf("push %s to %v", e.name(h.CID.String()), to)
 }
 
 // Runner

@@ -218,7 +218,7 @@ func (n *simNode) Ensure(ctx context.Context, did string, c cid.Cid, peers []str
 	return nil
 }
 
-func (n *simNode) Push(string, GroupID, cid.Cid, []string) {}
+func (n *simNode) Push(string, GroupID, hosting.Head, []string) {}
 
 // Keys and blocks.
 
