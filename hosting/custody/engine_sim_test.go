@@ -611,8 +611,12 @@ func (w *simWorld) describe(did string, names []string) string {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&b, "%s: %s epoch %d running %v holder %q accepted %d conf %d members %v err %q; ",
-			name, st.Role, st.Epoch, st.Running, st.Holder, st.AcceptedSeq, st.Conf, st.Members, st.Error)
+		heard := "never"
+		if !st.LastHeard.IsZero() {
+			heard = time.Since(st.LastHeard).Round(time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(&b, "%s: %s epoch %d phase %s running %v holder %q (heard %s) lease end %s accepted %d conf %d members %v err %q; ",
+			name, st.Role, st.Epoch, st.Phase, st.Running, st.Holder, heard, st.LeaseEnd.Format("15:04:05.000"), st.AcceptedSeq, st.Conf, st.Members, st.Error)
 	}
 	return b.String()
 }
