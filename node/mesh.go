@@ -83,7 +83,7 @@ type MeshConfig struct {
 	OnCommitted func(did string, seq uint64, latency time.Duration)
 }
 
-// verifiedRecords bounds Mesh.recSigs: 2 × 8,192 hashes (~0.7 MB), a few
+// verifiedRecords bounds Mesh.recSigs: 2 × 8,192 hashes (about 1 MB), a few
 // times the head and host records a node meets within a refresh.
 const verifiedRecords = 8192
 
