@@ -102,7 +102,7 @@ func (v HeadValidator) validate(key string, value []byte, now int64) (*HeadRecor
 	if AgentID(h.Agent) != id {
 		return nil, errf(ErrKeyMismatch, "head record of %s stored under key %q", h.Agent, clip(key))
 	}
-	if err := v.Verified.verify(value, h.Verify); err != nil {
+	if err := v.Verified.Check(value, h.Verify); err != nil {
 		return nil, err
 	}
 	if err := checkTimes("head record of "+h.Agent, h.Expires, now); err != nil {
@@ -155,7 +155,7 @@ func (v HostValidator) validate(key string, value []byte, now int64) (*HostRecor
 	if h.Peer != id {
 		return nil, errf(ErrKeyMismatch, "host record of peer %s stored under key %q", h.Peer, clip(key))
 	}
-	if err := v.Verified.verify(value, h.Verify); err != nil {
+	if err := v.Verified.Check(value, h.Verify); err != nil {
 		return nil, err
 	}
 	if err := checkTimes("host record of peer "+h.Peer, h.Expires, now); err != nil {

@@ -24,9 +24,9 @@ func NewVerifiedRecords(n int) *VerifiedRecords {
 	return &VerifiedRecords{m: newMemo[[sha256.Size]byte, struct{}](n)}
 }
 
-// verify runs check (the record's Verify) unless value verified before, and
-// remembers value when check passes.
-func (c *VerifiedRecords) verify(value []byte, check func() error) error {
+// Check runs check (the Verify of the record decoded from value) unless
+// value verified before, and remembers value when check passes.
+func (c *VerifiedRecords) Check(value []byte, check func() error) error {
 	if c == nil || c.m == nil {
 		return check()
 	}
@@ -49,7 +49,7 @@ func (c *VerifiedRecords) VerifyHostRecord(value []byte) (*HostRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.verify(value, h.Verify); err != nil {
+	if err := c.Check(value, h.Verify); err != nil {
 		return nil, err
 	}
 	return h, nil

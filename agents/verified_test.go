@@ -13,7 +13,7 @@ func TestVerifiedRecordsSparesOnlySuccesses(t *testing.T) {
 	bad := func() error { calls++; return ErrBadSignature }
 
 	for range 3 {
-		if err := c.verify([]byte("a"), ok); err != nil {
+		if err := c.Check([]byte("a"), ok); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -21,7 +21,7 @@ func TestVerifiedRecordsSparesOnlySuccesses(t *testing.T) {
 		t.Fatalf("same bytes verified %d times, want once", calls)
 	}
 	for range 2 {
-		if err := c.verify([]byte("b"), bad); !errors.Is(err, ErrBadSignature) {
+		if err := c.Check([]byte("b"), bad); !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("failed check: %v", err)
 		}
 	}
@@ -30,23 +30,23 @@ func TestVerifiedRecordsSparesOnlySuccesses(t *testing.T) {
 	}
 	// Two generations of n = 2: "a" survives one rotation, not two.
 	for _, v := range []string{"c", "d", "e"} { // cur {a,c} → old {a,c}, cur {d,e}
-		_ = c.verify([]byte(v), ok)
+		_ = c.Check([]byte(v), ok)
 	}
 	calls = 0
-	_ = c.verify([]byte("a"), ok)
+	_ = c.Check([]byte("a"), ok)
 	if calls != 0 {
 		t.Fatal("forgot a value after one rotation")
 	}
-	_ = c.verify([]byte("f"), ok) // old {d,e}, cur {f}: "a" is gone
+	_ = c.Check([]byte("f"), ok) // old {d,e}, cur {f}: "a" is gone
 	calls = 0
-	_ = c.verify([]byte("a"), ok)
+	_ = c.Check([]byte("a"), ok)
 	if calls != 1 {
 		t.Fatal("the cache holds more than two generations")
 	}
 	var none *VerifiedRecords
 	calls = 0
-	_ = none.verify([]byte("a"), ok)
-	_ = none.verify([]byte("a"), ok)
+	_ = none.Check([]byte("a"), ok)
+	_ = none.Check([]byte("a"), ok)
 	if calls != 2 {
 		t.Fatal("a nil cache remembered")
 	}

@@ -17,7 +17,7 @@ import (
 // collects the tag-42 CIDs. Decoding every block into basicnode values only
 // to find its links was a quarter of a custody node's allocations: every
 // checkpoint is checked so when written, at its holder and at each
-// standby. FuzzScanLinks holds it to the decoder on the same inputs.
+// standby. FuzzLinks holds it to the decoder on the same inputs.
 //
 // The rules, as that decoder applies them: one item and nothing after it;
 // no indefinite lengths; integers and lengths in their shortest form; map

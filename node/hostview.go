@@ -155,7 +155,7 @@ func checkHostGossip(data []byte, author peer.ID, now time.Time, maxAge time.Dur
 	if r.Peer != author.String() {
 		return nil, fmt.Errorf("%w: record of %s from %s", ErrHostGossipWrongPeer, r.Peer, author)
 	}
-	if _, err := verified.VerifyHostRecord(data); err != nil {
+	if err := verified.Check(data, r.Verify); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHostGossipMalformed, err)
 	}
 	n := now.UnixNano()
