@@ -308,6 +308,12 @@ type RunOptions struct {
 	// a new holder finds every tick and intent the agent acted on. Unset,
 	// the local write is the commit (a lone node).
 	AwaitCommit func(ctx context.Context, seq uint64) error
+	// StartGate, if set, is waited for before each instantiation of the
+	// agent (its first start and every restart after a failure), and its
+	// release called once the instance is resumed: the hosting service
+	// bounds the starts a node runs at once with it (ServiceConfig.Starts).
+	// It returns an error only when ctx ended.
+	StartGate func(ctx context.Context) (release func(), err error)
 }
 
 func (o *RunOptions) fill() {
@@ -561,8 +567,9 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			continue
 		}
 		if r.inst == nil {
-			if err := r.start(ctx); err != nil {
+			if err := r.gatedStart(ctx); err != nil {
 				if ctx.Err() != nil {
+					r.abort = errors.Is(context.Cause(ctx), ErrFenced)
 					return r.finish(StopContext, nil)
 				}
 				r.failures++
@@ -572,6 +579,12 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 					return r.finish(StopFailed, fmt.Errorf("%w: %d failures without a committed checkpoint, last: %w", ErrTooManyFailures, r.failures, err))
 				}
 				timer.Reset(r.opts.TickInterval)
+				continue
+			}
+			if r.fenced() {
+				// The start (and its wait for a slot) took long enough for
+				// the lease to end meanwhile: the fence is judged again.
+				timer.Reset(r.opts.FastInterval)
 				continue
 			}
 		}
@@ -705,6 +718,19 @@ func (r *run) fenced() bool {
 		horizon = 0
 	}
 	return !time.Now().Add(horizon).Before(r.opts.Fence())
+}
+
+// gatedStart is start inside the run's StartGate, if any.
+func (r *run) gatedStart(ctx context.Context) error {
+	if r.opts.StartGate == nil {
+		return r.start(ctx)
+	}
+	release, err := r.opts.StartGate(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return r.start(ctx)
 }
 
 // start instantiates the agent and brings it to the committed head: resumed

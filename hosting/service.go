@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,13 @@ type Status struct {
 type ServiceConfig struct {
 	Slots int        // agents this node runs at once; default 16
 	Run   RunOptions // tick loop options for every hosted agent
+	// Starts bounds the agent starts that run at once: a lease's lineage
+	// verification in Accept, and each instantiation and resume in the
+	// run. Default max(1, GOMAXPROCS-1): a burst of takeovers after a
+	// node died queues here instead of taking every core from the lease
+	// traffic of the groups that are healthy (issue "Custody engine",
+	// item 6). Negative is an error.
+	Starts int
 	// OnCheckpoint is called after each checkpoint a hosted agent without
 	// a custody lease wrote (there, its commit), with its key and lease (the
 	// node publishes the head record and provides the blocks). It must not
@@ -106,6 +114,13 @@ type Service struct {
 	// capacity checks are O(1): counting them under mu cost 6 % of a
 	// daemon's CPU at 1,000 agents (every Accept, every advertisement).
 	running atomic.Int64
+
+	// starts holds a token per start in progress (ServiceConfig.Starts);
+	// startsWaiting counts those waiting for one, startsPeak the most in
+	// progress at once.
+	starts        chan struct{}
+	startsWaiting atomic.Int64
+	startsPeak    atomic.Int64
 }
 
 type hosted struct {
@@ -125,8 +140,44 @@ func NewService(env Env, cfg ServiceConfig) (*Service, error) {
 	if cfg.Slots <= 0 {
 		cfg.Slots = 16
 	}
+	switch {
+	case cfg.Starts < 0:
+		return nil, fmt.Errorf("hosting: ServiceConfig.Starts is %d: want the number of agent starts to run at once, or 0 for the default", cfg.Starts)
+	case cfg.Starts == 0:
+		cfg.Starts = max(1, runtime.GOMAXPROCS(0)-1)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{env: env, cfg: cfg, ctx: ctx, cancel: cancel, agents: map[string]*hosted{}}, nil
+	return &Service{env: env, cfg: cfg, ctx: ctx, cancel: cancel, agents: map[string]*hosted{},
+		starts: make(chan struct{}, cfg.Starts)}, nil
+}
+
+// startGate waits for a start slot (ServiceConfig.Starts) or for ctx to
+// end, and returns the slot's release.
+func (s *Service) startGate(ctx context.Context) (func(), error) {
+	select {
+	case s.starts <- struct{}{}:
+	default:
+		s.startsWaiting.Add(1)
+		select {
+		case s.starts <- struct{}{}:
+			s.startsWaiting.Add(-1)
+		case <-ctx.Done():
+			s.startsWaiting.Add(-1)
+			return nil, context.Cause(ctx)
+		}
+	}
+	for n := int64(len(s.starts)); ; {
+		if p := s.startsPeak.Load(); n <= p || s.startsPeak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return func() { <-s.starts }, nil
+}
+
+// StartStats reports the agent starts waiting for a slot now, and the
+// most that ran at once since the service started.
+func (s *Service) StartStats() (waiting, peak int) {
+	return int(s.startsWaiting.Load()), int(s.startsPeak.Load())
 }
 
 // FreeSlots is how many more agents this node accepts.
@@ -152,7 +203,12 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	if free <= 0 {
 		return Status{}, fmt.Errorf("%w (%d of %d in use)", ErrNoCapacity, s.cfg.Slots, s.cfg.Slots)
 	}
+	release, err := s.startGate(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("hosting: waiting to start the agent of %s: %w", lease.Head, err)
+	}
 	a, err := Load(ctx, s.env, lease.Head, lease.Key)
+	release()
 	if err != nil {
 		return Status{}, err
 	}
@@ -220,6 +276,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	opts.Epoch = lease.Epoch
 	opts.Fence = lease.Fence
 	opts.AwaitCommit = lease.AwaitCommit
+	opts.StartGate = s.startGate
 	if s.cfg.OnTick != nil {
 		did := a.DID
 		opts.OnTick = func(t uint64) { s.cfg.OnTick(did, t) }
