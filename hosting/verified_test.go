@@ -2,10 +2,12 @@ package hosting_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/igor-mesh/igor-node/agents"
 	"github.com/igor-mesh/igor-node/contentstore"
 	"github.com/igor-mesh/igor-node/hosting"
 	"github.com/ipfs/go-cid"
@@ -84,6 +86,57 @@ func TestVerifiedForgetsOldest(t *testing.T) {
 	none.Add(c("a"))
 	if none.Has(c("a")) {
 		t.Fatal("a nil Verified remembered something")
+	}
+}
+
+// TestVerifiedKeepsEachAgentsLatest: other agents' checkpoints push an
+// agent's checkpoints out of the ring, but not its highest one verified
+// with a base, which stays trusted with its base until the agent's own
+// next one replaces it.
+func TestVerifiedKeepsEachAgentsLatest(t *testing.T) {
+	c := func(s string) cid.Cid {
+		h, _ := multihash.Sum([]byte(s), multihash.SHA2_256, -1)
+		return cid.NewCidV1(cid.DagCBOR, h)
+	}
+	base := func(agent string, seq uint64) agents.Base {
+		id := c(fmt.Sprintf("%s/%d", agent, seq))
+		return agents.Base{Entry: agents.Entry{CID: id, Checkpoint: &agents.Checkpoint{Agent: agent, Seq: seq}},
+			Genesis: &agents.Genesis{}, Manifest: &agents.Manifest{}}
+	}
+	v := hosting.NewVerified(4)
+	v.AddBase(base("a", 7))
+	v.AddBase(base("a", 6)) // a lower seq verified later: not the latest
+	for i := range 10 {
+		v.AddBase(base(fmt.Sprintf("other%d", i%2), uint64(i)))
+	}
+	if !v.Has(c("a/7")) {
+		t.Fatal("agent a's highest verified checkpoint was forgotten after other agents' commits")
+	}
+	if v.Has(c("a/6")) {
+		t.Fatal("a lower checkpoint of a was kept as its latest")
+	}
+	if b, ok := v.Base(c("a/7")); !ok || b.Entry.Checkpoint.Seq != 7 {
+		t.Fatalf("base of a's latest: %v %+v", ok, b.Entry)
+	}
+	v.AddBase(base("a", 8))
+	for i := range 4 {
+		v.AddBase(base("b", uint64(i)))
+	}
+	if v.Has(c("a/7")) || !v.Has(c("a/8")) {
+		t.Fatalf("after a's seq 8 and a full ring of b: a/7 %v, a/8 %v; want false, true", v.Has(c("a/7")), v.Has(c("a/8")))
+	}
+	// Bounded: at most size agents' latest are kept beside the ring.
+	for i := range 100 {
+		v.AddBase(base(fmt.Sprintf("many%d", i), 1))
+	}
+	kept := 0
+	for i := range 100 {
+		if v.Has(c(fmt.Sprintf("many%d/1", i))) {
+			kept++
+		}
+	}
+	if kept > 4+4 {
+		t.Fatalf("%d of 100 agents' checkpoints kept by a set of size 4: want at most 8 (ring and latest)", kept)
 	}
 }
 

@@ -191,6 +191,8 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 			func() float64 { return float64(m.Svc.Slots() - m.Svc.FreeSlots()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_free_slots", Help: "Agent slots free on this node."},
 			func() float64 { return float64(m.Info().FreeSlots) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_custody_frames_shed_total", Help: "Per-group custody frames dropped because their stream's queue was full (the node could not store pushes as fast as they came)."},
+			func() float64 { return float64(m.custodyShed.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_agent_starts_waiting", Help: "Agent starts (lineage check, instantiation, resume) queued for one of the node's start slots."},
 			func() float64 { w, _ := m.Svc.StartStats(); return float64(w) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "igor_dht_routing_table_peers", Help: "Peers in the DHT routing table."},

@@ -748,6 +748,28 @@ func (m *Mesh) handleCustody(s network.Stream) {
 		}
 	}
 	defer uncork()
+	// Pair frames are stepped here; per-group frames and pushes go, in
+	// order, to a worker. A push is stored durably (the pack's fsync:
+	// seconds when the disk is busy), and the pair beats and
+	// acknowledgements behind it carry the lease of every group this node
+	// shares with the peer: stepped after it, they arrived late, and a
+	// node whose writes stalled for a moment lost the leases of all its
+	// holdings at once (head-of-line blocking; DECISIONS D75). The lease
+	// protocol allows any reordering between the two. A full queue sheds
+	// the frame (a lost message, or a push the standby then fetches).
+	work := make(chan frame, custodyWork)
+	workDone := make(chan struct{})
+	go func() {
+		defer close(workDone)
+		for f := range work {
+			if !m.groupFrame(s, f, from) {
+				for range work { // the stream is reset: drain
+				}
+				return
+			}
+		}
+	}()
+	defer func() { close(work); <-workDone }()
 	for {
 		if corked && (n >= corkFrames || !wholeFrame(r)) {
 			uncork()
@@ -775,17 +797,6 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			corked, n = true, 0
 		}
 		n++
-		if f.blocks != nil {
-			if err := m.acceptPush(f, from); err != nil {
-				if errors.Is(err, ErrBadMessage) {
-					m.Logger.Info("custody: bad push; closing the stream", "from", from, "err", err)
-					s.Reset()
-					return
-				}
-				m.Logger.Debug("custody: push not stored", "from", from, "agent", f.did, "err", err)
-			}
-			continue
-		}
 		if f.pair {
 			if err := m.Custody.DeliverPair(from, f.msg); err != nil {
 				if errors.Is(err, lease.ErrInvalidMessage) {
@@ -797,16 +808,43 @@ func (m *Mesh) handleCustody(s network.Stream) {
 			}
 			continue
 		}
-		did, gid, msg := f.did, f.gid, f.msg
-		if err := m.Custody.Deliver(did, gid, from, msg); err != nil {
-			if errors.Is(err, lease.ErrInvalidMessage) {
-				m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)
-				s.Reset()
-				return
-			}
-			m.Logger.Debug("custody: message not delivered", "from", from, "agent", did, "err", err)
+		select {
+		case work <- f:
+		default:
+			m.custodyShed.Add(1)
+			m.Logger.Debug("custody: frame shed (the per-group queue is full)", "from", from, "agent", f.did)
 		}
 	}
+}
+
+// custodyWork bounds the per-group frames and pushes a custody stream
+// holds for its worker: ~5 s of one peer's pushes and rounds at 1,000
+// shared groups checkpointing every 5 s.
+const custodyWork = 1024
+
+// groupFrame handles one per-group frame or push from the stream's
+// worker; false when it reset the stream (a bad frame).
+func (m *Mesh) groupFrame(s network.Stream, f frame, from string) bool {
+	if f.blocks != nil {
+		if err := m.acceptPush(f, from); err != nil {
+			if errors.Is(err, ErrBadMessage) {
+				m.Logger.Info("custody: bad push; closing the stream", "from", from, "err", err)
+				s.Reset()
+				return false
+			}
+			m.Logger.Debug("custody: push not stored", "from", from, "agent", f.did, "err", err)
+		}
+		return true
+	}
+	if err := m.Custody.Deliver(f.did, f.gid, from, f.msg); err != nil {
+		if errors.Is(err, lease.ErrInvalidMessage) {
+			m.Logger.Info("custody: forged message; closing the stream", "from", from, "err", err)
+			s.Reset()
+			return false
+		}
+		m.Logger.Debug("custody: message not delivered", "from", from, "agent", f.did, "err", err)
+	}
+	return true
 }
 
 // corkFrames bounds the frames whose replies a stream reader holds back.

@@ -109,6 +109,9 @@ type Mesh struct {
 	// recSigs spares repeated signature checks of the same head and host
 	// record bytes (the DHT's validators, gossip, reads).
 	recSigs *agents.VerifiedRecords
+	// custodyShed counts per-group custody frames dropped because their
+	// stream's worker queue was full (handleCustody).
+	custodyShed atomic.Uint64
 	// manifests caches parsed manifests by CID (a block never changes):
 	// every holder's review at each term end reads its agent's.
 	manifests *lru.Cache[cid.Cid, *agents.Manifest]

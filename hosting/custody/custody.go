@@ -76,6 +76,12 @@ type Timing struct {
 	WaitTicks      int
 	StaggerTicks   int
 	RetryTicks     int
+	// GraceTicks: a holder whose lease ended stays the holder this long,
+	// its agent fenced, and runs on if a majority renews the lease
+	// meanwhile (lease.Config.GraceTicks). Default WaitTicks: a node
+	// starved for a moment (its renewals' acknowledgements late, its
+	// members still bound to it) no longer stops every agent it holds.
+	GraceTicks int
 	// RegroupAfter: a member the holder has not heard from for this long
 	// is replaced (Hooks.Regroup). Default 30 s.
 	RegroupAfter time.Duration
@@ -103,7 +109,7 @@ type Timing struct {
 
 // DefaultTiming is the timing igor-node daemons use.
 func DefaultTiming() Timing {
-	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10,
+	return Timing{Interval: 100 * time.Millisecond, HeartbeatTicks: 5, LeaseTicks: 15, DriftTicks: 3, WaitTicks: 18, StaggerTicks: 3, RetryTicks: 10, GraceTicks: 18,
 		RegroupAfter: 30 * time.Second, MoveAfter: 30 * time.Second, HeadRefresh: time.Minute, OrphanAfter: time.Minute,
 		PairLeases: true}
 }
@@ -369,7 +375,7 @@ func (t Timing) leaseConfig(self string, members []string, rank int, hs lease.Ha
 	return lease.Config{QuietTicks: quiet,
 		Self: self, Group: members, Rank: rank,
 		HeartbeatTicks: t.HeartbeatTicks, LeaseTicks: t.LeaseTicks, WaitTicks: t.WaitTicks,
-		DriftTicks: t.DriftTicks, StaggerTicks: t.StaggerTicks, RetryTicks: t.RetryTicks,
+		DriftTicks: t.DriftTicks, StaggerTicks: t.StaggerTicks, RetryTicks: t.RetryTicks, GraceTicks: t.GraceTicks,
 		Rand: rand.Uint64, HardState: hs,
 	}
 }

@@ -270,7 +270,8 @@ func (d *driver) fence() time.Time {
 	end := d.leaseEnd.Load()
 	if v := d.view.Load(); v != nil && end > 0 {
 		now := int64(d.m.now().Sub(d.t0) / d.m.cfg.Timing.Interval)
-		end = max(end, v.End(groupPairs{p: d.m.pairs, base: d.base}, now))
+		acks := fenceAcks{a: d.m.pairs.acks.Load(), base: d.base, now: d.m.pairs.nowTick()}
+		end = max(end, v.End(acks, now))
 	}
 	return d.t0.Add(time.Duration(end) * d.m.cfg.Timing.Interval)
 }

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/igor-mesh/igor-node/hosting/lease"
@@ -39,6 +40,9 @@ type pairs struct {
 	// are woken at once to establish those groups again, instead of at
 	// their next lease-end wake (a healed member was heard ~1 s late).
 	revived map[string]bool
+	// acks: the table's acknowledgement history as of its latest change,
+	// for the runners' fences, which read it without the lock (fenceAcks).
+	acks atomic.Pointer[lease.PairAcks]
 }
 
 func newPairs(m *Manager, net PairNet) (*pairs, error) {
@@ -46,7 +50,25 @@ func newPairs(m *Manager, net PairNet) (*pairs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pairs{m: m, net: net, t: t, beatAt: map[string]time.Time{}, revived: map[string]bool{}}, nil
+	p := &pairs{m: m, net: net, t: t, beatAt: map[string]time.Time{}, revived: map[string]bool{}}
+	p.acks.Store(t.Acks())
+	return p, nil
+}
+
+// fenceAcks is the acknowledgement history as one driver's fence reads it
+// (lease.AckedPairs, ticks the driver's): without the table's lock. A
+// runner looks at its fence every few milliseconds while it waits for a
+// renewal; under the lock, a thousand of them queued the engine's beats
+// and the readers' acknowledgements behind them — the renewals they were
+// waiting for.
+type fenceAcks struct {
+	a         *lease.PairAcks
+	base, now int64 // now: the grid tick
+}
+
+func (f fenceAcks) Acked(peer string, id lease.PairID, rel uint64) (int64, bool) {
+	sent, ok := f.a.Acked(peer, id, rel, f.now)
+	return sent - f.base, ok
 }
 
 // nowTick is the manager-grid tick of the clock now.
@@ -91,6 +113,7 @@ func (p *pairs) deliver(from string, msg lease.Message) error {
 		if id, rel, ok := p.t.Latest(from); ok && (!ok0 || id != id0 || rel != rel0) {
 			p.revived[from] = true
 		}
+		p.acks.Store(p.t.Acks())
 	}
 	p.flushLocked()
 	return nil

@@ -269,6 +269,18 @@ type Config struct {
 	// instead of first waiting WaitTicks, which protects only leases this
 	// node may have acknowledged. Never set it on a restart or a revive.
 	Released bool
+	// GraceTicks: a holder whose lease ended keeps the holder role this
+	// long after the end, its agent fenced but not stopped, and runs on at
+	// the same epoch if a majority renews the lease meanwhile; it steps
+	// down (Stop) when the grace ends, or at once on a higher epoch. 0:
+	// it steps down at the lease's end. A lease that lapsed because this
+	// node was starved — its renewals or their acknowledgements late, its
+	// members still bound to it — then costs nothing, where a step-down
+	// costs a stop, a relinquishment that unbinds the members of all its
+	// groups with them, campaigns and a start elsewhere: under load, the
+	// step-downs of thousands of groups at once fed the load that caused
+	// them (docs/PROTOCOL.md "Lapsed holder").
+	GraceTicks int
 	// Pairs, if set, is the node's pair table (pairs.go): the holder's
 	// lease is renewed by the pair beats the members acknowledge, and it
 	// sends per-group rounds only to propose, to tell the commit point and
@@ -324,8 +336,8 @@ func (c *Config) validate() error {
 	if c.RetryTicks == 0 {
 		c.RetryTicks = 4 * c.HeartbeatTicks
 	}
-	if c.StaggerTicks < 0 || c.RetryTicks < 0 || c.QuietTicks < 0 {
-		return bad("StaggerTicks %d, RetryTicks %d and QuietTicks %d must not be negative", c.StaggerTicks, c.RetryTicks, c.QuietTicks)
+	if c.StaggerTicks < 0 || c.RetryTicks < 0 || c.QuietTicks < 0 || c.GraceTicks < 0 {
+		return bad("StaggerTicks %d, RetryTicks %d, QuietTicks %d and GraceTicks %d must not be negative", c.StaggerTicks, c.RetryTicks, c.QuietTicks, c.GraceTicks)
 	}
 	if c.Rand == nil {
 		return bad("Rand is nil; pass a jitter source")
@@ -475,6 +487,13 @@ func (m *Machine) LeaseEnd() int64 {
 	return m.effLeaseEnd()
 }
 
+// fenceTick is the holder's lease end as its fence counts it: the lease
+// end, and at least LeaseTicks after it won (its first round is then
+// still in flight).
+func (m *Machine) fenceTick() int64 {
+	return max(m.effLeaseEnd(), m.wonAt+int64(m.cfg.LeaseTicks))
+}
+
 // Accepted is the latest checkpoint this node stored and the epoch it
 // accepted it at.
 func (m *Machine) Accepted() (Checkpoint, uint64) { return m.hs.Accepted, m.hs.AcceptedAt }
@@ -527,7 +546,7 @@ func (m *Machine) NextTick() int64 {
 	}
 	switch m.role {
 	case Holder:
-		next = max(m.effLeaseEnd(), m.wonAt+int64(m.cfg.LeaseTicks))
+		next = m.fenceTick() + int64(m.cfg.GraceTicks)
 		if m.wantRound() {
 			next = min(next, m.lastRound+int64(m.cfg.HeartbeatTicks))
 		}
@@ -582,9 +601,10 @@ func (m *Machine) TickTo(target int64) {
 	}
 	switch m.role {
 	case Holder:
-		if m.now >= max(m.effLeaseEnd(), m.wonAt+int64(m.cfg.LeaseTicks)) {
-			// Self-fence: no majority renewed the lease in time. The lease
-			// ended by our clock, before any member's wait ends by theirs.
+		if m.now >= m.fenceTick()+int64(m.cfg.GraceTicks) {
+			// Self-fence: no majority renewed the lease in time (nor in the
+			// grace after it). The lease ended by our clock, before any
+			// member's wait ends by theirs; the agent was fenced from then.
 			// stepDown counts our view as heard at target, not at the fence
 			// tick: the agent stops only when this Ready is handled (after
 			// the pause), so we promise nobody until W after it really
@@ -593,6 +613,11 @@ func (m *Machine) TickTo(target int64) {
 			m.stepDown("self-fenced: no majority renewed the lease in time")
 			return
 		}
+		// Inside the grace (Config.GraceTicks) the lease may have ended:
+		// the agent is fenced by LeaseEnd, and the rounds go on as before —
+		// a majority acknowledging one renews the lease at this epoch, as
+		// any renewal does (the timing rule does not ask whether the lease
+		// was still live when the round was sent).
 		if m.now-m.lastRound >= int64(m.cfg.HeartbeatTicks) && m.wantRound() {
 			m.broadcastRound()
 		}

@@ -296,6 +296,44 @@ func (t *PairTable) Acked(peer string, id PairID, rel uint64) (int64, bool) {
 	return 0, false
 }
 
+// PairAcks is a copy of a PairTable's acknowledgement history, read
+// without the table's lock: a running holder's fence computes its lease end
+// from it every time the runner looks (LeaseView.End), and a thousand
+// runners doing so under the lock the engine and the stream readers need
+// delayed the very beats and acknowledgements that renew the leases.
+type PairAcks struct {
+	lease int64
+	peers map[string][]pairAck
+}
+
+// Acks returns a copy of the table's acknowledgement history (it changes
+// when an acknowledgement is stepped and when the peers are set).
+func (t *PairTable) Acks() *PairAcks {
+	a := &PairAcks{lease: t.lease, peers: make(map[string][]pairAck, len(t.peers))}
+	for name, p := range t.peers {
+		if len(p.acks) > 0 {
+			a.peers[name] = slices.Clone(p.acks)
+		}
+	}
+	return a
+}
+
+// Acked is what the table's Acked answered when the copy was made, with
+// the table's clock at now.
+func (a *PairAcks) Acked(peer string, id PairID, rel uint64, now int64) (int64, bool) {
+	for _, x := range a.peers[peer] {
+		if x.id == id && x.rel == rel && x.sent+a.lease > now {
+			return x.sent, true
+		}
+	}
+	return 0, false
+}
+
+// AckedPairs is what LeaseView.End reads: Pairs.Acked.
+type AckedPairs interface {
+	Acked(peer string, id PairID, rel uint64) (sent int64, ok bool)
+}
+
 // Latest implements Pairs.
 func (t *PairTable) Latest(peer string) (PairID, uint64, bool) {
 	p := t.peers[peer]
@@ -438,7 +476,7 @@ func (m *Machine) LeaseView() *LeaseView {
 // End is the lease end by this view and the pair table's acknowledgements
 // at tick now (the machine's LeaseEnd at the time of the view, extended by
 // pair rounds acknowledged since). Ticks are the machine's.
-func (v *LeaseView) End(pairs Pairs, now int64) int64 {
+func (v *LeaseView) End(pairs AckedPairs, now int64) int64 {
 	t := quorumFresh(v.self, now, v.members, v.joint, func(p string) int64 {
 		f, ok := v.ackSent[p]
 		if !ok {

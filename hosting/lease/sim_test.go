@@ -52,6 +52,11 @@ type simParams struct {
 	duration           float64
 	propose            float64
 	pause              float64 // per tick
+	// grace: Config.GraceTicks of every machine (half the schedules 0:
+	// step down at the lease's end; the rest 1..W). With a grace a lapsed
+	// holder still "runs" (no Stop yet), so one runner is checked on the
+	// nodes that may tick: running, and their clock before LeaseEnd.
+	grace int
 	// pairs: the machines use pair leases (pairs.go); each node's
 	// PairTable beats every other node through the same lossy network.
 	pairs bool
@@ -117,6 +122,9 @@ type simNode struct {
 	absent bool
 	prio   int // rank order across all hosts (RankIn)
 	pt     *PairTable
+	// fenced: running, but its lease ended (a holder in its grace), at
+	// the last check.
+	fenced bool
 }
 
 type sim struct {
@@ -157,6 +165,7 @@ type simStats struct {
 	appends, pairMsgs                                                 int // per-group Appends and pair messages sent
 	changes, removals                                                 int // ChangeConfig accepted; members that learned they are out
 	pauses, wakeFences, resumes                                       int // wakeFences: a paused runner stopped on waking
+	revivals                                                          int // a holder's lease renewed in its grace (GraceTicks)
 }
 
 func (s *sim) logf(format string, a ...any) {
@@ -192,6 +201,11 @@ func newSim(seed uint64, tracing bool, mode simMode) *sim {
 	p.duration = 150 + rng.Float64()*250
 	p.propose = 0.1 + rng.Float64()*0.5
 	p.pause = rng.Float64() * 0.01
+	if seed%2 == 1 {
+		// From the seed, not rng: the schedules of the seeds stay as
+		// they were before the grace existed.
+		p.grace = 1 + int(seed/2)%simW
+	}
 	if p.pairs && rng.IntN(2) == 0 {
 		// Mostly idle: the lease then rests on pair beats alone between
 		// rare proposals, which is what pair leases are for.
@@ -253,7 +267,7 @@ func (s *sim) start(i int, group []string) {
 		}
 	}
 	m, err := New(Config{Pairs: pairs, Self: nd.name, Group: group, Rank: nd.rank, HeartbeatTicks: simH, LeaseTicks: simL,
-		WaitTicks: simW, DriftTicks: simD, Rand: nd.rnd.Uint64, HardState: nd.hs, QuietTicks: quiet,
+		WaitTicks: simW, DriftTicks: simD, Rand: nd.rnd.Uint64, HardState: nd.hs, QuietTicks: quiet, GraceTicks: s.p.grace,
 		RankIn: func(members []string) int {
 			// The order of a fixed per-schedule priority, as the driver's
 			// rendezvous order is fixed per agent.
@@ -392,6 +406,13 @@ func (s *sim) run() {
 			if nd.up && nd.pt != nil {
 				nd.pt.TickTo(target)
 				s.sendPairs(nd)
+				// A fence reads a copy of the acknowledgements (PairAcks),
+				// not the table: the lease end must be the same.
+				if v := nd.m.LeaseView(); v != nil {
+					if a, b := v.End(nd.pt, nd.m.Now()), v.End(acksAt{nd.pt.Acks(), nd.pt.Now()}, nd.m.Now()); a != b {
+						s.fail("%s: lease end %d by the pair table, %d by its copy", nd.name, a, b)
+					}
+				}
 				// The engine skips a bound follower's wakes by FollowerWake:
 				// it must agree with NextTick.
 				if fw := nd.m.FollowerWake(); fw != nil {
@@ -400,9 +421,9 @@ func (s *sim) run() {
 					}
 				}
 			}
-			if resumed && nd.up && nd.running {
+			if resumed && nd.up && s.mayTick(nd) {
 				for _, o := range s.nodes {
-					if o != nd && o.running {
+					if o != nd && s.mayTick(o) {
 						s.fail("two runners: %s resumes the agent after a pause while %s runs it", nd.name, o.name)
 					}
 				}
@@ -496,6 +517,9 @@ func (s *sim) run() {
 			}
 			s.chaos()
 			s.push(&simEvent{at: s.now + s.p.chaosEvery*(0.2+s.rng.Float64()), kind: evChaos})
+		}
+		if s.p.grace > 0 {
+			s.checkRunners()
 		}
 	}
 }
@@ -843,9 +867,40 @@ func (s *sim) descends(id string, anc Checkpoint) bool {
 	}
 }
 
+// mayTick reports whether o's agent may tick now: it runs and, with a
+// grace, its clock is before its lease end (its runner's fence; without a
+// grace the machine stops the agent at that tick, so running is the test).
+func (s *sim) mayTick(o *simNode) bool {
+	if s.p.grace == 0 {
+		return o.running
+	}
+	return o.up && o.running && o.m.Now() < o.m.LeaseEnd()
+}
+
+// checkRunners: at most one node may tick the agent, after every event (a
+// lapsed holder in its grace ticks again when a late acknowledgement
+// renews its lease, with no Start).
+func (s *sim) checkRunners() {
+	var on []string
+	for _, o := range s.nodes {
+		may := s.mayTick(o)
+		if may {
+			on = append(on, fmt.Sprintf("%s (epoch %d, tick %d, lease end %d)", o.name, o.m.Epoch(), o.m.Now(), o.m.LeaseEnd()))
+			if o.fenced {
+				s.stats.revivals++ // renewed in its grace: it ticks again without a Start
+				s.logf("%s: lease renewed in its grace, lease end %d", o.name, o.m.LeaseEnd())
+			}
+		}
+		o.fenced = o.up && o.running && !may
+	}
+	if len(on) > 1 {
+		s.fail("two runners: %s may tick the agent at once", strings.Join(on, " and "))
+	}
+}
+
 func (s *sim) startAgent(nd *simNode, c Checkpoint) {
 	for _, o := range s.nodes {
-		if o != nd && o.running {
+		if o != nd && s.mayTick(o) {
 			s.fail("two runners: %s starts the agent at epoch %d while %s runs it", nd.name, nd.m.Epoch(), o.name)
 		}
 	}
@@ -996,23 +1051,24 @@ func randomSchedules(t *testing.T, mode simMode) {
 		total.pauses += s.stats.pauses
 		total.wakeFences += s.stats.wakeFences
 		total.resumes += s.stats.resumes
+		total.revivals += s.stats.revivals
 		total.changes += s.stats.changes
 		total.removals += s.stats.removals
 		total.appends += s.stats.appends
 		total.pairMsgs += s.stats.pairMsgs
 		total.schedules++
 	}
-	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed), %d membership changes, %d members removed; %d per-group Appends, %d pair messages",
+	t.Logf("%d schedules in %v: %d starts (%d at epoch > 1), %d stops, %d commits, %d crashes, %d transfers, %d pauses (runners: %d stopped on waking, %d resumed), %d leases renewed in their grace, %d membership changes, %d members removed; %d per-group Appends, %d pair messages",
 		total.schedules, time.Since(begin).Round(time.Millisecond), total.starts, total.takeovers, total.fences, total.commits, total.crashes, total.transfers,
-		total.pauses, total.wakeFences, total.resumes, total.changes, total.removals, total.appends, total.pairMsgs)
+		total.pauses, total.wakeFences, total.resumes, total.revivals, total.changes, total.removals, total.appends, total.pairMsgs)
 	// The schedules must exercise what they claim to; a machine that never
 	// hands the agent over would pass the safety checks vacuously.
 	// (Transfers: ~1 in 7 schedules since membership changes joined the
 	// chaos; 29 in the 300 of -short.)
 	if total.takeovers < n || total.fences < n/2 || total.transfers < n/15 || total.wakeFences < n/10 || total.resumes < n/10 ||
-		total.changes < n/2 || total.removals < n/4 {
-		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers, %d runners stopped and %d resumed on waking, %d membership changes, %d removals in %d schedules",
-			total.takeovers, total.fences, total.transfers, total.wakeFences, total.resumes, total.changes, total.removals, n)
+		total.changes < n/2 || total.removals < n/4 || total.revivals < n/10 {
+		t.Fatalf("schedules too tame: %d takeovers, %d stops, %d transfers, %d runners stopped and %d resumed on waking, %d leases renewed in their grace, %d membership changes, %d removals in %d schedules",
+			total.takeovers, total.fences, total.transfers, total.wakeFences, total.resumes, total.revivals, total.changes, total.removals, n)
 	}
 }
 
@@ -1031,4 +1087,14 @@ func (s *sim) checkLiveness() {
 	if s.stats.commits <= s.calmCommit {
 		s.fail("liveness: no commit in %d calm ticks", calmTicks)
 	}
+}
+
+// acksAt reads a PairAcks copy at a tick, as a driver's fence does.
+type acksAt struct {
+	a   *PairAcks
+	now int64
+}
+
+func (x acksAt) Acked(peer string, id PairID, rel uint64) (int64, bool) {
+	return x.a.Acked(peer, id, rel, x.now)
 }

@@ -100,7 +100,8 @@ func (e *tenv) run(line string) string {
 		e.names = strings.Split(kv["nodes"], ",")
 		group := slices.Sorted(slices.Values(e.names))
 		e.cfg = Config{Group: group, HeartbeatTicks: num("heartbeat", 2), LeaseTicks: num("lease", 10),
-			WaitTicks: num("wait", 12), DriftTicks: num("drift", 2), StaggerTicks: num("stagger", 0), RetryTicks: num("retry", 0)}
+			WaitTicks: num("wait", 12), DriftTicks: num("drift", 2), StaggerTicks: num("stagger", 0), RetryTicks: num("retry", 0),
+			GraceTicks: num("grace", 0)}
 		e.nodes = map[string]*tnode{}
 		genesis := Checkpoint{ID: "g"}
 		for i, n := range e.names { // rank = order in nodes=
