@@ -407,8 +407,9 @@ func (s *sim) run() {
 				nd.pt.TickTo(target)
 				s.sendPairs(nd)
 				// A fence reads a copy of the acknowledgements (PairAcks),
-				// not the table: the lease end must be the same.
-				if v := nd.m.LeaseView(); v != nil {
+				// not the table: the lease end must be the same. (Every
+				// 8th tick: the copy at every tick tripled the run time.)
+				if v := nd.m.LeaseView(); v != nil && target%8 == 0 {
 					if a, b := v.End(nd.pt, nd.m.Now()), v.End(acksAt{nd.pt.Acks(), nd.pt.Now()}, nd.m.Now()); a != b {
 						s.fail("%s: lease end %d by the pair table, %d by its copy", nd.name, a, b)
 					}
