@@ -562,15 +562,14 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			r.abort = errors.Is(context.Cause(ctx), ErrFenced)
 			return r.finish(StopContext, nil)
 		}
-		if r.fenced() {
-			timer.Reset(r.fencedPoll())
+		if wait, fenced := r.fenced(); fenced {
+			timer.Reset(wait)
 			continue
 		}
 		if r.inst == nil {
 			if err := r.gatedStart(ctx); err != nil {
 				if ctx.Err() != nil {
-					r.abort = errors.Is(context.Cause(ctx), ErrFenced)
-					return r.finish(StopContext, nil)
+					return r.finish(StopContext, nil) // no instance: nothing to checkpoint
 				}
 				r.failures++
 				r.res.Failures++
@@ -581,10 +580,10 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 				timer.Reset(r.opts.TickInterval)
 				continue
 			}
-			if r.fenced() {
+			if wait, fenced := r.fenced(); fenced {
 				// The start (and its wait for a slot) took long enough for
 				// the lease to end meanwhile: the fence is judged again.
-				timer.Reset(r.fencedPoll())
+				timer.Reset(wait)
 				continue
 			}
 		}
@@ -699,22 +698,14 @@ func onGrid(now time.Time, d, grid time.Duration) time.Duration {
 	return at.Sub(now)
 }
 
-// fencedPoll is how often a fenced run looks at its fence again: every
-// 25 ms while the lease is live or just ended (a renewal is due), every
-// 100 ms once it ended a while ago — a custody holder waiting for a
-// renewal in its grace (lease.Config.GraceTicks). Each look computes the
-// lease end from the pair table; a thousand fenced runs looking every
-// FastInterval took 8 % of a node's CPU in the collapse of session 20,
-// when it was short of CPU already.
-func (r *run) fencedPoll() time.Duration {
-	every := 25 * time.Millisecond
-	if r.opts.Fence != nil && time.Since(r.opts.Fence()) > 250*time.Millisecond {
-		every = 100 * time.Millisecond
-	}
-	return min(max(r.opts.FastInterval, every), r.opts.TickInterval)
-}
-
-// fenced reports whether a tick started now could outlast the lease.
+// fenced reports whether a tick started now could outlast the lease, and
+// if so how long to wait before looking again: 25 ms while the lease is
+// live or just ended (a renewal is due), 100 ms once it ended a while ago
+// — a custody holder waiting for a renewal in its grace
+// (lease.Config.GraceTicks). Each look computes the lease end from the
+// pair table; a thousand fenced runs looking every FastInterval took 8 %
+// of a node's CPU in the collapse of session 20, when it was short of CPU
+// already.
 //
 // A journaled agent's tick may start whenever the lease holds, however
 // long it may run: everything it does outside its sandbox goes through a
@@ -724,15 +715,23 @@ func (r *run) fencedPoll() time.Duration {
 // and an agent whose HTTP calls need seconds can run under a 1.5 s lease
 // (an unjournaled tick must fit in the lease: its checkpoint is its only
 // output, written after a run of ticks).
-func (r *run) fenced() bool {
+func (r *run) fenced() (time.Duration, bool) {
 	if r.opts.Fence == nil {
-		return false
+		return 0, false
 	}
 	horizon := time.Duration(r.a.Manifest.ResourceLimits.TickTimeoutMs) * time.Millisecond
 	if r.journal {
 		horizon = 0
 	}
-	return !time.Now().Add(horizon).Before(r.opts.Fence())
+	now, fence := time.Now(), r.opts.Fence()
+	if now.Add(horizon).Before(fence) {
+		return 0, false
+	}
+	every := 25 * time.Millisecond
+	if now.Sub(fence) > 250*time.Millisecond {
+		every = 100 * time.Millisecond
+	}
+	return min(max(r.opts.FastInterval, every), r.opts.TickInterval), true
 }
 
 // gatedStart is start inside the run's StartGate, if any.
