@@ -83,7 +83,8 @@ fuzz:
 	@bash scripts/fuzz.sh 2m
 
 bench: build agents
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... ./dht/... ./node/... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -skip BenchmarkPackChurn -benchmem -count 1 -timeout 60m ./contentstore/... ./agents/... ./wasmexec/... ./hosting/... ./dht/... ./node/... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench BenchmarkPackChurn -benchtime 300000x -count 1 ./contentstore/ | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench BenchmarkFailover -benchtime 1x -timeout 60m -v ./cmd/igor-node/ | tee -a $(BIN)/bench.txt
 
 # The idle cost of a 10-node local mesh (CPU % and RSS per daemon over 30 s).

@@ -39,6 +39,15 @@ const (
 	MaxMetaSize = 64 << 10
 	// packStamp is the write-time prefix of a packed block.
 	packStamp = 8
+	// packMemTable is the pack's largest memtable. Pebble starts a store's
+	// memtable at 256 KiB and doubles it as writes come, so a quiet node
+	// stays small. Block keys are CIDs — random — so every flushed table
+	// overlaps the whole level below it and each compaction rewrites that
+	// level: fewer, larger flushes (32 MiB, not Pebble's 4 MiB) roughly halve
+	// the bytes compacted and cut the CPU per block written by a quarter on
+	// a node committing thousands of agents' checkpoints
+	// (BenchmarkPackChurn; DECISIONS D76). At most two memtables exist.
+	packMemTable = 32 << 20
 )
 
 // WithPack keeps blocks of at most maxSize bytes (0: DefaultPackMax) in the
@@ -76,9 +85,10 @@ type pack struct {
 	db *pebble.DB
 }
 
-// openPack opens (create: creating) the pack in dir; it returns nil, nil
-// when the pack does not exist and create is false.
-func openPack(dir string, create, readOnly bool) (*pack, error) {
+// openPack opens (create: creating) the pack in dir with memtables of at
+// most memTable bytes; it returns nil, nil when the pack does not exist and
+// create is false.
+func openPack(dir string, create, readOnly bool, memTable uint64) (*pack, error) {
 	path := filepath.Join(dir, packDirName)
 	if !create {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -86,11 +96,9 @@ func openPack(dir string, create, readOnly bool) (*pack, error) {
 		}
 	}
 	opts := &pebble.Options{
-		Logger:   packLogger{},
-		ReadOnly: readOnly,
-		// A small memtable: the pack holds what a node commits in the
-		// last minutes, mostly overwritten or collected soon after.
-		MemTableSize: 4 << 20,
+		Logger:       packLogger{},
+		ReadOnly:     readOnly,
+		MemTableSize: memTable,
 	}
 	db, err := pebble.Open(path, opts)
 	if readOnly && errors.Is(err, pebble.ErrDBDoesNotExist) {

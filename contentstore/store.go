@@ -67,12 +67,14 @@ type config struct {
 	gcGrace time.Duration
 	packMax int // blocks up to this size go to the pack; 0: none
 	// deferPack: packed blocks are not flushed on their own (WithDeferredPackSync).
-	deferPack bool
+	deferPack    bool
+	packMemTable uint64 // the pack's largest memtable (packMemTable; tests set others)
 }
 
 func defaults(c *config) error {
 	c.fsync = true
 	c.gcGrace = DefaultGCGrace
+	c.packMemTable = packMemTable
 	return nil
 }
 
@@ -194,7 +196,7 @@ func Open(dir string, opts ...Option) (_ *Store, err error) {
 	if err := s.syncDir(dir); err != nil {
 		return nil, err
 	}
-	if s.pack, err = openPack(dir, cfg.packMax > 0, false); err != nil {
+	if s.pack, err = openPack(dir, cfg.packMax > 0, false, cfg.packMemTable); err != nil {
 		return nil, err
 	}
 	// We hold the directory lock, so every *.tmp is a leftover of a crash.
