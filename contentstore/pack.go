@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -96,9 +97,10 @@ func openPack(dir string, create, readOnly bool, memTable uint64) (*pack, error)
 		}
 	}
 	opts := &pebble.Options{
-		Logger:       packLogger{},
-		ReadOnly:     readOnly,
-		MemTableSize: memTable,
+		Logger:        packLogger{},
+		ReadOnly:      readOnly,
+		MemTableSize:  memTable,
+		EventListener: packEvents(),
 	}
 	db, err := pebble.Open(path, opts)
 	if readOnly && errors.Is(err, pebble.ErrDBDoesNotExist) {
@@ -253,6 +255,28 @@ func (packLogger) Errorf(format string, args ...any) {
 func (packLogger) Fatalf(format string, args ...any) {
 	slog.Default().Error("contentstore pack (fatal): " + fmt.Sprintf(format, args...))
 	os.Exit(1)
+}
+
+// packEvents reports what makes the pack's writes wait — a write stall
+// (memtables full, too many level-0 tables) or a slow disk operation —
+// to the default logger: every durable write of the node waits then, its
+// lease states too, and nothing else would say why.
+func packEvents() *pebble.EventListener {
+	var since atomic.Int64 // Unix ns of the stall's start; 0: none
+	return &pebble.EventListener{
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			since.Store(time.Now().UnixNano())
+			slog.Default().Warn("contentstore pack: writes stalled", "reason", info.Reason)
+		},
+		WriteStallEnd: func() {
+			if t := since.Swap(0); t != 0 {
+				slog.Default().Warn("contentstore pack: writes resumed", "stalled", time.Since(time.Unix(0, t)).Round(time.Millisecond))
+			}
+		},
+		DiskSlow: func(info pebble.DiskSlowInfo) {
+			slog.Default().Warn("contentstore pack: slow disk operation", "detail", info.String())
+		},
+	}
 }
 
 // PutMeta stores a small record of the store's owner under key, durably
