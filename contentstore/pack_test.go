@@ -1,11 +1,13 @@
 package contentstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -415,4 +417,30 @@ func TestPackPins(t *testing.T) {
 func sortedCIDs(cs ...cid.Cid) []cid.Cid {
 	slices.SortFunc(cs, func(a, b cid.Cid) int { return strings.Compare(a.String(), b.String()) })
 	return cs
+}
+
+// TestPackEventsLogStalls checks the pack's listener: a write stall is
+// logged with its reason and, when writes resume, with how long they waited.
+func TestPackEventsLogStalls(t *testing.T) {
+	var buf bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	ev := packEvents()
+	ev.WriteStallEnd() // no stall began: nothing to report
+	if buf.Len() != 0 {
+		t.Fatalf("a resume without a stall logged %q", buf.String())
+	}
+	ev.WriteStallBegin(pebble.WriteStallBeginInfo{Reason: "memtable count limit reached"})
+	time.Sleep(20 * time.Millisecond)
+	ev.WriteStallEnd()
+	out := buf.String()
+	for _, want := range []string{`msg="contentstore pack: writes stalled" reason="memtable count limit reached"`, `msg="contentstore pack: writes resumed" stalled=`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %q lacks %q", out, want)
+		}
+	}
+	if strings.Contains(out, "stalled=0s") {
+		t.Errorf("the stall's duration was lost: %q", out)
+	}
 }
