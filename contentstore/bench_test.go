@@ -212,14 +212,12 @@ func BenchmarkPackChurn(b *testing.B) {
 				copy(v, randBytes(b, len(v)*3/4))
 				vals[i] = v
 			}
-			key := make([]byte, 8)
 			cpu0 := processCPU()
 			b.ResetTimer()
 			for i := range b.N {
 				// A distinct block per put: the counter in its first bytes.
 				v := vals[i%len(vals)]
-				binary.LittleEndian.PutUint64(key, uint64(i))
-				copy(v, key)
+				binary.LittleEndian.PutUint64(v, uint64(i))
 				if _, err := s.Put(cid.Raw, v); err != nil {
 					b.Fatal(err)
 				}

@@ -702,10 +702,11 @@ func onGrid(now time.Time, d, grid time.Duration) time.Duration {
 // if so how long to wait before looking again: 25 ms while the lease is
 // live or just ended (a renewal is due), 100 ms once it ended a while ago
 // — a custody holder waiting for a renewal in its grace
-// (lease.Config.GraceTicks). Each look computes the lease end from the
-// pair table; a thousand fenced runs looking every FastInterval took 8 %
-// of a node's CPU in the collapse of session 20, when it was short of CPU
-// already.
+// (lease.Config.GraceTicks). Each look computes the lease end (from
+// lease.PairAcks, the acknowledgements' lock-free copy); a thousand fenced
+// runs looking every FastInterval, under the pair table's lock then, took
+// 8 % of a node's CPU in the collapse of session 20, when it was short of
+// CPU already.
 //
 // A journaled agent's tick may start whenever the lease holds, however
 // long it may run: everything it does outside its sandbox goes through a
