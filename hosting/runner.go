@@ -413,6 +413,7 @@ func verifyHead(env Env, head cid.Cid, did string) (*agents.Lineage, error) {
 	if err != nil {
 		return nil, err
 	}
+	env.Verified.NoteWalk(lin)
 	env.Verified.AddBase(lin.Base())
 	return lin, nil
 }

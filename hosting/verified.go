@@ -2,6 +2,7 @@ package hosting
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/ipfs/go-cid"
 
@@ -17,14 +18,18 @@ import (
 // first load of each agent verifies everything again. The zero value is
 // not usable; a nil *Verified remembers nothing.
 //
-// Besides the ring it keeps, per agent, the highest checkpoint verified
-// with a base (AddBase): other agents' commits never push it out. A node
-// that is a member of thousands of groups adds hundreds of checkpoints a
-// second, so the ring alone held each for half a minute; a takeover after
-// that found nothing trusted and verified the agent's whole history, every
-// signature since its genesis — the longer the agent had lived, the longer
-// its start, and a burst of such starts fed the collapse it was part of
-// (issue "Custody engine", session 20).
+// Besides the ring it keeps, per agent, the last few checkpoints verified
+// with a base (AddBase; recentPerAgent): other agents' commits never push
+// them out. A node that is a member of thousands of groups adds hundreds
+// of checkpoints a second, so the ring alone held each for half a minute;
+// a takeover after that found nothing trusted and verified the agent's
+// whole history, every signature since its genesis — the longer the agent
+// had lived, the longer its start, and a burst of such starts fed the
+// collapse it was part of (issue "Custody engine", session 20). More than
+// the highest is kept because a fork leaves the checkpoint a member
+// accepted below the highest it verified: a standby verified the old
+// holder's seq n+1, the new holder built on n, and the walk from the new
+// n+1 stops at n (DECISIONS D77).
 //
 // With a checkpoint it may keep its agents.Base (AddBase), so that the
 // successor of a head this node follows — a standby acknowledging the
@@ -36,20 +41,35 @@ type Verified struct {
 	set   map[string]*agents.Base // nil: verified, no base kept
 	order []string                // ring of keys in insertion order
 	next  int
-	// latest: agent DID → its highest checkpoint verified with a base;
-	// latestKey: that checkpoint's key → the DID. At most maxAgents
+	// recent: agent DID → its last checkpoints verified with a base;
+	// recentKey: such a checkpoint's key → the DID. At most maxAgents
 	// agents (then one is forgotten for each new one).
-	latest    map[string]*agents.Base
-	latestKey map[string]string
+	recent    map[string]*recentBases
+	recentKey map[string]string
 	maxAgents int
+
+	steps, walks, walked, genesisWalks atomic.Int64
+}
+
+// recentPerAgent is how many of an agent's checkpoints Verified keeps
+// beside its ring: the head a member follows, the one below it that a fork
+// may return to, and a little slack for a takeover's re-verification.
+const recentPerAgent = 4
+
+// recentBases is a small ring of one agent's checkpoints, latest added
+// last.
+type recentBases struct {
+	b    [recentPerAgent]*agents.Base
+	next int
 }
 
 // NewVerified returns a set holding at most size checkpoints (at least 1)
-// in its ring, and besides them the latest of each of at most size agents.
+// in its ring, and besides them the last few of each of at most size
+// agents.
 func NewVerified(size int) *Verified {
 	size = max(size, 1)
 	return &Verified{set: make(map[string]*agents.Base, size), order: make([]string, size),
-		latest: map[string]*agents.Base{}, latestKey: map[string]string{}, maxAgents: size}
+		recent: map[string]*recentBases{}, recentKey: map[string]string{}, maxAgents: size}
 }
 
 // Has reports whether c's lineage was verified.
@@ -63,7 +83,7 @@ func (v *Verified) Has(c cid.Cid) bool {
 	if _, ok := v.set[k]; ok {
 		return true
 	}
-	_, ok := v.latestKey[k]
+	_, ok := v.recentKey[k]
 	return ok
 }
 
@@ -91,8 +111,12 @@ func (v *Verified) Base(c cid.Cid) (agents.Base, bool) {
 	if b := v.set[k]; b != nil {
 		return *b, true
 	}
-	if did, ok := v.latestKey[k]; ok {
-		return *v.latest[did], true
+	if did, ok := v.recentKey[k]; ok {
+		for _, b := range v.recent[did].b {
+			if b != nil && b.Entry.CID.KeyString() == k {
+				return *b, true
+			}
+		}
 	}
 	return agents.Base{}, false
 }
@@ -105,7 +129,7 @@ func (v *Verified) add(c cid.Cid, b *agents.Base) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if b != nil {
-		v.keepLatest(k, b)
+		v.keepRecent(k, b)
 	}
 	if old, ok := v.set[k]; ok {
 		if old == nil && b != nil {
@@ -129,24 +153,75 @@ func (v *Verified) trusted() func(cid.Cid) bool {
 	return v.Has
 }
 
-// keepLatest makes b (checkpoint key k) its agent's latest if its seq is
-// the highest seen for that agent. Called with mu held.
-func (v *Verified) keepLatest(k string, b *agents.Base) {
-	cp := b.Entry.Checkpoint
-	cur := v.latest[cp.Agent]
-	if cur != nil && cur.Entry.Checkpoint.Seq >= cp.Seq {
+// keepRecent adds b (checkpoint key k) to its agent's recent checkpoints,
+// forgetting the oldest of them. Called with mu held.
+func (v *Verified) keepRecent(k string, b *agents.Base) {
+	did := b.Entry.Checkpoint.Agent
+	if _, ok := v.recentKey[k]; ok {
 		return
 	}
-	if cur == nil && len(v.latest) >= v.maxAgents {
-		for did, b := range v.latest { // bounded: one agent, at random, is forgotten
-			delete(v.latestKey, b.Entry.CID.KeyString())
-			delete(v.latest, did)
-			break
+	r := v.recent[did]
+	if r == nil {
+		if len(v.recent) >= v.maxAgents {
+			for other, old := range v.recent { // bounded: one agent, at random, is forgotten
+				for _, ob := range old.b {
+					if ob != nil {
+						delete(v.recentKey, ob.Entry.CID.KeyString())
+					}
+				}
+				delete(v.recent, other)
+				break
+			}
 		}
+		r = &recentBases{}
+		v.recent[did] = r
 	}
-	if cur != nil {
-		delete(v.latestKey, cur.Entry.CID.KeyString())
+	if old := r.b[r.next]; old != nil {
+		delete(v.recentKey, old.Entry.CID.KeyString())
 	}
-	v.latest[cp.Agent] = b
-	v.latestKey[k] = cp.Agent
+	r.b[r.next] = b
+	r.next = (r.next + 1) % recentPerAgent
+	v.recentKey[k] = did
+}
+
+// VerifyStats counts the checkpoints this process verified (the metrics
+// igor_lineage_*): one step above a kept base is the steady state; walks,
+// and above all walks down to the genesis, are what a cold or forgetful
+// cache costs.
+type VerifyStats struct {
+	Steps        int64 `json:"steps"`         // checkpoints verified one step above a kept base (agents.VerifyNext)
+	Walks        int64 `json:"walks"`         // lineage walks (agents.VerifyLineage)
+	Walked       int64 `json:"walked"`        // checkpoints verified in those walks
+	GenesisWalks int64 `json:"genesis_walks"` // walks that found no trusted checkpoint and went down to seq 0
+}
+
+// NoteSteps counts n checkpoints verified one step each above a base.
+func (v *Verified) NoteSteps(n int) {
+	if v != nil {
+		v.steps.Add(int64(n))
+	}
+}
+
+// NoteWalk counts a lineage walk: the checkpoints it verified (the trusted
+// one it stopped at is not), and whether it went down to the genesis.
+func (v *Verified) NoteWalk(lin *agents.Lineage) {
+	if v == nil || lin == nil {
+		return
+	}
+	n := len(lin.Entries)
+	if lin.Partial {
+		n--
+	} else {
+		v.genesisWalks.Add(1)
+	}
+	v.walks.Add(1)
+	v.walked.Add(int64(n))
+}
+
+// Stats returns the counts so far (zero for a nil set).
+func (v *Verified) Stats() VerifyStats {
+	if v == nil {
+		return VerifyStats{}
+	}
+	return VerifyStats{Steps: v.steps.Load(), Walks: v.walks.Load(), Walked: v.walked.Load(), GenesisWalks: v.genesisWalks.Load()}
 }

@@ -89,11 +89,12 @@ func TestVerifiedForgetsOldest(t *testing.T) {
 	}
 }
 
-// TestVerifiedKeepsEachAgentsLatest: other agents' checkpoints push an
-// agent's checkpoints out of the ring, but not its highest one verified
-// with a base, which stays trusted with its base until the agent's own
-// next one replaces it.
-func TestVerifiedKeepsEachAgentsLatest(t *testing.T) {
+// TestVerifiedKeepsEachAgentsRecent: other agents' checkpoints push an
+// agent's checkpoints out of the ring, but not its last few verified with
+// a base — including one below its highest, where a fork returns to — which
+// stay trusted with their bases until the agent's own later ones replace
+// them.
+func TestVerifiedKeepsEachAgentsRecent(t *testing.T) {
 	c := func(s string) cid.Cid {
 		h, _ := multihash.Sum([]byte(s), multihash.SHA2_256, -1)
 		return cid.NewCidV1(cid.DagCBOR, h)
@@ -104,28 +105,42 @@ func TestVerifiedKeepsEachAgentsLatest(t *testing.T) {
 			Genesis: &agents.Genesis{}, Manifest: &agents.Manifest{}}
 	}
 	v := hosting.NewVerified(4)
+	// A standby accepted a/6, then verified the old holder's a/7; the new
+	// holder's a/7' builds on a/6.
+	v.AddBase(base("a", 6))
 	v.AddBase(base("a", 7))
-	v.AddBase(base("a", 6)) // a lower seq verified later: not the latest
 	for i := range 10 {
 		v.AddBase(base(fmt.Sprintf("other%d", i%2), uint64(i)))
 	}
-	if !v.Has(c("a/7")) {
-		t.Fatal("agent a's highest verified checkpoint was forgotten after other agents' commits")
+	for _, seq := range []uint64{6, 7} {
+		id := c(fmt.Sprintf("a/%d", seq))
+		if !v.Has(id) {
+			t.Fatalf("a/%d was forgotten after other agents' commits", seq)
+		}
+		if b, ok := v.Base(id); !ok || b.Entry.Checkpoint.Seq != seq || !b.Entry.CID.Equals(id) {
+			t.Fatalf("base of a/%d: %v %+v", seq, ok, b.Entry)
+		}
 	}
-	if v.Has(c("a/6")) {
-		t.Fatal("a lower checkpoint of a was kept as its latest")
+	// The agent's own later checkpoints replace its oldest.
+	for seq := uint64(8); seq < 8+4; seq++ {
+		v.AddBase(base("a", seq))
 	}
-	if b, ok := v.Base(c("a/7")); !ok || b.Entry.Checkpoint.Seq != 7 {
-		t.Fatalf("base of a's latest: %v %+v", ok, b.Entry)
-	}
-	v.AddBase(base("a", 8))
 	for i := range 4 {
-		v.AddBase(base("b", uint64(i)))
+		v.AddBase(base("b", uint64(i))) // and the ring forgets a's too
 	}
-	if v.Has(c("a/7")) || !v.Has(c("a/8")) {
-		t.Fatalf("after a's seq 8 and a full ring of b: a/7 %v, a/8 %v; want false, true", v.Has(c("a/7")), v.Has(c("a/8")))
+	for seq := uint64(6); seq < 12; seq++ {
+		want := seq >= 8
+		if got := v.Has(c(fmt.Sprintf("a/%d", seq))); got != want {
+			t.Fatalf("after a/8..a/11 and a full ring of b: Has(a/%d) = %v, want %v", seq, got, want)
+		}
 	}
-	// Bounded: at most size agents' latest are kept beside the ring.
+	// Adding a kept checkpoint again does not take a second place.
+	v.AddBase(base("a", 11))
+	v.AddBase(base("a", 11))
+	if !v.Has(c("a/8")) {
+		t.Fatal("a checkpoint added twice pushed out another of the agent's")
+	}
+	// Bounded: at most size agents' checkpoints are kept beside the ring.
 	for i := range 100 {
 		v.AddBase(base(fmt.Sprintf("many%d", i), 1))
 	}
@@ -136,7 +151,26 @@ func TestVerifiedKeepsEachAgentsLatest(t *testing.T) {
 		}
 	}
 	if kept > 4+4 {
-		t.Fatalf("%d of 100 agents' checkpoints kept by a set of size 4: want at most 8 (ring and latest)", kept)
+		t.Fatalf("%d of 100 agents' checkpoints kept by a set of size 4: want at most 8 (ring and recent)", kept)
+	}
+}
+
+// TestVerifiedStats: NoteWalk counts the checkpoints a walk verified — not
+// the trusted one it stopped at — and walks to the genesis apart.
+func TestVerifiedStats(t *testing.T) {
+	v := hosting.NewVerified(4)
+	v.NoteSteps(3)
+	v.NoteWalk(&agents.Lineage{Entries: make([]agents.Entry, 5), Partial: true})
+	v.NoteWalk(&agents.Lineage{Entries: make([]agents.Entry, 7)})
+	want := hosting.VerifyStats{Steps: 3, Walks: 2, Walked: 4 + 7, GenesisWalks: 1}
+	if got := v.Stats(); got != want {
+		t.Fatalf("stats %+v, want %+v", got, want)
+	}
+	var none *hosting.Verified
+	none.NoteSteps(1)
+	none.NoteWalk(&agents.Lineage{})
+	if got := none.Stats(); got != (hosting.VerifyStats{}) {
+		t.Fatalf("a nil set counted %+v", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -69,9 +70,10 @@ func (m *Mesh) Info() NodeInfo {
 
 // APIServer is the node's local HTTP/JSON API and Prometheus endpoint.
 type APIServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan error
+	srv    *http.Server
+	ln     net.Listener
+	done   chan error
+	flight *trace.FlightRecorder // nil unless APIOptions.DebugFlight
 }
 
 // Addr is the address the API listens on.
@@ -81,8 +83,18 @@ func (a *APIServer) Addr() string { return a.ln.Addr().String() }
 func (a *APIServer) Close(ctx context.Context) error {
 	err := a.srv.Shutdown(ctx)
 	<-a.done
+	if a.flight != nil {
+		a.flight.Stop()
+	}
 	return err
 }
+
+// The flight recorder's window (APIOptions.DebugFlight): long enough to
+// fetch it after a burst of self-fences seen in the log or the metrics.
+const (
+	flightWindow   = 20 * time.Second
+	flightMaxBytes = 256 << 20
+)
 
 // API limits (docs/API.md "Limits").
 const (
@@ -128,6 +140,12 @@ type APIOptions struct {
 	// DebugPprof serves net/http/pprof under /debug/pprof/ (profiling a
 	// loaded daemon; the daemon sets it from IGOR_DEBUG_PPROF=1).
 	DebugPprof bool
+	// DebugFlight keeps the Go execution tracer's last seconds in memory
+	// (runtime/trace.FlightRecorder) and serves them at GET /debug/flight,
+	// to see what a node did just before an event the operator noticed
+	// late — a burst of self-fences, a stall; the daemon sets it from
+	// IGOR_DEBUG_FLIGHT=1. Tracing costs a few per cent of CPU.
+	DebugFlight bool
 }
 
 // ServeAPI starts the API on addr (loopback by default: it can publish
@@ -211,9 +229,27 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_custody_driver_wakes_total",
 			Help: "Wake-ups of custody driver goroutines: persists, starts, stops, fetch results, and groups with a handoff, regroup or campaign in flight."},
 			func() float64 { return float64(m.Custody.EngineStats().Loop) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_custody_engine_late_rounds_total",
+			Help: "Custody engine rounds (every holder's lease renewals) that began or ran 300 ms or more late: a starved or paused process, or sends blocked on a slow peer."},
+			func() float64 { return float64(m.Custody.EngineStats().Late) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_store_flushes_total",
 			Help: "Group flushes (syncfs) that made this node's block, lease-state and head writes durable (0 where each file is fsynced)."},
 			func() float64 { return float64(m.Store.Syncer().Flushes()) }),
+		// Lineage verification (DECISIONS D77): steps are the steady state; a
+		// rise in walks, or in checkpoints per walk, is the verified-lineage
+		// cache failing a node that is busy with takeovers.
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_lineage_steps_total",
+			Help: "Checkpoints verified in one step above a checkpoint verified before (a standby following its holder)."},
+			func() float64 { return float64(m.verified.Stats().Steps) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_lineage_walks_total",
+			Help: "Lineage walks: verifications down to a checkpoint verified before, or to the genesis."},
+			func() float64 { return float64(m.verified.Stats().Walks) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_lineage_walked_checkpoints_total",
+			Help: "Checkpoints verified (signatures and rules) by lineage walks."},
+			func() float64 { return float64(m.verified.Stats().Walked) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_lineage_genesis_walks_total",
+			Help: "Lineage walks that found no checkpoint verified before and verified the agent's whole history."},
+			func() float64 { return float64(m.verified.Stats().GenesisWalks) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_agent_log_lines_dropped_total",
 			Help: "Agent log lines not written to the node log by the per-agent rate limit (still recorded for replay)."},
 			func() float64 {
@@ -355,6 +391,20 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	var flight *trace.FlightRecorder
+	if opts.DebugFlight {
+		flight = trace.NewFlightRecorder(trace.FlightRecorderConfig{MinAge: flightWindow, MaxBytes: flightMaxBytes})
+		if err := flight.Start(); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("%w: the flight recorder: %w (another tracer running?)", ErrAPIConfig, err)
+		}
+		mux.HandleFunc("GET /debug/flight", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			if _, err := flight.WriteTo(w); err != nil {
+				m.Logger.Warn("API: writing the flight recorder's trace", "err", err)
+			}
+		})
+	}
 	uiHandlers(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint %s %s (see docs/API.md)", r.Method, r.URL.Path))
@@ -364,7 +414,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 		srv = &http.Server{Handler: apiGuard(mux, opts, ln.Addr().String(), !loopback),
 			ReadHeaderTimeout: apiHeaderTimeout, ReadTimeout: apiReadTimeout, IdleTimeout: apiIdleTimeout, MaxHeaderBytes: apiMaxHeaderBytes}
 	}
-	a := &APIServer{ln: ln, done: make(chan error, 1), srv: srv}
+	a := &APIServer{ln: ln, done: make(chan error, 1), srv: srv, flight: flight}
 	go func() { a.done <- a.srv.Serve(ln) }()
 	return a, nil
 }

@@ -93,6 +93,18 @@ func TestCustodyTakeoverAfterHolderDies(t *testing.T) {
 		return nil
 	})
 	t.Logf("standbys at seq %d", committedSeq)
+	// A standby following its holder verifies each new checkpoint in one
+	// step above the one before (DECISIONS D77), not by a walk.
+	for _, m := range ms {
+		if m == holder || !slices.Contains(res.Members, m.PeerID()) {
+			continue
+		}
+		vs := m.verified.Stats()
+		t.Logf("standby %s: %+v", m.PeerID(), vs)
+		if vs.Steps < 2 || vs.GenesisWalks > 1 {
+			t.Errorf("standby %s verified %+v: want its seqs 2..%d one step each (steps >= 2) and its whole lineage at most once", m.PeerID(), vs, committedSeq)
+		}
+	}
 	// Every node queries once, so each remembers this holder (its hint).
 	for _, m := range ms {
 		if q, err := m.QueryAgent(ctx, res.DID); err != nil || q.Holder != holder.PeerID() {

@@ -493,3 +493,33 @@ func TestPublishRefusalBelowMinimumLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIDebugFlight: with DebugFlight the API serves the execution
+// tracer's recent window (a Go trace, read by go tool trace); without it
+// the endpoint does not exist.
+func TestAPIDebugFlight(t *testing.T) {
+	ms := startMeshes(t, 1, 1)
+	get := func(opts APIOptions) (int, []byte) {
+		t.Helper()
+		srv, err := ms[0].ServeAPIWithOptions("127.0.0.1:0", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close(context.Background())
+		time.Sleep(200 * time.Millisecond) // something in the window
+		resp, err := http.Get("http://" + srv.Addr() + "/debug/flight")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	code, body := get(APIOptions{DebugFlight: true})
+	if code != http.StatusOK || !bytes.HasPrefix(body, []byte("go 1.")) || len(body) < 1024 {
+		t.Fatalf("flight recorder: HTTP %d, %d bytes starting %q; want 200 and a Go execution trace", code, len(body), body[:min(len(body), 16)])
+	}
+	if code, _ := get(APIOptions{}); code != http.StatusNotFound {
+		t.Fatalf("without DebugFlight: HTTP %d, want 404", code)
+	}
+}

@@ -128,7 +128,7 @@ flag names: {"listen": ["/ip4/0.0.0.0/tcp/4001"], "slots": 16, "price": 500000,
 			}
 			defer m.Close()
 			opts := node.APIOptions{AllowRemote: apiRemote, DebugPartition: os.Getenv("IGOR_DEBUG_PARTITION") == "1",
-				DebugPprof: os.Getenv("IGOR_DEBUG_PPROF") == "1"}
+				DebugPprof: os.Getenv("IGOR_DEBUG_PPROF") == "1", DebugFlight: os.Getenv("IGOR_DEBUG_FLIGHT") == "1"}
 			if apiTokenPath != "" || (apiRemote && !node.IsLoopbackAddr(api)) {
 				if apiTokenPath == "" {
 					apiTokenPath = filepath.Join(m.Home.Dir, apiTokenFile)

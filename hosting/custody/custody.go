@@ -416,9 +416,13 @@ type Manager struct {
 		gen  uint64
 		ok   bool
 	}
-	inline   atomic.Uint64 // EngineStats
-	loops    atomic.Uint64
-	badMoves atomic.Uint64 // phase moves refused (driver.to): bugs
+	inline atomic.Uint64 // EngineStats
+	loops  atomic.Uint64
+	// lateRounds: EngineStats.Late; lateLogged: the engine goroutine's
+	// last warning of one (owned by runEngine).
+	lateRounds atomic.Uint64
+	lateLogged time.Time
+	badMoves   atomic.Uint64 // phase moves refused (driver.to): bugs
 }
 
 // alignedNow is the first instant at or after now on the manager's tick

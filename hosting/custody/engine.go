@@ -106,6 +106,8 @@ func (m *Manager) runEngine() {
 			return
 		case <-t.C:
 		}
+		start := time.Now()
+		late := start.Sub(m.t0.Add(next))
 		now := int64(time.Since(m.t0) / iv)
 		ds = m.appendDrivers(ds[:0])
 		if batch {
@@ -157,8 +159,33 @@ func (m *Manager) runEngine() {
 			b.Uncork()
 		}
 		clear(ds) // no references kept to drivers that leave
+		m.noteRound(late, time.Since(start))
 	}
 }
+
+// lateRound: an engine round that began this much after its grid time, or
+// took this long, is counted and logged: every holder's lease is renewed
+// by these rounds, so a node whose rounds come 300 ms late is a few such
+// rounds from self-fencing all its holders at once.
+const lateRound = 300 * time.Millisecond
+
+// noteRound counts and logs (at most once per lateLogEvery) an engine
+// round that began late or ran long, and why it may have: a process
+// paused or starved (late) or a round blocked in its sends (took).
+func (m *Manager) noteRound(late, took time.Duration) {
+	if late < lateRound && took < lateRound {
+		return
+	}
+	m.lateRounds.Add(1)
+	if time.Since(m.lateLogged) < lateLogEvery {
+		return
+	}
+	m.lateLogged = time.Now()
+	m.cfg.Logger.Warn("custody engine: a round ran late; holders self-fence when rounds are later than their lease (a starved or paused process, or a slow peer)",
+		"late", late.Round(time.Millisecond), "took", took.Round(time.Millisecond), "late rounds", m.lateRounds.Load())
+}
+
+const lateLogEvery = 5 * time.Second
 
 // EngineStats counts how the drivers were stepped since the manager
 // started: Inline, steps the engine or Deliver ran on the caller's
@@ -167,11 +194,12 @@ func (m *Manager) runEngine() {
 // with commits only.
 type EngineStats struct {
 	Inline, Loop uint64
+	Late         uint64 // rounds begun or run lateRound late (noteRound)
 }
 
 // EngineStats reports the counts so far.
 func (m *Manager) EngineStats() EngineStats {
-	return EngineStats{Inline: m.inline.Load(), Loop: m.loops.Load()}
+	return EngineStats{Inline: m.inline.Load(), Loop: m.loops.Load(), Late: m.lateRounds.Load()}
 }
 
 func (m *Manager) appendDrivers(ds []*driver) []*driver {

@@ -39,6 +39,9 @@ type VerifiedSet interface {
 	Has(c cid.Cid) bool
 	Base(c cid.Cid) (agents.Base, bool)
 	AddBase(b agents.Base)
+	// NoteSteps and NoteWalk count the verifications (metrics).
+	NoteSteps(n int)
+	NoteWalk(lin *agents.Lineage)
 }
 
 // ensureMaxDepth bounds the walk back (a lineage deeper than this is
@@ -138,6 +141,7 @@ func verifyLineage(store agents.BlockGetter, verified VerifiedSet, did string, c
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", c, err)
 	}
+	verified.NoteWalk(lin)
 	verified.AddBase(lin.Base())
 	return nil
 }
@@ -152,6 +156,7 @@ func verifyForward(store agents.BlockGetter, verified VerifiedSet, base agents.B
 			return fmt.Errorf("checkpoint %s: %w", c, err)
 		}
 		verified.AddBase(next)
+		verified.NoteSteps(1)
 		base = next
 	}
 	return nil
