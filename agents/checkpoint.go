@@ -279,10 +279,10 @@ func (c *Checkpoint) Verify() error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(agent, msg, c.AgentSig) {
+	if !verifySig(agent, msg, c.AgentSig) {
 		return errf(ErrBadSignature, "agent signature does not verify against %s", c.Agent)
 	}
-	if !ed25519.Verify(holder, msg, c.HolderSig) {
+	if !verifySig(holder, msg, c.HolderSig) {
 		return errf(ErrBadSignature, "holder signature does not verify against peer %s", c.Holder)
 	}
 	return nil

@@ -169,7 +169,7 @@ func (c *Control) Verify(owner string) error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(pub, msg, c.Sig) {
+	if !verifySig(pub, msg, c.Sig) {
 		return errf(ErrControl, "the %s record (seq %d) is not signed by the agent's owner %s", c.Kind, c.Seq, owner)
 	}
 	return nil

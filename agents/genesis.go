@@ -105,7 +105,7 @@ func (g *Genesis) Verify() error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(pub, msg, g.Sig) {
+	if !verifySig(pub, msg, g.Sig) {
 		return errf(ErrBadSignature, "genesis signature does not verify against %s", g.Agent)
 	}
 	return nil

@@ -126,7 +126,7 @@ func (h *HeadRecord) Verify() error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(pub, msg, h.Sig) {
+	if !verifySig(pub, msg, h.Sig) {
 		return errf(ErrBadSignature, "head record signature does not verify against %s", h.Agent)
 	}
 	return nil

@@ -232,7 +232,7 @@ func (h *HostRecord) Verify() error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(pub, msg, h.Sig) {
+	if !verifySig(pub, msg, h.Sig) {
 		return errf(ErrBadSignature, "host record signature does not verify against peer %s", h.Peer)
 	}
 	return nil

@@ -314,6 +314,12 @@ type RunOptions struct {
 	// bounds the starts a node runs at once with it (ServiceConfig.Starts).
 	// It returns an error only when ctx ended.
 	StartGate func(ctx context.Context) (release func(), err error)
+	// WorkGate, if set, is waited for before each tick and each
+	// checkpoint, and its release called after it: the hosting service
+	// bounds the ticks a node runs at once with it (ServiceConfig.Work),
+	// so that runners woken together wait blocked rather than runnable.
+	// It returns an error only when ctx ended.
+	WorkGate func(ctx context.Context) (release func(), err error)
 }
 
 func (o *RunOptions) fill() {
@@ -594,8 +600,17 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		// what is left, and the final checkpoint records budget 0 — the
 		// host gives at most one tick timeout unpaid, and the lineage says
 		// the agent is spent (a cut tick could not be recorded at all).
+		release, err := r.workGate(ctx)
+		if err != nil {
+			return r.finish(StopContext, nil)
+		}
+		if wait, fenced := r.fenced(); fenced {
+			// The wait for a slot took the lease past the tick's end.
+			release()
+			timer.Reset(wait)
+			continue
+		}
 		var res wasmexec.TickResult
-		var err error
 		if r.resume != nil {
 			// The head is inside this tick (its holder journaled an effect's
 			// intent and stopped): replay it up to there, then go on live.
@@ -612,6 +627,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		} else {
 			res, err = r.inst.Tick(context.WithoutCancel(ctx))
 		}
+		release()
 		r.res.Ticks++
 		r.bill(res.Elapsed)
 		if errors.Is(err, wasmexec.ErrHostPaused) {
@@ -665,7 +681,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			// stop for a handoff or regroup that cancelled it killed the
 			// instance, lost the ticks since the last checkpoint and made
 			// the next holder run them again (seen in a mass failover).
-			if err := r.checkpoint(context.WithoutCancel(ctx)); err != nil {
+			if err := r.gatedCheckpoint(context.WithoutCancel(ctx)); err != nil {
 				return r.res, err
 			}
 			if r.failures >= r.opts.MaxFailures {
@@ -734,6 +750,27 @@ func (r *run) fenced() (time.Duration, bool) {
 		every = 100 * time.Millisecond
 	}
 	return min(max(r.opts.FastInterval, every), r.opts.TickInterval), true
+}
+
+// workGate takes a slot of the run's WorkGate (a no-op release without
+// one).
+func (r *run) workGate(ctx context.Context) (func(), error) {
+	if r.opts.WorkGate == nil {
+		return func() {}, nil
+	}
+	return r.opts.WorkGate(ctx)
+}
+
+// gatedCheckpoint is checkpoint inside a slot of the run's WorkGate. The
+// checkpoint is written whatever ctx says (the caller passes a context
+// without cancel), so the slot is waited for without it too.
+func (r *run) gatedCheckpoint(ctx context.Context) error {
+	release, err := r.workGate(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return r.checkpoint(ctx)
 }
 
 // gatedStart is start inside the run's StartGate, if any.

@@ -1,6 +1,7 @@
 package hosting
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -87,6 +88,17 @@ type ServiceConfig struct {
 	// traffic of the groups that are healthy (issue "Custody engine",
 	// item 6). Negative is an error.
 	Starts int
+	// Work bounds the agents' ticks and checkpoints — and, through
+	// WorkGate, whatever else the node gates with them (its standbys'
+	// checkpoint verifications) — that run at once. Default GOMAXPROCS.
+	// A node's runners wake together on the tick grid, hundreds at once:
+	// ungated, each is runnable until its tick and checkpoint are done,
+	// and a lease goroutine woken behind them — the custody engine, a
+	// stream reader — waited for all of them, a second and more when GC
+	// assists and a busy machine slowed each (DECISIONS D79). Waiting for
+	// a slot, a runner is blocked, not runnable: the queue the lease
+	// traffic waits in stays short. Negative is an error.
+	Work int
 	// OnCheckpoint is called after each checkpoint a hosted agent without
 	// a custody lease wrote (there, its commit), with its key and lease (the
 	// node publishes the head record and provides the blocks). It must not
@@ -121,6 +133,8 @@ type Service struct {
 	starts        chan struct{}
 	startsWaiting atomic.Int64
 	startsPeak    atomic.Int64
+	// work holds a token per gated step in progress (ServiceConfig.Work).
+	work chan struct{}
 }
 
 type hosted struct {
@@ -141,6 +155,8 @@ func NewService(env Env, cfg ServiceConfig) (*Service, error) {
 		cfg.Slots = 16
 	}
 	switch {
+	case cfg.Work < 0:
+		return nil, fmt.Errorf("hosting: ServiceConfig.Work is %d: want the number of ticks and verifications to run at once, or 0 for the default", cfg.Work)
 	case cfg.Starts < 0:
 		return nil, fmt.Errorf("hosting: ServiceConfig.Starts is %d: want the number of agent starts to run at once, or 0 for the default", cfg.Starts)
 	case cfg.Starts == 0:
@@ -148,7 +164,7 @@ func NewService(env Env, cfg ServiceConfig) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{env: env, cfg: cfg, ctx: ctx, cancel: cancel, agents: map[string]*hosted{},
-		starts: make(chan struct{}, cfg.Starts)}, nil
+		starts: make(chan struct{}, cfg.Starts), work: make(chan struct{}, cmp.Or(cfg.Work, runtime.GOMAXPROCS(0)))}, nil
 }
 
 // startGate waits for a start slot (ServiceConfig.Starts) or for ctx to
@@ -172,6 +188,18 @@ func (s *Service) startGate(ctx context.Context) (func(), error) {
 		}
 	}
 	return func() { <-s.starts }, nil
+}
+
+// WorkGate waits for a work slot (ServiceConfig.Work) or for ctx to end,
+// and returns the slot's release. The agents' ticks and checkpoints take
+// one; so may other CPU-bound work of the node that runs per agent.
+func (s *Service) WorkGate(ctx context.Context) (func(), error) {
+	select {
+	case s.work <- struct{}{}:
+		return func() { <-s.work }, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // StartStats reports the agent starts waiting for a slot now, and the
@@ -277,6 +305,7 @@ func (s *Service) Accept(ctx context.Context, lease Lease) (Status, error) {
 	opts.Fence = lease.Fence
 	opts.AwaitCommit = lease.AwaitCommit
 	opts.StartGate = s.startGate
+	opts.WorkGate = s.WorkGate
 	if s.cfg.OnTick != nil {
 		did := a.DID
 		opts.OnTick = func(t uint64) { s.cfg.OnTick(did, t) }

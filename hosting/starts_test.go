@@ -149,3 +149,125 @@ func TestRunStartGate(t *testing.T) {
 		}
 	})
 }
+
+// TestRunWorkGate: every tick and checkpoint runs inside a slot of the
+// run's WorkGate, released after it; a tick whose wait for a slot took
+// the lease past its end does not run; a stop while waiting ends the run.
+func TestRunWorkGate(t *testing.T) {
+	f := newFixture(t)
+	a, _ := f.create(t, "heartbeat", 1_000_000)
+
+	t.Run("each tick and checkpoint in a slot", func(t *testing.T) {
+		var inSlot, held, released, outside atomic.Int32
+		opts := fast(6, 3)
+		opts.WorkGate = func(ctx context.Context) (func(), error) {
+			held.Add(1)
+			inSlot.Add(1)
+			return func() { inSlot.Add(-1); released.Add(1) }, nil
+		}
+		opts.OnTick = func(uint64) {
+			if inSlot.Load() != 0 {
+				outside.Add(1) // OnTick runs after the tick's slot is released
+			}
+		}
+		r, err := hosting.Run(context.Background(), f.env, a, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 6 ticks and 2 checkpoints (every 3 ticks) in the loop.
+		if r.Ticks != 6 || held.Load() != 8 || released.Load() != 8 || outside.Load() != 0 {
+			t.Fatalf("%d ticks; gate taken %d times, released %d, held across OnTick %d; want 6, 8, 8, 0", r.Ticks, held.Load(), released.Load(), outside.Load())
+		}
+	})
+
+	t.Run("the lease ended during the wait", func(t *testing.T) {
+		horizon := time.Duration(a.Manifest.ResourceLimits.TickTimeoutMs) * time.Millisecond
+		fence := time.Now().Add(horizon + 200*time.Millisecond)
+		var ticks, released atomic.Int32
+		opts := fast(0, 3)
+		opts.Fence = func() time.Time { return fence }
+		opts.OnTick = func(uint64) { ticks.Add(1) }
+		opts.WorkGate = func(ctx context.Context) (func(), error) {
+			time.Sleep(time.Until(fence) - horizon + 100*time.Millisecond) // a queue longer than what the lease allows
+			return func() { released.Add(1) }, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Until(fence)+300*time.Millisecond)
+		defer cancel()
+		r, err := hosting.Run(ctx, f.env, a, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := ticks.Load(); n != 0 || r.Ticks != 0 || released.Load() == 0 {
+			t.Fatalf("%d ticks after a wait for a slot that ended past the lease's fence, %d slots released (result %+v); want 0 ticks, the slot released", n, released.Load(), r)
+		}
+	})
+
+	t.Run("a stop while waiting", func(t *testing.T) {
+		opts := fast(0, 3)
+		opts.WorkGate = func(ctx context.Context) (func(), error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan hosting.Result, 1)
+		go func() {
+			r, err := hosting.Run(ctx, f.env, a, opts)
+			if err != nil {
+				t.Error(err)
+			}
+			res <- r
+		}()
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		select {
+		case r := <-res:
+			if r.Reason != hosting.StopContext || r.Ticks != 0 {
+				t.Fatalf("stopped while waiting for a work slot: %+v", r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not end within 5 s of its stop while waiting for a work slot")
+		}
+	})
+}
+
+// TestServiceWorkSlots: ServiceConfig.Work bounds the slots WorkGate
+// hands out; a waiter gets one when one is released, or its context's
+// error; a negative Work is refused with the option named.
+func TestServiceWorkSlots(t *testing.T) {
+	f := newFixture(t)
+	if _, err := hosting.NewService(f.env, hosting.ServiceConfig{Work: -1}); err == nil || !strings.Contains(err.Error(), "Work is -1") {
+		t.Fatalf("Work -1: want an error naming the option, got %v", err)
+	}
+	svc, err := hosting.NewService(f.env, hosting.ServiceConfig{Slots: 4, Work: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	defer svc.Close(ctx)
+	r1, err1 := svc.WorkGate(ctx)
+	_, err2 := svc.WorkGate(ctx)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := svc.WorkGate(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a third slot of 2: %v, want the context's deadline", err)
+	}
+	got := make(chan error, 1)
+	go func() { _, err := svc.WorkGate(ctx); got <- err }()
+	select {
+	case err := <-got:
+		t.Fatalf("a waiter got a slot while both were held (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	r1()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a released slot did not reach its waiter")
+	}
+}

@@ -890,6 +890,10 @@ func (n *custodyNet) live(peers []string) []string {
 // exchangeFetcher is custody.Fetcher over the block exchange.
 type exchangeFetcher struct{ m *Mesh }
 
+// WorkGate: a standby's verifications share the agents' work slots
+// (custody.Gated, hosting.ServiceConfig.Work).
+func (f exchangeFetcher) WorkGate(ctx context.Context) (func(), error) { return f.m.Svc.WorkGate(ctx) }
+
 func (f exchangeFetcher) from(peers []string) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	for _, p := range peers {

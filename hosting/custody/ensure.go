@@ -31,6 +31,27 @@ type Presence interface {
 	Present(ctx context.Context, root cid.Cid) bool
 }
 
+// Gated is implemented by a Fetcher whose node bounds its CPU-bound work
+// per agent (hosting.Service.WorkGate): EnsureLineage verifies inside a
+// slot of it, and fetches outside.
+type Gated interface {
+	WorkGate(ctx context.Context) (release func(), err error)
+}
+
+// gated runs verify inside f's work gate, if f has one.
+func gated(ctx context.Context, f Fetcher, verify func() error) error {
+	g, ok := f.(Gated)
+	if !ok {
+		return verify()
+	}
+	release, err := g.WorkGate(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return verify()
+}
+
 // VerifiedSet remembers checkpoints whose whole lineage was verified here
 // (hosting.Verified), so a lineage is verified once, above its last
 // verified checkpoint — and, with a checkpoint's agents.Base, the next
@@ -77,9 +98,9 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 			if base, ok := verified.Base(cur); ok {
 				// The common case — a standby's next checkpoint from the
 				// holder it follows — in one step per checkpoint walked.
-				return verifyForward(store, verified, base, walked, c)
+				return gated(ctx, f, func() error { return verifyForward(store, verified, base, walked, c) })
 			}
-			return verifyLineage(store, verified, did, c, signed)
+			return gated(ctx, f, func() error { return verifyLineage(store, verified, did, c, signed) })
 		}
 		data, err := f.Fetch(ctx, cur, peers)
 		if err != nil {
@@ -92,7 +113,7 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 		if cp.Agent != did {
 			return fmt.Errorf("checkpoint %s belongs to %s, not %s", cur, cp.Agent, did)
 		}
-		if err := cp.Verify(); err != nil {
+		if err := gated(ctx, f, cp.Verify); err != nil {
 			return fmt.Errorf("checkpoint %s: %w", cur, err)
 		}
 		signed[cur] = true
@@ -126,7 +147,7 @@ func EnsureLineage(ctx context.Context, f Fetcher, store agents.BlockGetter, ver
 					return fmt.Errorf("lineage root %s: %w", r, err)
 				}
 			}
-			return verifyLineage(store, verified, did, c, signed)
+			return gated(ctx, f, func() error { return verifyLineage(store, verified, did, c, signed) })
 		}
 		cur = cp.Prev
 	}
