@@ -100,30 +100,7 @@ func TestRunStartGate(t *testing.T) {
 	})
 
 	t.Run("a stop while waiting", func(t *testing.T) {
-		opts := fast(0, 3)
-		opts.StartGate = func(ctx context.Context) (func(), error) {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		res := make(chan hosting.Result, 1)
-		go func() {
-			r, err := hosting.Run(ctx, f.env, a, opts)
-			if err != nil {
-				t.Error(err)
-			}
-			res <- r
-		}()
-		time.Sleep(50 * time.Millisecond)
-		cancel()
-		select {
-		case r := <-res:
-			if r.Reason != hosting.StopContext || r.Ticks != 0 {
-				t.Fatalf("stopped while waiting for a start slot: %+v", r)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Run did not end within 5 s of its stop while waiting for a start slot")
-		}
+		stopWhileWaiting(t, f, a, "a start slot", func(o *hosting.RunOptions, g gate) { o.StartGate = g })
 	})
 
 	t.Run("the lease ended during the wait", func(t *testing.T) {
@@ -203,30 +180,7 @@ func TestRunWorkGate(t *testing.T) {
 	})
 
 	t.Run("a stop while waiting", func(t *testing.T) {
-		opts := fast(0, 3)
-		opts.WorkGate = func(ctx context.Context) (func(), error) {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		res := make(chan hosting.Result, 1)
-		go func() {
-			r, err := hosting.Run(ctx, f.env, a, opts)
-			if err != nil {
-				t.Error(err)
-			}
-			res <- r
-		}()
-		time.Sleep(50 * time.Millisecond)
-		cancel()
-		select {
-		case r := <-res:
-			if r.Reason != hosting.StopContext || r.Ticks != 0 {
-				t.Fatalf("stopped while waiting for a work slot: %+v", r)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Run did not end within 5 s of its stop while waiting for a work slot")
-		}
+		stopWhileWaiting(t, f, a, "a work slot", func(o *hosting.RunOptions, g gate) { o.WorkGate = g })
 	})
 }
 
@@ -269,5 +223,37 @@ func TestServiceWorkSlots(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a released slot did not reach its waiter")
+	}
+}
+
+type gate = func(ctx context.Context) (func(), error)
+
+// stopWhileWaiting: a run whose gate (set by set) never opens ends with
+// its context, with no tick.
+func stopWhileWaiting(t *testing.T, f *fixture, a *hosting.Loaded, what string, set func(*hosting.RunOptions, gate)) {
+	t.Helper()
+	opts := fast(0, 3)
+	set(&opts, func(ctx context.Context) (func(), error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan hosting.Result, 1)
+	go func() {
+		r, err := hosting.Run(ctx, f.env, a, opts)
+		if err != nil {
+			t.Error(err)
+		}
+		res <- r
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case r := <-res:
+		if r.Reason != hosting.StopContext || r.Ticks != 0 {
+			t.Fatalf("stopped while waiting for %s: %+v", what, r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Run did not end within 5 s of its stop while waiting for %s", what)
 	}
 }
