@@ -262,8 +262,8 @@ func (c *Checkpoint) Sign(agentKey, holderKey ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	c.AgentSig = ed25519.Sign(agentKey, msg)
-	c.HolderSig = ed25519.Sign(holderKey, msg)
+	c.AgentSig = signMsg(agentKey, msg)
+	c.HolderSig = signMsg(holderKey, msg)
 	return nil
 }
 

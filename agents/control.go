@@ -151,7 +151,7 @@ func (c *Control) Sign(owner ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	c.Sig = ed25519.Sign(owner, msg)
+	c.Sig = signMsg(owner, msg)
 	return nil
 }
 

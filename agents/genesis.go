@@ -90,7 +90,7 @@ func (g *Genesis) Sign(priv ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	g.Sig = ed25519.Sign(priv, msg)
+	g.Sig = signMsg(priv, msg)
 	return nil
 }
 

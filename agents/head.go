@@ -110,7 +110,7 @@ func (h *HeadRecord) Sign(priv ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	h.Sig = ed25519.Sign(priv, msg)
+	h.Sig = signMsg(priv, msg)
 	return nil
 }
 

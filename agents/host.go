@@ -216,7 +216,7 @@ func (h *HostRecord) Sign(nodeKey ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	h.Sig = ed25519.Sign(nodeKey, msg)
+	h.Sig = signMsg(nodeKey, msg)
 	return nil
 }
 

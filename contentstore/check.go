@@ -97,7 +97,7 @@ func OpenForCheck(dir string) (*Store, error) {
 	_ = defaults(&cfg)
 	// The pack is opened read-only: a check writes nothing (Pebble would
 	// otherwise replay its log into new files).
-	pk, err := openPack(dir, false, true, cfg.packMemTable)
+	pk, err := openPack(dir, false, true, cfg.packMemTable, cfg.logger)
 	if err != nil {
 		return nil, errors.Join(err, unlockDir(lock))
 	}

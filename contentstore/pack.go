@@ -88,9 +88,9 @@ type pack struct {
 }
 
 // openPack opens (create: creating) the pack in dir with memtables of at
-// most memTable bytes; it returns nil, nil when the pack does not exist and
-// create is false.
-func openPack(dir string, create, readOnly bool, memTable uint64) (*pack, error) {
+// most memTable bytes, logging to lg; it returns nil, nil when the pack
+// does not exist and create is false.
+func openPack(dir string, create, readOnly bool, memTable uint64, lg *slog.Logger) (*pack, error) {
 	path := filepath.Join(dir, packDirName)
 	if !create {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -98,10 +98,10 @@ func openPack(dir string, create, readOnly bool, memTable uint64) (*pack, error)
 		}
 	}
 	opts := &pebble.Options{
-		Logger:        packLogger{},
+		Logger:        packLogger{lg},
 		ReadOnly:      readOnly,
 		MemTableSize:  memTable,
-		EventListener: packEvents(),
+		EventListener: packEvents(lg),
 	}
 	db, err := pebble.Open(path, opts)
 	if readOnly && errors.Is(err, pebble.ErrDBDoesNotExist) {
@@ -246,36 +246,36 @@ func (p *pack) list(prefix byte) (out []cid.Cid, bad []string, err error) {
 }
 
 // packLogger drops Pebble's informational messages (every open prints
-// some) and passes its errors to the default logger.
-type packLogger struct{}
+// some) and passes its errors to the store's logger (WithLogger).
+type packLogger struct{ lg *slog.Logger }
 
 func (packLogger) Infof(string, ...any) {}
-func (packLogger) Errorf(format string, args ...any) {
-	slog.Default().Error("contentstore pack: " + fmt.Sprintf(format, args...))
+func (p packLogger) Errorf(format string, args ...any) {
+	p.lg.Error("contentstore pack: " + fmt.Sprintf(format, args...))
 }
-func (packLogger) Fatalf(format string, args ...any) {
-	slog.Default().Error("contentstore pack (fatal): " + fmt.Sprintf(format, args...))
+func (p packLogger) Fatalf(format string, args ...any) {
+	p.lg.Error("contentstore pack (fatal): " + fmt.Sprintf(format, args...))
 	os.Exit(1)
 }
 
 // packEvents reports what makes the pack's writes wait — a write stall
 // (memtables full, too many level-0 tables) or a slow disk operation —
-// to the default logger: every durable write of the node waits then, its
-// lease states too, and nothing else would say why.
-func packEvents() *pebble.EventListener {
+// to lg: every durable write of the node waits then, its lease states
+// too, and nothing else would say why.
+func packEvents(lg *slog.Logger) *pebble.EventListener {
 	var since atomic.Int64 // Unix ns of the stall's start; 0: none
 	return &pebble.EventListener{
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
 			since.Store(time.Now().UnixNano())
-			slog.Default().Warn("contentstore pack: writes stalled", "reason", info.Reason)
+			lg.Warn("contentstore pack: writes stalled", "reason", info.Reason)
 		},
 		WriteStallEnd: func() {
 			if t := since.Swap(0); t != 0 {
-				slog.Default().Warn("contentstore pack: writes resumed", "stalled", time.Since(time.Unix(0, t)).Round(time.Millisecond))
+				lg.Warn("contentstore pack: writes resumed", "stalled", time.Since(time.Unix(0, t)).Round(time.Millisecond))
 			}
 		},
 		DiskSlow: func(info pebble.DiskSlowInfo) {
-			slog.Default().Warn("contentstore pack: slow disk operation", "detail", info.String())
+			lg.Warn("contentstore pack: slow disk operation", "detail", info.String())
 		},
 	}
 }

@@ -423,10 +423,7 @@ func sortedCIDs(cs ...cid.Cid) []cid.Cid {
 // logged with its reason and, when writes resume, with how long they waited.
 func TestPackEventsLogStalls(t *testing.T) {
 	var buf bytes.Buffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
-	t.Cleanup(func() { slog.SetDefault(old) })
-	ev := packEvents()
+	ev := packEvents(slog.New(slog.NewTextHandler(&buf, nil)))
 	ev.WriteStallEnd() // no stall began: nothing to report
 	if buf.Len() != 0 {
 		t.Fatalf("a resume without a stall logged %q", buf.String())

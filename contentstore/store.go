@@ -1,6 +1,7 @@
 package contentstore
 
 import (
+	"log/slog"
 	"errors"
 	"fmt"
 	"io"
@@ -69,12 +70,14 @@ type config struct {
 	// deferPack: packed blocks are not flushed on their own (WithDeferredPackSync).
 	deferPack    bool
 	packMemTable uint64 // the pack's largest memtable (packMemTable; tests set others)
+	logger       *slog.Logger
 }
 
 func defaults(c *config) error {
 	c.fsync = true
 	c.gcGrace = DefaultGCGrace
 	c.packMemTable = packMemTable
+	c.logger = slog.Default()
 	return nil
 }
 
@@ -86,6 +89,18 @@ func (c *config) validate() error {
 		return errors.New("contentstore: WithDeferredPackSync needs WithPack")
 	}
 	return nil
+}
+
+// WithLogger sends what the store has to say — the pack's errors, write
+// stalls and slow disk operations — to l (default: slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("contentstore: WithLogger(nil): pass a logger, or leave the option out for the default")
+		}
+		c.logger = l
+		return nil
+	}
 }
 
 // WithoutFsync skips every fsync. Benchmarks and throwaway test stores only:
@@ -196,7 +211,7 @@ func Open(dir string, opts ...Option) (_ *Store, err error) {
 	if err := s.syncDir(dir); err != nil {
 		return nil, err
 	}
-	if s.pack, err = openPack(dir, cfg.packMax > 0, false, cfg.packMemTable); err != nil {
+	if s.pack, err = openPack(dir, cfg.packMax > 0, false, cfg.packMemTable, cfg.logger); err != nil {
 		return nil, err
 	}
 	// We hold the directory lock, so every *.tmp is a leftover of a crash.

@@ -350,6 +350,9 @@ func TestOpenErrorsAndClose(t *testing.T) {
 	if _, err := Open(t.TempDir(), nil); err == nil {
 		t.Fatal("nil option accepted")
 	}
+	if _, err := Open(t.TempDir(), WithPack(0), WithLogger(nil)); err == nil || !strings.Contains(err.Error(), "WithLogger(nil)") {
+		t.Fatalf("a nil logger: %v, want an error naming WithLogger", err)
+	}
 
 	sdir := filepath.Join(t.TempDir(), "a", "store")
 	s, err := Open(sdir)

@@ -103,7 +103,7 @@ func openLocal(dir string, logger *slog.Logger, gcGrace time.Duration) (_ *Local
 			err = errors.Join(err, l.Close())
 		}
 	}()
-	opts := []contentstore.Option{contentstore.WithPack(0), contentstore.WithDeferredPackSync()}
+	opts := []contentstore.Option{contentstore.WithPack(0), contentstore.WithDeferredPackSync(), contentstore.WithLogger(logger)}
 	if gcGrace > 0 {
 		opts = append(opts, contentstore.WithGCGrace(gcGrace))
 	}
