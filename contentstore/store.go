@@ -1,11 +1,11 @@
 package contentstore
 
 import (
-	"log/slog"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
