@@ -602,6 +602,9 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		// the agent is spent (a cut tick could not be recorded at all).
 		release, err := r.workGate(ctx)
 		if err != nil {
+			// Stopped while waiting: as a stop between ticks — fenced, no
+			// final checkpoint of the ticks since the last one.
+			r.abort = errors.Is(context.Cause(ctx), ErrFenced)
 			return r.finish(StopContext, nil)
 		}
 		if wait, fenced := r.fenced(); fenced {

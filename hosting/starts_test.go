@@ -3,6 +3,7 @@ package hosting_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -182,6 +183,45 @@ func TestRunWorkGate(t *testing.T) {
 	t.Run("a stop while waiting", func(t *testing.T) {
 		stopWhileWaiting(t, f, a, "a work slot", func(o *hosting.RunOptions, g gate) { o.WorkGate = g })
 	})
+
+	// A stop while waiting ends the run as a stop between ticks does: with
+	// a final checkpoint of the ticks since the last, unless the lease
+	// ended (ErrFenced) — then nothing more is written.
+	for _, fenced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("a stop after ticks, fenced %v", fenced), func(t *testing.T) {
+			opts := fast(0, 100) // no checkpoint of its own: the ticks stay unwritten
+			var taken atomic.Int32
+			waiting := make(chan struct{})
+			opts.WorkGate = func(ctx context.Context) (func(), error) {
+				if taken.Add(1) <= 3 {
+					return func() {}, nil
+				}
+				close(waiting)
+				<-ctx.Done()
+				return nil, context.Cause(ctx)
+			}
+			ctx, cancel := context.WithCancelCause(context.Background())
+			res := make(chan hosting.Result, 1)
+			go func() {
+				r, err := hosting.Run(ctx, f.env, a, opts)
+				if err != nil {
+					t.Error(err)
+				}
+				res <- r
+			}()
+			<-waiting
+			if fenced {
+				cancel(hosting.ErrFenced)
+			} else {
+				cancel(nil)
+			}
+			r := <-res
+			wrote := r.Head.Checkpoint.Seq != a.Head.Checkpoint.Seq
+			if r.Ticks != 3 || wrote == fenced {
+				t.Fatalf("fenced %v: %d ticks, head seq %d (was %d); want 3 ticks and a final checkpoint only when not fenced", fenced, r.Ticks, r.Head.Checkpoint.Seq, a.Head.Checkpoint.Seq)
+			}
+		})
+	}
 }
 
 // TestServiceWorkSlots: ServiceConfig.Work bounds the slots WorkGate
