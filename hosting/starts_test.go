@@ -201,14 +201,7 @@ func TestRunWorkGate(t *testing.T) {
 				return nil, context.Cause(ctx)
 			}
 			ctx, cancel := context.WithCancelCause(context.Background())
-			res := make(chan hosting.Result, 1)
-			go func() {
-				r, err := hosting.Run(ctx, f.env, a, opts)
-				if err != nil {
-					t.Error(err)
-				}
-				res <- r
-			}()
+			res := runAsync(t, ctx, f, a, opts)
 			<-waiting
 			if fenced {
 				cancel(hosting.ErrFenced)
@@ -278,14 +271,7 @@ func stopWhileWaiting(t *testing.T, f *fixture, a *hosting.Loaded, what string, 
 		return nil, ctx.Err()
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	res := make(chan hosting.Result, 1)
-	go func() {
-		r, err := hosting.Run(ctx, f.env, a, opts)
-		if err != nil {
-			t.Error(err)
-		}
-		res <- r
-	}()
+	res := runAsync(t, ctx, f, a, opts)
 	time.Sleep(50 * time.Millisecond)
 	cancel()
 	select {
@@ -296,4 +282,17 @@ func stopWhileWaiting(t *testing.T, f *fixture, a *hosting.Loaded, what string, 
 	case <-time.After(5 * time.Second):
 		t.Fatalf("Run did not end within 5 s of its stop while waiting for %s", what)
 	}
+}
+
+// runAsync runs a in the background; the result arrives on the channel.
+func runAsync(t *testing.T, ctx context.Context, f *fixture, a *hosting.Loaded, opts hosting.RunOptions) <-chan hosting.Result {
+	res := make(chan hosting.Result, 1)
+	go func() {
+		r, err := hosting.Run(ctx, f.env, a, opts)
+		if err != nil {
+			t.Error(err)
+		}
+		res <- r
+	}()
+	return res
 }
