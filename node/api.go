@@ -230,7 +230,7 @@ func (m *Mesh) ServeAPIWithOptions(addr string, opts APIOptions) (*APIServer, er
 			Help: "Wake-ups of custody driver goroutines: persists, starts, stops, fetch results, and groups with a handoff, regroup or campaign in flight."},
 			func() float64 { return float64(m.Custody.EngineStats().Loop) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_custody_engine_late_rounds_total",
-			Help: "Custody engine rounds (every holder's lease renewals) that began or ran 300 ms or more late: a starved or paused process, or sends blocked on a slow peer."},
+			Help: "Custody engine rounds (every holder's lease renewals) that began or ran 300 ms or more late: a paused process, or one short of CPU."},
 			func() float64 { return float64(m.Custody.EngineStats().Late) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "igor_store_flushes_total",
 			Help: "Group flushes (syncfs) that made this node's block, lease-state and head writes durable (0 where each file is fsynced)."},

@@ -170,8 +170,9 @@ func (m *Manager) runEngine() {
 const lateRound = 300 * time.Millisecond
 
 // noteRound counts and logs (at most once per lateLogEvery) an engine
-// round that began late or ran long, and why it may have: a process
-// paused or starved (late) or a round blocked in its sends (took).
+// round that began late or ran long: the process was paused, or the
+// engine's goroutine waited for a CPU behind other runnable work (its
+// sends are queued, so a slow peer does not hold a round; DECISIONS D79).
 func (m *Manager) noteRound(late, took time.Duration) {
 	if late < lateRound && took < lateRound {
 		return
@@ -181,7 +182,7 @@ func (m *Manager) noteRound(late, took time.Duration) {
 		return
 	}
 	m.lateLogged = time.Now()
-	m.cfg.Logger.Warn("custody engine: a round ran late; holders self-fence when rounds are later than their lease (a starved or paused process, or a slow peer)",
+	m.cfg.Logger.Warn("custody engine: a round ran late; holders self-fence when rounds are later than their lease; the node was paused or short of CPU (see igor_agent_starts_waiting and go_sched_latencies_seconds)",
 		"late", late.Round(time.Millisecond), "took", took.Round(time.Millisecond), "late rounds", m.lateRounds.Load())
 }
 
