@@ -566,8 +566,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		// A stop wins over a due tick (both may be ready at once: a journaled
 		// agent's next tick can be due as soon as its commit is).
 		if ctx.Err() != nil {
-			r.abort = errors.Is(context.Cause(ctx), ErrFenced)
-			return r.finish(StopContext, nil)
+			return r.stopped(ctx)
 		}
 		if wait, fenced := r.fenced(); fenced {
 			timer.Reset(wait)
@@ -602,10 +601,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		// the agent is spent (a cut tick could not be recorded at all).
 		release, err := r.workGate(ctx)
 		if err != nil {
-			// Stopped while waiting: as a stop between ticks — fenced, no
-			// final checkpoint of the ticks since the last one.
-			r.abort = errors.Is(context.Cause(ctx), ErrFenced)
-			return r.finish(StopContext, nil)
+			return r.stopped(ctx) // stopped while waiting: as between ticks
 		}
 		if wait, fenced := r.fenced(); fenced {
 			// The wait for a slot took the lease past the tick's end.
@@ -976,6 +972,13 @@ func (r *run) bill(elapsed time.Duration) {
 // and the payments since, as VerifyLineage recomputes a checkpoint's.
 func (r *run) rebudget() {
 	r.budget = max(agents.BudgetAfter(r.head.Checkpoint.Budget, r.metered, r.price)-r.paid, 0)
+}
+
+// stopped ends a run whose ctx was cancelled: with a final checkpoint of
+// the ticks since the last one, unless the lease ended (ErrFenced).
+func (r *run) stopped(ctx context.Context) (Result, error) {
+	r.abort = errors.Is(context.Cause(ctx), ErrFenced)
+	return r.finish(StopContext, nil)
 }
 
 // finish commits the final checkpoint when the agent ticked since the last
